@@ -1,0 +1,266 @@
+//! Chat completion requests, responses, streamed chunks and usage.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// The `object` value of a streamed chunk.
+pub const CHUNK_OBJECT: &str = "chat.completion.chunk";
+/// The `object` value of a whole (non-streamed) completion.
+pub const COMPLETION_OBJECT: &str = "chat.completion";
+/// The data line that ends an OpenAI-style event stream.
+pub const DONE_SENTINEL: &str = "[DONE]";
+
+/// `POST /v1/chat/completions` request body.
+///
+/// Unknown fields are accepted and ignored (OpenAI clients send fields Confab does not forward),
+/// but the fields below are type-checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ChatRequest {
+    /// Optional: a site key runs on its site's model when none is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// The newer OpenAI name for `max_tokens`; the relay treats them alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// `stream_options` of a chat request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// `stop`: one sequence or several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Who wrote a message. Tool and function roles are not part of a chat widget's conversation and
+/// are rejected as unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    /// OpenAI's newer name for a system message; treated exactly like `system`.
+    Developer,
+    User,
+    Assistant,
+}
+
+impl Role {
+    /// True for the roles that carry instructions rather than conversation.
+    pub fn is_instruction(self) -> bool {
+        matches!(self, Role::System | Role::Developer)
+    }
+}
+
+/// One message of a conversation. Content may arrive as a string or as an array of text parts;
+/// it is always text once parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    #[serde(deserialize_with = "deserialize_content")]
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into(), name: None }
+    }
+}
+
+/// Accepts `"text"` or `[{"type":"text","text":"..."}, ...]` and joins the parts. Any other part
+/// type (images, audio) is rejected with a message that says so.
+fn deserialize_content<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct ContentVisitor;
+
+    #[derive(Deserialize)]
+    struct Part {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        text: Option<String>,
+    }
+
+    impl<'de> Visitor<'de> for ContentVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or an array of text parts")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+            let mut text = String::new();
+            while let Some(part) = seq.next_element::<Part>()? {
+                if part.kind != "text" {
+                    return Err(de::Error::custom(format_args!(
+                        "content parts of type `{}` are not supported; only `text` parts are",
+                        part.kind
+                    )));
+                }
+                let Some(part_text) = part.text else {
+                    return Err(de::Error::missing_field("text"));
+                };
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&part_text);
+            }
+            Ok(text)
+        }
+    }
+
+    deserializer.deserialize_any(ContentVisitor)
+}
+
+/// Token counts, as reported by the upstream (or estimated by the relay when it reports none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+    }
+}
+
+/// One `chat.completion.chunk` event of a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChunkChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    pub index: u32,
+    pub delta: Delta,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+/// The part of a message a chunk adds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Delta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// A whole `chat.completion` (the answer to a request without `stream`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionChoice {
+    pub index: u32,
+    pub message: ChatMessage,
+    pub finish_reason: Option<String>,
+}
+
+/// `GET /v1/models` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelList {
+    pub object: String,
+    pub data: Vec<Model>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub owned_by: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_parts_are_joined_into_text() {
+        let message: ChatMessage = serde_json::from_str(
+            r#"{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(message.content, "a\nb");
+    }
+
+    #[test]
+    fn image_parts_are_rejected_with_a_reason() {
+        let err = serde_json::from_str::<ChatMessage>(
+            r#"{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`image_url` are not supported"), "{err}");
+    }
+
+    #[test]
+    fn unknown_roles_are_rejected() {
+        let err =
+            serde_json::from_str::<ChatMessage>(r#"{"role":"tool","content":"x"}"#).unwrap_err();
+        assert!(err.to_string().starts_with("unknown variant `tool`"), "{err}");
+    }
+
+    #[test]
+    fn a_usage_chunk_has_no_choices() {
+        let chunk: ChatCompletionChunk = serde_json::from_str(
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],
+               "usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        )
+        .unwrap();
+        assert!(chunk.choices.is_empty());
+        assert_eq!(chunk.usage, Some(Usage::new(3, 4)));
+    }
+}

@@ -1,0 +1,13 @@
+//! Wire types shared by the Confab widget (WebAssembly) and the relay.
+//!
+//! They follow the OpenAI chat-completions shapes that every OpenAI-compatible client already
+//! speaks. This crate depends only on serde-level crates so that it builds for
+//! `wasm32-unknown-unknown`; it never depends on tokio, axum or anything with I/O.
+
+mod chat;
+mod error;
+mod widget;
+
+pub use chat::*;
+pub use error::*;
+pub use widget::*;

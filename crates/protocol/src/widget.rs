@@ -1,0 +1,22 @@
+//! What the widget learns about its site from the relay.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/widget/config` response: the site's defaults for the widget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct WidgetConfig {
+    pub title: String,
+    pub greeting: String,
+    #[serde(default)]
+    pub suggestions: Vec<String>,
+    #[serde(default)]
+    pub theme: WidgetTheme,
+    /// The longest message, in characters, the relay accepts from a visitor.
+    pub max_message_chars: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct WidgetTheme {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_color: Option<String>,
+}

@@ -1,0 +1,346 @@
+//! The command line: `confab serve` and `confab sites ...`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigSources};
+use crate::http::{AppState, serve};
+use crate::sitekey::public_prefix;
+use crate::sites::{self, CreatedSite, SiteSpec};
+use crate::store::{Site, SqliteStore, Store};
+
+/// Confab: an AI chat assistant on any website, behind a relay that keeps the provider key.
+#[derive(Debug, Parser)]
+#[command(name = "confab", version, about)]
+pub struct Cli {
+    /// Configuration file [default: confab.toml when it exists].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL [default: sqlite://confab.db].
+    #[arg(long, global = true, value_name = "URL")]
+    pub database: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the relay.
+    Serve(ServeArgs),
+    /// Manage the websites allowed to use the relay.
+    #[command(subcommand)]
+    Sites(SitesCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SitesCommand {
+    /// Create a site and print its publishable site key (shown once).
+    Create(CreateSiteArgs),
+    /// List sites.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one site.
+    Show {
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a site; its key stops working at once.
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateSiteArgs {
+    /// A name for people (shown in listings).
+    #[arg(long)]
+    pub name: String,
+    /// An origin the key may be used from, like https://shop.example (repeatable).
+    #[arg(long = "origin", value_name = "ORIGIN")]
+    pub origins: Vec<String>,
+    /// A model the site may use (repeatable; the first is its default) [default: the first
+    /// model the relay serves].
+    #[arg(long = "model", value_name = "MODEL")]
+    pub models: Vec<String>,
+    /// File with the site's system prompt (its assistant's persona and rules).
+    #[arg(long, value_name = "FILE")]
+    pub system_prompt_file: Option<PathBuf>,
+    /// Accept calls without an Origin header (for native apps).
+    #[arg(long)]
+    pub allow_no_origin: bool,
+    /// Cap on max_tokens [default: policy.max_tokens].
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Upper bound for temperature [default: policy.temperature_max].
+    #[arg(long)]
+    pub temperature_max: Option<f32>,
+    /// Latest messages kept in the context [default: policy.context_messages].
+    #[arg(long)]
+    pub context_messages: Option<u32>,
+    /// Print one JSON object (with `id` and `key`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the level (info for `serve`, warn otherwise).
+pub fn init_tracing(cli: &Cli) {
+    let default = match cli.command {
+        Command::Serve(_) => "info",
+        Command::Sites(_) => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let listen = match &cli.command {
+        Command::Serve(args) => args.listen,
+        Command::Sites(_) => None,
+    };
+    let sources = ConfigSources { file: cli.config, database_url: cli.database, listen };
+    let config = Config::load(&sources)?;
+    let store = SqliteStore::open(&config.database.url, config.database.max_connections)
+        .await
+        .with_context(|| format!("cannot open the database {}", config.database.url))?;
+    match cli.command {
+        Command::Serve(_) => run_serve(config, Arc::new(store)).await,
+        Command::Sites(command) => run_sites(command, &config, &store).await,
+    }
+}
+
+async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    let state = AppState::new(config, Arc::clone(&store))?;
+    let listener =
+        TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let public_url = state.config.public_url(bound);
+
+    let mut out = String::new();
+    out.push_str(&format!("Confab relay listening on http://{bound}\n"));
+    if state.upstreams.demo_only() {
+        out.push_str(
+            "Upstream: the built-in demo (canned answers). Add [[upstreams]] to confab.toml \
+             for a real model.\n",
+        );
+        if state.config.demo.create_site {
+            let demo = sites::ensure_demo_site(store.as_ref(), &state.config, &public_url).await?;
+            out.push_str(&demo_instructions(&demo, &public_url));
+        }
+    } else {
+        out.push_str(&format!("Models: {}\n", state.upstreams.models().join(", ")));
+    }
+    print_flush(&out);
+    tracing::info!(%bound, "relay started");
+
+    serve(state, listener, shutdown_signal()).await?;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+fn demo_instructions(demo: &CreatedSite, public_url: &str) -> String {
+    let key = demo.key.reveal();
+    format!(
+        "Demo site {id} for origin {origins}\n\
+         Demo site key (new at every start): {key}\n\
+         Try it:\n  curl -N {public_url}/v1/chat/completions \\\n    \
+         -H 'Authorization: Bearer {key}' \\\n    -H 'Origin: {origin}' \\\n    \
+         -H 'Content-Type: application/json' \\\n    \
+         -d '{{\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n",
+        id = demo.site.id,
+        origins = demo.site.origins.join(", "),
+        origin = demo.site.origins.first().map_or(public_url, String::as_str),
+    )
+}
+
+fn print_flush(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+async fn run_sites(
+    command: SitesCommand,
+    config: &Config,
+    store: &SqliteStore,
+) -> anyhow::Result<()> {
+    match command {
+        SitesCommand::Create(args) => {
+            let json_output = args.json;
+            let system_prompt = match &args.system_prompt_file {
+                Some(path) => Some(
+                    tokio::fs::read_to_string(path)
+                        .await
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let spec = SiteSpec {
+                name: args.name,
+                origins: args.origins,
+                allow_no_origin: args.allow_no_origin,
+                models: args.models,
+                system_prompt,
+                max_tokens: args.max_tokens,
+                temperature_max: args.temperature_max,
+                context_messages: args.context_messages,
+            };
+            let created = sites::create_site(store, config, spec, false).await?;
+            if json_output {
+                let mut value = site_json(&created.site);
+                value["key"] = json!(created.key.reveal());
+                print_flush(&format!("{value}\n"));
+            } else {
+                print_flush(&format!(
+                    "{}\nSite key (shown once; it is public and only works from the origins \
+                     above):\n  {}\n",
+                    describe(&created.site),
+                    created.key.reveal()
+                ));
+            }
+        }
+        SitesCommand::List { json } => {
+            let sites = store.list_sites().await?;
+            if json {
+                let list: Vec<_> = sites.iter().map(site_json).collect();
+                print_flush(&format!("{}\n", serde_json::Value::Array(list)));
+            } else if sites.is_empty() {
+                print_flush("No sites yet. Create one with `confab sites create`.\n");
+            } else {
+                let mut out = format!(
+                    "{:<16} {:<20} {:<34} {:<16} {}\n",
+                    "ID", "NAME", "KEY", "MODEL", "ORIGINS"
+                );
+                for site in &sites {
+                    out.push_str(&format!(
+                        "{:<16} {:<20} {:<34} {:<16} {}\n",
+                        site.id,
+                        site.name,
+                        public_prefix(&site.key_lookup_id),
+                        site.default_model(),
+                        origins_text(site)
+                    ));
+                }
+                print_flush(&out);
+            }
+        }
+        SitesCommand::Show { id, json } => {
+            let Some(site) = store.site(&id).await? else {
+                bail!("no site with id `{id}` (see `confab sites list`)");
+            };
+            if json {
+                print_flush(&format!("{}\n", site_json(&site)));
+            } else {
+                print_flush(&format!("{}\n", describe(&site)));
+            }
+        }
+        SitesCommand::Delete { id } => {
+            if !store.delete_site(&id).await? {
+                bail!("no site with id `{id}` (see `confab sites list`)");
+            }
+            print_flush(&format!("Deleted site {id}; its key no longer works.\n"));
+        }
+    }
+    Ok(())
+}
+
+fn origins_text(site: &Site) -> String {
+    let mut text = site.origins.join(", ");
+    if site.allow_no_origin {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str("(no origin)");
+    }
+    text
+}
+
+fn describe(site: &Site) -> String {
+    let optional = |v: Option<String>| v.unwrap_or_else(|| "default".into());
+    format!(
+        "Site {id} \"{name}\"\n  key:          {key}\n  origins:      {origins}\n  \
+         models:       {models}\n  system prompt: {prompt}\n  max_tokens:   {max_tokens}\n  \
+         temperature:  <= {temperature}\n  context:      {context} messages\n  created:      {created}",
+        id = site.id,
+        name = site.name,
+        key = public_prefix(&site.key_lookup_id),
+        origins = origins_text(site),
+        models = site.models.join(", "),
+        prompt = site
+            .system_prompt
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |p| format!("{} characters", p.chars().count())),
+        max_tokens = optional(site.max_tokens.map(|v| v.to_string())),
+        temperature = optional(site.temperature_max.map(|v| v.to_string())),
+        context = optional(site.context_messages.map(|v| v.to_string())),
+        created = format_time(site.created_at),
+    )
+}
+
+fn format_time(unix: i64) -> String {
+    let time =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn site_json(site: &Site) -> serde_json::Value {
+    json!({
+        "id": site.id,
+        "name": site.name,
+        "key_prefix": public_prefix(&site.key_lookup_id),
+        "origins": site.origins,
+        "allow_no_origin": site.allow_no_origin,
+        "models": site.models,
+        "system_prompt": site.system_prompt,
+        "max_tokens": site.max_tokens,
+        "temperature_max": site.temperature_max,
+        "context_messages": site.context_messages,
+        "created_at": format_time(site.created_at),
+    })
+}

@@ -1,0 +1,461 @@
+//! Configuration: embedded defaults, overridden by a TOML file, overridden by `CONFAB__SECTION__KEY`
+//! environment variables, overridden by command-line flags. `validate()` runs before anything
+//! starts and names the field that is wrong.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. Every section has defaults, so an empty file (or none) is valid.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub timeouts: TimeoutConfig,
+    pub policy: PolicyDefaults,
+    pub limits: RequestLimits,
+    pub demo: DemoConfig,
+    /// LLM providers. With none configured the built-in demo upstream serves `demo.model`.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the relay listens on.
+    pub listen: SocketAddr,
+    /// The URL people reach the relay at. Defaults to `http://<listen address>`; the demo site's
+    /// origin and the printed instructions use it.
+    pub public_url: Option<String>,
+    /// Send an SSE comment after this long without an event, so proxies keep the stream open.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            heartbeat_ms: 15_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (created if missing).
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: "sqlite://confab.db".into(), max_connections: 8 }
+    }
+}
+
+/// Time limits on the upstream call, in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutConfig {
+    /// Establishing the TCP/TLS connection.
+    pub connect_ms: u64,
+    /// From sending the request to the first streamed event (the model's first token).
+    pub first_byte_ms: u64,
+    /// Longest silence between two streamed events once the answer has started.
+    pub idle_ms: u64,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self { connect_ms: 10_000, first_byte_ms: 60_000, idle_ms: 60_000 }
+    }
+}
+
+impl TimeoutConfig {
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+    pub fn first_byte(&self) -> Duration {
+        Duration::from_millis(self.first_byte_ms)
+    }
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+}
+
+/// Policy applied to every site that does not set its own value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyDefaults {
+    /// Cap on `max_tokens`; also the value used when a request names none.
+    pub max_tokens: u32,
+    /// `temperature` is clamped into `0..=temperature_max`.
+    pub temperature_max: f32,
+    /// The conversation sent upstream keeps at most this many of the latest messages.
+    pub context_messages: u32,
+    /// ... and at most this many bytes of them (the latest message is always kept).
+    pub context_bytes: u32,
+}
+
+impl Default for PolicyDefaults {
+    fn default() -> Self {
+        Self { max_tokens: 1024, temperature_max: 1.0, context_messages: 20, context_bytes: 32_768 }
+    }
+}
+
+/// Hard limits on what a client may send; a request over them is rejected, not trimmed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLimits {
+    /// Largest request body, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Most messages in one request.
+    pub max_messages: u32,
+    /// Largest single message content, in bytes.
+    pub max_message_bytes: u32,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self { max_body_bytes: 256 * 1024, max_messages: 100, max_message_bytes: 16 * 1024 }
+    }
+}
+
+/// The built-in demo upstream, used when no upstream is configured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// The model name the demo upstream answers to.
+    pub model: String,
+    /// Pause between streamed words, to look like a real model.
+    pub token_delay_ms: u64,
+    /// Create a demo site for the public URL at start-up when the demo upstream is in use.
+    pub create_site: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { model: "confab-demo".into(), token_delay_ms: 35, create_site: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    /// Any OpenAI-compatible server: OpenAI, OpenRouter, vLLM, llama.cpp, Ollama.
+    Openai,
+    /// The built-in demo (no network, no key).
+    Demo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub kind: UpstreamKind,
+    /// For `openai`: the API root, e.g. `https://api.openai.com/v1`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Name of the environment variable holding the provider's secret key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File holding the provider's secret key (surrounding whitespace is ignored).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Models this upstream serves; requests name one of them.
+    pub models: Vec<String>,
+}
+
+/// A secret value whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is sent to the upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A configuration that cannot be used, with the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(Box<figment::Error>),
+    #[error("invalid configuration: `{field}` {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), problem: problem.into() }
+}
+
+/// Where configuration comes from, as given on the command line.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigSources {
+    /// `--config FILE`; when `None`, `confab.toml` is read if it exists.
+    pub file: Option<PathBuf>,
+    /// `--database URL`.
+    pub database_url: Option<String>,
+    /// `--listen ADDR` (serve only).
+    pub listen: Option<SocketAddr>,
+}
+
+pub const DEFAULT_CONFIG_FILE: &str = "confab.toml";
+
+impl Config {
+    /// Loads defaults, then the file, then `CONFAB__*` variables, then flags; then validates.
+    pub fn load(sources: &ConfigSources) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match &sources.file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.clone())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+            }
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("CONFAB__").split("__"));
+        if let Some(url) = &sources.database_url {
+            figment = figment.merge(Serialized::default("database.url", url));
+        }
+        if let Some(listen) = &sources.listen {
+            figment = figment.merge(Serialized::default("server.listen", listen));
+        }
+        let config: Config = figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.database.url.starts_with("sqlite:") {
+            return Err(invalid(
+                "database.url",
+                "must be a sqlite: URL (for example sqlite://confab.db)",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if let Some(url) = &self.server.public_url {
+            parse_http_url(url).map_err(|problem| invalid("server.public_url", problem))?;
+        }
+        for (field, value) in [
+            ("server.heartbeat_ms", self.server.heartbeat_ms),
+            ("timeouts.connect_ms", self.timeouts.connect_ms),
+            ("timeouts.first_byte_ms", self.timeouts.first_byte_ms),
+            ("timeouts.idle_ms", self.timeouts.idle_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        self.policy.validate("policy")?;
+        if self.limits.max_body_bytes < 1024 {
+            return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
+        }
+        if self.limits.max_messages == 0 {
+            return Err(invalid("limits.max_messages", "must be at least 1"));
+        }
+        if self.limits.max_message_bytes == 0 {
+            return Err(invalid("limits.max_message_bytes", "must be at least 1"));
+        }
+        if self.demo.model.trim().is_empty() {
+            return Err(invalid("demo.model", "must not be empty"));
+        }
+        let mut served: Vec<(&str, &str)> = Vec::new();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            let field = |name: &str| format!("upstreams[{i}].{name}");
+            if upstream.name.trim().is_empty() {
+                return Err(invalid(field("name"), "must not be empty"));
+            }
+            if upstream.kind == UpstreamKind::Openai {
+                let Some(url) = &upstream.base_url else {
+                    return Err(invalid(field("base_url"), "is required for kind `openai`"));
+                };
+                parse_http_url(url).map_err(|problem| invalid(field("base_url"), problem))?;
+            }
+            if upstream.api_key_env.is_some() && upstream.api_key_file.is_some() {
+                return Err(invalid(
+                    field("api_key_file"),
+                    "cannot be set together with api_key_env; choose one",
+                ));
+            }
+            if upstream.models.is_empty() {
+                return Err(invalid(field("models"), "must list at least one model"));
+            }
+            for model in &upstream.models {
+                if model.trim().is_empty() {
+                    return Err(invalid(field("models"), "must not contain an empty name"));
+                }
+                if let Some((_, other)) = served.iter().find(|(m, _)| m == model) {
+                    return Err(invalid(
+                        field("models"),
+                        format!("model `{model}` is already served by upstream `{other}`"),
+                    ));
+                }
+                served.push((model, &upstream.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL people reach the relay at, given the address it actually bound.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        match &self.server.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None if bound.ip().is_unspecified() => format!("http://127.0.0.1:{}", bound.port()),
+            None => format!("http://{bound}"),
+        }
+    }
+
+    /// Every model some upstream serves, in configuration order (the demo model when none is
+    /// configured). Needs no secret keys.
+    pub fn served_models(&self) -> Vec<String> {
+        if self.upstreams.is_empty() {
+            return vec![self.demo.model.clone()];
+        }
+        self.upstreams.iter().flat_map(|u| u.models.iter().cloned()).collect()
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.server.heartbeat_ms)
+    }
+}
+
+impl PolicyDefaults {
+    fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        if self.max_tokens == 0 {
+            return Err(invalid(format!("{section}.max_tokens"), "must be at least 1"));
+        }
+        if !(0.0..=2.0).contains(&self.temperature_max) {
+            return Err(invalid(format!("{section}.temperature_max"), "must be between 0 and 2"));
+        }
+        if self.context_messages == 0 {
+            return Err(invalid(format!("{section}.context_messages"), "must be at least 1"));
+        }
+        if self.context_bytes == 0 {
+            return Err(invalid(format!("{section}.context_bytes"), "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamConfig {
+    /// Reads the secret key from the environment variable or file named in the config.
+    pub fn load_api_key(&self, index: usize) -> Result<Option<Secret>, ConfigError> {
+        if let Some(var) = &self.api_key_env {
+            return match std::env::var(var) {
+                Ok(value) if !value.trim().is_empty() => Ok(Some(Secret::new(value.trim()))),
+                _ => Err(invalid(
+                    format!("upstreams[{index}].api_key_env"),
+                    format!("names the environment variable {var}, which is not set"),
+                )),
+            };
+        }
+        if let Some(path) = &self.api_key_file {
+            return match std::fs::read_to_string(path) {
+                Ok(value) if !value.trim().is_empty() => Ok(Some(Secret::new(value.trim()))),
+                Ok(_) => Err(invalid(
+                    format!("upstreams[{index}].api_key_file"),
+                    format!("{} is empty", path.display()),
+                )),
+                Err(e) => Err(invalid(
+                    format!("upstreams[{index}].api_key_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )),
+            };
+        }
+        Ok(None)
+    }
+}
+
+/// Accepts `http://` and `https://` URLs with a host.
+pub fn parse_http_url(value: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("is not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_toml(toml: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_embedded_defaults() {
+        let config = load_toml("").unwrap();
+        assert_eq!(config.server.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(config.database.url, "sqlite://confab.db");
+        assert!(config.upstreams.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let err = load_toml("[server]\nlisten_on = \"x\"").unwrap_err().to_string();
+        assert!(err.contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_with_its_field() {
+        let err = load_toml("[timeouts]\nidle_ms = \"soon\"").unwrap_err().to_string();
+        assert!(err.contains("timeouts.idle_ms"), "{err}");
+    }
+
+    #[test]
+    fn an_openai_upstream_needs_a_base_url() {
+        let err = load_toml("[[upstreams]]\nname = \"a\"\nkind = \"openai\"\nmodels = [\"m\"]")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid configuration: `upstreams[0].base_url` is required for kind `openai`"
+        );
+    }
+
+    #[test]
+    fn a_model_served_twice_is_rejected() {
+        let err = load_toml(
+            "[[upstreams]]\nname = \"a\"\nkind = \"demo\"\nmodels = [\"m\"]\n\
+             [[upstreams]]\nname = \"b\"\nkind = \"demo\"\nmodels = [\"m\"]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`upstreams[1].models` model `m` is already served by upstream `a`"));
+    }
+
+    #[test]
+    fn a_secret_never_prints() {
+        assert_eq!(format!("{:?}", Secret::new("sk-live")), "[redacted]");
+    }
+}

@@ -1,0 +1,143 @@
+//! The HTTP boundary's error type. Every failure a client can see is one of these variants, and
+//! every one renders the OpenAI envelope `{"error":{"message","type","code"}}`.
+//!
+//! Errors are not logged here: `into_response` stores the detail in the response's extensions and
+//! the request-logging middleware logs it once, next to the status.
+
+use std::borrow::Cow;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use confab_protocol::ErrorEnvelope;
+
+/// An error answered to an API client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_request_error`: the request is malformed or breaks a limit.
+    #[error("{message}")]
+    InvalidRequest { code: &'static str, message: Cow<'static, str> },
+    /// 413 `invalid_request_error`: the body is larger than `limits.max_body_bytes`.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 401 `authentication_error`: no key, or a key the relay does not know.
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: &'static str },
+    /// 403 `permission_error`: a valid key used from somewhere it may not be.
+    #[error("{message}")]
+    PermissionDenied { code: &'static str, message: Cow<'static, str> },
+    /// 404 `invalid_request_error`/`model_not_found`: the key may not use the model it named.
+    #[error("the model `{model}` does not exist or this key may not use it")]
+    ModelNotFound { model: String },
+    /// 404 `invalid_request_error`/`not_found`: no such route.
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    /// 405 `invalid_request_error`/`method_not_allowed`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 503 `service_unavailable_error`/`model_unavailable`: no configured upstream serves the
+    /// site's model.
+    #[error("the model `{model}` is not available right now")]
+    ModelUnavailable { model: String },
+    /// 429 `rate_limit_error`/`upstream_rate_limited`: the provider is limiting the relay.
+    #[error("the model provider is rate limiting requests; retry later")]
+    UpstreamRateLimited { retry_after: Option<u64> },
+    /// 502 `upstream_error`: the provider failed or answered something unusable.
+    #[error("{message}")]
+    Upstream { code: &'static str, message: Cow<'static, str> },
+    /// 504 `timeout_error`/`upstream_timeout`: the provider did not answer in time.
+    #[error("{message}")]
+    UpstreamTimeout { message: Cow<'static, str> },
+    /// 500 `api_error`/`internal_error`: a bug or a storage failure. The detail is logged, never
+    /// sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The detail of a 500, kept for the logging middleware.
+#[derive(Debug, Clone)]
+pub struct InternalErrorDetail(pub String);
+
+impl ApiError {
+    pub fn invalid(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::InvalidRequest { code, message: message.into() }
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(error.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Self::PermissionDenied { .. } => StatusCode::FORBIDDEN,
+            Self::ModelNotFound { .. } | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ModelUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The envelope a client sees. Also used for the `error` event that ends a failed stream.
+    pub fn envelope(&self) -> ErrorEnvelope {
+        let (kind, code) = match self {
+            Self::InvalidRequest { code, .. } => ("invalid_request_error", *code),
+            Self::PayloadTooLarge { .. } => ("invalid_request_error", "body_too_large"),
+            Self::Unauthenticated { code, .. } => ("authentication_error", *code),
+            Self::PermissionDenied { code, .. } => ("permission_error", *code),
+            Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
+            Self::RouteNotFound { .. } => ("invalid_request_error", "not_found"),
+            Self::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
+            Self::ModelUnavailable { .. } => ("service_unavailable_error", "model_unavailable"),
+            Self::UpstreamRateLimited { .. } => ("rate_limit_error", "upstream_rate_limited"),
+            Self::Upstream { code, .. } => ("upstream_error", *code),
+            Self::UpstreamTimeout { .. } => ("timeout_error", "upstream_timeout"),
+            Self::Internal(_) => ("api_error", "internal_error"),
+        };
+        // `Display` of `Internal` is deliberately generic: the source is never rendered.
+        ErrorEnvelope::new(kind, code, self.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_string(&self.envelope())
+            .unwrap_or_else(|_| r#"{"error":{"message":"internal error","type":"api_error","code":"internal_error"}}"#.into());
+        let mut response = (
+            self.status(),
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body,
+        )
+            .into_response();
+        if let Self::UpstreamRateLimited { retry_after: Some(seconds) } = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+        }
+        if let Self::Internal(source) = &self {
+            response.extensions_mut().insert(InternalErrorDetail(format!("{source:#}")));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_says_nothing_internal() {
+        let error = ApiError::internal(anyhow::anyhow!("database is locked at /var/lib/x"));
+        let envelope = error.envelope();
+        assert_eq!(envelope, ErrorEnvelope::new("api_error", "internal_error", "internal error"));
+    }
+
+    #[test]
+    fn an_upstream_rate_limit_carries_retry_after() {
+        let response = ApiError::UpstreamRateLimited { retry_after: Some(7) }.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+}

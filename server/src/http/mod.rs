@@ -1,0 +1,140 @@
+//! The HTTP surface: one module per resource, each with its own `router()`, merged here with the
+//! cross-cutting layers (request logging, body limit, CORS, JSON fallbacks).
+//!
+//! **Architecture Invariant:** handlers never touch SQL; they call the `Store` trait and the domain
+//! modules (`policy`, `relay`, `sites`).
+
+mod auth;
+mod chat;
+mod health;
+mod json;
+mod models;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, Method, header, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::Instrument;
+
+pub use auth::SiteAuth;
+pub use json::ApiJson;
+
+use crate::config::{Config, ConfigError};
+use crate::error::{ApiError, InternalErrorDetail};
+use crate::store::Store;
+use crate::upstream::Upstreams;
+
+/// Shared state, cloned into every handler.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<AppInner>);
+
+#[derive(Debug)]
+pub struct AppInner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub upstreams: Upstreams,
+}
+
+impl Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state; reads the upstreams' secret keys, so it fails on a missing one.
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Self, ConfigError> {
+        let upstreams = Upstreams::from_config(&config)?;
+        Ok(Self(Arc::new(AppInner { config, store, upstreams })))
+    }
+}
+
+/// Serves the relay on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(chat::router())
+        .merge(models::router())
+        .merge(health::router())
+        .fallback(|method: Method, uri: axum::http::Uri| async move {
+            ApiError::RouteNotFound { method: method.to_string(), path: uri.path().to_owned() }
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(cors(&state))
+        .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Headers a browser script may read from a relay response.
+const EXPOSED_HEADERS: [HeaderName; 1] = [header::RETRY_AFTER];
+
+/// CORS for the API. A preflight carries no key, so it is answered for any origin that some site
+/// lists; the request itself is then checked against its own site's origins (403 otherwise, in
+/// `auth`). An origin no site lists gets no CORS headers at all.
+fn cors(state: &AppState) -> CorsLayer {
+    let store = Arc::clone(&state.store);
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::async_predicate(move |origin: HeaderValue, _parts: &Parts| {
+            let store = Arc::clone(&store);
+            async move {
+                let Ok(origin) = origin.to_str() else { return false };
+                match store.origin_is_registered(origin).await {
+                    Ok(known) => known,
+                    Err(error) => {
+                        tracing::error!(%error, "origin lookup failed during CORS check");
+                        false
+                    }
+                }
+            }
+        }))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers(EXPOSED_HEADERS)
+        .max_age(Duration::from_secs(600))
+}
+
+/// Logs one line per request (method, path, status, latency, and the site's public key prefix
+/// when known), and the detail of a 500 exactly once. Keys and bodies are never logged.
+async fn log_request(request: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        site = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if let Some(InternalErrorDetail(detail)) = response.extensions().get() {
+            tracing::error!(status, latency_ms, error = %detail, "request failed");
+        } else if status >= 500 {
+            tracing::warn!(status, latency_ms, "request failed upstream");
+        } else {
+            tracing::info!(status, latency_ms, "request");
+        }
+    });
+    response
+}

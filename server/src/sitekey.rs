@@ -1,0 +1,127 @@
+//! Publishable site keys: `confab_pk_<lookup id>_<secret>`.
+//!
+//! The lookup id (12 base62 characters) is stored in clear and is what logs and listings show,
+//! as `confab_pk_<lookup id>`; the secret part (32 base62 characters, about 190 bits) is stored
+//! only as its SHA-256. A key lives in public page source, so its strength is not what protects a
+//! site: the origin check and the site's policy are. Hashing still keeps a leaked database from
+//! handing out working keys.
+
+use std::fmt;
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub const SITE_KEY_PREFIX: &str = "confab_pk_";
+const LOOKUP_LEN: usize = 12;
+const SECRET_LEN: usize = 32;
+
+/// A freshly generated site key. Its full value exists only until it is shown once.
+pub struct NewSiteKey {
+    pub lookup_id: String,
+    pub hash: [u8; 32],
+    full: String,
+}
+
+impl NewSiteKey {
+    pub fn generate() -> Self {
+        let mut rng = rand::rng();
+        let mut part = |len: usize| -> String {
+            (&mut rng).sample_iter(Alphanumeric).take(len).map(char::from).collect()
+        };
+        let lookup_id = part(LOOKUP_LEN);
+        let secret = part(SECRET_LEN);
+        let hash = hash_secret(&secret);
+        let full = format!("{SITE_KEY_PREFIX}{lookup_id}_{secret}");
+        Self { lookup_id, hash, full }
+    }
+
+    /// The whole key, to show to the operator once.
+    pub fn reveal(&self) -> &str {
+        &self.full
+    }
+}
+
+impl fmt::Debug for NewSiteKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NewSiteKey({})", public_prefix(&self.lookup_id))
+    }
+}
+
+/// A site key as presented by a client, split into its parts.
+pub struct PresentedSiteKey<'a> {
+    pub lookup_id: &'a str,
+    secret: &'a str,
+}
+
+impl<'a> PresentedSiteKey<'a> {
+    /// Splits a bearer token; `None` when it is not shaped like a site key.
+    pub fn parse(token: &'a str) -> Option<Self> {
+        let rest = token.strip_prefix(SITE_KEY_PREFIX)?;
+        let (lookup_id, secret) = rest.split_once('_')?;
+        let well_formed = |part: &str, len: usize| {
+            part.len() == len && part.bytes().all(|b| b.is_ascii_alphanumeric())
+        };
+        (well_formed(lookup_id, LOOKUP_LEN) && well_formed(secret, SECRET_LEN))
+            .then_some(Self { lookup_id, secret })
+    }
+
+    /// Compares the secret with a stored hash in constant time.
+    pub fn matches(&self, stored_hash: &[u8]) -> bool {
+        hash_secret(self.secret).ct_eq(stored_hash).into()
+    }
+}
+
+impl fmt::Debug for PresentedSiteKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PresentedSiteKey({})", public_prefix(self.lookup_id))
+    }
+}
+
+/// What logs and listings show of a key.
+pub fn public_prefix(lookup_id: &str) -> String {
+    format!("{SITE_KEY_PREFIX}{lookup_id}")
+}
+
+fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_key_parses_and_matches_its_hash() {
+        let key = NewSiteKey::generate();
+        let presented = PresentedSiteKey::parse(key.reveal()).unwrap();
+        assert_eq!(presented.lookup_id, key.lookup_id);
+        assert!(presented.matches(&key.hash));
+    }
+
+    #[test]
+    fn a_key_with_a_changed_secret_does_not_match() {
+        let key = NewSiteKey::generate();
+        let mut forged = key.reveal().to_owned();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'a' { 'b' } else { 'a' });
+        assert!(!PresentedSiteKey::parse(&forged).unwrap().matches(&key.hash));
+    }
+
+    #[test]
+    fn malformed_tokens_are_not_site_keys() {
+        for token in
+            ["", "confab_pk_", "sk-abc", "confab_pk_short_secret", "confab_pk_AAAAAAAAAAAA_"]
+        {
+            assert!(PresentedSiteKey::parse(token).is_none(), "{token}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let key = NewSiteKey::generate();
+        let secret = key.reveal().rsplit('_').next().unwrap().to_owned();
+        assert!(!format!("{key:?}").contains(&secret));
+    }
+}

@@ -1,0 +1,171 @@
+//! Creating and re-keying sites: the rules shared by the CLI and (later) the admin API.
+
+use crate::config::Config;
+use crate::sitekey::NewSiteKey;
+use crate::store::{NewSite, Site, Store, StoreError};
+
+/// What an operator asks for when creating a site.
+#[derive(Debug, Clone, Default)]
+pub struct SiteSpec {
+    pub name: String,
+    pub origins: Vec<String>,
+    pub allow_no_origin: bool,
+    /// Empty: the first model the relay serves.
+    pub models: Vec<String>,
+    pub system_prompt: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub temperature_max: Option<f32>,
+    pub context_messages: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> SiteError {
+    SiteError::Invalid { field, problem: problem.into() }
+}
+
+/// A site just created, with its key, which is shown once and never again.
+#[derive(Debug)]
+pub struct CreatedSite {
+    pub site: Site,
+    pub key: NewSiteKey,
+}
+
+/// Validates the spec against the config and creates the site with a fresh key.
+pub async fn create_site(
+    store: &dyn Store,
+    config: &Config,
+    spec: SiteSpec,
+    is_demo: bool,
+) -> Result<CreatedSite, SiteError> {
+    let name = spec.name.trim().to_owned();
+    if name.is_empty() {
+        return Err(invalid("name", "must not be empty"));
+    }
+    if spec.origins.is_empty() && !spec.allow_no_origin {
+        return Err(invalid(
+            "origin",
+            "give at least one origin (or allow origin-less calls for native apps)",
+        ));
+    }
+    let mut origins = Vec::with_capacity(spec.origins.len());
+    for origin in &spec.origins {
+        let origin = normalize_origin(origin).map_err(|problem| invalid("origin", problem))?;
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    let served = config.served_models();
+    let mut models = spec.models.clone();
+    if models.is_empty() {
+        models.extend(served.first().cloned());
+    }
+    for model in &models {
+        if !served.contains(model) {
+            return Err(invalid(
+                "model",
+                format!(
+                    "`{model}` is not served by any configured upstream (served: {})",
+                    served.join(", ")
+                ),
+            ));
+        }
+    }
+    if spec.max_tokens == Some(0) {
+        return Err(invalid("max_tokens", "must be at least 1"));
+    }
+    if let Some(t) = spec.temperature_max
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(invalid("temperature_max", "must be between 0 and 2"));
+    }
+    if spec.context_messages == Some(0) {
+        return Err(invalid("context_messages", "must be at least 1"));
+    }
+    let key = NewSiteKey::generate();
+    let site = store
+        .create_site(NewSite {
+            name,
+            origins,
+            allow_no_origin: spec.allow_no_origin,
+            models,
+            system_prompt: spec.system_prompt.filter(|p| !p.trim().is_empty()),
+            max_tokens: spec.max_tokens,
+            temperature_max: spec.temperature_max,
+            context_messages: spec.context_messages,
+            is_demo,
+            key_lookup_id: key.lookup_id.clone(),
+            key_hash: key.hash,
+        })
+        .await?;
+    Ok(CreatedSite { site, key })
+}
+
+/// The demo site for `public_url`: created on first start, re-keyed on every later start (its
+/// key is printed and embedded in the demo page, and only a hash of it is ever stored).
+pub async fn ensure_demo_site(
+    store: &dyn Store,
+    config: &Config,
+    public_url: &str,
+) -> Result<CreatedSite, SiteError> {
+    let existing = store.list_sites().await?.into_iter().find(|s| s.is_demo);
+    match existing {
+        Some(site) => {
+            let key = NewSiteKey::generate();
+            store.rekey_site(&site.id, &key.lookup_id, &key.hash).await?;
+            let site = store.site(&site.id).await?.unwrap_or(site);
+            Ok(CreatedSite { site, key })
+        }
+        None => {
+            let spec = SiteSpec {
+                name: "Demo".into(),
+                origins: vec![public_url.to_owned()],
+                system_prompt: Some(
+                    "You are the Confab demo assistant. Answer briefly and kindly.".into(),
+                ),
+                ..SiteSpec::default()
+            };
+            create_site(store, config, spec, true).await
+        }
+    }
+}
+
+/// `https://Shop.Example:443/` becomes `https://shop.example`: scheme, host and non-default port,
+/// exactly as browsers send them in `Origin`.
+pub fn normalize_origin(value: &str) -> Result<String, String> {
+    let url = url::Url::parse(value.trim()).map_err(|e| {
+        format!("`{value}` is not a valid origin ({e}); write it like https://shop.example")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{value}` must start with http:// or https://"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "`{value}` must be an origin only (scheme, host and port), without a path"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{value}` must not contain credentials"));
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_normalized_as_browsers_send_them() {
+        assert_eq!(normalize_origin("https://Shop.Example:443/").unwrap(), "https://shop.example");
+        assert_eq!(normalize_origin("http://127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
+        assert!(normalize_origin("https://shop.example/path").is_err());
+        assert!(normalize_origin("ftp://shop.example").is_err());
+        assert!(normalize_origin("shop.example").is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! Storage, behind a trait so that handlers never see SQL and another engine (PostgreSQL) can be
+//! added as one more implementation with its own migrations.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+/// A website that embeds the widget, and the policy it runs under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub id: String,
+    pub name: String,
+    /// The public lookup id of the site key (never the key itself).
+    pub key_lookup_id: String,
+    /// Origins (`scheme://host[:port]`) the site's key may be used from.
+    pub origins: Vec<String>,
+    /// Accept calls without an `Origin` header (native apps).
+    pub allow_no_origin: bool,
+    /// Models the site may use; the first is its default.
+    pub models: Vec<String>,
+    pub system_prompt: Option<String>,
+    /// Per-site overrides of the `[policy]` defaults.
+    pub max_tokens: Option<u32>,
+    pub temperature_max: Option<f32>,
+    pub context_messages: Option<u32>,
+    pub is_demo: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl Site {
+    pub fn default_model(&self) -> &str {
+        self.models.first().map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// Everything needed to create a site; the key hash comes from `sitekey::NewSiteKey`.
+#[derive(Debug, Clone)]
+pub struct NewSite {
+    pub name: String,
+    pub origins: Vec<String>,
+    pub allow_no_origin: bool,
+    pub models: Vec<String>,
+    pub system_prompt: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub temperature_max: Option<f32>,
+    pub context_messages: Option<u32>,
+    pub is_demo: bool,
+    pub key_lookup_id: String,
+    pub key_hash: [u8; 32],
+}
+
+/// A site found by its key's lookup id, with the hash to verify the presented secret against.
+#[derive(Debug, Clone)]
+pub struct SiteCredentials {
+    pub site: Site,
+    pub key_hash: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failure: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failure: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The relay's persistent state.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    async fn create_site(&self, site: NewSite) -> Result<Site, StoreError>;
+    async fn list_sites(&self) -> Result<Vec<Site>, StoreError>;
+    async fn site(&self, id: &str) -> Result<Option<Site>, StoreError>;
+    /// Deletes a site; `false` when there was none.
+    async fn delete_site(&self, id: &str) -> Result<bool, StoreError>;
+    async fn site_by_key(&self, lookup_id: &str) -> Result<Option<SiteCredentials>, StoreError>;
+    /// Replaces a site's key; `false` when there is no such site.
+    async fn rekey_site(
+        &self,
+        id: &str,
+        lookup_id: &str,
+        key_hash: &[u8; 32],
+    ) -> Result<bool, StoreError>;
+    /// True when at least one site lists this origin (answers CORS preflights, which carry no key).
+    async fn origin_is_registered(&self, origin: &str) -> Result<bool, StoreError>;
+    /// A cheap round trip for health checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,278 @@
+//! The embedded default: SQLite through sqlx, one pool, WAL mode, migrations embedded in the binary.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, migrate::Migrator};
+
+use super::{NewSite, Site, SiteCredentials, Store, StoreError};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and runs pending migrations. A failed
+    /// migration is an error: the relay does not start on a schema it does not know.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool =
+            SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn origins_of(&self, site_id: &str) -> Result<Vec<String>, StoreError> {
+        let origins =
+            sqlx::query_scalar("SELECT origin FROM site_origins WHERE site_id = ? ORDER BY rowid")
+                .bind(site_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(origins)
+    }
+
+    async fn with_origins(&self, row: &SqliteRow) -> Result<Site, StoreError> {
+        let mut site = site_from_row(row)?;
+        site.origins = self.origins_of(&site.id).await?;
+        Ok(site)
+    }
+}
+
+/// `SELECT <every site column> <tail>` as one static string, so no SQL is ever built at run time.
+macro_rules! select_sites {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, name, key_prefix, allow_no_origin, models, system_prompt, max_tokens, ",
+            "temperature_max, context_messages, is_demo, created_at, key_hash FROM sites ",
+            $tail
+        )
+    };
+}
+
+fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
+    let models: String = row.try_get("models")?;
+    let models: Vec<String> = serde_json::from_str(&models)
+        .map_err(|e| StoreError::Corrupt(format!("sites.models is not a JSON list: {e}")))?;
+    let as_u32 = |column: &str| -> Result<Option<u32>, StoreError> {
+        let value: Option<i64> = row.try_get(column)?;
+        value
+            .map(|v| {
+                u32::try_from(v)
+                    .map_err(|_| StoreError::Corrupt(format!("sites.{column} is out of range")))
+            })
+            .transpose()
+    };
+    let temperature_max: Option<f64> = row.try_get("temperature_max")?;
+    Ok(Site {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        key_lookup_id: row.try_get("key_prefix")?,
+        origins: Vec::new(),
+        allow_no_origin: row.try_get("allow_no_origin")?,
+        models,
+        system_prompt: row.try_get("system_prompt")?,
+        max_tokens: as_u32("max_tokens")?,
+        #[expect(clippy::cast_possible_truncation, reason = "stored from an f32")]
+        temperature_max: temperature_max.map(|t| t as f32),
+        context_messages: as_u32("context_messages")?,
+        is_demo: row.try_get("is_demo")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+fn new_site_id() -> String {
+    use rand::Rng;
+    let suffix: String =
+        rand::rng().sample_iter(rand::distr::Alphanumeric).take(10).map(char::from).collect();
+    format!("site_{suffix}")
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_site(&self, new: NewSite) -> Result<Site, StoreError> {
+        let site = Site {
+            id: new_site_id(),
+            name: new.name,
+            key_lookup_id: new.key_lookup_id,
+            origins: new.origins,
+            allow_no_origin: new.allow_no_origin,
+            models: new.models,
+            system_prompt: new.system_prompt,
+            max_tokens: new.max_tokens,
+            temperature_max: new.temperature_max,
+            context_messages: new.context_messages,
+            is_demo: new.is_demo,
+            created_at: now_unix(),
+        };
+        let models = serde_json::to_string(&site.models)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode models: {e}")))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sites (id, name, key_prefix, key_hash, allow_no_origin, models, \
+             system_prompt, max_tokens, temperature_max, context_messages, is_demo, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&site.id)
+        .bind(&site.name)
+        .bind(&site.key_lookup_id)
+        .bind(&new.key_hash[..])
+        .bind(site.allow_no_origin)
+        .bind(&models)
+        .bind(&site.system_prompt)
+        .bind(site.max_tokens.map(i64::from))
+        .bind(site.temperature_max.map(f64::from))
+        .bind(site.context_messages.map(i64::from))
+        .bind(site.is_demo)
+        .bind(site.created_at)
+        .execute(&mut *tx)
+        .await?;
+        for origin in &site.origins {
+            sqlx::query("INSERT OR IGNORE INTO site_origins (site_id, origin) VALUES (?, ?)")
+                .bind(&site.id)
+                .bind(origin)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(site)
+    }
+
+    async fn list_sites(&self) -> Result<Vec<Site>, StoreError> {
+        let rows =
+            sqlx::query(select_sites!("ORDER BY created_at, id")).fetch_all(&self.pool).await?;
+        let mut sites = Vec::with_capacity(rows.len());
+        for row in &rows {
+            sites.push(self.with_origins(row).await?);
+        }
+        Ok(sites)
+    }
+
+    async fn site(&self, id: &str) -> Result<Option<Site>, StoreError> {
+        let row =
+            sqlx::query(select_sites!("WHERE id = ?")).bind(id).fetch_optional(&self.pool).await?;
+        match row {
+            Some(row) => Ok(Some(self.with_origins(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_site(&self, id: &str) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM sites WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn site_by_key(&self, lookup_id: &str) -> Result<Option<SiteCredentials>, StoreError> {
+        let row = sqlx::query(select_sites!("WHERE key_prefix = ?"))
+            .bind(lookup_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => {
+                let key_hash: Vec<u8> = row.try_get("key_hash")?;
+                Ok(Some(SiteCredentials { site: self.with_origins(&row).await?, key_hash }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn rekey_site(
+        &self,
+        id: &str,
+        lookup_id: &str,
+        key_hash: &[u8; 32],
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE sites SET key_prefix = ?, key_hash = ? WHERE id = ?")
+            .bind(lookup_id)
+            .bind(&key_hash[..])
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn origin_is_registered(&self, origin: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM site_origins WHERE origin = ? LIMIT 1")
+                .bind(origin)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sitekey::NewSiteKey;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        (dir, SqliteStore::open(&url, 2).await.unwrap())
+    }
+
+    fn new_site(key: &NewSiteKey) -> NewSite {
+        NewSite {
+            name: "Shop".into(),
+            origins: vec!["https://shop.example".into(), "https://www.shop.example".into()],
+            allow_no_origin: false,
+            models: vec!["m1".into(), "m2".into()],
+            system_prompt: Some("Be brief.".into()),
+            max_tokens: Some(200),
+            temperature_max: Some(0.5),
+            context_messages: None,
+            is_demo: false,
+            key_lookup_id: key.lookup_id.clone(),
+            key_hash: key.hash,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_created_site_reads_back_identically() {
+        let (_dir, store) = store().await;
+        let key = NewSiteKey::generate();
+        let created = store.create_site(new_site(&key)).await.unwrap();
+        assert_eq!(store.site(&created.id).await.unwrap(), Some(created.clone()));
+        let found = store.site_by_key(&key.lookup_id).await.unwrap().unwrap();
+        assert_eq!(found.site, created);
+        assert_eq!(found.key_hash, key.hash);
+        assert!(store.origin_is_registered("https://www.shop.example").await.unwrap());
+        assert!(!store.origin_is_registered("https://evil.example").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn deleting_a_site_removes_its_origins() {
+        let (_dir, store) = store().await;
+        let created = store.create_site(new_site(&NewSiteKey::generate())).await.unwrap();
+        assert!(store.delete_site(&created.id).await.unwrap());
+        assert!(!store.delete_site(&created.id).await.unwrap());
+        assert!(!store.origin_is_registered("https://shop.example").await.unwrap());
+        assert!(store.list_sites().await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,197 @@
+//! Upstreams: the LLM providers the relay forwards to, and the built-in demo.
+//!
+//! Every upstream is asked for a stream (the relay always requests `stream: true` with
+//! `stream_options.include_usage`) and yields the `data:` payloads of its events one by one; the
+//! relay rewrites and times them (see `relay`). Each model is served by exactly one upstream: a
+//! request runs on the model it names, never silently on another.
+
+mod demo;
+mod openai;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_protocol::ChatRequest;
+use futures_util::Stream;
+
+pub use demo::DemoUpstream;
+pub use openai::OpenAiUpstream;
+
+use crate::config::{Config, ConfigError, UpstreamKind};
+use crate::error::ApiError;
+
+/// One event from an upstream stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamEvent {
+    /// The JSON payload of a `data:` line (a `chat.completion.chunk`).
+    Data(String),
+    /// `data: [DONE]`.
+    Done,
+}
+
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<UpstreamEvent, UpstreamError>> + Send>>;
+
+/// Which time limit ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    Connect,
+    FirstByte,
+    Idle,
+}
+
+/// Why an upstream call failed. Never carries the provider's error text to a client: it can
+/// echo request details or parts of the relay's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not connect to the upstream")]
+    Connect,
+    #[error("{kind:?} timeout after {after:?}")]
+    Timeout { kind: TimeoutKind, after: Duration },
+    #[error("upstream answered HTTP {status}")]
+    Status { status: u16, retry_after: Option<u64> },
+    #[error("upstream closed the connection mid-answer")]
+    Dropped,
+    #[error("upstream sent something unreadable: {0}")]
+    Protocol(String),
+    #[error("upstream reported an error in its stream")]
+    Reported,
+}
+
+impl UpstreamError {
+    /// What the client is told.
+    pub fn to_api_error(&self) -> ApiError {
+        match self {
+            Self::Connect => ApiError::Upstream {
+                code: "upstream_unreachable",
+                message: "the model provider could not be reached".into(),
+            },
+            Self::Timeout { kind, after } => ApiError::UpstreamTimeout {
+                message: match kind {
+                    TimeoutKind::Connect => format!(
+                        "could not connect to the model provider within {}",
+                        seconds(*after)
+                    ),
+                    TimeoutKind::FirstByte => format!(
+                        "the model provider did not start answering within {}",
+                        seconds(*after)
+                    ),
+                    TimeoutKind::Idle => format!(
+                        "the model provider stopped sending for {}; the answer is incomplete",
+                        seconds(*after)
+                    ),
+                }
+                .into(),
+            },
+            Self::Status { status: 429, retry_after } => {
+                ApiError::UpstreamRateLimited { retry_after: *retry_after }
+            }
+            Self::Status { status: 401 | 403, .. } => ApiError::Upstream {
+                code: "upstream_auth_failed",
+                message: "the model provider rejected the relay's credentials".into(),
+            },
+            Self::Status { status, .. } => ApiError::Upstream {
+                code: "upstream_error",
+                message: format!("the model provider failed (HTTP {status})").into(),
+            },
+            Self::Dropped => ApiError::Upstream {
+                code: "upstream_disconnected",
+                message: "the model provider closed the connection before the answer was complete"
+                    .into(),
+            },
+            Self::Protocol(_) => ApiError::Upstream {
+                code: "upstream_invalid_response",
+                message: "the model provider sent a response the relay could not read".into(),
+            },
+            Self::Reported => ApiError::Upstream {
+                code: "upstream_error",
+                message: "the model provider reported an error while answering".into(),
+            },
+        }
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) { format!("{} s", ms / 1000) } else { format!("{ms} ms") }
+}
+
+/// A configured upstream.
+#[derive(Debug)]
+pub enum Upstream {
+    OpenAi(OpenAiUpstream),
+    Demo(DemoUpstream),
+}
+
+impl Upstream {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::OpenAi(u) => u.name(),
+            Self::Demo(_) => "demo",
+        }
+    }
+
+    /// Sends the request and returns once the upstream has accepted it (status line and headers
+    /// received). The caller applies the first-byte and idle limits to the returned stream.
+    pub async fn open(&self, request: &ChatRequest) -> Result<EventStream, UpstreamError> {
+        match self {
+            Self::OpenAi(u) => u.open(request).await,
+            Self::Demo(u) => Ok(u.open(request)),
+        }
+    }
+}
+
+/// Every configured upstream, indexed by the models they serve.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    by_model: HashMap<String, Arc<Upstream>>,
+    /// Models in configuration order; the first is the default for new sites.
+    models: Vec<String>,
+    demo_only: bool,
+}
+
+impl Upstreams {
+    /// Builds the upstreams from the config, reading their secret keys. With none configured,
+    /// the demo upstream serves `demo.model`.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let mut by_model = HashMap::new();
+        let mut models = Vec::new();
+        let demo_delay = Duration::from_millis(config.demo.token_delay_ms);
+        if config.upstreams.is_empty() {
+            let demo = Arc::new(Upstream::Demo(DemoUpstream::new(demo_delay)));
+            by_model.insert(config.demo.model.clone(), demo);
+            models.push(config.demo.model.clone());
+            return Ok(Self { by_model, models, demo_only: true });
+        }
+        for (i, upstream_config) in config.upstreams.iter().enumerate() {
+            let upstream = Arc::new(match upstream_config.kind {
+                UpstreamKind::Demo => Upstream::Demo(DemoUpstream::new(demo_delay)),
+                UpstreamKind::Openai => Upstream::OpenAi(OpenAiUpstream::new(
+                    upstream_config,
+                    upstream_config.load_api_key(i)?,
+                    &config.timeouts,
+                    i,
+                )?),
+            });
+            for model in &upstream_config.models {
+                by_model.insert(model.clone(), Arc::clone(&upstream));
+                models.push(model.clone());
+            }
+        }
+        Ok(Self { by_model, models, demo_only: false })
+    }
+
+    pub fn for_model(&self, model: &str) -> Option<&Arc<Upstream>> {
+        self.by_model.get(model)
+    }
+
+    pub fn models(&self) -> &[String] {
+        &self.models
+    }
+
+    /// True when only the built-in demo upstream is configured.
+    pub fn demo_only(&self) -> bool {
+        self.demo_only
+    }
+}

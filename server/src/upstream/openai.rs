@@ -1,0 +1,161 @@
+//! Any OpenAI-compatible server: OpenAI, OpenRouter, vLLM, llama.cpp, Ollama.
+
+use std::time::Duration;
+
+use confab_protocol::{ChatRequest, DONE_SENTINEL};
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::StreamExt;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+
+use super::{EventStream, TimeoutKind, UpstreamError, UpstreamEvent};
+use crate::config::{ConfigError, Secret, TimeoutConfig, UpstreamConfig, parse_http_url};
+
+/// How much of an upstream's error body is read, to log it (never to forward it).
+const ERROR_BODY_LOG_LIMIT: usize = 2048;
+
+pub struct OpenAiUpstream {
+    name: String,
+    endpoint: url::Url,
+    api_key: Option<Secret>,
+    /// `Authorization: Bearer <key>`, built once and marked sensitive so that no `Debug` of a
+    /// request (ours or the HTTP stack's) prints it.
+    authorization: Option<HeaderValue>,
+    connect_timeout: Duration,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for OpenAiUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiUpstream")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint.as_str())
+            .field("api_key", &self.api_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiUpstream {
+    pub fn new(
+        config: &UpstreamConfig,
+        api_key: Option<Secret>,
+        timeouts: &TimeoutConfig,
+        index: usize,
+    ) -> Result<Self, ConfigError> {
+        let field = |name: &str| format!("upstreams[{index}].{name}");
+        let base = config.base_url.as_deref().unwrap_or_default();
+        let mut base = parse_http_url(base)
+            .map_err(|problem| ConfigError::Invalid { field: field("base_url"), problem })?;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let endpoint = base.join("chat/completions").map_err(|e| ConfigError::Invalid {
+            field: field("base_url"),
+            problem: e.to_string(),
+        })?;
+        let authorization =
+            match &api_key {
+                Some(key) => {
+                    let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))
+                        .map_err(|_| ConfigError::Invalid {
+                            field: field("api_key_env"),
+                            problem: "the key contains characters not allowed in an HTTP header"
+                                .into(),
+                        })?;
+                    value.set_sensitive(true);
+                    Some(value)
+                }
+                None => None,
+            };
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect())
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| ConfigError::Invalid {
+                field: field("kind"),
+                problem: format!("cannot build an HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            name: config.name.clone(),
+            endpoint,
+            api_key,
+            authorization,
+            connect_timeout: timeouts.connect(),
+            client,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub async fn open(&self, request: &ChatRequest) -> Result<EventStream, UpstreamError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
+        let mut headers = HeaderMap::with_capacity(3);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        if let Some(authorization) = &self.authorization {
+            headers.insert(header::AUTHORIZATION, authorization.clone());
+        }
+        let response = self
+            .client
+            .post(self.endpoint.clone())
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.classify(&e))?;
+
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            self.log_error_body(status, response).await;
+            return Err(UpstreamError::Status { status: status.as_u16(), retry_after });
+        }
+
+        let events = response.bytes_stream().eventsource().map(|event| match event {
+            Ok(event) if event.event == "error" => Err(UpstreamError::Reported),
+            Ok(event) if event.data == DONE_SENTINEL => Ok(UpstreamEvent::Done),
+            Ok(event) => Ok(UpstreamEvent::Data(event.data)),
+            Err(EventStreamError::Transport(_)) => Err(UpstreamError::Dropped),
+            Err(EventStreamError::Utf8(e)) => Err(UpstreamError::Protocol(e.to_string())),
+            Err(EventStreamError::Parser(e)) => Err(UpstreamError::Protocol(e.to_string())),
+        });
+        Ok(Box::pin(events))
+    }
+
+    fn classify(&self, error: &reqwest::Error) -> UpstreamError {
+        if error.is_timeout() {
+            UpstreamError::Timeout { kind: TimeoutKind::Connect, after: self.connect_timeout }
+        } else {
+            UpstreamError::Connect
+        }
+    }
+
+    /// Logs the start of an upstream error body for the operator, with the secret key scrubbed
+    /// (providers echo parts of a rejected key).
+    async fn log_error_body(&self, status: reqwest::StatusCode, response: reqwest::Response) {
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        let read = async {
+            while let Some(Ok(chunk)) = stream.next().await {
+                body.extend_from_slice(&chunk);
+                if body.len() >= ERROR_BODY_LOG_LIMIT {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+        body.truncate(ERROR_BODY_LOG_LIMIT);
+        let mut text = String::from_utf8_lossy(&body).into_owned();
+        if let Some(key) = &self.api_key {
+            text = text.replace(key.expose(), "[redacted]");
+        }
+        tracing::warn!(upstream = %self.name, status = status.as_u16(), body = %text, "upstream error");
+    }
+}
