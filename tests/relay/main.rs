@@ -1,1 +1,9 @@
-fn main() {}
+//! End-to-end tests of the relay: a real server on `127.0.0.1:0`, a real HTTP mock upstream, a
+//! fresh SQLite database per test, and real HTTP clients. One binary, one module per concern.
+
+mod access;
+mod bad_input;
+mod failures;
+mod policy;
+mod secrets;
+mod streaming;

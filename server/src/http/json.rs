@@ -41,6 +41,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty; expected a JSON object",
         ));
     }
+    // Derived structs also accept a JSON array (as a tuple), which only yields confusing errors.
+    if !text.trim_start().starts_with('{') {
+        return Err(ApiError::invalid("invalid_json", "request body must be a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();

@@ -1,0 +1,274 @@
+//! A scriptable mock of an OpenAI-compatible upstream, served by axum on `127.0.0.1:0`.
+//!
+//! Each test queues the replies the mock gives, in order; the mock records every request it
+//! receives (headers that matter and the JSON body) and reports when a client hangs up on a
+//! stream before it was finished.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use futures_util::stream;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// The model name the mock reports in its chunks (the relay rewrites it to the site's model).
+pub const MOCK_MODEL_NAME: &str = "mock-model-2026-01-01";
+
+/// One step of a scripted stream.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// A chunk whose delta adds this text.
+    Content(&'static str),
+    /// A chunk with `finish_reason`.
+    Finish(&'static str),
+    /// The usage chunk (`choices: []`).
+    Usage { prompt: u64, completion: u64 },
+    /// A raw `data:` payload, sent as is.
+    Raw(&'static str),
+    /// `data: [DONE]`.
+    Done,
+    /// Wait this long before the next step.
+    Pause(Duration),
+    /// Wait until the test calls `MockUpstream::release`.
+    WaitForRelease,
+    /// Abort the connection (an error in the body: the client sees an incomplete response).
+    Drop,
+    /// Never send anything again, keeping the connection open.
+    Hang,
+    /// Send a content chunk every interval, forever.
+    Endless(Duration),
+}
+
+/// How the mock answers one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// 200 `text/event-stream` following the steps.
+    Stream(Vec<Step>),
+    /// An error status with a body (and optionally `Retry-After`).
+    Status { status: u16, retry_after: Option<u64>, body: String },
+    /// Accept the connection and never answer.
+    Hang,
+}
+
+impl Reply {
+    /// A complete, well-formed answer: the words, a finish chunk, usage and `[DONE]`.
+    pub fn answer(words: &[&'static str], usage: (u64, u64)) -> Self {
+        let mut steps: Vec<Step> = words.iter().map(|w| Step::Content(w)).collect();
+        steps.push(Step::Finish("stop"));
+        steps.push(Step::Usage { prompt: usage.0, completion: usage.1 });
+        steps.push(Step::Done);
+        Self::Stream(steps)
+    }
+}
+
+/// A request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Debug)]
+struct MockState {
+    replies: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    release: Notify,
+    hangups: mpsc::UnboundedSender<()>,
+}
+
+/// The running mock; stops when dropped.
+#[derive(Debug)]
+pub struct MockUpstream {
+    /// `http://127.0.0.1:PORT/v1`
+    pub base_url: String,
+    state: Arc<MockState>,
+    hangups: tokio::sync::Mutex<mpsc::UnboundedReceiver<()>>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl MockUpstream {
+    pub async fn start() -> Self {
+        let (hangup_tx, hangup_rx) = mpsc::unbounded_channel();
+        let state = Arc::new(MockState {
+            replies: Mutex::new(VecDeque::new()),
+            requests: Mutex::new(Vec::new()),
+            release: Notify::new(),
+            hangups: hangup_tx,
+        });
+        let app =
+            Router::new().route("/v1/chat/completions", post(chat)).with_state(Arc::clone(&state));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = shutdown_rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            base_url: format!("http://{addr}/v1"),
+            state,
+            hangups: tokio::sync::Mutex::new(hangup_rx),
+            _shutdown: shutdown_tx,
+        }
+    }
+
+    /// Queues the reply to the next request.
+    pub fn push(&self, reply: Reply) -> &Self {
+        self.state.replies.lock().unwrap().push_back(reply);
+        self
+    }
+
+    /// Lets a stream waiting at `Step::WaitForRelease` go on.
+    pub fn release(&self) {
+        self.state.release.notify_one();
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// The body of the only request received so far.
+    pub fn only_request(&self) -> Value {
+        let requests = self.requests();
+        assert_eq!(requests.len(), 1, "expected exactly one upstream request");
+        requests[0].body.clone()
+    }
+
+    /// Waits (bounded) until a client hangs up on an unfinished stream.
+    pub async fn hangup(&self) {
+        let mut hangups = self.hangups.lock().await;
+        tokio::time::timeout(crate::WAIT, hangups.recv())
+            .await
+            .expect("the upstream connection was not closed in time")
+            .expect("the mock stopped");
+    }
+}
+
+async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let authorization =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    state.requests.lock().unwrap().push(RecordedRequest { authorization, body });
+    let reply = state.replies.lock().unwrap().pop_front();
+    match reply {
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "no reply queued").into_response(),
+        Some(Reply::Hang) => std::future::pending().await,
+        Some(Reply::Status { status, retry_after, body }) => {
+            let mut response = (
+                StatusCode::from_u16(status).unwrap(),
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+            if let Some(seconds) = retry_after {
+                response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+            }
+            response
+        }
+        Some(Reply::Stream(steps)) => {
+            let body = Body::from_stream(scripted_stream(state, steps));
+            ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+        }
+    }
+}
+
+/// Tells the test when the stream is dropped before it ran to its end.
+struct HangupGuard {
+    state: Arc<MockState>,
+    finished: bool,
+}
+
+impl Drop for HangupGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.state.hangups.send(());
+        }
+    }
+}
+
+fn chunk(choices: Value, usage: Option<Value>) -> Bytes {
+    let mut chunk = json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000u64,
+        "model": MOCK_MODEL_NAME,
+        "choices": choices,
+    });
+    if let Some(usage) = usage {
+        chunk["usage"] = usage;
+    }
+    Bytes::from(format!("data: {chunk}\n\n"))
+}
+
+fn scripted_stream(
+    state: Arc<MockState>,
+    steps: Vec<Step>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let guard = HangupGuard { state, finished: false };
+    stream::unfold((guard, VecDeque::from(steps)), |(mut guard, mut steps)| async move {
+        loop {
+            let Some(step) = steps.pop_front() else {
+                guard.finished = true;
+                drop(guard);
+                return None;
+            };
+            let bytes = match step {
+                Step::Content(text) => chunk(
+                    json!([{"index": 0, "delta": {"content": text}, "finish_reason": null}]),
+                    None,
+                ),
+                Step::Finish(reason) => {
+                    chunk(json!([{"index": 0, "delta": {}, "finish_reason": reason}]), None)
+                }
+                Step::Usage { prompt, completion } => chunk(
+                    json!([]),
+                    Some(json!({
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
+                    })),
+                ),
+                Step::Raw(data) => Bytes::from(format!("data: {data}\n\n")),
+                Step::Done => Bytes::from_static(b"data: [DONE]\n\n"),
+                Step::Pause(duration) => {
+                    tokio::time::sleep(duration).await;
+                    continue;
+                }
+                Step::WaitForRelease => {
+                    guard.state.release.notified().await;
+                    continue;
+                }
+                Step::Drop => {
+                    guard.finished = true;
+                    return Some((
+                        Err(std::io::Error::other("mock drops the connection")),
+                        (guard, steps),
+                    ));
+                }
+                Step::Hang => std::future::pending::<Bytes>().await,
+                Step::Endless(interval) => {
+                    tokio::time::sleep(interval).await;
+                    steps.push_front(Step::Endless(interval));
+                    chunk(
+                        json!([{"index": 0, "delta": {"content": "la "}, "finish_reason": null}]),
+                        None,
+                    )
+                }
+            };
+            return Some((Ok(bytes), (guard, steps)));
+        }
+    })
+}

@@ -1,0 +1,187 @@
+//! A real relay for one test: fresh SQLite database in a temp dir, the mock as its only
+//! upstream, one site, and a client that sends the site's key and origin by default.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use confab_server::config::{Config, UpstreamConfig, UpstreamKind};
+use confab_server::sites::{self, SiteSpec};
+use confab_server::store::{SqliteStore, Store};
+use confab_server::{AppState, serve};
+use reqwest::header::{AUTHORIZATION, ORIGIN};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::MockUpstream;
+
+/// The provider key the relay holds. Tests prove it never leaves the relay except towards the
+/// upstream.
+pub const UPSTREAM_SECRET: &str = "sk-test-UPSTREAM-SECRET-7f3a9c1e5b";
+/// The origin the default test site lists.
+pub const SITE_ORIGIN: &str = "https://shop.example";
+/// Models the mock upstream serves.
+pub const UPSTREAM_MODELS: [&str; 3] = ["model-a", "model-b", "model-c"];
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures every log line of every relay in this test binary, at every level.
+fn install_log_capture() {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = LogWriter(Arc::clone(&buffer));
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        buffer
+    });
+}
+
+/// Everything logged so far by any relay in this test binary.
+pub fn captured_logs() -> String {
+    LOGS.get().map(|b| String::from_utf8_lossy(&b.lock().unwrap()).into_owned()).unwrap_or_default()
+}
+
+#[derive(Debug)]
+pub struct TestRelayBuilder {
+    config: Config,
+    site: SiteSpec,
+}
+
+impl TestRelayBuilder {
+    /// Changes the relay's configuration before it starts.
+    pub fn config(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// Changes the test site before it is created.
+    pub fn site(mut self, change: impl FnOnce(&mut SiteSpec)) -> Self {
+        change(&mut self.site);
+        self
+    }
+
+    pub async fn start(self) -> TestRelay {
+        install_log_capture();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = self.config;
+        config.database.url = format!("sqlite://{}", dir.path().join("relay.db").display());
+        let key_file = dir.path().join("upstream.key");
+        std::fs::write(&key_file, format!("{UPSTREAM_SECRET}\n")).unwrap();
+        for upstream in &mut config.upstreams {
+            upstream.api_key_file = Some(key_file.clone());
+        }
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&config.database.url, 4).await.unwrap());
+        let created = sites::create_site(store.as_ref(), &config, self.site, false).await.unwrap();
+        let state = AppState::new(config.clone(), Arc::clone(&store)).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        tokio::spawn(serve(state, listener, async {
+            let _ = shutdown_rx.await;
+        }));
+        TestRelay {
+            base_url: format!("http://{addr}"),
+            key: created.key.reveal().to_owned(),
+            site_id: created.site.id,
+            config,
+            store,
+            client: reqwest::Client::new(),
+            _dir: dir,
+            _shutdown: shutdown_tx,
+        }
+    }
+}
+
+/// A running relay; stops when dropped.
+#[derive(Debug)]
+pub struct TestRelay {
+    pub base_url: String,
+    /// The test site's full key.
+    pub key: String,
+    pub site_id: String,
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl TestRelay {
+    /// A relay whose only upstream is `mock`, with short time limits suited to tests, and a site
+    /// for `https://shop.example` that may use `model-a` (default) and `model-b`.
+    pub fn builder(mock: &MockUpstream) -> TestRelayBuilder {
+        let mut config = Config {
+            upstreams: vec![UpstreamConfig {
+                name: "mock".into(),
+                kind: UpstreamKind::Openai,
+                base_url: Some(mock.base_url.clone()),
+                api_key_env: None,
+                api_key_file: None,
+                models: UPSTREAM_MODELS.iter().map(|m| (*m).to_owned()).collect(),
+            }],
+            ..Config::default()
+        };
+        config.timeouts.first_byte_ms = 5_000;
+        config.timeouts.idle_ms = 5_000;
+        let site = SiteSpec {
+            name: "Shop".into(),
+            origins: vec![SITE_ORIGIN.into()],
+            models: vec!["model-a".into(), "model-b".into()],
+            system_prompt: Some("You are the shop's assistant.".into()),
+            ..SiteSpec::default()
+        };
+        TestRelayBuilder { config, site }
+    }
+
+    pub async fn start(mock: &MockUpstream) -> Self {
+        Self::builder(mock).start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// `POST /v1/chat/completions` with the site's key and origin.
+    pub fn chat(&self) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .header(AUTHORIZATION, format!("Bearer {}", self.key))
+            .header(ORIGIN, SITE_ORIGIN)
+    }
+
+    /// Sends a JSON chat request with the site's key and origin.
+    pub async fn send_chat(&self, body: Value) -> reqwest::Response {
+        self.chat().json(&body).send().await.unwrap()
+    }
+
+    /// Creates another site on this relay and returns its key.
+    pub async fn create_site(&self, spec: SiteSpec) -> (String, String) {
+        let created =
+            sites::create_site(self.store.as_ref(), &self.config, spec, false).await.unwrap();
+        (created.site.id, created.key.reveal().to_owned())
+    }
+}
+
+/// The parsed JSON body and status of a response.
+pub async fn json_body(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap();
+    (status, body)
+}
