@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -156,7 +157,23 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
     print_flush(&out);
     tracing::info!(%bound, "relay started");
 
-    serve(state, listener, shutdown_signal()).await?;
+    // On Ctrl-C or SIGTERM, stop accepting and let in-flight answers finish, for at most the
+    // grace period: a stream stuck on a silent upstream must not hold the process forever.
+    let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = serve(state, listener, async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let deadline = async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = deadline => tracing::warn!(?grace, "in-flight requests still open after the grace period; stopping anyway"),
+    }
     tracing::info!("relay stopped");
     Ok(())
 }

@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Send an SSE comment after this long without an event, so proxies keep the stream open.
     pub heartbeat_ms: u64,
+    /// On Ctrl-C or SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             heartbeat_ms: 15_000,
+            shutdown_grace_ms: 10_000,
         }
     }
 }
@@ -418,6 +421,15 @@ mod tests {
         assert_eq!(config.server.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
         assert_eq!(config.database.url, "sqlite://confab.db");
         assert!(config.upstreams.is_empty());
+    }
+
+    #[test]
+    fn the_documented_example_config_is_valid_and_shows_the_defaults() {
+        let example = load_toml(include_str!("../../confab.example.toml")).unwrap();
+        assert_eq!(
+            serde_json::to_value(&example).unwrap(),
+            serde_json::to_value(Config::default()).unwrap()
+        );
     }
 
     #[test]
