@@ -134,6 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> {
     let listen = config.server.listen;
+    let signals = ShutdownSignals::install()?;
     let state = AppState::new(config, Arc::clone(&store))?;
     let listener =
         TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -162,7 +163,7 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = serve(state, listener, async move {
-        shutdown_signal().await;
+        signals.received().await;
         let _ = stop_tx.send(true);
     });
     let deadline = async move {
@@ -199,27 +200,40 @@ fn print_flush(text: &str) {
     let _ = stdout.flush();
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Ctrl-C and SIGTERM, listened for from the moment this is created (so a signal sent as soon as
+/// the relay reports ready is never missed).
+struct ShutdownSignals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+                terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    tracing::info!("shutdown requested; finishing in-flight requests");
+
+    /// Resolves on the first Ctrl-C or SIGTERM.
+    async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested; finishing in-flight requests");
+    }
 }
 
 async fn run_sites(

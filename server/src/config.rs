@@ -202,10 +202,33 @@ impl fmt::Debug for Secret {
 pub enum ConfigError {
     #[error("config file {0} does not exist")]
     MissingFile(PathBuf),
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration: {}", describe_figment_error(.0))]
     Parse(Box<figment::Error>),
     #[error("invalid configuration: `{field}` {problem}")]
     Invalid { field: String, problem: String },
+}
+
+/// `figment`'s own message names its internal profile (`default.timeouts.idle_ms`); this one
+/// names the field as a user writes it, and where the bad value came from.
+fn describe_figment_error(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let mut text = if e.path.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("`{}`: {}", e.path.join("."), e.kind)
+            };
+            if let Some(source) = e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                text.push_str(&format!(" (in {source})"));
+            } else if let Some(metadata) = &e.metadata {
+                text.push_str(&format!(" (in {})", metadata.name));
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {

@@ -107,25 +107,30 @@ pub async fn create_site(
     Ok(CreatedSite { site, key })
 }
 
-/// The demo site for `public_url`: created on first start, re-keyed on every later start (its
-/// key is printed and embedded in the demo page, and only a hash of it is ever stored).
+/// The demo site for `public_url`: created on first start, and on every later start re-keyed
+/// (its key is printed and embedded in the demo page, and only a hash of it is ever stored) and
+/// moved to the origin of the current public URL, which changes with `--listen`.
 pub async fn ensure_demo_site(
     store: &dyn Store,
     config: &Config,
     public_url: &str,
 ) -> Result<CreatedSite, SiteError> {
+    let origin = url::Url::parse(public_url)
+        .map(|url| url.origin().ascii_serialization())
+        .map_err(|e| invalid("public_url", format!("`{public_url}` is not a valid URL ({e})")))?;
     let existing = store.list_sites().await?.into_iter().find(|s| s.is_demo);
     match existing {
         Some(site) => {
             let key = NewSiteKey::generate();
             store.rekey_site(&site.id, &key.lookup_id, &key.hash).await?;
+            store.set_site_origins(&site.id, std::slice::from_ref(&origin)).await?;
             let site = store.site(&site.id).await?.unwrap_or(site);
             Ok(CreatedSite { site, key })
         }
         None => {
             let spec = SiteSpec {
                 name: "Demo".into(),
-                origins: vec![public_url.to_owned()],
+                origins: vec![origin],
                 system_prompt: Some(
                     "You are the Confab demo assistant. Answer briefly and kindly.".into(),
                 ),

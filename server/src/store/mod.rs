@@ -85,6 +85,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         lookup_id: &str,
         key_hash: &[u8; 32],
     ) -> Result<bool, StoreError>;
+    /// Replaces a site's origins; `false` when there is no such site.
+    async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError>;
     /// True when at least one site lists this origin (answers CORS preflights, which carry no key).
     async fn origin_is_registered(&self, origin: &str) -> Result<bool, StoreError>;
     /// A cheap round trip for health checks.

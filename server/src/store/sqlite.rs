@@ -211,6 +211,30 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sites WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM site_origins WHERE site_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        for origin in origins {
+            sqlx::query("INSERT OR IGNORE INTO site_origins (site_id, origin) VALUES (?, ?)")
+                .bind(id)
+                .bind(origin)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn origin_is_registered(&self, origin: &str) -> Result<bool, StoreError> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM site_origins WHERE origin = ? LIMIT 1")

@@ -1,0 +1,805 @@
+//! Tests of the real `confab` binary: the `sites` commands, start-up configuration errors, the
+//! `serve` command with its demo site, graceful shutdown, and a conformance run of the official
+//! `openai` Python package against a running relay.
+//!
+//! Every test runs the binary in a fresh temporary directory (so `confab.db` and `confab.toml`
+//! land there), on `127.0.0.1:0`, learns the bound address from the relay's own first line of
+//! output instead of sleeping, bounds every wait, and kills every child it started.
+
+// `allow-unwrap-in-tests` covers `#[test]` functions only, not the harness they share.
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test harness: a failed step aborts the test with its message"
+)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use eventsource_stream::{Event, Eventsource};
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::time::timeout;
+
+/// The longest any single wait in these tests may take.
+const WAIT: Duration = Duration::from_secs(30);
+/// The Python conformance script makes several round trips; it gets more room.
+const CONFORMANCE_WAIT: Duration = Duration::from_secs(120);
+
+const DEMO_MODEL: &str = "confab-demo";
+const LISTENING: &str = "Confab relay listening on http://";
+const DEMO_KEY_LINE: &str = "Demo site key (new at every start): ";
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh working directory for one test; `confab` runs with it as its current directory.
+struct Workdir {
+    dir: TempDir,
+}
+
+/// What a finished `confab` command left behind.
+#[derive(Debug)]
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn assert_success(self) -> Self {
+        assert!(
+            self.status.success(),
+            "confab failed with {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn assert_failure(self) -> Self {
+        assert!(
+            !self.status.success(),
+            "confab succeeded but should have failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Stdout as exactly one JSON value.
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{}", self.stdout))
+    }
+}
+
+impl Workdir {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `confab ARGS` in this directory, with none of the caller's `CONFAB__*` or `RUST_LOG`
+    /// variables leaking in.
+    fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+        command.args(args).current_dir(self.path()).stdin(Stdio::null()).kill_on_drop(true);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("CONFAB__") || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
+        command.envs(envs.iter().copied());
+        command
+    }
+
+    /// Runs `confab ARGS` to completion (at most `WAIT`).
+    async fn run(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        let output = timeout(WAIT, self.command(args, envs).output())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("`confab {}` did not finish within {WAIT:?}", args.join(" "))
+            })
+            .unwrap();
+        Run {
+            status: output.status,
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+
+    /// `confab sites create ARGS --json`, which must succeed; returns the printed object.
+    async fn create_site(&self, args: &[&str], envs: &[(&str, &str)]) -> Value {
+        let mut all = vec!["sites", "create"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        self.run(&all, envs).await.assert_success().json()
+    }
+
+    async fn list_sites(&self) -> Value {
+        self.run(&["sites", "list", "--json"], &[]).await.assert_success().json()
+    }
+
+    /// The bytes of the SQLite database and its side files (`-wal`, `-shm`).
+    fn database_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(self.path()).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().starts_with("confab.db") {
+                bytes.extend(std::fs::read(entry.path()).unwrap());
+            }
+        }
+        assert!(!bytes.is_empty(), "no database file in {}", self.path().display());
+        bytes
+    }
+}
+
+/// A running `confab serve`, with what it printed at start-up.
+struct Relay {
+    child: Child,
+    addr: SocketAddr,
+    demo_site_id: String,
+    /// The origins the demo-site line names, as printed.
+    demo_origins: String,
+    key: String,
+    /// Kept open so the relay never writes into a closed pipe.
+    _stdout: Lines<BufReader<ChildStdout>>,
+    stderr_log: PathBuf,
+}
+
+impl Relay {
+    /// Starts `confab serve --listen 127.0.0.1:0` and reads its start-up lines (at most `WAIT`).
+    async fn start(work: &Workdir, envs: &[(&str, &str)]) -> Self {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let stderr_log =
+            work.path().join(format!("serve-{}.log", STARTED.fetch_add(1, Ordering::Relaxed)));
+        let mut command = work.command(&["serve", "--listen", "127.0.0.1:0"], envs);
+        command.stdout(Stdio::piped()).stderr(std::fs::File::create(&stderr_log).unwrap());
+        let mut child = command.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+
+        let mut next_line = async || -> String {
+            match timeout(WAIT, stdout.next_line()).await {
+                Ok(Ok(Some(line))) => line,
+                Ok(Ok(None)) => panic!(
+                    "confab serve closed its stdout during start-up; stderr:\n{}",
+                    read_log(&stderr_log)
+                ),
+                Ok(Err(e)) => panic!("cannot read confab's stdout: {e}"),
+                Err(_) => panic!(
+                    "confab serve printed nothing for {WAIT:?}; stderr:\n{}",
+                    read_log(&stderr_log)
+                ),
+            }
+        };
+
+        let first = next_line().await;
+        let addr: SocketAddr = first
+            .strip_prefix(LISTENING)
+            .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
+            .parse()
+            .unwrap();
+
+        // The demo site's lines follow a line about the upstream; read a bounded number of lines.
+        let mut demo = None;
+        let mut key = None;
+        for _ in 0..8 {
+            let line = next_line().await;
+            if let Some(rest) = line.strip_prefix(DEMO_KEY_LINE) {
+                key = Some(rest.to_owned());
+                break;
+            }
+            if let Some(rest) = line.strip_prefix("Demo site ") {
+                let (id, origins) = rest
+                    .split_once(" for origin ")
+                    .unwrap_or_else(|| panic!("unexpected demo site line: {line:?}"));
+                demo = Some((id.to_owned(), origins.to_owned()));
+            }
+        }
+        let (demo_site_id, demo_origins) = demo.expect("confab serve printed no demo site line");
+        let key = key.expect("confab serve printed no demo site key");
+        Self { child, addr, demo_site_id, demo_origins, key, _stdout: stdout, stderr_log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The origin of the relay's own address, as a browser on it would send it.
+    fn own_origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends SIGTERM and waits (at most `WAIT`) for the relay to exit.
+    async fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("the relay has already exited").to_string();
+        let kill = timeout(WAIT, Command::new("kill").args(["-TERM", &pid]).status())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(kill.success(), "`kill -TERM {pid}` failed with {kill}");
+        match timeout(WAIT, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!(
+                "the relay did not exit within {WAIT:?} of SIGTERM; stderr:\n{}",
+                read_log(&self.stderr_log)
+            ),
+        }
+    }
+
+    /// Kills the relay and waits for it to go.
+    async fn kill(mut self) {
+        timeout(WAIT, self.child.kill()).await.unwrap().unwrap();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // `kill_on_drop` ends the process; a failing test also shows what the relay logged.
+        if std::thread::panicking() {
+            eprintln!("--- confab serve stderr ---\n{}", read_log(&self.stderr_log));
+        }
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
+}
+
+/// `confab_pk_` + 12 alphanumerics + `_` + 32 alphanumerics.
+fn is_site_key(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix("confab_pk_") else { return false };
+    let Some((lookup, secret)) = rest.split_once('_') else { return false };
+    let alnum = |part: &str, len: usize| {
+        part.len() == len && part.bytes().all(|b| b.is_ascii_alphanumeric())
+    };
+    alnum(lookup, 12) && alnum(secret, 32)
+}
+
+/// `confab_pk_<lookup>`: what listings may show of a key.
+fn key_prefix(key: &str) -> &str {
+    let (prefix, _secret) = key.rsplit_once('_').unwrap();
+    prefix
+}
+
+/// The part of a key that must never be shown or stored again.
+fn key_secret(key: &str) -> &str {
+    key.rsplit_once('_').unwrap().1
+}
+
+fn http_client() -> reqwest::Client {
+    // The relay is on loopback: no proxy from the environment may stand in between.
+    reqwest::Client::builder().no_proxy().timeout(WAIT).build().unwrap()
+}
+
+async fn post_chat(
+    client: &reqwest::Client,
+    relay: &Relay,
+    key: &str,
+    origin: &str,
+    body: &Value,
+) -> reqwest::Response {
+    client
+        .post(relay.url("/v1/chat/completions"))
+        .header(AUTHORIZATION, format!("Bearer {key}"))
+        .header(ORIGIN, origin)
+        .header(CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn json_body(response: reqwest::Response) -> Value {
+    let bytes = response.bytes().await.unwrap();
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}
+
+fn content_type(response: &reqwest::Response) -> &str {
+    response.headers()[CONTENT_TYPE].to_str().unwrap()
+}
+
+/// Reads a whole SSE response through a real SSE parser (at most `WAIT`).
+async fn read_events(response: reqwest::Response) -> Vec<Event> {
+    timeout(WAIT, response.bytes_stream().eventsource().map(Result::unwrap).collect())
+        .await
+        .expect("the stream did not end in time")
+}
+
+fn invalid_key_envelope() -> Value {
+    json!({"error": {
+        "message": "the API key is not valid",
+        "type": "authentication_error",
+        "code": "invalid_api_key",
+    }})
+}
+
+/// A streamed answer, checked event by event: every event is a `chat.completion.chunk` of the
+/// demo model sharing one id, the last chunk has no choices and carries usage, then `[DONE]`.
+/// Returns the streamed text and the usage.
+fn check_stream(events: &[Event]) -> (String, Value) {
+    assert!(events.len() >= 3, "too few events: {events:?}");
+    for event in events {
+        assert_eq!(event.event, "message", "unexpected event: {event:?}");
+    }
+    let (done, chunks) = events.split_last().unwrap();
+    assert_eq!(done.data, "[DONE]");
+    let chunks: Vec<Value> = chunks
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap_or_else(|err| panic!("{err}: {e:?}")))
+        .collect();
+    let id = &chunks[0]["id"];
+    assert!(id.as_str().is_some_and(|id| !id.is_empty()), "chunk without an id: {}", chunks[0]);
+    for chunk in &chunks {
+        assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
+        assert_eq!(chunk["model"], DEMO_MODEL, "{chunk}");
+        assert_eq!(&chunk["id"], id, "{chunk}");
+    }
+    let (last, answer) = chunks.split_last().unwrap();
+    assert_eq!(last["choices"], json!([]), "{last}");
+    for chunk in answer {
+        assert_eq!(chunk["choices"].as_array().map(Vec::len), Some(1), "{chunk}");
+        assert!(chunk.get("usage").is_none_or(Value::is_null), "usage before the end: {chunk}");
+    }
+    assert_eq!(answer[0]["choices"][0]["delta"]["role"], "assistant");
+    let finish: Vec<&Value> =
+        answer.iter().map(|c| &c["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
+    assert_eq!(finish, [&json!("stop")]);
+    let text: String =
+        answer.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    (text, last["usage"].clone())
+}
+
+fn assert_usage_adds_up(usage: &Value) {
+    let prompt = usage["prompt_tokens"].as_u64().unwrap();
+    let completion = usage["completion_tokens"].as_u64().unwrap();
+    assert!(prompt > 0 && completion > 0, "{usage}");
+    assert_eq!(usage["total_tokens"].as_u64(), Some(prompt + completion), "{usage}");
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// `confab sites ...`
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_created_site_is_listed_shown_and_deleted_without_its_secret_ever_showing_again() {
+    let work = Workdir::new();
+    let created = work
+        .create_site(
+            &[
+                "--name",
+                "Shop",
+                "--origin",
+                "https://Shop.Example:443/",
+                "--origin",
+                "https://www.shop.example",
+            ],
+            &[],
+        )
+        .await;
+
+    let id = created["id"].as_str().unwrap().to_owned();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("site_") && id.len() > "site_".len(), "{id}");
+    assert!(is_site_key(&key), "{key}");
+    let created_at = created["created_at"].as_str().unwrap();
+    assert!(created_at.len() == 20 && created_at.ends_with('Z'), "{created_at}");
+    let public = json!({
+        "id": id,
+        "name": "Shop",
+        "key_prefix": key_prefix(&key),
+        "origins": ["https://shop.example", "https://www.shop.example"],
+        "allow_no_origin": false,
+        "models": [DEMO_MODEL],
+        "system_prompt": null,
+        "max_tokens": null,
+        "temperature_max": null,
+        "context_messages": null,
+        "created_at": created_at,
+    });
+    let mut with_key = public.clone();
+    with_key["key"] = json!(key);
+    assert_eq!(created, with_key);
+
+    let list = work.run(&["sites", "list", "--json"], &[]).await.assert_success();
+    assert_eq!(list.json(), json!([public]));
+    let show = work.run(&["sites", "show", &id, "--json"], &[]).await.assert_success();
+    assert_eq!(show.json(), public);
+    let list_text = work.run(&["sites", "list"], &[]).await.assert_success();
+    let show_text = work.run(&["sites", "show", &id], &[]).await.assert_success();
+    assert!(list_text.stdout.contains(key_prefix(&key)), "{}", list_text.stdout);
+    assert!(show_text.stdout.contains(key_prefix(&key)), "{}", show_text.stdout);
+
+    let secret = key_secret(&key);
+    for run in [&list, &show, &list_text, &show_text] {
+        assert!(!run.stdout.contains(secret), "the key's secret was shown:\n{}", run.stdout);
+        assert!(!run.stderr.contains(secret), "the key's secret was logged:\n{}", run.stderr);
+    }
+    let database = work.database_bytes();
+    assert!(
+        !database.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the key's secret is stored in the database"
+    );
+
+    let deleted = work.run(&["sites", "delete", &id], &[]).await.assert_success();
+    assert_eq!(deleted.stdout, format!("Deleted site {id}; its key no longer works.\n"));
+    assert_eq!(deleted.stderr, "");
+    assert_eq!(work.list_sites().await, json!([]));
+
+    let again = work.run(&["sites", "delete", &id], &[]).await.assert_failure();
+    assert_eq!(again.stdout, "");
+    assert_eq!(again.stderr, format!("error: no site with id `{id}` (see `confab sites list`)\n"));
+}
+
+#[tokio::test]
+async fn a_site_keeps_the_system_prompt_read_from_a_file() {
+    let work = Workdir::new();
+    let prompt = "You are the assistant of a small shop.\nAnswer in one sentence.\n";
+    std::fs::write(work.path().join("prompt.txt"), prompt).unwrap();
+
+    let created = work
+        .create_site(
+            &[
+                "--name",
+                "Shop",
+                "--origin",
+                "https://shop.example",
+                "--system-prompt-file",
+                "prompt.txt",
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(created["system_prompt"], prompt);
+
+    let id = created["id"].as_str().unwrap();
+    let shown = work.run(&["sites", "show", id, "--json"], &[]).await.assert_success().json();
+    assert_eq!(shown["system_prompt"], prompt);
+    let text = work.run(&["sites", "show", id], &[]).await.assert_success();
+    let expected_line = format!("  system prompt: {} characters", prompt.chars().count());
+    assert!(text.stdout.lines().any(|l| l == expected_line), "{}", text.stdout);
+}
+
+#[tokio::test]
+async fn creating_a_site_with_a_model_no_upstream_serves_fails_and_names_the_model() {
+    let work = Workdir::new();
+    let run = work
+        .run(
+            &[
+                "sites",
+                "create",
+                "--name",
+                "Shop",
+                "--origin",
+                "https://shop.example",
+                "--model",
+                "nope",
+            ],
+            &[],
+        )
+        .await
+        .assert_failure();
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr,
+        "error: model: `nope` is not served by any configured upstream (served: confab-demo)\n"
+    );
+    assert_eq!(work.list_sites().await, json!([]));
+}
+
+#[tokio::test]
+async fn creating_a_site_with_an_origin_that_has_a_path_fails_and_names_the_origin() {
+    let work = Workdir::new();
+    let run = work
+        .run(&["sites", "create", "--name", "Shop", "--origin", "https://shop.example/shop"], &[])
+        .await
+        .assert_failure();
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr,
+        "error: origin: `https://shop.example/shop` must be an origin only (scheme, host and \
+         port), without a path\n"
+    );
+    assert_eq!(work.list_sites().await, json!([]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_wrongly_typed_field_in_the_config_file_stops_start_up_and_is_named() {
+    let work = Workdir::new();
+    std::fs::write(work.path().join("confab.toml"), "[timeouts]\nidle_ms = \"soon\"\n").unwrap();
+
+    let run = work.run(&["serve", "--listen", "127.0.0.1:0"], &[]).await.assert_failure();
+    assert_eq!(run.stdout, "");
+    assert!(run.stderr.starts_with("error: invalid configuration: "), "{}", run.stderr);
+    assert!(run.stderr.contains("timeouts.idle_ms"), "{}", run.stderr);
+    assert!(run.stderr.contains("confab.toml"), "{}", run.stderr);
+    assert!(!work.path().join("confab.db").exists(), "the database was opened anyway");
+}
+
+#[tokio::test]
+async fn an_invalid_value_from_the_environment_stops_start_up_and_is_named() {
+    let work = Workdir::new();
+    let run = work
+        .run(&["serve", "--listen", "127.0.0.1:0"], &[("CONFAB__SERVER__HEARTBEAT_MS", "0")])
+        .await
+        .assert_failure();
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr,
+        "error: invalid configuration: `server.heartbeat_ms` must be greater than 0\n"
+    );
+    assert!(!work.path().join("confab.db").exists(), "the database was opened anyway");
+}
+
+#[tokio::test]
+async fn a_config_file_that_does_not_exist_stops_start_up_and_is_named() {
+    let work = Workdir::new();
+    let run = work
+        .run(&["--config", "missing.toml", "serve", "--listen", "127.0.0.1:0"], &[])
+        .await
+        .assert_failure();
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr, "error: config file missing.toml does not exist\n");
+}
+
+#[tokio::test]
+async fn an_environment_variable_overrides_the_demo_model() {
+    let work = Workdir::new();
+    let created = work
+        .create_site(
+            &["--name", "A", "--origin", "https://a.example"],
+            &[("CONFAB__DEMO__MODEL", "house-model")],
+        )
+        .await;
+    assert_eq!(created["models"], json!(["house-model"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// `confab serve`
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn serving_with_no_config_creates_a_demo_site_whose_key_streams_an_answer() {
+    let work = Workdir::new();
+    let relay = Relay::start(&work, &[("CONFAB__DEMO__TOKEN_DELAY_MS", "0")]).await;
+    assert_eq!(relay.addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(relay.addr.port(), 0);
+    assert_eq!(relay.demo_origins, relay.own_origin());
+    assert!(relay.demo_site_id.starts_with("site_"), "{}", relay.demo_site_id);
+    assert!(is_site_key(&relay.key), "{}", relay.key);
+
+    let client = http_client();
+    let health = client.get(relay.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(json_body(health).await, json!({"status": "ok"}));
+
+    let question = "Does the demo site answer?";
+    let messages = json!([{"role": "user", "content": question}]);
+    let origin = relay.own_origin();
+
+    let whole =
+        post_chat(&client, &relay, &relay.key, &origin, &json!({"messages": messages})).await;
+    assert_eq!(whole.status(), StatusCode::OK);
+    let completion = json_body(whole).await;
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(completion["model"], DEMO_MODEL);
+    let expected_text = completion["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(expected_text.contains(question), "{expected_text}");
+    assert_usage_adds_up(&completion["usage"]);
+
+    let streamed = post_chat(
+        &client,
+        &relay,
+        &relay.key,
+        &origin,
+        &json!({"stream": true, "messages": messages}),
+    )
+    .await;
+    assert_eq!(streamed.status(), StatusCode::OK);
+    assert_eq!(content_type(&streamed), "text/event-stream");
+    let (text, usage) = check_stream(&read_events(streamed).await);
+    assert_eq!(text, expected_text);
+    assert_eq!(usage, completion["usage"]);
+
+    let sites = work.list_sites().await;
+    assert_eq!(sites.as_array().map(Vec::len), Some(1), "{sites}");
+    assert_eq!(sites[0]["id"], relay.demo_site_id);
+    assert_eq!(sites[0]["origins"], json!([origin]));
+    assert_eq!(sites[0]["key_prefix"], key_prefix(&relay.key));
+
+    relay.kill().await;
+}
+
+#[tokio::test]
+async fn restarting_the_relay_re_keys_the_demo_site_instead_of_adding_another() {
+    let work = Workdir::new();
+    // A fixed public URL keeps the demo site's origin the same across the two random ports.
+    let envs = [
+        ("CONFAB__DEMO__TOKEN_DELAY_MS", "0"),
+        ("CONFAB__SERVER__PUBLIC_URL", "http://relay.test"),
+    ];
+    let client = http_client();
+    let body = json!({"messages": [{"role": "user", "content": "Hello again"}]});
+
+    let first = Relay::start(&work, &envs).await;
+    assert_eq!(first.demo_origins, "http://relay.test");
+    let (old_key, site_id) = (first.key.clone(), first.demo_site_id.clone());
+    let answered = post_chat(&client, &first, &old_key, "http://relay.test", &body).await;
+    assert_eq!(answered.status(), StatusCode::OK);
+    let status = first.terminate().await;
+    assert!(status.success(), "{status}");
+
+    let second = Relay::start(&work, &envs).await;
+    assert_eq!(second.demo_site_id, site_id);
+    assert_eq!(second.demo_origins, "http://relay.test");
+    assert!(is_site_key(&second.key), "{}", second.key);
+    assert_ne!(second.key, old_key);
+
+    let old = post_chat(&client, &second, &old_key, "http://relay.test", &body).await;
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_body(old).await, invalid_key_envelope());
+    let new = post_chat(&client, &second, &second.key, "http://relay.test", &body).await;
+    assert_eq!(new.status(), StatusCode::OK);
+    assert_eq!(json_body(new).await["object"], "chat.completion");
+
+    let sites = work.list_sites().await;
+    assert_eq!(sites.as_array().map(Vec::len), Some(1), "{sites}");
+    assert_eq!(sites[0]["id"], site_id);
+    assert_eq!(sites[0]["key_prefix"], key_prefix(&second.key));
+
+    second.kill().await;
+}
+
+#[tokio::test]
+async fn restarting_the_relay_at_another_address_moves_the_demo_site_there() {
+    let work = Workdir::new();
+    let envs = [("CONFAB__DEMO__TOKEN_DELAY_MS", "0")];
+    Relay::start(&work, &envs).await.kill().await;
+
+    let second = Relay::start(&work, &envs).await;
+    assert_eq!(second.demo_origins, second.own_origin());
+    let body = json!({"messages": [{"role": "user", "content": "Hello again"}]});
+    let response =
+        post_chat(&http_client(), &second, &second.key, &second.own_origin(), &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(work.list_sites().await[0]["origins"], json!([second.own_origin()]));
+
+    second.kill().await;
+}
+
+#[tokio::test]
+async fn a_public_url_with_a_path_gives_the_demo_site_that_url_s_origin() {
+    let work = Workdir::new();
+    let relay = Relay::start(
+        &work,
+        &[
+            ("CONFAB__DEMO__TOKEN_DELAY_MS", "0"),
+            ("CONFAB__SERVER__PUBLIC_URL", "https://relay.example/confab"),
+        ],
+    )
+    .await;
+    assert_eq!(relay.demo_origins, "https://relay.example");
+    relay.kill().await;
+}
+
+#[tokio::test]
+async fn sigterm_sent_as_soon_as_the_relay_reports_ready_still_stops_it_gracefully() {
+    // The window is short; repeat so that the race shows reliably.
+    for _ in 0..20 {
+        let work = Workdir::new();
+        let relay = Relay::start(&work, &[]).await;
+        let status = relay.terminate().await;
+        assert!(status.success(), "the relay exited with {status} after SIGTERM");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_answer_in_flight_finish_then_the_relay_exits_successfully() {
+    let work = Workdir::new();
+    // Slow enough that the answer is still streaming when the signal arrives.
+    let relay = Relay::start(&work, &[("CONFAB__DEMO__TOKEN_DELAY_MS", "20")]).await;
+    let body = json!({"stream": true, "messages": [{"role": "user", "content": "Still there?"}]});
+    let response = post_chat(&http_client(), &relay, &relay.key, &relay.own_origin(), &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = response.bytes_stream().eventsource();
+    let first = timeout(WAIT, events.next()).await.unwrap().unwrap().unwrap();
+
+    let terminated = tokio::spawn(relay.terminate());
+
+    let rest: Vec<Event> =
+        timeout(WAIT, events.map(Result::unwrap).collect()).await.expect("the stream stalled");
+    let all: Vec<Event> = std::iter::once(first).chain(rest).collect();
+    let (text, usage) = check_stream(&all);
+    assert!(text.contains("Still there?"), "{text}");
+    assert_usage_adds_up(&usage);
+
+    let status = terminated.await.unwrap();
+    assert!(status.success(), "the relay exited with {status} after SIGTERM");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conformance with the official `openai` Python package
+// ---------------------------------------------------------------------------------------------
+
+/// The Python with the `openai` package: `CONFAB_PYTHON`, or the workspace's `.venv`.
+fn conformance_python() -> PathBuf {
+    let python = std::env::var_os("CONFAB_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "no Python for the conformance test at {}: run `scripts/test`, which creates .venv with \
+         the `openai` package (or set CONFAB_PYTHON to a Python that has it)",
+        python.display()
+    );
+    python
+}
+
+#[tokio::test]
+async fn the_official_openai_python_client_works_against_the_relay() {
+    let python = conformance_python();
+    let script = workspace_root().join("tests/conformance/openai_client.py");
+    assert!(script.exists(), "missing {}", script.display());
+
+    let work = Workdir::new();
+    let site = work.create_site(&["--name", "Native app", "--allow-no-origin"], &[]).await;
+    assert_eq!(site["allow_no_origin"], true);
+    assert_eq!(site["origins"], json!([]));
+    let key = site["key"].as_str().unwrap().to_owned();
+
+    let relay = Relay::start(&work, &[("CONFAB__DEMO__TOKEN_DELAY_MS", "1")]).await;
+    let mut command = Command::new(&python);
+    command
+        .arg(&script)
+        .current_dir(work.path())
+        .env("CONFAB_BASE_URL", relay.url("/v1"))
+        .env("CONFAB_API_KEY", &key)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    // Loopback traffic must not go through a proxy from the environment.
+    for proxy in
+        ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"]
+    {
+        command.env_remove(proxy);
+    }
+    let output = timeout(CONFORMANCE_WAIT, command.output())
+        .await
+        .expect("the conformance script did not finish in time")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{} {} failed with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        python.display(),
+        script.display(),
+        output.status
+    );
+    println!("{stdout}");
+
+    relay.kill().await;
+}
