@@ -74,11 +74,24 @@ pub struct TimeoutConfig {
     pub first_byte_ms: u64,
     /// Longest silence between two streamed events once the answer has started.
     pub idle_ms: u64,
+    /// A client must send its request headers within this time (also the keep-alive idle limit).
+    pub request_header_ms: u64,
+    /// ... and its request body within this time (408 otherwise).
+    pub request_body_ms: u64,
+    /// A client that stops reading a response for this long is disconnected.
+    pub client_write_ms: u64,
 }
 
 impl Default for TimeoutConfig {
     fn default() -> Self {
-        Self { connect_ms: 10_000, first_byte_ms: 60_000, idle_ms: 60_000 }
+        Self {
+            connect_ms: 10_000,
+            first_byte_ms: 60_000,
+            idle_ms: 60_000,
+            request_header_ms: 10_000,
+            request_body_ms: 30_000,
+            client_write_ms: 30_000,
+        }
     }
 }
 
@@ -91,6 +104,15 @@ impl TimeoutConfig {
     }
     pub fn idle(&self) -> Duration {
         Duration::from_millis(self.idle_ms)
+    }
+    pub fn request_header(&self) -> Duration {
+        Duration::from_millis(self.request_header_ms)
+    }
+    pub fn request_body(&self) -> Duration {
+        Duration::from_millis(self.request_body_ms)
+    }
+    pub fn client_write(&self) -> Duration {
+        Duration::from_millis(self.client_write_ms)
     }
 }
 
@@ -291,6 +313,9 @@ impl Config {
             ("timeouts.connect_ms", self.timeouts.connect_ms),
             ("timeouts.first_byte_ms", self.timeouts.first_byte_ms),
             ("timeouts.idle_ms", self.timeouts.idle_ms),
+            ("timeouts.request_header_ms", self.timeouts.request_header_ms),
+            ("timeouts.request_body_ms", self.timeouts.request_body_ms),
+            ("timeouts.client_write_ms", self.timeouts.client_write_ms),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be greater than 0"));

@@ -5,10 +5,13 @@
 //! the request-logging middleware logs it once, next to the status.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confab_protocol::ErrorEnvelope;
+
+use crate::upstream::{TimeoutKind, UpstreamError};
 
 /// An error answered to an API client.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +22,9 @@ pub enum ApiError {
     /// 413 `invalid_request_error`: the body is larger than `limits.max_body_bytes`.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 408 `invalid_request_error`/`request_timeout`: the body did not arrive in time.
+    #[error("the request body was not received within {seconds} s")]
+    RequestTimeout { seconds: u64 },
     /// 401 `authentication_error`: no key, or a key the relay does not know.
     #[error("{message}")]
     Unauthenticated { code: &'static str, message: &'static str },
@@ -53,9 +59,10 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-/// The detail of a 500, kept for the logging middleware.
+/// What the logging middleware logs about a failed request: for a 500 the internal cause (never
+/// sent to the client), otherwise the message the client got.
 #[derive(Debug, Clone)]
-pub struct InternalErrorDetail(pub String);
+pub struct ErrorDetail(pub String);
 
 impl ApiError {
     pub fn invalid(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
@@ -70,6 +77,7 @@ impl ApiError {
         match self {
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::PermissionDenied { .. } => StatusCode::FORBIDDEN,
             Self::ModelNotFound { .. } | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
@@ -87,6 +95,7 @@ impl ApiError {
         let (kind, code) = match self {
             Self::InvalidRequest { code, .. } => ("invalid_request_error", *code),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "body_too_large"),
+            Self::RequestTimeout { .. } => ("invalid_request_error", "request_timeout"),
             Self::Unauthenticated { code, .. } => ("authentication_error", *code),
             Self::PermissionDenied { code, .. } => ("permission_error", *code),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
@@ -116,11 +125,77 @@ impl IntoResponse for ApiError {
         if let Self::UpstreamRateLimited { retry_after: Some(seconds) } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
         }
-        if let Self::Internal(source) = &self {
-            response.extensions_mut().insert(InternalErrorDetail(format!("{source:#}")));
-        }
+        let detail = match &self {
+            Self::Internal(source) => format!("{source:#}"),
+            other => other.to_string(),
+        };
+        response.extensions_mut().insert(ErrorDetail(detail));
         response
     }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(error: UpstreamError) -> Self {
+        Self::from(&error)
+    }
+}
+
+impl From<&UpstreamError> for ApiError {
+    /// What the client is told about an upstream failure.
+    fn from(error: &UpstreamError) -> Self {
+        match error {
+            UpstreamError::Connect => Self::Upstream {
+                code: "upstream_unreachable",
+                message: "the model provider could not be reached".into(),
+            },
+            UpstreamError::Timeout { kind, after } => Self::UpstreamTimeout {
+                message: match kind {
+                    TimeoutKind::Connect => format!(
+                        "could not connect to the model provider within {}",
+                        seconds(*after)
+                    ),
+                    TimeoutKind::FirstByte => format!(
+                        "the model provider did not start answering within {}",
+                        seconds(*after)
+                    ),
+                    TimeoutKind::Idle => format!(
+                        "the model provider stopped sending for {}; the answer is incomplete",
+                        seconds(*after)
+                    ),
+                }
+                .into(),
+            },
+            UpstreamError::Status { status: 429, retry_after } => {
+                Self::UpstreamRateLimited { retry_after: *retry_after }
+            }
+            UpstreamError::Status { status: 401 | 403, .. } => Self::Upstream {
+                code: "upstream_auth_failed",
+                message: "the model provider rejected the relay's credentials".into(),
+            },
+            UpstreamError::Status { status, .. } => Self::Upstream {
+                code: "upstream_error",
+                message: format!("the model provider failed (HTTP {status})").into(),
+            },
+            UpstreamError::Dropped => Self::Upstream {
+                code: "upstream_disconnected",
+                message: "the model provider closed the connection before the answer was complete"
+                    .into(),
+            },
+            UpstreamError::Protocol(_) => Self::Upstream {
+                code: "upstream_invalid_response",
+                message: "the model provider sent a response the relay could not read".into(),
+            },
+            UpstreamError::Reported => Self::Upstream {
+                code: "upstream_error",
+                message: "the model provider reported an error while answering".into(),
+            },
+        }
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) { format!("{} s", ms / 1000) } else { format!("{ms} ms") }
 }
 
 #[cfg(test)]

@@ -149,14 +149,20 @@ impl<'a> SitePolicy<'a> {
         Ok(())
     }
 
-    /// Keeps the latest messages that fit both the message and byte budgets (the latest one is
-    /// always kept), then drops leading assistant turns so the conversation opens with the user.
+    /// Keeps the latest messages that fit both the message and byte budgets (always at least
+    /// from the last user message on), then drops leading assistant turns so the conversation
+    /// opens with the user. Participant `name`s are not forwarded: they are not counted by the
+    /// limits and a widget's conversation has no use for them.
     fn trim(&self, mut conversation: Vec<ChatMessage>) -> Vec<ChatMessage> {
+        let must_keep = conversation
+            .iter()
+            .rposition(|m| m.role == Role::User)
+            .map_or(1, |last_user| conversation.len() - last_user);
         let mut kept = 0usize;
         let mut bytes = 0usize;
         for message in conversation.iter().rev() {
             let size = message.content.len();
-            if kept > 0
+            if kept >= must_keep
                 && (kept >= self.context_messages as usize
                     || bytes + size > self.context_bytes as usize)
             {
@@ -165,7 +171,8 @@ impl<'a> SitePolicy<'a> {
             kept += 1;
             bytes += size;
         }
-        let mut start = conversation.len() - kept;
+        conversation.iter_mut().for_each(|m| m.name = None);
+        let mut start = conversation.len().saturating_sub(kept);
         while start < conversation.len() && conversation[start].role == Role::Assistant {
             start += 1;
         }
@@ -235,6 +242,27 @@ mod tests {
         let contents: Vec<_> = out.messages.iter().map(|m| m.content.as_str()).collect();
         // The last three are a4, u3... reversed: u5, a4, u3 -> kept u3 a4 u5.
         assert_eq!(contents, ["You are the shop's assistant.", "3", "4", "5"]);
+    }
+
+    #[test]
+    fn trimming_keeps_the_last_user_message_even_when_the_assistant_spoke_last() {
+        let models = vec!["m".to_owned()];
+        let limits = RequestLimits::default();
+        let mut p = policy(&models, &limits);
+        p.context_messages = 1;
+        let out = p.apply(request(vec![user("1"), assistant("2"), user("3"), assistant("4")]));
+        let contents: Vec<_> = out.unwrap().messages.into_iter().map(|m| m.content).collect();
+        assert_eq!(contents, ["You are the shop's assistant.", "3", "4"]);
+    }
+
+    #[test]
+    fn participant_names_are_not_forwarded() {
+        let models = vec!["m".to_owned()];
+        let limits = RequestLimits::default();
+        let mut named = user("hi");
+        named.name = Some("n".repeat(10_000));
+        let out = policy(&models, &limits).apply(request(vec![named])).unwrap();
+        assert!(out.messages.iter().all(|m| m.name.is_none()));
     }
 
     #[test]

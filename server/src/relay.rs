@@ -5,25 +5,33 @@
 //! Dropping a `RelayStream` drops the upstream response, which closes the upstream connection:
 //! that is how a client disconnect cancels the upstream call at once.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::response::sse::Event;
 use confab_protocol::{
-    CHUNK_OBJECT, COMPLETION_OBJECT, ChatCompletion, ChatCompletionChunk, ChatMessage,
+    CHUNK_OBJECT, COMPLETION_OBJECT, ChatCompletion, ChatCompletionChunk, ChatMessage, ChatRequest,
     CompletionChoice, DONE_SENTINEL, Role, Usage,
 };
 use futures_util::{Stream, StreamExt, stream};
 use serde_json::Value;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use crate::upstream::{EventStream, TimeoutKind, UpstreamError, UpstreamEvent};
+use crate::config::TimeoutConfig;
+use crate::error::ApiError;
+use crate::unix_now;
+use crate::upstream::{EventStream, TimeoutKind, Upstream, UpstreamError, UpstreamEvent};
 
 /// Rough token count for text whose usage the upstream did not report: about four bytes per
 /// token for English text, which is what tokenizers of the GPT family average.
 pub fn estimate_tokens(bytes: usize) -> u64 {
     (bytes as u64).div_ceil(4)
+}
+
+/// Bytes of message text in a request (what a usage estimate counts for the prompt).
+pub fn prompt_bytes(request: &ChatRequest) -> usize {
+    request.messages.iter().map(|m| m.content.len()).sum()
 }
 
 /// One upstream chunk after rewriting.
@@ -33,7 +41,6 @@ pub struct RelayedChunk {
     pub json: String,
     /// The text this chunk adds to the answer.
     pub content: String,
-    pub usage: Option<Usage>,
     pub finish_reason: Option<String>,
     pub id: Option<String>,
     pub created: Option<u64>,
@@ -57,9 +64,14 @@ pub struct RelayStream {
     idle: Duration,
     started: bool,
     finished: bool,
-    pub usage: Option<Usage>,
+    /// The usage the upstream reported, if any.
+    usage: Option<Usage>,
+    /// Whether a chunk with usage and no choices (the OpenAI usage chunk) was passed through.
+    usage_chunk_sent: bool,
     /// Bytes of answer text streamed so far (for a usage estimate when none is reported).
-    pub content_bytes: usize,
+    content_bytes: usize,
+    id: Option<String>,
+    created: Option<u64>,
 }
 
 impl std::fmt::Debug for RelayStream {
@@ -86,39 +98,46 @@ impl RelayStream {
             started: false,
             finished: false,
             usage: None,
+            usage_chunk_sent: false,
             content_bytes: 0,
+            id: None,
+            created: None,
         }
     }
 
     /// Reads the next upstream event. After `Done` or `Failed` the upstream connection is closed
     /// and every further call returns `Done`.
     pub async fn step(&mut self) -> Step {
-        let Some(upstream) = self.upstream.as_mut() else {
-            return Step::Done;
-        };
-        let (deadline, kind, after) = if self.started {
-            (Instant::now() + self.idle, TimeoutKind::Idle, self.idle)
-        } else {
-            (self.first_byte_deadline, TimeoutKind::FirstByte, self.first_byte)
-        };
-        let step = match tokio::time::timeout_at(deadline, upstream.next()).await {
-            Err(_) => Step::Failed(UpstreamError::Timeout { kind, after }),
-            Ok(Some(Ok(UpstreamEvent::Data(data)))) => match self.rewrite(&data) {
-                Ok(chunk) => Step::Chunk(chunk),
-                Err(e) => Step::Failed(e),
-            },
-            Ok(Some(Ok(UpstreamEvent::Done))) => Step::Done,
-            // Some servers close the body without `[DONE]`; that is a clean end only if the
-            // answer said it was finished.
-            Ok(None) if self.finished => Step::Done,
-            Ok(None) => Step::Failed(UpstreamError::Dropped),
-            Ok(Some(Err(e))) => Step::Failed(e),
-        };
-        self.started = true;
-        if !matches!(step, Step::Chunk(_)) {
-            self.upstream = None;
+        loop {
+            let Some(upstream) = self.upstream.as_mut() else {
+                return Step::Done;
+            };
+            let (deadline, kind, after) = if self.started {
+                (Instant::now() + self.idle, TimeoutKind::Idle, self.idle)
+            } else {
+                (self.first_byte_deadline, TimeoutKind::FirstByte, self.first_byte)
+            };
+            let step = match tokio::time::timeout_at(deadline, upstream.next()).await {
+                Err(_) => Step::Failed(UpstreamError::Timeout { kind, after }),
+                // Some servers send empty data lines as keep-alives.
+                Ok(Some(Ok(UpstreamEvent::Data(data)))) if data.trim().is_empty() => continue,
+                Ok(Some(Ok(UpstreamEvent::Data(data)))) => match self.rewrite(&data) {
+                    Ok(chunk) => Step::Chunk(chunk),
+                    Err(e) => Step::Failed(e),
+                },
+                Ok(Some(Ok(UpstreamEvent::Done))) => Step::Done,
+                // Some servers close the body without `[DONE]`; that is a clean end only if the
+                // answer said it was finished.
+                Ok(None) if self.finished => Step::Done,
+                Ok(None) => Step::Failed(UpstreamError::Dropped),
+                Ok(Some(Err(e))) => Step::Failed(e),
+            };
+            self.started = true;
+            if !matches!(step, Step::Chunk(_)) {
+                self.upstream = None;
+            }
+            return step;
         }
-        step
     }
 
     fn rewrite(&mut self, data: &str) -> Result<RelayedChunk, UpstreamError> {
@@ -133,28 +152,30 @@ impl RelayStream {
         object.insert("model".into(), Value::String(self.model.clone()));
         let usage =
             object.get("usage").and_then(|u| serde_json::from_value::<Usage>(u.clone()).ok());
+        let choices = object.get("choices").and_then(Value::as_array);
         let mut content = String::new();
         let mut finish_reason = None;
-        if let Some(choices) = object.get("choices").and_then(Value::as_array) {
-            for choice in choices {
-                if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
-                    content.push_str(text);
-                }
-                if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-                    finish_reason = Some(reason.to_owned());
-                }
+        for choice in choices.into_iter().flatten() {
+            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
+                content.push_str(text);
             }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                finish_reason = Some(reason.to_owned());
+            }
+        }
+        if usage.is_some() {
+            self.usage = usage;
+            self.usage_chunk_sent |= choices.is_none_or(|c| c.is_empty());
         }
         let id = object.get("id").and_then(Value::as_str).map(str::to_owned);
         let created = object.get("created").and_then(Value::as_u64);
         let json = serde_json::to_string(&value)
             .map_err(|e| UpstreamError::Protocol(format!("cannot re-encode chunk: {e}")))?;
-        if usage.is_some() {
-            self.usage = usage;
-        }
         self.finished |= finish_reason.is_some();
         self.content_bytes += content.len();
-        Ok(RelayedChunk { json, content, usage, finish_reason, id, created })
+        self.id = self.id.take().or_else(|| id.clone());
+        self.created = self.created.or(created);
+        Ok(RelayedChunk { json, content, finish_reason, id, created })
     }
 
     /// The usage to report: the upstream's, or an estimate from what was sent and streamed.
@@ -163,85 +184,93 @@ impl RelayStream {
             Usage::new(estimate_tokens(prompt_bytes), estimate_tokens(self.content_bytes))
         })
     }
+
+    /// The OpenAI usage chunk (`choices: []`), for streams whose upstream sent none of its own
+    /// (it reported no usage, or reported it on a chunk that also had choices).
+    fn usage_chunk(&self, prompt_bytes: usize) -> Option<String> {
+        if self.usage_chunk_sent {
+            return None;
+        }
+        let chunk = ChatCompletionChunk {
+            id: self.id.clone().unwrap_or_default(),
+            object: CHUNK_OBJECT.into(),
+            created: self.created.unwrap_or_else(unix_now),
+            model: self.model.clone(),
+            choices: Vec::new(),
+            usage: Some(self.final_usage(prompt_bytes)),
+        };
+        serde_json::to_string(&chunk).ok()
+    }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
-}
-
-/// Everything the streaming response needs once the first upstream step is known.
+/// An upstream call that has produced its first event (or finished): what both response
+/// shapes are built from.
 #[derive(Debug)]
 pub struct StreamPlan {
-    pub relay: RelayStream,
-    pub first: Step,
-    pub prompt_bytes: usize,
+    relay: RelayStream,
+    first: Step,
+    prompt_bytes: usize,
 }
 
-/// The SSE events sent to the client: every chunk as it arrives, then a usage chunk (the
-/// upstream's, or an estimate if it sent none) and `[DONE]`; or, on failure, an `error` event.
-pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Result<Event, Infallible>> + Send {
-    struct State {
-        relay: RelayStream,
-        pending: VecDeque<Event>,
-        next: Option<Step>,
-        prompt_bytes: usize,
-        last_id: String,
-        last_created: u64,
-        ended: bool,
+/// Calls the upstream and waits for its first event, so that a failure before the answer starts
+/// (refused, 429, 5xx, timeout) is an error the handler can answer with a status code.
+pub async fn start(
+    upstream: &Upstream,
+    request: &ChatRequest,
+    timeouts: &TimeoutConfig,
+) -> Result<StreamPlan, UpstreamError> {
+    let model = request.model.clone().unwrap_or_default();
+    let requested_at = Instant::now();
+    let first_byte = timeouts.first_byte();
+    let events =
+        tokio::time::timeout_at(requested_at + first_byte, upstream.open(request)).await.map_err(
+            |_| UpstreamError::Timeout { kind: TimeoutKind::FirstByte, after: first_byte },
+        )??;
+    let mut relay = RelayStream::new(events, model, requested_at, first_byte, timeouts.idle());
+    match relay.step().await {
+        Step::Failed(error) => Err(error),
+        first => Ok(StreamPlan { relay, first, prompt_bytes: prompt_bytes(request) }),
     }
-    let state = State {
-        relay: plan.relay,
-        pending: VecDeque::new(),
-        next: Some(plan.first),
-        prompt_bytes: plan.prompt_bytes,
-        last_id: String::new(),
-        last_created: 0,
-        ended: false,
-    };
-    stream::unfold(state, |mut s| async move {
-        while s.pending.is_empty() && !s.ended {
-            let step = match s.next.take() {
+}
+
+/// The SSE events sent to the client: every chunk as it arrives, then a usage chunk (unless the
+/// upstream sent one) and `[DONE]`; or, on failure, an `error` event carrying the envelope.
+pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+    let span = tracing::Span::current();
+    let StreamPlan { relay, first, prompt_bytes } = plan;
+    stream::unfold(Some((relay, Some(first))), move |state| {
+        let span = span.clone();
+        async move {
+            let (mut relay, next) = state?;
+            let step = match next {
                 Some(step) => step,
-                None => s.relay.step().await,
+                None => relay.step().instrument(span.clone()).await,
             };
-            match step {
+            let events = match step {
                 Step::Chunk(chunk) => {
-                    if let Some(id) = chunk.id {
-                        s.last_id = id;
-                    }
-                    s.last_created = chunk.created.unwrap_or(s.last_created);
-                    s.pending.push_back(Event::default().data(chunk.json));
+                    return Some((vec![Event::default().data(chunk.json)], Some((relay, None))));
                 }
                 Step::Done => {
-                    if s.relay.usage.is_none() {
-                        let usage = s.relay.final_usage(s.prompt_bytes);
-                        let chunk = ChatCompletionChunk {
-                            id: s.last_id.clone(),
-                            object: CHUNK_OBJECT.into(),
-                            created: if s.last_created == 0 { unix_now() } else { s.last_created },
-                            model: s.relay.model.clone(),
-                            choices: Vec::new(),
-                            usage: Some(usage),
-                        };
-                        if let Ok(json) = serde_json::to_string(&chunk) {
-                            s.pending.push_back(Event::default().data(json));
-                        }
-                    }
-                    s.pending.push_back(Event::default().data(DONE_SENTINEL));
-                    s.ended = true;
+                    let mut events: Vec<Event> = relay
+                        .usage_chunk(prompt_bytes)
+                        .map(|json| Event::default().data(json))
+                        .into_iter()
+                        .collect();
+                    events.push(Event::default().data(DONE_SENTINEL));
+                    events
                 }
                 Step::Failed(error) => {
-                    tracing::warn!(error = %error, "upstream failed mid-stream");
-                    let envelope = error.to_api_error().envelope();
+                    span.in_scope(|| tracing::warn!(%error, "upstream failed mid-answer"));
+                    let envelope = ApiError::from(&error).envelope();
                     let data = serde_json::to_string(&envelope).unwrap_or_default();
-                    s.pending.push_back(Event::default().event("error").data(data));
-                    s.ended = true;
+                    vec![Event::default().event("error").data(data)]
                 }
-            }
+            };
+            Some((events, None))
         }
-        let event = s.pending.pop_front()?;
-        Some((Ok(event), s))
     })
+    .flat_map(stream::iter)
+    .map(Ok)
 }
 
 /// Reads the whole upstream answer into one `chat.completion`.
@@ -249,16 +278,12 @@ pub async fn collect_completion(plan: StreamPlan) -> Result<ChatCompletion, Upst
     let StreamPlan { mut relay, first, prompt_bytes } = plan;
     let mut text = String::new();
     let mut finish_reason = None;
-    let mut id = None;
-    let mut created = None;
     let mut step = first;
     loop {
         match step {
             Step::Chunk(chunk) => {
                 text.push_str(&chunk.content);
                 finish_reason = chunk.finish_reason.or(finish_reason);
-                id = id.or(chunk.id);
-                created = created.or(chunk.created);
             }
             Step::Done => break,
             Step::Failed(error) => return Err(error),
@@ -266,9 +291,9 @@ pub async fn collect_completion(plan: StreamPlan) -> Result<ChatCompletion, Upst
         step = relay.step().await;
     }
     Ok(ChatCompletion {
-        id: id.unwrap_or_else(|| format!("chatcmpl-{:016x}", rand::random::<u64>())),
+        id: relay.id.clone().unwrap_or_else(|| format!("chatcmpl-{:016x}", rand::random::<u64>())),
         object: COMPLETION_OBJECT.into(),
-        created: created.unwrap_or_else(unix_now),
+        created: relay.created.unwrap_or_else(unix_now),
         model: relay.model.clone(),
         choices: vec![CompletionChoice {
             index: 0,

@@ -22,7 +22,12 @@ pub struct ChatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     pub messages: Vec<ChatMessage>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// `null` is read as `false`, as OpenAI does.
+    #[serde(
+        default,
+        deserialize_with = "null_as_false",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub stream: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
@@ -43,6 +48,10 @@ pub struct ChatRequest {
     pub stop: Option<Stop>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+}
+
+fn null_as_false<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(deserializer)?.unwrap_or(false))
 }
 
 /// `stream_options` of a chat request.

@@ -16,13 +16,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit: state.config.limits.max_body_bytes }
-            } else {
-                ApiError::invalid("invalid_body", "the request body could not be read")
-            }
-        })?;
+        let limit = state.config.timeouts.request_body();
+        let bytes = tokio::time::timeout(limit, Bytes::from_request(request, state))
+            .await
+            .map_err(|_| ApiError::RequestTimeout { seconds: limit.as_secs().max(1) })?
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge { limit: state.config.limits.max_body_bytes }
+                } else {
+                    ApiError::invalid("invalid_body", "the request body could not be read")
+                }
+            })?;
         parse(&bytes).map(ApiJson)
     }
 }

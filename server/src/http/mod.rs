@@ -9,9 +9,8 @@ mod chat;
 mod health;
 mod json;
 mod models;
+mod serve;
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,15 +20,15 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use tokio::net::TcpListener;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
 pub use auth::SiteAuth;
 pub use json::ApiJson;
+pub use serve::serve;
 
 use crate::config::{Config, ConfigError};
-use crate::error::{ApiError, InternalErrorDetail};
+use crate::error::{ApiError, ErrorDetail};
 use crate::store::Store;
 use crate::upstream::Upstreams;
 
@@ -57,17 +56,6 @@ impl AppState {
         let upstreams = Upstreams::from_config(&config)?;
         Ok(Self(Arc::new(AppInner { config, store, upstreams })))
     }
-}
-
-/// Serves the relay on `listener` until `shutdown` resolves, then finishes in-flight requests.
-pub async fn serve(
-    state: AppState,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// The whole application.
@@ -109,32 +97,35 @@ fn cors(state: &AppState) -> CorsLayer {
             }
         }))
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        // Browser SDKs add their own headers (the OpenAI one sends `x-stainless-*`); the origin is
+        // what is restricted, so whatever headers a preflight asks for are allowed.
+        .allow_headers(AllowHeaders::mirror_request())
         .expose_headers(EXPOSED_HEADERS)
         .max_age(Duration::from_secs(600))
 }
 
-/// Logs one line per request (method, path, status, latency, and the site's public key prefix
-/// when known), and the detail of a 500 exactly once. Keys and bodies are never logged.
+/// Logs one line per request: method, path, status, latency, the site's public key prefix and
+/// the upstream when known, and what went wrong for a failed request (for a 500, its internal
+/// cause, which the client never sees). Keys and bodies are never logged.
 async fn log_request(request: Request, next: Next) -> Response {
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
         path = %request.uri().path(),
         site = tracing::field::Empty,
+        upstream = tracing::field::Empty,
     );
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        if let Some(InternalErrorDetail(detail)) = response.extensions().get() {
-            tracing::error!(status, latency_ms, error = %detail, "request failed");
-        } else if status >= 500 {
-            tracing::warn!(status, latency_ms, "request failed upstream");
-        } else {
-            tracing::info!(status, latency_ms, "request");
+    let error = response.extensions().get::<ErrorDetail>().map(|ErrorDetail(detail)| detail);
+    span.in_scope(|| match error {
+        Some(error) if status >= 500 => {
+            tracing::warn!(status, latency_ms, %error, "request failed")
         }
+        Some(error) => tracing::info!(status, latency_ms, %error, "request rejected"),
+        None => tracing::info!(status, latency_ms, "request"),
     });
     response
 }

@@ -14,18 +14,20 @@ pub fn router() -> Router<AppState> {
 #[tracing::instrument(skip_all)]
 async fn list_models(State(state): State<AppState>, auth: SiteAuth) -> Json<ModelList> {
     let created = u64::try_from(auth.site.created_at).unwrap_or_default();
+    // A site model that no configured upstream serves (any more) cannot be used, so it is not
+    // listed.
     let data = auth
         .site
         .models
         .iter()
-        .map(|id| Model {
-            id: id.clone(),
-            object: "model".into(),
-            created,
-            owned_by: state
-                .upstreams
-                .for_model(id)
-                .map_or_else(|| "unavailable".to_owned(), |u| u.name().to_owned()),
+        .filter_map(|id| {
+            let upstream = state.upstreams.for_model(id)?;
+            Some(Model {
+                id: id.clone(),
+                object: "model".into(),
+                created,
+                owned_by: upstream.name().to_owned(),
+            })
         })
         .collect();
     Json(ModelList { object: "list".into(), data })

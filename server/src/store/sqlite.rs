@@ -1,7 +1,7 @@
 //! The embedded default: SQLite through sqlx, one pool, WAL mode, migrations embedded in the binary.
 
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -93,13 +93,6 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
     })
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
-}
-
 fn new_site_id() -> String {
     use rand::Rng;
     let suffix: String =
@@ -122,7 +115,7 @@ impl Store for SqliteStore {
             temperature_max: new.temperature_max,
             context_messages: new.context_messages,
             is_demo: new.is_demo,
-            created_at: now_unix(),
+            created_at: i64::try_from(crate::unix_now()).unwrap_or(i64::MAX),
         };
         let models = serde_json::to_string(&site.models)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode models: {e}")))?;

@@ -3,7 +3,7 @@
 //! the whole path work before configuring a provider.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use confab_protocol::{
     CHUNK_OBJECT, ChatCompletionChunk, ChatRequest, ChunkChoice, Delta, Role, Usage,
@@ -11,7 +11,7 @@ use confab_protocol::{
 use futures_util::stream;
 
 use super::{EventStream, UpstreamEvent};
-use crate::relay::estimate_tokens;
+use crate::relay::{estimate_tokens, prompt_bytes};
 
 #[derive(Debug, Clone)]
 pub struct DemoUpstream {
@@ -41,11 +41,9 @@ impl DemoUpstream {
         } else {
             "stop"
         };
-        let prompt_bytes: usize = request.messages.iter().map(|m| m.content.len()).sum();
-        let usage = Usage::new(estimate_tokens(prompt_bytes), words.len() as u64);
+        let usage = Usage::new(estimate_tokens(prompt_bytes(request)), words.len() as u64);
 
-        let created =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        let created = crate::unix_now();
         let id = format!("chatcmpl-demo-{created:x}{:08x}", rand::random::<u32>());
         let chunk = |delta: Delta, finish: Option<&str>, usage: Option<Usage>| {
             let chunk = ChatCompletionChunk {

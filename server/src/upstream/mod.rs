@@ -20,7 +20,6 @@ pub use demo::DemoUpstream;
 pub use openai::OpenAiUpstream;
 
 use crate::config::{Config, ConfigError, UpstreamKind};
-use crate::error::ApiError;
 
 /// One event from an upstream stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,64 +56,6 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("upstream reported an error in its stream")]
     Reported,
-}
-
-impl UpstreamError {
-    /// What the client is told.
-    pub fn to_api_error(&self) -> ApiError {
-        match self {
-            Self::Connect => ApiError::Upstream {
-                code: "upstream_unreachable",
-                message: "the model provider could not be reached".into(),
-            },
-            Self::Timeout { kind, after } => ApiError::UpstreamTimeout {
-                message: match kind {
-                    TimeoutKind::Connect => format!(
-                        "could not connect to the model provider within {}",
-                        seconds(*after)
-                    ),
-                    TimeoutKind::FirstByte => format!(
-                        "the model provider did not start answering within {}",
-                        seconds(*after)
-                    ),
-                    TimeoutKind::Idle => format!(
-                        "the model provider stopped sending for {}; the answer is incomplete",
-                        seconds(*after)
-                    ),
-                }
-                .into(),
-            },
-            Self::Status { status: 429, retry_after } => {
-                ApiError::UpstreamRateLimited { retry_after: *retry_after }
-            }
-            Self::Status { status: 401 | 403, .. } => ApiError::Upstream {
-                code: "upstream_auth_failed",
-                message: "the model provider rejected the relay's credentials".into(),
-            },
-            Self::Status { status, .. } => ApiError::Upstream {
-                code: "upstream_error",
-                message: format!("the model provider failed (HTTP {status})").into(),
-            },
-            Self::Dropped => ApiError::Upstream {
-                code: "upstream_disconnected",
-                message: "the model provider closed the connection before the answer was complete"
-                    .into(),
-            },
-            Self::Protocol(_) => ApiError::Upstream {
-                code: "upstream_invalid_response",
-                message: "the model provider sent a response the relay could not read".into(),
-            },
-            Self::Reported => ApiError::Upstream {
-                code: "upstream_error",
-                message: "the model provider reported an error while answering".into(),
-            },
-        }
-    }
-}
-
-fn seconds(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) { format!("{} s", ms / 1000) } else { format!("{ms} ms") }
 }
 
 /// A configured upstream.

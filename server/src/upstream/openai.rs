@@ -6,6 +6,7 @@ use confab_protocol::{ChatRequest, DONE_SENTINEL};
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
+use tracing::Instrument;
 
 use super::{EventStream, TimeoutKind, UpstreamError, UpstreamEvent};
 use crate::config::{ConfigError, Secret, TimeoutConfig, UpstreamConfig, parse_http_url};
@@ -113,8 +114,13 @@ impl OpenAiUpstream {
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            self.log_error_body(status, response).await;
+                .and_then(parse_retry_after);
+            // The client gets its answer now; the body is read for the log in the background.
+            let name = self.name.clone();
+            let secret = self.api_key.clone();
+            tokio::spawn(
+                log_error_body(name, secret, status, response).instrument(tracing::Span::current()),
+            );
             return Err(UpstreamError::Status { status: status.as_u16(), retry_after });
         }
 
@@ -132,30 +138,64 @@ impl OpenAiUpstream {
     fn classify(&self, error: &reqwest::Error) -> UpstreamError {
         if error.is_timeout() {
             UpstreamError::Timeout { kind: TimeoutKind::Connect, after: self.connect_timeout }
-        } else {
+        } else if error.is_connect() {
             UpstreamError::Connect
+        } else {
+            // Connected, then the connection failed before the response headers.
+            UpstreamError::Dropped
         }
     }
+}
 
-    /// Logs the start of an upstream error body for the operator, with the secret key scrubbed
-    /// (providers echo parts of a rejected key).
-    async fn log_error_body(&self, status: reqwest::StatusCode, response: reqwest::Response) {
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        let read = async {
-            while let Some(Ok(chunk)) = stream.next().await {
-                body.extend_from_slice(&chunk);
-                if body.len() >= ERROR_BODY_LOG_LIMIT {
-                    break;
-                }
+/// `Retry-After` as seconds, from either of its forms (delta-seconds or an HTTP date).
+fn parse_retry_after(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let wait = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+}
+
+/// Logs the start of an upstream error body for the operator, with the secret key scrubbed
+/// (providers echo parts of a rejected key).
+async fn log_error_body(
+    upstream: String,
+    secret: Option<Secret>,
+    status: reqwest::StatusCode,
+    response: reqwest::Response,
+) {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            body.extend_from_slice(&chunk);
+            if body.len() >= ERROR_BODY_LOG_LIMIT {
+                break;
             }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-        body.truncate(ERROR_BODY_LOG_LIMIT);
-        let mut text = String::from_utf8_lossy(&body).into_owned();
-        if let Some(key) = &self.api_key {
-            text = text.replace(key.expose(), "[redacted]");
         }
-        tracing::warn!(upstream = %self.name, status = status.as_u16(), body = %text, "upstream error");
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+    body.truncate(ERROR_BODY_LOG_LIMIT);
+    let mut text = String::from_utf8_lossy(&body).into_owned();
+    if let Some(secret) = &secret {
+        text = text.replace(secret.expose(), "[redacted]");
+    }
+    tracing::warn!(%upstream, status = status.as_u16(), body = %text, "upstream error body");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_both_forms() {
+        assert_eq!(parse_retry_after(" 7 "), Some(7));
+        let in_a_minute = std::time::SystemTime::now() + Duration::from_secs(60);
+        let seconds = parse_retry_after(&httpdate::fmt_http_date(in_a_minute)).unwrap();
+        assert!((58..=61).contains(&seconds), "{seconds}");
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(0));
+        assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -1,0 +1,99 @@
+//! The accept loop. `axum::serve` runs hyper without a timer, so a client could hold a
+//! connection forever by sending its headers slowly (site keys are public, so anyone could do
+//! this). This loop is the same thing with the limits a public service needs:
+//!
+//! - request headers must arrive within `timeouts.request_header_ms` (also the keep-alive idle
+//!   limit between requests);
+//! - a client that stops reading a response for `timeouts.client_write_ms` is disconnected,
+//!   which also drops (and so cancels) its upstream call;
+//! - the body limit (`timeouts.request_body_ms`) is applied where the body is read (`ApiJson`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_io_timeout::TimeoutStream;
+use tower::ServiceExt;
+
+use super::{AppState, router};
+
+/// Serves the relay on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let timeouts = state.config.timeouts.clone();
+    let app = router(state);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.request_header())
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(timeouts.request_header())
+        .keep_alive_timeout(timeouts.request_header());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::error!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(timeouts.client_write()));
+        let io = TokioIo::new(Box::pin(stream));
+        let service = TowerToHyperService::new(connection_service(app.clone(), remote));
+        let connection =
+            graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%remote, %error, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// The router for one connection, with the peer's address available as `ConnectInfo`.
+fn connection_service(
+    app: Router,
+    remote: SocketAddr,
+) -> impl tower::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    app.map_request(move |request: hyper::Request<Incoming>| {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(remote));
+        request
+    })
+}
