@@ -23,8 +23,8 @@ pub enum ApiError {
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// 408 `invalid_request_error`/`request_timeout`: the body did not arrive in time.
-    #[error("the request body was not received within {seconds} s")]
-    RequestTimeout { seconds: u64 },
+    #[error("the request body was not received within {}", seconds(*.limit))]
+    RequestTimeout { limit: Duration },
     /// 401 `authentication_error`: no key, or a key the relay does not know.
     #[error("{message}")]
     Unauthenticated { code: &'static str, message: &'static str },

@@ -250,3 +250,32 @@ async fn health_answers_without_touching_the_upstream() {
     assert_eq!(json_body(response).await, (200, json!({"status": "ok"})));
     assert!(mock.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_browser_on_a_listed_origin_can_read_the_error_it_gets() {
+    let mock = MockUpstream::start().await;
+    let relay = TestRelay::start(&mock).await;
+    relay
+        .create_site(SiteSpec {
+            name: "Other".into(),
+            origins: vec!["https://other.example".into()],
+            ..SiteSpec::default()
+        })
+        .await;
+    // A bad key from the site's own page, and this site's key from another site's page.
+    for (key, origin, status) in
+        [("confab_pk_nope", SITE_ORIGIN, 401), (relay.key.as_str(), "https://other.example", 403)]
+    {
+        let response = relay
+            .client
+            .post(relay.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("Origin", origin)
+            .json(&hello())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status);
+        assert_eq!(response.headers()["access-control-allow-origin"], origin);
+    }
+}

@@ -131,7 +131,8 @@ async fn an_upstream_that_goes_silent_mid_answer_ends_the_stream_with_an_error_e
 #[tokio::test]
 async fn an_upstream_that_drops_the_connection_mid_answer_ends_the_stream_with_an_error_event() {
     let mock = MockUpstream::start().await;
-    // The pause lets the mock's HTTP stack flush the chunks before it aborts the connection.
+    // The pause makes the mock's body stream return Pending, and hyper flushes what it has
+    // buffered before it waits: the chunks are on the wire before the abort, whatever the load.
     let pause = Step::Pause(Duration::from_millis(50));
     mock.push(Reply::Stream(vec![
         Step::Content("a"),

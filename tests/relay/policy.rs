@@ -215,12 +215,87 @@ async fn forwards_only_the_fields_the_relay_knows() {
 async fn rejects_sampling_values_out_of_range() {
     let mock = MockUpstream::start().await;
     let relay = TestRelay::start(&mock).await;
-    let response =
-        relay.send_chat(json!({"messages": [{"role": "user", "content": "Hi"}], "top_p": 3})).await;
+    let user = json!([{"role": "user", "content": "Hi"}]);
+    let cases = [
+        (json!({"messages": user, "top_p": 3}), "`top_p` must be between 0 and 1"),
+        (
+            json!({"messages": user, "presence_penalty": -2.5}),
+            "`presence_penalty` must be between -2 and 2",
+        ),
+        (
+            json!({"messages": user, "frequency_penalty": 9}),
+            "`frequency_penalty` must be between -2 and 2",
+        ),
+        (
+            json!({"messages": user, "stop": ["a", "b", "c", "d", "e"]}),
+            "`stop` may hold at most 4 sequences",
+        ),
+    ];
+    for (body, message) in cases {
+        assert_eq!(
+            json_body(relay.send_chat(body).await).await,
+            (400, envelope("invalid_value", message))
+        );
+    }
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_site_model_that_no_upstream_serves_any_more_is_unavailable() {
+    use confab_server::sitekey::NewSiteKey;
+    use confab_server::store::NewSite;
+
+    let mock = MockUpstream::start().await;
+    let relay = TestRelay::start(&mock).await;
+    // As if the site was created when the config still served `retired-model`.
+    let key = NewSiteKey::generate();
+    relay
+        .store
+        .create_site(NewSite {
+            name: "Old".into(),
+            origins: vec!["https://old.example".into()],
+            allow_no_origin: false,
+            models: vec!["retired-model".into()],
+            system_prompt: None,
+            max_tokens: None,
+            temperature_max: None,
+            context_messages: None,
+            is_demo: false,
+            key_lookup_id: key.lookup_id.clone(),
+            key_hash: key.hash,
+        })
+        .await
+        .unwrap();
+    let call = |path: &str| {
+        relay
+            .client
+            .request(
+                if path == "/v1/models" { reqwest::Method::GET } else { reqwest::Method::POST },
+                relay.url(path),
+            )
+            .bearer_auth(key.reveal())
+            .header("Origin", "https://old.example")
+    };
+    let response = call("/v1/chat/completions")
+        .json(&json!({"messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         json_body(response).await,
-        (400, envelope("invalid_value", "`top_p` must be between 0 and 1"))
+        (
+            503,
+            json!({"error": {
+                "message": "the model `retired-model` is not available right now",
+                "type": "service_unavailable_error",
+                "code": "model_unavailable",
+            }})
+        )
     );
+    // And it is not listed as usable.
+    let models = call("/v1/models").send().await.unwrap();
+    assert_eq!(json_body(models).await, (200, json!({"object": "list", "data": []})));
+    assert!(mock.requests().is_empty());
 }
 
 #[tokio::test]

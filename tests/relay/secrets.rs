@@ -41,11 +41,12 @@ async fn the_upstream_secret_and_full_site_keys_never_appear_in_responses_or_log
         assert!(!body.contains(UPSTREAM_SECRET), "{body}");
         assert!(!body.contains(site_secret), "{body}");
     }
+    // The provider's error body is logged (scrubbed) in the background; wait for it.
+    confab_tests::wait_for_log("Incorrect API key provided: [redacted]").await;
     let logs = captured_logs();
     // The capture works: this relay's requests were logged, under the key's public prefix.
     let prefix = &relay.key[..relay.key.len() - 33];
     assert!(logs.contains(prefix), "the site's public key prefix should be in the logs");
-    assert!(logs.contains("upstream error"), "the upstream's error body should be logged");
     assert!(!logs.contains(UPSTREAM_SECRET), "the upstream secret leaked into the logs");
     assert!(!logs.contains(site_secret), "a full site key leaked into the logs");
 }

@@ -181,3 +181,29 @@ async fn a_stream_is_plain_server_sent_events_on_the_wire() {
     assert!(raw.starts_with("data: {"), "{raw}");
     assert!(raw.ends_with("\n\ndata: [DONE]\n\n"), "{raw}");
 }
+
+#[tokio::test]
+async fn adds_the_usage_chunk_when_the_upstream_put_its_usage_on_a_chunk_with_choices() {
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::Stream(vec![
+        Step::Content("hi"),
+        Step::Raw(
+            r#"{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#,
+        ),
+        Step::Done,
+    ]));
+    let relay = TestRelay::start(&mock).await;
+    let events = read_events(relay.send_chat(hello()).await).await;
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data.len(), 4, "{data:#?}");
+    let usage: Value = serde_json::from_str(data[2]).unwrap();
+    assert_eq!(
+        usage,
+        json!({
+            "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
+            "model": "model-a", "choices": [],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+        })
+    );
+    assert_eq!(data[3], "[DONE]");
+}

@@ -10,7 +10,7 @@ pub mod sse;
 pub use mock::{MOCK_MODEL_NAME, MockUpstream, Reply, Step};
 pub use relay::{
     SITE_ORIGIN, TestRelay, TestRelayBuilder, UPSTREAM_MODELS, UPSTREAM_SECRET, captured_logs,
-    json_body,
+    json_body, wait_for_log,
 };
 pub use sse::{read_events, read_raw};
 

@@ -46,6 +46,8 @@ pub enum Step {
     Hang,
     /// Send a content chunk every interval, forever.
     Endless(Duration),
+    /// Send 64 KiB content chunks as fast as the client takes them, forever.
+    Flood,
 }
 
 /// How the mock answers one request.
@@ -82,6 +84,7 @@ struct MockState {
     replies: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<RecordedRequest>>,
     release: Notify,
+    received: Notify,
     hangups: mpsc::UnboundedSender<()>,
 }
 
@@ -102,6 +105,7 @@ impl MockUpstream {
             replies: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             release: Notify::new(),
+            received: Notify::new(),
             hangups: hangup_tx,
         });
         let app =
@@ -136,6 +140,13 @@ impl MockUpstream {
         self.state.release.notify_one();
     }
 
+    /// Waits (bounded) until the mock has received a request (one not yet waited for).
+    pub async fn request_received(&self) {
+        tokio::time::timeout(crate::WAIT, self.state.received.notified())
+            .await
+            .expect("no upstream request arrived in time");
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.requests.lock().unwrap().clone()
     }
@@ -162,6 +173,7 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
     let authorization =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     state.requests.lock().unwrap().push(RecordedRequest { authorization, body });
+    state.received.notify_one();
     let reply = state.replies.lock().unwrap().pop_front();
     match reply {
         None => (StatusCode::INTERNAL_SERVER_ERROR, "no reply queued").into_response(),
@@ -259,6 +271,14 @@ fn scripted_stream(
                     ));
                 }
                 Step::Hang => std::future::pending::<Bytes>().await,
+                Step::Flood => {
+                    steps.push_front(Step::Flood);
+                    let text = "x".repeat(64 * 1024);
+                    chunk(
+                        json!([{"index": 0, "delta": {"content": text}, "finish_reason": null}]),
+                        None,
+                    )
+                }
                 Step::Endless(interval) => {
                     tokio::time::sleep(interval).await;
                     steps.push_front(Step::Endless(interval));

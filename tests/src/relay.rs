@@ -179,6 +179,18 @@ impl TestRelay {
     }
 }
 
+/// Waits (bounded) until some relay has logged a line containing `needle`; for log lines that
+/// are written in the background.
+pub async fn wait_for_log(needle: &str) {
+    tokio::time::timeout(crate::WAIT, async {
+        while !captured_logs().contains(needle) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no log line contains {needle:?}"));
+}
+
 /// The parsed JSON body and status of a response.
 pub async fn json_body(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();

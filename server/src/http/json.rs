@@ -19,7 +19,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let limit = state.config.timeouts.request_body();
         let bytes = tokio::time::timeout(limit, Bytes::from_request(request, state))
             .await
-            .map_err(|_| ApiError::RequestTimeout { seconds: limit.as_secs().max(1) })?
+            .map_err(|_| ApiError::RequestTimeout { limit })?
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::PayloadTooLarge { limit: state.config.limits.max_body_bytes }

@@ -2,8 +2,8 @@
 //! connection forever by sending its headers slowly (site keys are public, so anyone could do
 //! this). This loop is the same thing with the limits a public service needs:
 //!
-//! - request headers must arrive within `timeouts.request_header_ms` (also the keep-alive idle
-//!   limit between requests);
+//! - request headers must arrive within `timeouts.request_header_ms`, from the moment the
+//!   connection opens or the previous response ends (so it is also the keep-alive idle limit);
 //! - a client that stops reading a response for `timeouts.client_write_ms` is disconnected,
 //!   which also drops (and so cancels) its upstream call;
 //! - the body limit (`timeouts.request_body_ms`) is applied where the body is read (`ApiJson`).
@@ -17,8 +17,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -35,17 +35,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let timeouts = state.config.timeouts.clone();
     let app = router(state);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: browsers reach the relay through a TLS-terminating proxy or directly over
+    // HTTP/1.1, and hyper's automatic HTTP/2 detection waits for a client's first bytes with no
+    // time limit, which is exactly what a slow client must not get.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.request_header())
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(timeouts.request_header())
-        .keep_alive_timeout(timeouts.request_header());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -67,8 +64,7 @@ pub async fn serve(
         stream.set_write_timeout(Some(timeouts.client_write()));
         let io = TokioIo::new(Box::pin(stream));
         let service = TowerToHyperService::new(connection_service(app.clone(), remote));
-        let connection =
-            graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
+        let connection = graceful.watch(builder.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%remote, %error, "connection ended with an error");
