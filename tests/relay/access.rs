@@ -80,15 +80,7 @@ async fn rejects_a_site_key_from_an_origin_it_does_not_list() {
         "null",
         "https://shop.example.evil.example",
     ] {
-        let response = relay
-            .client
-            .post(relay.url("/v1/chat/completions"))
-            .bearer_auth(&relay.key)
-            .header("Origin", origin)
-            .json(&hello())
-            .send()
-            .await
-            .unwrap();
+        let response = relay.chat_as(&relay.key, Some(origin)).json(&hello()).send().await.unwrap();
         assert_eq!(
             json_body(response).await,
             (
@@ -110,14 +102,7 @@ async fn rejects_a_call_without_origin_unless_the_site_allows_native_apps() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::answer(&["ok"], (1, 1)));
     let relay = TestRelay::start(&mock).await;
-    let response = relay
-        .client
-        .post(relay.url("/v1/chat/completions"))
-        .bearer_auth(&relay.key)
-        .json(&hello())
-        .send()
-        .await
-        .unwrap();
+    let response = relay.chat_as(&relay.key, None).json(&hello()).send().await.unwrap();
     assert_eq!(
         json_body(response).await,
         (
@@ -138,14 +123,7 @@ async fn rejects_a_call_without_origin_unless_the_site_allows_native_apps() {
             ..SiteSpec::default()
         })
         .await;
-    let response = relay
-        .client
-        .post(relay.url("/v1/chat/completions"))
-        .bearer_auth(&native_key)
-        .json(&hello())
-        .send()
-        .await
-        .unwrap();
+    let response = relay.chat_as(&native_key, None).json(&hello()).send().await.unwrap();
     let (status, body) = json_body(response).await;
     assert_eq!(status, 200);
     assert_eq!(body["model"], "model-c");
@@ -182,15 +160,7 @@ async fn rejects_missing_malformed_unknown_and_forged_keys() {
     forged.push(if last == 'x' { 'y' } else { 'x' });
     let unknown = format!("confab_pk_AAAAAAAAAAAA_{}", &relay.key[relay.key.len() - 32..]);
     for token in ["not-a-key", "confab_pk_short", unknown.as_str(), forged.as_str()] {
-        let response = relay
-            .client
-            .post(relay.url("/v1/chat/completions"))
-            .bearer_auth(token)
-            .header("Origin", SITE_ORIGIN)
-            .json(&hello())
-            .send()
-            .await
-            .unwrap();
+        let response = relay.chat_as(token, Some(SITE_ORIGIN)).json(&hello()).send().await.unwrap();
         assert_eq!(json_body(response).await, (401, invalid.clone()), "{token}");
     }
     // A key is checked before the body is read: a bad key learns nothing about the body.
@@ -266,15 +236,7 @@ async fn a_browser_on_a_listed_origin_can_read_the_error_it_gets() {
     for (key, origin, status) in
         [("confab_pk_nope", SITE_ORIGIN, 401), (relay.key.as_str(), "https://other.example", 403)]
     {
-        let response = relay
-            .client
-            .post(relay.url("/v1/chat/completions"))
-            .bearer_auth(key)
-            .header("Origin", origin)
-            .json(&hello())
-            .send()
-            .await
-            .unwrap();
+        let response = relay.chat_as(key, Some(origin)).json(&hello()).send().await.unwrap();
         assert_eq!(response.status(), status);
         assert_eq!(response.headers()["access-control-allow-origin"], origin);
     }

@@ -8,6 +8,11 @@ fn envelope(code: &str, message: &str) -> Value {
     json!({"error": {"message": message, "type": "invalid_request_error", "code": code}})
 }
 
+/// The contents of the messages the upstream received, in order.
+fn contents(sent: &Value) -> Vec<&str> {
+    sent["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect()
+}
+
 /// Sends `body`, lets the mock answer, and returns what the upstream received.
 async fn forwarded(relay: &TestRelay, mock: &MockUpstream, body: Value) -> Value {
     mock.push(Reply::answer(&["ok"], (1, 1)));
@@ -131,13 +136,7 @@ async fn trims_the_conversation_oldest_turns_first() {
     )
     .await;
     // The latest four are a2 u3 a3 u4; a conversation never opens with the assistant.
-    let contents: Vec<&str> = sent["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
-    assert_eq!(contents, ["You are the shop's assistant.", "u3", "a3", "u4"]);
+    assert_eq!(contents(&sent), ["You are the shop's assistant.", "u3", "a3", "u4"]);
 }
 
 #[tokio::test]
@@ -154,13 +153,7 @@ async fn trims_the_conversation_to_the_configured_bytes() {
         ]}),
     )
     .await;
-    let contents: Vec<&str> = sent["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
-    assert_eq!(contents, ["You are the shop's assistant.", "cccccc"]);
+    assert_eq!(contents(&sent), ["You are the shop's assistant.", "cccccc"]);
 }
 
 #[tokio::test]

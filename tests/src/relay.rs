@@ -166,6 +166,15 @@ impl TestRelay {
             .header(ORIGIN, SITE_ORIGIN)
     }
 
+    /// `POST /v1/chat/completions` with any key, from any origin (or none).
+    pub fn chat_as(&self, key: &str, origin: Option<&str>) -> reqwest::RequestBuilder {
+        let request = self.client.post(self.url("/v1/chat/completions")).bearer_auth(key);
+        match origin {
+            Some(origin) => request.header(ORIGIN, origin),
+            None => request,
+        }
+    }
+
     /// Sends a JSON chat request with the site's key and origin.
     pub async fn send_chat(&self, body: Value) -> reqwest::Response {
         self.chat().json(&body).send().await.unwrap()
