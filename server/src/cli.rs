@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigSources};
 use crate::http::{AppState, serve};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
-use crate::store::{Site, SqliteStore, Store};
+use crate::store::{Site, SiteWidget, SqliteStore, Store};
 
 /// Confab: an AI chat assistant on any website, behind a relay that keeps the provider key.
 #[derive(Debug, Parser)]
@@ -64,8 +64,50 @@ pub enum SitesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change what the widget shows for a site (options not given stay as they are).
+    Update {
+        id: String,
+        #[command(flatten)]
+        widget: WidgetArgs,
+        /// Remove the site's suggested questions (the [widget] default applies again).
+        #[arg(long, conflicts_with = "suggestions")]
+        no_suggestions: bool,
+    },
     /// Delete a site; its key stops working at once.
     Delete { id: String },
+}
+
+/// What the widget shows for a site; unset values fall back to the `[widget]` config section.
+#[derive(Debug, Args)]
+pub struct WidgetArgs {
+    /// The chat panel's title.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// The first message a visitor sees.
+    #[arg(long)]
+    pub greeting: Option<String>,
+    /// A suggested first question (repeatable, at most 6).
+    #[arg(long = "suggestion", value_name = "TEXT")]
+    pub suggestions: Vec<String>,
+    /// The widget's main colour, like #1a73e8.
+    #[arg(long, value_name = "COLOR")]
+    pub primary_color: Option<String>,
+}
+
+impl WidgetArgs {
+    /// The settings these flags give, over `current`.
+    fn apply_to(self, current: SiteWidget) -> SiteWidget {
+        SiteWidget {
+            title: self.title.or(current.title),
+            greeting: self.greeting.or(current.greeting),
+            suggestions: if self.suggestions.is_empty() {
+                current.suggestions
+            } else {
+                Some(self.suggestions)
+            },
+            primary_color: self.primary_color.or(current.primary_color),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +137,8 @@ pub struct CreateSiteArgs {
     /// Latest messages kept in the context [default: policy.context_messages].
     #[arg(long)]
     pub context_messages: Option<u32>,
+    #[command(flatten)]
+    pub widget: WidgetArgs,
     /// Print one JSON object (with `id` and `key`).
     #[arg(long)]
     pub json: bool,
@@ -261,6 +305,7 @@ async fn run_sites(
                 max_tokens: args.max_tokens,
                 temperature_max: args.temperature_max,
                 context_messages: args.context_messages,
+                widget: args.widget.apply_to(SiteWidget::default()),
             };
             let created = sites::create_site(store, config, spec, false).await?;
             if json_output {
@@ -311,6 +356,18 @@ async fn run_sites(
                 print_flush(&format!("{}\n", describe(&site)));
             }
         }
+        SitesCommand::Update { id, widget, no_suggestions } => {
+            let Some(site) = store.site(&id).await? else {
+                bail!("no site with id `{id}` (see `confab sites list`)");
+            };
+            let mut updated = widget.apply_to(site.widget.clone());
+            if no_suggestions {
+                updated.suggestions = None;
+            }
+            sites::update_widget(store, &id, updated).await?;
+            let site = store.site(&id).await?.unwrap_or(site);
+            print_flush(&format!("{}\n", describe(&site)));
+        }
         SitesCommand::Delete { id } => {
             if !store.delete_site(&id).await? {
                 bail!("no site with id `{id}` (see `confab sites list`)");
@@ -337,7 +394,8 @@ fn describe(site: &Site) -> String {
     format!(
         "Site {id} \"{name}\"\n  key:          {key}\n  origins:      {origins}\n  \
          models:       {models}\n  system prompt: {prompt}\n  max_tokens:   {max_tokens}\n  \
-         temperature:  <= {temperature}\n  context:      {context} messages\n  created:      {created}",
+         temperature:  <= {temperature}\n  context:      {context} messages\n  \
+         widget:       {widget}\n  created:      {created}",
         id = site.id,
         name = site.name,
         key = public_prefix(&site.key_lookup_id),
@@ -350,8 +408,26 @@ fn describe(site: &Site) -> String {
         max_tokens = optional(site.max_tokens.map(|v| v.to_string())),
         temperature = optional(site.temperature_max.map(|v| v.to_string())),
         context = optional(site.context_messages.map(|v| v.to_string())),
+        widget = widget_text(&site.widget),
         created = format_time(site.created_at),
     )
+}
+
+fn widget_text(widget: &SiteWidget) -> String {
+    let mut parts = Vec::new();
+    if let Some(title) = &widget.title {
+        parts.push(format!("title \"{title}\""));
+    }
+    if let Some(greeting) = &widget.greeting {
+        parts.push(format!("greeting of {} characters", greeting.chars().count()));
+    }
+    if let Some(suggestions) = &widget.suggestions {
+        parts.push(format!("{} suggested questions", suggestions.len()));
+    }
+    if let Some(color) = &widget.primary_color {
+        parts.push(format!("colour {color}"));
+    }
+    if parts.is_empty() { "defaults".to_owned() } else { parts.join(", ") }
 }
 
 fn format_time(unix: i64) -> String {
@@ -372,6 +448,12 @@ fn site_json(site: &Site) -> serde_json::Value {
         "max_tokens": site.max_tokens,
         "temperature_max": site.temperature_max,
         "context_messages": site.context_messages,
+        "widget": {
+            "title": site.widget.title,
+            "greeting": site.widget.greeting,
+            "suggestions": site.widget.suggestions,
+            "primary_color": site.widget.primary_color,
+        },
         "created_at": format_time(site.created_at),
     })
 }

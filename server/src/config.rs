@@ -21,6 +21,8 @@ pub struct Config {
     pub policy: PolicyDefaults,
     pub limits: RequestLimits,
     pub demo: DemoConfig,
+    /// What the widget shows for sites that set nothing of their own.
+    pub widget: WidgetDefaults,
     /// LLM providers. With none configured the built-in demo upstream serves `demo.model`.
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -151,6 +153,29 @@ pub struct RequestLimits {
 impl Default for RequestLimits {
     fn default() -> Self {
         Self { max_body_bytes: 256 * 1024, max_messages: 100, max_message_bytes: 16 * 1024 }
+    }
+}
+
+/// Widget defaults, served by `GET /v1/widget/config` for sites without their own values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WidgetDefaults {
+    pub title: String,
+    pub greeting: String,
+    /// Suggested first questions, shown before the first message.
+    pub suggestions: Vec<String>,
+    /// `#rgb` or `#rrggbb`; unset: the widget's own colour.
+    pub primary_color: Option<String>,
+}
+
+impl Default for WidgetDefaults {
+    fn default() -> Self {
+        Self {
+            title: "Chat with us".into(),
+            greeting: "Hi! How can I help you today?".into(),
+            suggestions: Vec::new(),
+            primary_color: None,
+        }
     }
 }
 
@@ -331,6 +356,14 @@ impl Config {
         if self.limits.max_message_bytes == 0 {
             return Err(invalid("limits.max_message_bytes", "must be at least 1"));
         }
+        if self.widget.title.trim().is_empty() {
+            return Err(invalid("widget.title", "must not be empty"));
+        }
+        if let Some(color) = &self.widget.primary_color
+            && !is_hex_color(color)
+        {
+            return Err(invalid("widget.primary_color", "must be a colour like #1a73e8 or #17e"));
+        }
         if self.demo.model.trim().is_empty() {
             return Err(invalid("demo.model", "must not be empty"));
         }
@@ -439,6 +472,13 @@ impl UpstreamConfig {
         }
         Ok(None)
     }
+}
+
+/// `#rgb` or `#rrggbb`: the only colour syntax accepted, since it ends up in the widget's CSS.
+pub fn is_hex_color(value: &str) -> bool {
+    value
+        .strip_prefix('#')
+        .is_some_and(|hex| matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Accepts `http://` and `https://` URLs with a host.

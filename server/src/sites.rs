@@ -1,8 +1,8 @@
 //! Creating and re-keying sites: the rules shared by the CLI and (later) the admin API.
 
-use crate::config::Config;
+use crate::config::{Config, is_hex_color};
 use crate::sitekey::NewSiteKey;
-use crate::store::{NewSite, Site, Store, StoreError};
+use crate::store::{NewSite, Site, SiteWidget, Store, StoreError};
 
 /// What an operator asks for when creating a site.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +16,7 @@ pub struct SiteSpec {
     pub max_tokens: Option<u32>,
     pub temperature_max: Option<f32>,
     pub context_messages: Option<u32>,
+    pub widget: SiteWidget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,7 @@ pub async fn create_site(
     if spec.context_messages == Some(0) {
         return Err(invalid("context_messages", "must be at least 1"));
     }
+    let widget = validate_widget(spec.widget)?;
     let key = NewSiteKey::generate();
     let site = store
         .create_site(NewSite {
@@ -100,11 +102,57 @@ pub async fn create_site(
             temperature_max: spec.temperature_max,
             context_messages: spec.context_messages,
             is_demo,
+            widget,
             key_lookup_id: key.lookup_id.clone(),
             key_hash: key.hash,
         })
         .await?;
     Ok(CreatedSite { site, key })
+}
+
+/// Replaces a site's widget settings after checking them; `Ok(false)` when there is no such site.
+pub async fn update_widget(
+    store: &dyn Store,
+    id: &str,
+    widget: SiteWidget,
+) -> Result<bool, SiteError> {
+    let widget = validate_widget(widget)?;
+    Ok(store.set_site_widget(id, &widget).await?)
+}
+
+/// Trims the texts, drops empty ones, and checks lengths and the colour (it ends up in CSS).
+fn validate_widget(widget: SiteWidget) -> Result<SiteWidget, SiteError> {
+    let text = |value: Option<String>, field: &'static str, max: usize| {
+        let value = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        match value {
+            Some(v) if v.chars().count() > max => {
+                Err(invalid(field, format!("must be at most {max} characters")))
+            }
+            other => Ok(other),
+        }
+    };
+    let title = text(widget.title, "title", 80)?;
+    let greeting = text(widget.greeting, "greeting", 500)?;
+    let suggestions = match widget.suggestions {
+        Some(list) => {
+            let mut kept = Vec::with_capacity(list.len());
+            for suggestion in list {
+                kept.extend(text(Some(suggestion), "suggestion", 120)?);
+            }
+            if kept.len() > 6 {
+                return Err(invalid("suggestion", "give at most 6 suggested questions"));
+            }
+            Some(kept)
+        }
+        None => None,
+    };
+    let primary_color = widget.primary_color.map(|c| c.trim().to_ascii_lowercase());
+    if let Some(color) = &primary_color
+        && !is_hex_color(color)
+    {
+        return Err(invalid("primary_color", "must be a colour like #1a73e8 or #17e"));
+    }
+    Ok(SiteWidget { title, greeting, suggestions, primary_color })
 }
 
 /// The demo site for `public_url`: created on first start, and on every later start re-keyed
@@ -134,6 +182,19 @@ pub async fn ensure_demo_site(
                 system_prompt: Some(
                     "You are the Confab demo assistant. Answer briefly and kindly.".into(),
                 ),
+                widget: SiteWidget {
+                    title: Some("Confab demo".into()),
+                    greeting: Some(
+                        "Hi! I'm the Confab demo. My answers are canned until a real model is \
+                         configured, but everything else is the real thing."
+                            .into(),
+                    ),
+                    suggestions: Some(vec![
+                        "What is Confab?".into(),
+                        "How do I add you to my site?".into(),
+                    ]),
+                    primary_color: None,
+                },
                 ..SiteSpec::default()
             };
             create_site(store, config, spec, true).await

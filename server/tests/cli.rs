@@ -415,6 +415,7 @@ async fn a_created_site_is_listed_shown_and_deleted_without_its_secret_ever_show
         "max_tokens": null,
         "temperature_max": null,
         "context_messages": null,
+        "widget": {"title": null, "greeting": null, "suggestions": null, "primary_color": null},
         "created_at": created_at,
     });
     let mut with_key = public.clone();
@@ -478,6 +479,68 @@ async fn a_site_keeps_the_system_prompt_read_from_a_file() {
     let text = work.run(&["sites", "show", id], &[]).await.assert_success();
     let expected_line = format!("  system prompt: {} characters", prompt.chars().count());
     assert!(text.stdout.lines().any(|l| l == expected_line), "{}", text.stdout);
+}
+
+#[tokio::test]
+async fn widget_settings_are_set_at_creation_and_changed_by_update() {
+    let work = Workdir::new();
+    let created = work
+        .create_site(
+            &[
+                "--name",
+                "Shop",
+                "--origin",
+                "https://shop.example",
+                "--title",
+                "Shop help",
+                "--suggestion",
+                "Where is my order?",
+                "--suggestion",
+                "Do you ship abroad?",
+                "--primary-color",
+                "#1A73E8",
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(
+        created["widget"],
+        json!({
+            "title": "Shop help",
+            "greeting": null,
+            "suggestions": ["Where is my order?", "Do you ship abroad?"],
+            "primary_color": "#1a73e8",
+        })
+    );
+    let id = created["id"].as_str().unwrap();
+
+    work.run(&["sites", "update", id, "--greeting", "Hello!", "--no-suggestions"], &[])
+        .await
+        .assert_success();
+    let shown = work.run(&["sites", "show", id, "--json"], &[]).await.assert_success().json();
+    assert_eq!(
+        shown["widget"],
+        json!({
+            "title": "Shop help",
+            "greeting": "Hello!",
+            "suggestions": null,
+            "primary_color": "#1a73e8",
+        })
+    );
+
+    let refused = work
+        .run(&["sites", "update", id, "--primary-color", "red;}*{display:none"], &[])
+        .await
+        .assert_failure();
+    assert_eq!(
+        refused.stderr.trim_end(),
+        "error: primary_color: must be a colour like #1a73e8 or #17e"
+    );
+    let missing = work.run(&["sites", "update", "site_nope", "--title", "x"], &[]).await;
+    assert_eq!(
+        missing.assert_failure().stderr.trim_end(),
+        "error: no site with id `site_nope` (see `confab sites list`)"
+    );
 }
 
 #[tokio::test]

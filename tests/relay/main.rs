@@ -8,3 +8,4 @@ mod failures;
 mod policy;
 mod secrets;
 mod streaming;
+mod widget;

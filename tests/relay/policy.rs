@@ -254,6 +254,7 @@ async fn a_site_model_that_no_upstream_serves_any_more_is_unavailable() {
             temperature_max: None,
             context_messages: None,
             is_demo: false,
+            widget: Default::default(),
             key_lookup_id: key.lookup_id.clone(),
             key_hash: key.hash,
         })

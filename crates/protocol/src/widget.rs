@@ -11,8 +11,8 @@ pub struct WidgetConfig {
     pub suggestions: Vec<String>,
     #[serde(default)]
     pub theme: WidgetTheme,
-    /// The longest message, in characters, the relay accepts from a visitor.
-    pub max_message_chars: u32,
+    /// The longest message the relay accepts from a visitor, in UTF-8 bytes.
+    pub max_message_bytes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

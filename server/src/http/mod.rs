@@ -10,6 +10,7 @@ mod health;
 mod json;
 mod models;
 mod serve;
+mod widget;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(chat::router())
         .merge(models::router())
+        .merge(widget::router())
         .merge(health::router())
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::RouteNotFound { method: method.to_string(), path: uri.path().to_owned() }

@@ -26,8 +26,19 @@ pub struct Site {
     pub temperature_max: Option<f32>,
     pub context_messages: Option<u32>,
     pub is_demo: bool,
+    /// What the widget shows; unset fields fall back to the `[widget]` defaults.
+    pub widget: SiteWidget,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// A site's own widget settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SiteWidget {
+    pub title: Option<String>,
+    pub greeting: Option<String>,
+    pub suggestions: Option<Vec<String>>,
+    pub primary_color: Option<String>,
 }
 
 impl Site {
@@ -48,6 +59,7 @@ pub struct NewSite {
     pub temperature_max: Option<f32>,
     pub context_messages: Option<u32>,
     pub is_demo: bool,
+    pub widget: SiteWidget,
     pub key_lookup_id: String,
     pub key_hash: [u8; 32],
 }
@@ -85,6 +97,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         lookup_id: &str,
         key_hash: &[u8; 32],
     ) -> Result<bool, StoreError>;
+    /// Replaces a site's widget settings; `false` when there is no such site.
+    async fn set_site_widget(&self, id: &str, widget: &SiteWidget) -> Result<bool, StoreError>;
     /// Replaces a site's origins; `false` when there is no such site.
     async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError>;
     /// True when at least one site lists this origin (answers CORS preflights, which carry no key).

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, migrate::Migrator};
 
-use super::{NewSite, Site, SiteCredentials, Store, StoreError};
+use super::{NewSite, Site, SiteCredentials, SiteWidget, Store, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -56,7 +56,8 @@ macro_rules! select_sites {
     ($tail:literal) => {
         concat!(
             "SELECT id, name, key_prefix, allow_no_origin, models, system_prompt, max_tokens, ",
-            "temperature_max, context_messages, is_demo, created_at, key_hash FROM sites ",
+            "temperature_max, context_messages, is_demo, created_at, key_hash, widget_title, ",
+            "widget_greeting, widget_suggestions, widget_primary_color FROM sites ",
             $tail
         )
     };
@@ -76,6 +77,11 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
             .transpose()
     };
     let temperature_max: Option<f64> = row.try_get("temperature_max")?;
+    let suggestions: Option<String> = row.try_get("widget_suggestions")?;
+    let suggestions = suggestions
+        .map(|s| serde_json::from_str::<Vec<String>>(&s))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("sites.widget_suggestions is not a list: {e}")))?;
     Ok(Site {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -89,8 +95,23 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
         temperature_max: temperature_max.map(|t| t as f32),
         context_messages: as_u32("context_messages")?,
         is_demo: row.try_get("is_demo")?,
+        widget: SiteWidget {
+            title: row.try_get("widget_title")?,
+            greeting: row.try_get("widget_greeting")?,
+            suggestions,
+            primary_color: row.try_get("widget_primary_color")?,
+        },
         created_at: row.try_get("created_at")?,
     })
+}
+
+fn encode_suggestions(widget: &SiteWidget) -> Result<Option<String>, StoreError> {
+    widget
+        .suggestions
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode suggestions: {e}")))
 }
 
 fn new_site_id() -> String {
@@ -115,6 +136,7 @@ impl Store for SqliteStore {
             temperature_max: new.temperature_max,
             context_messages: new.context_messages,
             is_demo: new.is_demo,
+            widget: new.widget,
             created_at: i64::try_from(crate::unix_now()).unwrap_or(i64::MAX),
         };
         let models = serde_json::to_string(&site.models)
@@ -122,8 +144,9 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO sites (id, name, key_prefix, key_hash, allow_no_origin, models, \
-             system_prompt, max_tokens, temperature_max, context_messages, is_demo, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             system_prompt, max_tokens, temperature_max, context_messages, is_demo, created_at, \
+             widget_title, widget_greeting, widget_suggestions, widget_primary_color) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&site.id)
         .bind(&site.name)
@@ -137,6 +160,10 @@ impl Store for SqliteStore {
         .bind(site.context_messages.map(i64::from))
         .bind(site.is_demo)
         .bind(site.created_at)
+        .bind(&site.widget.title)
+        .bind(&site.widget.greeting)
+        .bind(encode_suggestions(&site.widget)?)
+        .bind(&site.widget.primary_color)
         .execute(&mut *tx)
         .await?;
         for origin in &site.origins {
@@ -204,6 +231,21 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn set_site_widget(&self, id: &str, widget: &SiteWidget) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sites SET widget_title = ?, widget_greeting = ?, widget_suggestions = ?, \
+             widget_primary_color = ? WHERE id = ?",
+        )
+        .bind(&widget.title)
+        .bind(&widget.greeting)
+        .bind(encode_suggestions(widget)?)
+        .bind(&widget.primary_color)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sites WHERE id = ?")
@@ -265,6 +307,12 @@ mod tests {
             temperature_max: Some(0.5),
             context_messages: None,
             is_demo: false,
+            widget: SiteWidget {
+                title: Some("Shop help".into()),
+                greeting: None,
+                suggestions: Some(vec!["Where is my order?".into()]),
+                primary_color: Some("#123abc".into()),
+            },
             key_lookup_id: key.lookup_id.clone(),
             key_hash: key.hash,
         }

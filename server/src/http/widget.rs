@@ -1,0 +1,27 @@
+//! `GET /v1/widget/config`: what the widget needs to know about its site (key and origin
+//! checked like every API call).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use confab_protocol::{WidgetConfig, WidgetTheme};
+
+use super::{AppState, SiteAuth};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/widget/config", get(widget_config))
+}
+
+async fn widget_config(State(state): State<AppState>, auth: SiteAuth) -> Json<WidgetConfig> {
+    let defaults = &state.config.widget;
+    let own = auth.site.widget;
+    Json(WidgetConfig {
+        title: own.title.unwrap_or_else(|| defaults.title.clone()),
+        greeting: own.greeting.unwrap_or_else(|| defaults.greeting.clone()),
+        suggestions: own.suggestions.unwrap_or_else(|| defaults.suggestions.clone()),
+        theme: WidgetTheme {
+            primary_color: own.primary_color.or_else(|| defaults.primary_color.clone()),
+        },
+        max_message_bytes: state.config.limits.max_message_bytes,
+    })
+}
