@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigSources};
-use crate::http::{AppState, serve};
+use crate::http::{AppState, DemoPage, serve};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
 use crate::store::{Site, SiteWidget, SqliteStore, Store};
@@ -179,7 +179,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let signals = ShutdownSignals::install()?;
-    let state = AppState::new(config, Arc::clone(&store))?;
+    let mut state = AppState::new(config, Arc::clone(&store))?;
     let listener =
         TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
@@ -195,9 +195,25 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
         if state.config.demo.create_site {
             let demo = sites::ensure_demo_site(store.as_ref(), &state.config, &public_url).await?;
             out.push_str(&demo_instructions(&demo, &public_url));
+            out.push_str(&format!("Demo page with the widget: {public_url}/\n"));
+            state = state.with_demo_page(DemoPage {
+                public_url: public_url.clone(),
+                site_key: demo.key.reveal().to_owned(),
+            });
         }
     } else {
         out.push_str(&format!("Models: {}\n", state.upstreams.models().join(", ")));
+    }
+    let loader = state.config.widget.assets_dir.join("confab.js");
+    if loader.exists() {
+        out.push_str(&format!(
+            "Embed the widget with:\n  <script src=\"{public_url}/confab.js\" data-site=\"SITE_KEY\" async></script>\n"
+        ));
+    } else {
+        out.push_str(&format!(
+            "Widget not built ({} is missing): run scripts/build-widget to serve /confab.js.\n",
+            loader.display()
+        ));
     }
     print_flush(&out);
     tracing::info!(%bound, "relay started");

@@ -166,6 +166,9 @@ pub struct WidgetDefaults {
     pub suggestions: Vec<String>,
     /// `#rgb` or `#rrggbb`; unset: the widget's own colour.
     pub primary_color: Option<String>,
+    /// Where the built widget is (`scripts/build-widget` writes it to `dist/widget`); the relay
+    /// serves `/confab.js` and `/widget/...` from here.
+    pub assets_dir: PathBuf,
 }
 
 impl Default for WidgetDefaults {
@@ -175,6 +178,7 @@ impl Default for WidgetDefaults {
             greeting: "Hi! How can I help you today?".into(),
             suggestions: Vec::new(),
             primary_color: None,
+            assets_dir: PathBuf::from("dist/widget"),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Site-key authentication and the origin check, as one extractor.
 
 use axum::extract::FromRequestParts;
-use axum::http::{HeaderMap, header, request::Parts};
+use axum::http::{HeaderMap, HeaderValue, header, request::Parts};
 
 use super::AppState;
 use crate::error::ApiError;
@@ -50,8 +50,20 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The calling page's origin: the `Origin` header, or for same-origin `GET`s (where browsers
+/// send no `Origin`) the origin of the `Referer`. Neither can be forged by a page in a browser,
+/// which is all the origin check can promise: a non-browser client can send any header.
+fn page_origin(headers: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        return Some(origin.clone());
+    }
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let origin = url::Url::parse(referer).ok()?.origin();
+    origin.is_tuple().then(|| HeaderValue::from_str(&origin.ascii_serialization()).ok())?
+}
+
 fn check_origin(site: &Site, headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers.get(header::ORIGIN) {
+    match page_origin(headers).as_ref() {
         None if site.allow_no_origin => Ok(()),
         None => Err(ApiError::PermissionDenied {
             code: "origin_required",

@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** handlers never touch SQL; they call the `Store` trait and the domain
 //! modules (`policy`, `relay`, `sites`).
 
+mod assets;
 mod auth;
 mod chat;
 mod health;
@@ -37,11 +38,20 @@ use crate::upstream::Upstreams;
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<AppInner>);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AppInner {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub upstreams: Upstreams,
+    /// In demo mode, what the demo page at `/` embeds.
+    pub demo: Option<DemoPage>,
+}
+
+/// The demo site's key and the relay's public URL, for the demo page.
+#[derive(Debug, Clone)]
+pub struct DemoPage {
+    pub public_url: String,
+    pub site_key: String,
 }
 
 impl Deref for AppState {
@@ -55,7 +65,13 @@ impl AppState {
     /// Builds the state; reads the upstreams' secret keys, so it fails on a missing one.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Self, ConfigError> {
         let upstreams = Upstreams::from_config(&config)?;
-        Ok(Self(Arc::new(AppInner { config, store, upstreams })))
+        Ok(Self(Arc::new(AppInner { config, store, upstreams, demo: None })))
+    }
+
+    /// The same state, serving the demo page at `/`.
+    pub fn with_demo_page(self, demo: DemoPage) -> Self {
+        let inner = Arc::unwrap_or_clone(self.0);
+        Self(Arc::new(AppInner { demo: Some(demo), ..inner }))
     }
 }
 
@@ -66,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(models::router())
         .merge(widget::router())
         .merge(health::router())
+        .merge(assets::router(&state))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::RouteNotFound { method: method.to_string(), path: uri.path().to_owned() }
         })
@@ -79,15 +96,20 @@ pub fn router(state: AppState) -> Router {
 /// Headers a browser script may read from a relay response.
 const EXPOSED_HEADERS: [HeaderName; 1] = [header::RETRY_AFTER];
 
-/// CORS for the API. A preflight carries no key, so it is answered for any origin that some site
+/// CORS. For the API, a preflight carries no key, so it is answered for any origin that some site
 /// lists; the request itself is then checked against its own site's origins (403 otherwise, in
 /// `auth`). An origin no site lists gets no CORS headers at all.
 fn cors(state: &AppState) -> CorsLayer {
     let store = Arc::clone(&state.store);
     CorsLayer::new()
-        .allow_origin(AllowOrigin::async_predicate(move |origin: HeaderValue, _parts: &Parts| {
+        .allow_origin(AllowOrigin::async_predicate(move |origin: HeaderValue, parts: &Parts| {
             let store = Arc::clone(&store);
+            // The widget's files are public: any page may load them.
+            let asset = assets::is_asset_path(parts.uri.path());
             async move {
+                if asset {
+                    return true;
+                }
                 let Ok(origin) = origin.to_str() else { return false };
                 match store.origin_is_registered(origin).await {
                     Ok(known) => known,

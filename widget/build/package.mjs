@@ -1,0 +1,64 @@
+// Trunk post-build hook: turns Trunk's page build into what a website embeds.
+//
+//   confab.js                 the loader (short cache), from widget/loader.js
+//   confab-widget.<hash>.js   the wasm-bindgen glue wrapped in one IIFE (immutable)
+//   confab-widget.<hash>.wasm the module, optimised by wasm-opt -Oz (immutable)
+//
+// plus .br and .gz next to each, and manifest.json with sizes and SRI hashes.
+// Runs with TRUNK_STAGING_DIR set; tools come from the repo's node_modules (scripts/setup).
+import { createHash } from "node:crypto";
+import { execFileSync } from "node:child_process";
+import { readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { brotliCompressSync, gzipSync, constants } from "node:zlib";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const staging = process.env.TRUNK_STAGING_DIR;
+if (!staging) throw new Error("TRUNK_STAGING_DIR is not set: run through `trunk build`");
+const esbuild = await import(join(root, "node_modules", "esbuild", "lib", "main.js"));
+const wasmOpt = join(root, "node_modules", ".bin", "wasm-opt");
+
+const files = readdirSync(staging);
+const glueName = files.find((f) => /^confab-widget.*\.js$/.test(f));
+const wasmName = files.find((f) => /^confab-widget.*_bg\.wasm$/.test(f));
+if (!glueName || !wasmName) throw new Error(`unexpected Trunk output: ${files.join(", ")}`);
+
+const hash = (bytes) => createHash("sha256").update(bytes).digest("hex").slice(0, 16);
+
+// 1. The module, optimised for size (Debian's wasm-opt breaks it; this is binaryen from npm).
+const wasmPath = join(staging, wasmName);
+execFileSync(wasmOpt, ["-Oz", "--enable-bulk-memory", "--enable-nontrapping-float-to-int",
+  "--enable-sign-ext", "--enable-mutable-globals", "--enable-reference-types",
+  wasmPath, "-o", wasmPath], { stdio: "inherit" });
+const wasm = readFileSync(wasmPath);
+const wasmOut = `confab-widget.${hash(wasm)}.wasm`;
+
+// 2. The glue, in an IIFE so that it adds no global; it hands its init function to the loader.
+const glueSource = readFileSync(join(staging, glueName), "utf8");
+const wrapped = `(()=>{${glueSource}
+window.Confab.__start=async(url)=>{await wasm_bindgen({module_or_path:url});return wasm_bindgen;};})();`;
+const glue = (await esbuild.transform(wrapped, { minify: true, target: "es2020" })).code;
+const glueOut = `confab-widget.${hash(glue)}.js`;
+
+// 3. The loader, pointing at the hashed names.
+const loaderSource = readFileSync(join(root, "widget", "loader.js"), "utf8")
+  .replace("__GLUE__", glueOut)
+  .replace("__WASM__", wasmOut);
+const loader = (await esbuild.transform(loaderSource, { minify: true, target: "es2020" })).code;
+
+for (const f of files) rmSync(join(staging, f), { recursive: true, force: true });
+
+const manifest = {};
+for (const [name, bytes] of [["confab.js", loader], [glueOut, glue], [wasmOut, wasm]]) {
+  const raw = Buffer.from(bytes);
+  const br = brotliCompressSync(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } });
+  const gz = gzipSync(raw, { level: 9 });
+  writeFileSync(join(staging, name), raw);
+  writeFileSync(join(staging, name + ".br"), br);
+  writeFileSync(join(staging, name + ".gz"), gz);
+  const integrity = "sha384-" + createHash("sha384").update(raw).digest("base64");
+  manifest[name] = { raw: raw.length, gzip: gz.length, brotli: br.length, integrity };
+  console.log(`${name.padEnd(40)} ${String(raw.length).padStart(7)} raw ${String(gz.length).padStart(7)} gzip ${String(br.length).padStart(7)} br  ${integrity}`);
+}
+writeFileSync(join(staging, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");

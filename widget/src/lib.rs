@@ -1,0 +1,72 @@
+//! The Confab widget. `confab.js` (the loader) draws a placeholder launcher in a Shadow DOM root
+//! at once, loads this module when the page is idle or on the first click, and calls [`mount`],
+//! which renders the chat into that same shadow root.
+
+pub mod api;
+mod app;
+pub mod sse;
+
+use js_sys::Reflect;
+use leptos::prelude::Set;
+use wasm_bindgen::prelude::*;
+use web_sys::ShadowRoot;
+
+use app::{Chat, Controls, Embed};
+
+const STYLES: &str = include_str!("widget.css");
+
+/// What `mount` returns to the loader, behind `Confab.open()`, `.close()` and `.send(text)`.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Widget {
+    controls: Controls,
+}
+
+#[wasm_bindgen]
+impl Widget {
+    pub fn open(&self) {
+        self.controls.open.set(true);
+    }
+    pub fn close(&self) {
+        self.controls.open.set(false);
+    }
+    pub fn send(&self, text: String) {
+        self.controls.open.set(true);
+        self.controls.outbox.set(Some(text));
+    }
+}
+
+/// Renders the widget into `root`. `options` carries the script tag's settings: `relay` (the
+/// relay's URL), `site` (the site key), and optionally `open`, `title`, `greeting`, `position`.
+#[wasm_bindgen]
+pub fn mount(root: ShadowRoot, options: JsValue) -> Result<Widget, JsValue> {
+    let text = |name: &str| Reflect::get(&options, &name.into()).ok().and_then(|v| v.as_string());
+    let embed = Embed {
+        relay: text("relay").unwrap_or_default(),
+        site_key: text("site").unwrap_or_default(),
+        open: Reflect::get(&options, &"open".into()).ok().and_then(|v| v.as_bool()) == Some(true),
+        title: text("title"),
+        greeting: text("greeting"),
+        left: text("position").as_deref() == Some("left"),
+    };
+    let controls = Controls::new(embed.open);
+    adopt_styles(&root)?;
+    let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
+    let container: web_sys::HtmlElement = document.create_element("div")?.unchecked_into();
+    root.append_child(&container)?;
+    leptos::mount::mount_to(container, move || {
+        leptos::view! { <Chat embed=embed.clone() controls=controls/> }
+    })
+    .forget();
+    Ok(Widget { controls })
+}
+
+/// Attaches the widget's CSS to the shadow root as a constructable stylesheet: it reaches only
+/// the widget, and unlike a `<style>` element it is allowed under a CSP without
+/// `'unsafe-inline'`. It replaces the loader's sheet, which styled only the placeholder.
+fn adopt_styles(root: &ShadowRoot) -> Result<(), JsValue> {
+    let sheet = web_sys::CssStyleSheet::new()?;
+    sheet.replace_sync(STYLES)?;
+    Reflect::set(root, &"adoptedStyleSheets".into(), &js_sys::Array::of1(&sheet))?;
+    Ok(())
+}
