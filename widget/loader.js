@@ -11,7 +11,15 @@
   const listeners = {};
   // The same chat-bubble icon the widget draws (no emoji: not every system has an emoji font).
   const ICON = '<svg viewBox="0 0 24 24" aria-hidden="true" fill="currentColor"><path d="M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"/></svg>';
-  let root, placeholder, widget, loading, openOnLoad = data.open === "true";
+  let root, placeholder, widget, loading, opened;
+  let openOnLoad = "open" in data && data.open !== "false";
+  // Right-to-left from data-locale, else from the page itself; the launcher then sits on the
+  // left unless data-position says otherwise.
+  const rtl = data.locale
+    ? /^(ar|ckb|dv|fa|he|ks|ku|ps|sd|ug|ur|yi)\b/i.test(data.locale)
+    : document.documentElement.dir === "rtl";
+  const left = data.position ? data.position === "left" : rtl;
+  const color = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(data.color || "") ? data.color : undefined;
 
   const api = (window.Confab = {
     open: () => start(true).then(() => widget.open()),
@@ -21,22 +29,28 @@
     emit: (name, detail) => (listeners[name] || []).forEach((fn) => fn(detail)),
   });
 
+  // `open`: the visitor (or the page's script) asked for the panel, so it takes the focus.
   function start(open) {
-    openOnLoad = openOnLoad || open;
+    opened = opened || open;
     if (!loading) {
       loading = new Promise((resolve, reject) => {
         const glue = document.createElement("script");
         glue.src = assets + "__GLUE__";
+        glue.integrity = "__GLUE_SRI__";
+        glue.crossOrigin = "anonymous";
         glue.async = true;
-        glue.onload = () => api.__start(assets + "__WASM__").then(resolve, reject);
+        glue.onload = () => api.__start(assets + "__WASM__", "__WASM_SRI__").then(resolve, reject);
         glue.onerror = reject;
         document.head.appendChild(glue);
       }).then((bindings) => {
+        const hadFocus = root.activeElement === placeholder;
         placeholder.remove();
         widget = bindings.mount(root, {
-          relay, site: data.site, open: openOnLoad, title: data.title,
-          greeting: data.greeting, position: data.position, color: data.color,
+          relay, site: data.site, open: openOnLoad || opened, focus: !!opened, title: data.title,
+          greeting: data.greeting, color, position: left ? "left" : "right",
+          dir: rtl ? "rtl" : "ltr", lang: data.locale,
         });
+        if (hadFocus && !opened) root.querySelector(".launcher").focus();
       });
     }
     return loading;
@@ -48,21 +62,36 @@
     root = host.attachShadow({ mode: "open" });
     const sheet = new CSSStyleSheet();
     sheet.replaceSync(
-      ":host{all:initial}.launcher{position:fixed;bottom:20px;" + (data.position === "left" ? "left" : "right") +
+      // The same launcher the widget draws, so nothing moves when it takes over.
+      ":host{all:initial!important}.launcher{position:fixed;bottom:20px;" + (left ? "left" : "right") +
       ":20px;z-index:2147483647;width:56px;height:56px;border-radius:50%;border:0;cursor:pointer;" +
-      "background:var(--confab-primary," + (/^#[0-9a-f]{3,6}$/i.test(data.color || "") ? data.color : "#1f5fbf") +
-      ");color:#fff;box-shadow:0 4px 14px rgba(0,0,0,.25);padding:16px}svg{width:24px;height:24px}"
+      "background:var(--confab-primary," + (color || "#1f5fbf") + ");color:#fff;" +
+      "box-shadow:0 4px 14px rgba(0,0,0,.25);padding:16px;margin:0}svg{width:24px;height:24px}"
     );
     root.adoptedStyleSheets = [sheet];
     placeholder = document.createElement("button");
     placeholder.type = "button";
     placeholder.className = "launcher";
     placeholder.setAttribute("aria-label", "Open chat");
+    placeholder.setAttribute("aria-expanded", "false");
     placeholder.innerHTML = ICON;
     placeholder.onclick = () => start(true);
     root.appendChild(placeholder);
     document.body.appendChild(host);
-    (window.requestIdleCallback || ((fn) => setTimeout(fn, 1500)))(() => start(false));
+    // With an on-screen keyboard open, the visual viewport is what is left of the screen: the
+    // full-screen panel (narrow screens) fits into it so that the input stays visible.
+    const viewport = window.visualViewport;
+    if (viewport) {
+      const fit = () => {
+        host.style.setProperty("--confab-viewport-height", viewport.height + "px");
+        host.style.setProperty("--confab-viewport-top", viewport.offsetTop + "px");
+      };
+      viewport.addEventListener("resize", fit);
+      viewport.addEventListener("scroll", fit);
+      fit();
+    }
+    if (openOnLoad) start(false);
+    else (window.requestIdleCallback || ((fn) => setTimeout(fn, 1500)))(() => start(false));
   }
 
   if (document.body) draw();

@@ -37,14 +37,18 @@ const wasmOut = `confab-widget.${hash(wasm)}.wasm`;
 // 2. The glue, in an IIFE so that it adds no global; it hands its init function to the loader.
 const glueSource = readFileSync(join(staging, glueName), "utf8");
 const wrapped = `(()=>{${glueSource}
-window.Confab.__start=async(url)=>{await wasm_bindgen({module_or_path:url});return wasm_bindgen;};})();`;
+window.Confab.__start=async(url,integrity)=>{await wasm_bindgen({module_or_path:fetch(url,{integrity})});return wasm_bindgen;};})();`;
 const glue = (await esbuild.transform(wrapped, { minify: true, target: "es2020" })).code;
 const glueOut = `confab-widget.${hash(glue)}.js`;
 
-// 3. The loader, pointing at the hashed names.
+// 3. The loader, pointing at the hashed names and carrying their SRI hashes: the glue is loaded
+//    with `integrity` and the module fetched with it, so pinning confab.js pins everything.
+const sri = (bytes) => "sha384-" + createHash("sha384").update(bytes).digest("base64");
 const loaderSource = readFileSync(join(root, "widget", "loader.js"), "utf8")
   .replace("__GLUE__", glueOut)
-  .replace("__WASM__", wasmOut);
+  .replace("__GLUE_SRI__", sri(glue))
+  .replace("__WASM__", wasmOut)
+  .replace("__WASM_SRI__", sri(wasm));
 const loader = (await esbuild.transform(loaderSource, { minify: true, target: "es2020" })).code;
 
 for (const f of files) rmSync(join(staging, f), { recursive: true, force: true });
@@ -57,7 +61,7 @@ for (const [name, bytes] of [["confab.js", loader], [glueOut, glue], [wasmOut, w
   writeFileSync(join(staging, name), raw);
   writeFileSync(join(staging, name + ".br"), br);
   writeFileSync(join(staging, name + ".gz"), gz);
-  const integrity = "sha384-" + createHash("sha384").update(raw).digest("base64");
+  const integrity = sri(raw);
   manifest[name] = { raw: raw.length, gzip: gz.length, brotli: br.length, integrity };
   console.log(`${name.padEnd(40)} ${String(raw.length).padStart(7)} raw ${String(gz.length).padStart(7)} gzip ${String(br.length).padStart(7)} br  ${integrity}`);
 }

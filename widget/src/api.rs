@@ -20,6 +20,10 @@ pub enum ChatError {
     BudgetExhausted,
     UpstreamDown,
     Offline,
+    /// The message is longer than the relay accepts (`limit` UTF-8 bytes).
+    TooLong {
+        limit: usize,
+    },
     Other(String),
 }
 
@@ -40,6 +44,9 @@ impl ChatError {
                 "The assistant could not answer just now. Please try again.".into()
             }
             Self::Offline => "You seem to be offline. Check your connection and retry.".into(),
+            Self::TooLong { limit } => {
+                format!("That message is too long: please keep it under {limit} characters.")
+            }
             Self::Other(message) => message.clone(),
         }
     }

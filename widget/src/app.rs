@@ -7,16 +7,26 @@ use wasm_bindgen::JsCast;
 use web_sys::AbortController;
 
 use crate::api::{self, ChatError};
+use crate::{markdown, storage};
 
-/// How the page embedded the widget (`data-*` attributes of the script tag).
+/// How the page embedded the widget (`data-*` attributes of the script tag, resolved by the
+/// loader). Visual settings here override the site's config from the relay.
 #[derive(Debug, Clone, Default)]
 pub struct Embed {
     pub relay: String,
     pub site_key: String,
     pub open: bool,
+    /// The visitor opened it (rather than `data-open`): the input takes the focus.
+    pub focus: bool,
     pub title: Option<String>,
     pub greeting: Option<String>,
+    pub color: Option<String>,
+    /// The launcher sits on the left (`data-position="left"`, or a right-to-left page).
     pub left: bool,
+    /// `rtl` or `ltr`.
+    pub dir: String,
+    /// `data-locale`, as the panel's `lang`.
+    pub lang: Option<String>,
 }
 
 /// What the page's JavaScript (`window.Confab`) can do to a mounted widget.
@@ -51,6 +61,32 @@ struct Message {
     text: RwSignal<String>,
 }
 
+/// `#rgb` or `#rrggbb` as 0..=255 channels; anything else is not a colour we can reason about.
+fn parse_hex(color: &str) -> Option<[u8; 3]> {
+    let hex = color.strip_prefix('#')?;
+    let digit = |i: usize| u8::from_str_radix(hex.get(i..i + 1)?, 16).ok();
+    match hex.len() {
+        3 => Some([digit(0)? * 17, digit(1)? * 17, digit(2)? * 17]),
+        6 => {
+            let byte = |i: usize| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok();
+            Some([byte(0)?, byte(2)?, byte(4)?])
+        }
+        _ => None,
+    }
+}
+
+/// The text colour for buttons and bubbles on `primary`: white where it meets WCAG AA (4.5:1),
+/// otherwise near-black, so that any brand colour stays readable.
+fn on_color(primary: [u8; 3]) -> &'static str {
+    let linear = |c: u8| {
+        let c = f64::from(c) / 255.0;
+        if c <= 0.039_28 { c / 12.92 } else { ((c + 0.055) / 1.055).powf(2.4) }
+    };
+    let [r, g, b] = primary.map(linear);
+    let luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    if 1.05 / (luminance + 0.05) >= 4.5 { "#fff" } else { "#111" }
+}
+
 #[component]
 pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     let open = controls.open;
@@ -60,8 +96,20 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     let draft = RwSignal::new(String::new());
     let error = RwSignal::new(None::<ChatError>);
     let busy = RwSignal::new(false);
+    // The latest complete answer, for screen readers (an `aria-live` region).
+    let announce = RwSignal::new(String::new());
     let controller = StoredValue::new_local(None::<AbortController>);
+    let root_ref = NodeRef::<leptos::html::Div>::new();
+    let list_ref = NodeRef::<leptos::html::Ol>::new();
+    let input_ref = NodeRef::<leptos::html::Textarea>::new();
+    let launcher_ref = NodeRef::<leptos::html::Button>::new();
+    // Opened by the page on load (`data-open`): don't take the focus away from the page.
+    let quiet_open = StoredValue::new(embed.open && !embed.focus);
+    // Follow the answer down unless the visitor scrolled up to read.
+    let stick_to_bottom = StoredValue::new(true);
     let embed = StoredValue::new(embed);
+    let site_key = embed.with_value(|e| e.site_key.clone());
+    let site_key = StoredValue::new(site_key);
 
     spawn_local(async move {
         let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
@@ -98,25 +146,42 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         messages.update(|list| list.push(message));
         message
     };
+    let history = move || -> Vec<ChatMessage> {
+        messages.with_untracked(|list| {
+            list.iter().map(|m| ChatMessage::new(m.role, m.text.get_untracked())).collect()
+        })
+    };
+    let remember = move || site_key.with_value(|key| storage::save(key, &history()));
+
+    // The conversation so far on this site (this page or another one of it).
+    site_key.with_value(|key| {
+        for message in storage::load(key) {
+            push(message.role, message.content);
+        }
+    });
 
     let send = move |text: String| {
         let text = text.trim().to_owned();
         if text.is_empty() || busy.get_untracked() {
             return;
         }
+        let limit = config.with_untracked(|c| c.as_ref().map(|c| c.max_message_bytes as usize));
+        if let Some(limit) = limit.filter(|&limit| text.len() > limit) {
+            error.set(Some(ChatError::TooLong { limit }));
+            return;
+        }
         error.set(None);
-        let history: Vec<ChatMessage> = messages.with_untracked(|list| {
-            list.iter().map(|m| ChatMessage::new(m.role, m.text.get_untracked())).collect()
-        });
-        push(Role::User, text.clone());
+        let mut conversation = history();
+        conversation.push(ChatMessage::new(Role::User, text.clone()));
+        push(Role::User, text);
         let answer = push(Role::Assistant, String::new());
+        remember();
         draft.set(String::new());
         busy.set(true);
+        stick_to_bottom.set_value(true);
         let Ok(abort) = AbortController::new() else { return };
         let signal = abort.signal();
         controller.set_value(Some(abort));
-        let mut conversation = history;
-        conversation.push(ChatMessage::new(Role::User, text));
         spawn_local(async move {
             let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
             let result = api::stream_chat(&relay, &key, conversation, &signal, |piece| {
@@ -125,15 +190,20 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             .await;
             busy.set(false);
             controller.set_value(None);
-            if result.is_ok() {
-                emit("message", &answer.text.get_untracked());
-            }
-            if let Err(e) = result {
-                if answer.text.with_untracked(String::is_empty) {
-                    messages.update(|list| list.retain(|m| m.id != answer.id));
+            match result {
+                Ok(()) => {
+                    let text = answer.text.get_untracked();
+                    announce.set(text.clone());
+                    emit("message", &text);
                 }
-                error.set(Some(e));
+                Err(e) => {
+                    if answer.text.with_untracked(String::is_empty) {
+                        messages.update(|list| list.retain(|m| m.id != answer.id));
+                    }
+                    error.set(Some(e));
+                }
             }
+            remember();
         });
     };
 
@@ -152,7 +222,53 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         }
         now
     });
+    // Opening moves the focus into the input (it exists only while the panel is open).
+    Effect::new(move |_| {
+        if let Some(input) = input_ref.get() {
+            if quiet_open.get_value() {
+                quiet_open.set_value(false);
+            } else {
+                let _ = input.focus();
+            }
+        }
+    });
+    // Autoscroll as the answer grows, after the DOM has caught up.
+    Effect::new(move |_| {
+        messages.with(|list| list.last().map(|m| m.text.track()));
+        error.track();
+        request_animation_frame(move || {
+            if let Some(list) = list_ref.get_untracked()
+                && stick_to_bottom.get_value()
+            {
+                list.set_scroll_top(list.scroll_height());
+            }
+        });
+    });
+    // The theme: the host's `--confab-primary` wins, then `data-color`, then the site's colour.
+    Effect::new(move |_| {
+        let color = embed
+            .with_value(|e| e.color.clone())
+            .or_else(|| config.with(|c| c.as_ref().and_then(|c| c.theme.primary_color.clone())));
+        let Some(root) = root_ref.get() else { return };
+        if let Some(rgb) = color.as_deref().and_then(parse_hex) {
+            let style = web_sys::HtmlElement::style(&root);
+            let _ = style.set_property(
+                "--primary",
+                &format!("var(--confab-primary, {})", color.as_deref().unwrap_or_default()),
+            );
+            let _ = style.set_property(
+                "--on-primary",
+                &format!("var(--confab-on-primary, {})", on_color(rgb)),
+            );
+        }
+    });
 
+    let close = move || {
+        open.set(false);
+        if let Some(launcher) = launcher_ref.get_untracked() {
+            let _ = launcher.focus();
+        }
+    };
     let stop = move |_| {
         controller.with_value(|c| {
             if let Some(c) = c {
@@ -173,14 +289,37 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         }
     };
     let clear = move |_| {
+        stop(());
         messages.set(Vec::new());
         error.set(None);
+        announce.set(String::new());
+        remember();
+        if let Some(input) = input_ref.get_untracked() {
+            let _ = input.focus();
+        }
     };
 
     view! {
-        <div class="confab" class:open=move || open.get() class:left=embed.with_value(|e| e.left)>
+        <div
+            class="confab"
+            node_ref=root_ref
+            class:open=move || open.get()
+            class:left=embed.with_value(|e| e.left)
+            dir=embed.with_value(|e| e.dir.clone())
+            lang=embed.with_value(|e| e.lang.clone())
+        >
             <Show when=move || open.get()>
-                <section class="panel" role="dialog" aria-label=title>
+                <section
+                    class="panel"
+                    role="dialog"
+                    aria-label=title
+                    on:keydown=move |ev| {
+                        if ev.key() == "Escape" {
+                            ev.prevent_default();
+                            close();
+                        }
+                    }
+                >
                     <header>
                         <h2>{title}</h2>
                         <button class="clear" type="button" on:click=clear>"Clear"</button>
@@ -188,18 +327,27 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                             class="close"
                             type="button"
                             aria-label="Close chat"
-                            on:click=move |_| open.set(false)
+                            on:click=move |_| close()
                         >
                             "×"
                         </button>
                     </header>
-                    <ol class="messages">
+                    <ol
+                        class="messages"
+                        node_ref=list_ref
+                        on:scroll=move |_| {
+                            if let Some(list) = list_ref.get_untracked() {
+                                let below = list.scroll_height() - list.scroll_top() - list.client_height();
+                                stick_to_bottom.set_value(below < 32);
+                            }
+                        }
+                    >
                         <li class="assistant greeting">{greeting}</li>
                         <For each=move || messages.get() key=|m| m.id let:message>
-                            <li class=match message.role {
-                                Role::User => "user",
-                                _ => "assistant",
-                            }>{move || message.text.get()}</li>
+                            {match message.role {
+                                Role::User => view! { <li class="user">{move || message.text.get()}</li> }.into_any(),
+                                _ => view! { <li class="assistant"><Answer text=message.text/></li> }.into_any(),
+                            }}
                         </For>
                     </ol>
                     <Show when=move || messages.with(Vec::is_empty)>
@@ -235,10 +383,11 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                             aria-label="Your message"
                             placeholder="Ask a question…"
                             rows="1"
+                            node_ref=input_ref
                             prop:value=move || draft.get()
                             on:input=move |ev| draft.set(event_target_value(&ev))
                             on:keydown=move |ev| {
-                                if ev.key() == "Enter" && !ev.shift_key() {
+                                if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
                                     ev.prevent_default();
                                     send(draft.get_untracked());
                                 }
@@ -248,14 +397,16 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                             when=move || busy.get()
                             fallback=|| view! { <button class="send" type="submit">"Send"</button> }
                         >
-                            <button class="stop" type="button" on:click=stop>"Stop"</button>
+                            <button class="stop" type="button" on:click=move |_| stop(())>"Stop"</button>
                         </Show>
                     </form>
                 </section>
             </Show>
+            <div class="sr-only" role="status" aria-live="polite">{move || announce.get()}</div>
             <button
                 class="launcher"
                 type="button"
+                node_ref=launcher_ref
                 aria-label=move || if open.get() { "Close chat" } else { "Open chat" }
                 aria-expanded=move || open.get().to_string()
                 on:click=move |_| open.update(|o| *o = !*o)
@@ -265,5 +416,42 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                 </svg>
             </button>
         </div>
+    }
+}
+
+/// An answer, rendered from its markdown every time its text grows.
+#[component]
+fn Answer(text: RwSignal<String>) -> impl IntoView {
+    let node = NodeRef::<leptos::html::Div>::new();
+    Effect::new(move |_| {
+        let text = text.get();
+        if let Some(element) = node.get() {
+            let _ = markdown::render_into(&element, &text);
+        }
+    });
+    view! { <div class="md" node_ref=node></div> }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    // Natively under `cargo test`, and in headless Chromium under wasm-bindgen-test.
+    #[wasm_bindgen_test(unsupported = test)]
+    fn hex_colours_parse_in_both_lengths() {
+        assert_eq!(parse_hex("#1f5fbf"), Some([0x1f, 0x5f, 0xbf]));
+        assert_eq!(parse_hex("#fff"), Some([255, 255, 255]));
+        for bad in ["1f5fbf", "#12345", "#ggg", "red", "#1f5fbfaa", ""] {
+            assert_eq!(parse_hex(bad), None, "{bad}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn text_on_the_primary_colour_keeps_aa_contrast() {
+        assert_eq!(on_color([0x1f, 0x5f, 0xbf]), "#fff"); // the default blue: 6.1:1
+        assert_eq!(on_color([0, 0, 0]), "#fff");
+        assert_eq!(on_color([0xff, 0xd7, 0x00]), "#111"); // gold: white would be 1.4:1
+        assert_eq!(on_color([255, 255, 255]), "#111");
     }
 }

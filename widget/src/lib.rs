@@ -4,7 +4,9 @@
 
 pub mod api;
 mod app;
+pub mod markdown;
 pub mod sse;
+pub mod storage;
 
 use js_sys::Reflect;
 use leptos::prelude::Set;
@@ -12,6 +14,10 @@ use wasm_bindgen::prelude::*;
 use web_sys::ShadowRoot;
 
 use app::{Chat, Controls, Embed};
+
+// Unit tests of this crate also run in headless Chromium (wasm-bindgen-test-runner).
+#[cfg(all(test, target_family = "wasm"))]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 const STYLES: &str = include_str!("widget.css");
 
@@ -37,17 +43,25 @@ impl Widget {
 }
 
 /// Renders the widget into `root`. `options` carries the script tag's settings: `relay` (the
-/// relay's URL), `site` (the site key), and optionally `open`, `title`, `greeting`, `position`.
+/// relay's URL), `site` (the site key), and optionally `open`, `focus` (opened by the visitor:
+/// move the focus into the panel), `title`, `greeting`, `color`,
+/// `position` (`left` or `right`, resolved by the loader), `dir` (`rtl` or `ltr`) and `lang`.
 #[wasm_bindgen]
 pub fn mount(root: ShadowRoot, options: JsValue) -> Result<Widget, JsValue> {
     let text = |name: &str| Reflect::get(&options, &name.into()).ok().and_then(|v| v.as_string());
+    let flag = |name: &str| Reflect::get(&options, &name.into()).ok().and_then(|v| v.as_bool());
+    let flag = |name: &str| flag(name) == Some(true);
     let embed = Embed {
         relay: text("relay").unwrap_or_default(),
         site_key: text("site").unwrap_or_default(),
-        open: Reflect::get(&options, &"open".into()).ok().and_then(|v| v.as_bool()) == Some(true),
+        open: flag("open"),
+        focus: flag("focus"),
         title: text("title"),
         greeting: text("greeting"),
+        color: text("color"),
         left: text("position").as_deref() == Some("left"),
+        dir: if text("dir").as_deref() == Some("rtl") { "rtl".into() } else { "ltr".into() },
+        lang: text("lang"),
     };
     let controls = Controls::new(embed.open);
     adopt_styles(&root)?;

@@ -75,12 +75,14 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     fn message(data: &str) -> SseEvent {
         SseEvent { event: "message".into(), data: data.into() }
     }
 
-    #[test]
+    // Natively under `cargo test`, and in headless Chromium under wasm-bindgen-test.
+    #[wasm_bindgen_test(unsupported = test)]
     fn events_split_anywhere_come_out_whole() {
         let stream =
             "data: {\"a\":\"é\"}\n\n: heartbeat\n\nevent: error\ndata: x\r\n\r\ndata: [DONE]\n\n";
@@ -101,16 +103,24 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn multi_line_data_is_joined_with_newlines() {
         let mut parser = SseParser::default();
         assert_eq!(parser.push(b"data: a\ndata:b\n\n"), vec![message("a\nb")]);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn an_unfinished_event_waits_for_its_blank_line() {
         let mut parser = SseParser::default();
         assert!(parser.push(b"data: a\n").is_empty());
         assert_eq!(parser.push(b"\n"), vec![message("a")]);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_stream_fed_one_byte_at_a_time_parses_the_same() {
+        let stream = "event: message\ndata: {\"x\":\"日本\"}\n\ndata: [DONE]\n\n";
+        let mut parser = SseParser::default();
+        let events: Vec<_> = stream.as_bytes().iter().flat_map(|b| parser.push(&[*b])).collect();
+        assert_eq!(events, vec![message("{\"x\":\"日本\"}"), message("[DONE]")]);
     }
 }
