@@ -1,12 +1,13 @@
 //! Talking to the relay: the widget config, and a streamed chat completion read chunk by chunk
 //! through `fetch`'s body reader.
 
-use confab_protocol::{ChatCompletionChunk, ChatMessage, ChatRequest, ErrorEnvelope, WidgetConfig};
-use js_sys::{Reflect, Uint8Array};
+use confab_protocol::{ChatMessage, WidgetConfig, WidgetTheme};
+use js_sys::{Array, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, ReadableStreamDefaultReader, RequestInit, Response};
 
+use crate::json;
 use crate::sse::SseParser;
 
 /// Why an answer did not arrive, in the words a visitor sees.
@@ -51,16 +52,18 @@ impl ChatError {
         }
     }
 
+    /// The error for a failed response: its status, `Retry-After`, and the relay's error
+    /// envelope (`{"error": {"message", "type", "code"}}`).
     fn from_envelope(status: u16, retry_after: Option<u32>, body: &str) -> Self {
-        let envelope = serde_json::from_str::<ErrorEnvelope>(body).ok();
-        match (status, envelope.as_ref().map(|e| e.error.code.as_str())) {
+        let error = json::parse(body).map(|v| json::get(&v, "error")).unwrap_or_default();
+        match (status, json::string(&error, "code").as_deref()) {
             (429, _) => Self::RateLimited { retry_after },
             (402, _) | (_, Some("insufficient_quota")) => Self::BudgetExhausted,
             (502..=504, _) => Self::UpstreamDown,
-            _ => Self::Other(envelope.map_or_else(
-                || format!("Something went wrong (HTTP {status})."),
-                |e| e.error.message,
-            )),
+            _ => Self::Other(
+                json::string(&error, "message")
+                    .unwrap_or_else(|| format!("Something went wrong (HTTP {status}).")),
+            ),
         }
     }
 }
@@ -113,8 +116,49 @@ pub async fn widget_config(relay: &str, key: &str) -> Result<WidgetConfig, ChatE
     let text = JsFuture::from(response.text().map_err(|_| ChatError::Offline)?)
         .await
         .map_err(|_| ChatError::Offline)?;
-    serde_json::from_str(&text.as_string().unwrap_or_default())
-        .map_err(|e| ChatError::Other(format!("Unexpected answer from the relay: {e}")))
+    widget_config_from(&text.as_string().unwrap_or_default())
+        .ok_or_else(|| ChatError::Other("Unexpected answer from the relay.".into()))
+}
+
+/// The fields of `GET /v1/widget/config`'s answer (`WidgetConfig` on the relay's side).
+fn widget_config_from(text: &str) -> Option<WidgetConfig> {
+    let config = json::parse(text)?;
+    Some(WidgetConfig {
+        title: json::string(&config, "title")?,
+        greeting: json::string(&config, "greeting")?,
+        suggestions: json::items(&config, "suggestions")
+            .iter()
+            .filter_map(JsValue::as_string)
+            .collect(),
+        theme: WidgetTheme {
+            primary_color: json::string(&json::get(&config, "theme"), "primary_color"),
+        },
+        max_message_bytes: json::get(&config, "max_message_bytes").as_f64()? as u32,
+    })
+}
+
+/// The body of a streamed chat completion request: `{"messages": [...], "stream": true}` (the
+/// site's policy on the relay picks the model and everything else).
+fn chat_request(messages: &[ChatMessage]) -> String {
+    let list: Array = messages
+        .iter()
+        .map(|m| {
+            json::object(&[
+                ("role", m.role.as_str().into()),
+                ("content", m.content.as_str().into()),
+            ])
+        })
+        .collect();
+    json::stringify(&json::object(&[("messages", list.into()), ("stream", true.into())]))
+}
+
+/// The text a chunk (`chat.completion.chunk`) adds to the answer.
+fn chunk_text(data: &str) -> String {
+    let Some(chunk) = json::parse(data) else { return String::new() };
+    json::items(&chunk, "choices")
+        .iter()
+        .filter_map(|choice| json::string(&json::get(choice, "delta"), "content"))
+        .collect()
 }
 
 /// Streams an answer, calling `on_text` with each piece of text as it arrives.
@@ -125,8 +169,7 @@ pub async fn stream_chat(
     signal: &AbortSignal,
     mut on_text: impl FnMut(&str),
 ) -> Result<(), ChatError> {
-    let request = ChatRequest { messages, stream: true, ..ChatRequest::default() };
-    let body = serde_json::to_string(&request).map_err(|e| ChatError::Other(e.to_string()))?;
+    let body = chat_request(&messages);
     let headers = headers(key)?;
     let _ = headers.set("Content-Type", "application/json");
     let init = RequestInit::new();
@@ -161,13 +204,83 @@ pub async fn stream_chat(
             if event.data == confab_protocol::DONE_SENTINEL {
                 return Ok(());
             }
-            if let Ok(chunk) = serde_json::from_str::<ChatCompletionChunk>(&event.data) {
-                for choice in &chunk.choices {
-                    if let Some(text) = &choice.delta.content {
-                        on_text(text);
-                    }
-                }
+            let text = chunk_text(&event.data);
+            if !text.is_empty() {
+                on_text(&text);
             }
         }
+    }
+}
+
+#[cfg(all(test, target_family = "wasm"))]
+// clippy's allow-unwrap-in-tests does not recognise #[wasm_bindgen_test] functions.
+#[expect(clippy::unwrap_used, reason = "a failing test should panic")]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test]
+    fn the_request_carries_the_conversation_and_asks_for_a_stream() {
+        let body = chat_request(&[
+            ChatMessage::new(confab_protocol::Role::User, "hi \"there\""),
+            ChatMessage::new(confab_protocol::Role::Assistant, "ok"),
+        ]);
+        let parsed: confab_protocol::ChatRequest = serde_json::from_str(&body).unwrap();
+        assert!(parsed.stream);
+        assert_eq!(parsed.messages[0].content, "hi \"there\"");
+        assert_eq!(parsed.messages[1].role, confab_protocol::Role::Assistant);
+        assert_eq!(parsed.model, None);
+    }
+
+    #[wasm_bindgen_test]
+    fn chunk_text_reads_the_deltas_and_ignores_anything_else() {
+        let chunk =
+            r#"{"choices":[{"index":0,"delta":{"content":"Hel"}},{"delta":{"content":"lo"}}]}"#;
+        assert_eq!(chunk_text(chunk), "Hello");
+        for other in [r#"{"choices":[{"delta":{"role":"assistant"}}]}"#, "{}", "[]", "nope", "null"]
+        {
+            assert_eq!(chunk_text(other), "", "{other}");
+        }
+    }
+
+    #[wasm_bindgen_test]
+    fn errors_are_classified_by_status_and_code() {
+        let envelope = |code: &str| {
+            format!(r#"{{"error":{{"message":"m {code}","type":"t","code":"{code}"}}}}"#)
+        };
+        assert_eq!(
+            ChatError::from_envelope(429, Some(17), &envelope("rate_limit_exceeded")),
+            ChatError::RateLimited { retry_after: Some(17) }
+        );
+        assert_eq!(
+            ChatError::from_envelope(403, None, &envelope("insufficient_quota")),
+            ChatError::BudgetExhausted
+        );
+        assert_eq!(
+            ChatError::from_envelope(502, None, "<html>bad gateway"),
+            ChatError::UpstreamDown
+        );
+        assert_eq!(
+            ChatError::from_envelope(400, None, &envelope("invalid_value")),
+            ChatError::Other("m invalid_value".into())
+        );
+        assert_eq!(
+            ChatError::from_envelope(500, None, "not json"),
+            ChatError::Other("Something went wrong (HTTP 500).".into())
+        );
+    }
+
+    #[wasm_bindgen_test]
+    fn the_site_config_is_read_from_the_relays_json() {
+        let config = confab_protocol::WidgetConfig {
+            title: "T".into(),
+            greeting: "G".into(),
+            suggestions: vec!["a".into(), "b".into()],
+            theme: WidgetTheme { primary_color: Some("#123456".into()) },
+            max_message_bytes: 16384,
+        };
+        let text = serde_json::to_string(&config).unwrap();
+        assert_eq!(widget_config_from(&text), Some(config));
+        assert_eq!(widget_config_from(r#"{"title":"only"}"#), None);
     }
 }

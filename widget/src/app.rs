@@ -214,10 +214,13 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             send(text);
         }
     });
-    // `open` and `close` events for the page, after the first render.
+    // `open` and `close` events for the page. The first render counts as opening when the
+    // visitor or the page's script asked for the panel before the module was loaded (but not
+    // for `data-open`, which is how the page was made).
+    let opened_by_request = embed.with_value(|e| e.open && e.focus);
     Effect::new(move |previous: Option<bool>| {
         let now = open.get();
-        if previous.is_some_and(|was| was != now) {
+        if previous.map_or(opened_by_request, |was| was != now) {
             emit(if now { "open" } else { "close" }, "");
         }
         now
@@ -342,11 +345,11 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                             }
                         }
                     >
-                        <li class="assistant greeting">{greeting}</li>
+                        <li class="assistant greeting" dir="auto">{greeting}</li>
                         <For each=move || messages.get() key=|m| m.id let:message>
                             {match message.role {
-                                Role::User => view! { <li class="user">{move || message.text.get()}</li> }.into_any(),
-                                _ => view! { <li class="assistant"><Answer text=message.text/></li> }.into_any(),
+                                Role::User => view! { <li class="user" dir="auto">{move || message.text.get()}</li> }.into_any(),
+                                _ => view! { <li class="assistant" dir="auto"><Answer text=message.text/></li> }.into_any(),
                             }}
                         </For>
                     </ol>
@@ -381,6 +384,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                     }>
                         <textarea
                             aria-label="Your message"
+                            dir="auto"
                             placeholder="Ask a question…"
                             rows="1"
                             node_ref=input_ref

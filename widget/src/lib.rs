@@ -4,6 +4,7 @@
 
 pub mod api;
 mod app;
+mod json;
 pub mod markdown;
 pub mod sse;
 pub mod storage;

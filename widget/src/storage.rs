@@ -5,9 +5,11 @@
 
 use confab_protocol::{ChatMessage, Role};
 
+use crate::json;
+
 /// The most messages kept.
 pub const MAX_MESSAGES: usize = 50;
-/// The most bytes kept (the JSON text; `localStorage` quotas are about 5 MB per origin, shared
+/// The most bytes of JSON text kept (`localStorage` quotas are about 5 MB per origin, shared
 /// with the host page).
 pub const MAX_BYTES: usize = 48 * 1024;
 
@@ -20,25 +22,41 @@ pub fn key(site_key: &str) -> String {
 /// assistant messages are kept, and never an empty one (an answer that was stopped before
 /// its first token).
 pub fn encode(messages: &[ChatMessage]) -> String {
-    let kept: Vec<&ChatMessage> = messages
+    let parts: Vec<String> = messages
         .iter()
         .filter(|m| matches!(m.role, Role::User | Role::Assistant) && !m.content.is_empty())
+        .map(|m| {
+            json::stringify(&json::object(&[
+                ("role", m.role.as_str().into()),
+                ("content", m.content.as_str().into()),
+            ]))
+        })
         .collect();
-    let mut start = kept.len().saturating_sub(MAX_MESSAGES);
-    loop {
-        let json = serde_json::to_string(&kept[start..]).unwrap_or_else(|_| "[]".into());
-        if json.len() <= MAX_BYTES || start == kept.len() {
-            return json;
-        }
-        start += 1;
+    // Take messages from the newest back while they fit: `[` + parts joined by `,` + `]`.
+    let oldest = parts.len().saturating_sub(MAX_MESSAGES);
+    let (mut start, mut length) = (parts.len(), 2);
+    while start > oldest && length + parts[start - 1].len() < MAX_BYTES {
+        start -= 1;
+        length += parts[start].len() + 1;
     }
+    format!("[{}]", parts[start..].join(","))
 }
 
-/// The messages in a stored value; anything unreadable gives an empty conversation.
-pub fn decode(json: &str) -> Vec<ChatMessage> {
-    let mut messages: Vec<ChatMessage> = serde_json::from_str(json).unwrap_or_default();
-    messages.retain(|m| matches!(m.role, Role::User | Role::Assistant));
-    messages
+/// The messages in a stored value. Entries that are not a visitor's or an assistant's message
+/// are skipped; anything unreadable gives an empty conversation.
+pub fn decode(text: &str) -> Vec<ChatMessage> {
+    let Some(list) = json::parse(text) else { return Vec::new() };
+    if !js_sys::Array::is_array(&list) {
+        return Vec::new();
+    }
+    js_sys::Array::from(&list)
+        .iter()
+        .filter_map(|entry| {
+            let role = Role::from_name(&json::string(&entry, "role")?)?;
+            let content = json::string(&entry, "content")?;
+            matches!(role, Role::User | Role::Assistant).then(|| ChatMessage::new(role, content))
+        })
+        .collect()
 }
 
 fn local_storage() -> Option<web_sys::Storage> {
@@ -66,7 +84,10 @@ pub fn save(site_key: &str, messages: &[ChatMessage]) {
     };
 }
 
-#[cfg(test)]
+// The browser's JSON and `localStorage`: these run in headless Chromium only.
+#[cfg(all(test, target_family = "wasm"))]
+// clippy's allow-unwrap-in-tests does not recognise #[wasm_bindgen_test] functions.
+#[expect(clippy::unwrap_used, reason = "a failing test should panic")]
 mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
@@ -75,14 +96,13 @@ mod tests {
         ChatMessage::new(Role::User, text)
     }
 
-    // Natively under `cargo test`, and in headless Chromium under wasm-bindgen-test.
-    #[wasm_bindgen_test(unsupported = test)]
+    #[wasm_bindgen_test]
     fn a_conversation_round_trips() {
         let messages = vec![user("hi"), ChatMessage::new(Role::Assistant, "hello *there*")];
         assert_eq!(decode(&encode(&messages)), messages);
     }
 
-    #[wasm_bindgen_test(unsupported = test)]
+    #[wasm_bindgen_test]
     fn only_the_latest_messages_are_kept() {
         let messages: Vec<_> = (0..MAX_MESSAGES + 7).map(|i| user(&format!("m{i}"))).collect();
         let kept = decode(&encode(&messages));
@@ -91,7 +111,7 @@ mod tests {
         assert_eq!(kept.last().map(|m| m.content.as_str()), Some("m56"));
     }
 
-    #[wasm_bindgen_test(unsupported = test)]
+    #[wasm_bindgen_test]
     fn the_byte_cap_drops_the_oldest_first() {
         let big = "x".repeat(MAX_BYTES / 3);
         let messages = vec![user("first"), user(&big), user(&big), user(&big), user("last")];
@@ -104,7 +124,7 @@ mod tests {
         assert_eq!(encode(&[user(&"y".repeat(MAX_BYTES + 1))]), "[]");
     }
 
-    #[wasm_bindgen_test(unsupported = test)]
+    #[wasm_bindgen_test]
     fn instructions_and_empty_answers_are_not_stored() {
         let messages = vec![
             ChatMessage::new(Role::System, "secret prompt"),
@@ -114,7 +134,7 @@ mod tests {
         assert_eq!(decode(&encode(&messages)), vec![user("q")]);
     }
 
-    #[wasm_bindgen_test(unsupported = test)]
+    #[wasm_bindgen_test]
     fn garbage_is_an_empty_conversation() {
         for junk in ["", "null", "{}", "[1,2]", "not json", r#"[{"role":"tool"}]"#] {
             assert!(decode(junk).is_empty(), "{junk}");
@@ -124,8 +144,6 @@ mod tests {
         assert_eq!(decode(injected), vec![user("q")]);
     }
 
-    /// The real `localStorage` of the browser the tests run in.
-    #[cfg(target_family = "wasm")]
     mod browser {
         use super::*;
 

@@ -82,6 +82,23 @@ pub enum Role {
 }
 
 impl Role {
+    /// The wire name (what serde writes): `system`, `developer`, `user`, `assistant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+
+    /// The role with this wire name.
+    pub fn from_name(name: &str) -> Option<Role> {
+        [Role::System, Role::Developer, Role::User, Role::Assistant]
+            .into_iter()
+            .find(|role| role.as_str() == name)
+    }
+
     /// True for the roles that carry instructions rather than conversation.
     pub fn is_instruction(self) -> bool {
         matches!(self, Role::System | Role::Developer)
@@ -236,6 +253,15 @@ pub struct Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_names_are_the_serde_names() {
+        for role in [Role::System, Role::Developer, Role::User, Role::Assistant] {
+            assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
+            assert_eq!(Role::from_name(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::from_name("tool"), None);
+    }
 
     #[test]
     fn content_parts_are_joined_into_text() {
