@@ -1,60 +1,133 @@
-// Shared harness for the widget's end-to-end tests: the real `confab` binary (demo upstream,
-// fresh database, 127.0.0.1:0) and Debian's Chromium driven by playwright-core.
-// Every process started here is stopped by the returned `close()`.
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+// Shared harness for the widget's end-to-end tests: the real `confab` binary (fresh database,
+// 127.0.0.1:0), either in demo mode or in front of the scripted mock upstream with the test host
+// pages on their own origin, and Debian's Chromium driven by playwright-core.
+// Every process and server started here is stopped by the returned `close()`.
+import { spawn, execFile } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { chromium } from "playwright-core";
+import { startHosts } from "./hosts.mjs";
+import { MODEL, startMockUpstream } from "./mock-upstream.mjs";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const binary = join(process.env.CARGO_TARGET_DIR || join(root, "target"), "debug", "confab");
 export const artifacts = join(root, "artifacts");
 mkdirSync(artifacts, { recursive: true });
 
-/** Starts a relay in demo mode and resolves once it prints its address and demo key. */
-export async function startRelay(env = {}) {
-  const dir = mkdtempSync(join(tmpdir(), "confab-e2e-"));
+const relayEnv = (env) => ({
+  ...process.env,
+  RUST_LOG: "warn",
+  CONFAB__WIDGET__ASSETS_DIR: join(root, "dist", "widget"),
+  CONFAB__DEMO__TOKEN_DELAY_MS: "30",
+  ...env,
+});
+
+/**
+ * Starts a relay and resolves once it has printed its start-up text (address, demo key when in
+ * demo mode). `dir` is its working directory (its confab.toml and confab.db); a fresh temporary
+ * one by default, removed by `close()` either way.
+ */
+export async function startRelay(env = {}, dir = mkdtempSync(join(tmpdir(), "confab-e2e-"))) {
   const child = spawn(binary, ["serve", "--listen", "127.0.0.1:0"], {
     cwd: dir,
-    env: {
-      ...process.env,
-      RUST_LOG: "warn",
-      CONFAB__WIDGET__ASSETS_DIR: join(root, "dist", "widget"),
-      CONFAB__DEMO__TOKEN_DELAY_MS: "30",
-      ...env,
-    },
+    env: relayEnv(env),
     stdio: ["ignore", "pipe", "inherit"],
   });
   let output = "";
+  let timer;
   const ready = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay did not start:\n${output}`)), 20000);
+    timer = setTimeout(() => reject(new Error(`relay did not start:\n${output}`)), 20000);
     child.stdout.on("data", (chunk) => {
       output += chunk;
       const url = output.match(/listening on (http:\/\/[\d.:]+)/);
       const key = output.match(/Demo site key \(new at every start\): (\S+)/);
-      if (url && key && output.includes("Embed the widget")) {
-        clearTimeout(timer);
-        resolve({ url: url[1], key: key[1] });
-      }
+      // The start-up text ends with how to embed the widget (or why it cannot be embedded).
+      if (url && /Embed the widget|Widget not built/.test(output)) resolve({ url: url[1], key: key?.[1] });
     });
     child.on("exit", (code) => reject(new Error(`relay exited with ${code}:\n${output}`)));
-  });
-  const { url, key } = await ready;
-  return {
-    url,
-    key,
-    close() {
+  }).finally(() => clearTimeout(timer));
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  // SIGTERM, then SIGKILL if the relay is still draining streams after 5 s.
+  const close = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
       child.kill("SIGTERM");
-      rmSync(dir, { recursive: true, force: true });
-    },
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(dir, { recursive: true, force: true });
   };
+  try {
+    const { url, key } = await ready;
+    if (!output.includes("Embed the widget")) {
+      console.warn(`the widget is not built: run \`trunk build --cargo-profile widget\`\n${output}`);
+    }
+    return { url, key, output: () => output, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+/** Runs a `confab` command (like `sites create`) to its end in `dir`. */
+export async function confab(args, dir, env = {}) {
+  const { stdout } = await promisify(execFile)(binary, args, { cwd: dir, env: relayEnv(env), timeout: 20000 });
+  return stdout;
+}
+
+/** The site the host pages embed the widget for. */
+export const SITE = {
+  title: "E2E Help",
+  greeting: "Hello from the e2e site!",
+  suggestions: ["What can you do?", "Where are the docs?"],
+};
+
+/**
+ * The whole setup of a real website: the mock upstream, the host pages on their own origin,
+ * a relay in front of the mock, and one site registered for the host's origin.
+ * Resolves to { mock, hosts, relay, key, close }.
+ */
+export async function startStack() {
+  const stopped = [];
+  const close = async () => {
+    for (const stop of stopped.reverse()) await stop();
+  };
+  try {
+    const mock = await startMockUpstream();
+    stopped.push(() => mock.close());
+    const hosts = await startHosts();
+    stopped.push(() => hosts.close());
+    const dir = mkdtempSync(join(tmpdir(), "confab-e2e-"));
+    stopped.push(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, "confab.toml"), [
+      "[[upstreams]]",
+      'name = "mock"',
+      'kind = "openai"',
+      `base_url = "${mock.url}"`,
+      `models = ["${MODEL}"]`,
+      "",
+    ].join("\n"));
+    const created = JSON.parse(await confab(["sites", "create", "--name", "e2e", "--origin", hosts.url,
+      "--title", SITE.title, "--greeting", SITE.greeting,
+      ...SITE.suggestions.flatMap((s) => ["--suggestion", s]), "--json"], dir));
+    const relay = await startRelay({}, dir);
+    stopped.push(() => relay.close());
+    hosts.vars.RELAY = relay.url;
+    hosts.vars.SITE_KEY = created.key;
+    return { mock, hosts, relay, key: created.key, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
 }
 
 export async function launchBrowser() {
   return chromium.launch({
     executablePath: "/usr/bin/chromium",
+    timeout: 20000,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
@@ -66,4 +139,57 @@ export function watchErrors(page) {
   page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
   page.on("console", (m) => m.type() === "error" && errors.push(`console: ${m.text()}`));
   return errors;
+}
+
+/**
+ * A fresh browser context and page for one test, closed (after a screenshot named after the
+ * test) when the test ends. `options` go to `browser.newContext`.
+ */
+export async function openPage(t, browser, options = {}) {
+  const context = await browser.newContext(options);
+  context.setDefaultTimeout(15000);
+  const page = await context.newPage();
+  const errors = watchErrors(page);
+  t.after(async () => {
+    await page.screenshot({ path: join(artifacts, `${t.name.replace(/\W+/g, "-")}.png`), timeout: 5000 })
+      .catch(() => {});
+    await context.close();
+  });
+  return { page, errors, context };
+}
+
+export const WAIT = { timeout: 15000 };
+
+/** The last answer in the widget (not the greeting). */
+export const lastAnswer = (page) => page.locator("[data-confab] li.assistant:not(.greeting)").last();
+
+/**
+ * Starts recording every length the last answer takes while it streams; `lengths()` then
+ * resolves to the distinct lengths seen, in order.
+ */
+export async function recordAnswerLengths(page) {
+  await page.evaluate(() => {
+    window.__lengths = [];
+    const shadow = document.querySelector("[data-confab]").shadowRoot;
+    new MutationObserver(() => {
+      const answers = shadow.querySelectorAll("li.assistant:not(.greeting)");
+      const last = answers[answers.length - 1];
+      if (last) window.__lengths.push(last.textContent.length);
+    }).observe(shadow, { subtree: true, characterData: true, childList: true });
+  });
+  return { lengths: () => page.evaluate(() => [...new Set(window.__lengths)]) };
+}
+
+/**
+ * Holds the widget's module back (the loader's placeholder launcher stays) until the returned
+ * function is called.
+ */
+export async function holdModule(page) {
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  await page.route("**/*.wasm", async (route) => {
+    await held;
+    await route.continue();
+  });
+  return release;
 }

@@ -1,8 +1,7 @@
 // The widget on the demo page, in headless Chromium, against a real relay (demo upstream).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { artifacts, launchBrowser, startRelay, watchErrors } from "./harness.mjs";
+import { WAIT, holdModule, lastAnswer, launchBrowser, openPage as open, recordAnswerLengths, startRelay } from "./harness.mjs";
 
 let relay, browser;
 before(async () => {
@@ -11,31 +10,14 @@ before(async () => {
 });
 after(async () => {
   await browser?.close();
-  relay?.close();
+  await relay?.close();
 });
 
-const WAIT = { timeout: 15000 };
-const lastAnswer = (page) => page.locator("[data-confab] li.assistant:not(.greeting)").last();
-
-async function openPage(t) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const errors = watchErrors(page);
-  t.after(async () => {
-    await page.screenshot({ path: join(artifacts, `${t.name.replace(/\W+/g, "-")}.png`) });
-    await context.close();
-  });
-  return { page, errors };
-}
+const openPage = (t) => open(t, browser);
 
 test("the launcher is drawn before the widget module is loaded", async (t) => {
   const { page, errors } = await openPage(t);
-  let release;
-  const held = new Promise((resolve) => (release = resolve));
-  await page.route("**/*.wasm", async (route) => {
-    await held;
-    await route.continue();
-  });
+  const release = await holdModule(page);
   await page.goto(relay.url + "/");
   const launcher = page.locator("[data-confab] button.launcher");
   await launcher.waitFor(WAIT);
@@ -74,19 +56,11 @@ test("an answer streams in token by token", async (t) => {
   const input = page.locator("[data-confab] textarea");
   await input.waitFor(WAIT);
   // Record every length the answer takes while it streams.
-  await page.evaluate(() => {
-    window.__lengths = [];
-    const shadow = document.querySelector("[data-confab]").shadowRoot;
-    new MutationObserver(() => {
-      const answers = shadow.querySelectorAll("li.assistant:not(.greeting)");
-      const last = answers[answers.length - 1];
-      if (last) window.__lengths.push(last.textContent.length);
-    }).observe(shadow, { subtree: true, characterData: true, childList: true });
-  });
+  const recorder = await recordAnswerLengths(page);
   await input.type("How fast are you?");
   await page.keyboard.press("Enter");
   await lastAnswer(page).filter({ hasText: "restart the relay." }).waitFor(WAIT);
-  const lengths = await page.evaluate(() => [...new Set(window.__lengths)]);
+  const lengths = await recorder.lengths();
   assert.ok(lengths.length > 20, `the answer arrived in ${lengths.length} steps`);
   assert.ok(lengths.every((n, i) => i === 0 || n >= lengths[i - 1]), "text only grows");
   assert.match(await lastAnswer(page).textContent(), /You asked: “How fast are you\?”/);

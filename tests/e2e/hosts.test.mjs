@@ -1,0 +1,503 @@
+// The widget on the test host pages (www/test/*), each served from its own origin as a real
+// website would be, in headless Chromium, against a real relay in front of a scripted mock
+// upstream (mock-upstream.mjs): plain, hostile CSS, strict CSP, single-page app, right-to-left.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { SITE, WAIT, artifacts, holdModule, lastAnswer, launchBrowser, openPage, recordAnswerLengths, startStack } from "./harness.mjs";
+import { ANSWER_END, XSS_PAYLOADS, answerTo } from "./mock-upstream.mjs";
+import { cspFor } from "./hosts.mjs";
+
+let stack, browser;
+before(async () => {
+  stack = await startStack();
+  browser = await launchBrowser();
+}, { timeout: 60000 });
+after(async () => {
+  await browser?.close();
+  await stack?.close();
+});
+
+/** Every test is bounded; the waits inside are bounded too (WAIT, the context's default). */
+const BOUND = { timeout: 60000 };
+const PAGES = { plain: "/plain.html", hostile: "/hostile.html", csp: "/csp.html", spa: "/spa/", rtl: "/rtl.html" };
+const W = (selector) => `[data-confab] ${selector}`;
+
+/** Collects CSP violations seen by the page itself (an init script is not subject to the CSP). */
+function watchCsp(context) {
+  return context.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (e) => {
+      const seen = `${e.violatedDirective} blocked ${e.blockedURI} (${e.sourceFile}:${e.lineNumber}) ${e.sample}`;
+      window.__cspViolations.push(seen);
+      console.error(`CSP violation: ${seen}`);
+    }, true);
+  });
+}
+
+/** Opens a host page in a fresh context; `options` go to the context. */
+async function visit(t, name, options = {}) {
+  const opened = await openPage(t, browser, options);
+  await watchCsp(opened.context);
+  const response = await opened.page.goto(stack.hosts.url + (PAGES[name] ?? `/${name}.html`));
+  assert.equal(response.status(), 200);
+  return { ...opened, response };
+}
+
+const violations = (page) => page.evaluate(() => window.__cspViolations);
+
+/** Opens the panel (by clicking the launcher, unless it is open already). */
+async function openWidget(page) {
+  const panel = page.locator(W("[role=dialog]"));
+  if (!(await panel.isVisible())) await page.locator(W("button.launcher")).click();
+  await panel.waitFor(WAIT);
+  await page.locator(W("textarea")).waitFor(WAIT);
+  return panel;
+}
+
+async function ask(page, text) {
+  await page.locator(W("textarea")).fill(text);
+  await page.locator(W("textarea")).press("Enter");
+  await page.locator(W("li.user"), { hasText: text }).last().waitFor(WAIT);
+}
+
+/** Waits for the mock's whole answer to `question`, and for the widget to be ready again. */
+async function answered(page, question) {
+  await lastAnswer(page).filter({ hasText: ANSWER_END }).waitFor(WAIT);
+  await page.locator(W("button.send")).waitFor(WAIT);
+  assert.equal(normalise(await lastAnswer(page).textContent()).trim(), answerTo(question));
+}
+
+/** Opens a host page and the panel, asks `question` and waits for the whole answer. */
+async function visitAndAsk(t, name, question, options = {}) {
+  const opened = await visit(t, name, options);
+  await openWidget(opened.page);
+  await ask(opened.page, question);
+  await answered(opened.page, question);
+  return opened;
+}
+
+const normalise = (text) => text.replace(/[“”]/g, '"').replace(/[‘’]/g, "'").replace(/\s+/g, " ");
+
+/** Polls `fn` until it returns something truthy, for at most `ms`. */
+async function until(fn, ms = 5000, what = "condition") {
+  const end = Date.now() + ms;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/**
+ * The box of a visible element. Polled: the loader's placeholder launcher can be replaced by the
+ * widget's own between finding it and measuring it.
+ */
+const boxOf = (locator) => until(() => locator.boundingBox({ timeout: 1000 }).catch(() => null), 5000, "a bounding box");
+
+/** The shadow root's focused element, as a selector-ish description. */
+const focused = (page) => page.evaluate(() => {
+  const host = document.querySelector("[data-confab]");
+  if (document.activeElement !== host) return `page: ${document.activeElement?.tagName}`;
+  const el = host.shadowRoot.activeElement;
+  return el ? `${el.tagName.toLowerCase()}${el.className ? "." + String(el.className).split(" ").join(".") : ""}` : "none";
+});
+
+/** Presses Tab until the launcher has the focus (at most 15 times). */
+async function tabToLauncher(page) {
+  for (let i = 0; i < 15; i++) {
+    await page.keyboard.press("Tab");
+    if ((await focused(page)) === "button.launcher") return;
+  }
+  assert.fail(`Tab never reached the launcher (focus: ${await focused(page)})`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// On every host page: the launcher, the panel, a streamed answer, a screenshot.
+
+for (const name of Object.keys(PAGES)) {
+  test(`${name}: the launcher appears, the panel opens and an answer streams in`, BOUND, async (t) => {
+    const { page, errors } = await visit(t, name);
+    const launcher = page.locator(W("button.launcher"));
+    await launcher.waitFor({ state: "visible", ...WAIT });
+    const box = await boxOf(launcher);
+    const viewport = page.viewportSize();
+    assert.ok(box.x >= 0 && box.y >= 0 && box.x + box.width <= viewport.width && box.y + box.height <= viewport.height,
+      `the launcher is inside the viewport: ${JSON.stringify(box)}`);
+
+    const panel = await openWidget(page);
+    assert.equal(await panel.getAttribute("aria-label"), SITE.title);
+    await page.locator(W("li.greeting"), { hasText: SITE.greeting }).waitFor(WAIT);
+    await page.locator(W(".suggestions button")).first().waitFor(WAIT);
+    assert.deepEqual(await page.locator(W(".suggestions button")).allTextContents(), SITE.suggestions);
+
+    const recorder = await recordAnswerLengths(page);
+    const question = `Hello from the ${name} page`;
+    const before = stack.mock.chats().length;
+    await ask(page, question);
+    await answered(page, question);
+    const lengths = await recorder.lengths();
+    assert.ok(lengths.length >= 10, `the answer arrived in ${lengths.length} steps: ${lengths}`);
+    assert.ok(lengths.every((n, i) => i === 0 || n >= lengths[i - 1]), `text only grows: ${lengths}`);
+
+    // What the relay forwarded: one streamed request ending with the question.
+    const forwarded = stack.mock.chats().slice(before);
+    assert.equal(forwarded.length, 1);
+    assert.equal(forwarded[0].body.stream, true);
+    assert.deepEqual(forwarded[0].body.messages.at(-1), { role: "user", content: question });
+
+    await page.screenshot({ path: join(artifacts, `host-${name}.png`) });
+    assert.deepEqual(errors, []);
+    assert.deepEqual(await violations(page), []);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+test("stop aborts the answer and the upstream sees the cancellation", BOUND, async (t) => {
+  const { page, errors } = await visit(t, "plain");
+  await openWidget(page);
+  const cancelled = stack.mock.cancellations.length;
+  await ask(page, "SLOW answer please");
+  await lastAnswer(page).filter({ hasText: "tick2" }).waitFor(WAIT);
+  await page.locator(W("button.stop")).click();
+  await page.locator(W(".error"), { hasText: "Stopped" }).waitFor(WAIT);
+  await page.locator(W("button.send")).waitFor(WAIT);
+  // The relay closed its upstream request: the provider stops generating (and billing).
+  const cancellation = await until(() => stack.mock.cancellations[cancelled], 5000, "the upstream to see the cancellation");
+  assert.ok(cancellation.tokens < 100, `the upstream stream ran on: ${JSON.stringify(cancellation)}`);
+  const text = await lastAnswer(page).textContent();
+  await sleep(600);
+  assert.equal(await lastAnswer(page).textContent(), text, "the answer still grows after stop");
+  // And the chat goes on.
+  const next = "After stopping";
+  await ask(page, next);
+  await answered(page, next);
+  assert.deepEqual(errors, []);
+});
+
+test("a reload restores the conversation, and clear empties it for good", BOUND, async (t) => {
+  const question = "Please remember this conversation";
+  const { page, errors } = await visitAndAsk(t, "plain", question);
+  const stored = await page.evaluate((key) => localStorage.getItem(`confab:v1:${key}`), stack.key);
+  assert.ok(stored && stored.includes(question), `the conversation is stored under confab:v1:<site key>: ${stored}`);
+
+  await page.reload();
+  await openWidget(page);
+  await page.locator(W("li.user"), { hasText: question }).waitFor(WAIT);
+  assert.deepEqual(await page.locator(W("li.user")).allTextContents(), [question]);
+  assert.equal(normalise(await lastAnswer(page).textContent()).trim(), answerTo(question));
+
+  await page.locator(W("button.clear")).click();
+  await until(async () => (await page.locator(W("li.user")).count()) === 0, 5000, "clear to empty the list");
+  await page.reload();
+  await openWidget(page);
+  await page.locator(W("li.greeting")).waitFor(WAIT);
+  assert.equal(await page.locator(W("li.user")).count(), 0);
+  assert.equal(await page.locator(W("li.assistant:not(.greeting)")).count(), 0);
+  assert.deepEqual(errors, []);
+});
+
+test("an upstream 429 shows how long to wait", BOUND, async (t) => {
+  const { page, errors } = await visit(t, "plain");
+  await openWidget(page);
+  await ask(page, "LIMIT me");
+  const error = page.locator(W(".error[role=alert]"));
+  await error.filter({ hasText: "17 s" }).waitFor(WAIT);
+  await page.locator(W(".error button.retry")).waitFor(WAIT);
+  // The failed request shows as a failed resource load in the console; nothing else may.
+  assert.deepEqual(errors.filter((e) => !/status of 429/.test(e)), []);
+});
+
+test("an answer carrying HTML, script and javascript: links executes nothing", BOUND, async (t) => {
+  const { page, errors } = await visit(t, "plain");
+  const dialogs = [];
+  page.on("dialog", (dialog) => {
+    dialogs.push(dialog.message());
+    dialog.dismiss().catch(() => {});
+  });
+  await openWidget(page);
+  await ask(page, "XSS please");
+  const answer = lastAnswer(page);
+  await answer.filter({ hasText: "End of payloads." }).waitFor(WAIT);
+  await page.locator(W("button.send")).waitFor(WAIT);
+  await sleep(500); // time for an onerror/onload to fire, if anything was created
+
+  assert.equal(await page.evaluate(() => window.__pwned), undefined);
+  assert.deepEqual(dialogs, []);
+  const found = await page.evaluate(() => {
+    const shadow = document.querySelector("[data-confab]").shadowRoot;
+    const answers = shadow.querySelectorAll("li.assistant:not(.greeting)");
+    const li = answers[answers.length - 1];
+    const count = (root, selector) => root.querySelectorAll(selector).length;
+    return {
+      inAnswer: count(li, "img, script, iframe, svg, object, embed, style, link, form, input, frame"),
+      handlers: [...li.querySelectorAll("*")].flatMap((el) => el.getAttributeNames().filter((n) => /^on/i.test(n))),
+      inShadow: count(shadow, "img, script, iframe, object, embed"),
+      inPage: count(document, "img, iframe, object, embed"),
+      links: [...li.querySelectorAll("a")].map((a) => ({ href: a.getAttribute("href"), rel: a.getAttribute("rel"), text: a.textContent })),
+      strong: [...li.querySelectorAll("strong, b")].map((el) => el.textContent),
+      text: li.textContent,
+    };
+  });
+  assert.equal(found.inAnswer, 0, "no active element inside the answer");
+  assert.deepEqual(found.handlers, []);
+  assert.equal(found.inShadow, 0);
+  assert.equal(found.inPage, 0);
+  // The only link is the legitimate one, made safe to follow.
+  assert.deepEqual(found.links, [{ href: "https://example.com/docs", rel: "noopener noreferrer", text: "docs" }]);
+  // The answer is rendered as markdown, and the raw HTML shows as the text it is.
+  assert.deepEqual(found.strong, ["payloads"]);
+  const text = normalise(found.text);
+  for (const payload of XSS_PAYLOADS.filter((p) => p.startsWith("<"))) {
+    assert.ok(text.includes(payload), `the payload ${payload} is shown as text in: ${text}`);
+  }
+  assert.ok(text.includes("click") && text.includes("data"), "the unsafe links keep their text");
+
+  // Restored from storage after a reload, the answer is just as inert.
+  await page.reload();
+  await openWidget(page);
+  await lastAnswer(page).filter({ hasText: "End of payloads." }).waitFor(WAIT);
+  await sleep(500);
+  const restored = await page.evaluate(() => {
+    const shadow = document.querySelector("[data-confab]").shadowRoot;
+    return {
+      active: shadow.querySelectorAll("li img, li script, li iframe, li svg, li object, li embed").length,
+      links: [...shadow.querySelectorAll("li a")].map((a) => a.getAttribute("href")),
+    };
+  });
+  assert.deepEqual(restored, { active: 0, links: ["https://example.com/docs"] });
+  assert.equal(await page.evaluate(() => window.__pwned), undefined);
+  assert.deepEqual(dialogs, []);
+  assert.deepEqual(errors, []);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Hostile CSS: everything measurable inside the widget is the same as on the plain page.
+
+const STYLE_PROPS = ["font-family", "font-size", "font-weight", "font-style", "line-height", "color",
+  "background-color", "padding", "margin", "border-top-width", "border-top-style", "position", "display",
+  "width", "height", "z-index", "letter-spacing", "word-spacing", "text-transform", "text-indent",
+  "text-shadow", "text-align", "white-space", "visibility", "opacity", "transform", "box-sizing", "cursor"];
+const STYLED = [".confab", "button.launcher", "[role=dialog]", "header", "h2", "ol.messages",
+  "li.greeting", "li.user", "li.assistant:not(.greeting)", "textarea", "button.send"];
+
+async function measureWidget(t, name) {
+  const { page, errors } = await visitAndAsk(t, name, "How do you look?", { reducedMotion: "reduce" });
+  await page.mouse.move(1, 1);
+  await page.evaluate(() => document.querySelector("[data-confab]").shadowRoot.activeElement?.blur());
+  const measured = await page.evaluate(({ selectors, props }) => {
+    const shadow = document.querySelector("[data-confab]").shadowRoot;
+    return Object.fromEntries(selectors.map((selector) => {
+      const el = shadow.querySelector(selector);
+      if (!el) return [selector, null];
+      const style = getComputedStyle(el);
+      const rect = el.getBoundingClientRect();
+      const values = Object.fromEntries(props.map((p) => [p, style.getPropertyValue(p)]));
+      values.rect = [rect.x, rect.y, rect.width, rect.height].map((v) => Math.round(v)).join(",");
+      return [selector, values];
+    }));
+  }, { selectors: STYLED, props: STYLE_PROPS });
+  return { measured, errors };
+}
+
+test("hostile CSS changes nothing measurable in the widget", BOUND, async (t) => {
+  const plain = await measureWidget(t, "plain");
+  const hostile = await measureWidget(t, "hostile");
+  const differences = [];
+  for (const selector of STYLED) {
+    assert.ok(plain.measured[selector], `${selector} exists on the plain page`);
+    for (const [prop, value] of Object.entries(plain.measured[selector])) {
+      const other = hostile.measured[selector]?.[prop];
+      if (other !== value) differences.push(`${selector} ${prop}: plain ${JSON.stringify(value)}, hostile ${JSON.stringify(other)}`);
+    }
+  }
+  assert.deepEqual(differences, []);
+  assert.deepEqual(plain.errors, []);
+  assert.deepEqual(hostile.errors, []);
+});
+
+// ---------------------------------------------------------------------------------------------
+
+test("strict CSP: a full round trip without a single violation", BOUND, async (t) => {
+  const reportsBefore = stack.hosts.cspReports.length;
+  const { page, errors, response } = await visitAndAsk(t, "csp", "Does this work under a strict policy?");
+  assert.equal(response.headers()["content-security-policy"], cspFor(stack.relay.url));
+  await page.locator(W("button.close")).click();
+  await page.locator(W("[role=dialog]")).waitFor({ state: "hidden", ...WAIT });
+  await sleep(1000); // reports are sent asynchronously
+  assert.deepEqual(await violations(page), []);
+  assert.deepEqual(stack.hosts.cspReports.slice(reportsBefore), []);
+  assert.deepEqual(errors, []);
+
+  // The two channels do catch a violation: an inline style is refused and reported.
+  await page.evaluate(() => document.head.append(Object.assign(document.createElement("style"), { textContent: "p { color: red }" })));
+  await until(async () => (await violations(page)).length > 0, 5000, "the violation event");
+  await until(() => stack.hosts.cspReports.length > reportsBefore, 5000, "the violation report");
+  assert.match(JSON.stringify(stack.hosts.cspReports.at(-1)), /style-src/);
+});
+
+test("single-page app: the widget survives client-side navigations", BOUND, async (t) => {
+  const first = "Hello before navigating";
+  const { page, errors } = await visitAndAsk(t, "spa", first);
+
+  for (const [link, route] of [["Pricing", "/spa/pricing"], ["Contact", "/spa/contact"]]) {
+    await page.getByRole("link", { name: link }).click();
+    await page.locator(`body[data-route="${route}"]`).waitFor(WAIT);
+    assert.equal(new URL(page.url()).pathname, route);
+    assert.equal(await page.locator("[data-confab]").count(), 1, "one widget, still in the page");
+    await openWidget(page);
+    assert.deepEqual(await page.locator(W("li.user")).allTextContents(), [first]);
+  }
+  assert.equal(await page.evaluate(() => document.body.dataset.renders), "3", "no reload happened");
+
+  const second = "And after navigating";
+  const before = stack.mock.chats().length;
+  await ask(page, second);
+  await answered(page, second);
+  assert.deepEqual(await page.locator(W("li.user")).allTextContents(), [first, second]);
+  // The conversation went upstream whole.
+  const messages = stack.mock.chats()[before].body.messages.filter((m) => m.role !== "system");
+  assert.deepEqual(messages.map((m) => m.role), ["user", "assistant", "user"]);
+
+  await page.goBack();
+  await page.locator('body[data-route="/spa/pricing"]').waitFor(WAIT);
+  assert.equal(await page.locator("[data-confab]").count(), 1);
+  assert.equal(await page.locator(W("li.user")).count(), 2);
+  assert.deepEqual(errors, []);
+});
+
+test("right-to-left page: the widget is RTL and sits on the left", BOUND, async (t) => {
+  const { page, errors } = await visit(t, "rtl");
+  await openWidget(page);
+  await page.locator(W(".confab[dir=rtl]")).waitFor({ state: "attached", ...WAIT });
+  const viewport = page.viewportSize();
+  const launcher = await boxOf(page.locator(W("button.launcher")));
+  assert.ok(launcher.x + launcher.width < viewport.width / 2, `launcher on the left: ${JSON.stringify(launcher)}`);
+  const panel = await boxOf(page.locator(W("[role=dialog]")));
+  assert.ok(panel.x < viewport.width / 2, `panel on the left: ${JSON.stringify(panel)}`);
+  assert.deepEqual(errors, []);
+});
+
+test("right-to-left page: messages in a left-to-right language still read left to right", BOUND, async (t) => {
+  // Each message takes the direction of its own text (dir="auto"), not the panel's: an English
+  // answer in an Arabic page must not end with its full stop on the left.
+  const question = "An English question";
+  const { page, errors } = await visitAndAsk(t, "rtl", question);
+  const directions = await page.evaluate(() => {
+    const shadow = document.querySelector("[data-confab]").shadowRoot;
+    return Object.fromEntries(["li.greeting", "li.user", "li.assistant:not(.greeting)"].map((s) => {
+      const el = shadow.querySelector(s);
+      return [s, el && getComputedStyle(el).direction];
+    }));
+  });
+  assert.deepEqual(directions, { "li.greeting": "ltr", "li.user": "ltr", "li.assistant:not(.greeting)": "ltr" });
+  assert.deepEqual(errors, []);
+});
+
+test("keyboard only: Tab to the launcher, Enter opens, type and send, Escape closes", BOUND, async (t) => {
+  const { page, errors } = await visit(t, "plain");
+  // The module replaces the placeholder launcher when it loads: wait for it first.
+  await page.locator(W(".confab")).waitFor({ state: "attached", ...WAIT });
+  await tabToLauncher(page);
+
+  await page.keyboard.press("Enter");
+  await page.locator(W("[role=dialog]")).waitFor(WAIT);
+  assert.equal(await page.locator(W("button.launcher")).getAttribute("aria-expanded"), "true");
+  await until(async () => (await focused(page)) === "textarea", 3000, "focus to move into the textarea");
+
+  const question = "Typed with the keyboard only";
+  await page.keyboard.type(question);
+  await page.keyboard.press("Enter");
+  await answered(page, question);
+  const live = page.locator(W("[aria-live=polite]"));
+  await live.filter({ hasText: ANSWER_END }).waitFor({ state: "attached", ...WAIT });
+  assert.match(normalise(await live.textContent()), new RegExp(ANSWER_END.replace(".", "\\.")));
+
+  await page.keyboard.press("Escape");
+  await page.locator(W("[role=dialog]")).waitFor({ state: "hidden", ...WAIT });
+  await until(async () => (await focused(page)) === "button.launcher", 3000, "focus to return to the launcher");
+  assert.equal(await page.locator(W("button.launcher")).getAttribute("aria-expanded"), "false");
+  assert.deepEqual(errors, []);
+});
+
+test("keyboard focus on the launcher survives the module's load", BOUND, async (t) => {
+  const { page, errors } = await openPage(t, browser);
+  // Hold the module back so that the placeholder launcher (drawn by the loader) gets the focus.
+  const release = await holdModule(page);
+  await page.goto(stack.hosts.url + PAGES.plain);
+  await page.locator(W("button.launcher")).waitFor(WAIT);
+  await tabToLauncher(page);
+  release();
+  await page.locator(W(".confab")).waitFor({ state: "attached", ...WAIT });
+  assert.equal(await focused(page), "button.launcher", "the focus was lost when the widget replaced the placeholder");
+  await page.keyboard.press("Enter");
+  await page.locator(W("[role=dialog]")).waitFor(WAIT);
+  assert.deepEqual(errors, []);
+});
+
+test("Confab.send before the module has loaded opens the panel, emits open, and answers", BOUND, async (t) => {
+  const { page, errors } = await openPage(t, browser);
+  const release = await holdModule(page);
+  await page.goto(stack.hosts.url + PAGES.plain);
+  await page.waitForFunction(() => window.Confab, null, WAIT);
+  const question = "Sent by the page's script";
+  const answer = page.evaluate((text) => new Promise((resolve) => {
+    const events = [];
+    window.Confab.on("open", () => events.push("open"));
+    window.Confab.on("close", () => events.push("close"));
+    window.Confab.on("message", (message) => resolve({ events, message }));
+    window.Confab.send(text);
+  }), question);
+  await sleep(200);
+  release();
+  const { events, message } = await answer;
+  assert.deepEqual(events, ["open"], "the page was told that the panel opened");
+  assert.equal(normalise(message).trim(), answerTo(question));
+  await page.locator(W("[role=dialog]")).waitFor(WAIT);
+  assert.deepEqual(errors, []);
+});
+
+test("phone: the open panel fills the screen and its input does not zoom", BOUND, async (t) => {
+  const { page, errors } = await visit(t, "plain", {
+    viewport: { width: 375, height: 667 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2,
+  });
+  await page.locator(W("button.launcher")).tap();
+  const panel = page.locator(W("[role=dialog]"));
+  await panel.waitFor(WAIT);
+  await page.locator(W("textarea")).waitFor(WAIT);
+  await sleep(400); // the opening animation
+  const box = await boxOf(panel);
+  const near = (a, b) => Math.abs(a - b) <= 1;
+  assert.ok(near(box.x, 0) && near(box.y, 0) && near(box.width, 375) && near(box.height, 667),
+    `the panel fills the viewport: ${JSON.stringify(box)}`);
+  const fontSize = await page.locator(W("textarea")).evaluate((el) => parseFloat(getComputedStyle(el).fontSize));
+  assert.ok(fontSize >= 16, `textarea font-size ${fontSize}px would zoom on focus`);
+
+  const question = "Hello from a phone";
+  await page.locator(W("textarea")).fill(question);
+  await page.locator(W("button.send")).tap();
+  await answered(page, question);
+  await page.screenshot({ path: join(artifacts, "host-phone.png") });
+  await page.locator(W("button.close")).tap();
+  await panel.waitFor({ state: "hidden", ...WAIT });
+  assert.deepEqual(errors, []);
+});
+
+test("script-tag attributes set the title, greeting, colour, side and open state", BOUND, async (t) => {
+  const { page, errors } = await visit(t, "attributes");
+  // Open on load, without a click.
+  const panel = page.locator(W("[role=dialog]"));
+  await panel.waitFor(WAIT);
+  assert.equal(await panel.getAttribute("aria-label"), "Ask Acme");
+  assert.equal(await page.locator(W("header h2")).textContent(), "Ask Acme");
+  await page.locator(W("li.greeting"), { hasText: "Welcome to Acme" }).waitFor(WAIT);
+  const launcher = page.locator(W("button.launcher"));
+  const box = await boxOf(launcher);
+  assert.ok(box.x + box.width < page.viewportSize().width / 2, `launcher on the left: ${JSON.stringify(box)}`);
+  assert.equal(await launcher.evaluate((el) => getComputedStyle(el).backgroundColor), "rgb(138, 43, 226)");
+  await page.screenshot({ path: join(artifacts, "host-attributes.png") });
+  assert.deepEqual(errors, []);
+});
