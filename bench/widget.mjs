@@ -1,0 +1,473 @@
+// Widget benchmark: what a visitor downloads and how long the chat takes to open.
+//
+//   node bench/widget.mjs [--runs N] [--timeout SECONDS]
+//
+// (scripts/bench-widget builds what this needs, then runs it.)
+//
+// - Sizes: raw, gzip and brotli bytes of the loader and of everything fetched when the chat
+//   opens, from dist/widget/manifest.json, checked against what the relay really serves (each
+//   request replayed with `Accept-Encoding: identity`, `gzip` and `br`), and what headless
+//   Chromium really downloaded (encoding and body bytes on the wire).
+// - Time from the click on the launcher to an interactive panel (its textarea in the Shadow DOM,
+//   rendered and focused), measured inside the page with performance.now(), N times each in a
+//   fresh browser context (empty HTTP cache): "cold" clicks as soon as the loader's placeholder
+//   launcher exists (nothing of the widget fetched yet); "warm" clicks once the widget has
+//   loaded on idle (module mounted, site config fetched).
+//
+// Targets (issue): loader <= 5 KB brotli, everything together <= 60 KB brotli; KB = 1024 bytes.
+// A missed target prints MISS but exits 0: this is a benchmark, not a test. Exits non-zero
+// when it cannot measure (relay or browser failing, or the overall timeout).
+// Everything runs on 127.0.0.1: the real `confab` binary in demo mode (target/debug/confab)
+// and Debian's Chromium, both from tests/e2e/harness.mjs.
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import { join } from "node:path";
+import { brotliCompressSync, constants as zlibConstants, gzipSync } from "node:zlib";
+import { launchBrowser, root, startRelay } from "../tests/e2e/harness.mjs";
+
+const KB = 1024;
+const TARGETS = { loader: 5 * KB, everything: 60 * KB };
+const STEP_TIMEOUT = 20000;
+
+function parseArgs(argv) {
+  const options = { runs: 10, timeout: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const [name, inline] = argv[i].split("=", 2);
+    const value = () => Number(inline ?? argv[++i]);
+    if (name === "--runs") options.runs = value();
+    else if (name === "--timeout") options.timeout = value();
+    else if (name === "-h" || name === "--help") {
+      console.log("usage: node bench/widget.mjs [--runs N (default 10)] [--timeout SECONDS (default 120, or 12 per run above 10)]");
+      process.exit(0);
+    } else {
+      console.error(`unknown argument: ${argv[i]} (see --help)`);
+      process.exit(2);
+    }
+  }
+  if (!Number.isInteger(options.runs) || options.runs < 1 || options.runs > 1000) {
+    console.error("--runs takes a whole number from 1 to 1000");
+    process.exit(2);
+  }
+  options.timeout ??= Math.max(120, 12 * options.runs);
+  if (!(options.timeout > 0)) {
+    console.error("--timeout takes a positive number of seconds");
+    process.exit(2);
+  }
+  return options;
+}
+
+// ---------------------------------------------------------------------------------------------
+// In the page. `measure` is serialised into the page (init script or evaluate): no closures.
+
+/**
+ * Clicks (`click()`), then resolves with the milliseconds until the panel is interactive: the
+ * panel's textarea exists in `shadow`, is rendered (has a box; the .18 s fade-in animation is
+ * not waited for, the textarea takes input from its first frame) and has the focus. Checked on
+ * every DOM mutation and focus change in the shadow root and on every animation frame.
+ */
+function measure(shadow, click, limit) {
+  return new Promise((resolve, reject) => {
+    let t0 = 0;
+    let done = false;
+    let frame = 0;
+    const ready = () => {
+      const input = shadow.querySelector(".panel textarea");
+      if (!input || shadow.activeElement !== input) return false;
+      const box = input.getBoundingClientRect();
+      return input.checkVisibility() && box.width > 0 && box.height > 0;
+    };
+    const finish = (error) => {
+      const t1 = performance.now();
+      done = true;
+      observer.disconnect();
+      shadow.removeEventListener("focusin", check);
+      cancelAnimationFrame(frame);
+      clearTimeout(timer);
+      if (error) reject(error);
+      else resolve({ ms: t1 - t0, clickedAt: t0 });
+    };
+    const check = () => {
+      if (!done && ready()) finish();
+    };
+    const poll = () => {
+      check();
+      if (!done) frame = requestAnimationFrame(poll);
+    };
+    const observer = new MutationObserver(check);
+    observer.observe(shadow, { childList: true, subtree: true, attributes: true });
+    shadow.addEventListener("focusin", check);
+    const timer = setTimeout(() => {
+      if (!done) finish(new Error(`the panel was not interactive ${limit} ms after the click`));
+    }, limit);
+    t0 = performance.now();
+    click();
+    check();
+    poll();
+  });
+}
+
+/** Init script for every timed run (an init script, so that no page CSP can stop it). */
+const measureScript = `window.__confabMeasure = ${measure.toString()};`;
+
+/** Init script for the cold variant: clicks the placeholder launcher the moment it exists. */
+const coldScript = `(() => {
+  const measure = window.__confabMeasure;
+  window.__confabBench = new Promise((resolve, reject) => {
+    const observer = new MutationObserver(() => {
+      const shadow = document.querySelector("[data-confab]")?.shadowRoot;
+      const launcher = shadow?.querySelector("button.launcher");
+      if (!launcher) return;
+      observer.disconnect();
+      // Nothing of the widget fetched or mounted yet: the launcher is the loader's placeholder.
+      const fetched = performance.getEntriesByType("resource").filter((e) => e.name.includes("/widget/")).length;
+      const placeholder = !shadow.querySelector(".confab");
+      measure(shadow, () => launcher.click(), ${STEP_TIMEOUT})
+        .then((r) => ({ ...r, widgetFilesFetchedBefore: fetched, placeholder }))
+        .then(resolve, reject);
+    });
+    observer.observe(document, { childList: true, subtree: true });
+  });
+})();`;
+
+// ---------------------------------------------------------------------------------------------
+// Sizes.
+
+function readManifest() {
+  const path = join(root, "dist", "widget", "manifest.json");
+  if (!existsSync(path)) throw new Error(`${path} is missing: build the widget first (scripts/build-widget)`);
+  return JSON.parse(readFileSync(path, "utf8"));
+}
+
+/** GET `url` with `headers`, counting the body's bytes as they arrive (nothing decoded). */
+function rawGet(url, headers) {
+  return new Promise((resolve, reject) => {
+    const request = http.get(url, { headers, timeout: STEP_TIMEOUT }, (response) => {
+      let bytes = 0;
+      const chunks = [];
+      response.on("data", (chunk) => {
+        bytes += chunk.length;
+        chunks.push(chunk);
+      });
+      response.on("end", () => resolve({
+        status: response.statusCode,
+        encoding: response.headers["content-encoding"] || "identity",
+        bytes,
+        body: Buffer.concat(chunks),
+      }));
+      response.on("error", reject);
+    });
+    request.on("timeout", () => request.destroy(new Error(`timed out: GET ${url}`)));
+    request.on("error", reject);
+  });
+}
+
+/** The bytes the relay serves for a request Chromium made, for each Accept-Encoding. */
+async function replay(entry) {
+  const headers = { ...entry.requestHeaders };
+  for (const name of Object.keys(headers)) {
+    // Pseudo-headers and hop-by-hop ones are not for node:http to send.
+    if (name.startsWith(":") || /^(accept-encoding|connection|host|content-length)$/i.test(name)) delete headers[name];
+  }
+  const served = {};
+  for (const [label, accept] of [["raw", "identity"], ["gzip", "gzip"], ["brotli", "br"]]) {
+    served[label] = await rawGet(entry.url, { ...headers, "accept-encoding": accept });
+  }
+  return served;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wire: one visit, every request the relay answers.
+
+const interactive = () => {
+  const shadow = document.querySelector("[data-confab]")?.shadowRoot;
+  const input = shadow?.querySelector(".panel textarea");
+  return !!input && shadow.activeElement === input && input.checkVisibility();
+};
+
+async function visit(browser, url) {
+  const origin = new URL(url).origin;
+  const context = await browser.newContext();
+  context.setDefaultTimeout(STEP_TIMEOUT);
+  try {
+    const page = await context.newPage();
+    const errors = watch(page);
+    const entries = [];
+    const failed = [];
+    page.on("requestfinished", (request) => {
+      if (new URL(request.url()).origin !== origin) return;
+      const entry = (async () => {
+        const response = await request.response();
+        const [sizes, requestHeaders, responseHeaders] = await Promise.all([
+          request.sizes(), request.allHeaders(), response.allHeaders(),
+        ]);
+        return {
+          url: request.url(),
+          path: new URL(request.url()).pathname,
+          type: request.resourceType(),
+          status: response.status(),
+          acceptEncoding: requestHeaders["accept-encoding"] || "(none)",
+          encoding: responseHeaders["content-encoding"] || "identity",
+          contentLength: responseHeaders["content-length"],
+          bodyBytes: sizes.responseBodySize,
+          headerBytes: sizes.responseHeadersSize,
+          requestHeaders,
+        };
+      })();
+      entries.push(entry);
+    });
+    page.on("requestfailed", (request) => failed.push(`${request.url()}: ${request.failure()?.errorText}`));
+    await page.goto(url, { waitUntil: "load" });
+    await page.locator("[data-confab] button.launcher").click();
+    await page.waitForFunction(interactive, null, { polling: "raf" });
+    // Everything that opening started (the site config) has finished, in the page and here.
+    await page.waitForFunction(() => performance.getEntriesByType("resource").some((e) => e.name.includes("/v1/widget/config")));
+    const deadline = Date.now() + STEP_TIMEOUT;
+    while (!(await Promise.all(entries)).some((e) => e.path === "/v1/widget/config")) {
+      if (Date.now() > deadline) throw new Error("Chromium never finished the /v1/widget/config request");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const all = await Promise.all(entries);
+    return { entries: all, failed, errors };
+  } finally {
+    await context.close();
+  }
+}
+
+function watch(page) {
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => m.type() === "error" && errors.push(`console: ${m.text()}`));
+  return errors;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing.
+
+async function coldRun(browser, url) {
+  const context = await browser.newContext();
+  context.setDefaultTimeout(STEP_TIMEOUT);
+  try {
+    await context.addInitScript({ content: measureScript });
+    await context.addInitScript({ content: coldScript });
+    const page = await context.newPage();
+    const errors = watch(page);
+    await page.goto(url, { waitUntil: "commit" });
+    const result = await page.evaluate(() => window.__confabBench);
+    return { ...result, errors };
+  } finally {
+    await context.close();
+  }
+}
+
+async function warmRun(browser, url) {
+  const context = await browser.newContext();
+  context.setDefaultTimeout(STEP_TIMEOUT);
+  try {
+    await context.addInitScript({ content: measureScript });
+    const page = await context.newPage();
+    const errors = watch(page);
+    await page.goto(url, { waitUntil: "load" });
+    // Loaded on idle: the widget replaced the placeholder and has the site's config.
+    await page.waitForFunction(() =>
+      !!document.querySelector("[data-confab]")?.shadowRoot?.querySelector(".confab > button.launcher")
+      && performance.getEntriesByType("resource").some((e) => e.name.includes("/v1/widget/config")));
+    const result = await page.evaluate((limit) => {
+      const shadow = document.querySelector("[data-confab]").shadowRoot;
+      return window.__confabMeasure(shadow, () => shadow.querySelector(".confab > button.launcher").click(), limit);
+    }, STEP_TIMEOUT);
+    return { ...result, errors };
+  } finally {
+    await context.close();
+  }
+}
+
+function stats(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+  const median = sorted.length % 2
+    ? sorted[(sorted.length - 1) / 2]
+    : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+  return { min: sorted[0], median, p90: at(0.9), max: sorted[sorted.length - 1] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output.
+
+const kb = (bytes) => `${(bytes / KB).toFixed(1)} KB`;
+const n = (bytes) => bytes.toLocaleString("en-US");
+
+function table(header, rows, align) {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells) => cells.map((c, i) => (align[i] === "l" ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i])))
+    .join("  ").trimEnd();
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+function machine(chromiumVersion) {
+  const cpuinfo = existsSync("/proc/cpuinfo") ? readFileSync("/proc/cpuinfo", "utf8") : "";
+  const model = cpuinfo.match(/^model name\s*:\s*(.+)$/m)?.[1] ?? os.cpus()[0]?.model ?? "unknown CPU";
+  let commit = "unknown";
+  try {
+    commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root, encoding: "utf8" }).trim();
+    const dirty = execFileSync("git", ["status", "--porcelain", "--", "widget", "crates/protocol", "server"],
+      { cwd: root, encoding: "utf8" }).trim();
+    if (dirty) commit += " (with uncommitted changes)";
+  } catch {
+    // Not a git checkout: the commit stays unknown.
+  }
+  return [
+    `Machine: ${model}, ${os.availableParallelism?.() ?? os.cpus().length} cores, ${os.platform()} ${os.release()}`,
+    `Node ${process.version}, Chromium ${chromiumVersion} (headless, playwright-core), commit ${commit}`,
+    `Date: ${new Date().toISOString()}`,
+  ].join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main({ runs }, stack) {
+  const manifest = readManifest();
+  const relay = (stack.relay = await startRelay());
+  if (!relay.key) throw new Error(`the relay did not start in demo mode:\n${relay.output()}`);
+  if (!/Embed the widget/.test(relay.output())) throw new Error("the relay does not serve the widget (not built?)");
+  const browser = (stack.browser = await launchBrowser());
+  const url = `${relay.url}/`;
+
+  console.log(`Confab widget benchmark (KB = ${KB} bytes)`);
+  console.log(machine(browser.version()));
+  console.log("");
+
+  // --- The wire.
+  const wire = await visit(browser, url);
+  const document = wire.entries.find((e) => e.type === "document");
+  const fetched = wire.entries.filter((e) => e !== document);
+  const byName = (name) => fetched.find((e) => e.path === `/${name}` || e.path === `/widget/${name}`);
+  console.log(`Fetched by Chromium from ${relay.url} (one visit: load the demo page, click the launcher, panel open):`);
+  const wireRows = fetched.map((e) => [e.path, e.type, e.status, e.acceptEncoding, e.encoding, n(e.bodyBytes)]);
+  const wireTotal = fetched.reduce((sum, e) => sum + e.bodyBytes, 0);
+  wireRows.push(["total (document excluded)", "", "", "", "", n(wireTotal)]);
+  console.log(table(["request", "type", "status", "accept-encoding sent", "content-encoding", "body bytes"],
+    wireRows, ["l", "l", "r", "l", "l", "r"]));
+  if (document) {
+    console.log(`Document (the demo page, not counted): ${document.path} ${document.status}, ${document.encoding}, ${n(document.bodyBytes)} bytes`);
+  }
+  for (const f of wire.failed) console.log(`FAILED request: ${f}`);
+  for (const e of wire.errors) console.log(`page error: ${e}`);
+  const mismatched = fetched.filter((e) => e.contentLength !== undefined && Number(e.contentLength) !== e.bodyBytes);
+  for (const e of mismatched) console.log(`note: ${e.path}: content-length ${e.contentLength}, body bytes counted ${e.bodyBytes}`);
+  console.log("");
+
+  // --- Sizes: the build's manifest, each checked against what the relay serves.
+  const files = Object.keys(manifest);
+  const loaderName = files.find((f) => f === "confab.js");
+  const rows = [];
+  const totals = { raw: 0, gzip: 0, brotli: 0 };
+  const problems = [];
+  for (const name of [loaderName, ...files.filter((f) => f !== loaderName)]) {
+    const sizes = manifest[name];
+    const entry = byName(name);
+    if (!entry) problems.push(`${name} is in the manifest but Chromium did not fetch it on open`);
+    else {
+      const served = await replay(entry);
+      for (const label of ["raw", "gzip", "brotli"]) {
+        if (served[label].bytes !== sizes[label]) {
+          problems.push(`${name}: manifest says ${sizes[label]} ${label} bytes, the relay served ${served[label].bytes} (${served[label].encoding})`);
+        }
+      }
+    }
+    rows.push([name, n(sizes.raw), n(sizes.gzip), n(sizes.brotli), "manifest"]);
+    for (const label of ["raw", "gzip", "brotli"]) totals[label] += sizes[label];
+  }
+  // Requests outside the manifest (the site config): what the relay serves for each encoding.
+  const unexpected = fetched.filter((e) => !files.some((f) => e === byName(f)));
+  for (const entry of unexpected) {
+    const served = await replay(entry);
+    const encodings = [...new Set(["gzip", "brotli"].map((l) => served[l].encoding))].join("/");
+    const note = encodings === "identity" ? "served uncompressed" : `served as ${encodings}`;
+    rows.push([entry.path, n(served.raw.bytes), n(served.gzip.bytes), n(served.brotli.bytes), note]);
+    for (const label of ["raw", "gzip", "brotli"]) totals[label] += served[label].bytes;
+    if (encodings === "identity" && served.raw.bytes > 0) {
+      const gz = gzipSync(served.raw.body, { level: 9 }).length;
+      const br = brotliCompressSync(served.raw.body, { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11 } }).length;
+      problems.push(`${entry.path} is not compressed by the relay (it would be ${gz} bytes gzip, ${br} brotli); counted as served`);
+    }
+  }
+  console.log("Sizes in bytes (files: dist/widget/manifest.json, each checked against the bytes the relay serves");
+  console.log("with Accept-Encoding identity / gzip / br; other requests: as the relay serves them):");
+  const loader = manifest[loaderName];
+  rows.push(["loader (confab.js)", n(loader.raw), n(loader.gzip), n(loader.brotli), ""]);
+  rows.push(["everything on open", n(totals.raw), n(totals.gzip), n(totals.brotli), ""]);
+  console.log(table(["file", "raw", "gzip", "brotli", "source"], rows, ["l", "r", "r", "r", "l"]));
+  for (const p of problems) console.log(`note: ${p}`);
+  console.log("");
+  const verdict = (bytes, limit) => (bytes <= limit ? "PASS" : "MISS");
+  console.log(`Target  loader <= ${kb(TARGETS.loader)} brotli:              ${kb(loader.brotli).padStart(9)}  ${verdict(loader.brotli, TARGETS.loader)}`);
+  console.log(`Target  everything on open <= ${kb(TARGETS.everything)} brotli:  ${kb(totals.brotli).padStart(9)}  ${verdict(totals.brotli, TARGETS.everything)}${totals.brotli > TARGETS.everything ? ` (over by ${kb(totals.brotli - TARGETS.everything)})` : ""}`);
+  const wireEncodings = [...new Set(fetched.map((e) => e.encoding))].join(", ");
+  console.log(`On the wire Chromium downloaded ${n(wireTotal)} bytes (${kb(wireTotal)}), content-encoding: ${wireEncodings}.`);
+  console.log("");
+
+  // --- Timing, cold and warm runs interleaved (the visit above warmed the browser up).
+  const results = { cold: [], warm: [] };
+  const clickedAt = [];
+  const early = [];
+  for (let i = 0; i < runs; i++) {
+    const cold = await coldRun(browser, url);
+    results.cold.push(cold.ms);
+    clickedAt.push(cold.clickedAt);
+    if (cold.widgetFilesFetchedBefore > 0 || !cold.placeholder) early.push(i + 1);
+    for (const e of cold.errors) console.log(`page error (cold run ${i + 1}): ${e}`);
+    const warm = await warmRun(browser, url);
+    results.warm.push(warm.ms);
+    for (const e of warm.errors) console.log(`page error (warm run ${i + 1}): ${e}`);
+  }
+  console.log(`Click to interactive panel (textarea rendered and focused), ms, ${runs} runs each,`);
+  console.log("fresh browser context per run, measured in the page with performance.now():");
+  const ms = (v) => v.toFixed(1);
+  const timingRows = [
+    ["cold: click as soon as the placeholder launcher exists", results.cold],
+    ["warm: click once the widget loaded on idle", results.warm],
+  ].map(([label, values]) => {
+    const s = stats(values);
+    return [label, ms(s.min), ms(s.median), ms(s.p90), ms(s.max)];
+  });
+  console.log(table(["variant", "min", "median", "p90", "max"], timingRows, ["l", "r", "r", "r", "r"]));
+  console.log(`cold clicks happened ${ms(stats(clickedAt).median)} ms (median) after navigation start; `
+    + (early.length ? `runs ${early.join(", ")} had widget files requested before the click` : "no widget file was requested before any cold click"));
+  console.log(`all (ms) cold: ${results.cold.map(ms).join(" ")}`);
+  console.log(`all (ms) warm: ${results.warm.map(ms).join(" ")}`);
+}
+
+const options = parseArgs(process.argv.slice(2));
+const stack = {};
+let stopped = false;
+async function stop() {
+  if (stopped) return;
+  stopped = true;
+  await stack.browser?.close().catch(() => {});
+  stack.relay?.close();
+}
+let timedOut = false;
+const watchdog = setTimeout(async () => {
+  timedOut = true;
+  console.error(`\nbench/widget.mjs: gave up after ${options.timeout} s (--timeout)`);
+  await stop();
+  process.exit(3);
+}, options.timeout * 1000);
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, async () => {
+    await stop();
+    process.exit(130);
+  });
+}
+try {
+  await main(options, stack);
+} catch (error) {
+  // After the watchdog fired, the error is only the browser it closed.
+  if (!timedOut) console.error(`\nbench/widget.mjs: ${error.stack || error}`);
+  process.exitCode = 1;
+} finally {
+  clearTimeout(watchdog);
+  await stop();
+}
