@@ -501,3 +501,54 @@ test("script-tag attributes set the title, greeting, colour, side and open state
   await page.screenshot({ path: join(artifacts, "host-attributes.png") });
   assert.deepEqual(errors, []);
 });
+
+/**
+ * WCAG contrast ratios of the widget's text against what is behind it (the nearest ancestor
+ * with an opaque background), for every visible text-bearing element of the open panel.
+ */
+function contrastReport() {
+  const parse = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+  const luminance = ([r, g, b]) => {
+    const lin = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+  };
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || c[3] === 1) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const shadow = document.querySelector("[data-confab]").shadowRoot;
+  const selectors = ["header h2", "button.clear", "button.close", "li.greeting", "li.user",
+    "li.assistant:not(.greeting)", "textarea", "button.send", ".suggestions button", ".error"];
+  return selectors.flatMap((selector) => [...shadow.querySelectorAll(selector)].map((el) => {
+    const [l1, l2] = [luminance(parse(getComputedStyle(el).color)), luminance(background(el))];
+    const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+    return { selector, ratio: Math.round(ratio * 100) / 100 };
+  }));
+}
+
+for (const colorScheme of ["light", "dark"]) {
+  test(`${colorScheme} scheme: every text meets WCAG AA contrast (4.5:1)`, BOUND, async (t) => {
+    const { page, errors } = await visit(t, "plain", { colorScheme });
+    await openWidget(page);
+    await page.locator(W(".suggestions button")).first().waitFor(WAIT);
+    const before = await page.evaluate(contrastReport);
+    const question = `Contrast in the ${colorScheme} scheme`;
+    await ask(page, question);
+    await answered(page, question);
+    const after = await page.evaluate(contrastReport);
+    const all = [...before, ...after];
+    for (const selector of ["header h2", "li.user", "li.assistant:not(.greeting)", "button.send", ".suggestions button"]) {
+      assert.ok(all.some((r) => r.selector === selector), `${selector} was measured`);
+    }
+    const low = all.filter((r) => r.ratio < 4.5);
+    assert.deepEqual(low, [], `below 4.5:1 in the ${colorScheme} scheme`);
+    // The scheme really changed the widget (dark background in the dark scheme).
+    const panelBackground = await page.locator(W("[role=dialog]")).evaluate((el) => getComputedStyle(el).backgroundColor);
+    assert.equal(panelBackground, colorScheme === "dark" ? "rgb(29, 33, 38)" : "rgb(255, 255, 255)");
+    await page.screenshot({ path: join(artifacts, `host-plain-${colorScheme}.png`) });
+    assert.deepEqual(errors, []);
+  });
+}

@@ -225,15 +225,21 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         }
         now
     });
-    // Opening moves the focus into the input (it exists only while the panel is open).
+    // Opening moves the focus into the input, once the panel is visible (a hidden element
+    // cannot take it).
     Effect::new(move |_| {
-        if let Some(input) = input_ref.get() {
-            if quiet_open.get_value() {
-                quiet_open.set_value(false);
-            } else {
+        if !open.get() {
+            return;
+        }
+        if quiet_open.get_value() {
+            quiet_open.set_value(false);
+            return;
+        }
+        request_animation_frame(move || {
+            if let Some(input) = input_ref.get_untracked() {
                 let _ = input.focus();
             }
-        }
+        });
     });
     // Autoscroll as the answer grows, after the DOM has caught up.
     Effect::new(move |_| {
@@ -311,8 +317,9 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             dir=embed.with_value(|e| e.dir.clone())
             lang=embed.with_value(|e| e.lang.clone())
         >
-            <Show when=move || open.get()>
-                <section
+            // Always in the DOM, so that closing can animate too (and a draft survives closing);
+            // while closed it is `visibility: hidden`: not focusable, not in the a11y tree.
+            <section
                     class="panel"
                     role="dialog"
                     aria-label=title
@@ -405,7 +412,6 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         </Show>
                     </form>
                 </section>
-            </Show>
             <div class="sr-only" role="status" aria-live="polite">{move || announce.get()}</div>
             <button
                 class="launcher"
