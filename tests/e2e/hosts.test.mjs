@@ -473,6 +473,13 @@ test("phone: the open panel fills the screen and its input does not zoom", BOUND
   const near = (a, b) => Math.abs(a - b) <= 1;
   assert.ok(near(box.x, 0) && near(box.y, 0) && near(box.width, 375) && near(box.height, 667),
     `the panel fills the viewport: ${JSON.stringify(box)}`);
+  // The loader keeps the panel's height in step with the visual viewport (what an on-screen
+  // keyboard leaves free).
+  const fit = await page.evaluate(() => ({
+    property: document.querySelector("[data-confab]").style.getPropertyValue("--confab-viewport-height"),
+    visual: visualViewport.height,
+  }));
+  assert.equal(fit.property, `${fit.visual}px`);
   const fontSize = await page.locator(W("textarea")).evaluate((el) => parseFloat(getComputedStyle(el).fontSize));
   assert.ok(fontSize >= 16, `textarea font-size ${fontSize}px would zoom on focus`);
 
