@@ -1,4 +1,6 @@
-//! The command line: `confab serve` and `confab sites ...`.
+//! The command line: `confab serve`, `confab sites ...` and `confab keys ...`.
+
+mod keys;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -38,6 +40,9 @@ pub enum Command {
     /// Manage the websites allowed to use the relay.
     #[command(subcommand)]
     Sites(SitesCommand),
+    /// Manage secret API keys for server-side callers.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Debug, Args)]
@@ -148,7 +153,7 @@ pub struct CreateSiteArgs {
 pub fn init_tracing(cli: &Cli) {
     let default = match cli.command {
         Command::Serve(_) => "info",
-        Command::Sites(_) => "warn",
+        Command::Sites(_) | Command::Keys(_) => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -163,7 +168,7 @@ pub fn init_tracing(cli: &Cli) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let listen = match &cli.command {
         Command::Serve(args) => args.listen,
-        Command::Sites(_) => None,
+        Command::Sites(_) | Command::Keys(_) => None,
     };
     let sources = ConfigSources { file: cli.config, database_url: cli.database, listen };
     let config = Config::load(&sources)?;
@@ -173,6 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(_) => run_serve(config, Arc::new(store)).await,
         Command::Sites(command) => run_sites(command, &config, &store).await,
+        Command::Keys(command) => keys::run(command, &config, &store).await,
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Config {
     pub demo: DemoConfig,
     /// What the widget shows for sites that set nothing of their own.
     pub widget: WidgetDefaults,
+    /// Secret API keys.
+    pub keys: KeysConfig,
     /// LLM providers. With none configured the built-in demo upstream serves `demo.model`.
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -49,6 +51,21 @@ impl Default for ServerConfig {
             heartbeat_ms: 15_000,
             shutdown_grace_ms: 10_000,
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// After `keys rotate`, the previous secret keeps working this long, so callers can switch.
+    pub rotation_grace_secs: u64,
+    /// `last_used` is written in batches, at most this often (never once per request).
+    pub last_used_flush_ms: u64,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self { rotation_grace_secs: 86_400, last_used_flush_ms: 5_000 }
     }
 }
 
@@ -339,6 +356,7 @@ impl Config {
         }
         for (field, value) in [
             ("server.heartbeat_ms", self.server.heartbeat_ms),
+            ("keys.last_used_flush_ms", self.keys.last_used_flush_ms),
             ("timeouts.connect_ms", self.timeouts.connect_ms),
             ("timeouts.first_byte_ms", self.timeouts.first_byte_ms),
             ("timeouts.idle_ms", self.timeouts.idle_ms),

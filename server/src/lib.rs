@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod keys;
 pub mod policy;
 pub mod relay;
 pub mod sitekey;

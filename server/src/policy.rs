@@ -42,6 +42,24 @@ impl<'a> SitePolicy<'a> {
         }
     }
 
+    /// The policy for a secret key: the configured defaults, over `models` (the key's own, or
+    /// every model the relay serves). A server-side caller sets its own system prompt.
+    pub fn for_key(
+        models: &'a [String],
+        defaults: &PolicyDefaults,
+        limits: &'a RequestLimits,
+    ) -> Self {
+        Self {
+            models,
+            system_prompt: None,
+            max_tokens: defaults.max_tokens,
+            temperature_max: defaults.temperature_max,
+            context_messages: defaults.context_messages,
+            context_bytes: defaults.context_bytes,
+            limits,
+        }
+    }
+
     /// Turns a client's request into the request sent upstream.
     pub fn apply(&self, request: ChatRequest) -> Result<ChatRequest, ApiError> {
         let model = self.choose_model(request.model.as_deref())?;

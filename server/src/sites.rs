@@ -1,7 +1,7 @@
 //! Creating and re-keying sites: the rules shared by the CLI and (later) the admin API.
 
 use crate::config::{Config, is_hex_color};
-use crate::sitekey::NewSiteKey;
+use crate::sitekey::{KeyKind, NewKey};
 use crate::store::{NewSite, Site, SiteWidget, Store, StoreError};
 
 /// What an operator asks for when creating a site.
@@ -35,7 +35,7 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> SiteError {
 #[derive(Debug)]
 pub struct CreatedSite {
     pub site: Site,
-    pub key: NewSiteKey,
+    pub key: NewKey,
 }
 
 /// Validates the spec against the config and creates the site with a fresh key.
@@ -90,7 +90,7 @@ pub async fn create_site(
         return Err(invalid("context_messages", "must be at least 1"));
     }
     let widget = validate_widget(spec.widget)?;
-    let key = NewSiteKey::generate();
+    let key = NewKey::generate(KeyKind::Site);
     let site = store
         .create_site(NewSite {
             name,
@@ -169,7 +169,7 @@ pub async fn ensure_demo_site(
     let existing = store.list_sites().await?.into_iter().find(|s| s.is_demo);
     match existing {
         Some(site) => {
-            let key = NewSiteKey::generate();
+            let key = NewKey::generate(KeyKind::Site);
             store.rekey_site(&site.id, &key.lookup_id, &key.hash).await?;
             store.set_site_origins(&site.id, std::slice::from_ref(&origin)).await?;
             let site = store.site(&site.id).await?.unwrap_or(site);

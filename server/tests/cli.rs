@@ -452,6 +452,100 @@ async fn a_created_site_is_listed_shown_and_deleted_without_its_secret_ever_show
     assert_eq!(again.stderr, format!("error: no site with id `{id}` (see `confab sites list`)\n"));
 }
 
+// ---------------------------------------------------------------------------------------------
+// `confab keys ...`
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_secret_key_is_created_listed_rotated_and_revoked_and_its_secret_shown_only_once() {
+    let work = Workdir::new();
+    let created = work
+        .run(
+            &[
+                "keys",
+                "create",
+                "--name",
+                "Backend",
+                "--scope",
+                "chat",
+                "--scope",
+                "models",
+                "--rpm",
+                "60",
+                "--monthly-budget",
+                "12.50",
+                "--json",
+            ],
+            &[],
+        )
+        .await
+        .assert_success()
+        .json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("confab_sk_"), "{key}");
+    assert_eq!(created["scopes"], json!(["chat", "models"]));
+    assert_eq!(created["rpm"], 60);
+    assert_eq!(created["monthly_budget_micros"], 12_500_000);
+    assert_eq!(created["active"], true);
+    assert_eq!(created["last_used_at"], Value::Null);
+    let secret = key.rsplit('_').next().unwrap().to_owned();
+
+    let list = work.run(&["keys", "list", "--json"], &[]).await.assert_success();
+    let listed = list.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["key_prefix"], key[..key.len() - secret.len() - 1]);
+    let list_text = work.run(&["keys", "list"], &[]).await.assert_success();
+    assert!(list_text.stdout.contains("Backend") && list_text.stdout.contains("never"));
+
+    let rotated = work.run(&["keys", "rotate", &id, "--json"], &[]).await.assert_success().json();
+    let new_key = rotated["key"].as_str().unwrap();
+    assert_ne!(new_key, key);
+    assert_eq!(rotated["previous_key_prefix"], listed[0]["key_prefix"]);
+
+    let revoked = work.run(&["keys", "revoke", &id], &[]).await.assert_success();
+    assert_eq!(revoked.stdout, format!("Revoked key {id}; it no longer works.\n"));
+    let listed = work.run(&["keys", "list", "--json"], &[]).await.assert_success().json();
+    assert_eq!(listed[0]["active"], false);
+    let again = work.run(&["keys", "revoke", &id], &[]).await.assert_failure();
+    assert_eq!(
+        again.stderr,
+        format!("error: no active key with id `{id}` (see `confab keys list`)\n")
+    );
+
+    for run in [&list, &list_text, &revoked] {
+        assert!(!run.stdout.contains(&secret) && !run.stderr.contains(&secret));
+    }
+    let database = work.database_bytes();
+    assert!(!database.windows(secret.len()).any(|w| w == secret.as_bytes()));
+}
+
+#[tokio::test]
+async fn creating_a_key_without_a_scope_or_with_a_bad_budget_fails_and_says_why() {
+    let work = Workdir::new();
+    let no_scope = work.run(&["keys", "create", "--name", "x"], &[]).await.assert_failure();
+    assert!(no_scope.stderr.contains("--scope"), "{}", no_scope.stderr);
+    let bad_scope = work
+        .run(&["keys", "create", "--name", "x", "--scope", "admin"], &[])
+        .await
+        .assert_failure();
+    assert!(
+        bad_scope.stderr.contains("unknown scope `admin` (known: chat, models, usage)"),
+        "{}",
+        bad_scope.stderr
+    );
+    let bad_budget = work
+        .run(&["keys", "create", "--name", "x", "--scope", "chat", "--daily-budget", "1.2.3"], &[])
+        .await
+        .assert_failure();
+    assert!(bad_budget.stderr.contains("is not an amount in dollars"), "{}", bad_budget.stderr);
+    let zero = work
+        .run(&["keys", "create", "--name", "x", "--scope", "chat", "--rpm", "0"], &[])
+        .await
+        .assert_failure();
+    assert_eq!(zero.stderr, "error: rpm: must be at least 1 (leave it out for no limit)\n");
+}
+
 #[tokio::test]
 async fn a_site_keeps_the_system_prompt_read_from_a_file() {
     let work = Workdir::new();

@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod clients;
 mod failures;
+mod keys;
 mod policy;
 mod secrets;
 mod streaming;

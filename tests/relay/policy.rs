@@ -235,13 +235,13 @@ async fn rejects_sampling_values_out_of_range() {
 
 #[tokio::test]
 async fn a_site_model_that_no_upstream_serves_any_more_is_unavailable() {
-    use confab_server::sitekey::NewSiteKey;
+    use confab_server::sitekey::{KeyKind, NewKey};
     use confab_server::store::NewSite;
 
     let mock = MockUpstream::start().await;
     let relay = TestRelay::start(&mock).await;
     // As if the site was created when the config still served `retired-model`.
-    let key = NewSiteKey::generate();
+    let key = NewKey::generate(KeyKind::Site);
     relay
         .store
         .create_site(NewSite {

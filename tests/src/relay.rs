@@ -5,8 +5,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use confab_server::config::{Config, UpstreamConfig, UpstreamKind};
+use confab_server::keys::{self, KeySpec};
 use confab_server::sites::{self, SiteSpec};
-use confab_server::store::{SqliteStore, Store};
+use confab_server::store::{ApiKey, SqliteStore, Store};
 use confab_server::{AppState, serve};
 use reqwest::header::{AUTHORIZATION, ORIGIN};
 use serde_json::Value;
@@ -178,6 +179,12 @@ impl TestRelay {
     /// Sends a JSON chat request with the site's key and origin.
     pub async fn send_chat(&self, body: Value) -> reqwest::Response {
         self.chat().json(&body).send().await.unwrap()
+    }
+
+    /// Creates a secret API key on this relay and returns it with its full secret.
+    pub async fn create_key(&self, spec: KeySpec) -> (ApiKey, String) {
+        let issued = keys::create_key(self.store.as_ref(), &self.config, spec).await.unwrap();
+        (issued.key, issued.secret.reveal().to_owned())
     }
 
     /// Creates another site on this relay and returns its key.

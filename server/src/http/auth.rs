@@ -1,15 +1,46 @@
-//! Site-key authentication and the origin check, as one extractor.
+//! Authentication: a site key with the origin check (a website's pages), or a secret API key
+//! with its scopes (a server), as extractors.
 
 use axum::extract::FromRequestParts;
 use axum::http::{HeaderMap, HeaderValue, header, request::Parts};
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::sitekey::{PresentedSiteKey, public_prefix};
-use crate::store::Site;
+use crate::sitekey::{KeyKind, PresentedKey};
+use crate::store::{ApiKey, Scope, Site};
 
-/// A request authenticated with a site key and coming from one of the site's origins (or with no
-/// `Origin` at all, when the site allows that).
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A page of a website, with the site's key, from one of the site's origins (or with no
+    /// `Origin` at all, when the site allows that).
+    Site(Site),
+    /// A server, with a secret API key.
+    Key(ApiKey),
+}
+
+impl Caller {
+    /// Refuses a secret key without `scope`; site keys may chat and list models, nothing else.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        let allowed = match self {
+            Caller::Site(_) => matches!(scope, Scope::Chat | Scope::Models),
+            Caller::Key(key) => key.has_scope(scope),
+        };
+        if allowed {
+            return Ok(());
+        }
+        Err(ApiError::PermissionDenied {
+            code: "insufficient_scope",
+            message: match self {
+                Caller::Site(_) => format!("a site key cannot use the `{}` scope", scope.as_str()),
+                Caller::Key(_) => format!("this API key lacks the `{}` scope", scope.as_str()),
+            }
+            .into(),
+        })
+    }
+}
+
+/// A request authenticated with a site key (for what only the widget asks, like its config).
 #[derive(Debug, Clone)]
 pub struct SiteAuth {
     pub site: Site,
@@ -22,25 +53,59 @@ const MISSING_KEY: ApiError = ApiError::Unauthenticated {
 const INVALID_KEY: ApiError =
     ApiError::Unauthenticated { code: "invalid_api_key", message: "the API key is not valid" };
 
-impl FromRequestParts<AppState> for SiteAuth {
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(&parts.headers).ok_or(MISSING_KEY)?;
-        let presented = PresentedSiteKey::parse(token).ok_or(INVALID_KEY)?;
-        let credentials = state
-            .store
-            .site_by_key(presented.lookup_id)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or(INVALID_KEY)?;
-        if !presented.matches(&credentials.key_hash) {
-            return Err(INVALID_KEY);
+        let presented = PresentedKey::parse(token).ok_or(INVALID_KEY)?;
+        match presented.kind {
+            KeyKind::Site => {
+                let credentials = state
+                    .store
+                    .site_by_key(presented.lookup_id)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .ok_or(INVALID_KEY)?;
+                if !presented.matches(&credentials.key_hash) {
+                    return Err(INVALID_KEY);
+                }
+                let site = credentials.site;
+                tracing::Span::current().record("site", KeyKind::Site.public(&site.key_lookup_id));
+                check_origin(&site, &parts.headers)?;
+                Ok(Caller::Site(site))
+            }
+            KeyKind::Secret => {
+                let now = i64::try_from(crate::unix_now()).unwrap_or(i64::MAX);
+                let credentials = state
+                    .store
+                    .api_key_by_lookup(presented.lookup_id, now)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .ok_or(INVALID_KEY)?;
+                if !presented.matches(&credentials.key_hash) {
+                    return Err(INVALID_KEY);
+                }
+                let key = credentials.key;
+                tracing::Span::current().record("key", KeyKind::Secret.public(presented.lookup_id));
+                state.key_activity.touch(&key.id);
+                Ok(Caller::Key(key))
+            }
         }
-        let site = credentials.site;
-        tracing::Span::current().record("site", public_prefix(&site.key_lookup_id));
-        check_origin(&site, &parts.headers)?;
-        Ok(Self { site })
+    }
+}
+
+impl FromRequestParts<AppState> for SiteAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Site(site) => Ok(Self { site }),
+            Caller::Key(_) => Err(ApiError::PermissionDenied {
+                code: "site_key_required",
+                message: "this endpoint is for the widget: call it with a site key".into(),
+            }),
+        }
     }
 }
 

@@ -9,10 +9,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use confab_protocol::ChatRequest;
 
-use super::{ApiJson, AppState, SiteAuth};
+use super::{ApiJson, AppState, Caller};
 use crate::error::ApiError;
 use crate::policy::SitePolicy;
 use crate::relay::{self, collect_completion, sse_events};
+use crate::store::Scope;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(create_chat_completion))
@@ -20,10 +21,18 @@ pub fn router() -> Router<AppState> {
 
 async fn create_chat_completion(
     State(state): State<AppState>,
-    auth: SiteAuth,
+    caller: Caller,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let policy = SitePolicy::for_site(&auth.site, &state.config.policy, &state.config.limits);
+    caller.require(Scope::Chat)?;
+    let (defaults, limits) = (&state.config.policy, &state.config.limits);
+    let policy = match &caller {
+        Caller::Site(site) => SitePolicy::for_site(site, defaults, limits),
+        Caller::Key(key) if key.models.is_empty() => {
+            SitePolicy::for_key(state.upstreams.models(), defaults, limits)
+        }
+        Caller::Key(key) => SitePolicy::for_key(&key.models, defaults, limits),
+    };
     let stream_to_client = request.stream;
     let upstream_request = policy.apply(request)?;
     let model = upstream_request.model.as_deref().unwrap_or_default();

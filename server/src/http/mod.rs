@@ -25,12 +25,13 @@ use axum::response::Response;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
-pub use auth::SiteAuth;
+pub use auth::{Caller, SiteAuth};
 pub use json::ApiJson;
 pub use serve::serve;
 
 use crate::config::{Config, ConfigError};
 use crate::error::{ApiError, ErrorDetail};
+use crate::keys::KeyActivity;
 use crate::store::Store;
 use crate::upstream::Upstreams;
 
@@ -43,6 +44,8 @@ pub struct AppInner {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub upstreams: Upstreams,
+    /// When secret keys were last used, written to the store in batches.
+    pub key_activity: Arc<KeyActivity>,
     /// In demo mode, what the demo page at `/` embeds.
     pub demo: Option<DemoPage>,
 }
@@ -65,7 +68,16 @@ impl AppState {
     /// Builds the state; reads the upstreams' secret keys, so it fails on a missing one.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Self, ConfigError> {
         let upstreams = Upstreams::from_config(&config)?;
-        Ok(Self(Arc::new(AppInner { config, store, upstreams, demo: None })))
+        let key_activity = Arc::new(KeyActivity::default());
+        Ok(Self(Arc::new(AppInner { config, store, upstreams, key_activity, demo: None })))
+    }
+
+    /// Writes what is batched in memory (when keys were last used) to the store; run
+    /// periodically while serving and once more at shutdown.
+    pub async fn flush(&self) {
+        if let Err(error) = self.key_activity.flush(self.store.as_ref()).await {
+            tracing::warn!(%error, "cannot record when keys were last used; will retry");
+        }
     }
 
     /// The same state, serving the demo page at `/`.
@@ -128,15 +140,16 @@ fn cors(state: &AppState) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Logs one line per request: method, path, status, latency, the site's public key prefix and
-/// the upstream when known, and what went wrong for a failed request (for a 500, its internal
-/// cause, which the client never sees). Keys and bodies are never logged.
+/// Logs one line per request: method, path, status, latency, the public prefix of the site key
+/// or secret key and the upstream when known, and what went wrong for a failed request (for a
+/// 500, its internal cause, which the client never sees). Keys and bodies are never logged.
 async fn log_request(request: Request, next: Next) -> Response {
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
         path = %request.uri().path(),
         site = tracing::field::Empty,
+        key = tracing::field::Empty,
         upstream = tracing::field::Empty,
     );
     let started = Instant::now();

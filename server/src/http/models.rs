@@ -5,20 +5,28 @@ use axum::routing::get;
 use axum::{Json, Router};
 use confab_protocol::{Model, ModelList};
 
-use super::{AppState, SiteAuth};
+use super::{AppState, Caller};
+use crate::error::ApiError;
+use crate::store::Scope;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/models", get(list_models))
 }
 
 #[tracing::instrument(skip_all)]
-async fn list_models(State(state): State<AppState>, auth: SiteAuth) -> Json<ModelList> {
-    let created = u64::try_from(auth.site.created_at).unwrap_or_default();
-    // A site model that no configured upstream serves (any more) cannot be used, so it is not
-    // listed.
-    let data = auth
-        .site
-        .models
+async fn list_models(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ModelList>, ApiError> {
+    caller.require(Scope::Models)?;
+    let (models, created): (&[String], i64) = match &caller {
+        Caller::Site(site) => (&site.models, site.created_at),
+        Caller::Key(key) if key.models.is_empty() => (state.upstreams.models(), key.created_at),
+        Caller::Key(key) => (&key.models, key.created_at),
+    };
+    let created = u64::try_from(created).unwrap_or_default();
+    // A model that no configured upstream serves (any more) cannot be used, so it is not listed.
+    let data = models
         .iter()
         .filter_map(|id| {
             let upstream = state.upstreams.for_model(id)?;
@@ -30,5 +38,5 @@ async fn list_models(State(state): State<AppState>, auth: SiteAuth) -> Json<Mode
             })
         })
         .collect();
-    Json(ModelList { object: "list".into(), data })
+    Ok(Json(ModelList { object: "list".into(), data }))
 }

@@ -34,7 +34,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let timeouts = state.config.timeouts.clone();
-    let app = router(state);
+    let flusher = tokio::spawn(flush_periodically(state.clone()));
+    let app = router(state.clone());
     // HTTP/1.1 only: browsers reach the relay through a TLS-terminating proxy or directly over
     // HTTP/1.1, and hyper's automatic HTTP/2 detection waits for a client's first bytes with no
     // time limit, which is exactly what a slow client must not get.
@@ -74,7 +75,21 @@ pub async fn serve(
 
     drop(listener);
     graceful.shutdown().await;
+    flusher.abort();
+    state.flush().await;
     Ok(())
+}
+
+/// Writes the state's batched records every `keys.last_used_flush_ms`.
+async fn flush_periodically(state: AppState) {
+    let mut every =
+        tokio::time::interval(Duration::from_millis(state.config.keys.last_used_flush_ms));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        state.flush().await;
+    }
 }
 
 /// The router for one connection, with the peer's address available as `ConnectInfo`.

@@ -47,7 +47,7 @@ impl Site {
     }
 }
 
-/// Everything needed to create a site; the key hash comes from `sitekey::NewSiteKey`.
+/// Everything needed to create a site; the key hash comes from `sitekey::NewKey`.
 #[derive(Debug, Clone)]
 pub struct NewSite {
     pub name: String,
@@ -68,6 +68,93 @@ pub struct NewSite {
 #[derive(Debug, Clone)]
 pub struct SiteCredentials {
     pub site: Site,
+    pub key_hash: Vec<u8>,
+}
+
+/// What a secret API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `GET /v1/models`.
+    Models,
+    /// `GET /v1/usage` (the key's own usage).
+    Usage,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Chat, Scope::Models, Scope::Usage];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Chat => "chat",
+            Scope::Models => "models",
+            Scope::Usage => "usage",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// Request and spending limits of a caller (a secret key or a site); `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallerLimits {
+    pub rpm: Option<u32>,
+    pub rpd: Option<u32>,
+    pub tpm: Option<u32>,
+    /// Micro-dollars per calendar month (UTC).
+    pub monthly_budget_micros: Option<u64>,
+    /// Micro-dollars per day (UTC).
+    pub daily_budget_micros: Option<u64>,
+}
+
+/// A secret API key for server-side callers (the secret itself is never stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    /// The public lookup id of the current secret.
+    pub lookup_id: String,
+    pub scopes: Vec<Scope>,
+    /// Models the key may use; empty: every model the relay serves.
+    pub models: Vec<String>,
+    pub limits: CallerLimits,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// After a rotation: the previous secret's lookup id and when it stops working.
+    pub previous_lookup_id: Option<String>,
+    pub previous_expires_at: Option<i64>,
+}
+
+impl ApiKey {
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// Everything needed to create a key; the hash comes from `sitekey::NewKey`.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub models: Vec<String>,
+    pub limits: CallerLimits,
+    pub lookup_id: String,
+    pub key_hash: [u8; 32],
+}
+
+/// An active key found by one of its lookup ids, with the hash of that secret.
+#[derive(Debug, Clone)]
+pub struct ApiKeyCredentials {
+    pub key: ApiKey,
     pub key_hash: Vec<u8>,
 }
 
@@ -103,6 +190,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError>;
     /// True when at least one site lists this origin (answers CORS preflights, which carry no key).
     async fn origin_is_registered(&self, origin: &str) -> Result<bool, StoreError>;
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError>;
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// The active (not revoked) key whose current secret, or whose previous secret still in its
+    /// grace period at `now`, has this lookup id.
+    async fn api_key_by_lookup(
+        &self,
+        lookup_id: &str,
+        now: i64,
+    ) -> Result<Option<ApiKeyCredentials>, StoreError>;
+    /// Gives an active key a new secret; the current one stays valid until `previous_expires_at`.
+    /// `None` when there is no such active key.
+    async fn rotate_api_key(
+        &self,
+        id: &str,
+        lookup_id: &str,
+        key_hash: &[u8; 32],
+        previous_expires_at: i64,
+    ) -> Result<Option<ApiKey>, StoreError>;
+    /// Revokes a key at `at`; `false` when there is no such active key.
+    async fn revoke_api_key(&self, id: &str, at: i64) -> Result<bool, StoreError>;
+    /// Records when keys were last used (batched by the caller).
+    async fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError>;
     /// A cheap round trip for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }

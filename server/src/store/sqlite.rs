@@ -10,7 +10,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, migrate::Migrator};
 
-use super::{NewSite, Site, SiteCredentials, SiteWidget, Store, StoreError};
+mod api_keys;
+
+use super::{
+    ApiKey, ApiKeyCredentials, NewApiKey, NewSite, Site, SiteCredentials, SiteWidget, Store,
+    StoreError,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -279,6 +284,44 @@ impl Store for SqliteStore {
         Ok(found.is_some())
     }
 
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
+        api_keys::create(&self.pool, key).await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        api_keys::list(&self.pool).await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        api_keys::get(&self.pool, id).await
+    }
+
+    async fn api_key_by_lookup(
+        &self,
+        lookup_id: &str,
+        now: i64,
+    ) -> Result<Option<ApiKeyCredentials>, StoreError> {
+        api_keys::by_lookup(&self.pool, lookup_id, now).await
+    }
+
+    async fn rotate_api_key(
+        &self,
+        id: &str,
+        lookup_id: &str,
+        key_hash: &[u8; 32],
+        previous_expires_at: i64,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        api_keys::rotate(&self.pool, id, lookup_id, key_hash, previous_expires_at).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        api_keys::revoke(&self.pool, id, at).await
+    }
+
+    async fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
+        api_keys::touch(&self.pool, used).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -288,7 +331,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sitekey::NewSiteKey;
+    use crate::sitekey::{KeyKind, NewKey};
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -296,7 +339,7 @@ mod tests {
         (dir, SqliteStore::open(&url, 2).await.unwrap())
     }
 
-    fn new_site(key: &NewSiteKey) -> NewSite {
+    fn new_site(key: &NewKey) -> NewSite {
         NewSite {
             name: "Shop".into(),
             origins: vec!["https://shop.example".into(), "https://www.shop.example".into()],
@@ -321,7 +364,7 @@ mod tests {
     #[tokio::test]
     async fn a_created_site_reads_back_identically() {
         let (_dir, store) = store().await;
-        let key = NewSiteKey::generate();
+        let key = NewKey::generate(KeyKind::Site);
         let created = store.create_site(new_site(&key)).await.unwrap();
         assert_eq!(store.site(&created.id).await.unwrap(), Some(created.clone()));
         let found = store.site_by_key(&key.lookup_id).await.unwrap().unwrap();
@@ -334,7 +377,7 @@ mod tests {
     #[tokio::test]
     async fn deleting_a_site_removes_its_origins() {
         let (_dir, store) = store().await;
-        let created = store.create_site(new_site(&NewSiteKey::generate())).await.unwrap();
+        let created = store.create_site(new_site(&NewKey::generate(KeyKind::Site))).await.unwrap();
         assert!(store.delete_site(&created.id).await.unwrap());
         assert!(!store.delete_site(&created.id).await.unwrap());
         assert!(!store.origin_is_registered("https://shop.example").await.unwrap());
