@@ -1,17 +1,20 @@
 //! The Confab relay as a library: `confab` (the binary) parses the command line and calls
 //! [`cli::run`]; tests build an [`AppState`] and call [`serve`] on a listener of their own.
 
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod limits;
 pub mod policy;
 pub mod relay;
 pub mod sitekey;
 pub mod sites;
 pub mod store;
 pub mod upstream;
+pub mod visitor;
 
 pub use http::{AppState, router, serve};
 

@@ -1,0 +1,967 @@
+//! Spending: model prices, budgets per secret key and per site, and the ledger that admits calls.
+//!
+//! Money is counted in micro-dollars ([`Micros`]) and tokens as integers; no float is involved.
+//!
+//! A call goes through the [`Ledger`] in two steps. Before the upstream is called, its worst case
+//! (the estimated prompt plus the capped `max_tokens`, priced by the [`PriceTable`]) is reserved
+//! against every budget it falls under, all or nothing; a call that does not fit is refused with
+//! [`Exhausted`] and never reaches the upstream. Once the call is over, the [`Reservation`] is
+//! settled with the real cost, which releases what was reserved and records what was spent.
+//!
+//! A reservation is admitted only when `spent + reserved + amount <= budget` holds for every
+//! budget it touches, so however many calls run at once, the recorded spend cannot pass a budget
+//! as long as no call costs more than it reserved. That holds because the relay caps `max_tokens`
+//! and reserves the cap: a call cannot produce more output than it was allowed.
+//!
+//! Budgets run per calendar month and per day, in UTC ([`Period`]). A new period is a new entry
+//! that starts at zero; entries of past periods are dropped once nothing is reserved against them,
+//! so the ledger holds about two entries per payer whatever its age.
+//!
+//! The ledger lives in the process (one mutex around a map); it is the single-instance setup.
+//! At start-up it is given what the usage table already records for the current periods.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// Micro-dollars: 1 USD = 1 000 000.
+pub type Micros = u64;
+
+/// Tokens per pricing unit: prices are per million tokens.
+const TOKENS_PER_PRICE_UNIT: u128 = 1_000_000;
+const SECONDS_PER_DAY: u64 = 86_400;
+
+/// The shares of a budget at which an alert is raised, in percent.
+pub const ALERT_PERCENTS: [u8; 2] = [80, 100];
+
+/// Price of a model, in micro-dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_per_million: Micros,
+    pub output_per_million: Micros,
+}
+
+impl Price {
+    /// The cost of a call, rounded up to the micro-dollar (a call is never free because it was
+    /// small) and saturating at [`Micros::MAX`] instead of overflowing.
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> Micros {
+        // Both products fit in a u128; only their sum can overflow, and only with absurd inputs.
+        let input = u128::from(input_tokens) * u128::from(self.input_per_million);
+        let output = u128::from(output_tokens) * u128::from(self.output_per_million);
+        let micros = input.saturating_add(output).div_ceil(TOKENS_PER_PRICE_UNIT);
+        Micros::try_from(micros).unwrap_or(Micros::MAX)
+    }
+}
+
+/// The price of each model the relay serves.
+///
+/// A model missing from the table costs nothing: its calls are still admitted against budgets
+/// that have room left, but they never use any up. The relay warns at start-up about served
+/// models without a price.
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    prices: HashMap<String, Price>,
+}
+
+impl PriceTable {
+    pub fn new(prices: HashMap<String, Price>) -> Self {
+        Self { prices }
+    }
+
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.prices.get(model).copied()
+    }
+
+    /// The cost of a call to `model`; 0 when the model has no price.
+    pub fn cost(&self, model: &str, input_tokens: u64, output_tokens: u64) -> Micros {
+        self.price(model).map_or(0, |price| price.cost(input_tokens, output_tokens))
+    }
+}
+
+/// An amount of micro-dollars shown as dollars with two decimals, rounded to the nearest cent:
+/// `Usd(5_000_000)` is `$5.00`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usd(pub Micros);
+
+impl fmt::Display for Usd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cents = (u128::from(self.0) + 5_000) / 10_000;
+        write!(f, "${}.{:02}", cents / 100, cents % 100)
+    }
+}
+
+/// Whom a budget belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Payer {
+    /// A secret API key, by its id (never by its secret).
+    Key(String),
+    /// A site, by its id.
+    Site(String),
+}
+
+impl Payer {
+    pub fn id(&self) -> &str {
+        match self {
+            Payer::Key(id) | Payer::Site(id) => id,
+        }
+    }
+}
+
+/// Only the kind of payer: this text reaches clients, in the 402 message.
+impl fmt::Display for Payer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Payer::Key(_) => "key",
+            Payer::Site(_) => "site",
+        })
+    }
+}
+
+/// The budgets of one payer; `None` is unlimited.
+///
+/// A budget of 0 blocks every call, even one to a model without a price.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetRule {
+    pub monthly: Option<Micros>,
+    pub daily: Option<Micros>,
+}
+
+/// Whether a period is a month or a day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeriodKind {
+    Monthly,
+    Daily,
+}
+
+impl PeriodKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeriodKind::Monthly => "monthly",
+            PeriodKind::Daily => "daily",
+        }
+    }
+}
+
+impl fmt::Display for PeriodKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A calendar month or a day, in UTC; `month` is 1 to 12 and `day` 1 to 31.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Period {
+    Month { year: i32, month: u32 },
+    Day { year: i32, month: u32, day: u32 },
+}
+
+impl Period {
+    /// The month containing an instant (Unix seconds).
+    pub fn month_of(unix_secs: u64) -> Self {
+        let (year, month, _) = civil_from_days(unix_secs / SECONDS_PER_DAY);
+        Period::Month { year, month }
+    }
+
+    /// The day containing an instant (Unix seconds).
+    pub fn day_of(unix_secs: u64) -> Self {
+        let (year, month, day) = civil_from_days(unix_secs / SECONDS_PER_DAY);
+        Period::Day { year, month, day }
+    }
+
+    pub fn kind(&self) -> PeriodKind {
+        match self {
+            Period::Month { .. } => PeriodKind::Monthly,
+            Period::Day { .. } => PeriodKind::Daily,
+        }
+    }
+
+    /// The first second of the period (Unix seconds; 0 for a period before 1970).
+    pub fn starts_at(&self) -> u64 {
+        let days = match *self {
+            Period::Month { year, month } => days_from_civil(year, month, 1),
+            Period::Day { year, month, day } => days_from_civil(year, month, day),
+        };
+        u64::try_from(days).unwrap_or(0).saturating_mul(SECONDS_PER_DAY)
+    }
+
+    /// The first second after the period, when its budget starts again from zero.
+    pub fn ends_at(&self) -> u64 {
+        match *self {
+            Period::Month { year, month } if month >= 12 => {
+                Period::Month { year: year.saturating_add(1), month: 1 }.starts_at()
+            }
+            Period::Month { year, month } => Period::Month { year, month: month + 1 }.starts_at(),
+            Period::Day { .. } => self.starts_at().saturating_add(SECONDS_PER_DAY),
+        }
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Period::Month { year, month } => write!(f, "{year:04}-{month:02}"),
+            Period::Day { year, month, day } => write!(f, "{year:04}-{month:02}-{day:02}"),
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a date in the proleptic Gregorian calendar (Howard Hinnant's
+/// `days_from_civil`, <https://howardhinnant.github.io/date_algorithms.html>).
+fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
+    let (month, day) = (i64::from(month), i64::from(day));
+    // The year is counted from March, so that the leap day is the last day of a year.
+    let year = i64::from(year) - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400); // [0, 399]
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1; // [0, 365]
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The date (year, month 1–12, day 1–31) of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`). Years beyond `i32::MAX` are clamped to it; no clock gets there.
+fn civil_from_days(days: u64) -> (i32, u32, u32) {
+    // Shifted to start on 0000-03-01, so that the leap day is the last day of a year.
+    let z = i128::from(days) + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097; // [0, 146096]
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365; // [0, 399]
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100); // [0, 365]
+    let shifted_month = (5 * day_of_year + 2) / 153; // [0, 11], March is 0
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1; // [1, 31]
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 }; // [1, 12]
+    let year = year_of_era + era * 400 + i128::from(month <= 2);
+    let small = |value: i128| u32::try_from(value).unwrap_or(1);
+    (i32::try_from(year).unwrap_or(i32::MAX), small(month), small(day))
+}
+
+/// A budget crossing one of the [`ALERT_PERCENTS`]: the relay sends an alert webhook for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crossing {
+    pub payer: Payer,
+    pub period: Period,
+    /// 80 or 100.
+    pub percent: u8,
+    /// The spend right after the settlement that crossed the threshold.
+    pub spent: Micros,
+    pub budget: Micros,
+}
+
+/// A call refused because one of its budgets has no room for its worst case (HTTP 402,
+/// `insufficient_quota`). Its `Display` is meant for the client: it names the kind of payer and
+/// period and the budget, never the payer's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exhausted {
+    pub payer: Payer,
+    pub period: Period,
+    pub budget: Micros,
+    /// Settled spend in the period when the call was refused.
+    pub spent: Micros,
+    /// Reserved by calls in flight when the call was refused.
+    pub reserved: Micros,
+}
+
+impl Exhausted {
+    pub fn period_kind(&self) -> PeriodKind {
+        self.period.kind()
+    }
+}
+
+impl fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (payer, kind, budget) = (&self.payer, self.period.kind(), Usd(self.budget));
+        if self.spent >= self.budget {
+            write!(f, "the {payer}'s {kind} budget of {budget} is used up")
+        } else {
+            // Room is left, but not for this call's worst case next to the calls in flight.
+            write!(
+                f,
+                "the {payer}'s {kind} budget of {budget} has too little left for this request"
+            )
+        }
+    }
+}
+
+impl std::error::Error for Exhausted {}
+
+/// What the ledger knows of one payer in one period.
+#[derive(Debug, Clone, Default)]
+struct Account {
+    spent: Micros,
+    reserved: Micros,
+    /// Reservations not yet settled or dropped; the entry is kept while there are any.
+    open: usize,
+    /// Which of [`ALERT_PERCENTS`] have been reported, by index.
+    reported: [bool; ALERT_PERCENTS.len()],
+}
+
+/// One budget entry a reservation holds: the account, and the budget it was admitted under.
+#[derive(Debug, Clone)]
+struct Hold {
+    payer: Payer,
+    period: Period,
+    budget: Option<Micros>,
+}
+
+#[derive(Debug, Default)]
+struct LedgerState {
+    accounts: HashMap<(Payer, Period), Account>,
+    /// The start of the latest day seen by `reserve`: periods that end by then are past.
+    today: u64,
+}
+
+impl LedgerState {
+    /// Drops the accounts of past periods, once per new day (so the cost is amortised over the
+    /// day's calls). Accounts with open reservations stay until those end (see `finish`).
+    fn sweep(&mut self, now_unix: u64) {
+        let today = now_unix - now_unix % SECONDS_PER_DAY;
+        // Only forwards: a clock stepping back must not drop the current periods.
+        if today <= self.today {
+            return;
+        }
+        self.today = today;
+        self.accounts.retain(|(_, period), account| account.open > 0 || period.ends_at() > today);
+    }
+
+    /// Ends a reservation: releases `amount` from each hold and, when settled, adds the actual
+    /// cost and reports the thresholds that this crossed.
+    fn finish(
+        &mut self,
+        holds: Vec<Hold>,
+        amount: Micros,
+        actual: Option<Micros>,
+    ) -> Vec<Crossing> {
+        let mut crossings = Vec::new();
+        for Hold { payer, period, budget } in holds {
+            let key = (payer, period);
+            // The account exists while the reservation is open; recreate it rather than lose
+            // the spend if that ever fails to hold.
+            let account = self.accounts.entry(key.clone()).or_default();
+            account.reserved = account.reserved.saturating_sub(amount);
+            account.open = account.open.saturating_sub(1);
+            if let Some(actual) = actual {
+                let before = account.spent;
+                account.spent = before.saturating_add(actual);
+                if let Some(budget) = budget {
+                    for (index, &percent) in ALERT_PERCENTS.iter().enumerate() {
+                        let reached = |spent: Micros| {
+                            u128::from(spent) * 100 >= u128::from(budget) * u128::from(percent)
+                        };
+                        // Spend loaded at start-up above a threshold was reported before then.
+                        if !account.reported[index] && !reached(before) && reached(account.spent) {
+                            account.reported[index] = true;
+                            crossings.push(Crossing {
+                                payer: key.0.clone(),
+                                period: key.1,
+                                percent,
+                                spent: account.spent,
+                                budget,
+                            });
+                        }
+                    }
+                }
+            }
+            // A call that began before midnight settles into its own period, which is past now.
+            if account.open == 0 && key.1.ends_at() <= self.today {
+                self.accounts.remove(&key);
+            }
+        }
+        crossings
+    }
+}
+
+/// Spend and reservations per payer and period, in this process.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    state: Mutex<LedgerState>,
+}
+
+impl Ledger {
+    /// A ledger that starts from what the usage table records for the current month and day of
+    /// each payer. Entries of other periods are harmless: they are dropped at the first call.
+    pub fn new(spent: HashMap<(Payer, Period), Micros>) -> Self {
+        let accounts = spent
+            .into_iter()
+            .map(|(key, spent)| (key, Account { spent, ..Account::default() }))
+            .collect();
+        Self { state: Mutex::new(LedgerState { accounts, today: 0 }) }
+    }
+
+    /// Every update under the lock is plain saturating arithmetic on a map, so a thread that
+    /// panicked while holding it cannot have left a half-done change: the state is still usable.
+    fn lock(&self) -> MutexGuard<'_, LedgerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reserves `amount` for a call made at `now_unix` against the month and the day containing
+    /// it, for every payer, all or nothing.
+    ///
+    /// Each budget admits the call when `spent + reserved + amount <= budget`, and a budget that
+    /// is used up (`spent >= budget`) refuses even a call that costs nothing: used up means used
+    /// up. Spend is tracked in both periods whether or not the payer has a budget there, so a
+    /// budget that changes at run time applies to what was already spent. A payer listed twice
+    /// is held once, under the tighter of its budgets. On refusal nothing is reserved and the
+    /// first budget without room is named, in the order given, monthly before daily.
+    pub fn reserve(
+        self: &Arc<Self>,
+        payers: &[(Payer, BudgetRule)],
+        amount: Micros,
+        now_unix: u64,
+    ) -> Result<Reservation, Exhausted> {
+        let (month, day) = (Period::month_of(now_unix), Period::day_of(now_unix));
+        let mut holds: Vec<Hold> = Vec::with_capacity(payers.len() * 2);
+        for (payer, rule) in payers {
+            for (period, budget) in [(month, rule.monthly), (day, rule.daily)] {
+                match holds.iter_mut().find(|h| h.period == period && &h.payer == payer) {
+                    Some(hold) => hold.budget = tighter(hold.budget, budget),
+                    None => holds.push(Hold { payer: payer.clone(), period, budget }),
+                }
+            }
+        }
+
+        let mut state = self.lock();
+        state.sweep(now_unix);
+        for hold in &holds {
+            let Some(budget) = hold.budget else { continue };
+            let (spent, reserved) = state
+                .accounts
+                .get(&(hold.payer.clone(), hold.period))
+                .map_or((0, 0), |account| (account.spent, account.reserved));
+            let committed = spent.saturating_add(reserved).saturating_add(amount);
+            if spent >= budget || committed > budget {
+                return Err(Exhausted {
+                    payer: hold.payer.clone(),
+                    period: hold.period,
+                    budget,
+                    spent,
+                    reserved,
+                });
+            }
+        }
+        for hold in &holds {
+            let account = state.accounts.entry((hold.payer.clone(), hold.period)).or_default();
+            account.reserved = account.reserved.saturating_add(amount);
+            account.open += 1;
+        }
+        drop(state);
+
+        Ok(Reservation { ledger: Arc::clone(self), holds, amount })
+    }
+
+    /// What a payer has spent (settled) in a period, as far as this ledger knows: what it was
+    /// started with plus what was settled since. Past periods read 0 once dropped.
+    pub fn spent(&self, payer: &Payer, period: Period) -> Micros {
+        self.lock().accounts.get(&(payer.clone(), period)).map_or(0, |account| account.spent)
+    }
+
+    /// What calls in flight have reserved against a payer in a period.
+    pub fn reserved(&self, payer: &Payer, period: Period) -> Micros {
+        self.lock().accounts.get(&(payer.clone(), period)).map_or(0, |account| account.reserved)
+    }
+}
+
+/// The tighter of two budgets, where `None` is unlimited.
+fn tighter(a: Option<Micros>, b: Option<Micros>) -> Option<Micros> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Room held in the ledger for one call's worst case.
+///
+/// Settle it with the real cost once the call is over, however it ended. Dropping it unsettled
+/// releases it without charging anything, which is right only when the upstream was never
+/// called: once it was, the call must be settled, with an estimate if need be.
+pub struct Reservation {
+    ledger: Arc<Ledger>,
+    /// Emptied when settled, so that `drop` has nothing left to release.
+    holds: Vec<Hold>,
+    amount: Micros,
+}
+
+impl Reservation {
+    /// The amount reserved: the call's worst case.
+    pub fn amount(&self) -> Micros {
+        self.amount
+    }
+
+    /// Releases the reservation and records `actual` as spent in each of its periods, even when
+    /// it is more than was reserved (the truth is recorded; the cap on `max_tokens` is what keeps
+    /// that from happening). Returns the alert thresholds this settlement crossed: a threshold is
+    /// crossed when the spend goes from below it to at or above it, and each is reported at most
+    /// once per payer and period, even if the budget is changed in the meantime. Spend the ledger
+    /// was started with does not count as crossing, so a restart does not repeat alerts.
+    pub fn settle(mut self, actual: Micros) -> Vec<Crossing> {
+        let holds = std::mem::take(&mut self.holds);
+        self.ledger.lock().finish(holds, self.amount, Some(actual))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.holds.is_empty() {
+            let holds = std::mem::take(&mut self.holds);
+            self.ledger.lock().finish(holds, self.amount, None);
+        }
+    }
+}
+
+/// Names the periods and the amount, not the whole ledger.
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("amount", &self.amount)
+            .field("holds", &self.holds)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Barrier;
+
+    /// 2026-05-14T12:00:00Z.
+    const NOW: u64 = 1_778_760_000;
+
+    fn site() -> Payer {
+        Payer::Site("site_1".to_owned())
+    }
+
+    fn key() -> Payer {
+        Payer::Key("key_1".to_owned())
+    }
+
+    fn monthly(budget: Micros) -> BudgetRule {
+        BudgetRule { monthly: Some(budget), daily: None }
+    }
+
+    fn month() -> Period {
+        Period::month_of(NOW)
+    }
+
+    fn ledger() -> Arc<Ledger> {
+        Arc::new(Ledger::new(HashMap::new()))
+    }
+
+    fn price(input_per_million: Micros, output_per_million: Micros) -> Price {
+        Price { input_per_million, output_per_million }
+    }
+
+    // Prices.
+
+    #[test]
+    fn a_million_input_tokens_cost_exactly_the_price_per_million() {
+        assert_eq!(price(150_000, 600_000).cost(1_000_000, 0), 150_000);
+    }
+
+    #[test]
+    fn a_single_token_costs_at_least_one_micro_dollar() {
+        assert_eq!(price(150_000, 600_000).cost(1, 0), 1);
+        assert_eq!(price(150_000, 600_000).cost(0, 0), 0);
+        // The sum is rounded once, not each part: 0.15 + 0.6 rounds up to 1.
+        assert_eq!(price(150_000, 600_000).cost(1, 1), 1);
+    }
+
+    #[test]
+    fn output_tokens_are_priced_separately_from_input_tokens() {
+        let price = price(1_000_000, 2_000_000);
+        assert_eq!(price.cost(1_000, 0), 1_000);
+        assert_eq!(price.cost(0, 1_000), 2_000);
+        assert_eq!(price.cost(1_000, 1_000), 3_000);
+    }
+
+    #[test]
+    fn huge_token_counts_saturate_instead_of_overflowing() {
+        assert_eq!(price(1_000_000, 0).cost(u64::MAX, 0), u64::MAX);
+        assert_eq!(price(1_000_000, 1_000_000).cost(u64::MAX, 1), u64::MAX);
+        assert_eq!(price(u64::MAX, u64::MAX).cost(u64::MAX, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_model_missing_from_the_price_table_costs_nothing() {
+        let table = PriceTable::new(HashMap::from([("priced".to_owned(), price(150_000, 0))]));
+        assert_eq!(table.cost("priced", 2_000_000, 5), 300_000);
+        assert_eq!(table.price("unpriced"), None);
+        assert_eq!(table.cost("unpriced", 2_000_000, 5), 0);
+    }
+
+    #[test]
+    fn a_price_reads_from_config_and_rejects_unknown_fields() {
+        let parsed: Price =
+            serde_json::from_str(r#"{"input_per_million":150000,"output_per_million":600000}"#)
+                .unwrap();
+        assert_eq!(parsed, price(150_000, 600_000));
+        let typo = r#"{"input_per_million":1,"output_per_million":2,"cached_per_million":3}"#;
+        assert!(serde_json::from_str::<Price>(typo).is_err());
+    }
+
+    #[test]
+    fn dollars_are_shown_with_two_decimals_rounded_to_the_cent() {
+        assert_eq!(Usd(5_000_000).to_string(), "$5.00");
+        assert_eq!(Usd(0).to_string(), "$0.00");
+        assert_eq!(Usd(1_234_567).to_string(), "$1.23");
+        assert_eq!(Usd(1_235_000).to_string(), "$1.24");
+        assert_eq!(Usd(50_000).to_string(), "$0.05");
+        assert_eq!(Usd(u64::MAX).to_string(), "$18446744073709.55");
+    }
+
+    // Periods.
+
+    #[test]
+    fn the_epoch_is_the_first_of_january_1970() {
+        assert_eq!(Period::day_of(0), Period::Day { year: 1970, month: 1, day: 1 });
+        assert_eq!(Period::month_of(0), Period::Month { year: 1970, month: 1 });
+        assert_eq!(Period::day_of(0).starts_at(), 0);
+        assert_eq!(Period::month_of(0).starts_at(), 0);
+        assert_eq!(Period::day_of(86_399), Period::Day { year: 1970, month: 1, day: 1 });
+        assert_eq!(Period::day_of(86_400), Period::Day { year: 1970, month: 1, day: 2 });
+    }
+
+    #[test]
+    fn a_leap_day_converts_both_ways() {
+        let leap_day = Period::Day { year: 2024, month: 2, day: 29 };
+        assert_eq!(Period::day_of(1_709_164_800), leap_day);
+        assert_eq!(leap_day.starts_at(), 1_709_164_800);
+        assert_eq!(leap_day.ends_at(), 1_709_251_200);
+        assert_eq!(Period::day_of(1_709_251_200), Period::Day { year: 2024, month: 3, day: 1 });
+        let february = Period::Month { year: 2024, month: 2 };
+        assert_eq!(Period::month_of(1_709_164_800), february);
+        assert_eq!(february.starts_at(), 1_706_745_600);
+        assert_eq!(february.ends_at(), 1_709_251_200);
+    }
+
+    #[test]
+    fn the_last_second_of_a_month_belongs_to_it() {
+        let last_second = 1_798_761_599; // 2026-12-31T23:59:59Z
+        assert_eq!(Period::day_of(last_second), Period::Day { year: 2026, month: 12, day: 31 });
+        assert_eq!(Period::month_of(last_second), Period::Month { year: 2026, month: 12 });
+        assert_eq!(Period::month_of(last_second + 1), Period::Month { year: 2027, month: 1 });
+        assert_eq!(Period::day_of(last_second + 1), Period::Day { year: 2027, month: 1, day: 1 });
+        let december = Period::Month { year: 2026, month: 12 };
+        assert_eq!(december.starts_at(), 1_796_083_200);
+        assert_eq!(december.ends_at(), last_second + 1);
+    }
+
+    #[test]
+    fn february_has_29_days_in_leap_years_only() {
+        let days = |year| {
+            let february = Period::Month { year, month: 2 };
+            (february.ends_at() - february.starts_at()) / SECONDS_PER_DAY
+        };
+        assert_eq!(days(2024), 29);
+        assert_eq!(days(2026), 28);
+        assert_eq!(days(2000), 29);
+        assert_eq!(days(2100), 28);
+    }
+
+    /// The day after a date, counted the plain way, to check the conversion against.
+    fn next_day(period: Period) -> Period {
+        let Period::Day { year, month, day } = period else { unreachable!() };
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let days_in_month = match month {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        match (month, day) {
+            (12, 31) => Period::Day { year: year + 1, month: 1, day: 1 },
+            (_, day) if day == days_in_month => Period::Day { year, month: month + 1, day: 1 },
+            _ => Period::Day { year, month, day: day + 1 },
+        }
+    }
+
+    #[test]
+    fn every_day_for_three_centuries_follows_the_one_before_and_converts_both_ways() {
+        let mut previous = Period::day_of(0);
+        for days in 1..(300 * 366) {
+            let start = days * SECONDS_PER_DAY;
+            let day = Period::day_of(start);
+            assert_eq!(day, next_day(previous));
+            assert_eq!(day.starts_at(), start, "{day}");
+            assert_eq!(Period::day_of(start - 1), previous, "{day}");
+            let Period::Day { year, month, .. } = day else { unreachable!() };
+            let month = Period::Month { year, month };
+            assert_eq!(Period::month_of(start), month, "{day}");
+            assert!(month.starts_at() <= start && start < month.ends_at(), "{day}");
+            previous = day;
+        }
+        assert_eq!(previous.to_string(), "2270-08-15");
+    }
+
+    // The ledger.
+
+    #[test]
+    fn two_hundred_concurrent_calls_against_a_budget_for_fifty_serve_exactly_fifty() {
+        const COST: Micros = 12_345;
+        let ledger = ledger();
+        let payers = [(site(), monthly(50 * COST))];
+        let barrier = Barrier::new(200);
+        let served = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..200)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        let reservation = ledger.reserve(&payers, COST, NOW).ok()?;
+                        assert!(ledger.spent(&site(), month()) <= 50 * COST);
+                        reservation.settle(COST);
+                        Some(())
+                    })
+                })
+                .collect();
+            threads.into_iter().filter_map(|thread| thread.join().unwrap()).count()
+        });
+        assert_eq!(served, 50);
+        assert_eq!(ledger.spent(&site(), month()), 50 * COST);
+        assert_eq!(ledger.reserved(&site(), month()), 0);
+
+        let refused = ledger.reserve(&payers, COST, NOW).unwrap_err();
+        assert_eq!(refused.payer, site());
+        assert_eq!(refused.period_kind(), PeriodKind::Monthly);
+        assert_eq!(refused.period_kind().as_str(), "monthly");
+        assert_eq!(refused.spent, 50 * COST);
+    }
+
+    #[test]
+    fn settling_for_less_than_reserved_releases_the_rest() {
+        let ledger = ledger();
+        let payers = [(site(), monthly(1_000))];
+        let first = ledger.reserve(&payers, 600, NOW).unwrap();
+        assert_eq!(ledger.reserved(&site(), month()), 600);
+        assert!(ledger.reserve(&payers, 600, NOW).is_err());
+
+        assert!(first.settle(100).is_empty());
+        assert_eq!(ledger.spent(&site(), month()), 100);
+        assert_eq!(ledger.reserved(&site(), month()), 0);
+        let second = ledger.reserve(&payers, 600, NOW).unwrap();
+        assert_eq!(ledger.reserved(&site(), month()), 600);
+        drop(second);
+    }
+
+    #[test]
+    fn dropping_an_unsettled_reservation_releases_it_without_charging() {
+        let ledger = ledger();
+        let payers = [(site(), monthly(1_000))];
+        let reservation = ledger.reserve(&payers, 1_000, NOW).unwrap();
+        assert!(ledger.reserve(&payers, 1, NOW).is_err());
+        drop(reservation);
+        assert_eq!(ledger.reserved(&site(), month()), 0);
+        assert_eq!(ledger.spent(&site(), month()), 0);
+        assert!(ledger.reserve(&payers, 1_000, NOW).is_ok());
+    }
+
+    #[test]
+    fn settling_more_than_reserved_records_what_was_actually_spent() {
+        let ledger = ledger();
+        let reservation = ledger.reserve(&[(site(), monthly(1_000))], 100, NOW).unwrap();
+        reservation.settle(1_500);
+        assert_eq!(ledger.spent(&site(), month()), 1_500);
+        assert_eq!(ledger.reserved(&site(), month()), 0);
+    }
+
+    #[test]
+    fn a_reservation_is_all_or_nothing_across_payers() {
+        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 1_000)])));
+        let held = ledger.reserve(&[(key(), monthly(10_000))], 300, NOW).unwrap();
+
+        let refused = ledger
+            .reserve(&[(key(), monthly(10_000)), (site(), monthly(1_000))], 200, NOW)
+            .unwrap_err();
+        assert_eq!(refused.payer, site());
+        assert_eq!(ledger.reserved(&key(), month()), 300);
+        assert_eq!(ledger.reserved(&site(), month()), 0);
+        drop(held);
+    }
+
+    #[test]
+    fn a_payer_listed_twice_is_held_once_under_the_tighter_budget() {
+        let ledger = ledger();
+        let payers = [(site(), monthly(10_000)), (site(), monthly(500))];
+        assert_eq!(ledger.reserve(&payers, 600, NOW).unwrap_err().budget, 500);
+        let reservation = ledger.reserve(&payers, 400, NOW).unwrap();
+        assert_eq!(ledger.reserved(&site(), month()), 400);
+        reservation.settle(400);
+        assert_eq!(ledger.spent(&site(), month()), 400);
+    }
+
+    #[test]
+    fn a_daily_budget_blocks_while_the_month_has_room_and_admits_again_the_next_day() {
+        let ledger = ledger();
+        let payers = [(key(), BudgetRule { monthly: Some(10_000), daily: Some(1_000) })];
+        ledger.reserve(&payers, 1_000, NOW).unwrap().settle(1_000);
+
+        let refused = ledger.reserve(&payers, 1, NOW).unwrap_err();
+        assert_eq!(refused.period, Period::day_of(NOW));
+        assert_eq!(refused.period_kind(), PeriodKind::Daily);
+
+        let tomorrow = NOW + SECONDS_PER_DAY;
+        ledger.reserve(&payers, 1_000, tomorrow).unwrap().settle(1_000);
+        assert_eq!(ledger.spent(&key(), Period::month_of(tomorrow)), 2_000);
+        assert_eq!(ledger.spent(&key(), Period::day_of(tomorrow)), 1_000);
+    }
+
+    #[test]
+    fn a_new_month_starts_with_nothing_spent() {
+        let ledger = ledger();
+        let payers = [(site(), monthly(1_000))];
+        let last_second = 1_798_761_599; // 2026-12-31T23:59:59Z
+        ledger.reserve(&payers, 1_000, last_second).unwrap().settle(1_000);
+        assert!(ledger.reserve(&payers, 1, last_second).is_err());
+        assert!(ledger.reserve(&payers, 1_000, last_second + 1).is_ok());
+    }
+
+    #[test]
+    fn spend_is_tracked_for_payers_without_a_budget() {
+        let ledger = ledger();
+        ledger.reserve(&[(key(), BudgetRule::default())], u64::MAX, NOW).unwrap().settle(700);
+        assert_eq!(ledger.spent(&key(), month()), 700);
+        assert_eq!(ledger.spent(&key(), Period::day_of(NOW)), 700);
+        // A budget set later applies to what was already spent.
+        assert!(ledger.reserve(&[(key(), monthly(1_000))], 400, NOW).is_err());
+    }
+
+    #[test]
+    fn a_used_up_budget_refuses_even_a_free_call() {
+        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 1_000)])));
+        assert!(ledger.reserve(&[(site(), monthly(1_000))], 0, NOW).is_err());
+        assert!(ledger.reserve(&[(site(), monthly(1_001))], 0, NOW).is_ok());
+        assert!(ledger.reserve(&[(site(), monthly(0))], 0, NOW).is_err());
+    }
+
+    #[test]
+    fn crossing_80_then_100_percent_is_reported_once_each() {
+        let ledger = ledger();
+        let payers = [(site(), monthly(1_000))];
+        let settle = |actual| ledger.reserve(&payers, 100, NOW).unwrap().settle(actual);
+
+        assert_eq!(settle(790), vec![]);
+        let crossing =
+            Crossing { payer: site(), period: month(), percent: 80, spent: 800, budget: 1_000 };
+        assert_eq!(settle(10), vec![crossing]);
+        assert_eq!(settle(100), vec![]);
+        let crossing =
+            Crossing { payer: site(), period: month(), percent: 100, spent: 1_000, budget: 1_000 };
+        assert_eq!(settle(100), vec![crossing]);
+        // A budget raised later in the period does not report its thresholds again: each is
+        // reported once per payer and period.
+        let raised = ledger.reserve(&[(site(), monthly(2_000))], 700, NOW).unwrap().settle(700);
+        assert_eq!(raised, vec![]);
+        assert_eq!(ledger.spent(&site(), month()), 1_700);
+    }
+
+    #[test]
+    fn a_settlement_jumping_from_50_to_100_percent_reports_both_thresholds() {
+        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 500)])));
+        let crossings = ledger.reserve(&[(site(), monthly(1_000))], 500, NOW).unwrap().settle(500);
+        let percents: Vec<u8> = crossings.iter().map(|c| c.percent).collect();
+        assert_eq!(percents, [80, 100]);
+        assert!(crossings.iter().all(|c| c.spent == 1_000 && c.budget == 1_000));
+    }
+
+    #[test]
+    fn spend_loaded_at_start_up_above_a_threshold_is_not_reported_again() {
+        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 850)])));
+        let crossings = ledger.reserve(&[(site(), monthly(1_000))], 100, NOW).unwrap().settle(100);
+        assert_eq!(crossings, vec![]);
+    }
+
+    #[test]
+    fn crossings_are_reported_for_each_budget_that_crosses() {
+        let ledger = ledger();
+        let payers = [
+            (key(), BudgetRule { monthly: Some(10_000), daily: Some(1_000) }),
+            (site(), monthly(1_250)),
+        ];
+        let crossings = ledger.reserve(&payers, 1_000, NOW).unwrap().settle(1_000);
+        let seen: Vec<(Payer, PeriodKind, u8)> =
+            crossings.iter().map(|c| (c.payer.clone(), c.period.kind(), c.percent)).collect();
+        assert_eq!(
+            seen,
+            [
+                (key(), PeriodKind::Daily, 80),
+                (key(), PeriodKind::Daily, 100),
+                (site(), PeriodKind::Monthly, 80)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_refusal_message_names_the_payer_kind_the_period_and_the_budget() {
+        let used_up = Exhausted {
+            payer: site(),
+            period: month(),
+            budget: 5_000_000,
+            spent: 5_000_000,
+            reserved: 0,
+        };
+        assert_eq!(used_up.to_string(), "the site's monthly budget of $5.00 is used up");
+
+        let little_left = Exhausted {
+            payer: key(),
+            period: Period::day_of(NOW),
+            budget: 250_000,
+            spent: 100_000,
+            reserved: 120_000,
+        };
+        assert_eq!(
+            little_left.to_string(),
+            "the key's daily budget of $0.25 has too little left for this request"
+        );
+    }
+
+    #[test]
+    fn entries_for_past_periods_are_dropped() {
+        let last_month = Period::Month { year: 2026, month: 4 };
+        let yesterday = Period::day_of(NOW - SECONDS_PER_DAY);
+        let ledger = Arc::new(Ledger::new(HashMap::from([
+            ((site(), last_month), 9_000),
+            ((site(), yesterday), 500),
+            ((site(), month()), 700),
+        ])));
+        ledger.reserve(&[(site(), monthly(10_000))], 100, NOW).unwrap().settle(100);
+
+        assert_eq!(ledger.spent(&site(), last_month), 0);
+        assert_eq!(ledger.spent(&site(), yesterday), 0);
+        assert_eq!(ledger.spent(&site(), month()), 800);
+        let mut kept: Vec<Period> = ledger.lock().accounts.keys().map(|(_, p)| *p).collect();
+        kept.sort_by_key(Period::starts_at);
+        assert_eq!(kept, [month(), Period::day_of(NOW)]);
+    }
+
+    #[test]
+    fn a_call_open_across_midnight_settles_into_its_own_day_which_is_dropped_afterwards() {
+        let ledger = ledger();
+        let payers = [(site(), BudgetRule { monthly: None, daily: Some(1_000) })];
+        let before_midnight = Period::day_of(NOW).ends_at() - 1;
+        let late_call = ledger.reserve(&payers, 400, before_midnight).unwrap();
+        ledger.reserve(&payers, 400, before_midnight + 1).unwrap().settle(400);
+
+        // The first day's account survives the sweep while its call is open.
+        assert_eq!(ledger.reserved(&site(), Period::day_of(before_midnight)), 400);
+        let crossings = late_call.settle(900);
+        assert_eq!(crossings.iter().map(|c| c.percent).collect::<Vec<_>>(), [80]);
+        assert_eq!(ledger.spent(&site(), Period::day_of(before_midnight)), 0);
+        assert_eq!(ledger.spent(&site(), Period::day_of(before_midnight + 1)), 400);
+        assert_eq!(ledger.spent(&site(), month()), 1_300);
+    }
+
+    #[test]
+    fn the_ledger_keeps_working_after_a_thread_panicked_while_holding_it() {
+        let ledger = ledger();
+        let holder = Arc::clone(&ledger);
+        let panicked = std::thread::spawn(move || {
+            let _state = holder.lock();
+            panic!("panicking while the ledger is locked");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(ledger.state.is_poisoned());
+        ledger.reserve(&[(site(), monthly(1_000))], 100, NOW).unwrap().settle(100);
+        assert_eq!(ledger.spent(&site(), month()), 100);
+    }
+}

@@ -1,0 +1,1299 @@
+//! Who a visitor is, for per-visitor limits and usage records.
+//!
+//! A visitor is either **verified**, when the site vouches for them with a visitor token, or
+//! **anonymous**, known only by the client's IP address.
+//!
+//! - [`client_ip`] finds the client's address: the socket's peer, or, when the peer is one of the
+//!   configured [`TrustedProxy`] networks, the right-most address in `X-Forwarded-For` that is not
+//!   a trusted proxy.
+//! - [`verify`] checks a visitor token against the site's [`VisitorSecret`]. Two forms are
+//!   accepted: the live-chat convention, `hmac.<base64url(user id)>.<hex HMAC-SHA256(secret, user
+//!   id)>`, which never expires, and a short-lived HS256 JWT whose `sub` is the user id.
+//! - [`identify`] puts the two together for a request, under the site's [`VisitorRules`].
+//! - [`Visitor::limit_key`] and [`Visitor::usage_hash`] are what the limits and the usage records
+//!   store; usage records never hold a visitor id or an address in clear.
+//!
+//! JWTs are verified here by hand (HMAC-SHA256 with the `hmac` crate, base64url, serde_json)
+//! rather than with the `jsonwebtoken` crate: only HS256 is accepted, which is a few lines, while
+//! `jsonwebtoken`'s pure-Rust backend brings in RSA, P-256, P-384 and Ed25519 (about thirty
+//! crates, among them `rsa`, with its timing advisory RUSTSEC-2023-0071) for algorithms this
+//! module must refuse anyway. Doing it here also keeps every rule in view: the accepted
+//! algorithm, the required claims, the clock leeway and the 24-hour cap.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use axum::http::HeaderMap;
+use axum::http::header::HeaderName;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+/// The request header that carries a visitor token.
+pub const VISITOR_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-confab-visitor");
+/// Longer tokens are refused before any work is done on them.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+/// The longest visitor id (HMAC user id or JWT `sub`), in bytes of UTF-8.
+pub const MAX_VISITOR_ID_BYTES: usize = 256;
+/// Clock skew allowed between the site's backend and the relay, for `exp`, `nbf` and `iat`.
+pub const CLOCK_LEEWAY_SECS: u64 = 60;
+/// A JWT may not expire later than this from now: visitor JWTs are meant to be short-lived, and a
+/// site that wants tokens that never expire has the HMAC form for that.
+pub const MAX_JWT_LIFETIME_SECS: u64 = 24 * 60 * 60;
+/// Keys shorter than this are refused, so that a site whose secret was never set (an empty
+/// value somewhere) cannot have tokens forged with an empty key.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+const HMAC_TOKEN_PREFIX: &str = "hmac.";
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac_sha256(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length (longer ones are hashed first), so this cannot fail; the
+    // `Result` comes from the generic `KeyInit` trait.
+    HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client IP
+// ---------------------------------------------------------------------------------------------
+
+/// A network whose hosts are believed when they say, in `X-Forwarded-For`, whom they forward
+/// for: `10.0.0.0/8`, `::1/128`, or a bare address (`127.0.0.1`, a single host).
+///
+/// IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) are read as the IPv4 network they map, since
+/// addresses are compared in their IPv4 form.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrustedProxy(IpNet);
+
+impl TrustedProxy {
+    /// Whether `ip` (compared as IPv4 when it is IPv4-mapped) is in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
+
+    pub fn network(&self) -> IpNet {
+        self.0
+    }
+}
+
+/// Why a trusted-proxy entry in the configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustedProxyError {
+    #[error("`{input}` is not an IP address or a CIDR network such as 10.0.0.0/8 or ::1/128")]
+    Invalid { input: String },
+    #[error("`{input}` has address bits set past its prefix; write the network as {network}")]
+    HostBitsSet { input: String, network: IpNet },
+    #[error(
+        "`{input}` would trust every address, so any client could choose its own IP with \
+         X-Forwarded-For"
+    )]
+    TrustsEverything { input: String },
+}
+
+impl FromStr for TrustedProxy {
+    type Err = TrustedProxyError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let text = input.trim();
+        let invalid = || TrustedProxyError::Invalid { input: input.to_owned() };
+        let net = if text.contains('/') {
+            text.parse::<IpNet>().map_err(|_| invalid())?
+        } else {
+            IpNet::from(text.parse::<IpAddr>().map_err(|_| invalid())?)
+        };
+        if net.trunc() != net {
+            return Err(TrustedProxyError::HostBitsSet {
+                input: input.to_owned(),
+                network: net.trunc(),
+            });
+        }
+        let net = ipv4_form(net);
+        if net.prefix_len() == 0 {
+            return Err(TrustedProxyError::TrustsEverything { input: input.to_owned() });
+        }
+        Ok(Self(net))
+    }
+}
+
+/// An IPv6 network inside `::ffff:0:0/96` as the IPv4 network it maps.
+fn ipv4_form(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+        && let Ok(v4_net) = Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return IpNet::V4(v4_net);
+    }
+    net
+}
+
+impl fmt::Display for TrustedProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for TrustedProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TrustedProxy({})", self.0)
+    }
+}
+
+impl Serialize for TrustedProxy {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn is_trusted(ip: IpAddr, trusted: &[TrustedProxy]) -> bool {
+    trusted.iter().any(|net| net.contains(ip))
+}
+
+/// The client's address, as far as it can be believed.
+///
+/// - A peer that is not a trusted proxy is the client: `X-Forwarded-For` is ignored, since anyone
+///   can send one.
+/// - Behind trusted proxies, `X-Forwarded-For` (every instance of the header, in order, read as one
+///   comma-separated list) is walked from the right, the end the proxies append to. Trusted
+///   proxies are skipped, and the first address that is not one is the client.
+/// - If every address is a trusted proxy, the left-most is the client (a request from inside the
+///   proxies' own network); with no header, the peer is.
+/// - An entry that is not an address (`unknown`, an obfuscated name, a header that is not ASCII)
+///   stops the walk: nothing to its left can be believed, so the trusted hop to its right is the
+///   client. Empty entries are skipped.
+///
+/// Entries may carry a port (`203.0.113.7:4711`, `[2001:db8::1]:443`) or brackets, which are
+/// dropped. IPv4-mapped IPv6 addresses are returned, and compared, in their IPv4 form. The
+/// standard `Forwarded` header and `X-Real-IP` are not read.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[TrustedProxy]) -> IpAddr {
+    let mut client = peer.to_canonical();
+    if !is_trusted(client, trusted) {
+        return client;
+    }
+    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        let Ok(value) = value.to_str() else {
+            return client;
+        };
+        for entry in value.rsplit(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+            let Some(address) = parse_forwarded_address(entry) else {
+                return client;
+            };
+            client = address;
+            if !is_trusted(address, trusted) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
+fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
+    let address = if let Ok(ip) = entry.parse::<IpAddr>() {
+        ip
+    } else if let Ok(socket) = entry.parse::<SocketAddr>() {
+        socket.ip()
+    } else {
+        IpAddr::V6(entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?)
+    };
+    Some(address.to_canonical())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Visitor tokens
+// ---------------------------------------------------------------------------------------------
+
+/// A site's visitor secret: 32 random bytes, hex-encoded.
+///
+/// The 64-character hex text is itself the HMAC key, as ASCII, on both sides: it is what the
+/// site's backend is shown once and passes to its HMAC or JWT library as a string, and every such
+/// library uses a string secret's bytes as the key. (Decoding the hex first would make the
+/// obvious `hmac(secret, user_id)` on the site's side produce tokens the relay refuses.)
+/// `Debug` prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VisitorSecret(String);
+
+impl VisitorSecret {
+    /// A secret as stored (the text that was shown to the site).
+    pub fn new(text: String) -> Self {
+        Self(text)
+    }
+
+    /// The text to show the site's operator, once, and to store.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+
+    /// The key to give [`verify`].
+    pub fn key(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for VisitorSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VisitorSecret([redacted])")
+    }
+}
+
+/// A new visitor secret from 32 bytes of the thread's cryptographic RNG.
+pub fn new_visitor_secret() -> VisitorSecret {
+    VisitorSecret(hex::encode(rand::random::<[u8; 32]>()))
+}
+
+/// A verified visitor's id: the site's own user id, as its backend signed it.
+///
+/// It is not a secret, but it is personal, so `Debug` shows only a pseudonym (the first 4 bytes
+/// of its SHA-256); [`VisitorId::as_str`] gives the id itself.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct VisitorId(String);
+
+impl VisitorId {
+    fn new(id: String) -> Result<Self, VisitorTokenError> {
+        if id.is_empty() {
+            return Err(VisitorTokenError::Malformed("the visitor token's user id is empty"));
+        }
+        if id.len() > MAX_VISITOR_ID_BYTES {
+            return Err(VisitorTokenError::Malformed(
+                "the visitor token's user id is longer than 256 bytes",
+            ));
+        }
+        Ok(Self(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for VisitorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digest = Sha256::digest(self.0.as_bytes());
+        write!(f, "VisitorId(sha256:{})", hex::encode(&digest[..4]))
+    }
+}
+
+/// Why a visitor token was refused. Each one is answered with 401; [`VisitorTokenError::code`]
+/// is the envelope's `code`, and the message names the rule broken, never the token or the
+/// secret, and never echoes what the token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
+pub enum VisitorTokenError {
+    /// The site requires verified visitors and the request has no token.
+    Missing,
+    /// Not shaped like either token form, or a JWT whose claims are missing or of the wrong type.
+    Malformed(&'static str),
+    /// The signature does not match the site's secret: forged, altered, or another site's.
+    BadSignature,
+    /// A JWT whose `aud` does not name this site.
+    WrongAudience,
+    /// A JWT past its `exp` (plus the leeway).
+    Expired,
+    /// A JWT whose `nbf` or `iat` is in the future (beyond the leeway).
+    NotYetValid,
+    /// A token the relay does not accept by policy: another algorithm than HS256, critical header
+    /// extensions, encryption, a lifetime over 24 hours, or a site without a usable secret.
+    Unsupported(&'static str),
+}
+
+impl VisitorTokenError {
+    /// The `code` of the API error envelope.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Missing => "visitor_token_required",
+            Self::Malformed(_) => "malformed_visitor_token",
+            Self::BadSignature | Self::WrongAudience | Self::NotYetValid => "invalid_visitor_token",
+            Self::Expired => "expired_visitor_token",
+            Self::Unsupported(_) => "unsupported_visitor_token",
+        }
+    }
+
+    /// The message for the API error envelope (also the `Display`).
+    pub fn message(&self) -> &'static str {
+        match self {
+            Self::Missing => {
+                "this site requires a verified visitor: send a visitor token in X-Confab-Visitor"
+            }
+            Self::Malformed(reason) | Self::Unsupported(reason) => reason,
+            Self::BadSignature => {
+                "the visitor token's signature does not match this site's visitor secret"
+            }
+            Self::WrongAudience => "the visitor token was issued for another site (aud)",
+            Self::Expired => "the visitor token has expired",
+            Self::NotYetValid => "the visitor token is not valid yet (nbf or iat is in the future)",
+        }
+    }
+}
+
+/// The visitor token for `user_id` in the live-chat (HMAC) form:
+/// `hmac.<base64url-no-pad(user_id)>.<hex HMAC-SHA256(secret, user_id)>`.
+///
+/// A site's backend usually computes only the hex HMAC, as live-chat products document it, and
+/// hands it to the page with the user id; the widget puts the two together in this form.
+pub fn hmac_token(secret: &[u8], user_id: &str) -> String {
+    let mut mac = hmac_sha256(secret);
+    mac.update(user_id.as_bytes());
+    let hash = hex::encode(mac.finalize().into_bytes());
+    format!("{HMAC_TOKEN_PREFIX}{}.{hash}", URL_SAFE_NO_PAD.encode(user_id))
+}
+
+/// Verifies a visitor token for the site `site_id`, whose visitor secret is `secret` (see
+/// [`VisitorSecret::key`]), at `now_unix` (seconds since the epoch).
+///
+/// Two forms are accepted, both signed with HMAC-SHA256 under the site's secret:
+///
+/// - `hmac.<base64url-no-pad(user id)>.<hex HMAC-SHA256(secret, user id)>` (hex in either case).
+///   This is the live-chat convention, and like it the token **never expires**: it proves only
+///   that the site's backend once vouched for this user id. Rotating the site's secret is the only
+///   way to revoke one.
+/// - A compact JWS (`header.payload.signature`) with `"alg":"HS256"`, nothing else (`none`,
+///   HS384/512 and asymmetric algorithms are refused, as is any `crit` header). Claims: `sub`,
+///   the user id (required, a non-empty string of at most 256 bytes); `exp` (required); `nbf`
+///   and `iat` (optional, must not be in the future); `aud` (optional, a string or array that
+///   must name `site_id`). Times are checked with a 60-second leeway, and `exp` may be at most
+///   24 hours (plus the leeway) from now. Other claims are ignored.
+///
+/// The same user id gives the same [`VisitorId`] in either form.
+pub fn verify(
+    token: &str,
+    secret: &[u8],
+    site_id: &str,
+    now_unix: u64,
+) -> Result<VisitorId, VisitorTokenError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(VisitorTokenError::Unsupported(
+            "this site has no usable visitor secret, so its visitor tokens cannot be verified",
+        ));
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(VisitorTokenError::Malformed("the visitor token is longer than 4096 bytes"));
+    }
+    match token.strip_prefix(HMAC_TOKEN_PREFIX) {
+        Some(rest) => verify_hmac_token(rest, secret),
+        None => verify_jwt(token, secret, site_id, now_unix),
+    }
+}
+
+fn verify_hmac_token(rest: &str, secret: &[u8]) -> Result<VisitorId, VisitorTokenError> {
+    const SHAPE: &str = "a visitor token starting with `hmac.` must be \
+                         hmac.<base64url user id>.<64 hex digits>";
+    let (encoded_id, hash) = rest.split_once('.').ok_or(VisitorTokenError::Malformed(SHAPE))?;
+    let id = URL_SAFE_NO_PAD.decode(encoded_id).map_err(|_| VisitorTokenError::Malformed(SHAPE))?;
+    let id = String::from_utf8(id)
+        .map_err(|_| VisitorTokenError::Malformed("the visitor token's user id is not UTF-8"))?;
+    let hash = hex::decode(hash).map_err(|_| VisitorTokenError::Malformed(SHAPE))?;
+    if hash.len() != 32 {
+        return Err(VisitorTokenError::Malformed(SHAPE));
+    }
+    let mut mac = hmac_sha256(secret);
+    mac.update(id.as_bytes());
+    mac.verify_slice(&hash).map_err(|_| VisitorTokenError::BadSignature)?;
+    VisitorId::new(id)
+}
+
+#[derive(Deserialize)]
+struct JwtHeader {
+    alg: String,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct JwtClaims {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    nbf: Option<f64>,
+    #[serde(default)]
+    iat: Option<f64>,
+    #[serde(default)]
+    aud: Option<Audience>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn names(&self, site_id: &str) -> bool {
+        match self {
+            Self::One(aud) => aud == site_id,
+            Self::Many(auds) => auds.iter().any(|aud| aud == site_id),
+        }
+    }
+}
+
+/// A JWT NumericDate as whole seconds (rounded down), if it is a non-negative finite number.
+fn numeric_date(value: Option<f64>) -> Result<Option<u64>, VisitorTokenError> {
+    match value {
+        None => Ok(None),
+        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(Some(seconds as u64)),
+        Some(_) => Err(VisitorTokenError::Malformed(
+            "the visitor token's exp, nbf and iat must be non-negative numbers of seconds",
+        )),
+    }
+}
+
+/// Parses a JWT header or claims set, which must be a JSON object. (A derived `Deserialize` would
+/// also take an array of the fields in order; it does refuse duplicate names, which a map would
+/// silently resolve.)
+fn json_object<T: serde::de::DeserializeOwned>(json: &[u8]) -> Option<T> {
+    let first = json.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+fn verify_jwt(
+    token: &str,
+    secret: &[u8],
+    site_id: &str,
+    now: u64,
+) -> Result<VisitorId, VisitorTokenError> {
+    const SHAPE: &str = "a visitor token must be hmac.<base64url user id>.<hex hash> \
+                         or a JWT (header.payload.signature)";
+    const HEADER: &str = "the visitor token's JWT header is not base64url JSON with an alg";
+    const CLAIMS: &str = "the visitor token's JWT claims are not base64url JSON with sub a \
+                          string, exp, nbf and iat numbers, and aud a string or list of strings";
+    match token.split('.').count() {
+        3 => {}
+        5 => {
+            return Err(VisitorTokenError::Unsupported(
+                "encrypted visitor tokens (JWE) are not supported: sign with HS256",
+            ));
+        }
+        _ => return Err(VisitorTokenError::Malformed(SHAPE)),
+    }
+    let (signed, signature) = token.rsplit_once('.').ok_or(VisitorTokenError::Malformed(SHAPE))?;
+    let (header, payload) = signed.split_once('.').ok_or(VisitorTokenError::Malformed(SHAPE))?;
+
+    let header =
+        URL_SAFE_NO_PAD.decode(header).map_err(|_| VisitorTokenError::Malformed(HEADER))?;
+    let header: JwtHeader = json_object(&header).ok_or(VisitorTokenError::Malformed(HEADER))?;
+    if header.alg != "HS256" {
+        return Err(VisitorTokenError::Unsupported("only HS256 visitor tokens are accepted"));
+    }
+    if header.crit.is_some() {
+        return Err(VisitorTokenError::Unsupported(
+            "visitor tokens with critical header extensions (crit) are not supported",
+        ));
+    }
+
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| {
+        VisitorTokenError::Malformed("the visitor token's signature is not base64url")
+    })?;
+    let mut mac = hmac_sha256(secret);
+    mac.update(signed.as_bytes());
+    mac.verify_slice(&signature).map_err(|_| VisitorTokenError::BadSignature)?;
+
+    // From here on the claims are the site's own words.
+    let claims =
+        URL_SAFE_NO_PAD.decode(payload).map_err(|_| VisitorTokenError::Malformed(CLAIMS))?;
+    let claims: JwtClaims = json_object(&claims).ok_or(VisitorTokenError::Malformed(CLAIMS))?;
+    let sub = claims
+        .sub
+        .ok_or(VisitorTokenError::Malformed("the visitor token has no sub (the user id)"))?;
+    let id = VisitorId::new(sub)?;
+    let exp = numeric_date(claims.exp)?.ok_or(VisitorTokenError::Malformed(
+        "the visitor token has no exp: visitor JWTs must expire",
+    ))?;
+    let nbf = numeric_date(claims.nbf)?;
+    let iat = numeric_date(claims.iat)?;
+    if let Some(aud) = &claims.aud
+        && !aud.names(site_id)
+    {
+        return Err(VisitorTokenError::WrongAudience);
+    }
+    if now >= exp.saturating_add(CLOCK_LEEWAY_SECS) {
+        return Err(VisitorTokenError::Expired);
+    }
+    if exp > now.saturating_add(MAX_JWT_LIFETIME_SECS + CLOCK_LEEWAY_SECS) {
+        return Err(VisitorTokenError::Unsupported(
+            "the visitor token expires more than 24 hours from now: \
+             visitor JWTs must be short-lived",
+        ));
+    }
+    let in_future =
+        |at: Option<u64>| at.is_some_and(|at| at > now.saturating_add(CLOCK_LEEWAY_SECS));
+    if in_future(nbf) || in_future(iat) {
+        return Err(VisitorTokenError::NotYetValid);
+    }
+    Ok(id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Visitors
+// ---------------------------------------------------------------------------------------------
+
+/// Who is asking, for limits and usage records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Visitor {
+    /// The site vouched for this user with a visitor token.
+    Verified(VisitorId),
+    /// Known only by address (as [`client_ip`] found it).
+    Anonymous(IpAddr),
+}
+
+impl Visitor {
+    pub fn is_verified(&self) -> bool {
+        matches!(self, Self::Verified(_))
+    }
+
+    /// The key the visitor's limits are counted under: `v:<visitor id>` or `ip:<address>`.
+    ///
+    /// It does not name the site: callers count limits per site and key. IPv6 addresses are
+    /// counted per /64 (`ip:2001:db8:1:2::/64`), since one host usually holds a whole /64 and
+    /// could otherwise dodge its limit by changing address. IPv4-mapped addresses count as IPv4.
+    pub fn limit_key(&self) -> String {
+        match self {
+            Self::Verified(id) => format!("v:{}", id.as_str()),
+            Self::Anonymous(ip) => match ip.to_canonical() {
+                IpAddr::V4(v4) => format!("ip:{v4}"),
+                IpAddr::V6(v6) => {
+                    let network = Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX));
+                    format!("ip:{network}/64")
+                }
+            },
+        }
+    }
+
+    /// The visitor as usage records store it: 32 hex digits, the first 16 bytes of
+    /// HMAC-SHA256(salt, [`Visitor::limit_key`]).
+    ///
+    /// The salt must be a secret of the relay's: IPv4 addresses and most user ids are few enough
+    /// to be recovered from an unkeyed hash by trying them all. A salt that includes the site id
+    /// also keeps one visitor's records on two sites from being linked. (A keyed HMAC rather than
+    /// SHA-256 of `salt || key`, so the salt and the key cannot run into each other.)
+    pub fn usage_hash(&self, salt: &[u8]) -> String {
+        let mut mac = hmac_sha256(salt);
+        mac.update(self.limit_key().as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+}
+
+/// A site's rules for visitor tokens, as [`identify`] needs them. `Debug` hides the secret.
+#[derive(Clone, Copy)]
+pub struct VisitorRules<'a> {
+    pub site_id: &'a str,
+    /// The site's visitor secret ([`VisitorSecret::key`]), if it has one.
+    pub secret: Option<&'a [u8]>,
+    /// Refuse requests without a valid visitor token.
+    pub require_verified: bool,
+}
+
+impl fmt::Debug for VisitorRules<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VisitorRules")
+            .field("site_id", &self.site_id)
+            .field("secret", &self.secret.map(|_| "[redacted]"))
+            .field("require_verified", &self.require_verified)
+            .finish()
+    }
+}
+
+/// Who sent a request: the verified visitor its `X-Confab-Visitor` token names, or the anonymous
+/// visitor at `client_ip` (from [`client_ip`]).
+///
+/// - No token (or an empty header): anonymous, unless the site requires verification
+///   ([`VisitorTokenError::Missing`]).
+/// - A token, and the site has a secret: it must verify; a bad token is refused, not downgraded
+///   to anonymous.
+/// - A token, and the site has no secret: the token is ignored, since there is nothing to check it
+///   against (the site has not set up verification); if it also requires verification, which
+///   configuration should not allow, the request is refused.
+/// - More than one `X-Confab-Visitor` header: malformed.
+pub fn identify(
+    headers: &HeaderMap,
+    client_ip: IpAddr,
+    rules: VisitorRules<'_>,
+    now_unix: u64,
+) -> Result<Visitor, VisitorTokenError> {
+    let mut values = headers.get_all(VISITOR_TOKEN_HEADER).iter();
+    let token = match (values.next(), values.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            return Err(VisitorTokenError::Malformed(
+                "send one X-Confab-Visitor header, not several",
+            ));
+        }
+        (Some(value), None) => {
+            let value = value.to_str().map_err(|_| {
+                VisitorTokenError::Malformed("the visitor token is not printable ASCII")
+            })?;
+            Some(value.trim()).filter(|token| !token.is_empty())
+        }
+    };
+    match (token, rules.secret) {
+        (Some(token), Some(secret)) => {
+            verify(token, secret, rules.site_id, now_unix).map(Visitor::Verified)
+        }
+        (None, _) if rules.require_verified => Err(VisitorTokenError::Missing),
+        (Some(_), None) if rules.require_verified => Err(VisitorTokenError::Unsupported(
+            "this site has no usable visitor secret, so its visitor tokens cannot be verified",
+        )),
+        (_, _) => Ok(Visitor::Anonymous(client_ip.to_canonical())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A secret as a site would be shown it; the vectors below were made with Python's `hmac`,
+    /// `hashlib` and `base64` under this key, independently of this module.
+    const SECRET: &[u8] = b"3f9a6c2e8b0d4f1a7c5e9b3d2f8a6c4e1b7d9f0a3c5e8b2d4f6a9c1e7b3d5f80";
+    const OTHER_SECRET: &[u8] = b"0000000000000000000000000000000000000000000000000000000000000001";
+    const SITE: &str = "site_demo";
+    const NOW: u64 = 1_700_000_000;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn proxies(list: &[&str]) -> Vec<TrustedProxy> {
+        list.iter().map(|net| net.parse().unwrap()).collect()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(X_FORWARDED_FOR, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Signs a JWT by hand, so that tests can build every kind of broken token.
+    fn jwt(secret: &[u8], header: &Value, claims: &Value) -> String {
+        jwt_text(secret, &header.to_string(), &claims.to_string())
+    }
+
+    fn jwt_text(secret: &[u8], header: &str, claims: &str) -> String {
+        let signed = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+        let mut mac = HmacSha256::new_from_slice(secret).unwrap();
+        mac.update(signed.as_bytes());
+        format!("{signed}.{}", b64(&mac.finalize().into_bytes()))
+    }
+
+    fn hs256(claims: &Value) -> String {
+        jwt(SECRET, &json!({"alg": "HS256", "typ": "JWT"}), claims)
+    }
+
+    fn check(token: &str) -> Result<String, VisitorTokenError> {
+        verify(token, SECRET, SITE, NOW).map(|id| id.as_str().to_owned())
+    }
+
+    // --- client_ip -------------------------------------------------------------------------
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_x_forwarded_for_says() {
+        let headers = forwarded(&["198.51.100.1"]);
+        let client = client_ip(ip("203.0.113.7"), &headers, &proxies(&["10.0.0.0/8"]));
+        assert_eq!(client, ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn with_no_trusted_proxies_x_forwarded_for_is_ignored() {
+        let headers = forwarded(&["198.51.100.1"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &[]), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_trusted_peer_yields_the_right_most_untrusted_address() {
+        // The left-most entry is whatever the client claimed; only the proxy's own entry counts.
+        let headers = forwarded(&["198.51.100.1, 203.0.113.7"]);
+        let client = client_ip(ip("10.0.0.1"), &headers, &proxies(&["10.0.0.0/8"]));
+        assert_eq!(client, ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn a_chain_of_trusted_proxies_is_walked_from_the_right() {
+        let headers = forwarded(&["198.51.100.1, 203.0.113.7, 192.168.1.5, 10.1.2.3"]);
+        let trusted = proxies(&["10.0.0.0/8", "192.168.0.0/16"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn several_x_forwarded_for_headers_read_as_one_list_in_order() {
+        let headers = forwarded(&["198.51.100.1", "203.0.113.7, 10.1.2.3", "10.4.5.6"]);
+        let trusted = proxies(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn a_trusted_peer_without_x_forwarded_for_is_the_client() {
+        let client = client_ip(ip("10.0.0.1"), &HeaderMap::new(), &proxies(&["10.0.0.0/8"]));
+        assert_eq!(client, ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn when_every_hop_is_trusted_the_left_most_is_the_client() {
+        let headers = forwarded(&["10.9.9.9, 10.1.2.3"]);
+        let client = client_ip(ip("10.0.0.1"), &headers, &proxies(&["10.0.0.0/8"]));
+        assert_eq!(client, ip("10.9.9.9"));
+    }
+
+    #[test]
+    fn an_unparsable_entry_stops_the_walk_at_the_hop_to_its_right() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        let headers = forwarded(&["198.51.100.1, unknown, 10.1.2.3"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("10.1.2.3"));
+        let headers = forwarded(&["198.51.100.1, _hidden"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("10.0.0.1"));
+        let headers = forwarded(&["198.51.100.1", "1.2.3.4.5"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_header_that_is_not_ascii_stops_the_walk() {
+        let mut headers = forwarded(&["198.51.100.1"]);
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"203.0.113.7\xff").unwrap());
+        let client = client_ip(ip("10.0.0.1"), &headers, &proxies(&["10.0.0.0/8"]));
+        assert_eq!(client, ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn empty_entries_are_skipped() {
+        let headers = forwarded(&["203.0.113.7,, 10.1.2.3 ,", ""]);
+        let client = client_ip(ip("10.0.0.1"), &headers, &proxies(&["10.0.0.0/8"]));
+        assert_eq!(client, ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn entries_with_ports_and_brackets_are_understood() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        for (entry, expected) in [
+            ("203.0.113.7:4711", "203.0.113.7"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("2001:db8::1", "2001:db8::1"),
+        ] {
+            let headers = forwarded(&[entry]);
+            assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip(expected), "{entry}");
+        }
+    }
+
+    #[test]
+    fn ipv6_proxies_and_clients_are_handled() {
+        let trusted = proxies(&["::1", "fd00::/8"]);
+        let headers = forwarded(&["2001:db8::7, fd00::2"]);
+        assert_eq!(client_ip(ip("::1"), &headers, &trusted), ip("2001:db8::7"));
+        assert_eq!(client_ip(ip("::2"), &headers, &trusted), ip("::2"));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_compared_and_returned_as_ipv4() {
+        let trusted = proxies(&["127.0.0.1"]);
+        let headers = forwarded(&["::ffff:203.0.113.7"]);
+        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), &headers, &trusted), ip("203.0.113.7"));
+        // An untrusted mapped peer comes back in its IPv4 form too.
+        assert_eq!(client_ip(ip("::ffff:198.51.100.1"), &headers, &trusted), ip("198.51.100.1"));
+    }
+
+    // --- TrustedProxy -----------------------------------------------------------------------
+
+    #[test]
+    fn trusted_proxies_parse_networks_and_bare_addresses() {
+        for (input, shown) in [
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("127.0.0.1", "127.0.0.1/32"),
+            (" 127.0.0.1/32 ", "127.0.0.1/32"),
+            ("::1", "::1/128"),
+            ("fd00::/8", "fd00::/8"),
+            ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+        ] {
+            let proxy: TrustedProxy = input.parse().unwrap();
+            assert_eq!(proxy.to_string(), shown, "{input}");
+        }
+        let single: TrustedProxy = "127.0.0.1".parse().unwrap();
+        assert!(single.contains(ip("127.0.0.1")));
+        assert!(!single.contains(ip("127.0.0.2")));
+    }
+
+    #[test]
+    fn trusted_proxies_refuse_what_is_not_a_network() {
+        for input in
+            ["", "localhost", "10.0.0.0/33", "10.0.0/8", "::1/129", "10.0.0.0/", "fe80::1%eth0"]
+        {
+            assert_eq!(
+                input.parse::<TrustedProxy>(),
+                Err(TrustedProxyError::Invalid { input: input.to_owned() }),
+                "{input}"
+            );
+        }
+        let error = "10.0.0.1/8".parse::<TrustedProxy>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`10.0.0.1/8` has address bits set past its prefix; write the network as 10.0.0.0/8"
+        );
+        for input in ["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96"] {
+            assert_eq!(
+                input.parse::<TrustedProxy>(),
+                Err(TrustedProxyError::TrustsEverything { input: input.to_owned() }),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_deserialize_from_strings_with_the_parse_error() {
+        let parsed: Vec<TrustedProxy> =
+            serde_json::from_value(json!(["10.0.0.0/8", "::1"])).unwrap();
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), json!(["10.0.0.0/8", "::1/128"]));
+        let error = serde_json::from_value::<TrustedProxy>(json!("nope")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`nope` is not an IP address or a CIDR network such as 10.0.0.0/8 or ::1/128"
+        );
+    }
+
+    // --- HMAC tokens ------------------------------------------------------------------------
+
+    #[test]
+    fn an_hmac_token_matches_what_a_site_backend_computes() {
+        let python =
+            "hmac.dXNlci00Mg.67325f11104c3b3138da097a05b4f4d0685a590519e583a217eb8471ffd18d2d";
+        assert_eq!(hmac_token(SECRET, "user-42"), python);
+        assert_eq!(check(python), Ok("user-42".to_owned()));
+        assert_eq!(
+            check(&python.to_uppercase().replacen("HMAC.DXNLCI00MG", "hmac.dXNlci00Mg", 1)),
+            Ok("user-42".to_owned())
+        );
+    }
+
+    #[test]
+    fn hmac_tokens_round_trip_user_ids_with_dots_and_unicode() {
+        let python = "hmac.YW5hLm3DvGxsZXJAZXhhbXBsZS5jb20.\
+                      47f277a1b38b7e520278152263ace49a7c5f263b4ad8eb4d9c0818df0ee2cdca";
+        assert_eq!(check(python), Ok("ana.müller@example.com".to_owned()));
+        for id in ["a.b.c", "..", "名前", "x", &"z".repeat(MAX_VISITOR_ID_BYTES)] {
+            assert_eq!(check(&hmac_token(SECRET, id)), Ok(id.to_owned()), "{id}");
+        }
+    }
+
+    #[test]
+    fn an_hmac_token_made_with_another_secret_is_invalid() {
+        let token = hmac_token(OTHER_SECRET, "user-42");
+        assert_eq!(check(&token), Err(VisitorTokenError::BadSignature));
+    }
+
+    #[test]
+    fn an_hmac_token_with_an_altered_user_id_is_invalid() {
+        let genuine = hmac_token(SECRET, "user-42");
+        let hash = genuine.rsplit('.').next().unwrap();
+        let forged = format!("hmac.{}.{hash}", b64(b"user-43"));
+        assert_eq!(check(&forged), Err(VisitorTokenError::BadSignature));
+    }
+
+    #[test]
+    fn misshapen_hmac_tokens_are_malformed() {
+        let hash = "67325f11104c3b3138da097a05b4f4d0685a590519e583a217eb8471ffd18d2d";
+        for token in [
+            "hmac.".to_owned(),
+            "hmac.dXNlci00Mg".to_owned(),
+            format!("hmac.dXNlci00Mg=.{hash}"),
+            format!("hmac.!!!.{hash}"),
+            format!("hmac.dXNlci00Mg.{hash}.x"),
+            "hmac.dXNlci00Mg.zz".to_owned(),
+            format!("hmac.dXNlci00Mg.{}", &hash[..62]),
+            format!("hmac.dXNlci00Mg.{hash}00"),
+            format!("hmac.{}.{hash}", b64(b"\xff\xfe")),
+        ] {
+            assert!(matches!(check(&token), Err(VisitorTokenError::Malformed(_))), "{token}");
+        }
+    }
+
+    #[test]
+    fn hmac_tokens_with_an_empty_or_overlong_user_id_are_malformed() {
+        for id in ["", &"z".repeat(MAX_VISITOR_ID_BYTES + 1)] {
+            let result = check(&hmac_token(SECRET, id));
+            assert!(matches!(result, Err(VisitorTokenError::Malformed(_))), "{}", id.len());
+        }
+    }
+
+    #[test]
+    fn nothing_verifies_under_a_short_or_empty_secret() {
+        for secret in [&b""[..], b"short"] {
+            let token = hmac_token(secret, "user-42");
+            assert!(matches!(
+                verify(&token, secret, SITE, NOW),
+                Err(VisitorTokenError::Unsupported(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn overlong_tokens_are_refused_unread() {
+        let token = format!("hmac.{}", "a".repeat(MAX_TOKEN_BYTES));
+        assert!(matches!(check(&token), Err(VisitorTokenError::Malformed(_))));
+    }
+
+    // --- JWTs -------------------------------------------------------------------------------
+
+    #[test]
+    fn a_jwt_signed_by_another_implementation_verifies() {
+        let python = concat!(
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.",
+            "eyJzdWIiOiJ1c2VyLTQyIiwiaWF0IjoxNzAwMDAwMDAwLCJleHAiOjE3MDAwMDM2MDAsImF1ZCI6",
+            "InNpdGVfZGVtbyIsIm5hbWUiOiJBbmEifQ.",
+            "EcUKm9H6vFo9KL-zctFX4iV5uvpH5DozgbQdrISzCwI",
+        );
+        assert_eq!(check(python), Ok("user-42".to_owned()));
+    }
+
+    #[test]
+    fn a_valid_jwt_names_its_subject() {
+        let token = hs256(&json!({"sub": "user-42", "exp": NOW + 600}));
+        assert_eq!(check(&token), Ok("user-42".to_owned()));
+        // The same user id is the same visitor in either form.
+        let by_hmac = verify(&hmac_token(SECRET, "user-42"), SECRET, SITE, NOW).unwrap();
+        assert_eq!(verify(&token, SECRET, SITE, NOW).unwrap(), by_hmac);
+    }
+
+    #[test]
+    fn a_jwt_with_fractional_times_and_extra_claims_verifies() {
+        let token = hs256(&json!({
+            "sub": "user-42", "exp": (NOW + 600) as f64 + 0.5, "iat": NOW as f64 - 0.25,
+            "nbf": NOW - 10, "iss": "https://shop.example", "email": "a@shop.example"
+        }));
+        assert_eq!(check(&token), Ok("user-42".to_owned()));
+    }
+
+    #[test]
+    fn an_expired_jwt_is_refused_after_the_leeway() {
+        let token = hs256(&json!({"sub": "user-42", "exp": NOW - CLOCK_LEEWAY_SECS + 1}));
+        assert_eq!(check(&token), Ok("user-42".to_owned()));
+        let token = hs256(&json!({"sub": "user-42", "exp": NOW - CLOCK_LEEWAY_SECS}));
+        assert_eq!(check(&token), Err(VisitorTokenError::Expired));
+        let token = hs256(&json!({"sub": "user-42", "exp": 0}));
+        assert_eq!(check(&token), Err(VisitorTokenError::Expired));
+    }
+
+    #[test]
+    fn a_jwt_that_lives_longer_than_a_day_is_unsupported() {
+        let limit = NOW + MAX_JWT_LIFETIME_SECS + CLOCK_LEEWAY_SECS;
+        let token = hs256(&json!({"sub": "user-42", "exp": limit}));
+        assert_eq!(check(&token), Ok("user-42".to_owned()));
+        let token = hs256(&json!({"sub": "user-42", "exp": limit + 1}));
+        assert!(matches!(check(&token), Err(VisitorTokenError::Unsupported(_))));
+    }
+
+    #[test]
+    fn a_jwt_not_yet_valid_is_refused_after_the_leeway() {
+        let exp = NOW + 600;
+        let token = hs256(&json!({"sub": "u", "exp": exp, "nbf": NOW + CLOCK_LEEWAY_SECS}));
+        assert_eq!(check(&token), Ok("u".to_owned()));
+        let token = hs256(&json!({"sub": "u", "exp": exp, "nbf": NOW + CLOCK_LEEWAY_SECS + 1}));
+        assert_eq!(check(&token), Err(VisitorTokenError::NotYetValid));
+        let token = hs256(&json!({"sub": "u", "exp": exp, "iat": NOW + 3600}));
+        assert_eq!(check(&token), Err(VisitorTokenError::NotYetValid));
+    }
+
+    #[test]
+    fn jwts_with_other_algorithms_are_unsupported() {
+        let claims = json!({"sub": "user-42", "exp": NOW + 600});
+        for alg in ["none", "None", "HS512", "HS384", "RS256", "ES256", "EdDSA", "hs256"] {
+            let token = jwt(SECRET, &json!({"alg": alg, "typ": "JWT"}), &claims);
+            assert!(matches!(check(&token), Err(VisitorTokenError::Unsupported(_))), "{alg}");
+        }
+        // The classic `alg: none` forgery, with its empty signature.
+        let unsigned = format!(
+            "{}.{}.",
+            b64(json!({"alg": "none"}).to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        assert!(matches!(check(&unsigned), Err(VisitorTokenError::Unsupported(_))));
+    }
+
+    #[test]
+    fn jwts_with_critical_extensions_or_encryption_are_unsupported() {
+        let claims = json!({"sub": "user-42", "exp": NOW + 600});
+        let token = jwt(SECRET, &json!({"alg": "HS256", "crit": ["b64"], "b64": false}), &claims);
+        assert!(matches!(check(&token), Err(VisitorTokenError::Unsupported(_))));
+        let jwe = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..aXY.Y2lwaGVy.dGFn";
+        assert!(matches!(check(jwe), Err(VisitorTokenError::Unsupported(_))));
+    }
+
+    #[test]
+    fn a_jwt_with_a_bad_signature_is_invalid() {
+        let token = hs256(&json!({"sub": "user-42", "exp": NOW + 600}));
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let flipped = if signature.starts_with('A') { "B" } else { "A" };
+        let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+        assert_eq!(check(&forged), Err(VisitorTokenError::BadSignature));
+        let truncated = format!("{signed}.{}", &signature[..20]);
+        assert_eq!(check(&truncated), Err(VisitorTokenError::BadSignature));
+        let empty = format!("{signed}.");
+        assert_eq!(check(&empty), Err(VisitorTokenError::BadSignature));
+    }
+
+    #[test]
+    fn a_jwt_with_altered_claims_is_invalid() {
+        let token = hs256(&json!({"sub": "user-42", "exp": NOW + 600}));
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = b64(json!({"sub": "admin", "exp": NOW + 600}).to_string().as_bytes());
+        assert_eq!(check(&parts.join(".")), Err(VisitorTokenError::BadSignature));
+    }
+
+    #[test]
+    fn a_jwt_signed_with_another_sites_secret_is_invalid() {
+        let token =
+            jwt(OTHER_SECRET, &json!({"alg": "HS256"}), &json!({"sub": "u", "exp": NOW + 600}));
+        assert_eq!(check(&token), Err(VisitorTokenError::BadSignature));
+    }
+
+    #[test]
+    fn a_jwt_for_another_audience_is_invalid() {
+        let exp = NOW + 600;
+        for (aud, ok) in [
+            (json!(SITE), true),
+            (json!(["other", SITE]), true),
+            (json!("site_other"), false),
+            (json!(["site_other"]), false),
+            (json!([]), false),
+        ] {
+            let token = hs256(&json!({"sub": "u", "exp": exp, "aud": aud}));
+            let expected =
+                if ok { Ok("u".to_owned()) } else { Err(VisitorTokenError::WrongAudience) };
+            assert_eq!(check(&token), expected, "{aud}");
+        }
+    }
+
+    #[test]
+    fn a_jwt_without_a_usable_sub_or_exp_is_malformed() {
+        let exp = NOW + 600;
+        for claims in [
+            json!({"exp": exp}),
+            json!({"sub": "", "exp": exp}),
+            json!({"sub": "z".repeat(MAX_VISITOR_ID_BYTES + 1), "exp": exp}),
+            json!({"sub": 42, "exp": exp}),
+            json!({"sub": null, "exp": exp}),
+            json!({"sub": "u"}),
+            json!({"sub": "u", "exp": "tomorrow"}),
+            json!({"sub": "u", "exp": -5}),
+            json!({"sub": "u", "exp": exp, "nbf": -1}),
+            json!({"sub": "u", "exp": exp, "aud": 7}),
+            json!(["u", exp]),
+        ] {
+            assert!(
+                matches!(check(&hs256(&claims)), Err(VisitorTokenError::Malformed(_))),
+                "{claims}"
+            );
+        }
+        for (header, claims) in [
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"u","sub":"admin","exp":1700000600}"#),
+            (r#"{"alg":"HS256","alg":"none"}"#, r#"{"sub":"u","exp":1700000600}"#),
+            (r#"["HS256"]"#, r#"{"sub":"u","exp":1700000600}"#),
+            (r#" {"alg":"HS256"}"#, "null"),
+        ] {
+            let result = check(&jwt_text(SECRET, header, claims));
+            assert!(matches!(result, Err(VisitorTokenError::Malformed(_))), "{header} {claims}");
+        }
+        let spaced =
+            jwt_text(SECRET, "\n{ \"alg\" : \"HS256\" }", r#" {"sub":"u","exp":1700000600}"#);
+        assert_eq!(check(&spaced), Ok("u".to_owned()));
+        let longest = "z".repeat(MAX_VISITOR_ID_BYTES);
+        assert_eq!(check(&hs256(&json!({"sub": longest, "exp": exp}))), Ok(longest));
+    }
+
+    #[test]
+    fn misshapen_jwts_are_malformed() {
+        let good = hs256(&json!({"sub": "u", "exp": NOW + 600}));
+        let (header, rest) = good.split_once('.').unwrap();
+        for token in [
+            String::new(),
+            "not a token".to_owned(),
+            "a.b".to_owned(),
+            "a.b.c.d".to_owned(),
+            format!("{header}.{rest}.extra"),
+            format!("!!!.{rest}"),
+            format!("{}.{rest}", b64(b"not json")),
+            format!("{}.{rest}", b64(br#"{"typ":"JWT"}"#)),
+            format!("{}=.{rest}", header),
+        ] {
+            assert!(matches!(check(&token), Err(VisitorTokenError::Malformed(_))), "{token}");
+        }
+        let (signed, _) = good.rsplit_once('.').unwrap();
+        assert!(matches!(check(&format!("{signed}.***")), Err(VisitorTokenError::Malformed(_))));
+    }
+
+    #[test]
+    fn errors_have_codes_and_never_repeat_the_token_or_the_secret() {
+        let token = hs256(&json!({"sub": "secret-user", "exp": NOW - 3600}));
+        let error = check(&token).unwrap_err();
+        assert_eq!(error.code(), "expired_visitor_token");
+        let secret = String::from_utf8(SECRET.to_vec()).unwrap();
+        for error in [
+            error,
+            check(&format!("{token}x")).unwrap_err(),
+            check("hmac.c2VjcmV0LXVzZXI.00").unwrap_err(),
+            check(&jwt(SECRET, &json!({"alg": "HS512"}), &json!({}))).unwrap_err(),
+        ] {
+            let message = error.to_string();
+            assert!(!message.contains("secret-user") && !message.contains(&secret), "{message}");
+            assert!(!message.contains(&token[..20]), "{message}");
+        }
+        let codes: Vec<&str> = [
+            VisitorTokenError::Missing,
+            VisitorTokenError::Malformed("m"),
+            VisitorTokenError::BadSignature,
+            VisitorTokenError::WrongAudience,
+            VisitorTokenError::NotYetValid,
+            VisitorTokenError::Expired,
+            VisitorTokenError::Unsupported("u"),
+        ]
+        .iter()
+        .map(VisitorTokenError::code)
+        .collect();
+        assert_eq!(
+            codes,
+            [
+                "visitor_token_required",
+                "malformed_visitor_token",
+                "invalid_visitor_token",
+                "invalid_visitor_token",
+                "invalid_visitor_token",
+                "expired_visitor_token",
+                "unsupported_visitor_token",
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_and_visitor_ids_do_not_show_in_debug_output() {
+        let secret = new_visitor_secret();
+        assert_eq!(secret.reveal().len(), 64);
+        assert!(secret.reveal().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(secret, new_visitor_secret());
+        assert_eq!(format!("{secret:?}"), "VisitorSecret([redacted])");
+        let rules =
+            VisitorRules { site_id: SITE, secret: Some(secret.key()), require_verified: false };
+        assert!(!format!("{rules:?}").contains(secret.reveal()));
+
+        let id =
+            verify(&hmac_token(secret.key(), "ana@shop.example"), secret.key(), SITE, NOW).unwrap();
+        let shown = format!("{:?}", Visitor::Verified(id.clone()));
+        assert!(!shown.contains("ana"), "{shown}");
+        assert!(shown.starts_with("Verified(VisitorId(sha256:"), "{shown}");
+        assert_eq!(id.as_str(), "ana@shop.example");
+    }
+
+    // --- Visitors -----------------------------------------------------------------------------
+
+    #[test]
+    fn limit_keys_name_the_visitor_and_bucket_ipv6_by_64() {
+        let verified =
+            Visitor::Verified(verify(&hmac_token(SECRET, "user-42"), SECRET, SITE, NOW).unwrap());
+        assert_eq!(verified.limit_key(), "v:user-42");
+        assert_eq!(Visitor::Anonymous(ip("203.0.113.7")).limit_key(), "ip:203.0.113.7");
+        assert_eq!(Visitor::Anonymous(ip("::ffff:203.0.113.7")).limit_key(), "ip:203.0.113.7");
+        let a = Visitor::Anonymous(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd"));
+        let b = Visitor::Anonymous(ip("2001:db8:1:2::1"));
+        let c = Visitor::Anonymous(ip("2001:db8:1:3::1"));
+        assert_eq!(a.limit_key(), "ip:2001:db8:1:2::/64");
+        assert_eq!(a.limit_key(), b.limit_key());
+        assert_ne!(a.limit_key(), c.limit_key());
+        // A user id that looks like an address is still not one.
+        let lookalike = Visitor::Verified(
+            verify(&hmac_token(SECRET, "ip:203.0.113.7"), SECRET, SITE, NOW).unwrap(),
+        );
+        assert_ne!(lookalike.limit_key(), "ip:203.0.113.7");
+    }
+
+    #[test]
+    fn usage_hashes_are_stable_keyed_and_short() {
+        let verified =
+            Visitor::Verified(verify(&hmac_token(SECRET, "user-42"), SECRET, SITE, NOW).unwrap());
+        let anonymous = Visitor::Anonymous(ip("203.0.113.7"));
+        // Made with Python: hmac.new(b"salt-one", key, sha256).hexdigest()[:32].
+        assert_eq!(verified.usage_hash(b"salt-one"), "3d71eedd67434ca905fee2262a6f7bad");
+        assert_eq!(anonymous.usage_hash(b"salt-one"), "c437955536b63a7778d6c6eefc59ed21");
+        assert_eq!(anonymous.usage_hash(b"salt-one"), anonymous.usage_hash(b"salt-one"));
+        assert_ne!(anonymous.usage_hash(b"salt-one"), anonymous.usage_hash(b"salt-two"));
+        let a = Visitor::Anonymous(ip("2001:db8:1:2::1"));
+        let b = Visitor::Anonymous(ip("2001:db8:1:2::2"));
+        assert_eq!(a.usage_hash(b"s"), b.usage_hash(b"s"));
+    }
+
+    fn with_token(values: &[&[u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(VISITOR_TOKEN_HEADER, HeaderValue::from_bytes(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn identify_tells_verified_from_anonymous_visitors() {
+        let rules = VisitorRules { site_id: SITE, secret: Some(SECRET), require_verified: false };
+        let client = ip("203.0.113.7");
+        let token = hmac_token(SECRET, "user-42");
+
+        let anonymous = identify(&HeaderMap::new(), client, rules, NOW);
+        assert_eq!(anonymous, Ok(Visitor::Anonymous(client)));
+        assert_eq!(
+            identify(&with_token(&[b" "]), client, rules, NOW),
+            Ok(Visitor::Anonymous(client))
+        );
+
+        let verified = identify(&with_token(&[token.as_bytes()]), client, rules, NOW).unwrap();
+        assert_eq!(verified.limit_key(), "v:user-42");
+        assert!(verified.is_verified());
+
+        // A bad token is refused, not treated as no token.
+        let forged = hmac_token(OTHER_SECRET, "user-42");
+        let result = identify(&with_token(&[forged.as_bytes()]), client, rules, NOW);
+        assert_eq!(result, Err(VisitorTokenError::BadSignature));
+
+        let twice =
+            identify(&with_token(&[token.as_bytes(), token.as_bytes()]), client, rules, NOW);
+        assert!(matches!(twice, Err(VisitorTokenError::Malformed(_))));
+        let binary = identify(&with_token(&[b"hmac.\xff"]), client, rules, NOW);
+        assert!(matches!(binary, Err(VisitorTokenError::Malformed(_))));
+    }
+
+    #[test]
+    fn identify_enforces_a_sites_requirement_of_verified_visitors() {
+        let client = ip("203.0.113.7");
+        let token = hmac_token(SECRET, "user-42");
+        let required = VisitorRules { site_id: SITE, secret: Some(SECRET), require_verified: true };
+        assert_eq!(
+            identify(&HeaderMap::new(), client, required, NOW),
+            Err(VisitorTokenError::Missing)
+        );
+        let verified = identify(&with_token(&[token.as_bytes()]), client, required, NOW);
+        assert!(verified.is_ok_and(|visitor| visitor.is_verified()));
+
+        // A site without a secret cannot check tokens: they are ignored, unless it requires them.
+        let no_secret = VisitorRules { site_id: SITE, secret: None, require_verified: false };
+        let ignored = identify(&with_token(&[token.as_bytes()]), client, no_secret, NOW);
+        assert_eq!(ignored, Ok(Visitor::Anonymous(client)));
+        let impossible = VisitorRules { require_verified: true, ..no_secret };
+        let refused = identify(&with_token(&[token.as_bytes()]), client, impossible, NOW);
+        assert!(matches!(refused, Err(VisitorTokenError::Unsupported(_))));
+    }
+}
