@@ -17,7 +17,7 @@ use crate::config::{Config, ConfigSources};
 use crate::http::{AppState, DemoPage, serve};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
-use crate::store::{Site, SiteWidget, SqliteStore, Store};
+use crate::store::{CallerLimits, Site, SiteWidget, SqliteStore, Store, VisitorLimits};
 
 /// Confab: an AI chat assistant on any website, behind a relay that keeps the provider key.
 #[derive(Debug, Parser)]
@@ -78,8 +78,56 @@ pub enum SitesCommand {
         #[arg(long, conflicts_with = "suggestions")]
         no_suggestions: bool,
     },
+    /// Set a site's limits and budgets (replacing all of them: options not given are unlimited,
+    /// or the [visitors] default for visitor limits).
+    Limits {
+        id: String,
+        #[command(flatten)]
+        limits: SiteLimitArgs,
+    },
     /// Delete a site; its key stops working at once.
     Delete { id: String },
+}
+
+/// A site's request limits and budgets.
+#[derive(Debug, Args)]
+pub struct SiteLimitArgs {
+    /// Requests per minute for the whole site [default: unlimited].
+    #[arg(long)]
+    pub rpm: Option<u32>,
+    /// Requests per day for the whole site [default: unlimited].
+    #[arg(long)]
+    pub rpd: Option<u32>,
+    /// Tokens (prompt and answer) per minute for the whole site [default: unlimited].
+    #[arg(long)]
+    pub tpm: Option<u32>,
+    /// Spending limit per calendar month (UTC), in US dollars, like 25 or 12.50.
+    #[arg(long, value_name = "USD", value_parser = keys::parse_usd)]
+    pub monthly_budget: Option<u64>,
+    /// Spending limit per day (UTC), in US dollars.
+    #[arg(long, value_name = "USD", value_parser = keys::parse_usd)]
+    pub daily_budget: Option<u64>,
+    /// Requests per minute of one visitor [default: visitors.rpm].
+    #[arg(long)]
+    pub visitor_rpm: Option<u32>,
+    /// Requests per day of one visitor [default: visitors.rpd].
+    #[arg(long)]
+    pub visitor_rpd: Option<u32>,
+}
+
+impl SiteLimitArgs {
+    fn split(&self) -> (CallerLimits, VisitorLimits) {
+        (
+            CallerLimits {
+                rpm: self.rpm,
+                rpd: self.rpd,
+                tpm: self.tpm,
+                monthly_budget_micros: self.monthly_budget,
+                daily_budget_micros: self.daily_budget,
+            },
+            VisitorLimits { rpm: self.visitor_rpm, rpd: self.visitor_rpd },
+        )
+    }
 }
 
 /// What the widget shows for a site; unset values fall back to the `[widget]` config section.
@@ -144,6 +192,8 @@ pub struct CreateSiteArgs {
     pub context_messages: Option<u32>,
     #[command(flatten)]
     pub widget: WidgetArgs,
+    #[command(flatten)]
+    pub limits: SiteLimitArgs,
     /// Print one JSON object (with `id` and `key`).
     #[arg(long)]
     pub json: bool,
@@ -185,7 +235,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let signals = ShutdownSignals::install()?;
-    let mut state = AppState::new(config, Arc::clone(&store))?;
+    let mut state = AppState::new(config, Arc::clone(&store)).await?;
     let listener =
         TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
@@ -328,6 +378,8 @@ async fn run_sites(
                 temperature_max: args.temperature_max,
                 context_messages: args.context_messages,
                 widget: args.widget.apply_to(SiteWidget::default()),
+                limits: args.limits.split().0,
+                visitor_limits: args.limits.split().1,
             };
             let created = sites::create_site(store, config, spec, false).await?;
             if json_output {
@@ -390,6 +442,16 @@ async fn run_sites(
             let site = store.site(&id).await?.unwrap_or(site);
             print_flush(&format!("{}\n", describe(&site)));
         }
+        SitesCommand::Limits { id, limits } => {
+            let (limits, visitor_limits) = limits.split();
+            if !sites::update_limits(store, &id, limits, visitor_limits).await? {
+                bail!("no site with id `{id}` (see `confab sites list`)");
+            }
+            let Some(site) = store.site(&id).await? else {
+                bail!("no site with id `{id}` (see `confab sites list`)");
+            };
+            print_flush(&format!("{}\n", describe(&site)));
+        }
         SitesCommand::Delete { id } => {
             if !store.delete_site(&id).await? {
                 bail!("no site with id `{id}` (see `confab sites list`)");
@@ -417,7 +479,8 @@ fn describe(site: &Site) -> String {
         "Site {id} \"{name}\"\n  key:          {key}\n  origins:      {origins}\n  \
          models:       {models}\n  system prompt: {prompt}\n  max_tokens:   {max_tokens}\n  \
          temperature:  <= {temperature}\n  context:      {context} messages\n  \
-         widget:       {widget}\n  created:      {created}",
+         widget:       {widget}\n  limits:       {limits}\n  per visitor:  {visitor}\n  \
+         created:      {created}",
         id = site.id,
         name = site.name,
         key = public_prefix(&site.key_lookup_id),
@@ -431,8 +494,15 @@ fn describe(site: &Site) -> String {
         temperature = optional(site.temperature_max.map(|v| v.to_string())),
         context = optional(site.context_messages.map(|v| v.to_string())),
         widget = widget_text(&site.widget),
+        limits = keys::limits_text(&site.limits),
+        visitor = visitor_limits_text(&site.visitor_limits),
         created = format_time(site.created_at),
     )
+}
+
+fn visitor_limits_text(limits: &VisitorLimits) -> String {
+    let text = |v: Option<u32>| v.map_or_else(|| "default".to_owned(), |v| v.to_string());
+    format!("{} rpm, {} rpd", text(limits.rpm), text(limits.rpd))
 }
 
 fn widget_text(widget: &SiteWidget) -> String {
@@ -475,6 +545,15 @@ fn site_json(site: &Site) -> serde_json::Value {
             "greeting": site.widget.greeting,
             "suggestions": site.widget.suggestions,
             "primary_color": site.widget.primary_color,
+        },
+        "limits": {
+            "rpm": site.limits.rpm,
+            "rpd": site.limits.rpd,
+            "tpm": site.limits.tpm,
+            "monthly_budget_micros": site.limits.monthly_budget_micros,
+            "daily_budget_micros": site.limits.daily_budget_micros,
+            "visitor_rpm": site.visitor_limits.rpm,
+            "visitor_rpd": site.visitor_limits.rpd,
         },
         "created_at": format_time(site.created_at),
     })

@@ -25,6 +25,12 @@ pub struct Config {
     pub widget: WidgetDefaults,
     /// Secret API keys.
     pub keys: KeysConfig,
+    /// Default limits per visitor of a site.
+    pub visitors: VisitorDefaults,
+    /// Usage records.
+    pub usage: UsageConfig,
+    /// Model prices, for budgets and usage costs: `[prices."model"]`.
+    pub prices: std::collections::BTreeMap<String, crate::budget::Price>,
     /// LLM providers. With none configured the built-in demo upstream serves `demo.model`.
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -41,6 +47,9 @@ pub struct ServerConfig {
     pub heartbeat_ms: u64,
     /// On Ctrl-C or SIGTERM, in-flight requests get this long to finish.
     pub shutdown_grace_ms: u64,
+    /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` is believed; from
+    /// anyone else it is ignored and the peer address is the client.
+    pub trusted_proxies: Vec<crate::visitor::TrustedProxy>,
 }
 
 impl Default for ServerConfig {
@@ -50,7 +59,37 @@ impl Default for ServerConfig {
             public_url: None,
             heartbeat_ms: 15_000,
             shutdown_grace_ms: 10_000,
+            trusted_proxies: Vec::new(),
         }
+    }
+}
+
+/// Requests one visitor of a site may make, unless the site sets its own. A visitor is the
+/// client's IP address (IPv6 by /64).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisitorDefaults {
+    pub rpm: u32,
+    pub rpd: u32,
+}
+
+impl Default for VisitorDefaults {
+    fn default() -> Self {
+        Self { rpm: 20, rpd: 500 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Usage records are written in batches, at most this long after the request ended (and all
+    /// of them at shutdown).
+    pub flush_ms: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self { flush_ms: 1_000 }
     }
 }
 
@@ -357,6 +396,9 @@ impl Config {
         for (field, value) in [
             ("server.heartbeat_ms", self.server.heartbeat_ms),
             ("keys.last_used_flush_ms", self.keys.last_used_flush_ms),
+            ("usage.flush_ms", self.usage.flush_ms),
+            ("visitors.rpm", u64::from(self.visitors.rpm)),
+            ("visitors.rpd", u64::from(self.visitors.rpd)),
             ("timeouts.connect_ms", self.timeouts.connect_ms),
             ("timeouts.first_byte_ms", self.timeouts.first_byte_ms),
             ("timeouts.idle_ms", self.timeouts.idle_ms),

@@ -28,6 +28,13 @@ pub enum ApiError {
     /// 401 `authentication_error`: no key, or a key the relay does not know.
     #[error("{message}")]
     Unauthenticated { code: &'static str, message: &'static str },
+    /// 429 `rate_limit_error`/`rate_limit_exceeded`: a limit of the key, site or visitor; the
+    /// response carries `Retry-After` and the `X-RateLimit-*` headers.
+    #[error("{}", .0.message())]
+    RateLimited(Box<crate::limits::Rejected>),
+    /// 402 `insufficient_quota`: the request does not fit the key's or site's budget.
+    #[error("{0}")]
+    InsufficientQuota(Box<crate::budget::Exhausted>),
     /// 403 `permission_error`: a valid key used from somewhere it may not be.
     #[error("{message}")]
     PermissionDenied { code: &'static str, message: Cow<'static, str> },
@@ -83,7 +90,10 @@ impl ApiError {
             Self::ModelNotFound { .. } | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ModelUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamRateLimited { .. } | Self::RateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::InsufficientQuota(_) => StatusCode::PAYMENT_REQUIRED,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -103,6 +113,8 @@ impl ApiError {
             Self::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             Self::ModelUnavailable { .. } => ("service_unavailable_error", "model_unavailable"),
             Self::UpstreamRateLimited { .. } => ("rate_limit_error", "upstream_rate_limited"),
+            Self::RateLimited(_) => ("rate_limit_error", "rate_limit_exceeded"),
+            Self::InsufficientQuota(_) => ("insufficient_quota", "insufficient_quota"),
             Self::Upstream { code, .. } => ("upstream_error", *code),
             Self::UpstreamTimeout { .. } => ("timeout_error", "upstream_timeout"),
             Self::Internal(_) => ("api_error", "internal_error"),
@@ -124,6 +136,9 @@ impl IntoResponse for ApiError {
             .into_response();
         if let Self::UpstreamRateLimited { retry_after: Some(seconds) } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+        }
+        if let Self::RateLimited(rejected) = &self {
+            rejected.apply(response.headers_mut());
         }
         let detail = match &self {
             Self::Internal(source) => format!("{source:#}"),

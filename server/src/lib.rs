@@ -8,6 +8,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod limits;
+pub mod meter;
 pub mod policy;
 pub mod relay;
 pub mod sitekey;

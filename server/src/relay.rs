@@ -20,6 +20,8 @@ use tracing::Instrument;
 
 use crate::config::TimeoutConfig;
 use crate::error::ApiError;
+use crate::meter::Meter;
+use crate::store::Outcome;
 use crate::unix_now;
 use crate::upstream::{EventStream, TimeoutKind, Upstream, UpstreamError, UpstreamEvent};
 
@@ -72,6 +74,12 @@ pub struct RelayStream {
     content_bytes: usize,
     id: Option<String>,
     created: Option<u64>,
+    /// Bytes of the prompt sent (for a usage estimate).
+    prompt_bytes: usize,
+    /// Whether any chunk arrived from the upstream.
+    received: bool,
+    /// Settled when the stream ends, however it ends (see `Drop`).
+    meter: Option<Meter>,
 }
 
 impl std::fmt::Debug for RelayStream {
@@ -88,6 +96,8 @@ impl RelayStream {
         requested_at: Instant,
         first_byte: Duration,
         idle: Duration,
+        prompt_bytes: usize,
+        meter: Option<Meter>,
     ) -> Self {
         Self {
             upstream: Some(upstream),
@@ -102,6 +112,9 @@ impl RelayStream {
             content_bytes: 0,
             id: None,
             created: None,
+            prompt_bytes,
+            received: false,
+            meter,
         }
     }
 
@@ -133,8 +146,23 @@ impl RelayStream {
                 Ok(Some(Err(e))) => Step::Failed(e),
             };
             self.started = true;
-            if !matches!(step, Step::Chunk(_)) {
-                self.upstream = None;
+            match &step {
+                Step::Chunk(chunk) => {
+                    self.received = true;
+                    if !chunk.content.is_empty()
+                        && let Some(meter) = self.meter.as_mut()
+                    {
+                        meter.text_arrived();
+                    }
+                }
+                Step::Done => {
+                    self.upstream = None;
+                    self.settle(Outcome::Completed);
+                }
+                Step::Failed(_) => {
+                    self.upstream = None;
+                    self.settle(Outcome::UpstreamError);
+                }
             }
             return step;
         }
@@ -178,6 +206,17 @@ impl RelayStream {
         Ok(RelayedChunk { json, content, finish_reason, id, created })
     }
 
+    /// Settles the meter with what was used: the upstream's usage, or an estimate of what was
+    /// sent and streamed. An upstream that never answered cost nothing.
+    fn settle(&mut self, outcome: Outcome) {
+        let Some(meter) = self.meter.take() else { return };
+        if self.received {
+            meter.finish(self.final_usage(self.prompt_bytes), self.usage.is_none(), outcome);
+        } else {
+            meter.finish(Usage::new(0, 0), true, outcome);
+        }
+    }
+
     /// The usage to report: the upstream's, or an estimate from what was sent and streamed.
     pub fn final_usage(&self, prompt_bytes: usize) -> Usage {
         self.usage.unwrap_or_else(|| {
@@ -203,6 +242,20 @@ impl RelayStream {
     }
 }
 
+impl Drop for RelayStream {
+    /// The client went away before the end (a stop button, a closed tab): the upstream call is
+    /// cancelled by dropping it, and what was generated so far is still settled and recorded.
+    fn drop(&mut self) {
+        if let Some(meter) = self.meter.take() {
+            meter.finish(
+                self.final_usage(self.prompt_bytes),
+                self.usage.is_none(),
+                Outcome::Interrupted,
+            );
+        }
+    }
+}
+
 /// An upstream call that has produced its first event (or finished): what both response
 /// shapes are built from.
 #[derive(Debug)]
@@ -218,18 +271,38 @@ pub async fn start(
     upstream: &Upstream,
     request: &ChatRequest,
     timeouts: &TimeoutConfig,
+    meter: Option<Meter>,
 ) -> Result<StreamPlan, UpstreamError> {
     let model = request.model.clone().unwrap_or_default();
     let requested_at = Instant::now();
     let first_byte = timeouts.first_byte();
-    let events =
-        tokio::time::timeout_at(requested_at + first_byte, upstream.open(request)).await.map_err(
-            |_| UpstreamError::Timeout { kind: TimeoutKind::FirstByte, after: first_byte },
-        )??;
-    let mut relay = RelayStream::new(events, model, requested_at, first_byte, timeouts.idle());
+    let opened = tokio::time::timeout_at(requested_at + first_byte, upstream.open(request))
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout { kind: TimeoutKind::FirstByte, after: first_byte }));
+    let events = match opened {
+        Ok(events) => events,
+        Err(error) => {
+            // Refused before any answer (connect failure, 429, 5xx): it costs nothing, but it
+            // is recorded.
+            if let Some(meter) = meter {
+                meter.finish(Usage::new(0, 0), true, Outcome::UpstreamError);
+            }
+            return Err(error);
+        }
+    };
+    let prompt_bytes = prompt_bytes(request);
+    let mut relay = RelayStream::new(
+        events,
+        model,
+        requested_at,
+        first_byte,
+        timeouts.idle(),
+        prompt_bytes,
+        meter,
+    );
     match relay.step().await {
         Step::Failed(error) => Err(error),
-        first => Ok(StreamPlan { relay, first, prompt_bytes: prompt_bytes(request) }),
+        first => Ok(StreamPlan { relay, first, prompt_bytes }),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Creating and re-keying sites: the rules shared by the CLI and (later) the admin API.
 
 use crate::config::{Config, is_hex_color};
+use crate::keys::validate_limits;
 use crate::sitekey::{KeyKind, NewKey};
-use crate::store::{NewSite, Site, SiteWidget, Store, StoreError};
+use crate::store::{CallerLimits, NewSite, Site, SiteWidget, Store, StoreError, VisitorLimits};
 
 /// What an operator asks for when creating a site.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +18,8 @@ pub struct SiteSpec {
     pub temperature_max: Option<f32>,
     pub context_messages: Option<u32>,
     pub widget: SiteWidget,
+    pub limits: CallerLimits,
+    pub visitor_limits: VisitorLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,31 @@ pub enum SiteError {
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> SiteError {
     SiteError::Invalid { field, problem: problem.into() }
+}
+
+/// Zero limits would lock a site (or its visitors) out; that is what deleting is for.
+fn validate_site_limits(limits: &CallerLimits, visitors: &VisitorLimits) -> Result<(), SiteError> {
+    validate_limits(limits).map_err(|e| match e {
+        crate::keys::KeyError::Invalid { field, problem } => invalid(field, problem),
+        other => invalid("limits", other.to_string()),
+    })?;
+    for (field, value) in [("visitor_rpm", visitors.rpm), ("visitor_rpd", visitors.rpd)] {
+        if value == Some(0) {
+            return Err(invalid(field, "must be at least 1 (leave it out for the default)"));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces a site's limits and budgets.
+pub async fn update_limits(
+    store: &dyn Store,
+    id: &str,
+    limits: CallerLimits,
+    visitor_limits: VisitorLimits,
+) -> Result<bool, SiteError> {
+    validate_site_limits(&limits, &visitor_limits)?;
+    Ok(store.set_site_limits(id, &limits, &visitor_limits).await?)
 }
 
 /// A site just created, with its key, which is shown once and never again.
@@ -90,6 +118,7 @@ pub async fn create_site(
         return Err(invalid("context_messages", "must be at least 1"));
     }
     let widget = validate_widget(spec.widget)?;
+    validate_site_limits(&spec.limits, &spec.visitor_limits)?;
     let key = NewKey::generate(KeyKind::Site);
     let site = store
         .create_site(NewSite {
@@ -103,6 +132,8 @@ pub async fn create_site(
             context_messages: spec.context_messages,
             is_demo,
             widget,
+            limits: spec.limits,
+            visitor_limits: spec.visitor_limits,
             key_lookup_id: key.lookup_id.clone(),
             key_hash: key.hash,
         })

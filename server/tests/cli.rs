@@ -416,6 +416,11 @@ async fn a_created_site_is_listed_shown_and_deleted_without_its_secret_ever_show
         "temperature_max": null,
         "context_messages": null,
         "widget": {"title": null, "greeting": null, "suggestions": null, "primary_color": null},
+        "limits": {
+            "rpm": null, "rpd": null, "tpm": null,
+            "monthly_budget_micros": null, "daily_budget_micros": null,
+            "visitor_rpm": null, "visitor_rpd": null,
+        },
         "created_at": created_at,
     });
     let mut with_key = public.clone();

@@ -59,7 +59,14 @@ async fn grants_the_site_origin_on_the_response_itself() {
     let response = relay.send_chat(hello()).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["access-control-allow-origin"], SITE_ORIGIN);
-    assert_eq!(response.headers()["access-control-expose-headers"], "retry-after");
+    assert_eq!(
+        response.headers()["access-control-expose-headers"],
+        "x-ratelimit-limit,x-ratelimit-remaining,x-ratelimit-reset,x-ratelimit-remaining-rpm,\
+         x-ratelimit-remaining-rpd,retry-after"
+    );
+    // Every visitor of a site is limited by default ([visitors] rpm = 20, rpd = 500).
+    assert_eq!(response.headers()["x-ratelimit-remaining-rpm"], "19");
+    assert_eq!(response.headers()["x-ratelimit-remaining-rpd"], "499");
 }
 
 #[tokio::test]

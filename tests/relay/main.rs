@@ -6,6 +6,7 @@ mod bad_input;
 mod clients;
 mod failures;
 mod keys;
+mod metering;
 mod policy;
 mod secrets;
 mod streaming;

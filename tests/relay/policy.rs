@@ -255,6 +255,8 @@ async fn a_site_model_that_no_upstream_serves_any_more_is_unavailable() {
             context_messages: None,
             is_demo: false,
             widget: Default::default(),
+            limits: Default::default(),
+            visitor_limits: Default::default(),
             key_lookup_id: key.lookup_id.clone(),
             key_hash: key.hash,
         })

@@ -40,6 +40,9 @@ pub enum Step {
     Pause(Duration),
     /// Wait until the test calls `MockUpstream::release`.
     WaitForRelease,
+    /// Wait until the test calls `MockUpstream::open_gate` (which lets every waiting stream,
+    /// and every later one, go on).
+    WaitForGate,
     /// Abort the connection (an error in the body: the client sees an incomplete response).
     Drop,
     /// Never send anything again, keeping the connection open.
@@ -84,6 +87,7 @@ struct MockState {
     replies: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<RecordedRequest>>,
     release: Notify,
+    gate: tokio::sync::watch::Sender<bool>,
     received: Notify,
     hangups: mpsc::UnboundedSender<()>,
 }
@@ -105,6 +109,7 @@ impl MockUpstream {
             replies: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             release: Notify::new(),
+            gate: tokio::sync::watch::channel(false).0,
             received: Notify::new(),
             hangups: hangup_tx,
         });
@@ -138,6 +143,11 @@ impl MockUpstream {
     /// Lets a stream waiting at `Step::WaitForRelease` go on.
     pub fn release(&self) {
         self.state.release.notify_one();
+    }
+
+    /// Opens the gate of `Step::WaitForGate`, for good.
+    pub fn open_gate(&self) {
+        self.state.gate.send_replace(true);
     }
 
     /// Waits (bounded) until the mock has received a request (one not yet waited for).
@@ -261,6 +271,11 @@ fn scripted_stream(
                 }
                 Step::WaitForRelease => {
                     guard.state.release.notified().await;
+                    continue;
+                }
+                Step::WaitForGate => {
+                    let mut gate = guard.state.gate.subscribe();
+                    let _ = gate.wait_for(|open| *open).await;
                     continue;
                 }
                 Step::Drop => {

@@ -90,7 +90,7 @@ impl TestRelayBuilder {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&config.database.url, 4).await.unwrap());
         let created = sites::create_site(store.as_ref(), &config, self.site, false).await.unwrap();
-        let state = AppState::new(config.clone(), Arc::clone(&store)).unwrap();
+        let state = AppState::new(config.clone(), Arc::clone(&store)).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

@@ -178,7 +178,7 @@ fn scopes_text(key: &ApiKey) -> String {
     key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
 }
 
-fn limits_text(limits: &CallerLimits) -> String {
+pub(super) fn limits_text(limits: &CallerLimits) -> String {
     let mut parts = Vec::new();
     for (name, value) in [("rpm", limits.rpm), ("rpd", limits.rpd), ("tpm", limits.tpm)] {
         if let Some(value) = value {

@@ -1,8 +1,15 @@
-//! `POST /v1/chat/completions`: authenticate, apply the site's policy, call the upstream, and
-//! either stream the answer through or collect it into one `chat.completion`.
+//! `POST /v1/chat/completions`: authenticate, apply the caller's policy, admit the request
+//! against its rate limits and budget, call the upstream, and either stream the answer through or
+//! collect it into one `chat.completion`. The request's meter travels with the answer and is
+//! settled however the answer ends.
 
-use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -10,18 +17,36 @@ use axum::{Json, Router};
 use confab_protocol::ChatRequest;
 
 use super::{ApiJson, AppState, Caller};
+use crate::budget::{BudgetRule, Payer};
 use crate::error::ApiError;
+use crate::limits::{RateLimitStatus, Rule, Subject};
+use crate::meter::{Meter, prompt_token_ceiling};
 use crate::policy::SitePolicy;
 use crate::relay::{self, collect_completion, sse_events};
-use crate::store::Scope;
+use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
+use crate::visitor::{Visitor, client_ip};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(create_chat_completion))
 }
 
+/// The TCP peer's address (absent only when the router is driven without a listener).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+    }
+}
+
 async fn create_chat_completion(
     State(state): State<AppState>,
     caller: Caller,
+    Peer(peer): Peer,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Chat)?;
@@ -42,14 +67,112 @@ async fn create_chat_completion(
         .ok_or_else(|| ApiError::ModelUnavailable { model: model.to_owned() })?;
     tracing::Span::current().record("upstream", upstream.name());
 
-    let plan = relay::start(upstream, &upstream_request, &state.config.timeouts).await?;
-    if stream_to_client {
+    let (meter, status) =
+        admit(&state, &caller, peer, &headers, &upstream_request, upstream.name())?;
+    let plan =
+        relay::start(upstream, &upstream_request, &state.config.timeouts, Some(meter)).await?;
+    let mut response = if stream_to_client {
         let sse = Sse::new(sse_events(plan))
             .keep_alive(KeepAlive::new().interval(state.config.heartbeat()));
         let no_buffering =
             [(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"))];
-        Ok((no_buffering, sse).into_response())
+        (no_buffering, sse).into_response()
     } else {
-        Ok(Json(collect_completion(plan).await?).into_response())
+        Json(collect_completion(plan).await?).into_response()
+    };
+    if let Some(status) = status {
+        status.apply(response.headers_mut());
     }
+    Ok(response)
+}
+
+fn rule(limits: &CallerLimits) -> Rule {
+    Rule { rpm: limits.rpm, rpd: limits.rpd, tpm: limits.tpm }
+}
+
+fn budget_rule(limits: &CallerLimits) -> BudgetRule {
+    BudgetRule { monthly: limits.monthly_budget_micros, daily: limits.daily_budget_micros }
+}
+
+/// Reserves the request's worst-case cost against the caller's budgets, then charges it to the
+/// rate limits of the caller and (for a site) of the visitor; either refusal changes nothing.
+fn admit(
+    state: &AppState,
+    caller: &Caller,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    request: &ChatRequest,
+    upstream: &str,
+) -> Result<(Meter, Option<RateLimitStatus>), ApiError> {
+    let model = request.model.clone().unwrap_or_default();
+    let mut record = UsageRecord {
+        at_ms: i64::try_from(now_ms()).unwrap_or(i64::MAX),
+        site_id: None,
+        key_id: None,
+        visitor: None,
+        model,
+        upstream: upstream.to_owned(),
+        input_tokens: 0,
+        output_tokens: 0,
+        estimated: false,
+        cost_micros: 0,
+        first_token_ms: None,
+        total_ms: 0,
+        outcome: Outcome::Interrupted,
+    };
+    let mut checks = Vec::with_capacity(2);
+    let payer = match caller {
+        Caller::Site(site) => {
+            let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
+                client_ip(peer, headers, &state.config.server.trusted_proxies)
+            });
+            let visitor = Visitor::Anonymous(ip);
+            let mut salt = state.visitor_salt.clone();
+            salt.extend_from_slice(site.id.as_bytes());
+            record.visitor = Some(visitor.usage_hash(&salt));
+            record.site_id = Some(site.id.clone());
+            checks.push((Subject::Site(site.id.clone()), rule(&site.limits)));
+            let visitors = &state.config.visitors;
+            checks.push((
+                Subject::Visitor { site: site.id.clone(), visitor: visitor.limit_key() },
+                Rule {
+                    rpm: Some(site.visitor_limits.rpm.unwrap_or(visitors.rpm)),
+                    rpd: Some(site.visitor_limits.rpd.unwrap_or(visitors.rpd)),
+                    tpm: None,
+                },
+            ));
+            (Payer::Site(site.id.clone()), budget_rule(&site.limits))
+        }
+        Caller::Key(key) => {
+            record.key_id = Some(key.id.clone());
+            checks.push((Subject::Key(key.id.clone()), rule(&key.limits)));
+            (Payer::Key(key.id.clone()), budget_rule(&key.limits))
+        }
+    };
+    checks.retain(|(_, rule)| !rule.is_unlimited());
+
+    let metering = Arc::clone(&state.metering);
+    let prompt_bytes = relay::prompt_bytes(request);
+    let worst_case = metering.prices.cost(
+        &record.model,
+        prompt_token_ceiling(prompt_bytes, request.messages.len()),
+        u64::from(request.max_tokens.unwrap_or_default()),
+    );
+    let reservation = metering
+        .ledger
+        .reserve(&[payer], worst_case, crate::unix_now())
+        .map_err(|exhausted| ApiError::InsufficientQuota(Box::new(exhausted)))?;
+    // A refusal here drops the reservation, which releases it.
+    let status = metering
+        .limiter
+        .admit(&checks, Instant::now())
+        .map_err(|rejected| ApiError::RateLimited(Box::new(rejected)))?;
+    Ok((Meter::new(metering, checks, Some(reservation), record), status))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }

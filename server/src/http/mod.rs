@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue, Method, header, request::Parts};
+use axum::http::{HeaderName, HeaderValue, Method, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
@@ -29,9 +29,11 @@ pub use auth::{Caller, SiteAuth};
 pub use json::ApiJson;
 pub use serve::serve;
 
-use crate::config::{Config, ConfigError};
+use crate::budget::PriceTable;
+use crate::config::Config;
 use crate::error::{ApiError, ErrorDetail};
 use crate::keys::KeyActivity;
+use crate::meter::Metering;
 use crate::store::Store;
 use crate::upstream::Upstreams;
 
@@ -46,6 +48,10 @@ pub struct AppInner {
     pub upstreams: Upstreams,
     /// When secret keys were last used, written to the store in batches.
     pub key_activity: Arc<KeyActivity>,
+    /// Rate limits, budgets and usage records.
+    pub metering: Arc<Metering>,
+    /// The salt of hashed visitor ids in usage records (kept in the database).
+    pub visitor_salt: Vec<u8>,
     /// In demo mode, what the demo page at `/` embeds.
     pub demo: Option<DemoPage>,
 }
@@ -65,11 +71,30 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// Builds the state; reads the upstreams' secret keys, so it fails on a missing one.
-    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Self, ConfigError> {
+    /// Builds the state: reads the upstreams' secret keys (so it fails on a missing one), loads
+    /// what was spent this month for the budgets, and starts the usage writer (so it must run
+    /// inside a Tokio runtime).
+    pub async fn new(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
         let upstreams = Upstreams::from_config(&config)?;
+        for model in upstreams.models() {
+            if !config.prices.contains_key(model) && !upstreams.demo_only() {
+                tracing::warn!(%model, "no price for this model in [prices]: its calls cost 0 against budgets");
+            }
+        }
+        let prices = PriceTable::new(config.prices.clone().into_iter().collect());
+        let flush_every = Duration::from_millis(config.usage.flush_ms);
+        let metering = Arc::new(Metering::start(Arc::clone(&store), prices, flush_every).await?);
+        let visitor_salt = store.relay_secret("visitor_salt", 32).await?;
         let key_activity = Arc::new(KeyActivity::default());
-        Ok(Self(Arc::new(AppInner { config, store, upstreams, key_activity, demo: None })))
+        Ok(Self(Arc::new(AppInner {
+            config,
+            store,
+            upstreams,
+            key_activity,
+            metering,
+            visitor_salt,
+            demo: None,
+        })))
     }
 
     /// Writes what is batched in memory (when keys were last used) to the store; run
@@ -78,6 +103,7 @@ impl AppState {
         if let Err(error) = self.key_activity.flush(self.store.as_ref()).await {
             tracing::warn!(%error, "cannot record when keys were last used; will retry");
         }
+        self.metering.recorder.flush().await;
     }
 
     /// The same state, serving the demo page at `/`.
@@ -105,8 +131,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Headers a browser script may read from a relay response.
-const EXPOSED_HEADERS: [HeaderName; 1] = [header::RETRY_AFTER];
+/// Headers a browser script may read from a relay response: `Retry-After` and the
+/// `X-RateLimit-*` family.
+const EXPOSED_HEADERS: [HeaderName; 6] = crate::limits::HEADERS;
 
 /// CORS. For the API, a preflight carries no key, so it is answered for any origin that some site
 /// lists; the request itself is then checked against its own site's origins (403 otherwise, in

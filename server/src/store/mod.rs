@@ -28,8 +28,19 @@ pub struct Site {
     pub is_demo: bool,
     /// What the widget shows; unset fields fall back to the `[widget]` defaults.
     pub widget: SiteWidget,
+    /// The site's own request limits and budgets (all visitors together).
+    pub limits: CallerLimits,
+    /// Limits per visitor; unset ones fall back to the `[visitors]` defaults.
+    pub visitor_limits: VisitorLimits,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// Requests one visitor of a site may make; `None`: the `[visitors]` default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VisitorLimits {
+    pub rpm: Option<u32>,
+    pub rpd: Option<u32>,
 }
 
 /// A site's own widget settings.
@@ -60,6 +71,8 @@ pub struct NewSite {
     pub context_messages: Option<u32>,
     pub is_demo: bool,
     pub widget: SiteWidget,
+    pub limits: CallerLimits,
+    pub visitor_limits: VisitorLimits,
     pub key_lookup_id: String,
     pub key_hash: [u8; 32],
 }
@@ -158,6 +171,54 @@ pub struct ApiKeyCredentials {
     pub key_hash: Vec<u8>,
 }
 
+/// What one chat request cost and how it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// When the request arrived, unix milliseconds.
+    pub at_ms: i64,
+    pub site_id: Option<String>,
+    pub key_id: Option<String>,
+    /// The visitor's id or IP, hashed.
+    pub visitor: Option<String>,
+    pub model: String,
+    pub upstream: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// The upstream reported no usage; the tokens are the relay's estimate.
+    pub estimated: bool,
+    pub cost_micros: u64,
+    pub first_token_ms: Option<u64>,
+    pub total_ms: u64,
+    pub outcome: Outcome,
+}
+
+/// How a chat request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The whole answer was delivered.
+    Completed,
+    /// The client went away (or stopped the answer) before the end.
+    Interrupted,
+    /// The upstream failed, before or during the answer.
+    UpstreamError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Interrupted => "interrupted",
+            Outcome::UpstreamError => "upstream_error",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Outcome> {
+        [Outcome::Completed, Outcome::Interrupted, Outcome::UpstreamError]
+            .into_iter()
+            .find(|o| o.as_str() == name)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage failure: {0}")]
@@ -186,6 +247,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<bool, StoreError>;
     /// Replaces a site's widget settings; `false` when there is no such site.
     async fn set_site_widget(&self, id: &str, widget: &SiteWidget) -> Result<bool, StoreError>;
+    /// Replaces a site's limits and budgets; `false` when there is no such site.
+    async fn set_site_limits(
+        &self,
+        id: &str,
+        limits: &CallerLimits,
+        visitor_limits: &VisitorLimits,
+    ) -> Result<bool, StoreError>;
     /// Replaces a site's origins; `false` when there is no such site.
     async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError>;
     /// True when at least one site lists this origin (answers CORS preflights, which carry no key).
@@ -213,6 +281,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn revoke_api_key(&self, id: &str, at: i64) -> Result<bool, StoreError>;
     /// Records when keys were last used (batched by the caller).
     async fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError>;
+    /// Appends usage records (one transaction).
+    async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError>;
+    /// Usage records from `since_ms` on, optionally of one site or one key, oldest first.
+    async fn usage_since(
+        &self,
+        since_ms: i64,
+        site_id: Option<&str>,
+        key_id: Option<&str>,
+    ) -> Result<Vec<UsageRecord>, StoreError>;
+    /// A secret the relay keeps for itself, created (`len` random bytes) on first use.
+    async fn relay_secret(&self, name: &str, len: usize) -> Result<Vec<u8>, StoreError>;
     /// A cheap round trip for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -11,10 +11,11 @@ use sqlx::sqlite::{
 use sqlx::{Row, migrate::Migrator};
 
 mod api_keys;
+mod usage;
 
 use super::{
-    ApiKey, ApiKeyCredentials, NewApiKey, NewSite, Site, SiteCredentials, SiteWidget, Store,
-    StoreError,
+    ApiKey, ApiKeyCredentials, CallerLimits, NewApiKey, NewSite, Site, SiteCredentials, SiteWidget,
+    Store, StoreError, UsageRecord, VisitorLimits,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -62,7 +63,8 @@ macro_rules! select_sites {
         concat!(
             "SELECT id, name, key_prefix, allow_no_origin, models, system_prompt, max_tokens, ",
             "temperature_max, context_messages, is_demo, created_at, key_hash, widget_title, ",
-            "widget_greeting, widget_suggestions, widget_primary_color FROM sites ",
+            "widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, tpm, ",
+            "monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd FROM sites ",
             $tail
         )
     };
@@ -78,6 +80,14 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
             .map(|v| {
                 u32::try_from(v)
                     .map_err(|_| StoreError::Corrupt(format!("sites.{column} is out of range")))
+            })
+            .transpose()
+    };
+    let as_u64 = |column: &str| -> Result<Option<u64>, StoreError> {
+        let value: Option<i64> = row.try_get(column)?;
+        value
+            .map(|v| {
+                u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("sites.{column} < 0")))
             })
             .transpose()
     };
@@ -106,8 +116,23 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
             suggestions,
             primary_color: row.try_get("widget_primary_color")?,
         },
+        limits: CallerLimits {
+            rpm: as_u32("rpm")?,
+            rpd: as_u32("rpd")?,
+            tpm: as_u32("tpm")?,
+            monthly_budget_micros: as_u64("monthly_budget_micros")?,
+            daily_budget_micros: as_u64("daily_budget_micros")?,
+        },
+        visitor_limits: VisitorLimits { rpm: as_u32("visitor_rpm")?, rpd: as_u32("visitor_rpd")? },
         created_at: row.try_get("created_at")?,
     })
+}
+
+/// Micro-dollars as SQLite integers (which are signed).
+fn money_column(value: Option<u64>) -> Result<Option<i64>, StoreError> {
+    value
+        .map(|v| i64::try_from(v).map_err(|_| StoreError::Corrupt("budget too large".into())))
+        .transpose()
 }
 
 fn encode_suggestions(widget: &SiteWidget) -> Result<Option<String>, StoreError> {
@@ -142,6 +167,8 @@ impl Store for SqliteStore {
             context_messages: new.context_messages,
             is_demo: new.is_demo,
             widget: new.widget,
+            limits: new.limits,
+            visitor_limits: new.visitor_limits,
             created_at: i64::try_from(crate::unix_now()).unwrap_or(i64::MAX),
         };
         let models = serde_json::to_string(&site.models)
@@ -150,8 +177,9 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO sites (id, name, key_prefix, key_hash, allow_no_origin, models, \
              system_prompt, max_tokens, temperature_max, context_messages, is_demo, created_at, \
-             widget_title, widget_greeting, widget_suggestions, widget_primary_color) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             widget_title, widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, \
+             tpm, monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&site.id)
         .bind(&site.name)
@@ -169,6 +197,13 @@ impl Store for SqliteStore {
         .bind(&site.widget.greeting)
         .bind(encode_suggestions(&site.widget)?)
         .bind(&site.widget.primary_color)
+        .bind(site.limits.rpm.map(i64::from))
+        .bind(site.limits.rpd.map(i64::from))
+        .bind(site.limits.tpm.map(i64::from))
+        .bind(money_column(site.limits.monthly_budget_micros)?)
+        .bind(money_column(site.limits.daily_budget_micros)?)
+        .bind(site.visitor_limits.rpm.map(i64::from))
+        .bind(site.visitor_limits.rpd.map(i64::from))
         .execute(&mut *tx)
         .await?;
         for origin in &site.origins {
@@ -284,6 +319,57 @@ impl Store for SqliteStore {
         Ok(found.is_some())
     }
 
+    async fn set_site_limits(
+        &self,
+        id: &str,
+        limits: &CallerLimits,
+        visitor_limits: &VisitorLimits,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE sites SET rpm = ?, rpd = ?, tpm = ?, monthly_budget_micros = ?, \
+             daily_budget_micros = ?, visitor_rpm = ?, visitor_rpd = ? WHERE id = ?",
+        )
+        .bind(limits.rpm.map(i64::from))
+        .bind(limits.rpd.map(i64::from))
+        .bind(limits.tpm.map(i64::from))
+        .bind(money_column(limits.monthly_budget_micros)?)
+        .bind(money_column(limits.daily_budget_micros)?)
+        .bind(visitor_limits.rpm.map(i64::from))
+        .bind(visitor_limits.rpd.map(i64::from))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        usage::record(&self.pool, records).await
+    }
+
+    async fn usage_since(
+        &self,
+        since_ms: i64,
+        site_id: Option<&str>,
+        key_id: Option<&str>,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        usage::since(&self.pool, since_ms, site_id, key_id).await
+    }
+
+    async fn relay_secret(&self, name: &str, len: usize) -> Result<Vec<u8>, StoreError> {
+        let fresh: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+        // Insert-if-missing then read: two relays starting at once agree on one value.
+        sqlx::query("INSERT OR IGNORE INTO relay_secrets (name, value) VALUES (?, ?)")
+            .bind(name)
+            .bind(&fresh)
+            .execute(&self.pool)
+            .await?;
+        let value = sqlx::query_scalar("SELECT value FROM relay_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(value)
+    }
+
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
         api_keys::create(&self.pool, key).await
     }
@@ -356,6 +442,8 @@ mod tests {
                 suggestions: Some(vec!["Where is my order?".into()]),
                 primary_color: Some("#123abc".into()),
             },
+            limits: CallerLimits::default(),
+            visitor_limits: VisitorLimits::default(),
             key_lookup_id: key.lookup_id.clone(),
             key_hash: key.hash,
         }
