@@ -43,6 +43,24 @@ pub enum Command {
     /// Manage secret API keys for server-side callers.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Show usage: totals and a per-day series by site, key and model.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// How many days back (today included), 1 to 366.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub days: u32,
+    /// Only this site's usage.
+    #[arg(long, value_name = "ID")]
+    pub site: Option<String>,
+    /// Only this key's usage.
+    #[arg(long, value_name = "ID")]
+    pub key: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -203,7 +221,7 @@ pub struct CreateSiteArgs {
 pub fn init_tracing(cli: &Cli) {
     let default = match cli.command {
         Command::Serve(_) => "info",
-        Command::Sites(_) | Command::Keys(_) => "warn",
+        Command::Sites(_) | Command::Keys(_) | Command::Usage(_) => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -218,7 +236,7 @@ pub fn init_tracing(cli: &Cli) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let listen = match &cli.command {
         Command::Serve(args) => args.listen,
-        Command::Sites(_) | Command::Keys(_) => None,
+        Command::Sites(_) | Command::Keys(_) | Command::Usage(_) => None,
     };
     let sources = ConfigSources { file: cli.config, database_url: cli.database, listen };
     let config = Config::load(&sources)?;
@@ -229,6 +247,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(_) => run_serve(config, Arc::new(store)).await,
         Command::Sites(command) => run_sites(command, &config, &store).await,
         Command::Keys(command) => keys::run(command, &config, &store).await,
+        Command::Usage(args) => run_usage(args, &store).await,
     }
 }
 
@@ -459,6 +478,51 @@ async fn run_sites(
             print_flush(&format!("Deleted site {id}; its key no longer works.\n"));
         }
     }
+    Ok(())
+}
+
+async fn run_usage(args: UsageArgs, store: &SqliteStore) -> anyhow::Result<()> {
+    let report = crate::usage::report(
+        store,
+        args.days,
+        args.site.as_deref(),
+        args.key.as_deref(),
+        crate::unix_now(),
+    )
+    .await?;
+    if args.json {
+        print_flush(&format!("{}\n", serde_json::to_string(&report)?));
+        return Ok(());
+    }
+    let line = |name: &str, t: &crate::usage::Totals| {
+        format!(
+            "{name:<24} {:>9} {:>12} {:>12} {:>12}\n",
+            t.requests,
+            t.input_tokens,
+            t.output_tokens,
+            keys::format_usd(t.cost_micros)
+        )
+    };
+    let header = format!(
+        "{:<24} {:>9} {:>12} {:>12} {:>12}\n",
+        "", "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST"
+    );
+    let mut out = format!("Usage since {} (UTC)\n\n{header}", report.since);
+    for day in &report.days {
+        out.push_str(&line(&day.date, &day.totals));
+    }
+    out.push_str(&line("total", &report.totals));
+    for (title, groups) in
+        [("site", &report.by_site), ("key", &report.by_key), ("model", &report.by_model)]
+    {
+        if !groups.is_empty() {
+            out.push_str(&format!("\nBy {title}\n{header}"));
+            for (name, totals) in groups {
+                out.push_str(&line(name, totals));
+            }
+        }
+    }
+    print_flush(&out);
     Ok(())
 }
 

@@ -15,6 +15,7 @@ pub mod sitekey;
 pub mod sites;
 pub mod store;
 pub mod upstream;
+pub mod usage;
 pub mod visitor;
 
 pub use http::{AppState, router, serve};

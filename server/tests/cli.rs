@@ -903,6 +903,38 @@ async fn sigterm_lets_an_answer_in_flight_finish_then_the_relay_exits_successful
     assert!(status.success(), "the relay exited with {status} after SIGTERM");
 }
 
+#[tokio::test]
+async fn sigterm_under_load_loses_no_usage_record_of_a_completed_request() {
+    let work = Workdir::new();
+    // Records are written in batches this far apart, so every one of them is still in memory
+    // when the signal arrives: only the shutdown flush can save them.
+    let envs = [("CONFAB__USAGE__FLUSH_MS", "600000"), ("CONFAB__DEMO__TOKEN_DELAY_MS", "1")];
+    let relay = Relay::start(&work, &envs).await;
+    let client = http_client();
+    let body = json!({"messages": [{"role": "user", "content": "Count me"}]});
+    let origin = relay.own_origin();
+    let completed = futures_util::future::join_all(
+        (0..12).map(|_| post_chat(&client, &relay, &relay.key, &origin, &body)),
+    )
+    .await;
+    for response in completed {
+        assert_eq!(response.status(), StatusCode::OK);
+        let _ = json_body(response).await;
+    }
+    // More load while the signal arrives: streams in flight finish within the grace period.
+    let stream = json!({"stream": true, "messages": [{"role": "user", "content": "And me"}]});
+    let in_flight = post_chat(&client, &relay, &relay.key, &relay.own_origin(), &stream).await;
+    assert_eq!(in_flight.status(), StatusCode::OK);
+    let status = relay.terminate().await;
+    assert!(status.success(), "the relay exited with {status}");
+    let _ = in_flight.bytes().await;
+
+    let usage = work.run(&["usage", "--days", "1", "--json"], &[]).await.assert_success().json();
+    assert_eq!(usage["totals"]["requests"], 13, "{usage}");
+    assert_eq!(usage["by_model"][DEMO_MODEL]["requests"], 13);
+    assert_eq!(usage["days"].as_array().unwrap().len(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Conformance with the official `openai` Python package
 // ---------------------------------------------------------------------------------------------

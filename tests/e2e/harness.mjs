@@ -22,6 +22,9 @@ const relayEnv = (env) => ({
   RUST_LOG: "warn",
   CONFAB__WIDGET__ASSETS_DIR: join(root, "dist", "widget"),
   CONFAB__DEMO__TOKEN_DELAY_MS: "30",
+  // Every test's browser is the same visitor (127.0.0.1): lift the per-visitor default limits
+  // (20 a minute) above what the whole suite sends.
+  CONFAB__VISITORS__RPM: "1000",
   ...env,
 });
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use confab_server::keys::{self, KeySpec};
 use confab_server::store::Scope;
-use confab_tests::{MockUpstream, Reply, TestRelay, captured_logs, json_body};
+use confab_tests::{MockUpstream, Reply, SITE_ORIGIN, TestRelay, captured_logs, json_body};
 use serde_json::{Value, json};
 
 fn hello() -> Value {
@@ -172,4 +172,64 @@ async fn a_secret_key_never_appears_in_the_logs() {
     let secret_part = secret.rsplit('_').next().unwrap();
     assert!(!logs.contains(secret_part), "the secret part was logged");
     assert!(logs.contains(&format!("confab_sk_{}", key.lookup_id)), "the public prefix is logged");
+}
+
+#[tokio::test]
+async fn a_key_with_the_usage_scope_reads_its_own_usage_and_nobody_else_s() {
+    let mock = MockUpstream::start().await;
+    for _ in 0..3 {
+        mock.push(Reply::answer(&["ok"], (4, 6)));
+    }
+    let relay = TestRelay::builder(&mock).config(|c| c.usage.flush_ms = 50).start().await;
+    let (key, secret) = relay.create_key(spec(&[Scope::Chat, Scope::Usage])).await;
+    let (_, other) = relay.create_key(spec(&[Scope::Chat])).await;
+    for caller in [&secret, &secret, &other] {
+        let response = relay.chat_as(caller, None).json(&hello()).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let usage = |key: String, query: &'static str| {
+        let request = relay.client.get(relay.url(&format!("/v1/usage{query}"))).bearer_auth(key);
+        async move { json_body(request.send().await.unwrap()).await }
+    };
+    let report = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (status, report) = usage(secret.clone(), "?days=7").await;
+            assert_eq!(status, 200, "{report}");
+            if report["totals"]["requests"] == 2 {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the key's usage never showed two requests");
+    assert_eq!(
+        report["totals"],
+        json!({"requests": 2, "input_tokens": 8, "output_tokens": 12, "cost_micros": 0})
+    );
+    assert_eq!(report["by_key"], json!({ key.id.clone(): report["totals"].clone() }));
+    assert_eq!(report["days"].as_array().unwrap().len(), 7);
+    assert_eq!(report["days"][6]["requests"], 2, "today is the last day of the series");
+
+    let (status, body) = usage(other, "").await;
+    assert_eq!((status, &body["error"]["code"]), (403, &json!("insufficient_scope")));
+    let request = relay.client.get(relay.url("/v1/usage")).bearer_auth(&relay.key);
+    let (status, body) =
+        json_body(request.header("Origin", SITE_ORIGIN).send().await.unwrap()).await;
+    assert_eq!(
+        (status, &body["error"]["message"]),
+        (403, &json!("a site key cannot use the `usage` scope"))
+    );
+    let (status, body) = usage(secret.clone(), "?days=0").await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": {
+                "message": "`days` must be a whole number from 1 to 366",
+                "type": "invalid_request_error",
+                "code": "invalid_value",
+            }})
+        )
+    );
 }

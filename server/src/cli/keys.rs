@@ -90,7 +90,7 @@ pub fn parse_usd(text: &str) -> Result<u64, String> {
 }
 
 /// Micro-dollars as `$12.50` (cents; sub-cent amounts keep their digits).
-pub fn format_usd(micros: u64) -> String {
+pub(super) fn format_usd(micros: u64) -> String {
     let (dollars, rest) = (micros / 1_000_000, micros % 1_000_000);
     if rest % 10_000 == 0 {
         format!("${dollars}.{:02}", rest / 10_000)

@@ -11,6 +11,7 @@ mod health;
 mod json;
 mod models;
 mod serve;
+mod usage;
 mod widget;
 
 use std::ops::Deref;
@@ -119,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .merge(chat::router())
         .merge(models::router())
         .merge(widget::router())
+        .merge(usage::router())
         .merge(health::router())
         .merge(assets::router(&state))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
