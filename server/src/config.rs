@@ -29,6 +29,8 @@ pub struct Config {
     pub visitors: VisitorDefaults,
     /// Usage records.
     pub usage: UsageConfig,
+    /// Webhook endpoints and their events.
+    pub webhooks: crate::webhooks::WebhooksConfig,
     /// Model prices, for budgets and usage costs: `[prices."model"]`.
     pub prices: std::collections::BTreeMap<String, crate::budget::Price>,
     /// LLM providers. With none configured the built-in demo upstream serves `demo.model`.

@@ -17,6 +17,7 @@ pub mod store;
 pub mod upstream;
 pub mod usage;
 pub mod visitor;
+pub mod webhooks;
 
 pub use http::{AppState, router, serve};
 
