@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigSources};
-use crate::http::{AppState, DemoPage, serve};
+use crate::http::{AppState, DemoPage, serve, serve_admin};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
 use crate::store::{CallerLimits, Site, SiteWidget, SqliteStore, Store, VisitorLimits};
@@ -260,6 +260,15 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
     let bound = listener.local_addr()?;
     let public_url = state.config.public_url(bound);
 
+    let admin_listener = match state.config.admin.listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (admin.listen)"))?,
+        ),
+        None => None,
+    };
+
     let mut out = String::new();
     out.push_str(&format!("Confab relay listening on http://{bound}\n"));
     if state.upstreams.demo_only() {
@@ -279,6 +288,16 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
     } else {
         out.push_str(&format!("Models: {}\n", state.upstreams.models().join(", ")));
     }
+    match (&state.admin_token, &admin_listener) {
+        (None, _) => {}
+        (Some(_), Some(admin)) => out.push_str(&format!(
+            "Admin API: http://{}/admin/v1/ (token from the configuration)\n",
+            admin.local_addr()?
+        )),
+        (Some(_), None) => out.push_str(&format!(
+            "Admin API: {public_url}/admin/v1/ (token from the configuration)\n"
+        )),
+    }
     let loader = state.config.widget.assets_dir.join("confab.js");
     if loader.exists() {
         out.push_str(&format!(
@@ -297,6 +316,12 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
     // grace period: a stream stuck on a silent upstream must not hold the process forever.
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(admin) = admin_listener {
+        let mut stopped = stop_rx.clone();
+        tokio::spawn(serve_admin(state.clone(), admin, async move {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+        }));
+    }
     let server = serve(state, listener, async move {
         signals.received().await;
         let _ = stop_tx.send(true);
@@ -402,7 +427,7 @@ async fn run_sites(
             };
             let created = sites::create_site(store, config, spec, false).await?;
             if json_output {
-                let mut value = site_json(&created.site);
+                let mut value = sites::site_view(&created.site);
                 value["key"] = json!(created.key.reveal());
                 print_flush(&format!("{value}\n"));
             } else {
@@ -417,7 +442,7 @@ async fn run_sites(
         SitesCommand::List { json } => {
             let sites = store.list_sites().await?;
             if json {
-                let list: Vec<_> = sites.iter().map(site_json).collect();
+                let list: Vec<_> = sites.iter().map(sites::site_view).collect();
                 print_flush(&format!("{}\n", serde_json::Value::Array(list)));
             } else if sites.is_empty() {
                 print_flush("No sites yet. Create one with `confab sites create`.\n");
@@ -444,7 +469,7 @@ async fn run_sites(
                 bail!("no site with id `{id}` (see `confab sites list`)");
             };
             if json {
-                print_flush(&format!("{}\n", site_json(&site)));
+                print_flush(&format!("{}\n", sites::site_view(&site)));
             } else {
                 print_flush(&format!("{}\n", describe(&site)));
             }
@@ -560,7 +585,7 @@ fn describe(site: &Site) -> String {
         widget = widget_text(&site.widget),
         limits = keys::limits_text(&site.limits),
         visitor = visitor_limits_text(&site.visitor_limits),
-        created = format_time(site.created_at),
+        created = crate::rfc3339(site.created_at),
     )
 }
 
@@ -584,41 +609,4 @@ fn widget_text(widget: &SiteWidget) -> String {
         parts.push(format!("colour {color}"));
     }
     if parts.is_empty() { "defaults".to_owned() } else { parts.join(", ") }
-}
-
-fn format_time(unix: i64) -> String {
-    let time =
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
-    humantime::format_rfc3339_seconds(time).to_string()
-}
-
-fn site_json(site: &Site) -> serde_json::Value {
-    json!({
-        "id": site.id,
-        "name": site.name,
-        "key_prefix": public_prefix(&site.key_lookup_id),
-        "origins": site.origins,
-        "allow_no_origin": site.allow_no_origin,
-        "models": site.models,
-        "system_prompt": site.system_prompt,
-        "max_tokens": site.max_tokens,
-        "temperature_max": site.temperature_max,
-        "context_messages": site.context_messages,
-        "widget": {
-            "title": site.widget.title,
-            "greeting": site.widget.greeting,
-            "suggestions": site.widget.suggestions,
-            "primary_color": site.widget.primary_color,
-        },
-        "limits": {
-            "rpm": site.limits.rpm,
-            "rpd": site.limits.rpd,
-            "tpm": site.limits.tpm,
-            "monthly_budget_micros": site.limits.monthly_budget_micros,
-            "daily_budget_micros": site.limits.daily_budget_micros,
-            "visitor_rpm": site.visitor_limits.rpm,
-            "visitor_rpd": site.visitor_limits.rpd,
-        },
-        "created_at": format_time(site.created_at),
-    })
 }

@@ -29,6 +29,8 @@ pub struct Config {
     pub visitors: VisitorDefaults,
     /// Usage records.
     pub usage: UsageConfig,
+    /// The admin API (`/admin/v1/...`).
+    pub admin: AdminConfig,
     /// Webhook endpoints and their events.
     pub webhooks: crate::webhooks::WebhooksConfig,
     /// Model prices, for budgets and usage costs: `[prices."model"]`.
@@ -63,6 +65,53 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             trusted_proxies: Vec::new(),
         }
+    }
+}
+
+/// The admin API: on when its token is set (an environment variable or a file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Environment variable holding the admin token.
+    pub token_env: String,
+    /// Or a file holding it (takes precedence when set).
+    pub token_file: Option<PathBuf>,
+    /// Serve the admin API on this address only, instead of on `server.listen`.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { token_env: "CONFAB_ADMIN_TOKEN".into(), token_file: None, listen: None }
+    }
+}
+
+/// An admin token shorter than this is refused: it guards every site, key and budget.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 24;
+
+impl AdminConfig {
+    /// The admin token, or `None` (the admin API is off) when neither source is set.
+    pub fn load_token(&self) -> Result<Option<Secret>, ConfigError> {
+        let (field, value) = match &self.token_file {
+            Some(path) => (
+                "admin.token_file",
+                std::fs::read_to_string(path).map_err(|e| {
+                    invalid("admin.token_file", format!("cannot read {}: {e}", path.display()))
+                })?,
+            ),
+            None => match std::env::var(&self.token_env) {
+                Ok(value) => ("admin.token_env", value),
+                Err(_) => return Ok(None),
+            },
+        };
+        let value = value.trim();
+        if value.len() < MIN_ADMIN_TOKEN_LEN {
+            return Err(invalid(
+                field,
+                format!("the admin token must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+            ));
+        }
+        Ok(Some(Secret::new(value)))
     }
 }
 

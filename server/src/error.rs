@@ -32,6 +32,9 @@ pub enum ApiError {
     /// response carries `Retry-After` and the `X-RateLimit-*` headers.
     #[error("{}", .0.message())]
     RateLimited(Box<crate::limits::Rejected>),
+    /// 404 `invalid_request_error`/`not_found`: no such site or key (admin API).
+    #[error("no {what} with id `{id}`")]
+    NotFound { what: &'static str, id: String },
     /// 402 `insufficient_quota`: the request does not fit the key's or site's budget.
     #[error("{0}")]
     InsufficientQuota(Box<crate::budget::Exhausted>),
@@ -87,7 +90,9 @@ impl ApiError {
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::PermissionDenied { .. } => StatusCode::FORBIDDEN,
-            Self::ModelNotFound { .. } | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::ModelNotFound { .. } | Self::RouteNotFound { .. } | Self::NotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ModelUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamRateLimited { .. } | Self::RateLimited(_) => {
@@ -109,7 +114,9 @@ impl ApiError {
             Self::Unauthenticated { code, .. } => ("authentication_error", *code),
             Self::PermissionDenied { code, .. } => ("permission_error", *code),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
-            Self::RouteNotFound { .. } => ("invalid_request_error", "not_found"),
+            Self::RouteNotFound { .. } | Self::NotFound { .. } => {
+                ("invalid_request_error", "not_found")
+            }
             Self::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             Self::ModelUnavailable { .. } => ("service_unavailable_error", "model_unavailable"),
             Self::UpstreamRateLimited { .. } => ("rate_limit_error", "upstream_rate_limited"),

@@ -164,3 +164,25 @@ impl KeyActivity {
         Ok(())
     }
 }
+
+/// A key as the CLI (`--json`) and the admin API show it: never its secret.
+pub fn key_view(key: &ApiKey) -> serde_json::Value {
+    serde_json::json!({
+        "id": key.id,
+        "name": key.name,
+        "key_prefix": KeyKind::Secret.public(&key.lookup_id),
+        "scopes": key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "models": key.models,
+        "rpm": key.limits.rpm,
+        "rpd": key.limits.rpd,
+        "tpm": key.limits.tpm,
+        "monthly_budget_micros": key.limits.monthly_budget_micros,
+        "daily_budget_micros": key.limits.daily_budget_micros,
+        "created_at": crate::rfc3339(key.created_at),
+        "last_used_at": key.last_used_at.map(crate::rfc3339),
+        "active": key.is_active(),
+        "revoked_at": key.revoked_at.map(crate::rfc3339),
+        "previous_key_prefix": key.previous_lookup_id.as_deref().map(|l| KeyKind::Secret.public(l)),
+        "previous_expires_at": key.previous_expires_at.map(crate::rfc3339),
+    })
+}

@@ -253,6 +253,39 @@ pub fn normalize_origin(value: &str) -> Result<String, String> {
     Ok(url.origin().ascii_serialization())
 }
 
+/// A site as the CLI (`--json`) and the admin API show it: never its key, only its public
+/// prefix.
+pub fn site_view(site: &Site) -> serde_json::Value {
+    serde_json::json!({
+        "id": site.id,
+        "name": site.name,
+        "key_prefix": crate::sitekey::public_prefix(&site.key_lookup_id),
+        "origins": site.origins,
+        "allow_no_origin": site.allow_no_origin,
+        "models": site.models,
+        "system_prompt": site.system_prompt,
+        "max_tokens": site.max_tokens,
+        "temperature_max": site.temperature_max,
+        "context_messages": site.context_messages,
+        "widget": {
+            "title": site.widget.title,
+            "greeting": site.widget.greeting,
+            "suggestions": site.widget.suggestions,
+            "primary_color": site.widget.primary_color,
+        },
+        "limits": {
+            "rpm": site.limits.rpm,
+            "rpd": site.limits.rpd,
+            "tpm": site.limits.tpm,
+            "monthly_budget_micros": site.limits.monthly_budget_micros,
+            "daily_budget_micros": site.limits.daily_budget_micros,
+            "visitor_rpm": site.visitor_limits.rpm,
+            "visitor_rpd": site.visitor_limits.rpd,
+        },
+        "created_at": crate::rfc3339(site.created_at),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{format_time, print_flush};
+use super::print_flush;
 use crate::config::Config;
 use crate::keys::{self, IssuedKey, KeySpec};
 use crate::sitekey::KeyKind;
@@ -120,7 +120,7 @@ pub async fn run(command: KeysCommand, config: &Config, store: &dyn Store) -> an
         KeysCommand::List { json } => {
             let keys = store.list_api_keys().await?;
             if json {
-                let list: Vec<_> = keys.iter().map(key_json).collect();
+                let list: Vec<_> = keys.iter().map(keys::key_view).collect();
                 print_flush(&format!("{}\n", serde_json::Value::Array(list)));
             } else if keys.is_empty() {
                 print_flush("No keys yet. Create one with `confab keys create`.\n");
@@ -136,8 +136,8 @@ pub async fn run(command: KeysCommand, config: &Config, store: &dyn Store) -> an
                         key.name,
                         KeyKind::Secret.public(&key.lookup_id),
                         scopes_text(key),
-                        format_time(key.created_at),
-                        key.last_used_at.map_or_else(|| "never".into(), format_time),
+                        crate::rfc3339(key.created_at),
+                        key.last_used_at.map_or_else(|| "never".into(), crate::rfc3339),
                         if key.is_active() { "yes" } else { "revoked" },
                     ));
                 }
@@ -149,7 +149,7 @@ pub async fn run(command: KeysCommand, config: &Config, store: &dyn Store) -> an
             let issued = keys::rotate_key(store, &id, grace).await?;
             let note = format!(
                 "New secret (shown once); the previous one keeps working until {}",
-                issued.key.previous_expires_at.map_or_else(|| "now".into(), format_time)
+                issued.key.previous_expires_at.map_or_else(|| "now".into(), crate::rfc3339)
             );
             print_issued(&issued, json, &note);
         }
@@ -166,7 +166,7 @@ pub async fn run(command: KeysCommand, config: &Config, store: &dyn Store) -> an
 
 fn print_issued(issued: &IssuedKey, json_output: bool, note: &str) {
     if json_output {
-        let mut value = key_json(&issued.key);
+        let mut value = keys::key_view(&issued.key);
         value["key"] = json!(issued.secret.reveal());
         print_flush(&format!("{value}\n"));
     } else {
@@ -204,29 +204,8 @@ fn describe(key: &ApiKey) -> String {
         scopes = scopes_text(key),
         models = if key.models.is_empty() { "all served".into() } else { key.models.join(", ") },
         limits = limits_text(&key.limits),
-        created = format_time(key.created_at),
+        created = crate::rfc3339(key.created_at),
     )
-}
-
-fn key_json(key: &ApiKey) -> serde_json::Value {
-    json!({
-        "id": key.id,
-        "name": key.name,
-        "key_prefix": KeyKind::Secret.public(&key.lookup_id),
-        "scopes": key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        "models": key.models,
-        "rpm": key.limits.rpm,
-        "rpd": key.limits.rpd,
-        "tpm": key.limits.tpm,
-        "monthly_budget_micros": key.limits.monthly_budget_micros,
-        "daily_budget_micros": key.limits.daily_budget_micros,
-        "created_at": format_time(key.created_at),
-        "last_used_at": key.last_used_at.map(format_time),
-        "active": key.is_active(),
-        "revoked_at": key.revoked_at.map(format_time),
-        "previous_key_prefix": key.previous_lookup_id.as_deref().map(|l| KeyKind::Secret.public(l)),
-        "previous_expires_at": key.previous_expires_at.map(format_time),
-    })
 }
 
 #[cfg(test)]

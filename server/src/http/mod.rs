@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** handlers never touch SQL; they call the `Store` trait and the domain
 //! modules (`policy`, `relay`, `sites`).
 
+mod admin;
 mod assets;
 mod auth;
 mod chat;
@@ -28,7 +29,7 @@ use tracing::Instrument;
 
 pub use auth::{Caller, SiteAuth};
 pub use json::ApiJson;
-pub use serve::serve;
+pub use serve::{serve, serve_admin};
 
 use crate::budget::PriceTable;
 use crate::config::Config;
@@ -53,6 +54,8 @@ pub struct AppInner {
     pub metering: Arc<Metering>,
     /// The salt of hashed visitor ids in usage records (kept in the database).
     pub visitor_salt: Vec<u8>,
+    /// The admin API's token; `None`: the admin API is off.
+    pub admin_token: Option<crate::config::Secret>,
     /// In demo mode, what the demo page at `/` embeds.
     pub demo: Option<DemoPage>,
 }
@@ -86,6 +89,7 @@ impl AppState {
         let flush_every = Duration::from_millis(config.usage.flush_ms);
         let metering = Arc::new(Metering::start(Arc::clone(&store), prices, flush_every).await?);
         let visitor_salt = store.relay_secret("visitor_salt", 32).await?;
+        let admin_token = config.admin.load_token()?;
         let key_activity = Arc::new(KeyActivity::default());
         Ok(Self(Arc::new(AppInner {
             config,
@@ -94,6 +98,7 @@ impl AppState {
             key_activity,
             metering,
             visitor_salt,
+            admin_token,
             demo: None,
         })))
     }
@@ -114,9 +119,24 @@ impl AppState {
     }
 }
 
-/// The whole application.
-pub fn router(state: AppState) -> Router {
+/// The admin API alone, for its own listener (`admin.listen`).
+pub fn admin_router(state: AppState) -> Router {
     Router::new()
+        .merge(admin::router())
+        .fallback(|method: Method, uri: axum::http::Uri| async move {
+            ApiError::RouteNotFound { method: method.to_string(), path: uri.path().to_owned() }
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// The whole application (with the admin API, unless it has a listener of its own).
+pub fn router(state: AppState) -> Router {
+    let admin = if state.config.admin.listen.is_none() { admin::router() } else { Router::new() };
+    Router::new()
+        .merge(admin)
         .merge(chat::router())
         .merge(models::router())
         .merge(widget::router())

@@ -27,15 +27,37 @@ use tower::ServiceExt;
 
 use super::{AppState, router};
 
-/// Serves the relay on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves the relay on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// and writes what is batched in memory (usage records, key activity).
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let timeouts = state.config.timeouts.clone();
     let flusher = tokio::spawn(flush_periodically(state.clone()));
-    let app = router(state.clone());
+    let timeouts = state.config.timeouts.clone();
+    let result = serve_app(router(state.clone()), &timeouts, listener, shutdown).await;
+    flusher.abort();
+    state.flush().await;
+    result
+}
+
+/// Serves only the admin API (`admin.listen`), with the same limits.
+pub async fn serve_admin(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let timeouts = state.config.timeouts.clone();
+    serve_app(super::admin_router(state), &timeouts, listener, shutdown).await
+}
+
+async fn serve_app(
+    app: Router,
+    timeouts: &crate::config::TimeoutConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     // HTTP/1.1 only: browsers reach the relay through a TLS-terminating proxy or directly over
     // HTTP/1.1, and hyper's automatic HTTP/2 detection waits for a client's first bytes with no
     // time limit, which is exactly what a slow client must not get.
@@ -75,8 +97,6 @@ pub async fn serve(
 
     drop(listener);
     graceful.shutdown().await;
-    flusher.abort();
-    state.flush().await;
     Ok(())
 }
 

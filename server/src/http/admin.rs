@@ -1,0 +1,343 @@
+//! `/admin/v1/...`: sites, keys and usage for the operator's own tools, authenticated with the
+//! admin token (`[admin]`). JSON in and out, the same error envelope as the public API, and an
+//! OpenAPI document at `/admin/v1/openapi.json`. The rules are the CLI's (`sites`, `keys`,
+//! `usage`): the two front ends never disagree.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{ApiJson, AppState, usage::days_param};
+use crate::error::ApiError;
+use crate::keys::{self, KeyError, KeySpec};
+use crate::sites::{self, SiteError, SiteSpec};
+use crate::store::{CallerLimits, Scope, SiteWidget, VisitorLimits};
+
+/// The OpenAPI 3.1 description of this module's routes (kept in step by a test).
+pub const OPENAPI: &str = include_str!("admin_openapi.json");
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/openapi.json", get(openapi))
+        .route("/admin/v1/sites", get(list_sites).post(create_site))
+        .route("/admin/v1/sites/{id}", get(show_site).delete(delete_site))
+        .route("/admin/v1/sites/{id}/limits", put(set_site_limits))
+        .route("/admin/v1/keys", get(list_keys).post(create_key))
+        .route("/admin/v1/keys/{id}/rotate", post(rotate_key))
+        .route("/admin/v1/keys/{id}/revoke", post(revoke_key))
+        .route("/admin/v1/usage", get(usage))
+}
+
+/// A request carrying the admin token.
+#[derive(Debug)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = &state.admin_token else {
+            return Err(ApiError::PermissionDenied {
+                code: "admin_disabled",
+                message: "the admin API is off: set its token (see [admin] in the configuration)"
+                    .into(),
+            });
+        };
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthenticated {
+                code: "missing_admin_token",
+                message: "missing admin token; send `Authorization: Bearer <admin token>`",
+            })?;
+        // Hashing first makes the comparison constant-time whatever the lengths.
+        let matches: bool = Sha256::digest(presented.as_bytes())
+            .ct_eq(&Sha256::digest(expected.expose().as_bytes()))
+            .into();
+        if !matches {
+            return Err(ApiError::Unauthenticated {
+                code: "invalid_admin_token",
+                message: "the admin token is not valid",
+            });
+        }
+        Ok(Admin)
+    }
+}
+
+fn not_found(what: &'static str, id: &str) -> ApiError {
+    ApiError::NotFound { what, id: id.to_owned() }
+}
+
+impl From<SiteError> for ApiError {
+    fn from(error: SiteError) -> Self {
+        match error {
+            SiteError::Invalid { field, problem } => {
+                ApiError::invalid("invalid_value", format!("{field}: {problem}"))
+            }
+            SiteError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Invalid { field, problem } => {
+                ApiError::invalid("invalid_value", format!("{field}: {problem}"))
+            }
+            KeyError::NotFound(id) => not_found("active key", &id),
+            KeyError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+async fn openapi(_: Admin) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Limits in the admin API's JSON (all optional: unlimited, or the `[visitors]` default).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsBody {
+    rpm: Option<u32>,
+    rpd: Option<u32>,
+    tpm: Option<u32>,
+    monthly_budget_micros: Option<u64>,
+    daily_budget_micros: Option<u64>,
+    visitor_rpm: Option<u32>,
+    visitor_rpd: Option<u32>,
+}
+
+impl LimitsBody {
+    fn split(&self) -> (CallerLimits, VisitorLimits) {
+        (
+            CallerLimits {
+                rpm: self.rpm,
+                rpd: self.rpd,
+                tpm: self.tpm,
+                monthly_budget_micros: self.monthly_budget_micros,
+                daily_budget_micros: self.daily_budget_micros,
+            },
+            VisitorLimits { rpm: self.visitor_rpm, rpd: self.visitor_rpd },
+        )
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct WidgetBody {
+    title: Option<String>,
+    greeting: Option<String>,
+    suggestions: Option<Vec<String>>,
+    primary_color: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSiteBody {
+    name: String,
+    #[serde(default)]
+    origins: Vec<String>,
+    #[serde(default)]
+    allow_no_origin: bool,
+    #[serde(default)]
+    models: Vec<String>,
+    system_prompt: Option<String>,
+    max_tokens: Option<u32>,
+    temperature_max: Option<f32>,
+    context_messages: Option<u32>,
+    #[serde(default)]
+    widget: WidgetBody,
+    #[serde(default)]
+    limits: LimitsBody,
+}
+
+async fn list_sites(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let sites = state.store.list_sites().await.map_err(ApiError::internal)?;
+    Ok(Json(json!({"data": sites.iter().map(sites::site_view).collect::<Vec<_>>()})))
+}
+
+async fn create_site(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateSiteBody>,
+) -> Result<Response, ApiError> {
+    let (limits, visitor_limits) = body.limits.split();
+    let spec = SiteSpec {
+        name: body.name,
+        origins: body.origins,
+        allow_no_origin: body.allow_no_origin,
+        models: body.models,
+        system_prompt: body.system_prompt,
+        max_tokens: body.max_tokens,
+        temperature_max: body.temperature_max,
+        context_messages: body.context_messages,
+        widget: SiteWidget {
+            title: body.widget.title,
+            greeting: body.widget.greeting,
+            suggestions: body.widget.suggestions,
+            primary_color: body.widget.primary_color,
+        },
+        limits,
+        visitor_limits,
+    };
+    let created = sites::create_site(state.store.as_ref(), &state.config, spec, false).await?;
+    let mut view = sites::site_view(&created.site);
+    view["key"] = json!(created.key.reveal());
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn show_site(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let site = state.store.site(&id).await.map_err(ApiError::internal)?;
+    site.map(|site| Json(sites::site_view(&site))).ok_or_else(|| not_found("site", &id))
+}
+
+async fn delete_site(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store.delete_site(&id).await.map_err(ApiError::internal)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found("site", &id))
+    }
+}
+
+async fn set_site_limits(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<LimitsBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (limits, visitor_limits) = body.split();
+    if !sites::update_limits(state.store.as_ref(), &id, limits, visitor_limits).await? {
+        return Err(not_found("site", &id));
+    }
+    show_site(Admin, State(state), Path(id)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKeyBody {
+    name: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    rpm: Option<u32>,
+    #[serde(default)]
+    rpd: Option<u32>,
+    #[serde(default)]
+    tpm: Option<u32>,
+    #[serde(default)]
+    monthly_budget_micros: Option<u64>,
+    #[serde(default)]
+    daily_budget_micros: Option<u64>,
+}
+
+async fn list_keys(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let keys = state.store.list_api_keys().await.map_err(ApiError::internal)?;
+    Ok(Json(json!({"data": keys.iter().map(keys::key_view).collect::<Vec<_>>()})))
+}
+
+fn issued_view(issued: &keys::IssuedKey) -> Value {
+    let mut view = keys::key_view(&issued.key);
+    view["key"] = json!(issued.secret.reveal());
+    view
+}
+
+async fn create_key(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateKeyBody>,
+) -> Result<Response, ApiError> {
+    let scopes = body
+        .scopes
+        .iter()
+        .map(|name| {
+            Scope::from_name(name).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_value",
+                    format!("scopes: unknown scope `{name}` (known: chat, models, usage)"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let spec = KeySpec {
+        name: body.name,
+        scopes,
+        models: body.models,
+        limits: CallerLimits {
+            rpm: body.rpm,
+            rpd: body.rpd,
+            tpm: body.tpm,
+            monthly_budget_micros: body.monthly_budget_micros,
+            daily_budget_micros: body.daily_budget_micros,
+        },
+    };
+    let issued = keys::create_key(state.store.as_ref(), &state.config, spec).await?;
+    Ok((StatusCode::CREATED, Json(issued_view(&issued))).into_response())
+}
+
+async fn rotate_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let grace = Duration::from_secs(state.config.keys.rotation_grace_secs);
+    let issued = keys::rotate_key(state.store.as_ref(), &id, grace).await?;
+    Ok(Json(issued_view(&issued)))
+}
+
+async fn revoke_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    keys::revoke_key(state.store.as_ref(), &id).await?;
+    let key = state.store.api_key(&id).await.map_err(ApiError::internal)?;
+    key.map(|key| Json(keys::key_view(&key))).ok_or_else(|| not_found("key", &id))
+}
+
+/// `?days=N&site=ID&key=ID`.
+async fn usage(
+    _: Admin,
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<crate::usage::UsageReport>, ApiError> {
+    let days = days_param(query.as_deref())?;
+    let param = |name: &str| {
+        query.as_deref().unwrap_or_default().split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key == name && !value.is_empty()).then(|| value.to_owned())
+        })
+    };
+    let (site, key) = (param("site"), param("key"));
+    let report = crate::usage::report(
+        state.store.as_ref(),
+        days,
+        site.as_deref(),
+        key.as_deref(),
+        crate::unix_now(),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(Json(report))
+}

@@ -1,0 +1,235 @@
+//! The admin API: authentication, sites, keys, usage, errors, and its OpenAPI document.
+
+use confab_tests::{MockUpstream, TestRelay, json_body};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "admin-token-for-the-tests-0123456789";
+
+/// A relay whose admin token is read from a file (as an operator would mount a secret).
+async fn relay_with_admin(mock: &MockUpstream) -> (TestRelay, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let relay =
+        TestRelay::builder(mock).config(|c| c.admin.token_file = Some(token_file)).start().await;
+    (relay, dir)
+}
+
+async fn admin(relay: &TestRelay, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = relay.client.request(method, relay.url(path)).bearer_auth(TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    if response.status() == 204 {
+        return (204, Value::Null);
+    }
+    json_body(response).await
+}
+
+#[tokio::test]
+async fn the_admin_api_is_off_without_a_token_and_refuses_a_wrong_one() {
+    let mock = MockUpstream::start().await;
+    let relay = TestRelay::start(&mock).await;
+    let response =
+        relay.client.get(relay.url("/admin/v1/sites")).bearer_auth(TOKEN).send().await.unwrap();
+    let (status, body) = json_body(response).await;
+    assert_eq!((status, &body["error"]["code"]), (403, &json!("admin_disabled")));
+
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let response = relay.client.get(relay.url("/admin/v1/sites")).send().await.unwrap();
+    assert_eq!(json_body(response).await.0, 401);
+    // A site key is not an admin token.
+    let response = relay
+        .client
+        .get(relay.url("/admin/v1/sites"))
+        .bearer_auth(&relay.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_body(response).await,
+        (
+            401,
+            json!({"error": {
+                "message": "the admin token is not valid",
+                "type": "authentication_error",
+                "code": "invalid_admin_token",
+            }})
+        )
+    );
+}
+
+#[tokio::test]
+async fn sites_are_created_listed_limited_and_deleted_over_the_admin_api() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let (status, created) = admin(
+        &relay,
+        Method::POST,
+        "/admin/v1/sites",
+        Some(json!({
+            "name": "Blog",
+            "origins": ["https://blog.example"],
+            "widget": {"title": "Ask the blog"},
+            "limits": {"visitor_rpm": 5, "monthly_budget_micros": 2000000},
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(created["key"].as_str().unwrap().starts_with("confab_pk_"));
+    assert_eq!(created["limits"]["visitor_rpm"], 5);
+    assert_eq!(created["widget"]["title"], "Ask the blog");
+
+    let (status, list) = admin(&relay, Method::GET, "/admin/v1/sites", None).await;
+    assert_eq!(status, 200);
+    let listed: Vec<&Value> =
+        list["data"].as_array().unwrap().iter().filter(|s| s["id"] == id).collect();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].get("key").is_none(), "a listing never shows a key");
+
+    let path = format!("/admin/v1/sites/{id}/limits");
+    let (status, limited) = admin(&relay, Method::PUT, &path, Some(json!({"rpm": 100}))).await;
+    assert_eq!(status, 200, "{limited}");
+    assert_eq!(limited["limits"]["rpm"], 100);
+    assert_eq!(limited["limits"]["visitor_rpm"], Value::Null, "limits are replaced as a whole");
+    let (status, body) = admin(&relay, Method::PUT, &path, Some(json!({"rpm": 0}))).await;
+    assert_eq!(
+        (status, &body["error"]["message"]),
+        (400, &json!("rpm: must be at least 1 (leave it out for no limit)"))
+    );
+    let (status, body) = admin(&relay, Method::PUT, &path, Some(json!({"rpmm": 1}))).await;
+    assert_eq!((status, &body["error"]["type"]), (400, &json!("invalid_request_error")), "{body}");
+
+    let site = format!("/admin/v1/sites/{id}");
+    assert_eq!(admin(&relay, Method::DELETE, &site, None).await.0, 204);
+    assert_eq!(
+        admin(&relay, Method::GET, &site, None).await,
+        (
+            404,
+            json!({"error": {
+                "message": format!("no site with id `{id}`"),
+                "type": "invalid_request_error",
+                "code": "not_found",
+            }})
+        )
+    );
+}
+
+#[tokio::test]
+async fn keys_are_created_rotated_and_revoked_over_the_admin_api() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let (status, created) = admin(
+        &relay,
+        Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"name": "Backend", "scopes": ["models"], "rpm": 10})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let first = created["key"].as_str().unwrap().to_owned();
+    let models = |secret: String| {
+        let request = relay.client.get(relay.url("/v1/models")).bearer_auth(secret);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(models(first.clone()).await, 200);
+
+    let (status, rotated) =
+        admin(&relay, Method::POST, &format!("/admin/v1/keys/{id}/rotate"), None).await;
+    assert_eq!(status, 200);
+    let second = rotated["key"].as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+    assert_eq!(models(second.clone()).await, 200);
+
+    let (status, revoked) =
+        admin(&relay, Method::POST, &format!("/admin/v1/keys/{id}/revoke"), None).await;
+    assert_eq!((status, &revoked["active"]), (200, &json!(false)));
+    assert!(revoked.get("key").is_none());
+    assert_eq!(models(second).await, 401);
+    let (status, again) =
+        admin(&relay, Method::POST, &format!("/admin/v1/keys/{id}/revoke"), None).await;
+    assert_eq!(
+        (status, &again["error"]["message"]),
+        (404, &json!(format!("no active key with id `{id}`")))
+    );
+
+    let (status, body) = admin(
+        &relay,
+        Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"name": "x", "scopes": ["admin"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["message"]),
+        (400, &json!("scopes: unknown scope `admin` (known: chat, models, usage)"))
+    );
+    let (status, list) = admin(&relay, Method::GET, "/admin/v1/keys", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_usage_report_is_served_and_bad_days_are_refused() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let (status, report) = admin(&relay, Method::GET, "/admin/v1/usage?days=3", None).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["days"].as_array().unwrap().len(), 3);
+    assert_eq!(report["totals"]["requests"], 0);
+    let (status, body) = admin(&relay, Method::GET, "/admin/v1/usage?days=400", None).await;
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid_value")));
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_admin_route() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let (status, doc) = admin(&relay, Method::GET, "/admin/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| *m != "parameters")
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    // Every documented operation exists (answers something other than 404/405 for a made-up id)...
+    for (method, path) in &documented {
+        let concrete = path.replace("{id}", "nonexistent");
+        let body = (method == "POST" || method == "PUT").then(|| json!({}));
+        let (status, _) =
+            admin(&relay, Method::from_bytes(method.as_bytes()).unwrap(), &concrete, body).await;
+        assert_ne!(status, 405, "{method} {path} is documented but not routed");
+    }
+    // ...and every route the relay serves under /admin is documented.
+    let routed = [
+        ("GET", "/admin/v1/openapi.json"),
+        ("GET", "/admin/v1/sites"),
+        ("POST", "/admin/v1/sites"),
+        ("GET", "/admin/v1/sites/{id}"),
+        ("DELETE", "/admin/v1/sites/{id}"),
+        ("PUT", "/admin/v1/sites/{id}/limits"),
+        ("GET", "/admin/v1/keys"),
+        ("POST", "/admin/v1/keys"),
+        ("POST", "/admin/v1/keys/{id}/rotate"),
+        ("POST", "/admin/v1/keys/{id}/revoke"),
+        ("GET", "/admin/v1/usage"),
+    ];
+    let mut expected: Vec<(String, String)> =
+        routed.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    let mut documented = documented;
+    expected.sort();
+    documented.sort();
+    assert_eq!(documented, expected);
+}
