@@ -1,7 +1,8 @@
 // confab.js: the loader a website embeds with
 //   <script src="https://RELAY/confab.js" data-site="SITE_KEY" async></script>
 // It draws the launcher at once inside a Shadow DOM root, then loads the widget (wasm) when the
-// page is idle or on the first click, whichever comes first. It adds one global: window.Confab.
+// page is idle or on the first click, whichever comes first. It adds one global: window.Confab
+// (open, close, send, identify, on).
 (() => {
   const script = document.currentScript;
   if (!script || window.Confab) return;
@@ -21,7 +22,20 @@
   const left = data.position ? data.position === "left" : rtl;
   const color = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(data.color || "") ? data.color : undefined;
 
+  // A visitor token from the site's backend (verified visitors): a signed JWT or an
+  // `hmac.<base64url user id>.<hex hash>` token, or { userId, userHash } to build the latter.
+  let visitorToken = data.visitorToken;
+  const token = (t) =>
+    t && typeof t === "object"
+      ? "hmac." + btoa(String.fromCharCode(...new TextEncoder().encode(String(t.userId))))
+          .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "") + "." + t.userHash
+      : t;
+
   const api = (window.Confab = {
+    identify: (t) => {
+      visitorToken = token(t);
+      if (widget) widget.identify(visitorToken || "");
+    },
     open: () => start(true).then(() => widget.open()),
     close: () => widget && widget.close(),
     send: (text) => start(true).then(() => widget && widget.send(text)),
@@ -48,7 +62,7 @@
         widget = bindings.mount(root, {
           relay, site: data.site, open: openOnLoad || opened, focus: !!opened, title: data.title,
           greeting: data.greeting, color, position: left ? "left" : "right",
-          dir: rtl ? "rtl" : "ltr", lang: data.locale,
+          dir: rtl ? "rtl" : "ltr", lang: data.locale, visitor_token: visitorToken,
         });
         if (hadFocus && !opened) root.querySelector(".launcher").focus();
       });

@@ -103,6 +103,23 @@ pub enum SitesCommand {
         #[command(flatten)]
         limits: SiteLimitArgs,
     },
+    /// Verified visitors: make the site's visitor secret (for the tokens its backend signs),
+    /// require verification, or turn it off.
+    Verification {
+        id: String,
+        /// Make a new visitor secret (shown once); tokens signed with the old one stop working.
+        #[arg(long)]
+        new_secret: bool,
+        /// Refuse visitors without a valid visitor token.
+        #[arg(long, conflicts_with = "allow_unverified")]
+        require: bool,
+        /// Accept visitors without a token again (with the anonymous limits).
+        #[arg(long)]
+        allow_unverified: bool,
+        /// Remove the secret: visitor tokens are no longer accepted.
+        #[arg(long, conflicts_with_all = ["new_secret", "require"])]
+        off: bool,
+    },
     /// Delete a site; its key stops working at once.
     Delete { id: String },
 }
@@ -131,6 +148,12 @@ pub struct SiteLimitArgs {
     /// Requests per day of one visitor [default: visitors.rpd].
     #[arg(long)]
     pub visitor_rpd: Option<u32>,
+    /// Requests per minute of one verified visitor [default: visitors.verified_rpm].
+    #[arg(long)]
+    pub verified_rpm: Option<u32>,
+    /// Requests per day of one verified visitor [default: visitors.verified_rpd].
+    #[arg(long)]
+    pub verified_rpd: Option<u32>,
 }
 
 impl SiteLimitArgs {
@@ -143,7 +166,12 @@ impl SiteLimitArgs {
                 monthly_budget_micros: self.monthly_budget,
                 daily_budget_micros: self.daily_budget,
             },
-            VisitorLimits { rpm: self.visitor_rpm, rpd: self.visitor_rpd },
+            VisitorLimits {
+                rpm: self.visitor_rpm,
+                rpd: self.visitor_rpd,
+                verified_rpm: self.verified_rpm,
+                verified_rpd: self.verified_rpd,
+            },
         )
     }
 }
@@ -496,6 +524,35 @@ async fn run_sites(
             };
             print_flush(&format!("{}\n", describe(&site)));
         }
+        SitesCommand::Verification { id, new_secret, require, allow_unverified, off } => {
+            let change = sites::VerificationChange {
+                new_secret,
+                off,
+                required: if require {
+                    Some(true)
+                } else if allow_unverified {
+                    Some(false)
+                } else {
+                    None
+                },
+            };
+            let Some((site, secret)) = sites::change_verification(store, &id, change).await? else {
+                bail!("no site with id `{id}` (see `confab sites list`)");
+            };
+            let mut out = format!(
+                "Site {id}: visitor tokens {}; unverified visitors {}.\n",
+                if site.verification.secret.is_some() { "accepted" } else { "not accepted" },
+                if site.verification.required { "refused" } else { "allowed" },
+            );
+            if let Some(secret) = secret {
+                out.push_str(&format!(
+                    "Visitor secret (shown once; keep it on the site's server, sign visitor tokens \
+                     with it):\n  {}\n",
+                    secret.reveal()
+                ));
+            }
+            print_flush(&out);
+        }
         SitesCommand::Delete { id } => {
             if !store.delete_site(&id).await? {
                 bail!("no site with id `{id}` (see `confab sites list`)");
@@ -591,7 +648,13 @@ fn describe(site: &Site) -> String {
 
 fn visitor_limits_text(limits: &VisitorLimits) -> String {
     let text = |v: Option<u32>| v.map_or_else(|| "default".to_owned(), |v| v.to_string());
-    format!("{} rpm, {} rpd", text(limits.rpm), text(limits.rpd))
+    format!(
+        "{} rpm, {} rpd (verified: {} rpm, {} rpd)",
+        text(limits.rpm),
+        text(limits.rpd),
+        text(limits.verified_rpm),
+        text(limits.verified_rpd)
+    )
 }
 
 fn widget_text(widget: &SiteWidget) -> String {

@@ -122,11 +122,14 @@ impl AdminConfig {
 pub struct VisitorDefaults {
     pub rpm: u32,
     pub rpd: u32,
+    /// For visitors with a valid visitor token (a site's logged-in users).
+    pub verified_rpm: u32,
+    pub verified_rpd: u32,
 }
 
 impl Default for VisitorDefaults {
     fn default() -> Self {
-        Self { rpm: 20, rpd: 500 }
+        Self { rpm: 20, rpd: 500, verified_rpm: 60, verified_rpd: 2_000 }
     }
 }
 
@@ -450,6 +453,8 @@ impl Config {
             ("usage.flush_ms", self.usage.flush_ms),
             ("visitors.rpm", u64::from(self.visitors.rpm)),
             ("visitors.rpd", u64::from(self.visitors.rpd)),
+            ("visitors.verified_rpm", u64::from(self.visitors.verified_rpm)),
+            ("visitors.verified_rpd", u64::from(self.visitors.verified_rpd)),
             ("timeouts.connect_ms", self.timeouts.connect_ms),
             ("timeouts.first_byte_ms", self.timeouts.first_byte_ms),
             ("timeouts.idle_ms", self.timeouts.idle_ms),
@@ -462,6 +467,7 @@ impl Config {
             }
         }
         self.policy.validate("policy")?;
+        self.webhooks.validate()?;
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
         }

@@ -110,12 +110,22 @@ pub async fn rotate_key(
     Ok(IssuedKey { key, secret })
 }
 
+/// Revokes a key and records the `key.revoked` webhook event, which the relay's delivery worker
+/// sends (also when this runs in the CLI).
 pub async fn revoke_key(store: &dyn Store, id: &str) -> Result<(), KeyError> {
-    if store.revoke_api_key(id, now()).await? {
-        Ok(())
-    } else {
-        Err(KeyError::NotFound(id.to_owned()))
+    if !store.revoke_api_key(id, now()).await? {
+        return Err(KeyError::NotFound(id.to_owned()));
     }
+    let recorded = match store.api_key(id).await {
+        Ok(Some(key)) => crate::webhooks::record_key_revoked(store, &key).await,
+        Ok(None) => Ok(()),
+        Err(error) => Err(error),
+    };
+    // The key is revoked whatever happens here: failing the call would say otherwise.
+    if let Err(error) = recorded {
+        tracing::error!(%error, key = id, "key revoked, but its key.revoked webhook event is lost");
+    }
+    Ok(())
 }
 
 fn now() -> i64 {

@@ -3,6 +3,8 @@
 //! the client. A [`Meter`] travels with the answer's stream; finishing it (or dropping it)
 //! settles the budget with what was generated, charges the tokens to the token limits, and hands
 //! a usage record to the [`UsageRecorder`], which writes records in batches off the request path.
+//! Settling also queues the `budget.threshold` and `request.completed` webhook events, which
+//! never makes the request wait either (see `webhooks`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::budget::{Crossing, Ledger, Payer, Period, PriceTable, Reservation};
 use crate::limits::{RateLimiter, Rule, Subject};
 use crate::store::{Outcome, Store, UsageRecord};
+use crate::webhooks::Webhooks;
 
 /// Everything the request path needs to meter calls; part of the app state.
 #[derive(Debug)]
@@ -22,6 +25,8 @@ pub struct Metering {
     pub ledger: Arc<Ledger>,
     pub prices: PriceTable,
     pub recorder: UsageRecorder,
+    /// Where budget alerts and finished requests are sent.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl Metering {
@@ -31,6 +36,7 @@ impl Metering {
         store: Arc<dyn Store>,
         prices: PriceTable,
         flush_every: Duration,
+        webhooks: Arc<Webhooks>,
     ) -> Result<Self, crate::store::StoreError> {
         let now = crate::unix_now();
         let month = Period::month_of(now);
@@ -54,6 +60,7 @@ impl Metering {
             ledger: Arc::new(Ledger::new(spent)),
             prices,
             recorder: UsageRecorder::start(store, flush_every),
+            webhooks,
         })
     }
 }
@@ -127,6 +134,7 @@ impl Meter {
         if let Some(reservation) = self.reservation.take() {
             for crossing in reservation.settle(cost) {
                 log_crossing(&crossing);
+                metering.webhooks.budget_crossed(&crossing);
             }
         }
         let tokens = usage.prompt_tokens.saturating_add(usage.completion_tokens);
@@ -142,6 +150,7 @@ impl Meter {
             self.first_text.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         record.total_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         record.outcome = outcome;
+        metering.webhooks.request_completed(&record);
         metering.recorder.record(record);
     }
 }

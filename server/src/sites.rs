@@ -40,7 +40,12 @@ fn validate_site_limits(limits: &CallerLimits, visitors: &VisitorLimits) -> Resu
         crate::keys::KeyError::Invalid { field, problem } => invalid(field, problem),
         other => invalid("limits", other.to_string()),
     })?;
-    for (field, value) in [("visitor_rpm", visitors.rpm), ("visitor_rpd", visitors.rpd)] {
+    for (field, value) in [
+        ("visitor_rpm", visitors.rpm),
+        ("visitor_rpd", visitors.rpd),
+        ("verified_rpm", visitors.verified_rpm),
+        ("verified_rpd", visitors.verified_rpd),
+    ] {
         if value == Some(0) {
             return Err(invalid(field, "must be at least 1 (leave it out for the default)"));
         }
@@ -57,6 +62,48 @@ pub async fn update_limits(
 ) -> Result<bool, SiteError> {
     validate_site_limits(&limits, &visitor_limits)?;
     Ok(store.set_site_limits(id, &limits, &visitor_limits).await?)
+}
+
+/// What to change about a site's visitor verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerificationChange {
+    /// Make a new visitor secret (the old one, if any, stops verifying at once).
+    pub new_secret: bool,
+    /// Remove the secret: tokens are no longer accepted, nothing is required.
+    pub off: bool,
+    /// Refuse (`Some(true)`) or accept (`Some(false)`) unverified visitors.
+    pub required: Option<bool>,
+}
+
+/// Applies `change`; returns the site and, for a new secret, the secret (shown once).
+pub async fn change_verification(
+    store: &dyn Store,
+    id: &str,
+    change: VerificationChange,
+) -> Result<Option<(Site, Option<crate::visitor::VisitorSecret>)>, SiteError> {
+    let Some(site) = store.site(id).await? else { return Ok(None) };
+    let mut verification = site.verification.clone();
+    let mut fresh = None;
+    if change.off {
+        verification = crate::store::Verification::default();
+    }
+    if change.new_secret {
+        let secret = crate::visitor::new_visitor_secret();
+        verification.secret = Some(secret.reveal().to_owned());
+        fresh = Some(secret);
+    }
+    if let Some(required) = change.required {
+        verification.required = required;
+    }
+    if verification.required && verification.secret.is_none() {
+        return Err(invalid(
+            "verification",
+            "cannot require verified visitors without a visitor secret (make one first)",
+        ));
+    }
+    store.set_site_verification(id, &verification).await?;
+    let site = store.site(id).await?.unwrap_or(site);
+    Ok(Some((site, fresh)))
 }
 
 /// A site just created, with its key, which is shown once and never again.
@@ -281,6 +328,12 @@ pub fn site_view(site: &Site) -> serde_json::Value {
             "daily_budget_micros": site.limits.daily_budget_micros,
             "visitor_rpm": site.visitor_limits.rpm,
             "visitor_rpd": site.visitor_limits.rpd,
+            "verified_rpm": site.visitor_limits.verified_rpm,
+            "verified_rpd": site.visitor_limits.verified_rpd,
+        },
+        "verification": {
+            "enabled": site.verification.secret.is_some(),
+            "required": site.verification.required,
         },
         "created_at": crate::rfc3339(site.created_at),
     })

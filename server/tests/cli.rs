@@ -420,7 +420,9 @@ async fn a_created_site_is_listed_shown_and_deleted_without_its_secret_ever_show
             "rpm": null, "rpd": null, "tpm": null,
             "monthly_budget_micros": null, "daily_budget_micros": null,
             "visitor_rpm": null, "visitor_rpd": null,
+            "verified_rpm": null, "verified_rpd": null,
         },
+        "verification": {"enabled": false, "required": false},
         "created_at": created_at,
     });
     let mut with_key = public.clone();

@@ -2,6 +2,7 @@
 // 127.0.0.1:0), either in demo mode or in front of the scripted mock upstream with the test host
 // pages on their own origin, and Debian's Chromium driven by playwright-core.
 // Every process and server started here is stopped by the returned `close()`.
+import { createHmac } from "node:crypto";
 import { spawn, execFile } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -116,16 +117,33 @@ export async function startStack() {
     const created = JSON.parse(await confab(["sites", "create", "--name", "e2e", "--origin", hosts.url,
       "--title", SITE.title, "--greeting", SITE.greeting,
       ...SITE.suggestions.flatMap((s) => ["--suggestion", s]), "--json"], dir));
+    // A second site for the same pages that requires verified visitors: its backend (here, the
+    // test) signs visitor tokens with the site's visitor secret.
+    const verified = JSON.parse(await confab(["sites", "create", "--name", "members",
+      "--origin", hosts.url, "--json"], dir));
+    const secretText = await confab(["sites", "verification", verified.id, "--new-secret",
+      "--require"], dir);
+    const visitorSecret = secretText.match(/^\s+([0-9a-f]{64})$/m)[1];
     const relay = await startRelay({}, dir);
     stopped.push(() => relay.close());
     hosts.vars.RELAY = relay.url;
     hosts.vars.SITE_KEY = created.key;
-    return { mock, hosts, relay, key: created.key, close };
+    hosts.vars.VERIFIED_KEY = verified.key;
+    hosts.vars.VISITOR_TOKEN = visitorToken(visitorSecret, "alice@example.com");
+    return { mock, hosts, relay, key: created.key, visitorSecret, close };
   } catch (error) {
     await close();
     throw error;
   }
 }
+
+/**
+ * The hash a site's backend computes for a logged-in user (HMAC-SHA256 of the user id, keyed
+ * with the site's visitor secret as text), and the token the widget sends.
+ */
+export const visitorHash = (secret, userId) => createHmac("sha256", secret).update(userId).digest("hex");
+export const visitorToken = (secret, userId) =>
+  `hmac.${Buffer.from(userId).toString("base64url")}.${visitorHash(secret, userId)}`;
 
 export async function launchBrowser() {
   return chromium.launch({

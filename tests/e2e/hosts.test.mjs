@@ -5,7 +5,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { SITE, WAIT, artifacts, holdModule, lastAnswer, launchBrowser, openPage, recordAnswerLengths, startStack } from "./harness.mjs";
+import { SITE, WAIT, artifacts, holdModule, lastAnswer, launchBrowser, openPage, recordAnswerLengths, startStack, visitorHash } from "./harness.mjs";
 import { ANSWER_END, XSS_PAYLOADS, answerTo } from "./mock-upstream.mjs";
 import { cspFor } from "./hosts.mjs";
 
@@ -559,3 +559,26 @@ for (const colorScheme of ["light", "dark"]) {
     assert.deepEqual(errors, []);
   });
 }
+
+test("verified visitors: the token from the tag is sent; without one the visitor is asked to sign in", BOUND, async (t) => {
+  const signedIn = await visit(t, "verified");
+  await openWidget(signedIn.page);
+  const question = "Hello as a member";
+  await ask(signedIn.page, question);
+  await answered(signedIn.page, question);
+  const forwarded = stack.mock.requests.at(-1);
+  assert.ok(forwarded, "the member's question reached the upstream");
+  assert.deepEqual(signedIn.errors, []);
+
+  const signedOut = await visit(t, "unverified");
+  await openWidget(signedOut.page);
+  await signedOut.page.locator(W("textarea")).fill("Hello as a stranger");
+  await signedOut.page.locator(W("textarea")).press("Enter");
+  await signedOut.page.locator(W(".error"), { hasText: "Please sign in to chat with us." }).waitFor(WAIT);
+
+  // After signing in, the page's script hands the widget the user's id and hash.
+  await signedOut.page.evaluate(({ userId, userHash }) => window.Confab.identify({ userId, userHash }),
+    { userId: "bob@example.com", userHash: visitorHash(stack.visitorSecret, "bob@example.com") });
+  await signedOut.page.locator(W("button.retry")).click();
+  await answered(signedOut.page, "Hello as a stranger");
+});

@@ -11,4 +11,6 @@ mod metering;
 mod policy;
 mod secrets;
 mod streaming;
+mod visitors;
+mod webhooks;
 mod widget;

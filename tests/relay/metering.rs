@@ -71,7 +71,7 @@ async fn a_rate_limited_response_names_the_limit_and_says_when_to_retry() {
         mock.push(Reply::answer(&["ok"], (1, 1)));
     }
     let relay = metered(&mock)
-        .site(|s| s.visitor_limits = VisitorLimits { rpm: Some(2), rpd: None })
+        .site(|s| s.visitor_limits = VisitorLimits { rpm: Some(2), ..Default::default() })
         .start()
         .await;
     for (remaining, remaining_today) in [("1", "499"), ("0", "498")] {
@@ -113,7 +113,7 @@ async fn visitors_behind_a_trusted_proxy_are_told_apart_by_x_forwarded_for() {
     // Behind a proxy the relay trusts, each client address has its own limit...
     let relay = metered(&mock)
         .config(|c| c.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()])
-        .site(|s| s.visitor_limits = VisitorLimits { rpm: Some(1), rpd: None })
+        .site(|s| s.visitor_limits = VisitorLimits { rpm: Some(1), ..Default::default() })
         .start()
         .await;
     assert_eq!(from(&relay, "203.0.113.1").await.unwrap().status(), 200);
@@ -121,7 +121,7 @@ async fn visitors_behind_a_trusted_proxy_are_told_apart_by_x_forwarded_for() {
     assert_eq!(from(&relay, "203.0.113.1").await.unwrap().status(), 429);
     // ...while from anyone else the header is ignored: it cannot be used to dodge the limit.
     let untrusting = metered(&mock)
-        .site(|s| s.visitor_limits = VisitorLimits { rpm: Some(1), rpd: None })
+        .site(|s| s.visitor_limits = VisitorLimits { rpm: Some(1), ..Default::default() })
         .start()
         .await;
     assert_eq!(from(&untrusting, "203.0.113.1").await.unwrap().status(), 200);

@@ -2,6 +2,7 @@
 //! upstream, one site, and a client that sends the site's key and origin by default.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use confab_server::config::{Config, UpstreamConfig, UpstreamKind};
@@ -13,6 +14,7 @@ use reqwest::header::{AUTHORIZATION, ORIGIN};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::MockUpstream;
 
@@ -62,6 +64,7 @@ pub fn captured_logs() -> String {
 pub struct TestRelayBuilder {
     config: Config,
     site: SiteSpec,
+    database_dir: Option<PathBuf>,
 }
 
 impl TestRelayBuilder {
@@ -77,11 +80,19 @@ impl TestRelayBuilder {
         self
     }
 
+    /// Keeps the database in `dir` (which outlives the relay) instead of a fresh one, so that
+    /// another relay can be started on it: a restart.
+    pub fn database(mut self, dir: &Path) -> Self {
+        self.database_dir = Some(dir.to_owned());
+        self
+    }
+
     pub async fn start(self) -> TestRelay {
         install_log_capture();
         let dir = tempfile::tempdir().unwrap();
         let mut config = self.config;
-        config.database.url = format!("sqlite://{}", dir.path().join("relay.db").display());
+        let database_dir = self.database_dir.as_deref().unwrap_or(dir.path());
+        config.database.url = format!("sqlite://{}", database_dir.join("relay.db").display());
         let key_file = dir.path().join("upstream.key");
         std::fs::write(&key_file, format!("{UPSTREAM_SECRET}\n")).unwrap();
         for upstream in &mut config.upstreams {
@@ -94,7 +105,7 @@ impl TestRelayBuilder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        tokio::spawn(serve(state, listener, async {
+        let server = tokio::spawn(serve(state, listener, async {
             let _ = shutdown_rx.await;
         }));
         TestRelay {
@@ -105,7 +116,8 @@ impl TestRelayBuilder {
             store,
             client: reqwest::Client::new(),
             _dir: dir,
-            _shutdown: shutdown_tx,
+            shutdown: shutdown_tx,
+            server,
         }
     }
 }
@@ -121,7 +133,8 @@ pub struct TestRelay {
     pub store: Arc<dyn Store>,
     pub client: reqwest::Client,
     _dir: tempfile::TempDir,
-    _shutdown: oneshot::Sender<()>,
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
 }
 
 impl TestRelay {
@@ -148,11 +161,22 @@ impl TestRelay {
             system_prompt: Some("You are the shop's assistant.".into()),
             ..SiteSpec::default()
         };
-        TestRelayBuilder { config, site }
+        TestRelayBuilder { config, site, database_dir: None }
     }
 
     pub async fn start(mock: &MockUpstream) -> Self {
         Self::builder(mock).start().await
+    }
+
+    /// Shuts the relay down as SIGTERM would and waits (bounded) until `serve` has returned:
+    /// in-flight requests finished, background work stopped, batched records written.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        tokio::time::timeout(crate::WAIT, self.server)
+            .await
+            .expect("the relay did not stop")
+            .unwrap()
+            .unwrap();
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -21,6 +21,10 @@ pub enum ChatError {
     BudgetExhausted,
     UpstreamDown,
     Offline,
+    /// The site requires signed-in visitors and this one is not (or no longer) verified.
+    NotVerified {
+        expired: bool,
+    },
     /// The message is longer than the relay accepts (`limit` UTF-8 bytes).
     TooLong {
         limit: usize,
@@ -45,6 +49,10 @@ impl ChatError {
                 "The assistant could not answer just now. Please try again.".into()
             }
             Self::Offline => "You seem to be offline. Check your connection and retry.".into(),
+            Self::NotVerified { expired: true } => {
+                "Your session has expired. Reload the page to keep chatting.".into()
+            }
+            Self::NotVerified { expired: false } => "Please sign in to chat with us.".into(),
             Self::TooLong { limit } => {
                 format!("That message is too long: please keep it under {limit} characters.")
             }
@@ -58,6 +66,12 @@ impl ChatError {
         let error = json::parse(body).map(|v| json::get(&v, "error")).unwrap_or_default();
         match (status, json::string(&error, "code").as_deref()) {
             (429, _) => Self::RateLimited { retry_after },
+            (401, Some("expired_visitor_token")) => Self::NotVerified { expired: true },
+            (401, Some(code))
+                if code.ends_with("visitor_token") || code == "visitor_token_required" =>
+            {
+                Self::NotVerified { expired: false }
+            }
             (402, _) | (_, Some("insufficient_quota")) => Self::BudgetExhausted,
             (502..=504, _) => Self::UpstreamDown,
             _ => Self::Other(
@@ -161,23 +175,33 @@ fn chunk_text(data: &str) -> String {
         .collect()
 }
 
+/// Who is asking: the relay, the site's key, and the visitor's token if the page gave one.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub relay: &'a str,
+    pub key: &'a str,
+    pub visitor: Option<&'a str>,
+}
+
 /// Streams an answer, calling `on_text` with each piece of text as it arrives.
 pub async fn stream_chat(
-    relay: &str,
-    key: &str,
+    caller: Caller<'_>,
     messages: Vec<ChatMessage>,
     signal: &AbortSignal,
     mut on_text: impl FnMut(&str),
 ) -> Result<(), ChatError> {
     let body = chat_request(&messages);
-    let headers = headers(key)?;
+    let headers = headers(caller.key)?;
     let _ = headers.set("Content-Type", "application/json");
+    if let Some(token) = caller.visitor {
+        let _ = headers.set("X-Confab-Visitor", token);
+    }
     let init = RequestInit::new();
     init.set_method("POST");
     init.set_headers(&headers);
     init.set_body(&JsValue::from_str(&body));
     init.set_signal(Some(signal));
-    let response = fetch(&format!("{relay}/v1/chat/completions"), &init).await?;
+    let response = fetch(&format!("{}/v1/chat/completions", caller.relay), &init).await?;
     if !response.ok() {
         return Err(error_of(&response).await);
     }
@@ -263,6 +287,14 @@ mod tests {
         assert_eq!(
             ChatError::from_envelope(400, None, &envelope("invalid_value")),
             ChatError::Other("m invalid_value".into())
+        );
+        assert_eq!(
+            ChatError::from_envelope(401, None, &envelope("expired_visitor_token")),
+            ChatError::NotVerified { expired: true }
+        );
+        assert_eq!(
+            ChatError::from_envelope(401, None, &envelope("visitor_token_required")),
+            ChatError::NotVerified { expired: false }
         );
         assert_eq!(
             ChatError::from_envelope(500, None, "not json"),

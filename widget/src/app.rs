@@ -35,11 +35,17 @@ pub struct Controls {
     pub open: RwSignal<bool>,
     /// A message to send, set by `Confab.send(text)`.
     pub outbox: RwSignal<Option<String>>,
+    /// The visitor token (`data-visitor-token`, `Confab.identify`), sent with every message.
+    pub visitor_token: RwSignal<Option<String>>,
 }
 
 impl Controls {
-    pub fn new(open: bool) -> Self {
-        Self { open: RwSignal::new(open), outbox: RwSignal::new(None) }
+    pub fn new(open: bool, visitor_token: Option<String>) -> Self {
+        Self {
+            open: RwSignal::new(open),
+            outbox: RwSignal::new(None),
+            visitor_token: RwSignal::new(visitor_token),
+        }
     }
 }
 
@@ -184,7 +190,9 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         controller.set_value(Some(abort));
         spawn_local(async move {
             let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
-            let result = api::stream_chat(&relay, &key, conversation, &signal, |piece| {
+            let visitor = controls.visitor_token.get_untracked();
+            let caller = api::Caller { relay: &relay, key: &key, visitor: visitor.as_deref() };
+            let result = api::stream_chat(caller, conversation, &signal, |piece| {
                 answer.text.update(|t| t.push_str(piece));
             })
             .await;

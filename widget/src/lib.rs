@@ -41,6 +41,11 @@ impl Widget {
         self.controls.open.set(true);
         self.controls.outbox.set(Some(text));
     }
+    /// `Confab.identify(token)`: the visitor token sent with every message from now on (an
+    /// empty one forgets it).
+    pub fn identify(&self, token: String) {
+        self.controls.visitor_token.set((!token.is_empty()).then_some(token));
+    }
 }
 
 /// Renders the widget into `root`. `options` carries the script tag's settings: `relay` (the
@@ -64,7 +69,7 @@ pub fn mount(root: ShadowRoot, options: JsValue) -> Result<Widget, JsValue> {
         dir: if text("dir").as_deref() == Some("rtl") { "rtl".into() } else { "ltr".into() },
         lang: text("lang"),
     };
-    let controls = Controls::new(embed.open);
+    let controls = Controls::new(embed.open, text("visitor_token").filter(|t| !t.is_empty()));
     adopt_styles(&root)?;
     let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
     let container: web_sys::HtmlElement = document.create_element("div")?.unchecked_into();

@@ -118,6 +118,8 @@ struct LimitsBody {
     daily_budget_micros: Option<u64>,
     visitor_rpm: Option<u32>,
     visitor_rpd: Option<u32>,
+    verified_rpm: Option<u32>,
+    verified_rpd: Option<u32>,
 }
 
 impl LimitsBody {
@@ -130,7 +132,12 @@ impl LimitsBody {
                 monthly_budget_micros: self.monthly_budget_micros,
                 daily_budget_micros: self.daily_budget_micros,
             },
-            VisitorLimits { rpm: self.visitor_rpm, rpd: self.visitor_rpd },
+            VisitorLimits {
+                rpm: self.visitor_rpm,
+                rpd: self.visitor_rpd,
+                verified_rpm: self.verified_rpm,
+                verified_rpd: self.verified_rpd,
+            },
         )
     }
 }

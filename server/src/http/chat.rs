@@ -24,7 +24,7 @@ use crate::meter::{Meter, prompt_token_ceiling};
 use crate::policy::SitePolicy;
 use crate::relay::{self, collect_completion, sse_events};
 use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
-use crate::visitor::{Visitor, client_ip};
+use crate::visitor::{VisitorRules, VisitorSecret, client_ip, identify};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(create_chat_completion))
@@ -126,7 +126,15 @@ fn admit(
             let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
                 client_ip(peer, headers, &state.config.server.trusted_proxies)
             });
-            let visitor = Visitor::Anonymous(ip);
+            let secret = site.verification.secret.clone().map(VisitorSecret::new);
+            let rules = VisitorRules {
+                site_id: &site.id,
+                secret: secret.as_ref().map(VisitorSecret::key),
+                require_verified: site.verification.required,
+            };
+            let visitor = identify(headers, ip, rules, crate::unix_now()).map_err(|error| {
+                ApiError::Unauthenticated { code: error.code(), message: error.message() }
+            })?;
             let mut salt = state.visitor_salt.clone();
             salt.extend_from_slice(site.id.as_bytes());
             record.visitor = Some(visitor.usage_hash(&salt));
@@ -135,10 +143,22 @@ fn admit(
             let visitors = &state.config.visitors;
             checks.push((
                 Subject::Visitor { site: site.id.clone(), visitor: visitor.limit_key() },
-                Rule {
-                    rpm: Some(site.visitor_limits.rpm.unwrap_or(visitors.rpm)),
-                    rpd: Some(site.visitor_limits.rpd.unwrap_or(visitors.rpd)),
-                    tpm: None,
+                if visitor.is_verified() {
+                    Rule {
+                        rpm: Some(
+                            site.visitor_limits.verified_rpm.unwrap_or(visitors.verified_rpm),
+                        ),
+                        rpd: Some(
+                            site.visitor_limits.verified_rpd.unwrap_or(visitors.verified_rpd),
+                        ),
+                        tpm: None,
+                    }
+                } else {
+                    Rule {
+                        rpm: Some(site.visitor_limits.rpm.unwrap_or(visitors.rpm)),
+                        rpd: Some(site.visitor_limits.rpd.unwrap_or(visitors.rpd)),
+                        tpm: None,
+                    }
                 },
             ));
             (Payer::Site(site.id.clone()), budget_rule(&site.limits))

@@ -38,6 +38,7 @@ use crate::keys::KeyActivity;
 use crate::meter::Metering;
 use crate::store::Store;
 use crate::upstream::Upstreams;
+use crate::webhooks::Webhooks;
 
 /// Shared state, cloned into every handler.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct AppInner {
     pub key_activity: Arc<KeyActivity>,
     /// Rate limits, budgets and usage records.
     pub metering: Arc<Metering>,
+    /// Webhook endpoints, the queue into the outbox, and the delivery worker (run by `serve`).
+    pub webhooks: Arc<Webhooks>,
     /// The salt of hashed visitor ids in usage records (kept in the database).
     pub visitor_salt: Vec<u8>,
     /// The admin API's token; `None`: the admin API is off.
@@ -87,7 +90,10 @@ impl AppState {
         }
         let prices = PriceTable::new(config.prices.clone().into_iter().collect());
         let flush_every = Duration::from_millis(config.usage.flush_ms);
-        let metering = Arc::new(Metering::start(Arc::clone(&store), prices, flush_every).await?);
+        let webhooks = Arc::new(Webhooks::start(&config.webhooks, Arc::clone(&store))?);
+        let metering = Arc::new(
+            Metering::start(Arc::clone(&store), prices, flush_every, Arc::clone(&webhooks)).await?,
+        );
         let visitor_salt = store.relay_secret("visitor_salt", 32).await?;
         let admin_token = config.admin.load_token()?;
         let key_activity = Arc::new(KeyActivity::default());
@@ -97,6 +103,7 @@ impl AppState {
             upstreams,
             key_activity,
             metering,
+            webhooks,
             visitor_salt,
             admin_token,
             demo: None,
@@ -110,6 +117,7 @@ impl AppState {
             tracing::warn!(%error, "cannot record when keys were last used; will retry");
         }
         self.metering.recorder.flush().await;
+        self.webhooks.flush().await;
     }
 
     /// The same state, serving the demo page at `/`.

@@ -11,6 +11,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -35,9 +36,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let flusher = tokio::spawn(flush_periodically(state.clone()));
+    let deliveries = tokio::spawn(Arc::clone(&state.webhooks).deliver());
     let timeouts = state.config.timeouts.clone();
     let result = serve_app(router(state.clone()), &timeouts, listener, shutdown).await;
     flusher.abort();
+    // Deliveries under way are cut short: they are made again after a restart. Waiting for the
+    // task to end makes sure this relay sends nothing more once `serve` has returned.
+    deliveries.abort();
+    let _ = deliveries.await;
     state.flush().await;
     result
 }

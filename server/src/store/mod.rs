@@ -32,8 +32,29 @@ pub struct Site {
     pub limits: CallerLimits,
     /// Limits per visitor; unset ones fall back to the `[visitors]` defaults.
     pub visitor_limits: VisitorLimits,
+    /// Visitor verification: the secret of the site's visitor tokens, and whether unverified
+    /// visitors are refused.
+    pub verification: Verification,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// How a site verifies its visitors.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Verification {
+    /// Hex text (see `visitor::VisitorSecret`); `None`: tokens are not accepted.
+    pub secret: Option<String>,
+    /// Refuse visitors without a valid token.
+    pub required: bool,
+}
+
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verification")
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("required", &self.required)
+            .finish()
+    }
 }
 
 /// Requests one visitor of a site may make; `None`: the `[visitors]` default.
@@ -41,6 +62,9 @@ pub struct Site {
 pub struct VisitorLimits {
     pub rpm: Option<u32>,
     pub rpd: Option<u32>,
+    /// For verified visitors (with a valid visitor token).
+    pub verified_rpm: Option<u32>,
+    pub verified_rpd: Option<u32>,
 }
 
 /// A site's own widget settings.
@@ -254,6 +278,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limits: &CallerLimits,
         visitor_limits: &VisitorLimits,
     ) -> Result<bool, StoreError>;
+    /// Replaces a site's visitor verification; `false` when there is no such site.
+    async fn set_site_verification(
+        &self,
+        id: &str,
+        verification: &Verification,
+    ) -> Result<bool, StoreError>;
     /// Replaces a site's origins; `false` when there is no such site.
     async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError>;
     /// True when at least one site lists this origin (answers CORS preflights, which carry no key).
@@ -294,4 +324,86 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn relay_secret(&self, name: &str, len: usize) -> Result<Vec<u8>, StoreError>;
     /// A cheap round trip for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Records webhook events in the outbox (one transaction); the delivery worker dispatches
+    /// them.
+    async fn add_webhook_events(&self, events: &[WebhookEvent]) -> Result<(), StoreError>;
+    /// Events not dispatched yet, oldest first.
+    async fn undispatched_webhook_events(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<WebhookEvent>, StoreError>;
+    /// Creates an event's deliveries, due at `due_ms`, and marks the event dispatched, in one
+    /// transaction; `false` (and nothing created) when it was dispatched already.
+    async fn dispatch_webhook_event(
+        &self,
+        event_id: &str,
+        deliveries: &[NewWebhookDelivery],
+        due_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Claims up to `limit` deliveries due at `now_ms` for an attempt: each is leased until
+    /// `lease_until_ms` (not due again before then), so that no other worker attempts it
+    /// meanwhile and one whose attempt never ended (the process stopped) is retried later.
+    async fn claim_webhook_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Records an attempt the endpoint accepted.
+    async fn webhook_delivered(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
+    /// Records an attempt that failed: the delivery is due again at `retry_at_ms`, or given up
+    /// (kept as a dead letter with its error) when that is `None`.
+    async fn webhook_attempt_failed(
+        &self,
+        id: &str,
+        error: &str,
+        at_ms: i64,
+        retry_at_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// Deliveries, newest first, at most `limit`.
+    async fn webhook_deliveries(&self, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Deletes the events recorded before `before_ms` whose deliveries are all over (accepted
+    /// or given up), with those deliveries; returns how many events were deleted.
+    async fn prune_webhook_events(&self, before_ms: i64) -> Result<u64, StoreError>;
+}
+
+/// A webhook event in the outbox (see `webhooks` for the kinds and the payloads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// `evt_...`, also the body's `id`.
+    pub id: String,
+    /// `budget.threshold`, `key.revoked` or `request.completed`.
+    pub kind: String,
+    /// The site the event concerns: endpoints scoped to another site do not receive it.
+    pub site_id: Option<String>,
+    /// The JSON body sent to endpoints, byte for byte as it is signed.
+    pub payload: String,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// A delivery of an event to one endpoint, as the dispatcher creates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebhookDelivery {
+    /// `whd_...`, sent as `Confab-Delivery` at every attempt so that receivers can deduplicate.
+    pub id: String,
+    /// The endpoint's URL, as configured.
+    pub endpoint: String,
+}
+
+/// A delivery with its event's kind and payload; times in unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    pub id: String,
+    pub event_id: String,
+    pub kind: String,
+    pub payload: String,
+    pub endpoint: String,
+    /// Attempts made so far that got an answer or an error.
+    pub attempts: u32,
+    pub created_at_ms: i64,
+    pub delivered_at_ms: Option<i64>,
+    /// When it was given up (a dead letter).
+    pub failed_at_ms: Option<i64>,
+    pub last_error: Option<String>,
 }

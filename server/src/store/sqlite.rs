@@ -12,11 +12,14 @@ use sqlx::{Row, migrate::Migrator};
 
 mod api_keys;
 mod usage;
+mod webhooks;
 
 use super::{
     ApiKey, ApiKeyCredentials, CallerLimits, NewApiKey, NewSite, Site, SiteCredentials, SiteWidget,
-    Store, StoreError, UsageRecord, VisitorLimits,
+    Store, StoreError, UsageRecord, Verification, VisitorLimits,
 };
+
+use super::{NewWebhookDelivery, WebhookDelivery, WebhookEvent};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -64,7 +67,8 @@ macro_rules! select_sites {
             "SELECT id, name, key_prefix, allow_no_origin, models, system_prompt, max_tokens, ",
             "temperature_max, context_messages, is_demo, created_at, key_hash, widget_title, ",
             "widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, tpm, ",
-            "monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd FROM sites ",
+            "monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, ",
+            "visitor_secret, require_verified_visitor, verified_rpm, verified_rpd FROM sites ",
             $tail
         )
     };
@@ -123,7 +127,16 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
             monthly_budget_micros: as_u64("monthly_budget_micros")?,
             daily_budget_micros: as_u64("daily_budget_micros")?,
         },
-        visitor_limits: VisitorLimits { rpm: as_u32("visitor_rpm")?, rpd: as_u32("visitor_rpd")? },
+        visitor_limits: VisitorLimits {
+            rpm: as_u32("visitor_rpm")?,
+            rpd: as_u32("visitor_rpd")?,
+            verified_rpm: as_u32("verified_rpm")?,
+            verified_rpd: as_u32("verified_rpd")?,
+        },
+        verification: Verification {
+            secret: row.try_get("visitor_secret")?,
+            required: row.try_get("require_verified_visitor")?,
+        },
         created_at: row.try_get("created_at")?,
     })
 }
@@ -169,6 +182,7 @@ impl Store for SqliteStore {
             widget: new.widget,
             limits: new.limits,
             visitor_limits: new.visitor_limits,
+            verification: Verification::default(),
             created_at: i64::try_from(crate::unix_now()).unwrap_or(i64::MAX),
         };
         let models = serde_json::to_string(&site.models)
@@ -178,8 +192,9 @@ impl Store for SqliteStore {
             "INSERT INTO sites (id, name, key_prefix, key_hash, allow_no_origin, models, \
              system_prompt, max_tokens, temperature_max, context_messages, is_demo, created_at, \
              widget_title, widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, \
-             tpm, monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             tpm, monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, \
+             verified_rpm, verified_rpd) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&site.id)
         .bind(&site.name)
@@ -204,6 +219,8 @@ impl Store for SqliteStore {
         .bind(money_column(site.limits.daily_budget_micros)?)
         .bind(site.visitor_limits.rpm.map(i64::from))
         .bind(site.visitor_limits.rpd.map(i64::from))
+        .bind(site.visitor_limits.verified_rpm.map(i64::from))
+        .bind(site.visitor_limits.verified_rpd.map(i64::from))
         .execute(&mut *tx)
         .await?;
         for origin in &site.origins {
@@ -327,7 +344,8 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let updated = sqlx::query(
             "UPDATE sites SET rpm = ?, rpd = ?, tpm = ?, monthly_budget_micros = ?, \
-             daily_budget_micros = ?, visitor_rpm = ?, visitor_rpd = ? WHERE id = ?",
+             daily_budget_micros = ?, visitor_rpm = ?, visitor_rpd = ?, verified_rpm = ?, \
+             verified_rpd = ? WHERE id = ?",
         )
         .bind(limits.rpm.map(i64::from))
         .bind(limits.rpd.map(i64::from))
@@ -336,6 +354,24 @@ impl Store for SqliteStore {
         .bind(money_column(limits.daily_budget_micros)?)
         .bind(visitor_limits.rpm.map(i64::from))
         .bind(visitor_limits.rpd.map(i64::from))
+        .bind(visitor_limits.verified_rpm.map(i64::from))
+        .bind(visitor_limits.verified_rpd.map(i64::from))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn set_site_verification(
+        &self,
+        id: &str,
+        verification: &Verification,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE sites SET visitor_secret = ?, require_verified_visitor = ? WHERE id = ?",
+        )
+        .bind(&verification.secret)
+        .bind(verification.required)
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -411,6 +447,57 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn add_webhook_events(&self, events: &[WebhookEvent]) -> Result<(), StoreError> {
+        webhooks::add_events(&self.pool, events).await
+    }
+
+    async fn undispatched_webhook_events(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<WebhookEvent>, StoreError> {
+        webhooks::undispatched(&self.pool, limit).await
+    }
+
+    async fn dispatch_webhook_event(
+        &self,
+        event_id: &str,
+        deliveries: &[NewWebhookDelivery],
+        due_ms: i64,
+    ) -> Result<bool, StoreError> {
+        webhooks::dispatch(&self.pool, event_id, deliveries, due_ms).await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        webhooks::claim(&self.pool, now_ms, lease_until_ms, limit).await
+    }
+
+    async fn webhook_delivered(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        webhooks::delivered(&self.pool, id, at_ms).await
+    }
+
+    async fn webhook_attempt_failed(
+        &self,
+        id: &str,
+        error: &str,
+        at_ms: i64,
+        retry_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        webhooks::attempt_failed(&self.pool, id, error, at_ms, retry_at_ms).await
+    }
+
+    async fn webhook_deliveries(&self, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError> {
+        webhooks::list(&self.pool, limit).await
+    }
+
+    async fn prune_webhook_events(&self, before_ms: i64) -> Result<u64, StoreError> {
+        webhooks::prune(&self.pool, before_ms).await
     }
 }
 

@@ -1,0 +1,313 @@
+//! Webhooks through real HTTP: signed deliveries to a real receiver, retries with backoff, the
+//! outbox across a restart, budget alerts, and site-scoped endpoints.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use confab_server::budget::{Period, Price};
+use confab_server::keys::{self, KeySpec};
+use confab_server::sitekey::KeyKind;
+use confab_server::sites::SiteSpec;
+use confab_server::store::{CallerLimits, Scope, Store, WebhookDelivery};
+use confab_server::webhooks::EndpointConfig;
+use confab_tests::receiver::Delivery;
+use confab_tests::{
+    MockUpstream, Reply, SITE_ORIGIN, TestRelay, TestRelayBuilder, WAIT, WebhookReceiver,
+    unused_address,
+};
+use serde_json::{Value, json};
+
+/// The endpoints' signing secret, read by the relay from a file.
+const SECRET: &str = "whsec-test-4f2a9c7e1b3d5f60a8";
+
+/// A directory holding the signing secret in `webhook.secret`.
+fn secret_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("webhook.secret"), format!("{SECRET}\n")).unwrap();
+    dir
+}
+
+fn endpoint(url: &str, events: &[&str], secrets: &Path) -> EndpointConfig {
+    EndpointConfig {
+        url: url.to_owned(),
+        secret_env: None,
+        secret_file: Some(secrets.join("webhook.secret")),
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        site: None,
+        request_completed_sample_percent: 100,
+    }
+}
+
+/// A relay with these endpoints, retrying quickly: 50 ms, then 100 ms, then every 200 ms.
+fn hooked(mock: &MockUpstream, endpoints: Vec<EndpointConfig>) -> TestRelayBuilder {
+    TestRelay::builder(mock).config(|c| {
+        c.webhooks.endpoints = endpoints;
+        c.webhooks.poll_ms = 20;
+        c.webhooks.initial_backoff_ms = 50;
+        c.webhooks.max_backoff_ms = 200;
+        c.webhooks.timeout_ms = 2_000;
+    })
+}
+
+fn hello() -> Value {
+    json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5})
+}
+
+fn key_spec(limits: CallerLimits) -> KeySpec {
+    KeySpec { name: "backend".into(), scopes: vec![Scope::Chat], limits, ..KeySpec::default() }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Waits (bounded) until the relay's outbox holds deliveries that satisfy `done`; returns them.
+async fn deliveries_until(
+    store: &dyn Store,
+    done: impl Fn(&[WebhookDelivery]) -> bool,
+) -> Vec<WebhookDelivery> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let deliveries = store.webhook_deliveries(100).await.unwrap();
+            if done(&deliveries) {
+                return deliveries;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the outbox never reached the expected state"))
+}
+
+fn kinds(received: &[Delivery]) -> BTreeSet<String> {
+    received.iter().map(|d| d.header("confab-event").to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_receiver_that_fails_twice_then_succeeds_gets_exactly_one_accepted_signed_delivery() {
+    let mock = MockUpstream::start().await;
+    let receiver = WebhookReceiver::start(&[500, 500]).await;
+    let secrets = secret_dir();
+    let relay = hooked(&mock, vec![endpoint(&receiver.url, &["key.revoked"], secrets.path())])
+        .start()
+        .await;
+    let (key, secret) = relay.create_key(key_spec(CallerLimits::default())).await;
+
+    keys::revoke_key(relay.store.as_ref(), &key.id).await.unwrap();
+    receiver.wait_for(3).await;
+    let recorded =
+        deliveries_until(relay.store.as_ref(), |d| d.iter().any(|d| d.delivered_at_ms.is_some()))
+            .await;
+    let revoked_at = relay.store.api_key(&key.id).await.unwrap().unwrap().revoked_at;
+    relay.stop().await;
+
+    let received = receiver.received();
+    let statuses: Vec<u16> = received.iter().map(|d| d.status).collect();
+    assert_eq!(statuses, [500, 500, 200], "three attempts, the last one accepted");
+    let accepted = &received[2];
+    assert_eq!(accepted.header("content-type"), "application/json");
+    assert_eq!(accepted.header("confab-event"), "key.revoked");
+    let delivery_id = accepted.header("confab-delivery");
+    assert!(delivery_id.starts_with("whd_"), "{delivery_id}");
+    let timestamp: u64 = accepted.header("confab-timestamp").parse().unwrap();
+    assert!(unix_now().abs_diff(timestamp) < 300, "a fresh timestamp: {timestamp}");
+    assert!(accepted.signature_is_valid(SECRET), "{:?}", accepted.headers);
+    assert!(!accepted.signature_is_valid("another-secret-of-some-length"));
+    for attempt in &received {
+        // The same delivery each time, so a receiver can deduplicate; each signed afresh.
+        assert_eq!(attempt.header("confab-delivery"), delivery_id);
+        assert_eq!(attempt.body, accepted.body);
+        assert!(attempt.signature_is_valid(SECRET));
+    }
+
+    let body = accepted.json();
+    assert_eq!(body["type"], "key.revoked");
+    assert!(body["id"].as_str().unwrap().starts_with("evt_"), "{body}");
+    assert!(body["created"].as_u64().unwrap().abs_diff(unix_now()) < 300, "{body}");
+    assert_eq!(
+        body["data"],
+        json!({
+            "id": key.id,
+            "name": "backend",
+            "key_prefix": KeyKind::Secret.public(&key.lookup_id),
+            "revoked_at": revoked_at,
+        })
+    );
+    assert!(!String::from_utf8_lossy(&accepted.body).contains(&secret));
+
+    assert_eq!(recorded.len(), 1);
+    let outbox = &recorded[0];
+    assert_eq!((outbox.id.as_str(), outbox.attempts), (delivery_id, 3));
+    assert_eq!((outbox.failed_at_ms, outbox.last_error.as_deref()), (None, None));
+}
+
+#[tokio::test]
+async fn a_restarted_relay_delivers_what_was_pending_exactly_once() {
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::answer(&["Hi"], (7, 3)));
+    let down = unused_address().await;
+    let url = format!("http://{down}/hooks/confab");
+    let secrets = secret_dir();
+    let database = tempfile::tempdir().unwrap();
+    let endpoints = vec![endpoint(&url, &["key.revoked", "request.completed"], secrets.path())];
+    let patient = |builder: TestRelayBuilder| builder.config(|c| c.webhooks.max_attempts = 1_000);
+
+    // The receiver is down: both events are attempted, and fail.
+    let first = patient(hooked(&mock, endpoints.clone())).database(database.path()).start().await;
+    let response = first.send_chat(hello()).await;
+    assert_eq!(response.status(), 200);
+    let _ = response.bytes().await.unwrap();
+    let (key, _) = first.create_key(key_spec(CallerLimits::default())).await;
+    keys::revoke_key(first.store.as_ref(), &key.id).await.unwrap();
+    let failing = deliveries_until(first.store.as_ref(), |d| {
+        d.len() == 2 && d.iter().all(|d| d.attempts >= 1)
+    })
+    .await;
+    assert!(failing.iter().all(|d| d.delivered_at_ms.is_none()));
+    let error = failing[0].last_error.as_deref().unwrap();
+    assert!(!error.contains("/hooks/confab"), "errors never show the URL: {error}");
+    first.stop().await;
+
+    // Another relay on the same database, with the receiver up, delivers both.
+    let receiver = WebhookReceiver::start_on(down, &[]).await;
+    let second = patient(hooked(&mock, endpoints)).database(database.path()).start().await;
+    let delivered = deliveries_until(second.store.as_ref(), |d| {
+        d.len() == 2 && d.iter().all(|d| d.delivered_at_ms.is_some())
+    })
+    .await;
+    second.stop().await;
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 2, "each pending delivery exactly once");
+    assert!(received.iter().all(|d| d.accepted() && d.signature_is_valid(SECRET)));
+    assert_eq!(
+        kinds(&received),
+        BTreeSet::from(["key.revoked".to_owned(), "request.completed".to_owned()])
+    );
+    let ids: BTreeSet<&str> = received.iter().map(|d| d.header("confab-delivery")).collect();
+    let expected: BTreeSet<&str> = delivered.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, expected);
+    let completed = received.iter().find(|d| d.header("confab-event") == "request.completed");
+    let data = &completed.unwrap().json()["data"];
+    assert_eq!(
+        (data["model"].as_str(), data["outcome"].as_str()),
+        (Some("model-a"), Some("completed"))
+    );
+    assert_eq!((&data["input_tokens"], &data["output_tokens"]), (&json!(7), &json!(3)));
+}
+
+#[tokio::test]
+async fn a_budget_crossing_80_then_100_percent_sends_exactly_those_two_alerts() {
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::answer(&["a"], (40, 40)));
+    mock.push(Reply::answer(&["b"], (10, 10)));
+    let receiver = WebhookReceiver::start(&[]).await;
+    let secrets = secret_dir();
+    let relay = hooked(&mock, vec![endpoint(&receiver.url, &["budget.threshold"], secrets.path())])
+        .config(|c| {
+            // One micro-dollar per token: costs equal token counts.
+            let price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
+            c.prices.insert("model-a".into(), price);
+        })
+        .start()
+        .await;
+    let (key, secret) = relay
+        .create_key(key_spec(CallerLimits {
+            monthly_budget_micros: Some(100),
+            ..Default::default()
+        }))
+        .await;
+
+    // Each call reserves its worst case (12 prompt tokens + max_tokens 5 = 17) and then costs
+    // what the upstream reports: 80, then 20.
+    let chat = || async {
+        let response = relay.chat_as(&secret, None).json(&hello()).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.bytes().await.unwrap();
+    };
+    chat().await;
+    receiver.wait_for(1).await;
+    chat().await;
+    receiver.wait_for(2).await;
+    relay.stop().await;
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 2, "one alert per threshold");
+    assert!(received.iter().all(|d| d.accepted() && d.signature_is_valid(SECRET)));
+    let period = Period::month_of(unix_now()).to_string();
+    let alert = |percent: u64, spent: u64| {
+        json!({
+            "payer": "key",
+            "payer_id": key.id,
+            "period": period,
+            "period_kind": "monthly",
+            "percent": percent,
+            "spent_micros": spent,
+            "budget_micros": 100,
+        })
+    };
+    assert_eq!(received[0].header("confab-event"), "budget.threshold");
+    assert_eq!(received[0].json()["data"], alert(80, 80));
+    assert_eq!(received[1].json()["data"], alert(100, 100));
+}
+
+#[tokio::test]
+async fn a_site_scoped_endpoint_receives_only_that_sites_requests() {
+    let mock = MockUpstream::start().await;
+    for _ in 0..3 {
+        mock.push(Reply::answer(&["ok"], (1, 1)));
+    }
+    let secrets = secret_dir();
+    let database = tempfile::tempdir().unwrap();
+    // An endpoint names a site that exists: create the sites and a key first, then start the
+    // relay with the endpoints configured.
+    let setup = TestRelay::builder(&mock).database(database.path()).start().await;
+    let (site_id, site_key) = (setup.site_id.clone(), setup.key.clone());
+    let other = SiteSpec {
+        name: "Other".into(),
+        origins: vec!["https://other.example".into()],
+        ..SiteSpec::default()
+    };
+    let (other_id, other_key) = setup.create_site(other).await;
+    let (key, key_secret) = setup.create_key(key_spec(CallerLimits::default())).await;
+    setup.stop().await;
+
+    let scoped_receiver = WebhookReceiver::start(&[]).await;
+    let global_receiver = WebhookReceiver::start(&[]).await;
+    let mut scoped = endpoint(&scoped_receiver.url, &["request.completed"], secrets.path());
+    scoped.site = Some(site_id.clone());
+    let global = endpoint(&global_receiver.url, &["request.completed"], secrets.path());
+    let relay = hooked(&mock, vec![scoped, global]).database(database.path()).start().await;
+
+    for (caller, origin) in [
+        (&site_key, Some(SITE_ORIGIN)),
+        (&other_key, Some("https://other.example")),
+        (&key_secret, None),
+    ] {
+        let response = relay.chat_as(caller, origin).json(&hello()).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.bytes().await.unwrap();
+    }
+    // The global endpoint gets all three; each event's deliveries are created together, so the
+    // outbox then holds every delivery there will be.
+    global_receiver.wait_for(3).await;
+    let outbox = relay.store.webhook_deliveries(100).await.unwrap();
+    let to_scoped: Vec<&WebhookDelivery> =
+        outbox.iter().filter(|d| d.endpoint == scoped_receiver.url).collect();
+    assert_eq!((outbox.len(), to_scoped.len()), (4, 1), "{outbox:?}");
+    scoped_receiver.wait_for(1).await;
+    relay.stop().await;
+
+    let site_of = |d: &Delivery| d.json()["data"]["site_id"].clone();
+    let scoped = scoped_receiver.received();
+    assert_eq!(scoped.len(), 1);
+    assert_eq!(site_of(&scoped[0]), json!(site_id));
+    let mut everyone: Vec<Value> = global_receiver.received().iter().map(site_of).collect();
+    everyone.sort_by_key(Value::to_string);
+    let mut expected = vec![json!(site_id), json!(other_id), Value::Null];
+    expected.sort_by_key(Value::to_string);
+    assert_eq!(everyone, expected);
+    let by_key = global_receiver.received().into_iter().find(|d| site_of(d).is_null()).unwrap();
+    assert_eq!(by_key.json()["data"]["key_id"], json!(key.id));
+}
