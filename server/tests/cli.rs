@@ -157,7 +157,7 @@ struct Relay {
     demo_origins: String,
     key: String,
     /// Kept open so the relay never writes into a closed pipe.
-    _stdout: Lines<BufReader<ChildStdout>>,
+    stdout: Lines<BufReader<ChildStdout>>,
     stderr_log: PathBuf,
 }
 
@@ -212,11 +212,22 @@ impl Relay {
         }
         let (demo_site_id, demo_origins) = demo.expect("confab serve printed no demo site line");
         let key = key.expect("confab serve printed no demo site key");
-        Self { child, addr, demo_site_id, demo_origins, key, _stdout: stdout, stderr_log }
+        Self { child, addr, demo_site_id, demo_origins, key, stdout, stderr_log }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Reads start-up lines (at most 8) until one starts with `prefix`; returns the rest of it.
+    async fn line_starting_with(&mut self, prefix: &str) -> String {
+        for _ in 0..8 {
+            let line = timeout(WAIT, self.stdout.next_line()).await.unwrap().unwrap().unwrap();
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+        panic!("confab serve printed no line starting with {prefix:?}")
     }
 
     /// The origin of the relay's own address, as a browser on it would send it.
@@ -903,6 +914,25 @@ async fn sigterm_lets_an_answer_in_flight_finish_then_the_relay_exits_successful
 
     let status = terminated.await.unwrap();
     assert!(status.success(), "the relay exited with {status} after SIGTERM");
+}
+
+#[tokio::test]
+async fn the_admin_api_can_listen_on_its_own_address_and_only_there() {
+    let work = Workdir::new();
+    let token = "an-admin-token-of-enough-length";
+    let envs = [("CONFAB_ADMIN_TOKEN", token), ("CONFAB__ADMIN__LISTEN", "127.0.0.1:0")];
+    let mut relay = Relay::start(&work, &envs).await;
+    let admin = relay.line_starting_with("Admin API: ").await;
+    let admin = admin.split_whitespace().next().unwrap().trim_end_matches('/').to_owned();
+    let client = http_client();
+    let sites = client.get(format!("{admin}/sites")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(sites.status(), StatusCode::OK);
+    let listed = json_body(sites).await;
+    assert_eq!(listed["data"][0]["id"], relay.demo_site_id.as_str());
+    // The public listener does not serve it.
+    let public = client.get(relay.url("/admin/v1/sites")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    assert!(relay.terminate().await.success());
 }
 
 #[tokio::test]
