@@ -124,16 +124,16 @@ pub enum SitesCommand {
     Delete { id: String },
 }
 
-/// A site's request limits and budgets.
+/// Request limits and budgets of a caller (a secret key, or a whole site).
 #[derive(Debug, Args)]
-pub struct SiteLimitArgs {
-    /// Requests per minute for the whole site [default: unlimited].
+pub struct CallerLimitArgs {
+    /// Requests per minute [default: unlimited].
     #[arg(long)]
     pub rpm: Option<u32>,
-    /// Requests per day for the whole site [default: unlimited].
+    /// Requests per day [default: unlimited].
     #[arg(long)]
     pub rpd: Option<u32>,
-    /// Tokens (prompt and answer) per minute for the whole site [default: unlimited].
+    /// Tokens (prompt and answer) per minute [default: unlimited].
     #[arg(long)]
     pub tpm: Option<u32>,
     /// Spending limit per calendar month (UTC), in US dollars, like 25 or 12.50.
@@ -142,6 +142,25 @@ pub struct SiteLimitArgs {
     /// Spending limit per day (UTC), in US dollars.
     #[arg(long, value_name = "USD", value_parser = keys::parse_usd)]
     pub daily_budget: Option<u64>,
+}
+
+impl CallerLimitArgs {
+    fn limits(&self) -> CallerLimits {
+        CallerLimits {
+            rpm: self.rpm,
+            rpd: self.rpd,
+            tpm: self.tpm,
+            monthly_budget_micros: self.monthly_budget,
+            daily_budget_micros: self.daily_budget,
+        }
+    }
+}
+
+/// A site's request limits and budgets (for the whole site), and its visitors' limits.
+#[derive(Debug, Args)]
+pub struct SiteLimitArgs {
+    #[command(flatten)]
+    pub site: CallerLimitArgs,
     /// Requests per minute of one visitor [default: visitors.rpm].
     #[arg(long)]
     pub visitor_rpm: Option<u32>,
@@ -159,13 +178,7 @@ pub struct SiteLimitArgs {
 impl SiteLimitArgs {
     fn split(&self) -> (CallerLimits, VisitorLimits) {
         (
-            CallerLimits {
-                rpm: self.rpm,
-                rpd: self.rpd,
-                tpm: self.tpm,
-                monthly_budget_micros: self.monthly_budget,
-                daily_budget_micros: self.daily_budget,
-            },
+            self.site.limits(),
             VisitorLimits {
                 rpm: self.visitor_rpm,
                 rpd: self.visitor_rpd,
@@ -440,6 +453,7 @@ async fn run_sites(
                 ),
                 None => None,
             };
+            let (limits, visitor_limits) = args.limits.split();
             let spec = SiteSpec {
                 name: args.name,
                 origins: args.origins,
@@ -450,8 +464,8 @@ async fn run_sites(
                 temperature_max: args.temperature_max,
                 context_messages: args.context_messages,
                 widget: args.widget.apply_to(SiteWidget::default()),
-                limits: args.limits.split().0,
-                visitor_limits: args.limits.split().1,
+                limits,
+                visitor_limits,
             };
             let created = sites::create_site(store, config, spec, false).await?;
             if json_output {

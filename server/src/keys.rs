@@ -69,7 +69,7 @@ pub async fn create_key(
             ));
         }
     }
-    validate_limits(&spec.limits)?;
+    check_limits(&spec.limits).map_err(|(field, problem)| invalid(field, problem))?;
     let secret = NewKey::generate(KeyKind::Secret);
     let key = store
         .create_api_key(NewApiKey {
@@ -84,11 +84,12 @@ pub async fn create_key(
     Ok(IssuedKey { key, secret })
 }
 
-/// Limits of 0 would lock a caller out entirely; that is what revoking is for.
-pub fn validate_limits(limits: &CallerLimits) -> Result<(), KeyError> {
+/// What is wrong with limits, if anything: a limit of 0 would lock a caller out entirely, and
+/// that is what revoking (or deleting a site) is for. Shared by keys and sites.
+pub fn check_limits(limits: &CallerLimits) -> Result<(), (&'static str, &'static str)> {
     for (field, value) in [("rpm", limits.rpm), ("rpd", limits.rpd), ("tpm", limits.tpm)] {
         if value == Some(0) {
-            return Err(invalid(field, "must be at least 1 (leave it out for no limit)"));
+            return Err((field, "must be at least 1 (leave it out for no limit)"));
         }
     }
     Ok(())
@@ -102,7 +103,7 @@ pub async fn rotate_key(
 ) -> Result<IssuedKey, KeyError> {
     let secret = NewKey::generate(KeyKind::Secret);
     let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-    let expires = now().saturating_add(grace);
+    let expires = crate::unix_now_i64().saturating_add(grace);
     let key = store
         .rotate_api_key(id, &secret.lookup_id, &secret.hash, expires)
         .await?
@@ -113,7 +114,7 @@ pub async fn rotate_key(
 /// Revokes a key and records the `key.revoked` webhook event, which the relay's delivery worker
 /// sends (also when this runs in the CLI).
 pub async fn revoke_key(store: &dyn Store, id: &str) -> Result<(), KeyError> {
-    if !store.revoke_api_key(id, now()).await? {
+    if !store.revoke_api_key(id, crate::unix_now_i64()).await? {
         return Err(KeyError::NotFound(id.to_owned()));
     }
     let recorded = match store.api_key(id).await {
@@ -128,10 +129,6 @@ pub async fn revoke_key(store: &dyn Store, id: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-fn now() -> i64 {
-    i64::try_from(crate::unix_now()).unwrap_or(i64::MAX)
-}
-
 /// When keys were last used, kept in memory and written in batches (`flush`), so that a
 /// request costs no database write.
 #[derive(Debug, Default)]
@@ -142,7 +139,7 @@ pub struct KeyActivity {
 impl KeyActivity {
     pub fn touch(&self, key_id: &str) {
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let at = now();
+        let at = crate::unix_now_i64();
         match pending.get_mut(key_id) {
             Some(last) => *last = at,
             None => {

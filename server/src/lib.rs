@@ -29,6 +29,19 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or_default()
 }
 
+/// Seconds since the Unix epoch as SQLite stores them.
+pub(crate) fn unix_now_i64() -> i64 {
+    i64::try_from(unix_now()).unwrap_or(i64::MAX)
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
 /// Unix seconds as an RFC 3339 UTC timestamp, like `2026-11-24T03:40:00Z`.
 pub fn rfc3339(unix: i64) -> String {
     let time =

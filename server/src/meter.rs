@@ -43,16 +43,15 @@ impl Metering {
         let day = Period::day_of(now);
         let since_ms = i64::try_from(month.starts_at().saturating_mul(1000)).unwrap_or(i64::MAX);
         let mut spent: HashMap<(Payer, Period), u64> = HashMap::new();
-        for record in store.usage_since(since_ms, None, None).await? {
-            let payer = match (&record.key_id, &record.site_id) {
-                (Some(key), _) => Payer::Key(key.clone()),
-                (None, Some(site)) => Payer::Site(site.clone()),
+        for group in store.usage_totals(since_ms, None, None).await? {
+            let payer = match (group.key_id, group.site_id) {
+                (Some(key), _) => Payer::Key(key),
+                (None, Some(site)) => Payer::Site(site),
                 (None, None) => continue,
             };
-            let at = u64::try_from(record.at_ms / 1000).unwrap_or_default();
-            *spent.entry((payer.clone(), month)).or_default() += record.cost_micros;
-            if Period::day_of(at) == day {
-                *spent.entry((payer, day)).or_default() += record.cost_micros;
+            *spent.entry((payer.clone(), month)).or_default() += group.cost_micros;
+            if Period::day_of(group.day_start) == day {
+                *spent.entry((payer, day)).or_default() += group.cost_micros;
             }
         }
         Ok(Self {
@@ -78,15 +77,16 @@ pub struct Meter {
     metering: Arc<Metering>,
     checks: Vec<(Subject, Rule)>,
     reservation: Option<Reservation>,
-    record: UsageRecord,
+    /// Taken when the meter is settled (so it is settled once, by `finish` or by `Drop`).
+    record: Option<UsageRecord>,
     started: Instant,
     first_text: Option<Duration>,
-    settled: bool,
 }
 
 impl std::fmt::Debug for Meter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Meter").field("model", &self.record.model).finish_non_exhaustive()
+        let model = self.record.as_ref().map(|r| r.model.as_str());
+        f.debug_struct("Meter").field("model", &model).finish_non_exhaustive()
     }
 }
 
@@ -102,10 +102,9 @@ impl Meter {
             metering,
             checks,
             reservation,
-            record,
+            record: Some(record),
             started: Instant::now(),
             first_text: None,
-            settled: false,
         }
     }
 
@@ -124,13 +123,10 @@ impl Meter {
     }
 
     fn settle(&mut self, usage: Usage, estimated: bool, outcome: Outcome) {
-        if self.settled {
-            return;
-        }
-        self.settled = true;
-        let metering = Arc::clone(&self.metering);
+        let Some(mut record) = self.record.take() else { return };
+        let metering = &self.metering;
         let cost =
-            metering.prices.cost(&self.record.model, usage.prompt_tokens, usage.completion_tokens);
+            metering.prices.cost(&record.model, usage.prompt_tokens, usage.completion_tokens);
         if let Some(reservation) = self.reservation.take() {
             for crossing in reservation.settle(cost) {
                 log_crossing(&crossing);
@@ -141,7 +137,6 @@ impl Meter {
         if tokens > 0 {
             metering.limiter.charge_tokens(&self.checks, tokens, Instant::now());
         }
-        let mut record = std::mem::replace(&mut self.record, empty_record());
         record.input_tokens = usage.prompt_tokens;
         record.output_tokens = usage.completion_tokens;
         record.estimated = estimated;
@@ -165,24 +160,6 @@ fn log_crossing(crossing: &Crossing) {
         budget_micros = crossing.budget,
         "budget threshold crossed"
     );
-}
-
-fn empty_record() -> UsageRecord {
-    UsageRecord {
-        at_ms: 0,
-        site_id: None,
-        key_id: None,
-        visitor: None,
-        model: String::new(),
-        upstream: String::new(),
-        input_tokens: 0,
-        output_tokens: 0,
-        estimated: false,
-        cost_micros: 0,
-        first_token_ms: None,
-        total_ms: 0,
-        outcome: Outcome::Interrupted,
-    }
 }
 
 impl Drop for Meter {

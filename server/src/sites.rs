@@ -1,7 +1,7 @@
 //! Creating and re-keying sites: the rules shared by the CLI and (later) the admin API.
 
 use crate::config::{Config, is_hex_color};
-use crate::keys::validate_limits;
+use crate::keys::check_limits;
 use crate::sitekey::{KeyKind, NewKey};
 use crate::store::{CallerLimits, NewSite, Site, SiteWidget, Store, StoreError, VisitorLimits};
 
@@ -36,10 +36,7 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> SiteError {
 
 /// Zero limits would lock a site (or its visitors) out; that is what deleting is for.
 fn validate_site_limits(limits: &CallerLimits, visitors: &VisitorLimits) -> Result<(), SiteError> {
-    validate_limits(limits).map_err(|e| match e {
-        crate::keys::KeyError::Invalid { field, problem } => invalid(field, problem),
-        other => invalid("limits", other.to_string()),
-    })?;
+    check_limits(limits).map_err(|(field, problem)| invalid(field, problem))?;
     for (field, value) in [
         ("visitor_rpm", visitors.rpm),
         ("visitor_rpd", visitors.rpd),

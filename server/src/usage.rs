@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::budget::Period;
-use crate::store::{Store, StoreError, UsageRecord};
+use crate::store::{Store, StoreError, UsageGroup};
 
 /// The longest report, in days.
 pub const MAX_DAYS: u32 = 366;
@@ -21,11 +21,11 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, record: &UsageRecord) {
-        self.requests += 1;
-        self.input_tokens = self.input_tokens.saturating_add(record.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(record.output_tokens);
-        self.cost_micros = self.cost_micros.saturating_add(record.cost_micros);
+    fn add(&mut self, group: &UsageGroup) {
+        self.requests = self.requests.saturating_add(group.requests);
+        self.input_tokens = self.input_tokens.saturating_add(group.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(group.output_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(group.cost_micros);
     }
 }
 
@@ -60,7 +60,7 @@ pub async fn report(
     let days = days.clamp(1, MAX_DAYS);
     let first = Period::day_of(now_unix.saturating_sub(u64::from(days - 1) * 86_400));
     let since_ms = i64::try_from(first.starts_at().saturating_mul(1000)).unwrap_or(i64::MAX);
-    let records = store.usage_since(since_ms, site, key).await?;
+    let groups = store.usage_totals(since_ms, site, key).await?;
 
     let mut series: BTreeMap<u64, Totals> = BTreeMap::new();
     for day in 0..u64::from(days) {
@@ -74,17 +74,16 @@ pub async fn report(
         by_key: BTreeMap::new(),
         by_model: BTreeMap::new(),
     };
-    for record in &records {
-        let at = u64::try_from(record.at_ms / 1000).unwrap_or_default();
-        series.entry(Period::day_of(at).starts_at()).or_default().add(record);
-        report.totals.add(record);
-        if let Some(site) = &record.site_id {
-            report.by_site.entry(site.clone()).or_default().add(record);
+    for group in &groups {
+        series.entry(group.day_start).or_default().add(group);
+        report.totals.add(group);
+        if let Some(site) = &group.site_id {
+            report.by_site.entry(site.clone()).or_default().add(group);
         }
-        if let Some(key) = &record.key_id {
-            report.by_key.entry(key.clone()).or_default().add(record);
+        if let Some(key) = &group.key_id {
+            report.by_key.entry(key.clone()).or_default().add(group);
         }
-        report.by_model.entry(record.model.clone()).or_default().add(record);
+        report.by_model.entry(group.model.clone()).or_default().add(group);
     }
     report.days = series
         .into_iter()

@@ -296,13 +296,6 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
-}
-
 fn new_id(prefix: &str) -> String {
     use rand::Rng;
     let suffix: String =
@@ -313,7 +306,7 @@ fn new_id(prefix: &str) -> String {
 /// An event ready for the outbox: its body is `{"id", "type", "created", "data"}`.
 fn event(kind: EventKind, site_id: Option<String>, data: Value) -> WebhookEvent {
     let id = new_id("evt");
-    let created_at_ms = now_ms();
+    let created_at_ms = crate::unix_now_ms();
     let payload = json!({
         "id": id,
         "type": kind.as_str(),
@@ -553,7 +546,7 @@ impl Webhooks {
         for event in &events {
             self.dispatch(event).await?;
         }
-        let now = now_ms();
+        let now = crate::unix_now_ms();
         let timeout = i64::try_from(self.config.timeout_ms).unwrap_or(i64::MAX);
         let lease_until = now.saturating_add(timeout).saturating_add(LEASE_MARGIN_MS);
         let due = self.store.claim_webhook_deliveries(now, lease_until, BATCH).await?;
@@ -584,7 +577,7 @@ impl Webhooks {
                 Vec::new()
             }
         };
-        self.store.dispatch_webhook_event(&event.id, &deliveries, now_ms()).await?;
+        self.store.dispatch_webhook_event(&event.id, &deliveries, crate::unix_now_ms()).await?;
         Ok(())
     }
 
@@ -627,7 +620,7 @@ impl Webhooks {
         delivery: &WebhookDelivery,
         result: Result<(), AttemptError>,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = crate::unix_now_ms();
         let attempt = delivery.attempts.saturating_add(1);
         let origin = self
             .endpoints
@@ -667,7 +660,8 @@ impl Webhooks {
     /// Deletes what is past `retention_days`.
     async fn prune(&self) {
         let retention = i64::from(self.config.retention_days).saturating_mul(86_400_000);
-        match self.store.prune_webhook_events(now_ms().saturating_sub(retention)).await {
+        match self.store.prune_webhook_events(crate::unix_now_ms().saturating_sub(retention)).await
+        {
             Ok(0) => {}
             Ok(events) => tracing::info!(events, "old webhook events deleted"),
             Err(error) => tracing::warn!(%error, "cannot delete old webhook events"),

@@ -44,21 +44,8 @@ pub struct CreateKeyArgs {
     /// A model the key may use (repeatable) [default: every model the relay serves].
     #[arg(long = "model", value_name = "MODEL")]
     pub models: Vec<String>,
-    /// Requests per minute [default: unlimited].
-    #[arg(long)]
-    pub rpm: Option<u32>,
-    /// Requests per day [default: unlimited].
-    #[arg(long)]
-    pub rpd: Option<u32>,
-    /// Tokens (prompt and answer) per minute [default: unlimited].
-    #[arg(long)]
-    pub tpm: Option<u32>,
-    /// Spending limit per calendar month (UTC), in US dollars, like 25 or 12.50.
-    #[arg(long, value_name = "USD", value_parser = parse_usd)]
-    pub monthly_budget: Option<u64>,
-    /// Spending limit per day (UTC), in US dollars.
-    #[arg(long, value_name = "USD", value_parser = parse_usd)]
-    pub daily_budget: Option<u64>,
+    #[command(flatten)]
+    pub limits: super::CallerLimitArgs,
     /// Print one JSON object (with `id` and `key`).
     #[arg(long)]
     pub json: bool,
@@ -106,13 +93,7 @@ pub async fn run(command: KeysCommand, config: &Config, store: &dyn Store) -> an
                 name: args.name,
                 scopes: args.scopes,
                 models: args.models,
-                limits: CallerLimits {
-                    rpm: args.rpm,
-                    rpd: args.rpd,
-                    tpm: args.tpm,
-                    monthly_budget_micros: args.monthly_budget,
-                    daily_budget_micros: args.daily_budget,
-                },
+                limits: args.limits.limits(),
             };
             let issued = keys::create_key(store, config, spec).await?;
             print_issued(&issued, args.json, "Secret key (shown once; keep it on your server)");

@@ -76,7 +76,7 @@ impl FromRequestParts<AppState> for Caller {
                 Ok(Caller::Site(site))
             }
             KeyKind::Secret => {
-                let now = i64::try_from(crate::unix_now()).unwrap_or(i64::MAX);
+                let now = crate::unix_now_i64();
                 let credentials = state
                     .store
                     .api_key_by_lookup(presented.lookup_id, now)

@@ -106,7 +106,7 @@ fn admit(
 ) -> Result<(Meter, Option<RateLimitStatus>), ApiError> {
     let model = request.model.clone().unwrap_or_default();
     let mut record = UsageRecord {
-        at_ms: i64::try_from(now_ms()).unwrap_or(i64::MAX),
+        at_ms: crate::unix_now_ms(),
         site_id: None,
         key_id: None,
         visitor: None,
@@ -188,11 +188,4 @@ fn admit(
         .admit(&checks, Instant::now())
         .map_err(|rejected| ApiError::RateLimited(Box::new(rejected)))?;
     Ok((Meter::new(metering, checks, Some(reservation), record), status))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
 }

@@ -216,6 +216,20 @@ pub struct UsageRecord {
     pub outcome: Outcome,
 }
 
+/// Usage records of one UTC day, one caller and one model, summed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageGroup {
+    /// Unix seconds at the start of the day.
+    pub day_start: u64,
+    pub site_id: Option<String>,
+    pub key_id: Option<String>,
+    pub model: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micros: u64,
+}
+
 /// How a chat request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -320,6 +334,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         site_id: Option<&str>,
         key_id: Option<&str>,
     ) -> Result<Vec<UsageRecord>, StoreError>;
+    /// Usage from `since_ms` on summed per UTC day, caller and model (optionally of one site or
+    /// one key): what reports and budgets need, without reading every record.
+    async fn usage_totals(
+        &self,
+        since_ms: i64,
+        site_id: Option<&str>,
+        key_id: Option<&str>,
+    ) -> Result<Vec<UsageGroup>, StoreError>;
     /// A secret the relay keeps for itself, created (`len` random bytes) on first use.
     async fn relay_secret(&self, name: &str, len: usize) -> Result<Vec<u8>, StoreError>;
     /// A cheap round trip for health checks.

@@ -16,7 +16,7 @@ mod webhooks;
 
 use super::{
     ApiKey, ApiKeyCredentials, CallerLimits, NewApiKey, NewSite, Site, SiteCredentials, SiteWidget,
-    Store, StoreError, UsageRecord, Verification, VisitorLimits,
+    Store, StoreError, UsageGroup, UsageRecord, Verification, VisitorLimits,
 };
 
 use super::{NewWebhookDelivery, WebhookDelivery, WebhookEvent};
@@ -183,7 +183,7 @@ impl Store for SqliteStore {
             limits: new.limits,
             visitor_limits: new.visitor_limits,
             verification: Verification::default(),
-            created_at: i64::try_from(crate::unix_now()).unwrap_or(i64::MAX),
+            created_at: crate::unix_now_i64(),
         };
         let models = serde_json::to_string(&site.models)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode models: {e}")))?;
@@ -389,6 +389,15 @@ impl Store for SqliteStore {
         key_id: Option<&str>,
     ) -> Result<Vec<UsageRecord>, StoreError> {
         usage::since(&self.pool, since_ms, site_id, key_id).await
+    }
+
+    async fn usage_totals(
+        &self,
+        since_ms: i64,
+        site_id: Option<&str>,
+        key_id: Option<&str>,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        usage::totals(&self.pool, since_ms, site_id, key_id).await
     }
 
     async fn relay_secret(&self, name: &str, len: usize) -> Result<Vec<u8>, StoreError> {

@@ -78,7 +78,7 @@ pub async fn create(pool: &SqlitePool, new: NewApiKey) -> Result<ApiKey, StoreEr
         scopes: new.scopes,
         models: new.models,
         limits: new.limits,
-        created_at: i64::try_from(crate::unix_now()).unwrap_or(i64::MAX),
+        created_at: crate::unix_now_i64(),
         last_used_at: None,
         revoked_at: None,
         previous_lookup_id: None,

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use crate::store::{Outcome, StoreError, UsageRecord};
+use crate::store::{Outcome, StoreError, UsageGroup, UsageRecord};
 
 fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -78,6 +78,40 @@ pub async fn since(
                 total_ms: count(row, "total_ms")?,
                 outcome: Outcome::from_name(&outcome)
                     .ok_or_else(|| StoreError::Corrupt(format!("usage.outcome `{outcome}`")))?,
+            })
+        })
+        .collect()
+}
+
+pub async fn totals(
+    pool: &SqlitePool,
+    since_ms: i64,
+    site_id: Option<&str>,
+    key_id: Option<&str>,
+) -> Result<Vec<UsageGroup>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT at_ms / 86400000 AS day, site_id, key_id, model, COUNT(*) AS requests, \
+         SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
+         SUM(cost_micros) AS cost_micros FROM usage \
+         WHERE at_ms >= ?1 AND (?2 IS NULL OR site_id = ?2) AND (?3 IS NULL OR key_id = ?3) \
+         GROUP BY day, site_id, key_id, model ORDER BY day",
+    )
+    .bind(since_ms)
+    .bind(site_id)
+    .bind(key_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(UsageGroup {
+                day_start: count(row, "day")?.saturating_mul(86_400),
+                site_id: row.try_get("site_id")?,
+                key_id: row.try_get("key_id")?,
+                model: row.try_get("model")?,
+                requests: count(row, "requests")?,
+                input_tokens: count(row, "input_tokens")?,
+                output_tokens: count(row, "output_tokens")?,
+                cost_micros: count(row, "cost_micros")?,
             })
         })
         .collect()
