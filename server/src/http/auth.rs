@@ -1,6 +1,8 @@
 //! Authentication: a site key with the origin check (a website's pages), or a secret API key
 //! with its scopes (a server), as extractors.
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::http::{HeaderMap, HeaderValue, header, request::Parts};
 
@@ -14,9 +16,9 @@ use crate::store::{ApiKey, Scope, Site};
 pub enum Caller {
     /// A page of a website, with the site's key, from one of the site's origins (or with no
     /// `Origin` at all, when the site allows that).
-    Site(Site),
+    Site(Arc<Site>),
     /// A server, with a secret API key.
-    Key(ApiKey),
+    Key(Arc<ApiKey>),
 }
 
 impl Caller {
@@ -43,7 +45,7 @@ impl Caller {
 /// A request authenticated with a site key (for what only the widget asks, like its config).
 #[derive(Debug, Clone)]
 pub struct SiteAuth {
-    pub site: Site,
+    pub site: Arc<Site>,
 }
 
 const MISSING_KEY: ApiError = ApiError::Unauthenticated {

@@ -14,13 +14,13 @@ pub fn router() -> Router<AppState> {
 
 async fn widget_config(State(state): State<AppState>, auth: SiteAuth) -> Json<WidgetConfig> {
     let defaults = &state.config.widget;
-    let own = auth.site.widget;
+    let own = &auth.site.widget;
     Json(WidgetConfig {
-        title: own.title.unwrap_or_else(|| defaults.title.clone()),
-        greeting: own.greeting.unwrap_or_else(|| defaults.greeting.clone()),
-        suggestions: own.suggestions.unwrap_or_else(|| defaults.suggestions.clone()),
+        title: own.title.as_ref().unwrap_or(&defaults.title).clone(),
+        greeting: own.greeting.as_ref().unwrap_or(&defaults.greeting).clone(),
+        suggestions: own.suggestions.as_ref().unwrap_or(&defaults.suggestions).clone(),
         theme: WidgetTheme {
-            primary_color: own.primary_color.or_else(|| defaults.primary_color.clone()),
+            primary_color: own.primary_color.as_ref().or(defaults.primary_color.as_ref()).cloned(),
         },
         max_message_bytes: state.config.limits.max_message_bytes,
     })

@@ -1,7 +1,10 @@
 //! Storage, behind a trait so that handlers never see SQL and another engine (PostgreSQL) can be
 //! added as one more implementation with its own migrations.
 
+mod directory;
 mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -104,7 +107,7 @@ pub struct NewSite {
 /// A site found by its key's lookup id, with the hash to verify the presented secret against.
 #[derive(Debug, Clone)]
 pub struct SiteCredentials {
-    pub site: Site,
+    pub site: Arc<Site>,
     pub key_hash: Vec<u8>,
 }
 
@@ -191,7 +194,7 @@ pub struct NewApiKey {
 /// An active key found by one of its lookup ids, with the hash of that secret.
 #[derive(Debug, Clone)]
 pub struct ApiKeyCredentials {
-    pub key: ApiKey,
+    pub key: Arc<ApiKey>,
     pub key_hash: Vec<u8>,
 }
 

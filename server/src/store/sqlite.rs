@@ -1,6 +1,7 @@
 //! The embedded default: SQLite through sqlx, one pool, WAL mode, migrations embedded in the binary.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +15,8 @@ mod api_keys;
 mod usage;
 mod webhooks;
 
+use super::directory::{Directory, DirectoryCache};
+
 use super::{
     ApiKey, ApiKeyCredentials, CallerLimits, NewApiKey, NewSite, Site, SiteCredentials, SiteWidget,
     Store, StoreError, UsageGroup, UsageRecord, Verification, VisitorLimits,
@@ -26,6 +29,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Sites, origins and active keys in memory, for the per-request lookups.
+    directory: Arc<DirectoryCache>,
 }
 
 impl SqliteStore {
@@ -41,7 +46,21 @@ impl SqliteStore {
         let pool =
             SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, directory: Arc::default() })
+    }
+
+    fn directory_source(&self) -> SqliteDirectory {
+        SqliteDirectory(self.pool.clone())
+    }
+
+    async fn directory(&self) -> Result<Arc<Directory>, StoreError> {
+        self.directory.get(&self.directory_source()).await
+    }
+
+    /// After a write to sites, origins or keys: the in-memory copy is reloaded before the write
+    /// returns.
+    async fn directory_changed(&self) {
+        self.directory.changed(&self.directory_source()).await;
     }
 
     async fn origins_of(&self, site_id: &str) -> Result<Vec<String>, StoreError> {
@@ -73,6 +92,10 @@ macro_rules! select_sites {
         )
     };
 }
+use select_sites;
+
+mod directory;
+use directory::SqliteDirectory;
 
 fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
     let models: String = row.try_get("models")?;
@@ -231,6 +254,7 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
+        self.directory_changed().await;
         Ok(site)
     }
 
@@ -256,21 +280,12 @@ impl Store for SqliteStore {
     async fn delete_site(&self, id: &str) -> Result<bool, StoreError> {
         let done =
             sqlx::query("DELETE FROM sites WHERE id = ?").bind(id).execute(&self.pool).await?;
+        self.directory_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
     async fn site_by_key(&self, lookup_id: &str) -> Result<Option<SiteCredentials>, StoreError> {
-        let row = sqlx::query(select_sites!("WHERE key_prefix = ?"))
-            .bind(lookup_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => {
-                let key_hash: Vec<u8> = row.try_get("key_hash")?;
-                Ok(Some(SiteCredentials { site: self.with_origins(&row).await?, key_hash }))
-            }
-            None => Ok(None),
-        }
+        Ok(self.directory().await?.site_by_key(lookup_id))
     }
 
     async fn rekey_site(
@@ -285,6 +300,7 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.directory_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -300,6 +316,7 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.directory_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -324,16 +341,12 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
+        self.directory_changed().await;
         Ok(true)
     }
 
     async fn origin_is_registered(&self, origin: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM site_origins WHERE origin = ? LIMIT 1")
-                .bind(origin)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(found.is_some())
+        Ok(self.directory().await?.origin_is_registered(origin))
     }
 
     async fn set_site_limits(
@@ -359,6 +372,7 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.directory_changed().await;
         Ok(updated.rows_affected() > 0)
     }
 
@@ -375,6 +389,7 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.directory_changed().await;
         Ok(updated.rows_affected() > 0)
     }
 
@@ -416,7 +431,9 @@ impl Store for SqliteStore {
     }
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
-        api_keys::create(&self.pool, key).await
+        let created = api_keys::create(&self.pool, key).await?;
+        self.directory_changed().await;
+        Ok(created)
     }
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
@@ -432,7 +449,7 @@ impl Store for SqliteStore {
         lookup_id: &str,
         now: i64,
     ) -> Result<Option<ApiKeyCredentials>, StoreError> {
-        api_keys::by_lookup(&self.pool, lookup_id, now).await
+        Ok(self.directory().await?.api_key_by_lookup(lookup_id, now))
     }
 
     async fn rotate_api_key(
@@ -442,11 +459,16 @@ impl Store for SqliteStore {
         key_hash: &[u8; 32],
         previous_expires_at: i64,
     ) -> Result<Option<ApiKey>, StoreError> {
-        api_keys::rotate(&self.pool, id, lookup_id, key_hash, previous_expires_at).await
+        let rotated =
+            api_keys::rotate(&self.pool, id, lookup_id, key_hash, previous_expires_at).await?;
+        self.directory_changed().await;
+        Ok(rotated)
     }
 
     async fn revoke_api_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        api_keys::revoke(&self.pool, id, at).await
+        let revoked = api_keys::revoke(&self.pool, id, at).await?;
+        self.directory_changed().await;
+        Ok(revoked)
     }
 
     async fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
@@ -514,6 +536,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::sitekey::{KeyKind, NewKey};
+    use crate::store::directory::Source;
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -552,7 +575,7 @@ mod tests {
         let created = store.create_site(new_site(&key)).await.unwrap();
         assert_eq!(store.site(&created.id).await.unwrap(), Some(created.clone()));
         let found = store.site_by_key(&key.lookup_id).await.unwrap().unwrap();
-        assert_eq!(found.site, created);
+        assert_eq!(*found.site, created);
         assert_eq!(found.key_hash, key.hash);
         assert!(store.origin_is_registered("https://www.shop.example").await.unwrap());
         assert!(!store.origin_is_registered("https://evil.example").await.unwrap());
@@ -566,5 +589,91 @@ mod tests {
         assert!(!store.delete_site(&created.id).await.unwrap());
         assert!(!store.origin_is_registered("https://shop.example").await.unwrap());
         assert!(store.list_sites().await.unwrap().is_empty());
+    }
+
+    fn new_key(key: &NewKey) -> NewApiKey {
+        NewApiKey {
+            name: "backend".into(),
+            scopes: vec![crate::store::Scope::Chat],
+            models: vec![],
+            limits: CallerLimits::default(),
+            lookup_id: key.lookup_id.clone(),
+            key_hash: key.hash,
+        }
+    }
+
+    async fn version(store: &SqliteStore) -> i64 {
+        SqliteDirectory(store.pool.clone()).version().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_change_made_through_the_store_is_seen_by_its_next_lookup() {
+        let (_dir, store) = store().await;
+        let site_key = NewKey::generate(KeyKind::Site);
+        let site = store.create_site(new_site(&site_key)).await.unwrap();
+        let secret = NewKey::generate(KeyKind::Secret);
+        let key = store.create_api_key(new_key(&secret)).await.unwrap();
+        // Both are in memory now.
+        assert!(store.site_by_key(&site_key.lookup_id).await.unwrap().is_some());
+        assert!(store.api_key_by_lookup(&secret.lookup_id, 0).await.unwrap().is_some());
+
+        store.set_site_origins(&site.id, &["https://new.example".into()]).await.unwrap();
+        assert!(!store.origin_is_registered("https://shop.example").await.unwrap());
+        assert!(store.origin_is_registered("https://new.example").await.unwrap());
+        let found = store.site_by_key(&site_key.lookup_id).await.unwrap().unwrap();
+        assert_eq!(found.site.origins, ["https://new.example"]);
+
+        let rotated = NewKey::generate(KeyKind::Secret);
+        store.rotate_api_key(&key.id, &rotated.lookup_id, &rotated.hash, 1_000).await.unwrap();
+        let previous = store.api_key_by_lookup(&secret.lookup_id, 999).await.unwrap().unwrap();
+        assert_eq!(previous.key_hash, secret.hash);
+        assert!(store.api_key_by_lookup(&secret.lookup_id, 1_000).await.unwrap().is_none());
+        let current = store.api_key_by_lookup(&rotated.lookup_id, 0).await.unwrap().unwrap();
+        assert_eq!(current.key_hash, rotated.hash);
+
+        assert!(store.revoke_api_key(&key.id, 5).await.unwrap());
+        assert!(store.api_key_by_lookup(&rotated.lookup_id, 0).await.unwrap().is_none());
+        assert!(store.delete_site(&site.id).await.unwrap());
+        assert!(store.site_by_key(&site_key.lookup_id).await.unwrap().is_none());
+        assert!(!store.origin_is_registered("https://new.example").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_change_made_by_another_process_is_seen_after_a_poll() {
+        let (dir, relay) = store().await;
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let cli = SqliteStore::open(&url, 1).await.unwrap();
+        let secret = NewKey::generate(KeyKind::Secret);
+        let key = cli.create_api_key(new_key(&secret)).await.unwrap();
+        // The relay loads its copy after the key exists, and holds it.
+        assert!(relay.api_key_by_lookup(&secret.lookup_id, 0).await.unwrap().is_some());
+        let site_key = NewKey::generate(KeyKind::Site);
+        cli.create_site(new_site(&site_key)).await.unwrap();
+        assert!(cli.revoke_api_key(&key.id, 5).await.unwrap());
+        // Until the relay's next poll, it may still answer from its copy; after it, not.
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                let revoked =
+                    relay.api_key_by_lookup(&secret.lookup_id, 0).await.unwrap().is_none();
+                let site = relay.site_by_key(&site_key.lookup_id).await.unwrap().is_some();
+                if revoked && site {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "the relay never saw the other process's changes");
+    }
+
+    #[tokio::test]
+    async fn recording_when_a_key_was_used_does_not_count_as_a_change() {
+        let (_dir, store) = store().await;
+        let key = store.create_api_key(new_key(&NewKey::generate(KeyKind::Secret))).await.unwrap();
+        let before = version(&store).await;
+        store.touch_api_keys(&[(key.id.clone(), 42)]).await.unwrap();
+        assert_eq!(version(&store).await, before);
+        assert!(store.revoke_api_key(&key.id, 43).await.unwrap());
+        assert!(version(&store).await > before);
     }
 }

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use crate::store::{ApiKey, ApiKeyCredentials, CallerLimits, NewApiKey, Scope, StoreError};
+use crate::store::{ApiKey, CallerLimits, NewApiKey, Scope, StoreError};
 
 /// `SELECT <every column but the hashes> <tail>` as one static string (sqlx runs no SQL built
 /// at run time).
@@ -16,12 +16,13 @@ macro_rules! select_keys {
         )
     };
 }
+pub(super) use select_keys;
 
 fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("api_keys.{column}: {problem}"))
 }
 
-fn key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
+pub(super) fn key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
     let scopes: String = row.try_get("scopes")?;
     let scopes: Vec<String> = serde_json::from_str(&scopes).map_err(|e| corrupt("scopes", e))?;
     let scopes = scopes
@@ -119,23 +120,6 @@ pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<ApiKey>, StoreErr
         .fetch_optional(pool)
         .await?;
     row.as_ref().map(key_from_row).transpose()
-}
-
-pub async fn by_lookup(
-    pool: &SqlitePool,
-    lookup_id: &str,
-    now: i64,
-) -> Result<Option<ApiKeyCredentials>, StoreError> {
-    let sql = select_keys!(
-        ", CASE WHEN key_prefix = ?1 THEN key_hash ELSE previous_key_hash END AS presented_hash ",
-        "FROM api_keys WHERE revoked_at IS NULL ",
-        "AND (key_prefix = ?1 OR (previous_key_prefix = ?1 AND previous_expires_at > ?2))"
-    );
-    let row = sqlx::query(sql).bind(lookup_id).bind(now).fetch_optional(pool).await?;
-    row.map(|row| {
-        Ok(ApiKeyCredentials { key: key_from_row(&row)?, key_hash: row.try_get("presented_hash")? })
-    })
-    .transpose()
 }
 
 pub async fn rotate(
