@@ -5,6 +5,7 @@
 //! Dropping a `RelayStream` drops the upstream response, which closes the upstream connection:
 //! that is how a client disconnect cancels the upstream call at once.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -14,7 +15,10 @@ use confab_protocol::{
     CompletionChoice, DONE_SENTINEL, Role, Usage,
 };
 use futures_util::{Stream, StreamExt, stream};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -80,6 +84,8 @@ pub struct RelayStream {
     received: bool,
     /// Settled when the stream ends, however it ends (see `Drop`).
     meter: Option<Meter>,
+    /// `model` as a JSON string, made on the first chunk.
+    model_json: Option<String>,
 }
 
 impl std::fmt::Debug for RelayStream {
@@ -115,6 +121,7 @@ impl RelayStream {
             prompt_bytes,
             received: false,
             meter,
+            model_json: None,
         }
     }
 
@@ -169,41 +176,72 @@ impl RelayStream {
     }
 
     fn rewrite(&mut self, data: &str) -> Result<RelayedChunk, UpstreamError> {
-        let mut value: Value = serde_json::from_str(data)
-            .map_err(|e| UpstreamError::Protocol(format!("chunk is not JSON: {e}")))?;
-        let object = value
-            .as_object_mut()
-            .ok_or_else(|| UpstreamError::Protocol("chunk is not a JSON object".into()))?;
-        if object.contains_key("error") {
-            return Err(UpstreamError::Reported);
-        }
-        object.insert("model".into(), Value::String(self.model.clone()));
-        let usage =
-            object.get("usage").and_then(|u| serde_json::from_value::<Usage>(u.clone()).ok());
-        let choices = object.get("choices").and_then(Value::as_array);
-        let mut content = String::new();
-        let mut finish_reason = None;
-        for choice in choices.into_iter().flatten() {
-            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
-                content.push_str(text);
-            }
-            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-                finish_reason = Some(reason.to_owned());
-            }
-        }
+        let read = match serde_json::from_str::<ChunkView<'_>>(data) {
+            Ok(view) => self.rewrite_usual(data, view),
+            Err(_) => None,
+        };
+        let read = match read {
+            Some(read) => read,
+            None => rewrite_any(data, &self.model)?,
+        };
+        let ChunkRead { json, content, finish_reason, usage, usage_only, id, created } = read;
         if usage.is_some() {
             self.usage = usage;
-            self.usage_chunk_sent |= choices.is_none_or(|c| c.is_empty());
+            self.usage_chunk_sent |= usage_only;
         }
-        let id = object.get("id").and_then(Value::as_str).map(str::to_owned);
-        let created = object.get("created").and_then(Value::as_u64);
-        let json = serde_json::to_string(&value)
-            .map_err(|e| UpstreamError::Protocol(format!("cannot re-encode chunk: {e}")))?;
         self.finished |= finish_reason.is_some();
         self.content_bytes += content.len();
-        self.id = self.id.take().or_else(|| id.clone());
+        if self.id.is_none() {
+            self.id.clone_from(&id);
+        }
         self.created = self.created.or(created);
         Ok(RelayedChunk { json, content, finish_reason, id, created })
+    }
+
+    /// The fast path, for a chunk of the usual shape: the fields the relay reads are borrowed
+    /// from the text, and the chunk is passed on as it came with only the model's value
+    /// replaced, instead of being parsed into a tree and encoded again (which cost about as much
+    /// as the rest of the relay's work on a chunk). `None`: not the usual shape (no `model`, an
+    /// `error`, a field of another type); the general path then decides.
+    fn rewrite_usual(&mut self, data: &str, view: ChunkView<'_>) -> Option<ChunkRead> {
+        if view.error.is_some() {
+            return None;
+        }
+        let model = view.model?.get();
+        // The borrowed value is a slice of `data`: where it sits is where the new value goes.
+        let start = (model.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+        let end = start.checked_add(model.len())?;
+        if data.get(start..end) != Some(model) {
+            return None;
+        }
+        let model_json = self.model_json.get_or_insert_with(|| {
+            serde_json::to_string(&self.model).unwrap_or_else(|_| "\"\"".into())
+        });
+        let mut json = String::with_capacity(data.len() + model_json.len());
+        json.push_str(&data[..start]);
+        json.push_str(model_json);
+        json.push_str(&data[end..]);
+
+        let mut content = String::new();
+        let mut finish_reason = None;
+        let choices = view.choices.unwrap_or_default();
+        for choice in &choices {
+            if let Some(text) = choice.delta.as_ref().and_then(|d| d.content.as_deref()) {
+                content.push_str(text);
+            }
+            if let Some(reason) = &choice.finish_reason {
+                finish_reason = Some(reason.clone().into_owned());
+            }
+        }
+        Some(ChunkRead {
+            json,
+            content,
+            finish_reason,
+            usage_only: choices.is_empty(),
+            usage: view.usage,
+            id: view.id.map(Cow::into_owned),
+            created: view.created,
+        })
     }
 
     /// Settles the meter with what was used: the upstream's usage, or an estimate of what was
@@ -240,6 +278,81 @@ impl RelayStream {
         };
         serde_json::to_string(&chunk).ok()
     }
+}
+
+/// What the relay reads from one upstream chunk, and the chunk as the client gets it.
+struct ChunkRead {
+    json: String,
+    content: String,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    /// The chunk has no choices: the OpenAI usage chunk.
+    usage_only: bool,
+    id: Option<String>,
+    created: Option<u64>,
+}
+
+/// The fields of a `chat.completion.chunk` the relay reads, borrowed from its text.
+#[derive(Deserialize)]
+struct ChunkView<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    created: Option<u64>,
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<ChoiceView<'a>>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(borrow, default)]
+    delta: Option<DeltaView<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaView<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+}
+
+/// The general path, for any JSON object: parsed into a tree, the model set, encoded again.
+/// Fields of unexpected types are ignored rather than refused, as before the fast path existed.
+fn rewrite_any(data: &str, model: &str) -> Result<ChunkRead, UpstreamError> {
+    let mut value: Value = serde_json::from_str(data)
+        .map_err(|e| UpstreamError::Protocol(format!("chunk is not JSON: {e}")))?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| UpstreamError::Protocol("chunk is not a JSON object".into()))?;
+    if object.contains_key("error") {
+        return Err(UpstreamError::Reported);
+    }
+    object.insert("model".into(), Value::String(model.to_owned()));
+    let usage = object.get("usage").and_then(|u| serde_json::from_value::<Usage>(u.clone()).ok());
+    let choices = object.get("choices").and_then(Value::as_array);
+    let mut content = String::new();
+    let mut finish_reason = None;
+    for choice in choices.into_iter().flatten() {
+        if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
+            content.push_str(text);
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            finish_reason = Some(reason.to_owned());
+        }
+    }
+    let usage_only = choices.is_none_or(|c| c.is_empty());
+    let id = object.get("id").and_then(Value::as_str).map(str::to_owned);
+    let created = object.get("created").and_then(Value::as_u64);
+    let json = serde_json::to_string(&value)
+        .map_err(|e| UpstreamError::Protocol(format!("cannot re-encode chunk: {e}")))?;
+    Ok(ChunkRead { json, content, finish_reason, usage, usage_only, id, created })
 }
 
 impl Drop for RelayStream {
@@ -375,4 +488,81 @@ pub async fn collect_completion(plan: StreamPlan) -> Result<ChatCompletion, Upst
         }],
         usage: relay.final_usage(prompt_bytes),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay() -> RelayStream {
+        let minute = Duration::from_secs(60);
+        let upstream: EventStream = Box::pin(stream::empty());
+        RelayStream::new(upstream, "site \"model\"".into(), Instant::now(), minute, minute, 0, None)
+    }
+
+    /// The chunk as rewritten by the relay (fast path where it applies) and by the general path
+    /// alone must say the same thing.
+    fn assert_both_paths_agree(data: &str) -> RelayedChunk {
+        let chunk = relay().rewrite(data).unwrap();
+        let general = rewrite_any(data, "site \"model\"").unwrap();
+        let (fast, slow): (Value, Value) = (
+            serde_json::from_str(&chunk.json).unwrap(),
+            serde_json::from_str(&general.json).unwrap(),
+        );
+        assert_eq!(fast, slow, "{data}");
+        assert_eq!(fast["model"], "site \"model\"");
+        assert_eq!(chunk.content, general.content);
+        assert_eq!(chunk.finish_reason, general.finish_reason);
+        assert_eq!((chunk.id.clone(), chunk.created), (general.id, general.created));
+        chunk
+    }
+
+    #[test]
+    fn a_usual_chunk_keeps_every_byte_but_the_model() {
+        let data = r#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"gpt-\"x\"","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":"a \"b\" \u00e9\n"},"logprobs":null,"finish_reason":null}]}"#;
+        let chunk = assert_both_paths_agree(data);
+        assert_eq!(chunk.content, "a \"b\" é\n");
+        assert_eq!(chunk.json, data.replace(r#""gpt-\"x\"""#, r#""site \"model\"""#));
+    }
+
+    #[test]
+    fn odd_chunks_are_read_the_same_on_either_path() {
+        for data in [
+            // No model at all, a model of another type, extra spacing.
+            r#"{"id":"c1","choices":[{"delta":{"content":"x"}}]}"#,
+            r#"{ "model" : null , "choices" : [ { "delta" : { "content" : "x" } , "finish_reason" : "stop" } ] }"#,
+            r#"{"model":{"nested":["m"]},"choices":[]}"#,
+            // A usage chunk, a finish without content, several choices, fields of odd types.
+            r#"{"id":"c2","model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+            r#"{"model":"m","choices":[{"delta":{},"finish_reason":"length"}]}"#,
+            r#"{"model":"m","choices":[{"delta":{"content":"a"}},{"delta":{"content":"b"}}]}"#,
+            r#"{"model":"m","created":"yesterday","id":5,"choices":[{"delta":{"content":7}}]}"#,
+            r#"{"model":"m","usage":"none","choices":null}"#,
+            // A duplicated field: the general path decides (the last value wins).
+            r#"{"model":"a","model":"b","choices":[]}"#,
+        ] {
+            assert_both_paths_agree(data);
+        }
+    }
+
+    #[test]
+    fn errors_and_non_objects_are_refused_on_either_path() {
+        for data in [r#"{"model":"m","error":{"message":"no"}}"#, r#"{"error":null}"#] {
+            assert_eq!(relay().rewrite(data).unwrap_err(), UpstreamError::Reported, "{data}");
+        }
+        for data in ["[1]", "\"text\"", "{\"model\":", ""] {
+            assert!(matches!(relay().rewrite(data), Err(UpstreamError::Protocol(_))), "{data}");
+        }
+    }
+
+    #[test]
+    fn the_usage_chunk_and_usage_on_a_content_chunk_are_told_apart() {
+        let mut relay = relay();
+        relay.rewrite(r#"{"model":"m","choices":[{"delta":{"content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#).unwrap();
+        assert_eq!(relay.usage, Some(Usage::new(1, 2)));
+        assert!(!relay.usage_chunk_sent);
+        relay.rewrite(r#"{"model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#).unwrap();
+        assert!(relay.usage_chunk_sent);
+        assert_eq!(relay.content_bytes, 2);
+    }
 }

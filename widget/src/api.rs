@@ -8,7 +8,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, ReadableStreamDefaultReader, RequestInit, Response};
 
 use crate::json;
-use crate::sse::SseParser;
+use confab_protocol::sse::SseParser;
 
 /// Why an answer did not arrive, in the words a visitor sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,7 +222,7 @@ pub async fn stream_chat(
             .map(|v| v.unchecked_into::<Uint8Array>().to_vec())
             .unwrap_or_default();
         for event in parser.push(&bytes) {
-            if event.event == "error" {
+            if event.is("error") {
                 return Err(ChatError::UpstreamDown);
             }
             if event.data == confab_protocol::DONE_SENTINEL {

@@ -6,7 +6,6 @@ pub mod api;
 mod app;
 mod json;
 pub mod markdown;
-pub mod sse;
 pub mod storage;
 
 use js_sys::Reflect;

@@ -6,6 +6,7 @@
 
 mod chat;
 mod error;
+pub mod sse;
 mod widget;
 
 pub use chat::*;

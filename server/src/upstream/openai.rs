@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use confab_protocol::sse::{SseEvent, SseParser};
 use confab_protocol::{ChatRequest, DONE_SENTINEL};
-use eventsource_stream::{EventStreamError, Eventsource};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt, stream};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tracing::Instrument;
 
@@ -124,13 +124,11 @@ impl OpenAiUpstream {
             return Err(UpstreamError::Status { status: status.as_u16(), retry_after });
         }
 
-        let events = response.bytes_stream().eventsource().map(|event| match event {
-            Ok(event) if event.event == "error" => Err(UpstreamError::Reported),
+        let events = sse_events(response.bytes_stream()).map(|event| match event {
+            Ok(event) if event.is("error") => Err(UpstreamError::Reported),
             Ok(event) if event.data == DONE_SENTINEL => Ok(UpstreamEvent::Done),
             Ok(event) => Ok(UpstreamEvent::Data(event.data)),
-            Err(EventStreamError::Transport(_)) => Err(UpstreamError::Dropped),
-            Err(EventStreamError::Utf8(e)) => Err(UpstreamError::Protocol(e.to_string())),
-            Err(EventStreamError::Parser(e)) => Err(UpstreamError::Protocol(e.to_string())),
+            Err(_) => Err(UpstreamError::Dropped),
         });
         Ok(Box::pin(events))
     }
@@ -145,6 +143,27 @@ impl OpenAiUpstream {
             UpstreamError::Dropped
         }
     }
+}
+
+/// The events of an SSE body, in order, each as soon as its blank line has arrived; a transport
+/// error ends the stream with that error. An event left unfinished at the end is dropped, as
+/// the SSE rules say.
+fn sse_events<E>(
+    body: impl Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+) -> impl Stream<Item = Result<SseEvent, E>> + Send + 'static {
+    let state = (Box::pin(body), SseParser::default(), std::collections::VecDeque::new());
+    stream::unfold(Some(state), |state| async move {
+        let (mut body, mut parser, mut ready) = state?;
+        loop {
+            if let Some(event) = ready.pop_front() {
+                return Some((Ok(event), Some((body, parser, ready))));
+            }
+            match body.next().await? {
+                Ok(bytes) => parser.feed(&bytes, |event| ready.push_back(event)),
+                Err(error) => return Some((Err(error), None)),
+            }
+        }
+    })
 }
 
 /// `Retry-After` as seconds, from either of its forms (delta-seconds or an HTTP date).

@@ -14,31 +14,45 @@ fn count(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("usage.{column} < 0")))
 }
 
+/// Appends the records in one statement: they travel as one JSON array (one bound value), which
+/// SQLite's `json_each` turns back into rows. One statement instead of one per record matters:
+/// each statement is a round trip to sqlx's connection thread, and this runs for every request.
 pub async fn record(pool: &SqlitePool, records: &[UsageRecord]) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    for r in records {
-        sqlx::query(
-            "INSERT INTO usage (at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
-             output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(r.at_ms)
-        .bind(&r.site_id)
-        .bind(&r.key_id)
-        .bind(&r.visitor)
-        .bind(&r.model)
-        .bind(&r.upstream)
-        .bind(int(r.input_tokens))
-        .bind(int(r.output_tokens))
-        .bind(r.estimated)
-        .bind(int(r.cost_micros))
-        .bind(r.first_token_ms.map(int))
-        .bind(int(r.total_ms))
-        .bind(r.outcome.as_str())
-        .execute(&mut *tx)
-        .await?;
+    if records.is_empty() {
+        return Ok(());
     }
-    tx.commit().await?;
+    let rows: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.at_ms,
+                &r.site_id,
+                &r.key_id,
+                &r.visitor,
+                &r.model,
+                &r.upstream,
+                int(r.input_tokens),
+                int(r.output_tokens),
+                i64::from(r.estimated),
+                int(r.cost_micros),
+                r.first_token_ms.map(int),
+                int(r.total_ms),
+                r.outcome.as_str(),
+            )
+        })
+        .collect();
+    let rows = serde_json::to_string(&rows)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode usage records: {e}")))?;
+    sqlx::query(
+        "INSERT INTO usage (at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
+         output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+         value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
+         value ->> 12 FROM json_each(?) ORDER BY key",
+    )
+    .bind(rows)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -115,4 +129,52 @@ pub async fn totals(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{Outcome, SqliteStore, Store, UsageRecord};
+
+    fn record(at_ms: i64, visitor: Option<&str>, outcome: Outcome) -> UsageRecord {
+        UsageRecord {
+            at_ms,
+            site_id: Some("site_a".into()),
+            key_id: None,
+            visitor: visitor.map(str::to_owned),
+            model: "m \"quoted\" ü".into(),
+            upstream: "up".into(),
+            input_tokens: 12,
+            output_tokens: u64::MAX,
+            estimated: true,
+            cost_micros: 0,
+            first_token_ms: None,
+            total_ms: 7,
+            outcome,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_written_together_read_back_identically_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url, 1).await.unwrap();
+        let mut records = vec![
+            record(3, Some("v1"), Outcome::Completed),
+            record(3, None, Outcome::Interrupted),
+            record(1, Some("v\u{0}2"), Outcome::UpstreamError),
+        ];
+        records[1].key_id = Some("key_b".into());
+        records[1].site_id = None;
+        records[1].estimated = false;
+        records[1].first_token_ms = Some(4);
+        store.record_usage(&records).await.unwrap();
+        store.record_usage(&[]).await.unwrap();
+        let mut expected = records.clone();
+        // Stored counts are SQLite integers: a count past i64::MAX is kept as i64::MAX.
+        for r in &mut expected {
+            r.output_tokens = i64::MAX as u64;
+        }
+        let read = store.usage_since(0, None, None).await.unwrap();
+        assert_eq!(read, [expected[2].clone(), expected[0].clone(), expected[1].clone()]);
+    }
 }
