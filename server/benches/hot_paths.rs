@@ -1,5 +1,5 @@
 //! Micro-benchmarks of what every chat request goes through: the key check, the site lookup,
-//! the policy, the rate limiter, and the rewriting of each upstream chunk. Run with
+//! the policy, the rate limiter, and the parsing and rewriting of each upstream chunk. Run with
 //! `cargo bench -p confab-server --bench hot_paths`; the figures are in BENCHMARKS.md.
 
 #![expect(clippy::unwrap_used, reason = "benchmark: a failure aborts the run")]
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_protocol::ChatRequest;
+use confab_protocol::sse::SseParser;
 use confab_server::config::{PolicyDefaults, RequestLimits};
 use confab_server::limits::{InProcessLimiter, RateLimiter, Rule, Subject};
 use confab_server::policy::SitePolicy;
@@ -53,6 +54,27 @@ fn relay_chunks(c: &mut Criterion) {
     });
 }
 
+fn sse_parsing(c: &mut Criterion) {
+    let mut body = String::new();
+    for _ in 0..20 {
+        body.push_str("data: ");
+        body.push_str(CHUNK);
+        body.push_str("\n\n");
+    }
+    body.push_str("data: [DONE]\n\n");
+    c.bench_function("sse: split 21 upstream events out of one read", |b| {
+        b.iter(|| {
+            let mut parser = SseParser::default();
+            let mut events = 0;
+            parser.feed(black_box(body.as_bytes()), |event| {
+                black_box(event);
+                events += 1;
+            });
+            assert_eq!(events, 21);
+        });
+    });
+}
+
 fn site_key_check(c: &mut Criterion) {
     let key = NewKey::generate(KeyKind::Site);
     let token = key.reveal().to_owned();
@@ -89,12 +111,12 @@ fn site_lookup(c: &mut Criterion) {
     };
     runtime.block_on(store.create_site(site)).unwrap();
     let store: Arc<dyn Store> = Arc::new(store);
-    c.bench_function("store: find a site by its key (SQLite)", |b| {
+    c.bench_function("store: find a site by its key (in memory)", |b| {
         b.to_async(&runtime).iter(|| async {
             black_box(store.site_by_key(&key.lookup_id).await.unwrap().unwrap());
         });
     });
-    c.bench_function("store: is an origin registered (SQLite)", |b| {
+    c.bench_function("store: is an origin registered (in memory)", |b| {
         b.to_async(&runtime).iter(|| async {
             assert!(store.origin_is_registered("https://shop.example").await.unwrap());
         });
@@ -142,5 +164,13 @@ fn limiter(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_paths, relay_chunks, site_key_check, site_lookup, policy, limiter);
+criterion_group!(
+    hot_paths,
+    relay_chunks,
+    sse_parsing,
+    site_key_check,
+    site_lookup,
+    policy,
+    limiter
+);
 criterion_main!(hot_paths);

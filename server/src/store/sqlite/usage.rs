@@ -14,45 +14,53 @@ fn count(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("usage.{column} < 0")))
 }
 
-/// Appends the records in one statement: they travel as one JSON array (one bound value), which
-/// SQLite's `json_each` turns back into rows. One statement instead of one per record matters:
-/// each statement is a round trip to sqlx's connection thread, and this runs for every request.
+/// Records per `INSERT`: large enough that the per-statement cost vanishes, small enough that a
+/// second's worth of records under load (thousands) never becomes one multi-megabyte string.
+const RECORDS_PER_STATEMENT: usize = 256;
+
+/// Appends the records, all or none (one transaction). They travel to SQLite as JSON arrays, one
+/// bound value per 256 records, which `json_each` turns back into rows: a statement per record
+/// cost a round trip to sqlx's connection thread each, for every request the relay serves.
 pub async fn record(pool: &SqlitePool, records: &[UsageRecord]) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
     }
-    let rows: Vec<_> = records
-        .iter()
-        .map(|r| {
-            (
-                r.at_ms,
-                &r.site_id,
-                &r.key_id,
-                &r.visitor,
-                &r.model,
-                &r.upstream,
-                int(r.input_tokens),
-                int(r.output_tokens),
-                i64::from(r.estimated),
-                int(r.cost_micros),
-                r.first_token_ms.map(int),
-                int(r.total_ms),
-                r.outcome.as_str(),
-            )
-        })
-        .collect();
-    let rows = serde_json::to_string(&rows)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode usage records: {e}")))?;
-    sqlx::query(
-        "INSERT INTO usage (at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
-         output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-         value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
-         value ->> 12 FROM json_each(?) ORDER BY key",
-    )
-    .bind(rows)
-    .execute(pool)
-    .await?;
+    let mut tx = pool.begin().await?;
+    for chunk in records.chunks(RECORDS_PER_STATEMENT) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|r| {
+                (
+                    r.at_ms,
+                    &r.site_id,
+                    &r.key_id,
+                    &r.visitor,
+                    &r.model,
+                    &r.upstream,
+                    int(r.input_tokens),
+                    int(r.output_tokens),
+                    i64::from(r.estimated),
+                    int(r.cost_micros),
+                    r.first_token_ms.map(int),
+                    int(r.total_ms),
+                    r.outcome.as_str(),
+                )
+            })
+            .collect();
+        let rows = serde_json::to_string(&rows)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode usage records: {e}")))?;
+        sqlx::query(
+            "INSERT INTO usage (at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
+             output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+             value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, \
+             value ->> 11, value ->> 12 FROM json_each(?) ORDER BY key",
+        )
+        .bind(rows)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -167,6 +175,10 @@ mod tests {
         records[1].site_id = None;
         records[1].estimated = false;
         records[1].first_token_ms = Some(4);
+        // More than one statement's worth, written in order after the three above.
+        let many: Vec<_> =
+            (0..600).map(|i| record(10 + i, Some("many"), Outcome::Completed)).collect();
+        records.extend(many);
         store.record_usage(&records).await.unwrap();
         store.record_usage(&[]).await.unwrap();
         let mut expected = records.clone();
@@ -175,6 +187,7 @@ mod tests {
             r.output_tokens = i64::MAX as u64;
         }
         let read = store.usage_since(0, None, None).await.unwrap();
-        assert_eq!(read, [expected[2].clone(), expected[0].clone(), expected[1].clone()]);
+        assert_eq!(read[..3], [expected[2].clone(), expected[0].clone(), expected[1].clone()]);
+        assert_eq!(read[3..], expected[3..]);
     }
 }
