@@ -757,6 +757,57 @@ async fn an_environment_variable_overrides_the_demo_model() {
 // `confab serve`
 // ---------------------------------------------------------------------------------------------
 
+/// Polls `GET /v1/models` with `key` until it answers `status` (bounded by `WAIT`).
+async fn wait_for_models_status(relay: &Relay, key: &str, status: StatusCode) {
+    let client = http_client();
+    let answered = timeout(WAIT, async {
+        loop {
+            let response =
+                client.get(relay.url("/v1/models")).bearer_auth(key).send().await.unwrap();
+            if response.status() == status {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "the relay never answered {status} to the key");
+}
+
+#[tokio::test]
+async fn keys_created_and_revoked_with_the_cli_apply_to_a_relay_already_running() {
+    let work = Workdir::new();
+    let relay = Relay::start(&work, &[]).await;
+    // The relay has read its keys (a request with the demo key) before the CLI adds one.
+    let client = http_client();
+    let demo = client
+        .get(relay.url("/v1/models"))
+        .bearer_auth(&relay.key)
+        .header(ORIGIN, relay.own_origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(demo.status(), StatusCode::OK);
+
+    let created = work
+        .run(&["keys", "create", "--name", "Backend", "--scope", "models", "--json"], &[])
+        .await
+        .assert_success()
+        .json();
+    let key = created["key"].as_str().unwrap().to_owned();
+    wait_for_models_status(&relay, &key, StatusCode::OK).await;
+
+    let id = created["id"].as_str().unwrap();
+    work.run(&["keys", "revoke", id], &[]).await.assert_success();
+    wait_for_models_status(&relay, &key, StatusCode::UNAUTHORIZED).await;
+    // Revoked for good: it does not come back on a later reload.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let again = client.get(relay.url("/v1/models")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+
+    relay.kill().await;
+}
+
 #[tokio::test]
 async fn serving_with_no_config_creates_a_demo_site_whose_key_streams_an_answer() {
     let work = Workdir::new();
