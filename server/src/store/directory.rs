@@ -138,17 +138,24 @@ impl DirectoryCache {
         Ok(directory)
     }
 
-    /// Called after this process changed what the directory holds: reloads the copy, if there is
-    /// one, before the write returns. A failed reload drops the copy, so the next read loads it
-    /// again rather than trusting an old one.
+    /// Called after this process wrote to what the directory holds: brings the copy, if there is
+    /// one, up to date before the write returns (a write that changed nothing costs no reload).
+    /// A failure drops the copy, so the next read loads it again rather than trusting an old one.
     pub async fn changed(&self, source: &impl Source) {
-        if self.loaded().is_none() {
-            return;
-        }
-        if let Err(error) = self.reload(source).await {
+        if let Err(error) = self.refresh(source).await {
             tracing::warn!(%error, "cannot reload sites and keys after a change; will load them on next use");
             *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
+    }
+
+    /// Reloads the copy if the change counter moved since it was loaded; nothing before the
+    /// first load.
+    async fn refresh(&self, source: &impl Source) -> Result<(), StoreError> {
+        let Some(held) = self.loaded().map(|directory| directory.version) else { return Ok(()) };
+        if source.version().await? != held {
+            self.reload(source).await?;
+        }
+        Ok(())
     }
 
     fn loaded(&self) -> Option<Arc<Directory>> {
@@ -178,15 +185,8 @@ async fn poll(cache: Weak<DirectoryCache>, source: impl Source) {
     loop {
         every.tick().await;
         let Some(cache) = cache.upgrade() else { return };
-        let Some(held) = cache.loaded().map(|directory| directory.version) else { continue };
-        match source.version().await {
-            Ok(version) if version != held => {
-                if let Err(error) = cache.reload(&source).await {
-                    tracing::warn!(%error, "cannot reload sites and keys; keeping the copy in memory");
-                }
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "cannot check sites and keys for changes"),
+        if let Err(error) = cache.refresh(&source).await {
+            tracing::warn!(%error, "cannot check sites and keys for changes; keeping the copy in memory");
         }
     }
 }

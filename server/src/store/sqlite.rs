@@ -29,8 +29,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// Sites, origins and active keys in memory, for the per-request lookups.
+    /// Sites, origins and active keys in memory, for the per-request lookups, and where they
+    /// are loaded from.
     directory: Arc<DirectoryCache>,
+    directory_source: SqliteDirectory,
 }
 
 impl SqliteStore {
@@ -46,21 +48,18 @@ impl SqliteStore {
         let pool =
             SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, directory: Arc::default() })
-    }
-
-    fn directory_source(&self) -> SqliteDirectory {
-        SqliteDirectory(self.pool.clone())
+        let directory_source = SqliteDirectory(pool.clone());
+        Ok(Self { pool, directory: Arc::default(), directory_source })
     }
 
     async fn directory(&self) -> Result<Arc<Directory>, StoreError> {
-        self.directory.get(&self.directory_source()).await
+        self.directory.get(&self.directory_source).await
     }
 
     /// After a write to sites, origins or keys: the in-memory copy is reloaded before the write
     /// returns.
     async fn directory_changed(&self) {
-        self.directory.changed(&self.directory_source()).await;
+        self.directory.changed(&self.directory_source).await;
     }
 
     async fn origins_of(&self, site_id: &str) -> Result<Vec<String>, StoreError> {
@@ -603,7 +602,7 @@ mod tests {
     }
 
     async fn version(store: &SqliteStore) -> i64 {
-        SqliteDirectory(store.pool.clone()).version().await.unwrap()
+        store.directory_source.version().await.unwrap()
     }
 
     #[tokio::test]
