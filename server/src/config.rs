@@ -186,6 +186,9 @@ pub struct TimeoutConfig {
     pub first_byte_ms: u64,
     /// Longest silence between two streamed events once the answer has started.
     pub idle_ms: u64,
+    /// A client that asked for no stream is answered by an upstream call that does not stream
+    /// either: from sending it to the upstream's whole answer.
+    pub answer_ms: u64,
     /// A client must send its request headers within this time (also the keep-alive idle limit).
     pub request_header_ms: u64,
     /// ... and its request body within this time (408 otherwise).
@@ -200,6 +203,7 @@ impl Default for TimeoutConfig {
             connect_ms: 10_000,
             first_byte_ms: 60_000,
             idle_ms: 60_000,
+            answer_ms: 300_000,
             request_header_ms: 10_000,
             request_body_ms: 30_000,
             client_write_ms: 30_000,
@@ -216,6 +220,9 @@ impl TimeoutConfig {
     }
     pub fn idle(&self) -> Duration {
         Duration::from_millis(self.idle_ms)
+    }
+    pub fn answer(&self) -> Duration {
+        Duration::from_millis(self.answer_ms)
     }
     pub fn request_header(&self) -> Duration {
         Duration::from_millis(self.request_header_ms)
@@ -458,6 +465,7 @@ impl Config {
             ("timeouts.connect_ms", self.timeouts.connect_ms),
             ("timeouts.first_byte_ms", self.timeouts.first_byte_ms),
             ("timeouts.idle_ms", self.timeouts.idle_ms),
+            ("timeouts.answer_ms", self.timeouts.answer_ms),
             ("timeouts.request_header_ms", self.timeouts.request_header_ms),
             ("timeouts.request_body_ms", self.timeouts.request_body_ms),
             ("timeouts.client_write_ms", self.timeouts.client_write_ms),

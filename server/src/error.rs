@@ -180,6 +180,10 @@ impl From<&UpstreamError> for ApiError {
                         "the model provider did not start answering within {}",
                         seconds(*after)
                     ),
+                    TimeoutKind::Answer => format!(
+                        "the model provider did not finish its answer within {}",
+                        seconds(*after)
+                    ),
                     TimeoutKind::Idle => format!(
                         "the model provider stopped sending for {}; the answer is incomplete",
                         seconds(*after)

@@ -1,6 +1,8 @@
 //! The pass-through: reads an upstream event stream under the first-byte and idle limits,
 //! rewrites each chunk only where policy requires (the model name), notes usage and streamed text,
-//! and ends every stream in a defined way: usage chunk and `[DONE]`, or an `error` event.
+//! and ends every stream in a defined way: usage chunk and `[DONE]`, or an `error` event. Whole
+//! answers, for clients that want one, are read in one piece and rewritten the same way
+//! (`complete`).
 //!
 //! Dropping a `RelayStream` drops the upstream response, which closes the upstream connection:
 //! that is how a client disconnect cancels the upstream call at once.
@@ -27,7 +29,9 @@ use crate::error::ApiError;
 use crate::meter::Meter;
 use crate::store::Outcome;
 use crate::unix_now;
-use crate::upstream::{EventStream, TimeoutKind, Upstream, UpstreamError, UpstreamEvent};
+use crate::upstream::{
+    EventStream, OpenAiUpstream, TimeoutKind, Upstream, UpstreamError, UpstreamEvent,
+};
 
 /// Rough token count for text whose usage the upstream did not report: about four bytes per
 /// token for English text, which is what tokenizers of the GPT family average.
@@ -207,20 +211,10 @@ impl RelayStream {
         if view.error.is_some() {
             return None;
         }
-        let model = view.model?.get();
-        // The borrowed value is a slice of `data`: where it sits is where the new value goes.
-        let start = (model.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
-        let end = start.checked_add(model.len())?;
-        if data.get(start..end) != Some(model) {
-            return None;
-        }
         let model_json = self.model_json.get_or_insert_with(|| {
             serde_json::to_string(&self.model).unwrap_or_else(|_| "\"\"".into())
         });
-        let mut json = String::with_capacity(data.len() + model_json.len());
-        json.push_str(&data[..start]);
-        json.push_str(model_json);
-        json.push_str(&data[end..]);
+        let json = splice(data, view.model?.get(), model_json)?;
 
         let mut content = String::new();
         let mut finish_reason = None;
@@ -459,7 +453,174 @@ pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Result<Event, Infallib
     .map(Ok)
 }
 
-/// Reads the whole upstream answer into one `chat.completion`.
+/// Answers a client that asked for no stream with one upstream call that does not stream either,
+/// within `timeouts.answer_ms`: the upstream's `chat.completion` is passed on as it came, with
+/// only its `model` replaced (and `usage` added if the upstream reported none). Reading one body
+/// instead of some twenty events is what makes this path cheaper than collecting a stream.
+///
+/// A client that leaves before the answer arrives cancels the call (the future is dropped), and
+/// since what the upstream generated until then is unknown, the request is charged its
+/// reservation's worst case: the prompt and `max_tokens` of answer.
+pub async fn complete(
+    upstream: &OpenAiUpstream,
+    request: &ChatRequest,
+    timeouts: &TimeoutConfig,
+    meter: Option<Meter>,
+) -> Result<String, UpstreamError> {
+    let model = request.model.as_deref().unwrap_or_default();
+    let prompt_bytes = prompt_bytes(request);
+    let worst_case = Usage::new(
+        estimate_tokens(prompt_bytes),
+        u64::from(request.max_tokens.unwrap_or_default()),
+    );
+    let mut pending = PendingAnswer { meter, worst_case };
+    let limit = timeouts.answer();
+    let answer = tokio::time::timeout(limit, upstream.complete(request))
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout { kind: TimeoutKind::Answer, after: limit }))
+        .and_then(|body| rewrite_completion(&body, model, prompt_bytes));
+    let meter = pending.meter.take();
+    match answer {
+        Ok(answer) => {
+            if let Some(mut meter) = meter {
+                if answer.has_text {
+                    meter.text_arrived();
+                }
+                meter.finish(answer.usage, answer.estimated, Outcome::Completed);
+            }
+            Ok(answer.json)
+        }
+        Err(error) => {
+            // As for a stream that failed before its first event: no answer, no cost.
+            if let Some(meter) = meter {
+                meter.finish(Usage::new(0, 0), true, Outcome::UpstreamError);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The meter of a whole answer still awaited: dropped with it when the client leaves.
+struct PendingAnswer {
+    meter: Option<Meter>,
+    worst_case: Usage,
+}
+
+impl Drop for PendingAnswer {
+    fn drop(&mut self) {
+        if let Some(meter) = self.meter.take() {
+            meter.finish(self.worst_case, true, Outcome::Interrupted);
+        }
+    }
+}
+
+/// A whole answer as the client gets it, and what the meter needs from it.
+#[derive(Debug)]
+struct Answer {
+    json: String,
+    usage: Usage,
+    /// The upstream reported no usage; `usage` is the relay's estimate.
+    estimated: bool,
+    has_text: bool,
+}
+
+/// The fields of a `chat.completion` the relay reads, borrowed from its text.
+#[derive(Deserialize)]
+struct CompletionView<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<AnswerChoiceView<'a>>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct AnswerChoiceView<'a> {
+    /// A message has the shape of a delta, as far as the relay reads it.
+    #[serde(borrow, default)]
+    message: Option<DeltaView<'a>>,
+}
+
+/// The upstream's whole answer with the model replaced: read through borrowed fields and passed
+/// on byte for byte but the model's value when it has the usual shape (as `rewrite_usual` does
+/// for chunks), parsed into a tree and encoded again otherwise (no usage, fields of odd types).
+fn rewrite_completion(
+    body: &[u8],
+    model: &str,
+    prompt_bytes: usize,
+) -> Result<Answer, UpstreamError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| UpstreamError::Protocol("answer is not UTF-8".into()))?;
+    if let Ok(view) = serde_json::from_str::<CompletionView<'_>>(text)
+        && view.error.is_none()
+        && let (Some(raw_model), Some(choices), Some(usage)) =
+            (view.model, &view.choices, view.usage)
+        && let Ok(model_json) = serde_json::to_string(model)
+        && let Some(json) = splice(text, raw_model.get(), &model_json)
+    {
+        let has_text = choices.iter().any(|choice| {
+            choice
+                .message
+                .as_ref()
+                .and_then(|m| m.content.as_deref())
+                .is_some_and(|t| !t.is_empty())
+        });
+        return Ok(Answer { json, usage, estimated: false, has_text });
+    }
+
+    let mut value: Value = serde_json::from_str(text)
+        .map_err(|e| UpstreamError::Protocol(format!("answer is not JSON: {e}")))?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| UpstreamError::Protocol("answer is not a JSON object".into()))?;
+    if object.contains_key("error") {
+        return Err(UpstreamError::Reported);
+    }
+    let choices = object
+        .get("choices")
+        .and_then(Value::as_array)
+        .ok_or_else(|| UpstreamError::Protocol("answer has no choices".into()))?;
+    let content_bytes: usize = choices
+        .iter()
+        .filter_map(|choice| choice.pointer("/message/content").and_then(Value::as_str))
+        .map(str::len)
+        .sum();
+    object.insert("model".into(), Value::String(model.to_owned()));
+    let reported =
+        object.get("usage").and_then(|u| serde_json::from_value::<Usage>(u.clone()).ok());
+    let usage = reported.unwrap_or_else(|| {
+        Usage::new(estimate_tokens(prompt_bytes), estimate_tokens(content_bytes))
+    });
+    if reported.is_none() {
+        let usage = serde_json::to_value(usage)
+            .map_err(|e| UpstreamError::Protocol(format!("cannot encode usage: {e}")))?;
+        object.insert("usage".into(), usage);
+    }
+    let json = serde_json::to_string(&value)
+        .map_err(|e| UpstreamError::Protocol(format!("cannot re-encode answer: {e}")))?;
+    Ok(Answer { json, usage, estimated: reported.is_none(), has_text: content_bytes > 0 })
+}
+
+/// `text` with `value` replaced by `replacement`. `value` is a value borrowed from `text` by the
+/// parser, so where it sits is where the replacement goes; `None` if it is not a slice of `text`.
+fn splice(text: &str, value: &str, replacement: &str) -> Option<String> {
+    let start = (value.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let end = start.checked_add(value.len())?;
+    if text.get(start..end) != Some(value) {
+        return None;
+    }
+    let mut json = String::with_capacity(text.len() + replacement.len());
+    json.push_str(&text[..start]);
+    json.push_str(replacement);
+    json.push_str(&text[end..]);
+    Some(json)
+}
+
+/// Reads the whole upstream stream into one `chat.completion` (upstreams that only stream: the
+/// demo).
 pub async fn collect_completion(plan: StreamPlan) -> Result<ChatCompletion, UpstreamError> {
     let StreamPlan { mut relay, first, prompt_bytes } = plan;
     let mut text = String::new();
@@ -553,6 +714,54 @@ mod tests {
         for data in ["[1]", "\"text\"", "{\"model\":", ""] {
             assert!(matches!(relay().rewrite(data), Err(UpstreamError::Protocol(_))), "{data}");
         }
+    }
+
+    #[test]
+    fn a_usual_answer_keeps_every_byte_but_the_model() {
+        let body = r#"{"id":"c1","object":"chat.completion","created":7,"model":"gpt-\"x\"","choices":[{"index":0,"message":{"role":"assistant","content":"Hi \u00e9","tool_calls":[]},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5},"service_tier":"default"}"#;
+        let answer = rewrite_completion(body.as_bytes(), "site \"model\"", 0).unwrap();
+        assert_eq!(answer.json, body.replace(r#""gpt-\"x\"""#, r#""site \"model\"""#));
+        assert_eq!(
+            (answer.usage, answer.estimated, answer.has_text),
+            (Usage::new(3, 2), false, true)
+        );
+    }
+
+    #[test]
+    fn an_odd_answer_gets_the_model_and_an_estimated_usage() {
+        // No model and no usage: both are added. 8 bytes of prompt, 9 of answer.
+        let body =
+            r#"{"choices":[{"message":{"content":"nine byte"}},{"message":{"content":null}}]}"#;
+        let answer = rewrite_completion(body.as_bytes(), "m", 8).unwrap();
+        let json: Value = serde_json::from_str(&answer.json).unwrap();
+        assert_eq!(json["model"], "m");
+        let usage =
+            serde_json::json!({"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5});
+        assert_eq!(json["usage"], usage);
+        assert_eq!(json["choices"][0]["message"]["content"], "nine byte");
+        assert_eq!(
+            (answer.usage, answer.estimated, answer.has_text),
+            (Usage::new(2, 3), true, true)
+        );
+        // Usage of an odd type is not trusted either.
+        let body = r#"{"model":"x","choices":[],"usage":"lots"}"#;
+        let answer = rewrite_completion(body.as_bytes(), "m", 0).unwrap();
+        assert_eq!(
+            (answer.usage, answer.estimated, answer.has_text),
+            (Usage::new(0, 0), true, false)
+        );
+    }
+
+    #[test]
+    fn answers_that_are_not_completions_are_refused() {
+        let bodies: [&[u8]; 6] =
+            [b"\xff\xfe", b"", b"null", b"[]", br#"{"model":"m"}"#, br#"{"choices":{}}"#];
+        for body in bodies {
+            let refused = rewrite_completion(body, "m", 0).unwrap_err();
+            assert!(matches!(refused, UpstreamError::Protocol(_)), "{body:?}: {refused:?}");
+        }
+        let refused = rewrite_completion(br#"{"choices":[],"error":{}}"#, "m", 0).unwrap_err();
+        assert_eq!(refused, UpstreamError::Reported);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod access;
 mod admin;
+mod answers;
 mod bad_input;
 mod clients;
 mod failures;

@@ -56,7 +56,10 @@ pub enum Step {
 /// How the mock answers one request.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    /// 200 `text/event-stream` following the steps.
+    /// 200 `text/event-stream` following the steps. A request without `stream: true` gets what
+    /// an OpenAI server would answer it instead: one `chat.completion` with the text, finish
+    /// reason and usage of the steps, sent once the steps up to `Done` (or the last) have run;
+    /// `Raw` is then the whole body sent instead, and `Flood` an answer that never ends.
     Stream(Vec<Step>),
     /// An error status with a body (and optionally `Retry-After`).
     Status { status: u16, retry_after: Option<u64>, body: String },
@@ -180,6 +183,7 @@ impl MockUpstream {
 
 async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let wants_stream = body["stream"] == json!(true);
     let authorization =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     state.requests.lock().unwrap().push(RecordedRequest { authorization, body });
@@ -200,9 +204,13 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
             }
             response
         }
-        Some(Reply::Stream(steps)) => {
+        Some(Reply::Stream(steps)) if wants_stream => {
             let body = Body::from_stream(scripted_stream(state, steps));
             ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+        }
+        Some(Reply::Stream(steps)) => {
+            let body = Body::from_stream(scripted_answer(state, steps));
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
     }
 }
@@ -233,6 +241,87 @@ fn chunk(choices: Value, usage: Option<Value>) -> Bytes {
         chunk["usage"] = usage;
     }
     Bytes::from(format!("data: {chunk}\n\n"))
+}
+
+/// The state of a whole answer being sent.
+enum Answer {
+    Script(HangupGuard, VecDeque<Step>),
+    Flooding(HangupGuard),
+    Sent,
+}
+
+/// The body of a whole answer (a request without `stream: true`) following the steps.
+fn scripted_answer(
+    state: Arc<MockState>,
+    steps: Vec<Step>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let guard = HangupGuard { state, finished: false };
+    stream::unfold(Answer::Script(guard, VecDeque::from(steps)), |answer| async move {
+        let (mut guard, mut steps) = match answer {
+            Answer::Sent => return None,
+            Answer::Flooding(guard) => {
+                let text = Bytes::from("x".repeat(64 * 1024));
+                return Some((Ok(text), Answer::Flooding(guard)));
+            }
+            Answer::Script(guard, steps) => (guard, steps),
+        };
+        let (mut text, mut finish_reason, mut usage, mut raw) = (String::new(), None, None, None);
+        while let Some(step) = steps.pop_front() {
+            match step {
+                Step::Content(more) => text.push_str(more),
+                Step::Finish(reason) => finish_reason = Some(reason),
+                Step::Usage { prompt, completion } => {
+                    usage = Some(json!({
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
+                    }));
+                }
+                Step::Raw(data) => raw = Some(data),
+                Step::Done => break,
+                Step::Pause(duration) => tokio::time::sleep(duration).await,
+                Step::WaitForRelease => guard.state.release.notified().await,
+                Step::WaitForGate => {
+                    let mut gate = guard.state.gate.subscribe();
+                    let _ = gate.wait_for(|open| *open).await;
+                }
+                Step::Drop => {
+                    guard.finished = true;
+                    let error = std::io::Error::other("mock drops the connection");
+                    return Some((Err(error), Answer::Sent));
+                }
+                Step::Hang | Step::Endless(_) => std::future::pending::<()>().await,
+                Step::Flood => {
+                    let start = r#"{"object":"chat.completion","choices":[{"message":{"content":""#;
+                    return Some((Ok(Bytes::from(start)), Answer::Flooding(guard)));
+                }
+            }
+        }
+        guard.finished = true;
+        let body = match raw {
+            Some(raw) => raw.to_owned(),
+            None => {
+                let mut completion = json!({
+                    "id": "chatcmpl-mock",
+                    "object": "chat.completion",
+                    "created": 1_700_000_000u64,
+                    "model": MOCK_MODEL_NAME,
+                    "system_fingerprint": "fp_mock",
+                    "choices": [{
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "refusal": null},
+                        "logprobs": null,
+                        "finish_reason": finish_reason,
+                    }],
+                });
+                if let Some(usage) = usage {
+                    completion["usage"] = usage;
+                }
+                completion.to_string()
+            }
+        };
+        Some((Ok(Bytes::from(body)), Answer::Sent))
+    })
 }
 
 fn scripted_stream(

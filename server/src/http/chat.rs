@@ -1,6 +1,6 @@
 //! `POST /v1/chat/completions`: authenticate, apply the caller's policy, admit the request
 //! against its rate limits and budget, call the upstream, and either stream the answer through or
-//! collect it into one `chat.completion`. The request's meter travels with the answer and is
+//! pass on its whole answer (collected from a stream for the demo, which only streams). The request's meter travels with the answer and is
 //! settled however the answer ends.
 
 use std::net::{IpAddr, SocketAddr};
@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -24,6 +24,7 @@ use crate::meter::{Meter, prompt_token_ceiling};
 use crate::policy::SitePolicy;
 use crate::relay::{self, collect_completion, sse_events};
 use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
+use crate::upstream::Upstream;
 use crate::visitor::{VisitorRules, VisitorSecret, client_ip, identify};
 
 pub fn router() -> Router<AppState> {
@@ -59,7 +60,7 @@ async fn create_chat_completion(
         Caller::Key(key) => SitePolicy::for_key(&key.models, defaults, limits),
     };
     let stream_to_client = request.stream;
-    let upstream_request = policy.apply(request)?;
+    let mut upstream_request = policy.apply(request)?;
     let model = upstream_request.model.as_deref().unwrap_or_default();
     let upstream = state
         .upstreams
@@ -67,18 +68,34 @@ async fn create_chat_completion(
         .ok_or_else(|| ApiError::ModelUnavailable { model: model.to_owned() })?;
     tracing::Span::current().record("upstream", upstream.name());
 
+    let timeouts = &state.config.timeouts;
+    // A client that wants one whole answer gets it from one upstream call that does not stream
+    // either, where the upstream can answer that way (the demo only streams).
+    let whole_answer = match upstream.as_ref() {
+        Upstream::OpenAi(openai) if !stream_to_client => Some(openai),
+        _ => None,
+    };
+    if whole_answer.is_some() {
+        upstream_request.stream = false;
+        upstream_request.stream_options = None;
+    }
     let (meter, status) =
         admit(&state, &caller, peer, &headers, &upstream_request, upstream.name())?;
-    let plan =
-        relay::start(upstream, &upstream_request, &state.config.timeouts, Some(meter)).await?;
-    let mut response = if stream_to_client {
-        let sse = Sse::new(sse_events(plan))
-            .keep_alive(KeepAlive::new().interval(state.config.heartbeat()));
-        let no_buffering =
-            [(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"))];
-        (no_buffering, sse).into_response()
+    let mut response = if let Some(openai) = whole_answer {
+        let answer = relay::complete(openai, &upstream_request, timeouts, Some(meter)).await?;
+        let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+        (json, answer).into_response()
     } else {
-        Json(collect_completion(plan).await?).into_response()
+        let plan = relay::start(upstream, &upstream_request, timeouts, Some(meter)).await?;
+        if stream_to_client {
+            let sse = Sse::new(sse_events(plan))
+                .keep_alive(KeepAlive::new().interval(state.config.heartbeat()));
+            let no_buffering =
+                [(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"))];
+            (no_buffering, sse).into_response()
+        } else {
+            Json(collect_completion(plan).await?).into_response()
+        }
     };
     if let Some(status) = status {
         status.apply(response.headers_mut());

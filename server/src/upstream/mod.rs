@@ -1,8 +1,8 @@
 //! Upstreams: the LLM providers the relay forwards to, and the built-in demo.
 //!
-//! Every upstream is asked for a stream (the relay always requests `stream: true` with
-//! `stream_options.include_usage`) and yields the `data:` payloads of its events one by one; the
-//! relay rewrites and times them (see `relay`). Each model is served by exactly one upstream: a
+//! A streamed request is sent with `stream_options.include_usage` and yields the `data:` payloads
+//! of its events one by one, which the relay rewrites and times (see `relay`); an `openai`
+//! upstream is asked for a whole answer when the client wants one (`OpenAiUpstream::complete`). Each model is served by exactly one upstream: a
 //! request runs on the model it names, never silently on another.
 
 mod demo;
@@ -38,6 +38,8 @@ pub enum TimeoutKind {
     Connect,
     FirstByte,
     Idle,
+    /// The whole answer of a non-streaming call.
+    Answer,
 }
 
 /// Why an upstream call failed. Never carries the provider's error text to a client: it can

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use confab_protocol::sse::{SseEvent, SseParser};
 use confab_protocol::{ChatRequest, DONE_SENTINEL};
 use futures_util::{Stream, StreamExt, stream};
@@ -13,6 +14,9 @@ use crate::config::{ConfigError, Secret, TimeoutConfig, UpstreamConfig, parse_ht
 
 /// How much of an upstream's error body is read, to log it (never to forward it).
 const ERROR_BODY_LOG_LIMIT: usize = 2048;
+/// The largest whole answer read from an upstream: far above what any `max_tokens` allows, low
+/// enough that a broken upstream cannot make the relay hold an unbounded body.
+const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 pub struct OpenAiUpstream {
     name: String,
@@ -90,12 +94,52 @@ impl OpenAiUpstream {
         &self.name
     }
 
+    /// Asks for a stream (`request.stream` must be set) and returns its events once the
+    /// upstream has accepted the request.
     pub async fn open(&self, request: &ChatRequest) -> Result<EventStream, UpstreamError> {
+        let response = self.send(request, "text/event-stream").await?;
+        let events = sse_events(response.bytes_stream()).map(|event| match event {
+            Ok(event) if event.is("error") => Err(UpstreamError::Reported),
+            Ok(event) if event.data == DONE_SENTINEL => Ok(UpstreamEvent::Done),
+            Ok(event) => Ok(UpstreamEvent::Data(event.data)),
+            Err(_) => Err(UpstreamError::Dropped),
+        });
+        Ok(Box::pin(events))
+    }
+
+    /// Asks for a whole answer (`request.stream` unset) and returns its body, the upstream's
+    /// `chat.completion` as it sent it.
+    pub async fn complete(&self, request: &ChatRequest) -> Result<Bytes, UpstreamError> {
+        let response = self.send(request, "application/json").await?;
+        let too_large =
+            || UpstreamError::Protocol(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
+        let expected = response.content_length().unwrap_or(0);
+        if expected > MAX_ANSWER_BYTES as u64 {
+            return Err(too_large());
+        }
+        let mut body = BytesMut::with_capacity(usize::try_from(expected).unwrap_or(0));
+        let mut frames = response.bytes_stream();
+        while let Some(frame) = frames.next().await {
+            let frame = frame.map_err(|_| UpstreamError::Dropped)?;
+            if body.len() + frame.len() > MAX_ANSWER_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&frame);
+        }
+        Ok(body.freeze())
+    }
+
+    /// Sends the request; an answer other than 2xx is an error (its body is logged, scrubbed).
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        accept: &'static str,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
         let mut headers = HeaderMap::with_capacity(3);
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
         if let Some(authorization) = &self.authorization {
             headers.insert(header::AUTHORIZATION, authorization.clone());
         }
@@ -123,14 +167,7 @@ impl OpenAiUpstream {
             );
             return Err(UpstreamError::Status { status: status.as_u16(), retry_after });
         }
-
-        let events = sse_events(response.bytes_stream()).map(|event| match event {
-            Ok(event) if event.is("error") => Err(UpstreamError::Reported),
-            Ok(event) if event.data == DONE_SENTINEL => Ok(UpstreamEvent::Done),
-            Ok(event) => Ok(UpstreamEvent::Data(event.data)),
-            Err(_) => Err(UpstreamError::Dropped),
-        });
-        Ok(Box::pin(events))
+        Ok(response)
     }
 
     fn classify(&self, error: &reqwest::Error) -> UpstreamError {

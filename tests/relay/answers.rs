@@ -1,0 +1,192 @@
+//! Whole answers: a client that asks for no stream is answered by one upstream call that does
+//! not stream either, passed on with only the model replaced.
+
+use std::time::Duration;
+
+use confab_server::budget::Price;
+use confab_server::store::{Outcome, UsageRecord};
+use confab_tests::{MockUpstream, Reply, Step, TestRelay, TestRelayBuilder, json_body};
+use serde_json::{Value, json};
+
+/// One micro-dollar per token, in and out: costs equal token counts.
+const PRICE: Price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
+
+fn hello() -> Value {
+    json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 20})
+}
+
+fn envelope(kind: &str, code: &str, message: &str) -> Value {
+    json!({"error": {"type": kind, "code": code, "message": message}})
+}
+
+/// A relay that prices `model-a` and writes usage records every 50 ms.
+fn metered(mock: &MockUpstream) -> TestRelayBuilder {
+    TestRelay::builder(mock).config(|c| {
+        c.prices.insert("model-a".into(), PRICE);
+        c.usage.flush_ms = 50;
+    })
+}
+
+/// Waits (bounded) until a usage record is written, and returns it.
+async fn only_usage_record(relay: &TestRelay) -> UsageRecord {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut records = relay.store.usage_since(0, None, None).await.unwrap();
+            if let Some(record) = records.pop() {
+                assert!(records.is_empty(), "one request, one record: {records:?}");
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no usage record was written")
+}
+
+#[tokio::test]
+async fn a_whole_answer_is_the_upstreams_own_with_only_the_model_replaced() {
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::answer(&["Hello", " there"], (7, 3)));
+    let relay = metered(&mock).start().await;
+    let response = relay.send_chat(hello()).await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let (status, body) = json_body(response).await;
+    assert_eq!(status, 200);
+    // Every field the upstream sent is there, including those the relay does not know.
+    assert_eq!(
+        body,
+        json!({
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "created": 1_700_000_000u64,
+            "model": "model-a",
+            "system_fingerprint": "fp_mock",
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello there", "refusal": null},
+                "logprobs": null,
+                "finish_reason": "stop",
+            }],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+        })
+    );
+    let sent = mock.only_request();
+    assert_eq!((sent.get("stream"), sent.get("stream_options")), (None, None));
+
+    let record = only_usage_record(&relay).await;
+    assert_eq!(record.outcome, Outcome::Completed);
+    assert_eq!((record.input_tokens, record.output_tokens, record.cost_micros), (7, 3, 10));
+    assert!(!record.estimated);
+    assert!(record.first_token_ms.is_some());
+}
+
+#[tokio::test]
+async fn an_answer_without_usage_gets_the_relays_estimate_in_the_body_and_the_record() {
+    let mock = MockUpstream::start().await;
+    // 16 bytes of answer; 34 bytes of prompt (the site's system prompt and "Hello").
+    mock.push(Reply::Stream(vec![Step::Content("sixteen bytes!!!"), Step::Finish("stop")]));
+    let relay = metered(&mock).start().await;
+    let (status, body) = json_body(relay.send_chat(hello()).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "model-a");
+    assert_eq!(body["choices"][0]["message"]["content"], "sixteen bytes!!!");
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13})
+    );
+    let record = only_usage_record(&relay).await;
+    assert_eq!((record.input_tokens, record.output_tokens, record.estimated), (9, 4, true));
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_answer_ms_is_a_504_and_the_upstream_call_is_cancelled() {
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::Stream(vec![Step::Content("late"), Step::Hang]));
+    let relay = metered(&mock).config(|c| c.timeouts.answer_ms = 200).start().await;
+    assert_eq!(
+        json_body(relay.send_chat(hello()).await).await,
+        (
+            504,
+            envelope(
+                "timeout_error",
+                "upstream_timeout",
+                "the model provider did not finish its answer within 200 ms"
+            )
+        )
+    );
+    mock.hangup().await;
+    let record = only_usage_record(&relay).await;
+    assert_eq!((record.outcome, record.cost_micros), (Outcome::UpstreamError, 0));
+}
+
+#[tokio::test]
+async fn an_answer_that_never_ends_is_cut_off_and_refused() {
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::Stream(vec![Step::Flood]));
+    let relay = TestRelay::start(&mock).await;
+    assert_eq!(
+        json_body(relay.send_chat(hello()).await).await,
+        (
+            502,
+            envelope(
+                "upstream_error",
+                "upstream_invalid_response",
+                "the model provider sent a response the relay could not read"
+            )
+        )
+    );
+    mock.hangup().await;
+}
+
+#[tokio::test]
+async fn garbage_or_an_error_in_place_of_an_answer_is_reported_not_forwarded() {
+    let mock = MockUpstream::start().await;
+    let invalid = envelope(
+        "upstream_error",
+        "upstream_invalid_response",
+        "the model provider sent a response the relay could not read",
+    );
+    let reported = envelope(
+        "upstream_error",
+        "upstream_error",
+        "the model provider reported an error while answering",
+    );
+    let cases = [
+        ("<html>oops</html>", &invalid),
+        ("[1, 2]", &invalid),
+        (r#"{"id": "x", "model": "m"}"#, &invalid),
+        (r#"{"error": {"message": "overloaded"}}"#, &reported),
+        (r#"{"model": "m", "choices": [], "error": {"message": "overloaded"}}"#, &reported),
+    ];
+    for (raw, _) in &cases {
+        mock.push(Reply::Stream(vec![Step::Raw(raw)]));
+    }
+    let relay = TestRelay::start(&mock).await;
+    for (raw, expected) in cases {
+        assert_eq!(
+            json_body(relay.send_chat(hello()).await).await,
+            (502, expected.clone()),
+            "{raw}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_charged_the_worst_case() {
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::Stream(vec![Step::Hang]));
+    let relay = metered(&mock).start().await;
+    let request = tokio::spawn({
+        let call = relay.chat().json(&hello());
+        async move { call.send().await }
+    });
+    mock.request_received().await;
+    request.abort();
+    mock.hangup().await;
+    // What the upstream generated before the call was cancelled is unknown: the prompt's
+    // estimate (34 bytes) and all of `max_tokens` (20) are charged.
+    let record = only_usage_record(&relay).await;
+    assert_eq!(record.outcome, Outcome::Interrupted);
+    assert_eq!((record.input_tokens, record.output_tokens, record.cost_micros), (9, 20, 29));
+    assert!(record.estimated);
+}
