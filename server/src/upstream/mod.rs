@@ -6,6 +6,7 @@
 //! request runs on the model it names, never silently on another.
 
 mod demo;
+mod http1;
 mod openai;
 
 use std::collections::HashMap;

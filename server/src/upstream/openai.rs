@@ -1,14 +1,15 @@
 //! Any OpenAI-compatible server: OpenAI, OpenRouter, vLLM, llama.cpp, Ollama.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use confab_protocol::sse::{SseEvent, SseParser};
 use confab_protocol::{ChatRequest, DONE_SENTINEL};
 use futures_util::{Stream, StreamExt, stream};
-use reqwest::header::{self, HeaderMap, HeaderValue};
 use tracing::Instrument;
 
+use super::http1::{self, ReadAllError};
 use super::{EventStream, TimeoutKind, UpstreamError, UpstreamEvent};
 use crate::config::{ConfigError, Secret, TimeoutConfig, UpstreamConfig, parse_http_url};
 
@@ -21,12 +22,12 @@ const MAX_ANSWER_BYTES: usize = 8 << 20;
 pub struct OpenAiUpstream {
     name: String,
     endpoint: url::Url,
+    /// The endpoint's path and query, as the request line names it.
+    path: String,
     api_key: Option<Secret>,
-    /// `Authorization: Bearer <key>`, built once and marked sensitive so that no `Debug` of a
-    /// request (ours or the HTTP stack's) prints it.
-    authorization: Option<HeaderValue>,
-    connect_timeout: Duration,
-    client: reqwest::Client,
+    /// `Bearer <key>`, built once; a `Secret` so that no `Debug` prints it.
+    authorization: Option<Secret>,
+    client: Arc<http1::Client>,
 }
 
 impl std::fmt::Debug for OpenAiUpstream {
@@ -57,36 +58,33 @@ impl OpenAiUpstream {
             field: field("base_url"),
             problem: e.to_string(),
         })?;
-        let authorization =
-            match &api_key {
-                Some(key) => {
-                    let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))
-                        .map_err(|_| ConfigError::Invalid {
-                            field: field("api_key_env"),
-                            problem: "the key contains characters not allowed in an HTTP header"
-                                .into(),
-                        })?;
-                    value.set_sensitive(true);
-                    Some(value)
-                }
-                None => None,
-            };
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect())
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| ConfigError::Invalid {
-                field: field("kind"),
-                problem: format!("cannot build an HTTP client: {e}"),
-            })?;
+        let path = match endpoint.query() {
+            Some(query) => format!("{}?{query}", endpoint.path()),
+            None => endpoint.path().to_owned(),
+        };
+        let authorization = match &api_key {
+            // Header values may hold visible ASCII, spaces and tabs; a key with anything else
+            // (a line break above all) would change the request itself.
+            Some(key)
+                if !key.expose().bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) =>
+            {
+                return Err(ConfigError::Invalid {
+                    field: field("api_key_env"),
+                    problem: "the key contains characters not allowed in an HTTP header".into(),
+                });
+            }
+            Some(key) => Some(Secret::new(format!("Bearer {}", key.expose()))),
+            None => None,
+        };
+        let client = http1::Client::new(&endpoint, timeouts.connect(), IDLE_CONNECTION_TIMEOUT)
+            .map_err(|problem| ConfigError::Invalid { field: field("base_url"), problem })?;
         Ok(Self {
             name: config.name.clone(),
             endpoint,
+            path,
             api_key,
             authorization,
-            connect_timeout: timeouts.connect(),
-            client,
+            client: Arc::new(client),
         })
     }
 
@@ -97,12 +95,12 @@ impl OpenAiUpstream {
     /// Asks for a stream (`request.stream` must be set) and returns its events once the
     /// upstream has accepted the request.
     pub async fn open(&self, request: &ChatRequest) -> Result<EventStream, UpstreamError> {
-        let response = self.send(request, "text/event-stream").await?;
-        let events = sse_events(response.bytes_stream()).map(|event| match event {
+        let body = self.send(request, "text/event-stream").await?;
+        let events = sse_events(body_stream(body)).map(|event| match event {
             Ok(event) if event.is("error") => Err(UpstreamError::Reported),
             Ok(event) if event.data == DONE_SENTINEL => Ok(UpstreamEvent::Done),
             Ok(event) => Ok(UpstreamEvent::Data(event.data)),
-            Err(_) => Err(UpstreamError::Dropped),
+            Err(error) => Err(read_error(error)),
         });
         Ok(Box::pin(events))
     }
@@ -110,76 +108,78 @@ impl OpenAiUpstream {
     /// Asks for a whole answer (`request.stream` unset) and returns its body, the upstream's
     /// `chat.completion` as it sent it.
     pub async fn complete(&self, request: &ChatRequest) -> Result<Bytes, UpstreamError> {
-        let response = self.send(request, "application/json").await?;
-        let too_large =
-            || UpstreamError::Protocol(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
-        let expected = response.content_length().unwrap_or(0);
-        if expected > MAX_ANSWER_BYTES as u64 {
-            return Err(too_large());
-        }
-        let mut body = BytesMut::with_capacity(usize::try_from(expected).unwrap_or(0));
-        let mut frames = response.bytes_stream();
-        while let Some(frame) = frames.next().await {
-            let frame = frame.map_err(|_| UpstreamError::Dropped)?;
-            if body.len() + frame.len() > MAX_ANSWER_BYTES {
-                return Err(too_large());
+        let mut body = self.send(request, "application/json").await?;
+        body.read_all(MAX_ANSWER_BYTES).await.map_err(|error| match error {
+            ReadAllError::TooLarge => {
+                UpstreamError::Protocol(format!("answer larger than {MAX_ANSWER_BYTES} bytes"))
             }
-            body.extend_from_slice(&frame);
-        }
-        Ok(body.freeze())
+            ReadAllError::Read(error) => read_error(error),
+        })
     }
 
-    /// Sends the request; an answer other than 2xx is an error (its body is logged, scrubbed).
+    /// Sends the request and returns the answer's body once its head says 2xx; any other
+    /// answer is an error (its body is logged, scrubbed).
     async fn send(
         &self,
         request: &ChatRequest,
         accept: &'static str,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<http1::Body, UpstreamError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
-        let mut headers = HeaderMap::with_capacity(3);
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(3);
+        headers.push(("Content-Type", b"application/json"));
+        headers.push(("Accept", accept.as_bytes()));
         if let Some(authorization) = &self.authorization {
-            headers.insert(header::AUTHORIZATION, authorization.clone());
+            headers.push(("Authorization", authorization.expose().as_bytes()));
         }
-        let response = self
-            .client
-            .post(self.endpoint.clone())
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.classify(&e))?;
+        let request = http1::Request { path: &self.path, headers: &headers, body: &body };
+        let response = self.client.post(&request).await.map_err(|error| match error {
+            http1::Error::Connect(_) => UpstreamError::Connect,
+            http1::Error::ConnectTimeout(after) => {
+                UpstreamError::Timeout { kind: TimeoutKind::Connect, after }
+            }
+            // Connected, then the connection failed before the response head.
+            other => read_error(other),
+        })?;
 
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+        if !(200..300).contains(&response.status) {
+            let retry_after = response.retry_after.as_deref().and_then(parse_retry_after);
             // The client gets its answer now; the body is read for the log in the background.
             let name = self.name.clone();
             let secret = self.api_key.clone();
             tokio::spawn(
-                log_error_body(name, secret, status, response).instrument(tracing::Span::current()),
+                log_error_body(name, secret, response.status, response.body)
+                    .instrument(tracing::Span::current()),
             );
-            return Err(UpstreamError::Status { status: status.as_u16(), retry_after });
+            return Err(UpstreamError::Status { status: response.status, retry_after });
         }
-        Ok(response)
+        Ok(response.body)
     }
+}
 
-    fn classify(&self, error: &reqwest::Error) -> UpstreamError {
-        if error.is_timeout() {
-            UpstreamError::Timeout { kind: TimeoutKind::Connect, after: self.connect_timeout }
-        } else if error.is_connect() {
-            UpstreamError::Connect
-        } else {
-            // Connected, then the connection failed before the response headers.
-            UpstreamError::Dropped
-        }
+/// How long an idle upstream connection is kept for the next call.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A body read failure as the relay reports it.
+fn read_error(error: http1::Error) -> UpstreamError {
+    match error {
+        http1::Error::Invalid(problem) => UpstreamError::Protocol(problem),
+        _ => UpstreamError::Dropped,
     }
+}
+
+/// The body's pieces as a stream, each as soon as it is read; a read error ends it.
+fn body_stream(
+    body: http1::Body,
+) -> impl Stream<Item = Result<Bytes, http1::Error>> + Send + 'static {
+    stream::unfold(Some(body), |body| async move {
+        let mut body = body?;
+        match body.read().await {
+            Ok(Some(piece)) => Some((Ok(piece), Some(body))),
+            Ok(None) => None,
+            Err(error) => Some((Err(error), None)),
+        }
+    })
 }
 
 /// The events of an SSE body, in order, each as soon as its blank line has arrived; a transport
@@ -219,14 +219,13 @@ fn parse_retry_after(value: &str) -> Option<u64> {
 async fn log_error_body(
     upstream: String,
     secret: Option<Secret>,
-    status: reqwest::StatusCode,
-    response: reqwest::Response,
+    status: u16,
+    mut response: http1::Body,
 ) {
     let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
     let read = async {
-        while let Some(Ok(chunk)) = stream.next().await {
-            body.extend_from_slice(&chunk);
+        while let Ok(Some(piece)) = response.read().await {
+            body.extend_from_slice(&piece);
             if body.len() >= ERROR_BODY_LOG_LIMIT {
                 break;
             }
@@ -238,7 +237,7 @@ async fn log_error_body(
     if let Some(secret) = &secret {
         text = text.replace(secret.expose(), "[redacted]");
     }
-    tracing::warn!(%upstream, status = status.as_u16(), body = %text, "upstream error body");
+    tracing::warn!(%upstream, status, body = %text, "upstream error body");
 }
 
 #[cfg(test)]
