@@ -15,7 +15,9 @@
 //! compression, request bodies of unknown length.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -34,7 +36,7 @@ const MAX_HEADERS: usize = 64;
 const MAX_LINE_BYTES: usize = 4096;
 /// What a read asks the socket for. Small on purpose: an open stream holds its buffer, and
 /// events are a few hundred bytes each.
-const READ_BYTES: usize = 4096;
+const READ_BYTES: usize = 2048;
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
 
@@ -265,11 +267,11 @@ impl Client {
                 .await
                 .map_err(Error::Connect)?;
             tcp.set_nodelay(true).map_err(Error::Connect)?;
-            let io: Box<dyn Io> = match (&self.tls, &self.origin.tls) {
-                (Some(tls), Some(name)) => {
-                    Box::new(tls.connect(name.clone(), tcp).await.map_err(Error::Connect)?)
-                }
-                _ => Box::new(tcp),
+            let io = match (&self.tls, &self.origin.tls) {
+                (Some(tls), Some(name)) => Stream::Tls(Box::new(
+                    tls.connect(name.clone(), tcp).await.map_err(Error::Connect)?,
+                )),
+                _ => Stream::Plain(tcp),
             };
             Ok(Conn { io, buf: BytesMut::new(), reused: false })
         };
@@ -285,11 +287,54 @@ enum Exchange {
     Failed(Error),
 }
 
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+/// A connection to an upstream, with or without TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 struct Conn {
-    io: Box<dyn Io>,
+    io: Stream,
     /// Bytes read and not yet used.
     buf: BytesMut,
     reused: bool,
@@ -366,12 +411,8 @@ impl Conn {
         }
         let mut probe = [0u8; 1];
         let mut read = tokio::io::ReadBuf::new(&mut probe);
-        let waker = std::task::Waker::noop();
-        let mut context = std::task::Context::from_waker(waker);
-        matches!(
-            std::pin::Pin::new(&mut self.io).poll_read(&mut context, &mut read),
-            std::task::Poll::Pending
-        )
+        let mut context = Context::from_waker(std::task::Waker::noop());
+        Pin::new(&mut self.io).poll_read(&mut context, &mut read).is_pending()
     }
 }
 
@@ -774,6 +815,9 @@ mod network_tests {
     use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 
     use super::*;
+
+    trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+    impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
     const ANSWER: &[u8] =
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n";
