@@ -34,9 +34,11 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 /// A chunk-size or trailer line longer than this is refused.
 const MAX_LINE_BYTES: usize = 4096;
-/// What a read asks the socket for. Small on purpose: an open stream holds its buffer, and
-/// events are a few hundred bytes each.
-const READ_BYTES: usize = 2048;
+/// What a read asks the socket for at first. Small on purpose: an open stream holds its buffer
+/// between events, and events are a few hundred bytes each. A read that fills it doubles the
+/// next one, up to `MAX_READ_BYTES`, for bursts and whole answers.
+const READ_BYTES: usize = 1024;
+const MAX_READ_BYTES: usize = 64 * 1024;
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
 
@@ -273,7 +275,7 @@ impl Client {
                 )),
                 _ => Stream::Plain(tcp),
             };
-            Ok(Conn { io, buf: BytesMut::new(), reused: false })
+            Ok(Conn { io, buf: BytesMut::new(), read_size: READ_BYTES, reused: false })
         };
         tokio::time::timeout(self.connect_timeout, connect)
             .await
@@ -337,6 +339,8 @@ struct Conn {
     io: Stream,
     /// Bytes read and not yet used.
     buf: BytesMut,
+    /// What the next read asks for.
+    read_size: usize,
     reused: bool,
 }
 
@@ -367,8 +371,19 @@ struct Head {
 impl Conn {
     /// Reads one more piece from the socket into `buf`; `Ok(0)` at the end of the stream.
     async fn fill(&mut self) -> io::Result<usize> {
-        self.buf.reserve(READ_BYTES);
-        self.io.read_buf(&mut self.buf).await
+        if self.read_size == READ_BYTES && self.buf.is_empty() {
+            // A small read takes a small buffer: an empty one would otherwise reuse whatever
+            // the last burst made it grow to, and keep it for the life of the stream.
+            self.buf = BytesMut::new();
+        }
+        self.buf.reserve(self.read_size);
+        let read = self.io.read_buf(&mut self.buf).await?;
+        self.read_size = if read >= self.read_size {
+            (self.read_size * 2).min(MAX_READ_BYTES)
+        } else {
+            READ_BYTES
+        };
+        Ok(read)
     }
 
     async fn read_head(&mut self) -> Result<Head, HeadError> {
