@@ -590,6 +590,19 @@ impl Body {
         Ok(all.freeze())
     }
 
+    /// Reads what is left of the body in the background, for at most `limit`, so that its
+    /// connection can be reused; for an answer whose content the caller already has (an SSE
+    /// stream after `[DONE]`). Never for a call being cancelled: that closes the connection.
+    pub fn finish_in_background(mut self, limit: Duration) {
+        if self.conn.is_none() {
+            return;
+        }
+        tokio::spawn(async move {
+            let drain = async { while let Ok(Some(_)) = self.read().await {} };
+            let _ = tokio::time::timeout(limit, drain).await;
+        });
+    }
+
     /// The body ended: its connection goes back for reuse if the answer allowed it.
     fn finish(&mut self) {
         self.decoder = Decoder::Done;
@@ -850,6 +863,17 @@ mod network_tests {
         tls: Option<TlsAcceptor>,
         scheme: &str,
     ) -> Server {
+        serve_pieces(&[ANSWER], per_connection, late_close, tls, scheme).await
+    }
+
+    /// The same, answering with `pieces` written 50 ms apart.
+    async fn serve_pieces(
+        pieces: &'static [&'static [u8]],
+        per_connection: usize,
+        late_close: bool,
+        tls: Option<TlsAcceptor>,
+        scheme: &str,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -867,7 +891,7 @@ mod network_tests {
                         },
                         None => Box::new(tcp),
                     };
-                    answer(io, per_connection, late_close).await;
+                    answer(io, pieces, per_connection, late_close).await;
                 });
             }
         });
@@ -876,7 +900,12 @@ mod network_tests {
     }
 
     /// Reads requests (head and `Content-Length` body) and answers each with `ANSWER`.
-    async fn answer(mut io: Box<dyn Io>, per_connection: usize, late_close: bool) {
+    async fn answer(
+        mut io: Box<dyn Io>,
+        pieces: &[&[u8]],
+        per_connection: usize,
+        late_close: bool,
+    ) {
         let mut buf = BytesMut::new();
         for answered in 0.. {
             if answered == per_connection && !late_close {
@@ -906,8 +935,13 @@ mod network_tests {
             if answered == per_connection {
                 break;
             }
-            if io.write_all(ANSWER).await.is_err() || io.flush().await.is_err() {
-                return;
+            for (i, piece) in pieces.iter().enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if io.write_all(piece).await.is_err() || io.flush().await.is_err() {
+                    return;
+                }
             }
         }
         let _ = io.shutdown().await;
@@ -958,6 +992,25 @@ mod network_tests {
             assert_eq!(post(&client).await.unwrap(), "hello world");
         }
         assert_eq!(server.connections.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_body_finished_in_the_background_keeps_its_connection() {
+        // The answer's content, then its end a moment later (an SSE stream's `[DONE]`, then
+        // the last chunk of the encoding).
+        const PIECES: &[&[u8]] =
+            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", b"0\r\n\r\n"];
+        let server = serve_pieces(PIECES, usize::MAX, false, None, "http").await;
+        let client = client(&server.url, None);
+        let headers: [(&str, &[u8]); 0] = [];
+        let request = Request { path: "/", headers: &headers, body: b"" };
+        let mut response = client.post(&request).await.unwrap();
+        assert_eq!(response.body.read().await.unwrap().unwrap(), "hello");
+        response.body.finish_in_background(Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut response = client.post(&request).await.unwrap();
+        assert_eq!(response.body.read_all(1024).await.unwrap(), "hello");
+        assert_eq!(server.connections.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

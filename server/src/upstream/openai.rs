@@ -1,12 +1,14 @@
 //! Any OpenAI-compatible server: OpenAI, OpenRouter, vLLM, llama.cpp, Ollama.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+
 use confab_protocol::sse::{SseEvent, SseParser};
 use confab_protocol::{ChatRequest, DONE_SENTINEL};
-use futures_util::{Stream, StreamExt, stream};
+use futures_util::{Stream, stream};
 use tracing::Instrument;
 
 use super::http1::{self, ReadAllError};
@@ -96,13 +98,7 @@ impl OpenAiUpstream {
     /// upstream has accepted the request.
     pub async fn open(&self, request: &ChatRequest) -> Result<EventStream, UpstreamError> {
         let body = self.send(request, "text/event-stream").await?;
-        let events = sse_events(body_stream(body)).map(|event| match event {
-            Ok(event) if event.is("error") => Err(UpstreamError::Reported),
-            Ok(event) if event.data == DONE_SENTINEL => Ok(UpstreamEvent::Done),
-            Ok(event) => Ok(UpstreamEvent::Data(event.data)),
-            Err(error) => Err(read_error(error)),
-        });
-        Ok(Box::pin(events))
+        Ok(Box::pin(upstream_events(body)))
     }
 
     /// Asks for a whole answer (`request.stream` unset) and returns its body, the upstream's
@@ -168,40 +164,39 @@ fn read_error(error: http1::Error) -> UpstreamError {
     }
 }
 
-/// The body's pieces as a stream, each as soon as it is read; a read error ends it.
-fn body_stream(
+/// The events of an SSE body, in order, each as soon as its blank line has arrived; a read
+/// error ends the stream with that error, and an event left unfinished at the end is dropped, as
+/// the SSE rules say. At `[DONE]` the rest of the body (the end of its chunked encoding, usually
+/// a moment later) is read in the background, so that the connection serves the next call
+/// instead of being closed and opened again, a TLS handshake each time.
+fn upstream_events(
     body: http1::Body,
-) -> impl Stream<Item = Result<Bytes, http1::Error>> + Send + 'static {
-    stream::unfold(Some(body), |body| async move {
-        let mut body = body?;
-        match body.read().await {
-            Ok(Some(piece)) => Some((Ok(piece), Some(body))),
-            Ok(None) => None,
-            Err(error) => Some((Err(error), None)),
-        }
-    })
-}
-
-/// The events of an SSE body, in order, each as soon as its blank line has arrived; a transport
-/// error ends the stream with that error. An event left unfinished at the end is dropped, as
-/// the SSE rules say.
-fn sse_events<E>(
-    body: impl Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
-) -> impl Stream<Item = Result<SseEvent, E>> + Send + 'static {
-    let state = (Box::pin(body), SseParser::default(), std::collections::VecDeque::new());
+) -> impl Stream<Item = Result<UpstreamEvent, UpstreamError>> + Send + 'static {
+    let state = (body, SseParser::default(), VecDeque::<SseEvent>::new());
     stream::unfold(Some(state), |state| async move {
         let (mut body, mut parser, mut ready) = state?;
         loop {
             if let Some(event) = ready.pop_front() {
-                return Some((Ok(event), Some((body, parser, ready))));
+                if event.is("error") {
+                    return Some((Err(UpstreamError::Reported), None));
+                }
+                if event.data == DONE_SENTINEL {
+                    body.finish_in_background(DRAIN_AFTER_DONE);
+                    return Some((Ok(UpstreamEvent::Done), None));
+                }
+                return Some((Ok(UpstreamEvent::Data(event.data)), Some((body, parser, ready))));
             }
-            match body.next().await? {
-                Ok(bytes) => parser.feed(&bytes, |event| ready.push_back(event)),
-                Err(error) => return Some((Err(error), None)),
+            match body.read().await {
+                Ok(Some(bytes)) => parser.feed(&bytes, |event| ready.push_back(event)),
+                Ok(None) => return None,
+                Err(error) => return Some((Err(read_error(error)), None)),
             }
         }
     })
 }
+
+/// How long the end of a body is waited for after `[DONE]`, to keep its connection.
+const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
 
 /// `Retry-After` as seconds, from either of its forms (delta-seconds or an HTTP date).
 fn parse_retry_after(value: &str) -> Option<u64> {
