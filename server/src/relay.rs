@@ -460,7 +460,8 @@ pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Result<Event, Infallib
 ///
 /// A client that leaves before the answer arrives cancels the call (the future is dropped), and
 /// since what the upstream generated until then is unknown, the request is charged its
-/// reservation's worst case: the prompt and `max_tokens` of answer.
+/// reservation's worst case: the prompt and `max_tokens` of answer. So is an answer that fails
+/// after the upstream took the request (out of time, cut off, unreadable).
 pub async fn complete(
     upstream: &OpenAiUpstream,
     request: &ChatRequest,
@@ -491,9 +492,19 @@ pub async fn complete(
             Ok(answer.json)
         }
         Err(error) => {
-            // As for a stream that failed before its first event: no answer, no cost.
+            // Refused (no connection, an error status, an error in place of the answer): no
+            // cost. Failed after the upstream took the request (out of time, cut off, unreadable):
+            // it has most likely generated, and been paid for, an answer nobody will see.
+            let refused = matches!(
+                error,
+                UpstreamError::Connect
+                    | UpstreamError::Status { .. }
+                    | UpstreamError::Reported
+                    | UpstreamError::Timeout { kind: TimeoutKind::Connect, .. }
+            );
+            let usage = if refused { Usage::new(0, 0) } else { worst_case };
             if let Some(meter) = meter {
-                meter.finish(Usage::new(0, 0), true, Outcome::UpstreamError);
+                meter.finish(usage, true, Outcome::UpstreamError);
             }
             Err(error)
         }

@@ -115,6 +115,19 @@ async fn an_answer_slower_than_answer_ms_is_a_504_and_the_upstream_call_is_cance
         )
     );
     mock.hangup().await;
+    // The upstream took the request and may have generated all of it: the worst case is
+    // charged (the prompt's estimate, 34 bytes, and all of `max_tokens`, 20).
+    let record = only_usage_record(&relay).await;
+    assert_eq!((record.outcome, record.cost_micros), (Outcome::UpstreamError, 29));
+    assert!(record.estimated);
+}
+
+#[tokio::test]
+async fn an_answer_refused_with_an_error_status_costs_nothing() {
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::Status { status: 503, retry_after: None, body: "busy".into() });
+    let relay = metered(&mock).start().await;
+    assert_eq!(relay.send_chat(hello()).await.status(), 502);
     let record = only_usage_record(&relay).await;
     assert_eq!((record.outcome, record.cost_micros), (Outcome::UpstreamError, 0));
 }

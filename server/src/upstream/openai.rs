@@ -172,9 +172,9 @@ fn read_error(error: http1::Error) -> UpstreamError {
 fn upstream_events(
     body: http1::Body,
 ) -> impl Stream<Item = Result<UpstreamEvent, UpstreamError>> + Send + 'static {
-    let state = (body, SseParser::default(), VecDeque::<SseEvent>::new());
+    let state = (body, SseParser::default(), VecDeque::<SseEvent>::new(), 0usize);
     stream::unfold(Some(state), |state| async move {
-        let (mut body, mut parser, mut ready) = state?;
+        let (mut body, mut parser, mut ready, mut unfinished) = state?;
         loop {
             if let Some(event) = ready.pop_front() {
                 if event.is("error") {
@@ -184,16 +184,29 @@ fn upstream_events(
                     body.finish_in_background(DRAIN_AFTER_DONE);
                     return Some((Ok(UpstreamEvent::Done), None));
                 }
-                return Some((Ok(UpstreamEvent::Data(event.data)), Some((body, parser, ready))));
+                let state = Some((body, parser, ready, unfinished));
+                return Some((Ok(UpstreamEvent::Data(event.data)), state));
             }
             match body.read().await {
-                Ok(Some(bytes)) => parser.feed(&bytes, |event| ready.push_back(event)),
+                Ok(Some(bytes)) => {
+                    parser.feed(&bytes, |event| ready.push_back(event));
+                    // Bytes that have made no event yet are held by the parser: an upstream
+                    // that sends an endless line must not grow them without end.
+                    unfinished = if ready.is_empty() { unfinished + bytes.len() } else { 0 };
+                    if unfinished > MAX_EVENT_BYTES {
+                        let problem = format!("an event longer than {MAX_EVENT_BYTES} bytes");
+                        return Some((Err(UpstreamError::Protocol(problem)), None));
+                    }
+                }
                 Ok(None) => return None,
                 Err(error) => return Some((Err(read_error(error)), None)),
             }
         }
     })
 }
+
+/// The longest event read from an upstream (a chunk is a few hundred bytes).
+const MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// How long the end of a body is waited for after `[DONE]`, to keep its connection.
 const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
@@ -221,17 +234,22 @@ async fn log_error_body(
     let read = async {
         while let Ok(Some(piece)) = response.read().await {
             body.extend_from_slice(&piece);
-            if body.len() >= ERROR_BODY_LOG_LIMIT {
+            if body.len() >= 2 * ERROR_BODY_LOG_LIMIT {
                 break;
             }
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-    body.truncate(ERROR_BODY_LOG_LIMIT);
+    // Redacted before it is cut to length, so that a key echoed across the cut is still found.
     let mut text = String::from_utf8_lossy(&body).into_owned();
     if let Some(secret) = &secret {
         text = text.replace(secret.expose(), "[redacted]");
     }
+    let mut end = text.len().min(ERROR_BODY_LOG_LIMIT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
     tracing::warn!(%upstream, status, body = %text, "upstream error body");
 }
 
