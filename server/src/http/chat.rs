@@ -1,7 +1,7 @@
 //! `POST /v1/chat/completions`: authenticate, apply the caller's policy, admit the request
 //! against its rate limits and budget, call the upstream, and either stream the answer through or
-//! pass on its whole answer (collected from a stream for the demo, which only streams). The request's meter travels with the answer and is
-//! settled however the answer ends.
+//! pass on its whole answer (collected from a stream for the demo, which only streams). The
+//! request's meter travels with the answer and is settled however the answer ends.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
