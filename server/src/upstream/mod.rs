@@ -2,8 +2,9 @@
 //!
 //! A streamed request is sent with `stream_options.include_usage` and yields the `data:` payloads
 //! of its events one by one, which the relay rewrites and times (see `relay`); an `openai`
-//! upstream is asked for a whole answer when the client wants one (`OpenAiUpstream::complete`). Each model is served by exactly one upstream: a
-//! request runs on the model it names, never silently on another.
+//! upstream is asked for a whole answer when the client wants one (`OpenAiUpstream::complete`).
+//! Each model is served by exactly one upstream: a request runs on the model it names, never
+//! silently on another.
 
 mod demo;
 mod http1;
