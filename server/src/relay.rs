@@ -320,16 +320,8 @@ struct DeltaView<'a> {
 /// The general path, for any JSON object: parsed into a tree, the model set, encoded again.
 /// Fields of unexpected types are ignored rather than refused, as before the fast path existed.
 fn rewrite_any(data: &str, model: &str) -> Result<ChunkRead, UpstreamError> {
-    let mut value: Value = serde_json::from_str(data)
-        .map_err(|e| UpstreamError::Protocol(format!("chunk is not JSON: {e}")))?;
-    let object = value
-        .as_object_mut()
-        .ok_or_else(|| UpstreamError::Protocol("chunk is not a JSON object".into()))?;
-    if object.contains_key("error") {
-        return Err(UpstreamError::Reported);
-    }
-    object.insert("model".into(), Value::String(model.to_owned()));
-    let usage = object.get("usage").and_then(|u| serde_json::from_value::<Usage>(u.clone()).ok());
+    let object = with_model(data, model, "chunk")?;
+    let usage = reported_usage(&object);
     let choices = object.get("choices").and_then(Value::as_array);
     let mut content = String::new();
     let mut finish_reason = None;
@@ -344,9 +336,33 @@ fn rewrite_any(data: &str, model: &str) -> Result<ChunkRead, UpstreamError> {
     let usage_only = choices.is_none_or(|c| c.is_empty());
     let id = object.get("id").and_then(Value::as_str).map(str::to_owned);
     let created = object.get("created").and_then(Value::as_u64);
-    let json = serde_json::to_string(&value)
+    let json = serde_json::to_string(&object)
         .map_err(|e| UpstreamError::Protocol(format!("cannot re-encode chunk: {e}")))?;
     Ok(ChunkRead { json, content, finish_reason, usage, usage_only, id, created })
+}
+
+/// The general paths' start: `text` (a chunk or an answer, `what`) as a JSON object that is not
+/// an error report, with its model set to `model`.
+fn with_model(
+    text: &str,
+    model: &str,
+    what: &str,
+) -> Result<serde_json::Map<String, Value>, UpstreamError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| UpstreamError::Protocol(format!("{what} is not JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(UpstreamError::Protocol(format!("{what} is not a JSON object")));
+    };
+    if object.contains_key("error") {
+        return Err(UpstreamError::Reported);
+    }
+    object.insert("model".into(), Value::String(model.to_owned()));
+    Ok(object)
+}
+
+/// The usage an object reports, if it reports one of the right shape.
+fn reported_usage(object: &serde_json::Map<String, Value>) -> Option<Usage> {
+    object.get("usage").and_then(|u| serde_json::from_value::<Usage>(u.clone()).ok())
 }
 
 impl Drop for RelayStream {
@@ -582,14 +598,7 @@ fn rewrite_completion(
         return Ok(Answer { json, usage, estimated: false, has_text });
     }
 
-    let mut value: Value = serde_json::from_str(text)
-        .map_err(|e| UpstreamError::Protocol(format!("answer is not JSON: {e}")))?;
-    let object = value
-        .as_object_mut()
-        .ok_or_else(|| UpstreamError::Protocol("answer is not a JSON object".into()))?;
-    if object.contains_key("error") {
-        return Err(UpstreamError::Reported);
-    }
+    let mut object = with_model(text, model, "answer")?;
     let choices = object
         .get("choices")
         .and_then(Value::as_array)
@@ -599,9 +608,7 @@ fn rewrite_completion(
         .filter_map(|choice| choice.pointer("/message/content").and_then(Value::as_str))
         .map(str::len)
         .sum();
-    object.insert("model".into(), Value::String(model.to_owned()));
-    let reported =
-        object.get("usage").and_then(|u| serde_json::from_value::<Usage>(u.clone()).ok());
+    let reported = reported_usage(&object);
     let usage = reported.unwrap_or_else(|| {
         Usage::new(estimate_tokens(prompt_bytes), estimate_tokens(content_bytes))
     });
@@ -610,7 +617,7 @@ fn rewrite_completion(
             .map_err(|e| UpstreamError::Protocol(format!("cannot encode usage: {e}")))?;
         object.insert("usage".into(), usage);
     }
-    let json = serde_json::to_string(&value)
+    let json = serde_json::to_string(&object)
         .map_err(|e| UpstreamError::Protocol(format!("cannot re-encode answer: {e}")))?;
     Ok(Answer { json, usage, estimated: reported.is_none(), has_text: content_bytes > 0 })
 }

@@ -169,24 +169,25 @@ impl Client {
     /// written on it: once it was, the upstream may be working on it, and a chat request must
     /// never run twice. (Closed idle connections are found before use, by `looks_open`.)
     pub async fn post(self: &Arc<Self>, request: &Request<'_>) -> Result<Response, Error> {
-        let head = self.request_head(request);
+        let bytes = self.request_bytes(request);
         if let Some(conn) = self.checkout() {
-            match self.exchange(conn, &head, request.body).await {
+            match self.exchange(conn, &bytes).await {
                 Ok(response) => return Ok(response),
                 Err(Exchange::Stale) => {}
                 Err(Exchange::Failed(error)) => return Err(error),
             }
         }
         let conn = self.connect().await?;
-        match self.exchange(conn, &head, request.body).await {
+        match self.exchange(conn, &bytes).await {
             Ok(response) => Ok(response),
             Err(Exchange::Stale) => Err(Error::Closed(io::ErrorKind::UnexpectedEof.into())),
             Err(Exchange::Failed(error)) => Err(error),
         }
     }
 
-    fn request_head(&self, request: &Request<'_>) -> Vec<u8> {
-        let mut head = Vec::with_capacity(256);
+    /// The request as written: head and body in one buffer, for one write.
+    fn request_bytes(&self, request: &Request<'_>) -> Vec<u8> {
+        let mut head = Vec::with_capacity(256 + request.body.len());
         head.extend_from_slice(b"POST ");
         head.extend_from_slice(request.path.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\nHost: ");
@@ -200,27 +201,18 @@ impl Client {
             head.extend_from_slice(value);
         }
         head.extend_from_slice(b"\r\n\r\n");
+        head.extend_from_slice(request.body);
         head
     }
 
     async fn exchange(
         self: &Arc<Self>,
         mut conn: Conn,
-        head: &[u8],
-        body: &[u8],
+        request: &[u8],
     ) -> Result<Response, Exchange> {
         let reused = conn.reused;
         let sent = async {
-            // One write for head and body when the body is small (the usual chat request).
-            if body.len() <= 16 * 1024 {
-                let mut all = Vec::with_capacity(head.len() + body.len());
-                all.extend_from_slice(head);
-                all.extend_from_slice(body);
-                conn.io.write_all(&all).await?;
-            } else {
-                conn.io.write_all(head).await?;
-                conn.io.write_all(body).await?;
-            }
+            conn.io.write_all(request).await?;
             conn.io.flush().await
         }
         .await;
