@@ -13,7 +13,8 @@ use confab_protocol::sse::SseParser;
 use confab_server::config::{PolicyDefaults, RequestLimits};
 use confab_server::limits::{InProcessLimiter, RateLimiter, Rule, Subject};
 use confab_server::policy::SitePolicy;
-use confab_server::relay::{RelayStream, Step};
+use confab_server::cut::Cut;
+use confab_server::relay::{RelayStream, Step, Timing};
 use confab_server::sitekey::{KeyKind, NewKey, PresentedKey};
 use confab_server::store::{NewSite, SqliteStore, Store};
 use confab_server::upstream::{EventStream, UpstreamEvent};
@@ -32,15 +33,14 @@ fn relay_chunks(c: &mut Criterion) {
                 .collect();
             let upstream: EventStream = Box::pin(futures_util::stream::iter(events));
             let minute = Duration::from_secs(60);
-            let mut relay = RelayStream::new(
-                upstream,
-                "site-model".into(),
-                tokio::time::Instant::now(),
-                minute,
-                minute,
-                64,
-                None,
-            );
+            let timing = Timing {
+                requested_at: tokio::time::Instant::now(),
+                first_byte: minute,
+                idle: minute,
+                stream: minute,
+                cut: Some(Cut::new().watch()),
+            };
+            let mut relay = RelayStream::new(upstream, "site-model".into(), timing, 64, None);
             loop {
                 match relay.step().await {
                     Step::Chunk(chunk) => {
@@ -159,7 +159,7 @@ fn limiter(c: &mut Criterion) {
                     visitor,
                 ),
             ];
-            black_box(limiter.admit(&checks, Instant::now()).unwrap());
+            black_box(limiter.admit(&checks, 0, Instant::now()).unwrap());
         });
     });
 }

@@ -6,7 +6,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -354,8 +353,8 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
     tracing::info!(%bound, "relay started");
 
     // On Ctrl-C or SIGTERM, stop accepting and let in-flight answers finish, for at most the
-    // grace period: a stream stuck on a silent upstream must not hold the process forever.
-    let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
+    // grace period (`serve` cuts what is still open then, and writes every record before it
+    // returns): a stream stuck on a silent upstream must not hold the process forever.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(admin) = admin_listener {
         let mut stopped = stop_rx.clone();
@@ -363,19 +362,12 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
             let _ = stopped.wait_for(|stopped| *stopped).await;
         }));
     }
-    let server = serve(state, listener, async move {
+    serve(state, listener, async move {
         signals.received().await;
         let _ = stop_tx.send(true);
-    });
-    let deadline = async move {
-        let mut stop_rx = stop_rx;
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server => result?,
-        () = deadline => tracing::warn!(?grace, "in-flight requests still open after the grace period; stopping anyway"),
-    }
+    })
+    .await
+    .context("the relay stopped, but not everything it recorded could be written")?;
     tracing::info!("relay stopped");
     Ok(())
 }

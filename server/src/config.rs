@@ -189,6 +189,9 @@ pub struct TimeoutConfig {
     /// A client that asked for no stream is answered by an upstream call that does not stream
     /// either: from sending it to the upstream's whole answer.
     pub answer_ms: u64,
+    /// The longest a streamed answer may run in all, however steadily it streams: an upstream
+    /// that never ends cannot hold a budget reservation (or a shutdown) for ever.
+    pub stream_ms: u64,
     /// A client must send its request headers within this time (also the keep-alive idle limit).
     pub request_header_ms: u64,
     /// ... and its request body within this time (408 otherwise).
@@ -204,6 +207,7 @@ impl Default for TimeoutConfig {
             first_byte_ms: 60_000,
             idle_ms: 60_000,
             answer_ms: 300_000,
+            stream_ms: 600_000,
             request_header_ms: 10_000,
             request_body_ms: 30_000,
             client_write_ms: 30_000,
@@ -223,6 +227,9 @@ impl TimeoutConfig {
     }
     pub fn answer(&self) -> Duration {
         Duration::from_millis(self.answer_ms)
+    }
+    pub fn stream(&self) -> Duration {
+        Duration::from_millis(self.stream_ms)
     }
     pub fn request_header(&self) -> Duration {
         Duration::from_millis(self.request_header_ms)
@@ -466,6 +473,7 @@ impl Config {
             ("timeouts.first_byte_ms", self.timeouts.first_byte_ms),
             ("timeouts.idle_ms", self.timeouts.idle_ms),
             ("timeouts.answer_ms", self.timeouts.answer_ms),
+            ("timeouts.stream_ms", self.timeouts.stream_ms),
             ("timeouts.request_header_ms", self.timeouts.request_header_ms),
             ("timeouts.request_body_ms", self.timeouts.request_body_ms),
             ("timeouts.client_write_ms", self.timeouts.client_write_ms),

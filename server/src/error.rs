@@ -54,6 +54,10 @@ pub enum ApiError {
     /// site's model.
     #[error("the model `{model}` is not available right now")]
     ModelUnavailable { model: String },
+    /// 503 `service_unavailable_error`: the relay cannot serve the request safely right now (its
+    /// usage could not be recorded, its directory of keys is too stale to trust).
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: &'static str },
     /// 429 `rate_limit_error`/`upstream_rate_limited`: the provider is limiting the relay.
     #[error("the model provider is rate limiting requests; retry later")]
     UpstreamRateLimited { retry_after: Option<u64> },
@@ -94,7 +98,9 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::ModelUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ModelUnavailable { .. } | Self::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamRateLimited { .. } | Self::RateLimited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -119,6 +125,7 @@ impl ApiError {
             }
             Self::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             Self::ModelUnavailable { .. } => ("service_unavailable_error", "model_unavailable"),
+            Self::Unavailable { code, .. } => ("service_unavailable_error", *code),
             Self::UpstreamRateLimited { .. } => ("rate_limit_error", "upstream_rate_limited"),
             Self::RateLimited(_) => ("rate_limit_error", "rate_limit_exceeded"),
             Self::InsufficientQuota(_) => ("insufficient_quota", "insufficient_quota"),
@@ -147,9 +154,12 @@ impl IntoResponse for ApiError {
         if let Self::RateLimited(rejected) = &self {
             rejected.apply(response.headers_mut());
         }
+        // A 4xx is logged by its code: its message may quote what the client sent (a model
+        // name, a JSON error's snippet), which must not reach the log as it came.
         let detail = match &self {
             Self::Internal(source) => format!("{source:#}"),
-            other => other.to_string(),
+            other if other.status().is_server_error() => other.to_string(),
+            other => other.envelope().error.code,
         };
         response.extensions_mut().insert(ErrorDetail(detail));
         response
@@ -184,12 +194,20 @@ impl From<&UpstreamError> for ApiError {
                         "the model provider did not finish its answer within {}",
                         seconds(*after)
                     ),
+                    TimeoutKind::Stream => format!(
+                        "the answer ran longer than the relay allows ({}); it is incomplete",
+                        seconds(*after)
+                    ),
                     TimeoutKind::Idle => format!(
                         "the model provider stopped sending for {}; the answer is incomplete",
                         seconds(*after)
                     ),
                 }
                 .into(),
+            },
+            UpstreamError::Cut => Self::Unavailable {
+                code: "relay_shutting_down",
+                message: "the relay is shutting down; the answer is incomplete",
             },
             UpstreamError::Status { status: 429, retry_after } => {
                 Self::UpstreamRateLimited { retry_after: *retry_after }

@@ -4,10 +4,12 @@
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod cut;
 pub mod error;
 pub mod http;
 pub mod keys;
 pub mod limits;
+pub mod logsafe;
 pub mod meter;
 pub mod policy;
 pub mod relay;

@@ -10,10 +10,13 @@
 //!   all are charged, or none is charged. `governor` charges each limiter on its own, so a request
 //!   the visitor's limit turns away would still use up the site's capacity, and one noisy visitor
 //!   could then exhaust the whole site.
-//! - **Tokens are charged after the fact.** The size of an answer is known only once it has been
-//!   streamed, so [`RateLimiter::charge_tokens`] charges it afterwards and may put the
-//!   tokens-per-minute window into debt. The next requests then wait until the debt is paid off.
-//!   `governor` can only refuse a charge that does not fit.
+//! - **Tokens are reserved, then settled.** The size of an answer is known only once it has been
+//!   streamed, so admission charges the request's worst case (its prompt's ceiling and
+//!   `max_tokens`) to the tokens-per-minute windows, possibly into debt, and
+//!   [`RateLimiter::settle_tokens`] gives back the difference to what was used. Concurrent
+//!   requests therefore see each other's reservations: a burst of N requests is not all admitted
+//!   while the window looks empty. `governor` can only refuse a charge that does not fit, and
+//!   cannot give one back.
 //!
 //! # Semantics
 //!
@@ -28,8 +31,9 @@
 //!   right now, and *reset* is `TAT - now` (0 when fully replenished).
 //! - **Tokens per minute.** At admission a request only needs room for one token. It is refused
 //!   while the window is in debt, and its `Retry-After` is when room for one token returns.
-//!   [`RateLimiter::charge_tokens`] moves TAT to `max(TAT, now) + tokens × T`, with no bound
-//!   except saturating arithmetic.
+//!   Admitting it moves TAT to `max(TAT, now) + reserved × T` (no bound except saturating
+//!   arithmetic); settling moves it back by `(reserved - used) × T` (or on by `used - reserved`),
+//!   never below `now`, as if only what was used had been charged.
 //! - **A limit of 0** admits nothing. Such a window reports 0 remaining, and its reset and
 //!   `Retry-After` are the whole period.
 //! - **Refusals.** When several windows refuse a request, the [`Rejected`] names the one that
@@ -136,7 +140,8 @@ pub struct Rule {
     pub rpm: Option<u32>,
     /// Requests per day.
     pub rpd: Option<u32>,
-    /// Tokens per minute, charged after the answer by [`RateLimiter::charge_tokens`].
+    /// Tokens per minute: the worst case reserved at admission, settled after the answer by
+    /// [`RateLimiter::settle_tokens`].
     pub tpm: Option<u32>,
 }
 
@@ -153,11 +158,6 @@ impl Rule {
             Window::RequestsPerDay => self.rpd,
             Window::TokensPerMinute => self.tpm,
         }
-    }
-
-    /// Whether admitting a request charges something under this rule.
-    fn limits_requests(&self) -> bool {
-        self.rpm.is_some() || self.rpd.is_some()
     }
 
     /// The windows this rule limits, with their limits.
@@ -311,20 +311,23 @@ impl std::error::Error for Rejected {}
 
 /// Admits requests and charges tokens under per-subject limits.
 pub trait RateLimiter: Send + Sync + fmt::Debug + 'static {
-    /// Charges one request to every (subject, rule) in `checks`, all or nothing: either every
-    /// limit has room and all are charged, or nothing is charged and the refusal is returned.
-    /// `Ok(None)` means no rule in `checks` limits anything, so there are no headers to send.
+    /// Charges one request, and `reserved_tokens` to the tokens-per-minute windows, to every
+    /// (subject, rule) in `checks`, all or nothing: either every limit has room and all are
+    /// charged, or nothing is charged and the refusal is returned. `Ok(None)` means no rule in
+    /// `checks` limits anything, so there are no headers to send.
     ///
     /// Each subject should appear at most once in `checks`.
     fn admit(
         &self,
         checks: &[(Subject, Rule)],
+        reserved_tokens: u64,
         now: Instant,
     ) -> Result<Option<RateLimitStatus>, Rejected>;
 
-    /// Charges `tokens` to the tokens-per-minute windows of `checks`, once the answer's size is
-    /// known. This may put a window into debt, and later requests then wait until it is paid off.
-    fn charge_tokens(&self, checks: &[(Subject, Rule)], tokens: u64, now: Instant);
+    /// Settles the tokens-per-minute windows of `checks` once the answer's size is known:
+    /// `used` replaces the `reserved` charged at admission. Using more than was reserved may put
+    /// a window (further) into debt, and later requests then wait until it is paid off.
+    fn settle_tokens(&self, checks: &[(Subject, Rule)], reserved: u64, used: u64, now: Instant);
 }
 
 /// The single-instance [`RateLimiter`]: GCRA state in one mutex-guarded map.
@@ -387,6 +390,7 @@ impl RateLimiter for InProcessLimiter {
     fn admit(
         &self,
         checks: &[(Subject, Rule)],
+        reserved_tokens: u64,
         now: Instant,
     ) -> Result<Option<RateLimitStatus>, Rejected> {
         debug_assert!(
@@ -426,16 +430,16 @@ impl RateLimiter for InProcessLimiter {
             return Err(Rejected { subject: subject.clone(), window, limit, retry_after, status });
         }
 
-        // Pass 2: charge every request window. A subject's key is cloned only when it has no
-        // state yet.
+        // Pass 2: charge every request window, and the reservation to every token window. A
+        // subject's key is cloned only when it has no state yet.
         let mut after = StatusBuilder::default();
         for (subject, rule) in checks {
             if let Some(tats) = state.tats.get_mut(subject) {
-                charge_request(tats, *rule, now, &mut after);
+                charge_request(tats, *rule, reserved_tokens, now, &mut after);
             } else {
                 let mut tats = [0; 3];
-                charge_request(&mut tats, *rule, now, &mut after);
-                if rule.limits_requests() {
+                charge_request(&mut tats, *rule, reserved_tokens, now, &mut after);
+                if tats.iter().any(|&tat| tat > 0) {
                     state.tats.insert(subject.clone(), tats);
                 }
             }
@@ -443,8 +447,8 @@ impl RateLimiter for InProcessLimiter {
         Ok(after.finish())
     }
 
-    fn charge_tokens(&self, checks: &[(Subject, Rule)], tokens: u64, now: Instant) {
-        if tokens == 0 {
+    fn settle_tokens(&self, checks: &[(Subject, Rule)], reserved: u64, used: u64, now: Instant) {
+        if reserved == used {
             return;
         }
         let now = self.nanos(now);
@@ -458,10 +462,11 @@ impl RateLimiter for InProcessLimiter {
                 continue;
             };
             if let Some(tats) = state.tats.get_mut(subject) {
-                tats[slot] = gcra.charge(tats[slot], now, tokens);
-            } else {
+                tats[slot] = gcra.settle(tats[slot], now, reserved, used);
+            } else if used > reserved {
+                // Swept meanwhile (the reservation was paid off): only the excess is new.
                 let mut tats = [0; 3];
-                tats[slot] = gcra.charge(0, now, tokens);
+                tats[slot] = gcra.charge(0, now, used - reserved);
                 state.tats.insert(subject.clone(), tats);
             }
         }
@@ -489,15 +494,23 @@ impl State {
     }
 }
 
-/// Charges one request to `rule`'s request windows in `tats`, and adds every window's reading
-/// after the charge to `status`. Pass 1 has already checked that every window has room.
-fn charge_request(tats: &mut [u64; 3], rule: Rule, now: u64, status: &mut StatusBuilder) {
+/// Charges one request to `rule`'s request windows in `tats` and `reserved_tokens` to its
+/// token window, and adds every window's reading after the charge to `status`. Pass 1 has
+/// already checked that every window has room.
+fn charge_request(
+    tats: &mut [u64; 3],
+    rule: Rule,
+    reserved_tokens: u64,
+    now: u64,
+    status: &mut StatusBuilder,
+) {
     for (window, limit) in rule.windows() {
         let slot = window.index();
-        if window != Window::TokensPerMinute
+        let units = if window == Window::TokensPerMinute { reserved_tokens } else { 1 };
+        if units > 0
             && let Some(gcra) = Gcra::new(window, limit)
         {
-            tats[slot] = gcra.charge(tats[slot], now, 1);
+            tats[slot] = gcra.charge(tats[slot], now, units);
         }
         status.add(window, limit, &Reading::new(window, limit, Some(tats), now));
     }
@@ -526,6 +539,16 @@ impl Gcra {
     /// The TAT after charging `units` requests or tokens.
     fn charge(self, tat: u64, now: u64, units: u64) -> u64 {
         tat.max(now).saturating_add(units.saturating_mul(self.interval))
+    }
+
+    /// The TAT after replacing a charge of `reserved` units by `used`: what was reserved and not
+    /// used is given back, but never below `now` (time already passed is not owed back).
+    fn settle(self, tat: u64, now: u64, reserved: u64, used: u64) -> u64 {
+        if used >= reserved {
+            self.charge(tat, now, used - reserved)
+        } else {
+            tat.saturating_sub((reserved - used).saturating_mul(self.interval)).max(now)
+        }
     }
 }
 
@@ -634,11 +657,11 @@ mod tests {
         // 7 per minute: T = 60 s / 7 ≈ 8.57 s.
         let checks = [(visitor("a"), rpm(7))];
         for admitted in 1..=7 {
-            let status = limiter.admit(&checks, start).unwrap().unwrap();
+            let status = limiter.admit(&checks, 0, start).unwrap().unwrap();
             assert_eq!(status.remaining, 7 - admitted);
         }
 
-        let rejected = limiter.admit(&checks, start).unwrap_err();
+        let rejected = limiter.admit(&checks, 0, start).unwrap_err();
         assert_eq!(rejected.subject, visitor("a"));
         assert_eq!(rejected.window, Window::RequestsPerMinute);
         assert_eq!(rejected.limit, 7);
@@ -649,10 +672,10 @@ mod tests {
         );
         assert_eq!(rejected.status.remaining, 0);
 
-        assert!(limiter.admit(&checks, start + secs(8)).is_err(), "less than T later");
-        let status = limiter.admit(&checks, start + secs(9)).unwrap().unwrap();
+        assert!(limiter.admit(&checks, 0, start + secs(8)).is_err(), "less than T later");
+        let status = limiter.admit(&checks, 0, start + secs(9)).unwrap().unwrap();
         assert_eq!(status.remaining, 0, "only one more is admitted after T");
-        assert!(limiter.admit(&checks, start + secs(9)).is_err());
+        assert!(limiter.admit(&checks, 0, start + secs(9)).is_err());
     }
 
     #[test]
@@ -667,7 +690,7 @@ mod tests {
                 let (limiter, checks, admitted) = (&limiter, &checks, &admitted);
                 scope.spawn(move || {
                     for _ in 0..attempts {
-                        if limiter.admit(checks, start).is_ok() {
+                        if limiter.admit(checks, 0, start).is_ok() {
                             admitted.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -682,20 +705,20 @@ mod tests {
         let (limiter, start) = limiter();
         let from = |name| [(site(), rpm(100)), (visitor(name), rpm(2))];
 
-        limiter.admit(&from("a"), start).unwrap();
-        let status = limiter.admit(&from("a"), start).unwrap().unwrap();
+        limiter.admit(&from("a"), 0, start).unwrap();
+        let status = limiter.admit(&from("a"), 0, start).unwrap().unwrap();
         assert_eq!(status.remaining_rpm, Some(0), "the visitor has none left");
 
-        let rejected = limiter.admit(&from("a"), start).unwrap_err();
+        let rejected = limiter.admit(&from("a"), 0, start).unwrap_err();
         assert_eq!(rejected.subject, visitor("a"));
         assert_eq!(rejected.window, Window::RequestsPerMinute);
         assert_eq!(rejected.retry_after, secs(30));
 
         let site_only = [(site(), rpm(100))];
-        let status = limiter.admit(&site_only, start).unwrap().unwrap();
+        let status = limiter.admit(&site_only, 0, start).unwrap().unwrap();
         assert_eq!(status.remaining, 97, "two admitted requests and this one, not the refused one");
 
-        let status = limiter.admit(&from("b"), start).unwrap().unwrap();
+        let status = limiter.admit(&from("b"), 0, start).unwrap().unwrap();
         assert_eq!(status.remaining_rpm, Some(1), "another visitor still gets in");
     }
 
@@ -704,7 +727,7 @@ mod tests {
         let (limiter, start) = limiter();
         let blocked = Rule { rpd: Some(0), ..Rule::default() };
         let checks = [(site(), rpm(10)), (visitor("a"), rpm(10)), (visitor("b"), blocked)];
-        let rejected = limiter.admit(&checks, start).unwrap_err();
+        let rejected = limiter.admit(&checks, 0, start).unwrap_err();
         assert_eq!(rejected.subject, visitor("b"));
         assert_eq!(rejected.window, Window::RequestsPerDay);
         assert_eq!(rejected.retry_after, secs(86_400), "a limit of 0 refuses for the whole period");
@@ -717,16 +740,16 @@ mod tests {
         // T for 15 per day is 5760 s.
         let checks = [(site(), Rule { rpm: Some(10), rpd: Some(15), tpm: None })];
         for _ in 0..10 {
-            limiter.admit(&checks, start).unwrap();
+            limiter.admit(&checks, 0, start).unwrap();
         }
-        let rejected = limiter.admit(&checks, start).unwrap_err();
+        let rejected = limiter.admit(&checks, 0, start).unwrap_err();
         assert_eq!(rejected.window, Window::RequestsPerMinute);
 
         let later = start + secs(60);
         for _ in 0..5 {
-            limiter.admit(&checks, later).unwrap();
+            limiter.admit(&checks, 0, later).unwrap();
         }
-        let rejected = limiter.admit(&checks, later).unwrap_err();
+        let rejected = limiter.admit(&checks, 0, later).unwrap_err();
         assert_eq!(rejected.window, Window::RequestsPerDay);
         assert_eq!(rejected.retry_after, secs(15 * 5760 + 5760 - 86_400 - 60));
         assert_eq!(
@@ -739,7 +762,7 @@ mod tests {
                 remaining_rpd: Some(0),
             }
         );
-        assert!(limiter.admit(&checks, later + secs(5700)).is_ok());
+        assert!(limiter.admit(&checks, 0, later + secs(5700)).is_ok());
     }
 
     #[test]
@@ -750,7 +773,7 @@ mod tests {
             (site(), rpm(100)),
             (visitor("a"), Rule { rpm: Some(10), rpd: Some(20), tpm: None }),
         ];
-        let status = limiter.admit(&checks, start).unwrap().unwrap();
+        let status = limiter.admit(&checks, 0, start).unwrap().unwrap();
         assert_eq!(
             status,
             RateLimitStatus {
@@ -767,7 +790,7 @@ mod tests {
     fn the_status_names_the_window_that_resets_last_among_equally_constrained_ones() {
         let (limiter, start) = limiter();
         let checks = [(visitor("a"), Rule { rpm: Some(1), rpd: Some(1), tpm: None })];
-        let status = limiter.admit(&checks, start).unwrap().unwrap();
+        let status = limiter.admit(&checks, 0, start).unwrap().unwrap();
         assert_eq!(status.remaining, 0);
         assert_eq!(status.reset, secs(86_400));
     }
@@ -777,11 +800,11 @@ mod tests {
         let (limiter, start) = limiter();
         // 600 tokens per minute: T = 100 ms, so the window holds 60 s of backlog.
         let checks = [(site(), Rule { rpm: Some(100), tpm: Some(600), rpd: None })];
-        let status = limiter.admit(&checks, start).unwrap().unwrap();
+        let status = limiter.admit(&checks, 0, start).unwrap().unwrap();
         assert_eq!(status.remaining_rpm, Some(99), "admission charges no tokens");
 
-        limiter.charge_tokens(&checks, 1200, start);
-        let rejected = limiter.admit(&checks, start).unwrap_err();
+        limiter.settle_tokens(&checks, 0, 1200, start);
+        let rejected = limiter.admit(&checks, 0, start).unwrap_err();
         assert_eq!(rejected.window, Window::TokensPerMinute);
         assert_eq!(rejected.limit, 600);
         // A backlog of 120 s against a capacity of 60 s: room for one token in 60.1 s.
@@ -793,9 +816,9 @@ mod tests {
         assert_eq!((rejected.status.limit, rejected.status.remaining), (600, 0));
         assert_eq!(rejected.status.reset, secs(120));
 
-        assert!(limiter.admit(&checks, start + secs(60)).is_err());
+        assert!(limiter.admit(&checks, 0, start + secs(60)).is_err());
         let status =
-            limiter.admit(&checks, start + Duration::from_millis(60_100)).unwrap().unwrap();
+            limiter.admit(&checks, 0, start + Duration::from_millis(60_100)).unwrap().unwrap();
         assert_eq!(status.remaining, 1, "the tokens-per-minute window has room for one token");
     }
 
@@ -803,9 +826,9 @@ mod tests {
     fn tokens_are_charged_only_to_subjects_with_a_token_limit() {
         let (limiter, start) = limiter();
         let checks = [(site(), Rule { tpm: Some(600), ..Rule::default() }), (visitor("a"), rpm(5))];
-        limiter.charge_tokens(&checks, 30, start);
+        limiter.settle_tokens(&checks, 0, 30, start);
         assert_eq!(limiter.tracked(), 1);
-        let status = limiter.admit(&checks, start).unwrap().unwrap();
+        let status = limiter.admit(&checks, 0, start).unwrap().unwrap();
         assert_eq!(status.remaining, 4, "the visitor's 4 requests are fewer than 570 tokens");
         assert_eq!(status.remaining_rpm, Some(4));
     }
@@ -833,8 +856,8 @@ mod tests {
     fn a_rejection_adds_retry_after_to_the_headers() {
         let (limiter, start) = limiter();
         let checks = [(site(), Rule { rpm: Some(1), rpd: Some(100), tpm: None })];
-        limiter.admit(&checks, start).unwrap();
-        let rejected = limiter.admit(&checks, start + Duration::from_millis(500)).unwrap_err();
+        limiter.admit(&checks, 0, start).unwrap();
+        let rejected = limiter.admit(&checks, 0, start + Duration::from_millis(500)).unwrap_err();
         let mut headers = HeaderMap::new();
         rejected.apply(&mut headers);
         let mut expected = HeaderMap::new();
@@ -855,19 +878,19 @@ mod tests {
     fn state_of_subjects_that_have_replenished_is_swept_away() {
         let (limiter, start) = limiter();
         let daily = [(visitor("daily"), Rule { rpd: Some(1), ..Rule::default() })];
-        limiter.admit(&daily, start).unwrap();
+        limiter.admit(&daily, 0, start).unwrap();
         for i in 0..10_000 {
-            limiter.admit(&[(visitor(&i.to_string()), rpm(1))], start).unwrap();
+            limiter.admit(&[(visitor(&i.to_string()), rpm(1))], 0, start).unwrap();
         }
         assert!(limiter.tracked() > 10_000);
 
         let later = start + secs(120);
-        limiter.admit(&[(visitor("new"), rpm(1))], later).unwrap();
+        limiter.admit(&[(visitor("new"), rpm(1))], 0, later).unwrap();
         assert_eq!(limiter.tracked(), 2, "only the per-day visitor and the new one are left");
-        assert!(limiter.admit(&daily, later).is_err(), "live state survives the sweep");
+        assert!(limiter.admit(&daily, 0, later).is_err(), "live state survives the sweep");
 
         let next_day = start + secs(86_400 + 60);
-        limiter.admit(&[(visitor("newer"), rpm(1))], next_day).unwrap();
+        limiter.admit(&[(visitor("newer"), rpm(1))], 0, next_day).unwrap();
         assert_eq!(limiter.tracked(), 1);
         assert!(limiter.state.lock().unwrap().tats.capacity() < 4 * MIN_SWEEP_LEN);
     }
@@ -882,6 +905,7 @@ mod tests {
             limiter
                 .admit(
                     &[(visitor(&i.to_string()), Rule { rpm: Some(60_000), ..Rule::default() })],
+                    0,
                     now,
                 )
                 .unwrap();
@@ -892,13 +916,41 @@ mod tests {
     #[test]
     fn checks_without_limits_are_admitted_with_no_status() {
         let (limiter, start) = limiter();
-        assert_eq!(limiter.admit(&[], start), Ok(None));
+        assert_eq!(limiter.admit(&[], 0, start), Ok(None));
         assert_eq!(
-            limiter.admit(&[(site(), Rule::default()), (visitor("a"), Rule::default())], start),
+            limiter.admit(&[(site(), Rule::default()), (visitor("a"), Rule::default())], 9, start),
             Ok(None)
         );
-        limiter.charge_tokens(&[(site(), Rule::default())], 1000, start);
+        limiter.settle_tokens(&[(site(), Rule::default())], 0, 1000, start);
         assert_eq!(limiter.tracked(), 0);
+    }
+
+    #[test]
+    fn a_burst_is_bounded_by_the_worst_cases_reserved_at_admission() {
+        let (limiter, start) = limiter();
+        let checks = [(site(), Rule { tpm: Some(1000), ..Rule::default() })];
+        // Concurrent requests, none settled yet: each sees the others' reservations.
+        limiter.admit(&checks, 600, start).unwrap();
+        limiter.admit(&checks, 600, start).unwrap();
+        let rejected = limiter.admit(&checks, 600, start).unwrap_err();
+        assert_eq!(rejected.window, Window::TokensPerMinute);
+    }
+
+    #[test]
+    fn settling_gives_back_what_was_reserved_and_not_used() {
+        let (limiter, start) = limiter();
+        let checks = [(site(), Rule { tpm: Some(1000), ..Rule::default() })];
+        limiter.admit(&checks, 500, start).unwrap();
+        limiter.admit(&checks, 500, start).unwrap();
+        assert!(limiter.admit(&checks, 1, start).is_err(), "the window is full");
+        // Both answers were short: 100 tokens each.
+        limiter.settle_tokens(&checks, 500, 100, start);
+        limiter.settle_tokens(&checks, 500, 100, start);
+        let status = limiter.admit(&checks, 0, start).unwrap().unwrap();
+        assert_eq!(status.remaining, 800);
+        // Using more than reserved charges the excess.
+        limiter.settle_tokens(&checks, 0, 800, start);
+        assert!(limiter.admit(&checks, 0, start).is_err());
     }
 
     #[test]

@@ -25,12 +25,13 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::TimeoutConfig;
+use crate::cut::CutWatch;
 use crate::error::ApiError;
-use crate::meter::Meter;
+use crate::meter::{Charge, Meter, estimate_answer_tokens, prompt_token_ceiling};
 use crate::store::Outcome;
 use crate::unix_now;
 use crate::upstream::{
-    EventStream, OpenAiUpstream, TimeoutKind, Upstream, UpstreamError, UpstreamEvent,
+    Call, EventStream, OpenAiUpstream, TimeoutKind, Upstream, UpstreamError, UpstreamEvent,
 };
 
 /// Rough token count for text whose usage the upstream did not report: about four bytes per
@@ -65,6 +66,30 @@ pub enum Step {
     Failed(UpstreamError),
 }
 
+/// The time limits of one stream, and the cut that ends it at shutdown.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// When the upstream request was sent: the first-byte and stream limits count from it.
+    pub requested_at: Instant,
+    pub first_byte: Duration,
+    pub idle: Duration,
+    /// The whole stream, however steadily it streams.
+    pub stream: Duration,
+    pub cut: Option<CutWatch>,
+}
+
+impl Timing {
+    pub fn new(timeouts: &TimeoutConfig, requested_at: Instant, cut: Option<CutWatch>) -> Self {
+        Self {
+            requested_at,
+            first_byte: timeouts.first_byte(),
+            idle: timeouts.idle(),
+            stream: timeouts.stream(),
+            cut,
+        }
+    }
+}
+
 /// An upstream stream under the relay's time limits and rewriting rules.
 pub struct RelayStream {
     upstream: Option<EventStream>,
@@ -72,18 +97,23 @@ pub struct RelayStream {
     first_byte_deadline: Instant,
     first_byte: Duration,
     idle: Duration,
+    stream_deadline: Instant,
+    stream: Duration,
+    cut: Option<CutWatch>,
     started: bool,
     finished: bool,
     /// The usage the upstream reported, if any.
     usage: Option<Usage>,
     /// Whether a chunk with usage and no choices (the OpenAI usage chunk) was passed through.
     usage_chunk_sent: bool,
-    /// Bytes of answer text streamed so far (for a usage estimate when none is reported).
+    /// Bytes of answer text streamed so far, and the chunks that carried some (for a usage
+    /// estimate when none is reported).
     content_bytes: usize,
+    content_chunks: u64,
     id: Option<String>,
     created: Option<u64>,
-    /// Bytes of the prompt sent (for a usage estimate).
-    prompt_bytes: usize,
+    /// The prompt's token ceiling (what an estimate charges for the prompt).
+    prompt_ceiling: u64,
     /// Whether any chunk arrived from the upstream.
     received: bool,
     /// Settled when the stream ends, however it ends (see `Drop`).
@@ -99,30 +129,32 @@ impl std::fmt::Debug for RelayStream {
 }
 
 impl RelayStream {
-    /// `requested_at` is when the upstream request was sent: the first-byte limit counts from it.
     pub fn new(
         upstream: EventStream,
         model: String,
-        requested_at: Instant,
-        first_byte: Duration,
-        idle: Duration,
-        prompt_bytes: usize,
+        timing: Timing,
+        prompt_ceiling: u64,
         meter: Option<Meter>,
     ) -> Self {
+        let Timing { requested_at, first_byte, idle, stream, cut } = timing;
         Self {
             upstream: Some(upstream),
             model,
             first_byte_deadline: requested_at + first_byte,
             first_byte,
             idle,
+            stream_deadline: requested_at + stream,
+            stream,
+            cut,
             started: false,
             finished: false,
             usage: None,
             usage_chunk_sent: false,
             content_bytes: 0,
+            content_chunks: 0,
             id: None,
             created: None,
-            prompt_bytes,
+            prompt_ceiling,
             received: false,
             meter,
             model_json: None,
@@ -136,12 +168,29 @@ impl RelayStream {
             let Some(upstream) = self.upstream.as_mut() else {
                 return Step::Done;
             };
-            let (deadline, kind, after) = if self.started {
+            let (mut deadline, mut kind, mut after) = if self.started {
                 (Instant::now() + self.idle, TimeoutKind::Idle, self.idle)
             } else {
                 (self.first_byte_deadline, TimeoutKind::FirstByte, self.first_byte)
             };
-            let step = match tokio::time::timeout_at(deadline, upstream.next()).await {
+            if self.stream_deadline < deadline {
+                (deadline, kind, after) = (self.stream_deadline, TimeoutKind::Stream, self.stream);
+            }
+            let next = tokio::time::timeout_at(deadline, upstream.next());
+            let read = match self.cut.as_mut() {
+                Some(cut) => tokio::select! {
+                    biased;
+                    () = cut.fired() => None,
+                    read = next => Some(read),
+                },
+                None => Some(next.await),
+            };
+            let Some(read) = read else {
+                self.upstream = None;
+                self.settle(Outcome::Interrupted, false);
+                return Step::Failed(UpstreamError::Cut);
+            };
+            let step = match read {
                 Err(_) => Step::Failed(UpstreamError::Timeout { kind, after }),
                 // Some servers send empty data lines as keep-alives.
                 Ok(Some(Ok(UpstreamEvent::Data(data)))) if data.trim().is_empty() => continue,
@@ -168,11 +217,13 @@ impl RelayStream {
                 }
                 Step::Done => {
                     self.upstream = None;
-                    self.settle(Outcome::Completed);
+                    self.settle(Outcome::Completed, false);
                 }
-                Step::Failed(_) => {
+                Step::Failed(error) => {
                     self.upstream = None;
-                    self.settle(Outcome::UpstreamError);
+                    // An error in place of the answer is a refusal, like an error status.
+                    let refused = matches!(error, UpstreamError::Reported);
+                    self.settle(Outcome::UpstreamError, refused);
                 }
             }
             return step;
@@ -195,6 +246,7 @@ impl RelayStream {
         }
         self.finished |= finish_reason.is_some();
         self.content_bytes += content.len();
+        self.content_chunks += u64::from(!content.is_empty());
         if self.id.is_none() {
             self.id.clone_from(&id);
         }
@@ -239,26 +291,39 @@ impl RelayStream {
     }
 
     /// Settles the meter with what was used: the upstream's usage, or an estimate of what was
-    /// sent and streamed. An upstream that never answered cost nothing.
-    fn settle(&mut self, outcome: Outcome) {
+    /// sent and streamed. Once the upstream took the request it costs at least its prompt, even
+    /// if no event followed; only a refusal (`refused`) costs nothing.
+    fn settle(&mut self, outcome: Outcome, refused: bool) {
         let Some(meter) = self.meter.take() else { return };
-        if self.received {
-            meter.finish(self.final_usage(self.prompt_bytes), self.usage.is_none(), outcome);
-        } else {
-            meter.finish(Usage::new(0, 0), true, outcome);
+        let charge = if refused && !self.received { Charge::Nothing } else { self.charge() };
+        meter.finish(charge, outcome);
+    }
+
+    /// What the stream so far is charged: the upstream's usage, or an estimate.
+    fn charge(&self) -> Charge {
+        match self.usage {
+            Some(usage) => Charge::Reported(usage),
+            None => Charge::Estimated {
+                text_bytes: self.content_bytes,
+                content_chunks: self.content_chunks,
+            },
         }
     }
 
-    /// The usage to report: the upstream's, or an estimate from what was sent and streamed.
-    pub fn final_usage(&self, prompt_bytes: usize) -> Usage {
+    /// The usage to report: the upstream's, or the estimate the meter charges (the prompt at
+    /// its ceiling, the answer from what was streamed).
+    pub fn final_usage(&self) -> Usage {
         self.usage.unwrap_or_else(|| {
-            Usage::new(estimate_tokens(prompt_bytes), estimate_tokens(self.content_bytes))
+            Usage::new(
+                self.prompt_ceiling,
+                estimate_answer_tokens(self.content_bytes, self.content_chunks),
+            )
         })
     }
 
     /// The OpenAI usage chunk (`choices: []`), for streams whose upstream sent none of its own
     /// (it reported no usage, or reported it on a chunk that also had choices).
-    fn usage_chunk(&self, prompt_bytes: usize) -> Option<String> {
+    fn usage_chunk(&self) -> Option<String> {
         if self.usage_chunk_sent {
             return None;
         }
@@ -268,7 +333,7 @@ impl RelayStream {
             created: self.created.unwrap_or_else(unix_now),
             model: self.model.clone(),
             choices: Vec::new(),
-            usage: Some(self.final_usage(prompt_bytes)),
+            usage: Some(self.final_usage()),
         };
         serde_json::to_string(&chunk).ok()
     }
@@ -370,11 +435,7 @@ impl Drop for RelayStream {
     /// cancelled by dropping it, and what was generated so far is still settled and recorded.
     fn drop(&mut self) {
         if let Some(meter) = self.meter.take() {
-            meter.finish(
-                self.final_usage(self.prompt_bytes),
-                self.usage.is_none(),
-                Outcome::Interrupted,
-            );
+            meter.finish(self.charge(), Outcome::Interrupted);
         }
     }
 }
@@ -385,7 +446,6 @@ impl Drop for RelayStream {
 pub struct StreamPlan {
     relay: RelayStream,
     first: Step,
-    prompt_bytes: usize,
 }
 
 /// Calls the upstream and waits for its first event, so that a failure before the answer starts
@@ -395,37 +455,55 @@ pub async fn start(
     request: &ChatRequest,
     timeouts: &TimeoutConfig,
     meter: Option<Meter>,
+    cut: Option<CutWatch>,
 ) -> Result<StreamPlan, UpstreamError> {
     let model = request.model.clone().unwrap_or_default();
     let requested_at = Instant::now();
     let first_byte = timeouts.first_byte();
-    let opened = tokio::time::timeout_at(requested_at + first_byte, upstream.open(request))
-        .await
-        .unwrap_or(Err(UpstreamError::Timeout { kind: TimeoutKind::FirstByte, after: first_byte }));
+    let mut cut_while_opening = cut.clone();
+    let sent = meter.as_ref().map(|meter| meter.sent().clone());
+    let request_id = meter.as_ref().map(|meter| meter.request_id().to_owned());
+    let call = Call { request_id: request_id.as_deref(), sent: sent.as_ref() };
+    let opening = async {
+        tokio::time::timeout_at(requested_at + first_byte, upstream.open(request, call))
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout {
+                kind: TimeoutKind::FirstByte,
+                after: first_byte,
+            }))
+    };
+    let opened = match cut_while_opening.as_mut() {
+        Some(cut) => tokio::select! {
+            biased;
+            () = cut.fired() => Err(UpstreamError::Cut),
+            opened = opening => opened,
+        },
+        None => opening.await,
+    };
     let events = match opened {
         Ok(events) => events,
         Err(error) => {
-            // Refused before any answer (connect failure, 429, 5xx): it costs nothing, but it
-            // is recorded.
+            // Refused (no connection, an error status such as 429 or 5xx): it costs nothing, but
+            // it is recorded. Failed after the request was written (out of time, cut off before
+            // the head): the upstream may be generating, so the prompt is charged.
             if let Some(meter) = meter {
-                meter.finish(Usage::new(0, 0), true, Outcome::UpstreamError);
+                if error == UpstreamError::Cut {
+                    meter.finish_unanswered(Outcome::Interrupted);
+                } else if refused(&error) {
+                    meter.finish(Charge::Nothing, Outcome::UpstreamError);
+                } else {
+                    meter.finish_unanswered(Outcome::UpstreamError);
+                }
             }
             return Err(error);
         }
     };
-    let prompt_bytes = prompt_bytes(request);
-    let mut relay = RelayStream::new(
-        events,
-        model,
-        requested_at,
-        first_byte,
-        timeouts.idle(),
-        prompt_bytes,
-        meter,
-    );
+    let prompt_ceiling = prompt_token_ceiling(prompt_bytes(request), request.messages.len());
+    let timing = Timing::new(timeouts, requested_at, cut);
+    let mut relay = RelayStream::new(events, model, timing, prompt_ceiling, meter);
     match relay.step().await {
         Step::Failed(error) => Err(error),
-        first => Ok(StreamPlan { relay, first, prompt_bytes }),
+        first => Ok(StreamPlan { relay, first }),
     }
 }
 
@@ -433,7 +511,7 @@ pub async fn start(
 /// upstream sent one) and `[DONE]`; or, on failure, an `error` event carrying the envelope.
 pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Result<Event, Infallible>> + Send {
     let span = tracing::Span::current();
-    let StreamPlan { relay, first, prompt_bytes } = plan;
+    let StreamPlan { relay, first } = plan;
     stream::unfold(Some((relay, Some(first))), move |state| {
         let span = span.clone();
         async move {
@@ -448,7 +526,7 @@ pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Result<Event, Infallib
                 }
                 Step::Done => {
                     let mut events: Vec<Event> = relay
-                        .usage_chunk(prompt_bytes)
+                        .usage_chunk()
                         .map(|json| Event::default().data(json))
                         .into_iter()
                         .collect();
@@ -483,19 +561,34 @@ pub async fn complete(
     request: &ChatRequest,
     timeouts: &TimeoutConfig,
     meter: Option<Meter>,
+    mut cut: Option<CutWatch>,
 ) -> Result<String, UpstreamError> {
     let model = request.model.as_deref().unwrap_or_default();
-    let prompt_bytes = prompt_bytes(request);
-    let worst_case = Usage::new(
-        estimate_tokens(prompt_bytes),
-        u64::from(request.max_tokens.unwrap_or_default()),
-    );
-    let mut pending = PendingAnswer { meter, worst_case };
+    let prompt_ceiling = prompt_token_ceiling(prompt_bytes(request), request.messages.len());
+    let sent = meter.as_ref().map(|meter| meter.sent().clone());
+    let request_id = meter.as_ref().map(|meter| meter.request_id().to_owned());
+    let call = Call { request_id: request_id.as_deref(), sent: sent.as_ref() };
+    let mut pending = PendingAnswer { meter };
     let limit = timeouts.answer();
-    let answer = tokio::time::timeout(limit, upstream.complete(request))
-        .await
-        .unwrap_or(Err(UpstreamError::Timeout { kind: TimeoutKind::Answer, after: limit }))
-        .and_then(|body| rewrite_completion(&body, model, prompt_bytes));
+    let answering = async {
+        tokio::time::timeout(limit, upstream.complete(request, call))
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout { kind: TimeoutKind::Answer, after: limit }))
+    };
+    let answered = match cut.as_mut() {
+        Some(cut) => tokio::select! {
+            biased;
+            () = cut.fired() => Err(UpstreamError::Cut),
+            answered = answering => answered,
+        },
+        None => answering.await,
+    };
+    if answered == Err(UpstreamError::Cut) {
+        // Settled by `PendingAnswer` as interrupted: the worst case once the request was sent.
+        drop(pending);
+        return Err(UpstreamError::Cut);
+    }
+    let answer = answered.and_then(|body| rewrite_completion(&body, model, prompt_ceiling));
     let meter = pending.meter.take();
     match answer {
         Ok(answer) => {
@@ -503,7 +596,7 @@ pub async fn complete(
                 if answer.has_text {
                     meter.text_arrived();
                 }
-                meter.finish(answer.usage, answer.estimated, Outcome::Completed);
+                meter.finish(answer.charge, Outcome::Completed);
             }
             Ok(answer.json)
         }
@@ -511,32 +604,38 @@ pub async fn complete(
             // Refused (no connection, an error status, an error in place of the answer): no
             // cost. Failed after the upstream took the request (out of time, cut off, unreadable):
             // it has most likely generated, and been paid for, an answer nobody will see.
-            let refused = matches!(
-                error,
-                UpstreamError::Connect
-                    | UpstreamError::Status { .. }
-                    | UpstreamError::Reported
-                    | UpstreamError::Timeout { kind: TimeoutKind::Connect, .. }
-            );
-            let usage = if refused { Usage::new(0, 0) } else { worst_case };
             if let Some(meter) = meter {
-                meter.finish(usage, true, Outcome::UpstreamError);
+                let charge = if refused(&error) { Charge::Nothing } else { Charge::WorstCase };
+                meter.finish(charge, Outcome::UpstreamError);
             }
             Err(error)
         }
     }
 }
 
-/// The meter of a whole answer still awaited: dropped with it when the client leaves.
+/// Whether an upstream failure is a refusal, which costs nothing: no connection, an error status,
+/// an error in place of the answer.
+fn refused(error: &UpstreamError) -> bool {
+    matches!(
+        error,
+        UpstreamError::Connect
+            | UpstreamError::Status { .. }
+            | UpstreamError::Reported
+            | UpstreamError::Timeout { kind: TimeoutKind::Connect, .. }
+    )
+}
+
+/// The meter of a whole answer still awaited: dropped with it when the client leaves. What was
+/// generated is unknown, so once the request was written it is charged its worst case.
 struct PendingAnswer {
     meter: Option<Meter>,
-    worst_case: Usage,
 }
 
 impl Drop for PendingAnswer {
     fn drop(&mut self) {
         if let Some(meter) = self.meter.take() {
-            meter.finish(self.worst_case, true, Outcome::Interrupted);
+            let charge = if meter.sent().is_set() { Charge::WorstCase } else { Charge::Nothing };
+            meter.finish(charge, Outcome::Interrupted);
         }
     }
 }
@@ -545,9 +644,9 @@ impl Drop for PendingAnswer {
 #[derive(Debug)]
 struct Answer {
     json: String,
-    usage: Usage,
-    /// The upstream reported no usage; `usage` is the relay's estimate.
-    estimated: bool,
+    /// The upstream's usage, or the relay's estimate when it reported none (which the answer
+    /// then carries as its `usage`).
+    charge: Charge,
     has_text: bool,
 }
 
@@ -577,7 +676,7 @@ struct AnswerChoiceView<'a> {
 fn rewrite_completion(
     body: &[u8],
     model: &str,
-    prompt_bytes: usize,
+    prompt_ceiling: u64,
 ) -> Result<Answer, UpstreamError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| UpstreamError::Protocol("answer is not UTF-8".into()))?;
@@ -595,7 +694,7 @@ fn rewrite_completion(
                 .and_then(|m| m.content.as_deref())
                 .is_some_and(|t| !t.is_empty())
         });
-        return Ok(Answer { json, usage, estimated: false, has_text });
+        return Ok(Answer { json, charge: Charge::Reported(usage), has_text });
     }
 
     let mut object = with_model(text, model, "answer")?;
@@ -608,18 +707,19 @@ fn rewrite_completion(
         .filter_map(|choice| choice.pointer("/message/content").and_then(Value::as_str))
         .map(str::len)
         .sum();
-    let reported = reported_usage(&object);
-    let usage = reported.unwrap_or_else(|| {
-        Usage::new(estimate_tokens(prompt_bytes), estimate_tokens(content_bytes))
-    });
-    if reported.is_none() {
-        let usage = serde_json::to_value(usage)
-            .map_err(|e| UpstreamError::Protocol(format!("cannot encode usage: {e}")))?;
-        object.insert("usage".into(), usage);
-    }
+    let charge = match reported_usage(&object) {
+        Some(usage) => Charge::Reported(usage),
+        None => {
+            let usage = Usage::new(prompt_ceiling, estimate_answer_tokens(content_bytes, 0));
+            let usage = serde_json::to_value(usage)
+                .map_err(|e| UpstreamError::Protocol(format!("cannot encode usage: {e}")))?;
+            object.insert("usage".into(), usage);
+            Charge::Estimated { text_bytes: content_bytes, content_chunks: 0 }
+        }
+    };
     let json = serde_json::to_string(&object)
         .map_err(|e| UpstreamError::Protocol(format!("cannot re-encode answer: {e}")))?;
-    Ok(Answer { json, usage, estimated: reported.is_none(), has_text: content_bytes > 0 })
+    Ok(Answer { json, charge, has_text: content_bytes > 0 })
 }
 
 /// `text` with `value` replaced by `replacement`. `value` is a value borrowed from `text` by the
@@ -640,7 +740,7 @@ fn splice(text: &str, value: &str, replacement: &str) -> Option<String> {
 /// Reads the whole upstream stream into one `chat.completion` (upstreams that only stream: the
 /// demo).
 pub async fn collect_completion(plan: StreamPlan) -> Result<ChatCompletion, UpstreamError> {
-    let StreamPlan { mut relay, first, prompt_bytes } = plan;
+    let StreamPlan { mut relay, first } = plan;
     let mut text = String::new();
     let mut finish_reason = None;
     let mut step = first;
@@ -665,7 +765,7 @@ pub async fn collect_completion(plan: StreamPlan) -> Result<ChatCompletion, Upst
             message: ChatMessage::new(Role::Assistant, text),
             finish_reason,
         }],
-        usage: relay.final_usage(prompt_bytes),
+        usage: relay.final_usage(),
     })
 }
 
@@ -676,7 +776,14 @@ mod tests {
     fn relay() -> RelayStream {
         let minute = Duration::from_secs(60);
         let upstream: EventStream = Box::pin(stream::empty());
-        RelayStream::new(upstream, "site \"model\"".into(), Instant::now(), minute, minute, 0, None)
+        let timing = Timing {
+            requested_at: Instant::now(),
+            first_byte: minute,
+            idle: minute,
+            stream: minute,
+            cut: None,
+        };
+        RelayStream::new(upstream, "site \"model\"".into(), timing, 0, None)
     }
 
     /// The chunk as rewritten by the relay (fast path where it applies) and by the general path
@@ -739,35 +846,28 @@ mod tests {
         let body = r#"{"id":"c1","object":"chat.completion","created":7,"model":"gpt-\"x\"","choices":[{"index":0,"message":{"role":"assistant","content":"Hi \u00e9","tool_calls":[]},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5},"service_tier":"default"}"#;
         let answer = rewrite_completion(body.as_bytes(), "site \"model\"", 0).unwrap();
         assert_eq!(answer.json, body.replace(r#""gpt-\"x\"""#, r#""site \"model\"""#));
-        assert_eq!(
-            (answer.usage, answer.estimated, answer.has_text),
-            (Usage::new(3, 2), false, true)
-        );
+        assert_eq!((answer.charge, answer.has_text), (Charge::Reported(Usage::new(3, 2)), true));
     }
 
     #[test]
     fn an_odd_answer_gets_the_model_and_an_estimated_usage() {
-        // No model and no usage: both are added. 8 bytes of prompt, 9 of answer.
+        // No model and no usage: both are added. A prompt ceiling of 8 tokens, 9 bytes of answer.
         let body =
             r#"{"choices":[{"message":{"content":"nine byte"}},{"message":{"content":null}}]}"#;
         let answer = rewrite_completion(body.as_bytes(), "m", 8).unwrap();
         let json: Value = serde_json::from_str(&answer.json).unwrap();
         assert_eq!(json["model"], "m");
         let usage =
-            serde_json::json!({"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5});
+            serde_json::json!({"prompt_tokens": 8, "completion_tokens": 3, "total_tokens": 11});
         assert_eq!(json["usage"], usage);
         assert_eq!(json["choices"][0]["message"]["content"], "nine byte");
-        assert_eq!(
-            (answer.usage, answer.estimated, answer.has_text),
-            (Usage::new(2, 3), true, true)
-        );
+        let estimated = Charge::Estimated { text_bytes: 9, content_chunks: 0 };
+        assert_eq!((answer.charge, answer.has_text), (estimated, true));
         // Usage of an odd type is not trusted either.
         let body = r#"{"model":"x","choices":[],"usage":"lots"}"#;
         let answer = rewrite_completion(body.as_bytes(), "m", 0).unwrap();
-        assert_eq!(
-            (answer.usage, answer.estimated, answer.has_text),
-            (Usage::new(0, 0), true, false)
-        );
+        let estimated = Charge::Estimated { text_bytes: 0, content_chunks: 0 };
+        assert_eq!((answer.charge, answer.has_text), (estimated, false));
     }
 
     #[test]

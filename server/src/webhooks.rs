@@ -966,6 +966,7 @@ mod tests {
         );
 
         let record = UsageRecord {
+            request_id: "req_1".into(),
             at_ms: 1_700_000_000_000,
             site_id: None,
             key_id: Some("key_1".into()),

@@ -29,6 +29,8 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::timeout;
 
+use confab_server::store::{Outcome, SqliteStore, Store, UsageRecord};
+
 /// The longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(30);
 /// The Python conformance script makes several round trips; it gets more room.
@@ -1016,6 +1018,114 @@ async fn sigterm_under_load_loses_no_usage_record_of_a_completed_request() {
     assert_eq!(usage["totals"]["requests"], 13, "{usage}");
     assert_eq!(usage["by_model"][DEMO_MODEL]["requests"], 13);
     assert_eq!(usage["days"].as_array().unwrap().len(), 1);
+}
+
+/// The usage records in a work directory's database, oldest first.
+async fn stored_usage(work: &Workdir) -> Vec<UsageRecord> {
+    let url = format!("sqlite://{}", work.path().join("confab.db").display());
+    let store = SqliteStore::open(&url, 1).await.unwrap();
+    store.usage_since(0, None, None).await.unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_with_a_stream_outliving_the_grace_period_still_writes_every_usage_record() {
+    let work = Workdir::new();
+    // Records are written in batches far apart, so the finished ones are still in memory when
+    // the signal arrives; one token every 300 ms, so a 50-token answer outlives the 1 s grace.
+    let envs = [
+        ("CONFAB__USAGE__FLUSH_MS", "600000"),
+        ("CONFAB__SERVER__SHUTDOWN_GRACE_MS", "1000"),
+        ("CONFAB__DEMO__TOKEN_DELAY_MS", "300"),
+    ];
+    let relay = Relay::start(&work, &envs).await;
+    let client = http_client();
+    let origin = relay.own_origin();
+    let short = json!({"max_tokens": 2, "messages": [{"role": "user", "content": "Count me"}]});
+    let finished = futures_util::future::join_all(
+        (0..3).map(|_| post_chat(&client, &relay, &relay.key, &origin, &short)),
+    )
+    .await;
+    for response in finished {
+        assert_eq!(response.status(), StatusCode::OK);
+        let _ = json_body(response).await;
+    }
+    let long = json!({"stream": true, "max_tokens": 50,
+        "messages": [{"role": "user", "content": "Tell me a long story"}]});
+    let response = post_chat(&client, &relay, &relay.key, &origin, &long).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = response.bytes_stream().eventsource();
+    let _first = timeout(WAIT, events.next()).await.unwrap().unwrap().unwrap();
+
+    let status = relay.terminate().await;
+    assert!(status.success(), "the relay exited with {status}");
+    // The stream was cut short with an error event, not left hanging.
+    let rest: Vec<Event> =
+        timeout(WAIT, events.filter_map(|e| async { e.ok() }).collect()).await.unwrap();
+    let last = rest.last().expect("the stream ended without an event");
+    assert_eq!(last.event, "error", "{rest:?}");
+    let error: Value = serde_json::from_str(&last.data).unwrap();
+    assert_eq!(error["error"]["code"], "relay_shutting_down");
+
+    let records = stored_usage(&work).await;
+    let outcomes: Vec<Outcome> = records.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Completed, Outcome::Completed, Outcome::Completed, Outcome::Interrupted],
+        "{records:?}"
+    );
+    let cut = &records[3];
+    assert!(cut.estimated && cut.input_tokens > 0 && cut.output_tokens > 0, "{cut:?}");
+    let usage = work.run(&["usage", "--days", "1", "--json"], &[]).await.assert_success().json();
+    assert_eq!(usage["totals"]["requests"], 4, "{usage}");
+}
+
+#[tokio::test]
+async fn a_relay_killed_during_priced_streams_charges_their_worst_case_after_restart() {
+    let work = Workdir::new();
+    // One micro-dollar per token, so costs equal token counts.
+    std::fs::write(
+        work.path().join("confab.toml"),
+        "[prices.\"confab-demo\"]\ninput_per_million = 1000000\noutput_per_million = 1000000\n",
+    )
+    .unwrap();
+    let envs = [("CONFAB__DEMO__TOKEN_DELAY_MS", "500")];
+    let relay = Relay::start(&work, &envs).await;
+    let client = http_client();
+    let origin = relay.own_origin();
+    let body = json!({"stream": true, "max_tokens": 40,
+        "messages": [{"role": "user", "content": "A long answer, please"}]});
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let response = post_chat(&client, &relay, &relay.key, &origin, &body).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut events = response.bytes_stream().eventsource();
+        let _first = timeout(WAIT, events.next()).await.unwrap().unwrap().unwrap();
+        streams.push(events);
+    }
+    relay.kill().await;
+    drop(streams);
+
+    // Nothing settled them; the rows written before each upstream call hold the worst case.
+    let pending = stored_usage(&work).await;
+    assert_eq!(pending.len(), 3, "{pending:?}");
+    assert!(pending.iter().all(|r| r.outcome == Outcome::Pending), "{pending:?}");
+
+    // At the next start they are settled as interrupted, at that worst case.
+    let restarted = Relay::start(&work, &envs).await;
+    assert!(restarted.terminate().await.success());
+    let records = stored_usage(&work).await;
+    assert_eq!(records.len(), 3, "{records:?}");
+    for record in &records {
+        assert_eq!(record.outcome, Outcome::Interrupted);
+        assert!(record.estimated);
+        assert_eq!(record.output_tokens, 40, "all of max_tokens: {record:?}");
+        assert!(record.input_tokens > 0);
+        assert_eq!(record.cost_micros, record.input_tokens + 40);
+    }
+    let expected: u64 = records.iter().map(|r| r.cost_micros).sum();
+    let usage = work.run(&["usage", "--days", "1", "--json"], &[]).await.assert_success().json();
+    assert_eq!(usage["totals"]["requests"], 3, "{usage}");
+    assert_eq!(usage["totals"]["cost_micros"], expected, "{usage}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,12 +27,14 @@ fn metered(mock: &MockUpstream) -> TestRelayBuilder {
     })
 }
 
-/// Waits (bounded) until a usage record is written, and returns it.
+/// Waits (bounded) until a usage record is written and settled, and returns it.
 async fn only_usage_record(relay: &TestRelay) -> UsageRecord {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let mut records = relay.store.usage_since(0, None, None).await.unwrap();
-            if let Some(record) = records.pop() {
+            if let Some(record) = records.pop()
+                && record.outcome != Outcome::Pending
+            {
                 assert!(records.is_empty(), "one request, one record: {records:?}");
                 return record;
             }
@@ -83,7 +85,8 @@ async fn a_whole_answer_is_the_upstreams_own_with_only_the_model_replaced() {
 #[tokio::test]
 async fn an_answer_without_usage_gets_the_relays_estimate_in_the_body_and_the_record() {
     let mock = MockUpstream::start().await;
-    // 16 bytes of answer; 34 bytes of prompt (the site's system prompt and "Hello").
+    // 16 bytes of answer: 4 tokens. 34 bytes of prompt (the site's system prompt and "Hello") in
+    // two messages: the prompt's ceiling, 34 + 2 x 4 + 3 = 45 tokens, is what an estimate charges.
     mock.push(Reply::Stream(vec![Step::Content("sixteen bytes!!!"), Step::Finish("stop")]));
     let relay = metered(&mock).start().await;
     let (status, body) = json_body(relay.send_chat(hello()).await).await;
@@ -92,10 +95,10 @@ async fn an_answer_without_usage_gets_the_relays_estimate_in_the_body_and_the_re
     assert_eq!(body["choices"][0]["message"]["content"], "sixteen bytes!!!");
     assert_eq!(
         body["usage"],
-        json!({"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13})
+        json!({"prompt_tokens": 45, "completion_tokens": 4, "total_tokens": 49})
     );
     let record = only_usage_record(&relay).await;
-    assert_eq!((record.input_tokens, record.output_tokens, record.estimated), (9, 4, true));
+    assert_eq!((record.input_tokens, record.output_tokens, record.estimated), (45, 4, true));
 }
 
 #[tokio::test]
@@ -116,9 +119,10 @@ async fn an_answer_slower_than_answer_ms_is_a_504_and_the_upstream_call_is_cance
     );
     mock.hangup().await;
     // The upstream took the request and may have generated all of it: the worst case is
-    // charged (the prompt's estimate, 34 bytes, and all of `max_tokens`, 20).
+    // charged (the prompt's ceiling, 45 tokens for 34 bytes in 2 messages, and all of
+    // `max_tokens`, 20).
     let record = only_usage_record(&relay).await;
-    assert_eq!((record.outcome, record.cost_micros), (Outcome::UpstreamError, 29));
+    assert_eq!((record.outcome, record.cost_micros), (Outcome::UpstreamError, 65));
     assert!(record.estimated);
 }
 
@@ -197,9 +201,9 @@ async fn a_client_that_leaves_before_the_answer_is_charged_the_worst_case() {
     request.abort();
     mock.hangup().await;
     // What the upstream generated before the call was cancelled is unknown: the prompt's
-    // estimate (34 bytes) and all of `max_tokens` (20) are charged.
+    // ceiling (45) and all of `max_tokens` (20) are charged.
     let record = only_usage_record(&relay).await;
     assert_eq!(record.outcome, Outcome::Interrupted);
-    assert_eq!((record.input_tokens, record.output_tokens, record.cost_micros), (9, 20, 29));
+    assert_eq!((record.input_tokens, record.output_tokens, record.cost_micros), (45, 20, 65));
     assert!(record.estimated);
 }

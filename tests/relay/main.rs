@@ -2,6 +2,7 @@
 //! fresh SQLite database per test, and real HTTP clients. One binary, one module per concern.
 
 mod access;
+mod accounting;
 mod admin;
 mod answers;
 mod bad_input;

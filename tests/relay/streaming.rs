@@ -106,11 +106,11 @@ async fn estimates_usage_when_the_upstream_reports_none() {
     assert_eq!(data.last(), Some(&"[DONE]"));
     let usage: Value = serde_json::from_str(data[data.len() - 2]).unwrap();
     assert_eq!(usage["choices"], json!([]));
-    // Sent upstream: the site prompt (29 bytes) and "Hello" (5 bytes) = 34 bytes -> 9 tokens;
-    // streamed: 12 bytes -> 3 tokens.
+    // Sent upstream: the site prompt (29 bytes) and "Hello" (5 bytes) in two messages, charged at
+    // the prompt's ceiling: 34 + 2 x 4 + 3 = 45 tokens; streamed: 12 bytes in one chunk -> 3 tokens.
     assert_eq!(
         usage["usage"],
-        json!({"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12})
+        json!({"prompt_tokens": 45, "completion_tokens": 3, "total_tokens": 48})
     );
 }
 

@@ -219,16 +219,22 @@ async fn a_budget_crossing_80_then_100_percent_sends_exactly_those_two_alerts() 
         }))
         .await;
 
-    // Each call reserves its worst case (12 prompt tokens + max_tokens 5 = 17) and then costs
-    // what the upstream reports: 80, then 20.
-    let chat = || async {
-        let response = relay.chat_as(&secret, None).json(&hello()).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        let _ = response.bytes().await.unwrap();
+    // Each call reserves its worst case and then costs what the upstream reports, which must be
+    // within what the request could produce: first 40 prompt tokens (the ceiling of 33 bytes in
+    // one message) and max_tokens 20, reserving 60, costing 80 (40 + 40, within twice
+    // max_tokens); then "Hello" with max_tokens 5, reserving 17, costing 20.
+    let chat = |body: Value| {
+        let call = relay.chat_as(&secret, None).json(&body);
+        async move {
+            let response = call.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let _ = response.bytes().await.unwrap();
+        }
     };
-    chat().await;
+    let long = "x".repeat(33);
+    chat(json!({"messages": [{"role": "user", "content": long}], "max_tokens": 20})).await;
     receiver.wait_for(1).await;
-    chat().await;
+    chat(hello()).await;
     receiver.wait_for(2).await;
     relay.stop().await;
 

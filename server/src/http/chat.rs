@@ -16,11 +16,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use confab_protocol::ChatRequest;
 
-use super::{ApiJson, AppState, Caller};
+use super::{ApiJson, AppState, Caller, RequestId};
 use crate::budget::{BudgetRule, Payer};
 use crate::error::ApiError;
 use crate::limits::{RateLimitStatus, Rule, Subject};
-use crate::meter::{Meter, prompt_token_ceiling};
+use crate::meter::{Admitted, Ceiling, Meter, prompt_token_ceiling};
 use crate::policy::SitePolicy;
 use crate::relay::{self, collect_completion, sse_events};
 use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
@@ -47,6 +47,7 @@ async fn create_chat_completion(
     State(state): State<AppState>,
     caller: Caller,
     Peer(peer): Peer,
+    request_id: RequestId,
     headers: HeaderMap,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
@@ -80,13 +81,21 @@ async fn create_chat_completion(
         upstream_request.stream_options = None;
     }
     let (meter, status) =
-        admit(&state, &caller, peer, &headers, &upstream_request, upstream.name())?;
+        admit(&state, &caller, peer, &headers, &upstream_request, upstream.name(), request_id)?;
+    // The worst case is durable before the upstream sees the request, so that a crash from here
+    // on cannot lose its cost (settled at start-up; see `Metering::start`).
+    meter.write_pending().await.map_err(|_| ApiError::Unavailable {
+        code: "usage_unrecorded",
+        message: "the relay cannot record usage right now; retry later",
+    })?;
     let mut response = if let Some(openai) = whole_answer {
-        let answer = relay::complete(openai, &upstream_request, timeouts, Some(meter)).await?;
+        let cut = Some(state.cut.watch());
+        let answer = relay::complete(openai, &upstream_request, timeouts, Some(meter), cut).await?;
         let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
         (json, answer).into_response()
     } else {
-        let plan = relay::start(upstream, &upstream_request, timeouts, Some(meter)).await?;
+        let cut = Some(state.cut.watch());
+        let plan = relay::start(upstream, &upstream_request, timeouts, Some(meter), cut).await?;
         if stream_to_client {
             let sse = Sse::new(sse_events(plan))
                 .keep_alive(KeepAlive::new().interval(state.config.heartbeat()));
@@ -120,9 +129,11 @@ fn admit(
     headers: &HeaderMap,
     request: &ChatRequest,
     upstream: &str,
+    RequestId(request_id): RequestId,
 ) -> Result<(Meter, Option<RateLimitStatus>), ApiError> {
     let model = request.model.clone().unwrap_or_default();
     let mut record = UsageRecord {
+        request_id: request_id.to_string(),
         at_ms: crate::unix_now_ms(),
         site_id: None,
         key_id: None,
@@ -189,20 +200,31 @@ fn admit(
     checks.retain(|(_, rule)| !rule.is_unlimited());
 
     let metering = Arc::clone(&state.metering);
-    let prompt_bytes = relay::prompt_bytes(request);
-    let worst_case = metering.prices.cost(
-        &record.model,
-        prompt_token_ceiling(prompt_bytes, request.messages.len()),
-        u64::from(request.max_tokens.unwrap_or_default()),
-    );
+    let ceiling = Ceiling {
+        prompt_tokens: prompt_token_ceiling(relay::prompt_bytes(request), request.messages.len()),
+        completion_tokens: u64::from(request.max_tokens.unwrap_or_default()),
+    };
+    let worst_cost =
+        metering.prices.cost(&record.model, ceiling.prompt_tokens, ceiling.completion_tokens);
     let reservation = metering
         .ledger
-        .reserve(&[payer], worst_case, crate::unix_now())
+        .reserve(&[payer], worst_cost, crate::unix_now())
         .map_err(|exhausted| ApiError::InsufficientQuota(Box::new(exhausted)))?;
-    // A refusal here drops the reservation, which releases it.
+    // The worst case is charged to the tokens-per-minute windows too, so that concurrent
+    // requests see each other; the difference is given back when the request settles. A
+    // refusal here drops the reservation, which releases it.
+    let reserved_tokens = ceiling.prompt_tokens.saturating_add(ceiling.completion_tokens);
     let status = metering
         .limiter
-        .admit(&checks, Instant::now())
+        .admit(&checks, reserved_tokens, Instant::now())
         .map_err(|rejected| ApiError::RateLimited(Box::new(rejected)))?;
-    Ok((Meter::new(metering, checks, Some(reservation), record), status))
+    let admitted = Admitted {
+        checks,
+        reservation: Some(reservation),
+        record,
+        ceiling,
+        worst_cost,
+        reserved_tokens,
+    };
+    Ok((Meter::new(metering, admitted), status))
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -33,6 +33,7 @@ pub use serve::{serve, serve_admin};
 
 use crate::budget::PriceTable;
 use crate::config::Config;
+use crate::cut::Cut;
 use crate::error::{ApiError, ErrorDetail};
 use crate::keys::KeyActivity;
 use crate::meter::Metering;
@@ -61,6 +62,8 @@ pub struct AppInner {
     pub admin_token: Option<crate::config::Secret>,
     /// In demo mode, what the demo page at `/` embeds.
     pub demo: Option<DemoPage>,
+    /// Fired by `serve` when shutdown's grace period is over: ends the answers still open.
+    pub cut: Cut,
 }
 
 /// The demo site's key and the relay's public URL, for the demo page.
@@ -107,17 +110,22 @@ impl AppState {
             visitor_salt,
             admin_token,
             demo: None,
+            cut: Cut::new(),
         })))
     }
 
-    /// Writes what is batched in memory (when keys were last used) to the store; run
-    /// periodically while serving and once more at shutdown.
-    pub async fn flush(&self) {
+    /// Writes what is batched in memory (usage records, when keys were last used, webhook
+    /// events) to the store; run periodically while serving and once more at shutdown. `false`
+    /// when something could not be written (logged).
+    pub async fn flush(&self) -> bool {
+        let mut written = true;
         if let Err(error) = self.key_activity.flush(self.store.as_ref()).await {
             tracing::warn!(%error, "cannot record when keys were last used; will retry");
+            written = false;
         }
-        self.metering.recorder.flush().await;
+        written &= self.metering.recorder.flush().await;
         self.webhooks.flush().await;
+        written
     }
 
     /// The same state, serving the demo page at `/`.
@@ -136,7 +144,7 @@ pub fn admin_router(state: AppState) -> Router {
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
@@ -157,7 +165,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(cors(&state))
         .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
@@ -197,29 +205,78 @@ fn cors(state: &AppState) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Logs one line per request: method, path, status, latency, the public prefix of the site key
-/// or secret key and the upstream when known, and what went wrong for a failed request (for a
-/// 500, its internal cause, which the client never sees). Keys and bodies are never logged.
-async fn log_request(request: Request, next: Next) -> Response {
+/// `X-Request-Id`: taken from a trusted proxy's request, otherwise made here; sent back on every
+/// response, carried by every log line of the request, its usage record and its upstream call.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being handled (see [`X_REQUEST_ID`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub Arc<str>);
+
+impl RequestId {
+    /// `req_` and 32 hex digits of randomness.
+    fn new() -> Self {
+        Self(format!("req_{:032x}", rand::random::<u128>()).into())
+    }
+
+    /// A proxy's id, if it is one a log line and a header can carry safely: 1 to 128 of
+    /// `A-Z a-z 0-9 . _ : -`.
+    fn from_proxy(value: &HeaderValue) -> Option<Self> {
+        let bytes = value.as_bytes();
+        let safe = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-');
+        let valid = (1..=128).contains(&bytes.len()) && bytes.iter().all(safe);
+        valid.then(|| Self(String::from_utf8_lossy(bytes).into()))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    /// The id the logging middleware gave the request (a fresh one where it did not run).
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<RequestId>().cloned().unwrap_or_else(RequestId::new))
+    }
+}
+
+/// Logs one line per request: method, path, status, latency, the request id, the public prefix
+/// of the site key or secret key and the upstream when known, and what went wrong for a failed
+/// request (for a 500, its internal cause, which the client never sees; for a 4xx, its error
+/// code). Keys, bodies and the client's own text are never logged.
+async fn log_request(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let from_trusted_proxy =
+        request.extensions().get::<ConnectInfo<std::net::SocketAddr>>().is_some_and(|peer| {
+            state.config.server.trusted_proxies.iter().any(|proxy| proxy.contains(peer.0.ip()))
+        });
+    let id = request
+        .headers()
+        .get(X_REQUEST_ID)
+        .filter(|_| from_trusted_proxy)
+        .and_then(RequestId::from_proxy)
+        .unwrap_or_else(RequestId::new);
+    request.extensions_mut().insert(id.clone());
     let span = tracing::info_span!(
         "request",
+        request_id = %id.0,
         method = %request.method(),
-        path = %request.uri().path(),
+        path = %crate::logsafe::Escaped(request.uri().path()),
         site = tracing::field::Empty,
         key = tracing::field::Empty,
         upstream = tracing::field::Empty,
     );
     let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if let Ok(value) = HeaderValue::from_str(&id.0) {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let error = response.extensions().get::<ErrorDetail>().map(|ErrorDetail(detail)| detail);
     span.in_scope(|| match error {
         Some(error) if status >= 500 => {
-            tracing::warn!(status, latency_ms, %error, "request failed")
+            tracing::warn!(status, latency_us, %error, "request failed")
         }
-        Some(error) => tracing::info!(status, latency_ms, %error, "request rejected"),
-        None => tracing::info!(status, latency_ms, "request"),
+        Some(code) => tracing::info!(status, latency_us, %code, "request rejected"),
+        None => tracing::info!(status, latency_us, "request"),
     });
     response
 }

@@ -7,6 +7,12 @@
 //! - a client that stops reading a response for `timeouts.client_write_ms` is disconnected,
 //!   which also drops (and so cancels) its upstream call;
 //! - the body limit (`timeouts.request_body_ms`) is applied where the body is read (`ApiJson`).
+//!
+//! Shutdown never loses what was recorded: in-flight requests get `server.shutdown_grace_ms` to
+//! finish; then the [`Cut`] ends the answers still open (each settles as interrupted at what it
+//! used), connections that still linger (a client that stopped reading) are dropped, which
+//! settles theirs, and only then is everything batched in memory written, on every path out of
+//! [`serve`]. `serve` fails only if something could not be written.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,28 +29,40 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 
 use super::{AppState, router};
 
+/// After the cut, the answers it ended get this long to send their last event before their
+/// connections are dropped.
+const AFTER_CUT: Duration = Duration::from_secs(1);
+
 /// Serves the relay on `listener` until `shutdown` resolves, then lets in-flight requests finish
-/// and writes what is batched in memory (usage records, key activity).
+/// (within the grace period, see the module comment) and writes what is batched in memory
+/// (usage records, key activity, webhook events). An error means something could not be written.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let flusher = tokio::spawn(flush_periodically(state.clone()));
+    let (stop_flusher, flusher_stopped) = oneshot::channel();
+    let flusher = tokio::spawn(flush_periodically(state.clone(), flusher_stopped));
     let deliveries = tokio::spawn(Arc::clone(&state.webhooks).deliver());
-    let timeouts = state.config.timeouts.clone();
-    let result = serve_app(router(state.clone()), &timeouts, listener, shutdown).await;
-    flusher.abort();
+    let result = serve_app(router(state.clone()), &state, listener, shutdown).await;
+    // The periodic flush is stopped between two flushes, never in the middle of one.
+    let _ = stop_flusher.send(());
+    let _ = flusher.await;
     // Deliveries under way are cut short: they are made again after a restart. Waiting for the
     // task to end makes sure this relay sends nothing more once `serve` has returned.
     deliveries.abort();
     let _ = deliveries.await;
-    state.flush().await;
+    if !state.flush().await {
+        tracing::error!("records batched in memory could not all be written at shutdown");
+        return Err(std::io::Error::other("usage or key activity could not be written"));
+    }
     result
 }
 
@@ -54,16 +72,16 @@ pub async fn serve_admin(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let timeouts = state.config.timeouts.clone();
-    serve_app(super::admin_router(state), &timeouts, listener, shutdown).await
+    serve_app(super::admin_router(state.clone()), &state, listener, shutdown).await
 }
 
 async fn serve_app(
     app: Router,
-    timeouts: &crate::config::TimeoutConfig,
+    state: &AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let timeouts = &state.config.timeouts;
     // HTTP/1.1 only: browsers reach the relay through a TLS-terminating proxy or directly over
     // HTTP/1.1, and hyper's automatic HTTP/2 detection waits for a client's first bytes with no
     // time limit, which is exactly what a slow client must not get.
@@ -74,9 +92,11 @@ async fn serve_app(
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = JoinSet::new();
 
     loop {
         let (stream, remote) = tokio::select! {
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -94,7 +114,7 @@ async fn serve_app(
         let io = TokioIo::new(Box::pin(stream));
         let service = TowerToHyperService::new(connection_service(app.clone(), remote));
         let connection = graceful.watch(builder.serve_connection(io, service));
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%remote, %error, "connection ended with an error");
             }
@@ -102,18 +122,34 @@ async fn serve_app(
     }
 
     drop(listener);
-    graceful.shutdown().await;
+    let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            grace_ms = state.config.server.shutdown_grace_ms,
+            "requests still open after the grace period; cutting them short"
+        );
+        state.cut.fire();
+        let drained = async { while connections.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(AFTER_CUT, drained).await;
+        // What is left is stuck on a client that stopped reading: dropping its task drops its
+        // answer, which settles the answer's meter.
+        connections.shutdown().await;
+    }
     Ok(())
 }
 
-/// Writes the state's batched records every `keys.last_used_flush_ms`.
-async fn flush_periodically(state: AppState) {
+/// Writes the state's batched records every `keys.last_used_flush_ms`, until `stop`.
+async fn flush_periodically(state: AppState, mut stop: oneshot::Receiver<()>) {
     let mut every =
         tokio::time::interval(Duration::from_millis(state.config.keys.last_used_flush_ms));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = every.tick() => {}
+        }
         state.flush().await;
     }
 }

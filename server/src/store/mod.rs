@@ -201,6 +201,9 @@ pub struct ApiKeyCredentials {
 /// What one chat request cost and how it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
+    /// The request's id (`X-Request-Id`): a record written again with the same id settles the
+    /// earlier one in place (a `Pending` row becomes the request's final record).
+    pub request_id: String,
     /// When the request arrived, unix milliseconds.
     pub at_ms: i64,
     pub site_id: Option<String>,
@@ -242,6 +245,10 @@ pub enum Outcome {
     Interrupted,
     /// The upstream failed, before or during the answer.
     UpstreamError,
+    /// Still running: the row holds the request's worst case, written before its upstream call
+    /// and replaced by the final record when it ends (or settled as `Interrupted` at start-up,
+    /// after a crash).
+    Pending,
 }
 
 impl Outcome {
@@ -250,11 +257,12 @@ impl Outcome {
             Outcome::Completed => "completed",
             Outcome::Interrupted => "interrupted",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::Pending => "pending",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Outcome> {
-        [Outcome::Completed, Outcome::Interrupted, Outcome::UpstreamError]
+        [Outcome::Completed, Outcome::Interrupted, Outcome::UpstreamError, Outcome::Pending]
             .into_iter()
             .find(|o| o.as_str() == name)
     }
@@ -328,8 +336,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn revoke_api_key(&self, id: &str, at: i64) -> Result<bool, StoreError>;
     /// Records when keys were last used (batched by the caller).
     async fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError>;
-    /// Appends usage records (one transaction).
+    /// Writes usage records (one transaction). A record whose `request_id` is already stored
+    /// replaces that row if it is still `Pending` (a request settled in place); a `Pending`
+    /// record never replaces a settled one.
     async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError>;
+    /// Settles the rows a previous run left `Pending` (it crashed, or could not finish writing)
+    /// as `Interrupted`, at the worst case they hold; returns how many there were.
+    async fn settle_pending_usage(&self) -> Result<u64, StoreError>;
     /// Usage records from `since_ms` on, optionally of one site or one key, oldest first.
     async fn usage_since(
         &self,

@@ -396,6 +396,10 @@ impl Store for SqliteStore {
         usage::record(&self.pool, records).await
     }
 
+    async fn settle_pending_usage(&self) -> Result<u64, StoreError> {
+        usage::settle_pending(&self.pool).await
+    }
+
     async fn usage_since(
         &self,
         since_ms: i64,

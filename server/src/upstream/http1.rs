@@ -28,6 +28,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
 
+use super::Sent;
+
 /// A response head larger than this is refused.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Headers read from a response head, at most.
@@ -168,17 +170,28 @@ impl Client {
     /// upstream had closed meanwhile is replaced by a new one only if the request could not be
     /// written on it: once it was, the upstream may be working on it, and a chat request must
     /// never run twice. (Closed idle connections are found before use, by `looks_open`.)
+    #[cfg(test)]
     pub async fn post(self: &Arc<Self>, request: &Request<'_>) -> Result<Response, Error> {
+        self.post_marking_sent(request, None).await
+    }
+
+    /// [`Client::post`], marking `sent` once the request is written: from then on the upstream
+    /// may be working on it (and billing it), whatever happens to the answer.
+    pub async fn post_marking_sent(
+        self: &Arc<Self>,
+        request: &Request<'_>,
+        sent: Option<&Sent>,
+    ) -> Result<Response, Error> {
         let bytes = self.request_bytes(request);
         if let Some(conn) = self.checkout() {
-            match self.exchange(conn, &bytes).await {
+            match self.exchange(conn, &bytes, sent).await {
                 Ok(response) => return Ok(response),
                 Err(Exchange::Stale) => {}
                 Err(Exchange::Failed(error)) => return Err(error),
             }
         }
         let conn = self.connect().await?;
-        match self.exchange(conn, &bytes).await {
+        match self.exchange(conn, &bytes, sent).await {
             Ok(response) => Ok(response),
             Err(Exchange::Stale) => Err(Error::Closed(io::ErrorKind::UnexpectedEof.into())),
             Err(Exchange::Failed(error)) => Err(error),
@@ -209,6 +222,7 @@ impl Client {
         self: &Arc<Self>,
         mut conn: Conn,
         request: &[u8],
+        mark: Option<&Sent>,
     ) -> Result<Response, Exchange> {
         let reused = conn.reused;
         let sent = async {
@@ -222,6 +236,9 @@ impl Client {
             } else {
                 Exchange::Failed(Error::Closed(error))
             });
+        }
+        if let Some(mark) = mark {
+            mark.mark();
         }
         let head = match conn.read_head().await {
             Ok(head) => head,

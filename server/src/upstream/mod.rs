@@ -13,6 +13,7 @@ mod openai;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use confab_protocol::ChatRequest;
@@ -22,6 +23,31 @@ pub use demo::DemoUpstream;
 pub use openai::OpenAiUpstream;
 
 use crate::config::{Config, ConfigError, UpstreamKind};
+
+/// Set by the upstream client once the request's bytes are written: from then on the upstream
+/// may be generating (and billing) an answer, so the request costs at least its prompt however
+/// it ends. Shared between the meter and the upstream call.
+#[derive(Debug, Clone, Default)]
+pub struct Sent(Arc<AtomicBool>);
+
+impl Sent {
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What an upstream call carries beyond the request: the relay's request id (sent as
+/// `X-Request-Id`, so the provider's logs can be matched to the relay's) and the flag to mark
+/// once the request is written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Call<'a> {
+    pub request_id: Option<&'a str>,
+    pub sent: Option<&'a Sent>,
+}
 
 /// One event from an upstream stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +68,8 @@ pub enum TimeoutKind {
     Idle,
     /// The whole answer of a non-streaming call.
     Answer,
+    /// A whole stream (`timeouts.stream_ms`), however steadily it streamed.
+    Stream,
 }
 
 /// Why an upstream call failed. Never carries the provider's error text to a client: it can
@@ -60,6 +88,10 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("upstream reported an error in its stream")]
     Reported,
+    /// Not the upstream's doing: the relay is shutting down and its grace period is over, so
+    /// the answer was cut short (and settled as interrupted).
+    #[error("cut short: the relay is shutting down")]
+    Cut,
 }
 
 /// A configured upstream.
@@ -79,10 +111,20 @@ impl Upstream {
 
     /// Sends the request and returns once the upstream has accepted it (status line and headers
     /// received). The caller applies the first-byte and idle limits to the returned stream.
-    pub async fn open(&self, request: &ChatRequest) -> Result<EventStream, UpstreamError> {
+    /// `call.sent` is marked once the request is written.
+    pub async fn open(
+        &self,
+        request: &ChatRequest,
+        call: Call<'_>,
+    ) -> Result<EventStream, UpstreamError> {
         match self {
-            Self::OpenAi(u) => u.open(request).await,
-            Self::Demo(u) => Ok(u.open(request)),
+            Self::OpenAi(u) => u.open(request, call).await,
+            Self::Demo(u) => {
+                if let Some(sent) = call.sent {
+                    sent.mark();
+                }
+                Ok(u.open(request))
+            }
         }
     }
 }

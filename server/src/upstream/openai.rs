@@ -12,7 +12,7 @@ use futures_util::{Stream, stream};
 use tracing::Instrument;
 
 use super::http1::{self, ReadAllError};
-use super::{EventStream, TimeoutKind, UpstreamError, UpstreamEvent};
+use super::{Call, EventStream, TimeoutKind, UpstreamError, UpstreamEvent};
 use crate::config::{ConfigError, Secret, TimeoutConfig, UpstreamConfig, parse_http_url};
 
 /// How much of an upstream's error body is read, to log it (never to forward it).
@@ -96,15 +96,23 @@ impl OpenAiUpstream {
 
     /// Asks for a stream (`request.stream` must be set) and returns its events once the
     /// upstream has accepted the request.
-    pub async fn open(&self, request: &ChatRequest) -> Result<EventStream, UpstreamError> {
-        let body = self.send(request, "text/event-stream").await?;
+    pub async fn open(
+        &self,
+        request: &ChatRequest,
+        call: Call<'_>,
+    ) -> Result<EventStream, UpstreamError> {
+        let body = self.send(request, "text/event-stream", call).await?;
         Ok(Box::pin(upstream_events(body)))
     }
 
     /// Asks for a whole answer (`request.stream` unset) and returns its body, the upstream's
     /// `chat.completion` as it sent it.
-    pub async fn complete(&self, request: &ChatRequest) -> Result<Bytes, UpstreamError> {
-        let mut body = self.send(request, "application/json").await?;
+    pub async fn complete(
+        &self,
+        request: &ChatRequest,
+        call: Call<'_>,
+    ) -> Result<Bytes, UpstreamError> {
+        let mut body = self.send(request, "application/json", call).await?;
         body.read_all(MAX_ANSWER_BYTES).await.map_err(|error| match error {
             ReadAllError::TooLarge => {
                 UpstreamError::Protocol(format!("answer larger than {MAX_ANSWER_BYTES} bytes"))
@@ -119,24 +127,30 @@ impl OpenAiUpstream {
         &self,
         request: &ChatRequest,
         accept: &'static str,
+        call: Call<'_>,
     ) -> Result<http1::Body, UpstreamError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
-        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(3);
+        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(4);
+        if let Some(id) = call.request_id {
+            headers.push(("X-Request-Id", id.as_bytes()));
+        }
         headers.push(("Content-Type", b"application/json"));
         headers.push(("Accept", accept.as_bytes()));
         if let Some(authorization) = &self.authorization {
             headers.push(("Authorization", authorization.expose().as_bytes()));
         }
         let request = http1::Request { path: &self.path, headers: &headers, body: &body };
-        let response = self.client.post(&request).await.map_err(|error| match error {
-            http1::Error::Connect(_) => UpstreamError::Connect,
-            http1::Error::ConnectTimeout(after) => {
-                UpstreamError::Timeout { kind: TimeoutKind::Connect, after }
-            }
-            // Connected, then the connection failed before the response head.
-            other => read_error(other),
-        })?;
+        let response = self.client.post_marking_sent(&request, call.sent).await.map_err(
+            |error| match error {
+                http1::Error::Connect(_) => UpstreamError::Connect,
+                http1::Error::ConnectTimeout(after) => {
+                    UpstreamError::Timeout { kind: TimeoutKind::Connect, after }
+                }
+                // Connected, then the connection failed before the response head.
+                other => read_error(other),
+            },
+        )?;
 
         if !(200..300).contains(&response.status) {
             let retry_after = response.retry_after.as_deref().and_then(parse_retry_after);

@@ -31,6 +31,7 @@ pub async fn record(pool: &SqlitePool, records: &[UsageRecord]) -> Result<(), St
             .iter()
             .map(|r| {
                 (
+                    &r.request_id,
                     r.at_ms,
                     &r.site_id,
                     &r.key_id,
@@ -50,11 +51,20 @@ pub async fn record(pool: &SqlitePool, records: &[UsageRecord]) -> Result<(), St
         let rows = serde_json::to_string(&rows)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode usage records: {e}")))?;
         sqlx::query(
-            "INSERT INTO usage (at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
-             output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome) \
+            // `WHERE true` is SQLite's rule for an upsert after a SELECT (it tells the parser the
+            // ON CONFLICT belongs to the INSERT). A final record replaces its pending row; a
+            // pending record never replaces anything.
+            "INSERT INTO usage (request_id, at_ms, site_id, key_id, visitor, model, upstream, \
+             input_tokens, output_tokens, estimated, cost_micros, first_token_ms, total_ms, \
+             outcome) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
              value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, \
-             value ->> 11, value ->> 12 FROM json_each(?) ORDER BY key",
+             value ->> 11, value ->> 12, value ->> 13 FROM json_each(?) WHERE true ORDER BY key \
+             ON CONFLICT(request_id) DO UPDATE SET input_tokens = excluded.input_tokens, \
+             output_tokens = excluded.output_tokens, estimated = excluded.estimated, \
+             cost_micros = excluded.cost_micros, first_token_ms = excluded.first_token_ms, \
+             total_ms = excluded.total_ms, outcome = excluded.outcome \
+             WHERE usage.outcome = 'pending' AND excluded.outcome <> 'pending'",
         )
         .bind(rows)
         .execute(&mut *tx)
@@ -64,6 +74,16 @@ pub async fn record(pool: &SqlitePool, records: &[UsageRecord]) -> Result<(), St
     Ok(())
 }
 
+/// Settles what a previous run left pending as interrupted, at the worst case the rows hold.
+pub async fn settle_pending(pool: &SqlitePool) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE usage SET outcome = 'interrupted', estimated = 1 WHERE outcome = 'pending'",
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn since(
     pool: &SqlitePool,
     since_ms: i64,
@@ -71,8 +91,8 @@ pub async fn since(
     key_id: Option<&str>,
 ) -> Result<Vec<UsageRecord>, StoreError> {
     let rows = sqlx::query(
-        "SELECT at_ms, site_id, key_id, visitor, model, upstream, input_tokens, output_tokens, \
-         estimated, cost_micros, first_token_ms, total_ms, outcome FROM usage \
+        "SELECT request_id, at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
+         output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome FROM usage \
          WHERE at_ms >= ?1 AND (?2 IS NULL OR site_id = ?2) AND (?3 IS NULL OR key_id = ?3) \
          ORDER BY at_ms, id",
     )
@@ -85,7 +105,9 @@ pub async fn since(
         .map(|row| {
             let outcome: String = row.try_get("outcome")?;
             let first_token_ms: Option<i64> = row.try_get("first_token_ms")?;
+            let request_id: Option<String> = row.try_get("request_id")?;
             Ok(UsageRecord {
+                request_id: request_id.unwrap_or_default(),
                 at_ms: row.try_get("at_ms")?,
                 site_id: row.try_get("site_id")?,
                 key_id: row.try_get("key_id")?,
@@ -113,8 +135,8 @@ pub async fn totals(
 ) -> Result<Vec<UsageGroup>, StoreError> {
     let rows = sqlx::query(
         "SELECT at_ms / 86400000 AS day, site_id, key_id, model, COUNT(*) AS requests, \
-         SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
-         SUM(cost_micros) AS cost_micros FROM usage \
+         TOTAL(input_tokens) AS input_tokens, TOTAL(output_tokens) AS output_tokens, \
+         TOTAL(cost_micros) AS cost_micros FROM usage \
          WHERE at_ms >= ?1 AND (?2 IS NULL OR site_id = ?2) AND (?3 IS NULL OR key_id = ?3) \
          GROUP BY day, site_id, key_id, model ORDER BY day",
     )
@@ -131,12 +153,24 @@ pub async fn totals(
                 key_id: row.try_get("key_id")?,
                 model: row.try_get("model")?,
                 requests: count(row, "requests")?,
-                input_tokens: count(row, "input_tokens")?,
-                output_tokens: count(row, "output_tokens")?,
-                cost_micros: count(row, "cost_micros")?,
+                input_tokens: total(row, "input_tokens")?,
+                output_tokens: total(row, "output_tokens")?,
+                cost_micros: total(row, "cost_micros")?,
             })
         })
         .collect()
+}
+
+/// A sum read from `TOTAL()`, which never fails the way `SUM()` does when integers overflow
+/// (two absurd rows once kept the relay from starting): past `u64::MAX` it saturates. It is a
+/// float, exact up to 2^53 (9 billion dollars in micro-dollars), which is far beyond any real
+/// group; the float-to-integer conversion saturates and maps NaN to 0.
+fn total(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
+    let value: f64 = row.try_get(column)?;
+    if value < 0.0 {
+        return Err(StoreError::Corrupt(format!("usage.{column} sums below 0")));
+    }
+    Ok(value as u64)
 }
 
 #[cfg(test)]
@@ -145,6 +179,7 @@ mod tests {
 
     fn record(at_ms: i64, visitor: Option<&str>, outcome: Outcome) -> UsageRecord {
         UsageRecord {
+            request_id: format!("req_{at_ms}_{}", visitor.unwrap_or("none")),
             at_ms,
             site_id: Some("site_a".into()),
             key_id: None,
