@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod config_base;
 pub mod error;
 pub mod http;
 pub mod keys;
