@@ -143,6 +143,37 @@ async fn a_receiver_that_fails_twice_then_succeeds_gets_exactly_one_accepted_sig
 }
 
 #[tokio::test]
+async fn a_signature_taken_from_one_delivery_does_not_verify_another_with_the_same_body() {
+    let mock = MockUpstream::start().await;
+    let first = WebhookReceiver::start(&[]).await;
+    let second = WebhookReceiver::start(&[]).await;
+    let secrets = secret_dir();
+    let endpoints = vec![
+        endpoint(&first.url, &["key.revoked"], secrets.path()),
+        endpoint(&second.url, &["key.revoked"], secrets.path()),
+    ];
+    let relay = hooked(&mock, endpoints).start().await;
+    let (key, _) = relay.create_key(key_spec(CallerLimits::default())).await;
+
+    // One event, two deliveries: the same body under two delivery ids.
+    keys::revoke_key(relay.store.as_ref(), &key.id).await.unwrap();
+    let one = first.wait_for(1).await.remove(0);
+    let other = second.wait_for(1).await.remove(0);
+    relay.stop().await;
+    assert_eq!(one.body, other.body);
+    assert_ne!(one.header("confab-delivery"), other.header("confab-delivery"));
+    assert!(one.signature_is_valid(SECRET) && other.signature_is_valid(SECRET));
+    assert!(one.header("confab-signature").starts_with("v1="), "{:?}", one.headers);
+
+    // The first delivery replayed under the second one's id, to get past deduplication.
+    let mut replayed = one.clone();
+    replayed.headers.insert("confab-delivery", other.headers["confab-delivery"].clone());
+    assert!(!replayed.signature_is_valid(SECRET), "v2 covers the delivery id");
+    // The deprecated v1 does not, which is why it is on its way out.
+    assert!(replayed.v1_signature_is_valid(SECRET));
+}
+
+#[tokio::test]
 async fn a_restarted_relay_delivers_what_was_pending_exactly_once() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::answer(&["Hi"], (7, 3)));

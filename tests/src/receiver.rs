@@ -38,16 +38,40 @@ impl Delivery {
     }
 
     /// Checks the signature as the README tells receivers to, computed here independently of
-    /// the relay's code: `Confab-Signature` is `v1=` and the hex HMAC-SHA256 under `secret` of
+    /// the relay's code: `Confab-Signature` is a comma-separated list of `<scheme>=<hex>`, and
+    /// its `v2` must be the HMAC-SHA256 under `secret` of `Confab-Delivery`, a dot,
     /// `Confab-Timestamp`, a dot, and the raw body.
     pub fn signature_is_valid(&self, secret: &str) -> bool {
-        let Some(given) = self.header("confab-signature").strip_prefix("v1=") else {
-            return false;
-        };
-        let Ok(given) = hex::decode(given) else { return false };
+        self.signed_by(
+            secret,
+            "v2",
+            &[
+                self.header("confab-delivery").as_bytes(),
+                self.header("confab-timestamp").as_bytes(),
+            ],
+        )
+    }
+
+    /// The deprecated `v1` signature: the HMAC-SHA256 of `Confab-Timestamp`, a dot, and the
+    /// raw body (not the delivery id).
+    pub fn v1_signature_is_valid(&self, secret: &str) -> bool {
+        self.signed_by(secret, "v1", &[self.header("confab-timestamp").as_bytes()])
+    }
+
+    /// Whether the `scheme` signature is the HMAC of `prefix`, then the body, joined by dots.
+    fn signed_by(&self, secret: &str, scheme: &str, prefix: &[&[u8]]) -> bool {
+        let given = self
+            .header("confab-signature")
+            .split(',')
+            .filter_map(|part| part.split_once('='))
+            .find(|(name, _)| *name == scheme)
+            .and_then(|(_, hex)| hex::decode(hex).ok());
+        let Some(given) = given else { return false };
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(self.header("confab-timestamp").as_bytes());
-        mac.update(b".");
+        for part in prefix {
+            mac.update(part);
+            mac.update(b".");
+        }
         mac.update(&self.body);
         mac.verify_slice(&given).is_ok()
     }

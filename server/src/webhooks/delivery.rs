@@ -133,8 +133,12 @@ impl Webhooks {
             .find(|endpoint| endpoint.url == delivery.endpoint)
             .ok_or(AttemptError::Unconfigured)?;
         let timestamp = crate::unix_now();
-        let signature =
-            signature(endpoint.secret.expose().as_bytes(), timestamp, delivery.payload.as_bytes());
+        let signature = signature(
+            endpoint.secret.expose().as_bytes(),
+            &delivery.id,
+            timestamp,
+            delivery.payload.as_bytes(),
+        );
         let response = self
             .client
             .post(&endpoint.url)

@@ -39,15 +39,32 @@ impl EventKind {
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The `Confab-Signature` header of a body sent at `timestamp` (unix seconds):
-/// `v1=` and the hex HMAC-SHA256, under the endpoint's secret, of `"<timestamp>.<body>"`.
-pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+/// The hex HMAC-SHA256, under `secret`, of `parts` joined by dots.
+fn hmac_hex(secret: &[u8], parts: &[&[u8]]) -> String {
     let mut mac = HmacSha256::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            mac.update(b".");
+        }
+        mac.update(part);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The `Confab-Signature` header of delivery `delivery_id`, whose `body` is sent at `timestamp`
+/// (unix seconds), under the endpoint's secret: `v1=<hex>,v2=<hex>`.
+///
+/// `v2` is the HMAC-SHA256 of `"<delivery id>.<timestamp>.<body>"`. `v1`, of
+/// `"<timestamp>.<body>"`, is deprecated and still sent so that receivers written for it keep
+/// working while they move to `v2`: it does not cover the delivery id, so a captured request
+/// could be replayed within the timestamp tolerance under another `Confab-Delivery` and get
+/// past a receiver's deduplication.
+pub fn signature(secret: &[u8], delivery_id: &str, timestamp: u64, body: &[u8]) -> String {
+    let timestamp = timestamp.to_string();
+    let v1 = hmac_hex(secret, &[timestamp.as_bytes(), body]);
+    let v2 = hmac_hex(secret, &[delivery_id.as_bytes(), timestamp.as_bytes(), body]);
+    format!("v1={v1},v2={v2}")
 }
 
 pub(super) fn new_id(prefix: &str) -> String {
@@ -137,11 +154,20 @@ mod tests {
     use crate::store::{CallerLimits, Outcome, Scope};
 
     #[test]
-    fn the_signature_is_hmac_sha256_of_the_timestamp_a_dot_and_the_body() {
+    fn the_signature_carries_v2_over_the_delivery_id_and_the_deprecated_v1() {
         // Computed independently, with Python's hmac module.
+        let secret = b"whsec_test_0123456789abcdef";
+        let body = br#"{"id":"evt_1"}"#;
         assert_eq!(
-            signature(b"whsec_test_0123456789abcdef", 1_700_000_000, br#"{"id":"evt_1"}"#),
-            "v1=950d8e5fabb3af089049297d5e94a2a84e25776792dfb61711758872d45f2336"
+            signature(secret, "whd_1", 1_700_000_000, body),
+            "v1=950d8e5fabb3af089049297d5e94a2a84e25776792dfb61711758872d45f2336,\
+             v2=91ebc5d46d0a1d9e31b1e8242919401b8466bc95e62184f1bb186bb999585792"
+        );
+        // Another delivery of the same body at the same time: v1 is the same, v2 is not.
+        assert_eq!(
+            signature(secret, "whd_2", 1_700_000_000, body),
+            "v1=950d8e5fabb3af089049297d5e94a2a84e25776792dfb61711758872d45f2336,\
+             v2=2018c9ecf667623d7ef6738ae2017af925e050064725487a68d46a1c7948547e"
         );
     }
 

@@ -18,8 +18,17 @@
 //!
 //! Delivery is at least once (a delivery whose answer was lost is attempted again), so every
 //! attempt carries the same `Confab-Delivery` id for receivers to deduplicate. Each attempt is
-//! signed afresh: `Confab-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>` with
-//! the `Confab-Timestamp` it was made at, so that receivers can refuse old (replayed) requests.
+//! signed afresh, with the `Confab-Timestamp` it was made at, so that receivers can refuse old
+//! (replayed) requests:
+//!
+//! ```text
+//! Confab-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>,
+//!                   v2=<hex HMAC-SHA256(secret, "<delivery id>.<timestamp>.<body>")>
+//! ```
+//!
+//! (one line, comma-separated, as Stripe does). `v2` covers the delivery id too, so a captured
+//! request cannot be replayed under another `Confab-Delivery` to get past deduplication. `v1` is
+//! deprecated: it is still sent, for receivers written before `v2`, and will be removed.
 //!
 //! Signing secrets are read at start-up and never logged; logs name an endpoint by its origin
 //! only, since webhook URLs often carry a token in their path.
