@@ -1,5 +1,5 @@
 //! Webhooks through real HTTP: signed deliveries to a real receiver, retries with backoff, the
-//! outbox across a restart, budget alerts, and site-scoped endpoints.
+//! outbox across a restart, budget alerts, site-scoped endpoints, and endpoints that hang.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -171,6 +171,74 @@ async fn a_signature_taken_from_one_delivery_does_not_verify_another_with_the_sa
     assert!(!replayed.signature_is_valid(SECRET), "v2 covers the delivery id");
     // The deprecated v1 does not, which is why it is on its way out.
     assert!(replayed.v1_signature_is_valid(SECRET));
+}
+
+#[tokio::test]
+async fn an_endpoint_that_never_answers_does_not_delay_deliveries_to_the_others() {
+    let mock = MockUpstream::start().await;
+    let hanging = WebhookReceiver::hanging().await;
+    let healthy = WebhookReceiver::start(&[]).await;
+    let secrets = secret_dir();
+    let endpoints = vec![
+        endpoint(&hanging.url, &["key.revoked"], secrets.path()),
+        endpoint(&healthy.url, &["key.revoked"], secrets.path()),
+    ];
+    // The hanging endpoint's attempt lasts six times as long as any wait below.
+    let timeout = WAIT * 6;
+    let relay = hooked(&mock, endpoints)
+        .config(|c| c.webhooks.timeout_ms = u64::try_from(timeout.as_millis()).unwrap())
+        .start()
+        .await;
+    let (first, _) = relay.create_key(key_spec(CallerLimits::default())).await;
+    let (second, _) = relay.create_key(key_spec(CallerLimits::default())).await;
+
+    keys::revoke_key(relay.store.as_ref(), &first.id).await.unwrap();
+    healthy.wait_for(1).await;
+    // The hanging endpoint has the first event and is sitting on it...
+    hanging.wait_for(1).await;
+    // ... while an event recorded now still reaches the healthy one (`wait_for` gives up after
+    // `WAIT`, long before the hanging attempt's time limit).
+    keys::revoke_key(relay.store.as_ref(), &second.id).await.unwrap();
+    let received = healthy.wait_for(2).await;
+    assert_eq!(hanging.received().len(), 1, "still hanging on its first delivery");
+    relay.stop().await;
+
+    let revoked: BTreeSet<String> =
+        received.iter().map(|d| d.json()["data"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(revoked, BTreeSet::from([first.id, second.id]));
+    assert!(received.iter().all(|d| d.accepted() && d.signature_is_valid(SECRET)));
+}
+
+#[tokio::test]
+async fn a_delivery_to_an_endpoint_removed_from_the_config_is_given_up_at_start() {
+    let mock = MockUpstream::start().await;
+    let down = unused_address().await;
+    let removed = format!("http://{down}/hooks/confab");
+    let secrets = secret_dir();
+    let database = tempfile::tempdir().unwrap();
+
+    let endpoints = vec![endpoint(&removed, &["key.revoked"], secrets.path())];
+    let first = hooked(&mock, endpoints)
+        .config(|c| c.webhooks.max_attempts = 1_000)
+        .database(database.path())
+        .start()
+        .await;
+    let (key, _) = first.create_key(key_spec(CallerLimits::default())).await;
+    keys::revoke_key(first.store.as_ref(), &key.id).await.unwrap();
+    deliveries_until(first.store.as_ref(), |d| d.len() == 1 && d[0].attempts >= 1).await;
+    first.stop().await;
+
+    // Restarted with another endpoint only: nobody can attempt the pending delivery any more.
+    let other = WebhookReceiver::start(&[]).await;
+    let endpoints = vec![endpoint(&other.url, &["key.revoked"], secrets.path())];
+    let second = hooked(&mock, endpoints).database(database.path()).start().await;
+    let outbox =
+        deliveries_until(second.store.as_ref(), |d| d.len() == 1 && d[0].failed_at_ms.is_some())
+            .await;
+    second.stop().await;
+    assert_eq!(outbox[0].endpoint, removed);
+    assert_eq!(outbox[0].last_error.as_deref(), Some("the endpoint is no longer configured"));
+    assert!(other.received().is_empty(), "an event is sent where it was dispatched only");
 }
 
 #[tokio::test]

@@ -1,16 +1,20 @@
-//! Delivering: the worker that dispatches recorded events to the endpoints that want them and
-//! attempts the due deliveries, retrying failed ones with a doubling backoff.
+//! Delivering: the worker that dispatches recorded events to the endpoints that want them, and
+//! one loop per endpoint that attempts its due deliveries, retrying failed ones with a doubling
+//! backoff. Endpoints are attempted apart so that one that is slow or down delays only its own
+//! deliveries.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
+use futures_util::future::{join, join_all};
+use tokio::sync::Notify;
 
 use super::Webhooks;
+use super::config::Endpoint;
 use super::events::{EventKind, new_id, signature};
 use crate::store::{NewWebhookDelivery, StoreError, WebhookDelivery, WebhookEvent};
 
-/// Events and deliveries handled per round of the delivery worker.
+/// Events dispatched, and deliveries to one endpoint attempted, per batch.
 const BATCH: u32 = 32;
 /// An attempt is leased for its time limit and this much more: if the process stops during
 /// the attempt, the delivery is due again once the lease is over.
@@ -18,11 +22,12 @@ const LEASE_MARGIN_MS: i64 = 1_000;
 /// How often delivered and failed deliveries past `retention_days` are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
 
+/// The error a delivery to an endpoint that is no longer configured is given up with.
+const UNCONFIGURED: &str = "the endpoint is no longer configured";
+
 /// Why an attempt did not deliver.
 #[derive(Debug)]
 enum AttemptError {
-    /// The endpoint is no longer in the configuration (its secret is unknown): given up.
-    Unconfigured,
     /// The endpoint answered, but not with a 2xx.
     Status(reqwest::StatusCode),
     /// No answer: connection refused, timed out, and the like.
@@ -32,7 +37,6 @@ enum AttemptError {
 impl std::fmt::Display for AttemptError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AttemptError::Unconfigured => f.write_str("the endpoint is no longer configured"),
             AttemptError::Status(status) => write!(f, "answered HTTP {status}"),
             AttemptError::Request(error) => f.write_str(error),
         }
@@ -55,19 +59,43 @@ fn describe(error: reqwest::Error) -> String {
     text
 }
 
+/// Whether a batch came back full, so that more may be waiting.
+fn full(n: usize) -> bool {
+    u32::try_from(n).is_ok_and(|n| n >= BATCH)
+}
+
 impl Webhooks {
-    /// The delivery worker: dispatches recorded events and attempts due deliveries, forever.
-    /// `http::serve` runs it while serving and stops it at shutdown; an attempt cut short there
-    /// is made again after a restart, once its lease is over.
+    /// The delivery worker, forever: a dispatcher that turns recorded events into deliveries,
+    /// and one loop per endpoint that attempts that endpoint's due deliveries. An endpoint that
+    /// hangs until `timeout_ms` holds up its own loop only; the others keep delivering.
+    ///
+    /// The loops are joined in the caller's task, not spawned, so that stopping that task
+    /// stops every attempt: `http::serve` aborts it at shutdown and waits for it, and nothing
+    /// is sent after that. An attempt cut short there is made again after a restart, once its
+    /// lease is over.
     pub async fn deliver(self: Arc<Self>) {
+        let endpoints = join_all(
+            self.endpoints
+                .iter()
+                .zip(&self.wake)
+                .map(|(endpoint, wake)| self.deliver_to(endpoint, wake)),
+        );
+        join(self.dispatch_recorded(), endpoints).await;
+    }
+
+    /// The dispatcher: creates the deliveries of recorded events and wakes the endpoints'
+    /// loops; also prunes the outbox, and gives up the deliveries to endpoints that are no
+    /// longer configured (no loop attempts those).
+    async fn dispatch_recorded(&self) {
         let poll = Duration::from_millis(self.config.poll_ms);
         let mut pruned: Option<Instant> = None;
         loop {
             if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 pruned = Some(Instant::now());
+                self.give_up_unconfigured().await;
                 self.prune().await;
             }
-            let more = match self.round().await {
+            let more = match self.dispatch_batch().await {
                 Ok(more) => more,
                 Err(error) => {
                     tracing::error!(%error, "cannot read the webhook outbox; will retry");
@@ -83,55 +111,88 @@ impl Webhooks {
         }
     }
 
-    /// One round: dispatches recorded events, then attempts the due deliveries at once.
-    /// `true` when a batch was full, so more may be waiting.
-    async fn round(&self) -> Result<bool, StoreError> {
+    /// Dispatches a batch of recorded events; `true` when it was full.
+    async fn dispatch_batch(&self) -> Result<bool, StoreError> {
         let events = self.store.undispatched_webhook_events(BATCH).await?;
         for event in &events {
             self.dispatch(event).await?;
         }
+        Ok(full(events.len()))
+    }
+
+    /// Creates the deliveries of one event: one per endpoint that wants it (and samples it);
+    /// then wakes those endpoints' loops.
+    async fn dispatch(&self, event: &WebhookEvent) -> Result<(), StoreError> {
+        let Some(kind) = EventKind::from_name(&event.kind) else {
+            tracing::warn!(
+                event = %event.id, kind = %event.kind, "unknown webhook event kind; not sent"
+            );
+            self.store.dispatch_webhook_event(&event.id, &[], crate::unix_now_ms()).await?;
+            return Ok(());
+        };
+        let to: Vec<(&Endpoint, &Notify)> = self
+            .endpoints
+            .iter()
+            .zip(&self.wake)
+            .filter(|(e, _)| e.wants(kind, event.site_id.as_deref()) && e.samples(kind))
+            .collect();
+        let deliveries: Vec<NewWebhookDelivery> = to
+            .iter()
+            .map(|(e, _)| NewWebhookDelivery { id: new_id("whd"), endpoint: e.url.clone() })
+            .collect();
+        self.store.dispatch_webhook_event(&event.id, &deliveries, crate::unix_now_ms()).await?;
+        for (_, wake) in to {
+            wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// One endpoint's loop: attempts its due deliveries, batch after batch, forever.
+    async fn deliver_to(&self, endpoint: &Endpoint, wake: &Notify) {
+        let poll = Duration::from_millis(self.config.poll_ms);
+        loop {
+            let more = match self.attempt_due(endpoint).await {
+                Ok(more) => more,
+                Err(error) => {
+                    tracing::error!(
+                        %error, endpoint = %endpoint.origin,
+                        "cannot read the webhook outbox; will retry"
+                    );
+                    false
+                }
+            };
+            if !more {
+                tokio::select! {
+                    () = tokio::time::sleep(poll) => {}
+                    () = wake.notified() => {}
+                }
+            }
+        }
+    }
+
+    /// Attempts a batch of the endpoint's due deliveries at once; `true` when it was full.
+    async fn attempt_due(&self, endpoint: &Endpoint) -> Result<bool, StoreError> {
         let now = crate::unix_now_ms();
         let timeout = i64::try_from(self.config.timeout_ms).unwrap_or(i64::MAX);
         let lease_until = now.saturating_add(timeout).saturating_add(LEASE_MARGIN_MS);
-        let due = self.store.claim_webhook_deliveries(now, lease_until, BATCH).await?;
-        let results = join_all(due.iter().map(|delivery| self.attempt(delivery))).await;
+        let due =
+            self.store.claim_webhook_deliveries_to(&endpoint.url, now, lease_until, BATCH).await?;
+        let results = join_all(due.iter().map(|delivery| self.attempt(endpoint, delivery))).await;
         for (delivery, result) in due.iter().zip(results) {
-            if let Err(error) = self.settle(delivery, result).await {
+            if let Err(error) = self.settle(endpoint, delivery, result).await {
                 // The delivery stays leased, and is attempted again once the lease is over.
                 tracing::error!(%error, delivery = %delivery.id, "cannot record a webhook attempt");
             }
         }
-        let full = |n: usize| u32::try_from(n).is_ok_and(|n| n >= BATCH);
-        Ok(full(events.len()) || full(due.len()))
-    }
-
-    /// Creates the deliveries of one event: one per endpoint that wants it (and samples it).
-    async fn dispatch(&self, event: &WebhookEvent) -> Result<(), StoreError> {
-        let deliveries: Vec<NewWebhookDelivery> = match EventKind::from_name(&event.kind) {
-            Some(kind) => self
-                .endpoints
-                .iter()
-                .filter(|e| e.wants(kind, event.site_id.as_deref()) && e.samples(kind))
-                .map(|e| NewWebhookDelivery { id: new_id("whd"), endpoint: e.url.clone() })
-                .collect(),
-            None => {
-                tracing::warn!(
-                    event = %event.id, kind = %event.kind, "unknown webhook event kind; not sent"
-                );
-                Vec::new()
-            }
-        };
-        self.store.dispatch_webhook_event(&event.id, &deliveries, crate::unix_now_ms()).await?;
-        Ok(())
+        Ok(full(due.len()))
     }
 
     /// One attempt: POSTs the event's body, signed now, and waits for a 2xx.
-    async fn attempt(&self, delivery: &WebhookDelivery) -> Result<(), AttemptError> {
-        let endpoint = self
-            .endpoints
-            .iter()
-            .find(|endpoint| endpoint.url == delivery.endpoint)
-            .ok_or(AttemptError::Unconfigured)?;
+    async fn attempt(
+        &self,
+        endpoint: &Endpoint,
+        delivery: &WebhookDelivery,
+    ) -> Result<(), AttemptError> {
         let timestamp = crate::unix_now();
         let signature = signature(
             endpoint.secret.expose().as_bytes(),
@@ -165,16 +226,13 @@ impl Webhooks {
     /// Records how an attempt went: delivered, due again after the backoff, or given up.
     async fn settle(
         &self,
+        endpoint: &Endpoint,
         delivery: &WebhookDelivery,
         result: Result<(), AttemptError>,
     ) -> Result<(), StoreError> {
         let now = crate::unix_now_ms();
         let attempt = delivery.attempts.saturating_add(1);
-        let origin = self
-            .endpoints
-            .iter()
-            .find(|endpoint| endpoint.url == delivery.endpoint)
-            .map_or("[unconfigured]", |endpoint| endpoint.origin.as_str());
+        let origin = endpoint.origin.as_str();
         let error = match result {
             Ok(()) => {
                 tracing::debug!(
@@ -185,10 +243,8 @@ impl Webhooks {
             }
             Err(error) => error,
         };
-        let give_up =
-            matches!(error, AttemptError::Unconfigured) || attempt >= self.config.max_attempts;
         let text = error.to_string();
-        if give_up {
+        if attempt >= self.config.max_attempts {
             tracing::error!(
                 delivery = %delivery.id, event = %delivery.kind, endpoint = origin, attempt,
                 error = %text, "webhook delivery failed; giving up"
@@ -202,6 +258,23 @@ impl Webhooks {
                 error = %text, retry_in_ms = wait.as_millis(), "webhook delivery failed; will retry"
             );
             self.store.webhook_attempt_failed(&delivery.id, &text, now, Some(retry_at)).await
+        }
+    }
+
+    /// Gives up the deliveries still to make to endpoints removed from the configuration:
+    /// their secret is unknown, and no loop attempts them.
+    async fn give_up_unconfigured(&self) {
+        let configured: Vec<String> = self.endpoints.iter().map(|e| e.url.clone()).collect();
+        let now = crate::unix_now_ms();
+        match self.store.give_up_webhook_deliveries_except(&configured, UNCONFIGURED, now).await {
+            Ok(0) => {}
+            Ok(deliveries) => tracing::warn!(
+                deliveries,
+                "webhook deliveries to endpoints no longer configured were given up"
+            ),
+            Err(error) => tracing::warn!(
+                %error, "cannot give up webhook deliveries to endpoints no longer configured"
+            ),
         }
     }
 

@@ -11,10 +11,12 @@
 //!    and no endpoint configuration may be around.
 //! 2. **Delivering.** The delivery worker ([`Webhooks::deliver`], run while the relay serves)
 //!    dispatches each recorded event to the endpoints that want it (one delivery each, created
-//!    in the transaction that marks the event dispatched), then attempts the deliveries that are
-//!    due. A 2xx answer delivers; anything else is retried after a doubling backoff, up to
-//!    `max_attempts`, after which the delivery is kept as a dead letter with its last error.
-//!    Pending deliveries survive a restart: they are rows, and the next worker picks them up.
+//!    in the transaction that marks the event dispatched). Each endpoint has a loop of its own
+//!    that attempts its due deliveries, so an endpoint that is slow or down (an attempt may
+//!    wait `timeout_ms`) delays only its own deliveries. A 2xx answer delivers; anything else is
+//!    retried after a doubling backoff, up to `max_attempts`, after which the delivery is kept
+//!    as a dead letter with its last error. Pending deliveries survive a restart: they are rows,
+//!    and the next worker picks them up (those to an endpoint no longer configured are given up).
 //!
 //! Delivery is at least once (a delivery whose answer was lost is attempted again), so every
 //! attempt carries the same `Confab-Delivery` id for receivers to deduplicate. Each attempt is
@@ -64,8 +66,11 @@ pub struct Webhooks {
     store: Arc<dyn Store>,
     client: reqwest::Client,
     queue: mpsc::UnboundedSender<Command>,
-    /// Wakes the delivery worker when events were recorded.
+    /// Wakes the delivery worker's dispatcher when events were recorded.
     recorded: Arc<Notify>,
+    /// One per endpoint, in the same order: wakes that endpoint's delivery loop when
+    /// deliveries to it were created.
+    wake: Vec<Notify>,
 }
 
 impl Webhooks {
@@ -91,7 +96,8 @@ impl Webhooks {
         let (queue, commands) = mpsc::unbounded_channel();
         let recorded = Arc::new(Notify::new());
         tokio::spawn(write_events(Arc::clone(&store), commands, Arc::clone(&recorded)));
-        Ok(Self { config: config.clone(), endpoints, store, client, queue, recorded })
+        let wake = endpoints.iter().map(|_| Notify::new()).collect();
+        Ok(Self { config: config.clone(), endpoints, store, client, queue, recorded, wake })
     }
 
     /// Whether some endpoint may want this event; the others are not even recorded.
