@@ -14,7 +14,7 @@ use confab_server::webhooks::EndpointConfig;
 use confab_tests::receiver::Delivery;
 use confab_tests::{
     MockUpstream, Reply, SITE_ORIGIN, TestRelay, TestRelayBuilder, WAIT, WebhookReceiver,
-    unused_address,
+    unused_address, wait_for_log,
 };
 use serde_json::{Value, json};
 
@@ -349,6 +349,79 @@ async fn a_budget_crossing_80_then_100_percent_sends_exactly_those_two_alerts() 
     assert_eq!(received[0].header("confab-event"), "budget.threshold");
     assert_eq!(received[0].json()["data"], alert(80, 80));
     assert_eq!(received[1].json()["data"], alert(100, 100));
+}
+
+/// Waits (bounded) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never: {what}"));
+}
+
+#[tokio::test]
+async fn a_full_backlog_drops_request_completed_events_but_keeps_budget_alerts_and_revocations() {
+    let mock = MockUpstream::start().await;
+    for _ in 0..6 {
+        mock.push(Reply::answer(&["ok"], (1, 1)));
+    }
+    mock.push(Reply::answer(&["big"], (40, 40)));
+    // The endpoint is down for the whole test: nothing leaves the backlog.
+    let down = unused_address().await;
+    let url = format!("http://{down}/hooks/confab");
+    let secrets = secret_dir();
+    let events = ["budget.threshold", "key.revoked", "request.completed"];
+    let relay = hooked(&mock, vec![endpoint(&url, &events, secrets.path())])
+        .config(|c| {
+            c.webhooks.max_backlog = 3;
+            c.webhooks.max_attempts = 1_000;
+            // One micro-dollar per token: costs equal token counts.
+            let price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
+            c.prices.insert("model-a".into(), price);
+        })
+        .start()
+        .await;
+    let (key, secret) = relay
+        .create_key(key_spec(CallerLimits {
+            monthly_budget_micros: Some(100),
+            ..Default::default()
+        }))
+        .await;
+    let chat = || async {
+        let response = relay.chat_as(&secret, None).json(&hello()).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.bytes().await.unwrap();
+    };
+
+    // Six requests costing 2 each: three fit under the cap, three are dropped.
+    for _ in 0..6 {
+        chat().await;
+    }
+    until("three events dropped", || relay.webhooks.dropped() == 3).await;
+    assert_eq!(relay.store.webhook_backlog().await.unwrap(), 3, "the backlog stays at the cap");
+    wait_for_log("the webhook backlog is full: request.completed events dropped").await;
+
+    // One costing 80 crosses 80 % of the budget: its alert is recorded, its request is not.
+    chat().await;
+    let has = |kind: &'static str| move |d: &[WebhookDelivery]| d.iter().any(|d| d.kind == kind);
+    deliveries_until(relay.store.as_ref(), has("budget.threshold")).await;
+    until("the fourth event dropped", || relay.webhooks.dropped() == 4).await;
+    // A revoked key is recorded too.
+    keys::revoke_key(relay.store.as_ref(), &key.id).await.unwrap();
+    let outbox = deliveries_until(relay.store.as_ref(), has("key.revoked")).await;
+    until("the backlog counted", || relay.webhooks.backlog() == 5).await;
+    assert!(relay.webhooks.failures() >= 1, "every attempt at the dead endpoint failed");
+    relay.stop().await;
+
+    let count = |kind: &str| outbox.iter().filter(|d| d.kind == kind).count();
+    assert_eq!(
+        (count("request.completed"), count("budget.threshold"), count("key.revoked")),
+        (3, 1, 1)
+    );
+    assert!(outbox.iter().all(|d| d.delivered_at_ms.is_none()));
 }
 
 #[tokio::test]

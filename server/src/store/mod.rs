@@ -408,6 +408,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         error: &str,
         at_ms: i64,
     ) -> Result<u64, StoreError>;
+    /// The webhook backlog: events not dispatched yet, plus events with a delivery still to make
+    /// (each counted once, however many of its deliveries are pending).
+    async fn webhook_backlog(&self) -> Result<u64, StoreError>;
 }
 
 /// A webhook event in the outbox (see `webhooks` for the kinds and the payloads).

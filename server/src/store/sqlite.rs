@@ -548,6 +548,10 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         webhooks::give_up_except(&self.pool, endpoints, error, at_ms).await
     }
+
+    async fn webhook_backlog(&self) -> Result<u64, StoreError> {
+        webhooks::backlog(&self.pool).await
+    }
 }
 
 #[cfg(test)]

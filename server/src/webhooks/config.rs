@@ -32,6 +32,10 @@ pub struct WebhooksConfig {
     pub poll_ms: u64,
     /// Delivered and failed deliveries are deleted after this many days.
     pub retention_days: u32,
+    /// The most events the outbox keeps waiting to be delivered (not yet dispatched, or with a
+    /// delivery still to make). Past it, new `request.completed` events are dropped (counted
+    /// and logged); `budget.threshold` and `key.revoked` are always recorded.
+    pub max_backlog: u64,
     /// `[[webhooks.endpoints]]`.
     pub endpoints: Vec<EndpointConfig>,
 }
@@ -45,6 +49,7 @@ impl Default for WebhooksConfig {
             timeout_ms: 10_000,
             poll_ms: 1_000,
             retention_days: 7,
+            max_backlog: 10_000,
             endpoints: Vec::new(),
         }
     }
@@ -94,6 +99,7 @@ impl WebhooksConfig {
             ("timeout_ms", self.timeout_ms),
             ("poll_ms", self.poll_ms),
             ("retention_days", u64::from(self.retention_days)),
+            ("max_backlog", self.max_backlog),
         ] {
             if value == 0 {
                 return Err(invalid(format!("webhooks.{field}"), "must be greater than 0"));
@@ -332,6 +338,11 @@ mod tests {
         assert_eq!(
             error_of(&config),
             "invalid configuration: `webhooks.poll_ms` must be greater than 0"
+        );
+        let config = WebhooksConfig { max_backlog: 0, ..WebhooksConfig::default() };
+        assert_eq!(
+            error_of(&config),
+            "invalid configuration: `webhooks.max_backlog` must be greater than 0"
         );
     }
 

@@ -4,6 +4,7 @@
 //! deliveries.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{join, join_all};
@@ -95,6 +96,7 @@ impl Webhooks {
                 self.give_up_unconfigured().await;
                 self.prune().await;
             }
+            self.count_backlog().await;
             let more = match self.dispatch_batch().await {
                 Ok(more) => more,
                 Err(error) => {
@@ -243,6 +245,7 @@ impl Webhooks {
             }
             Err(error) => error,
         };
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
         let text = error.to_string();
         if attempt >= self.config.max_attempts {
             tracing::error!(
@@ -258,6 +261,16 @@ impl Webhooks {
                 error = %text, retry_in_ms = wait.as_millis(), "webhook delivery failed; will retry"
             );
             self.store.webhook_attempt_failed(&delivery.id, &text, now, Some(retry_at)).await
+        }
+    }
+
+    /// Counts the backlog afresh for [`Webhooks::backlog`]: deliveries made or given up since
+    /// the last count have shrunk it, and events recorded by another process have grown it.
+    async fn count_backlog(&self) {
+        match self.store.webhook_backlog().await {
+            Ok(backlog) => self.stats.backlog.store(backlog, Ordering::Relaxed),
+            // Reading the outbox, which comes next, fails too and says so.
+            Err(error) => tracing::debug!(%error, "cannot count the webhook backlog"),
         }
     }
 

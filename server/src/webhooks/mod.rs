@@ -32,6 +32,10 @@
 //! request cannot be replayed under another `Confab-Delivery` to get past deduplication. `v1` is
 //! deprecated: it is still sent, for receivers written before `v2`, and will be removed.
 //!
+//! The backlog (events recorded and not yet delivered) is capped at `max_backlog`: past it, the
+//! writer drops new `request.completed` events (counted in [`Webhooks::dropped`] and logged at
+//! most once a minute), and always records `budget.threshold` and `key.revoked`.
+//!
 //! Signing secrets are read at start-up and never logged; logs name an endpoint by its origin
 //! only, since webhook URLs often carry a token in their path.
 //!
@@ -45,6 +49,7 @@ pub mod events;
 mod outbox;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -71,6 +76,17 @@ pub struct Webhooks {
     /// One per endpoint, in the same order: wakes that endpoint's delivery loop when
     /// deliveries to it were created.
     wake: Vec<Notify>,
+    stats: Arc<Stats>,
+}
+
+/// What [`Webhooks::backlog`], [`Webhooks::failures`] and [`Webhooks::dropped`] report; kept
+/// up to date by the writer and the delivery worker.
+#[derive(Debug, Default)]
+struct Stats {
+    /// As last counted in the store, plus the events recorded since.
+    backlog: AtomicU64,
+    failures: AtomicU64,
+    dropped: AtomicU64,
 }
 
 impl Webhooks {
@@ -95,9 +111,36 @@ impl Webhooks {
             .map_err(|e| invalid("webhooks".into(), format!("cannot build an HTTP client: {e}")))?;
         let (queue, commands) = mpsc::unbounded_channel();
         let recorded = Arc::new(Notify::new());
-        tokio::spawn(write_events(Arc::clone(&store), commands, Arc::clone(&recorded)));
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(write_events(
+            Arc::clone(&store),
+            commands,
+            Arc::clone(&recorded),
+            Arc::clone(&stats),
+            config.max_backlog,
+        ));
         let wake = endpoints.iter().map(|_| Notify::new()).collect();
-        Ok(Self { config: config.clone(), endpoints, store, client, queue, recorded, wake })
+        Ok(Self { config: config.clone(), endpoints, store, client, queue, recorded, wake, stats })
+    }
+
+    /// The events in the outbox still waiting to be delivered (not yet dispatched, or with a
+    /// delivery still to make), for metrics. The count is refreshed from the store by the
+    /// delivery worker every `poll_ms` and by the writer before it records a
+    /// `request.completed`, so it may lag by that much.
+    pub fn backlog(&self) -> u64 {
+        self.stats.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Delivery attempts that failed (an answer other than 2xx, or none in time) since the
+    /// relay started; every retry counts. For metrics.
+    pub fn failures(&self) -> u64 {
+        self.stats.failures.load(Ordering::Relaxed)
+    }
+
+    /// `request.completed` events dropped since the relay started because the backlog was at
+    /// `webhooks.max_backlog`. For metrics.
+    pub fn dropped(&self) -> u64 {
+        self.stats.dropped.load(Ordering::Relaxed)
     }
 
     /// Whether some endpoint may want this event; the others are not even recorded.

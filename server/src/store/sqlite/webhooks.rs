@@ -252,6 +252,18 @@ pub async fn give_up_except(
     Ok(done.rows_affected())
 }
 
+pub async fn backlog(pool: &SqlitePool) -> Result<u64, StoreError> {
+    // Both counts read partial indexes that hold only what is still to do.
+    let backlog: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM webhook_events WHERE dispatched = 0) + \
+         (SELECT COUNT(DISTINCT event_id) FROM webhook_deliveries \
+          WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL)",
+    )
+    .fetch_one(pool)
+    .await?;
+    u64::try_from(backlog).map_err(|_| StoreError::Corrupt("a negative webhook backlog".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::store::{NewWebhookDelivery, SqliteStore, Store, WebhookDelivery, WebhookEvent};
@@ -396,6 +408,34 @@ mod tests {
             store.give_up_webhook_deliveries_except(&none, "removed", 3_000).await.unwrap(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn the_backlog_counts_each_event_still_to_deliver_once() {
+        let (_dir, store) = store().await;
+        assert_eq!(store.webhook_backlog().await.unwrap(), 0);
+        store
+            .add_webhook_events(&[
+                event("evt_new", 1_000),
+                event("evt_two", 1_000),
+                event("evt_done", 1_000),
+                event("evt_none", 1_000),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.webhook_backlog().await.unwrap(), 4, "undispatched");
+
+        let two = [to("http://a", "whd_a"), to("http://b", "whd_b")];
+        store.dispatch_webhook_event("evt_two", &two, 1_000).await.unwrap();
+        store.dispatch_webhook_event("evt_done", &[to("http://a", "whd_c")], 1_000).await.unwrap();
+        store.dispatch_webhook_event("evt_none", &[], 1_000).await.unwrap();
+        assert_eq!(store.webhook_backlog().await.unwrap(), 3, "evt_none has nothing to deliver");
+
+        store.webhook_delivered("whd_c", 1_100).await.unwrap();
+        store.webhook_delivered("whd_a", 1_100).await.unwrap();
+        assert_eq!(store.webhook_backlog().await.unwrap(), 2, "evt_two still goes to b");
+        store.webhook_attempt_failed("whd_b", "HTTP 500", 1_200, None).await.unwrap();
+        assert_eq!(store.webhook_backlog().await.unwrap(), 1, "a dead letter is not waiting");
     }
 
     #[tokio::test]
