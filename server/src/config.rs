@@ -2,7 +2,6 @@
 //! environment variables, overridden by command-line flags. `validate()` runs before anything
 //! starts and names the field that is wrong.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +9,10 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+// Defined in the leaf module `config_base`, so that sections defined elsewhere (`webhooks::config`)
+// can use them without importing this module, which imports those sections.
+pub use crate::config_base::{ConfigError, Secret, parse_http_url};
 
 /// The whole configuration. Every section has defaults, so an empty file (or none) is valid.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -32,7 +35,7 @@ pub struct Config {
     /// The admin API (`/admin/v1/...`).
     pub admin: AdminConfig,
     /// Webhook endpoints and their events.
-    pub webhooks: crate::webhooks::WebhooksConfig,
+    pub webhooks: crate::webhooks::config::WebhooksConfig,
     /// Model prices, for budgets and usage costs: `[prices."model"]`.
     pub prices: std::collections::BTreeMap<String, crate::budget::Price>,
     /// LLM providers. With none configured the built-in demo upstream serves `demo.model`.
@@ -352,60 +355,6 @@ pub struct UpstreamConfig {
     pub models: Vec<String>,
 }
 
-/// A secret value whose `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    /// The secret itself; call only where it is sent to the upstream.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// A configuration that cannot be used, with the field at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config file {0} does not exist")]
-    MissingFile(PathBuf),
-    #[error("invalid configuration: {}", describe_figment_error(.0))]
-    Parse(Box<figment::Error>),
-    #[error("invalid configuration: `{field}` {problem}")]
-    Invalid { field: String, problem: String },
-}
-
-/// `figment`'s own message names its internal profile (`default.timeouts.idle_ms`); this one
-/// names the field as a user writes it, and where the bad value came from.
-fn describe_figment_error(error: &figment::Error) -> String {
-    error
-        .clone()
-        .into_iter()
-        .map(|e| {
-            let mut text = if e.path.is_empty() {
-                e.kind.to_string()
-            } else {
-                format!("`{}`: {}", e.path.join("."), e.kind)
-            };
-            if let Some(source) = e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
-                text.push_str(&format!(" (in {source})"));
-            } else if let Some(metadata) = &e.metadata {
-                text.push_str(&format!(" (in {})", metadata.name));
-            }
-            text
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field: field.into(), problem: problem.into() }
 }
@@ -616,15 +565,6 @@ pub fn is_hex_color(value: &str) -> bool {
     value
         .strip_prefix('#')
         .is_some_and(|hex| matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// Accepts `http://` and `https://` URLs with a host.
-pub fn parse_http_url(value: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(value).map_err(|e| format!("is not a valid URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err("must be an http:// or https:// URL with a host".into());
-    }
-    Ok(url)
 }
 
 #[cfg(test)]

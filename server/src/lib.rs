@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod config_base;
 pub mod cut;
 pub mod error;
 pub mod http;

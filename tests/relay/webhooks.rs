@@ -1,5 +1,5 @@
 //! Webhooks through real HTTP: signed deliveries to a real receiver, retries with backoff, the
-//! outbox across a restart, budget alerts, and site-scoped endpoints.
+//! outbox across a restart, budget alerts, site-scoped endpoints, and endpoints that hang.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,7 +14,7 @@ use confab_server::webhooks::EndpointConfig;
 use confab_tests::receiver::Delivery;
 use confab_tests::{
     MockUpstream, Reply, SITE_ORIGIN, TestRelay, TestRelayBuilder, WAIT, WebhookReceiver,
-    unused_address,
+    unused_address, wait_for_log,
 };
 use serde_json::{Value, json};
 
@@ -143,6 +143,105 @@ async fn a_receiver_that_fails_twice_then_succeeds_gets_exactly_one_accepted_sig
 }
 
 #[tokio::test]
+async fn a_signature_taken_from_one_delivery_does_not_verify_another_with_the_same_body() {
+    let mock = MockUpstream::start().await;
+    let first = WebhookReceiver::start(&[]).await;
+    let second = WebhookReceiver::start(&[]).await;
+    let secrets = secret_dir();
+    let endpoints = vec![
+        endpoint(&first.url, &["key.revoked"], secrets.path()),
+        endpoint(&second.url, &["key.revoked"], secrets.path()),
+    ];
+    let relay = hooked(&mock, endpoints).start().await;
+    let (key, _) = relay.create_key(key_spec(CallerLimits::default())).await;
+
+    // One event, two deliveries: the same body under two delivery ids.
+    keys::revoke_key(relay.store.as_ref(), &key.id).await.unwrap();
+    let one = first.wait_for(1).await.remove(0);
+    let other = second.wait_for(1).await.remove(0);
+    relay.stop().await;
+    assert_eq!(one.body, other.body);
+    assert_ne!(one.header("confab-delivery"), other.header("confab-delivery"));
+    assert!(one.signature_is_valid(SECRET) && other.signature_is_valid(SECRET));
+    assert!(one.header("confab-signature").starts_with("v1="), "{:?}", one.headers);
+
+    // The first delivery replayed under the second one's id, to get past deduplication.
+    let mut replayed = one.clone();
+    replayed.headers.insert("confab-delivery", other.headers["confab-delivery"].clone());
+    assert!(!replayed.signature_is_valid(SECRET), "v2 covers the delivery id");
+    // The deprecated v1 does not, which is why it is on its way out.
+    assert!(replayed.v1_signature_is_valid(SECRET));
+}
+
+#[tokio::test]
+async fn an_endpoint_that_never_answers_does_not_delay_deliveries_to_the_others() {
+    let mock = MockUpstream::start().await;
+    let hanging = WebhookReceiver::hanging().await;
+    let healthy = WebhookReceiver::start(&[]).await;
+    let secrets = secret_dir();
+    let endpoints = vec![
+        endpoint(&hanging.url, &["key.revoked"], secrets.path()),
+        endpoint(&healthy.url, &["key.revoked"], secrets.path()),
+    ];
+    // The hanging endpoint's attempt lasts six times as long as any wait below.
+    let timeout = WAIT * 6;
+    let relay = hooked(&mock, endpoints)
+        .config(|c| c.webhooks.timeout_ms = u64::try_from(timeout.as_millis()).unwrap())
+        .start()
+        .await;
+    let (first, _) = relay.create_key(key_spec(CallerLimits::default())).await;
+    let (second, _) = relay.create_key(key_spec(CallerLimits::default())).await;
+
+    keys::revoke_key(relay.store.as_ref(), &first.id).await.unwrap();
+    healthy.wait_for(1).await;
+    // The hanging endpoint has the first event and is sitting on it...
+    hanging.wait_for(1).await;
+    // ... while an event recorded now still reaches the healthy one (`wait_for` gives up after
+    // `WAIT`, long before the hanging attempt's time limit).
+    keys::revoke_key(relay.store.as_ref(), &second.id).await.unwrap();
+    let received = healthy.wait_for(2).await;
+    assert_eq!(hanging.received().len(), 1, "still hanging on its first delivery");
+    relay.stop().await;
+
+    let revoked: BTreeSet<String> =
+        received.iter().map(|d| d.json()["data"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(revoked, BTreeSet::from([first.id, second.id]));
+    assert!(received.iter().all(|d| d.accepted() && d.signature_is_valid(SECRET)));
+}
+
+#[tokio::test]
+async fn a_delivery_to_an_endpoint_removed_from_the_config_is_given_up_at_start() {
+    let mock = MockUpstream::start().await;
+    let down = unused_address().await;
+    let removed = format!("http://{down}/hooks/confab");
+    let secrets = secret_dir();
+    let database = tempfile::tempdir().unwrap();
+
+    let endpoints = vec![endpoint(&removed, &["key.revoked"], secrets.path())];
+    let first = hooked(&mock, endpoints)
+        .config(|c| c.webhooks.max_attempts = 1_000)
+        .database(database.path())
+        .start()
+        .await;
+    let (key, _) = first.create_key(key_spec(CallerLimits::default())).await;
+    keys::revoke_key(first.store.as_ref(), &key.id).await.unwrap();
+    deliveries_until(first.store.as_ref(), |d| d.len() == 1 && d[0].attempts >= 1).await;
+    first.stop().await;
+
+    // Restarted with another endpoint only: nobody can attempt the pending delivery any more.
+    let other = WebhookReceiver::start(&[]).await;
+    let endpoints = vec![endpoint(&other.url, &["key.revoked"], secrets.path())];
+    let second = hooked(&mock, endpoints).database(database.path()).start().await;
+    let outbox =
+        deliveries_until(second.store.as_ref(), |d| d.len() == 1 && d[0].failed_at_ms.is_some())
+            .await;
+    second.stop().await;
+    assert_eq!(outbox[0].endpoint, removed);
+    assert_eq!(outbox[0].last_error.as_deref(), Some("the endpoint is no longer configured"));
+    assert!(other.received().is_empty(), "an event is sent where it was dispatched only");
+}
+
+#[tokio::test]
 async fn a_restarted_relay_delivers_what_was_pending_exactly_once() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::answer(&["Hi"], (7, 3)));
@@ -256,6 +355,84 @@ async fn a_budget_crossing_80_then_100_percent_sends_exactly_those_two_alerts() 
     assert_eq!(received[0].header("confab-event"), "budget.threshold");
     assert_eq!(received[0].json()["data"], alert(80, 80));
     assert_eq!(received[1].json()["data"], alert(100, 100));
+}
+
+/// Waits (bounded) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never: {what}"));
+}
+
+#[tokio::test]
+async fn a_full_backlog_drops_request_completed_events_but_keeps_budget_alerts_and_revocations() {
+    let mock = MockUpstream::start().await;
+    for _ in 0..6 {
+        mock.push(Reply::answer(&["ok"], (1, 1)));
+    }
+    mock.push(Reply::answer(&["big"], (40, 40)));
+    // The endpoint is down for the whole test: nothing leaves the backlog.
+    let down = unused_address().await;
+    let url = format!("http://{down}/hooks/confab");
+    let secrets = secret_dir();
+    let events = ["budget.threshold", "key.revoked", "request.completed"];
+    let relay = hooked(&mock, vec![endpoint(&url, &events, secrets.path())])
+        .config(|c| {
+            c.webhooks.max_backlog = 3;
+            c.webhooks.max_attempts = 1_000;
+            // One micro-dollar per token: costs equal token counts.
+            let price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
+            c.prices.insert("model-a".into(), price);
+        })
+        .start()
+        .await;
+    let (key, secret) = relay
+        .create_key(key_spec(CallerLimits {
+            monthly_budget_micros: Some(100),
+            ..Default::default()
+        }))
+        .await;
+    let chat = || async {
+        let response = relay.chat_as(&secret, None).json(&hello()).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.bytes().await.unwrap();
+    };
+
+    // Six requests costing 2 each: three fit under the cap, three are dropped.
+    for _ in 0..6 {
+        chat().await;
+    }
+    until("three events dropped", || relay.webhooks.dropped() == 3).await;
+    assert_eq!(relay.store.webhook_backlog().await.unwrap(), 3, "the backlog stays at the cap");
+    wait_for_log("the webhook backlog is full: request.completed events dropped").await;
+
+    // One costing 80 crosses 80 % of the budget: its alert is recorded, its request is not.
+    // (Its usage must be what the request could produce: a prompt ceiling of 40 tokens, 33
+    // bytes in one message, and max_tokens 30, reserving 70 of the 88 left.)
+    let big = json!({"messages": [{"role": "user", "content": "x".repeat(33)}], "max_tokens": 30});
+    let response = relay.chat_as(&secret, None).json(&big).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = response.bytes().await.unwrap();
+    let has = |kind: &'static str| move |d: &[WebhookDelivery]| d.iter().any(|d| d.kind == kind);
+    deliveries_until(relay.store.as_ref(), has("budget.threshold")).await;
+    until("the fourth event dropped", || relay.webhooks.dropped() == 4).await;
+    // A revoked key is recorded too.
+    keys::revoke_key(relay.store.as_ref(), &key.id).await.unwrap();
+    let outbox = deliveries_until(relay.store.as_ref(), has("key.revoked")).await;
+    until("the backlog counted", || relay.webhooks.backlog() == 5).await;
+    assert!(relay.webhooks.failures() >= 1, "every attempt at the dead endpoint failed");
+    relay.stop().await;
+
+    let count = |kind: &str| outbox.iter().filter(|d| d.kind == kind).count();
+    assert_eq!(
+        (count("request.completed"), count("budget.threshold"), count("key.revoked")),
+        (3, 1, 1)
+    );
+    assert!(outbox.iter().all(|d| d.delivered_at_ms.is_none()));
 }
 
 #[tokio::test]

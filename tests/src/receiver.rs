@@ -1,5 +1,6 @@
 //! A webhook receiver for tests, served by axum on 127.0.0.1: it answers deliveries with the
-//! statuses a test scripts (then 200), and records every request it gets.
+//! statuses a test scripts (then 200), or never answers at all, and records every request it
+//! gets.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -38,16 +39,40 @@ impl Delivery {
     }
 
     /// Checks the signature as the README tells receivers to, computed here independently of
-    /// the relay's code: `Confab-Signature` is `v1=` and the hex HMAC-SHA256 under `secret` of
+    /// the relay's code: `Confab-Signature` is a comma-separated list of `<scheme>=<hex>`, and
+    /// its `v2` must be the HMAC-SHA256 under `secret` of `Confab-Delivery`, a dot,
     /// `Confab-Timestamp`, a dot, and the raw body.
     pub fn signature_is_valid(&self, secret: &str) -> bool {
-        let Some(given) = self.header("confab-signature").strip_prefix("v1=") else {
-            return false;
-        };
-        let Ok(given) = hex::decode(given) else { return false };
+        self.signed_by(
+            secret,
+            "v2",
+            &[
+                self.header("confab-delivery").as_bytes(),
+                self.header("confab-timestamp").as_bytes(),
+            ],
+        )
+    }
+
+    /// The deprecated `v1` signature: the HMAC-SHA256 of `Confab-Timestamp`, a dot, and the
+    /// raw body (not the delivery id).
+    pub fn v1_signature_is_valid(&self, secret: &str) -> bool {
+        self.signed_by(secret, "v1", &[self.header("confab-timestamp").as_bytes()])
+    }
+
+    /// Whether the `scheme` signature is the HMAC of `prefix`, then the body, joined by dots.
+    fn signed_by(&self, secret: &str, scheme: &str, prefix: &[&[u8]]) -> bool {
+        let given = self
+            .header("confab-signature")
+            .split(',')
+            .filter_map(|part| part.split_once('='))
+            .find(|(name, _)| *name == scheme)
+            .and_then(|(_, hex)| hex::decode(hex).ok());
+        let Some(given) = given else { return false };
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(self.header("confab-timestamp").as_bytes());
-        mac.update(b".");
+        for part in prefix {
+            mac.update(part);
+            mac.update(b".");
+        }
         mac.update(&self.body);
         mac.verify_slice(&given).is_ok()
     }
@@ -56,6 +81,8 @@ impl Delivery {
 #[derive(Default)]
 struct Shared {
     script: Mutex<VecDeque<u16>>,
+    /// Never answer: a receiver that hangs until the relay gives up on it.
+    hang: bool,
     received: Mutex<Vec<Delivery>>,
     arrived: Notify,
 }
@@ -79,23 +106,32 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let status = shared.script.lock().unwrap().pop_front().unwrap_or(200);
     shared.received.lock().unwrap().push(Delivery { headers, body, status });
     shared.arrived.notify_waiters();
+    if shared.hang {
+        // Until the relay hangs up (which drops this future).
+        std::future::pending::<()>().await;
+    }
     StatusCode::from_u16(status).unwrap()
 }
 
 impl WebhookReceiver {
     /// A receiver on a free port that answers with `script`'s statuses in turn, then 200.
     pub async fn start(script: &[u16]) -> Self {
-        Self::serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), script)
+        Self::serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), script, false)
     }
 
     /// The same, on a given address (one that `unused_address` returned).
     pub async fn start_on(addr: SocketAddr, script: &[u16]) -> Self {
-        Self::serve(TcpListener::bind(addr).await.unwrap(), script)
+        Self::serve(TcpListener::bind(addr).await.unwrap(), script, false)
     }
 
-    fn serve(listener: TcpListener, script: &[u16]) -> Self {
+    /// A receiver that takes every request in (and records it) but never answers.
+    pub async fn hanging() -> Self {
+        Self::serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), &[], true)
+    }
+
+    fn serve(listener: TcpListener, script: &[u16], hang: bool) -> Self {
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared { hang, ..Shared::default() });
         shared.script.lock().unwrap().extend(script);
         let app = Router::new().fallback(receive).with_state(Arc::clone(&shared));
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

@@ -9,6 +9,7 @@ use confab_server::config::{Config, UpstreamConfig, UpstreamKind};
 use confab_server::keys::{self, KeySpec};
 use confab_server::sites::{self, SiteSpec};
 use confab_server::store::{ApiKey, SqliteStore, Store};
+use confab_server::webhooks::Webhooks;
 use confab_server::{AppState, serve};
 use reqwest::header::{AUTHORIZATION, ORIGIN};
 use serde_json::Value;
@@ -102,6 +103,7 @@ impl TestRelayBuilder {
             Arc::new(SqliteStore::open(&config.database.url, 4).await.unwrap());
         let created = sites::create_site(store.as_ref(), &config, self.site, false).await.unwrap();
         let state = AppState::new(config.clone(), Arc::clone(&store)).await.unwrap();
+        let webhooks = Arc::clone(&state.webhooks);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -114,6 +116,7 @@ impl TestRelayBuilder {
             site_id: created.site.id,
             config,
             store,
+            webhooks,
             client: reqwest::Client::new(),
             _dir: dir,
             shutdown: shutdown_tx,
@@ -131,6 +134,8 @@ pub struct TestRelay {
     pub site_id: String,
     pub config: Config,
     pub store: Arc<dyn Store>,
+    /// The relay's webhooks handle, for what it reports (`backlog`, `failures`, `dropped`).
+    pub webhooks: Arc<Webhooks>,
     pub client: reqwest::Client,
     _dir: tempfile::TempDir,
     shutdown: oneshot::Sender<()>,

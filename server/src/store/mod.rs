@@ -403,6 +403,27 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes the events recorded before `before_ms` whose deliveries are all over (accepted
     /// or given up), with those deliveries; returns how many events were deleted.
     async fn prune_webhook_events(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// Like [`Store::claim_webhook_deliveries`], for the deliveries to one endpoint only (its
+    /// URL, as configured): each endpoint is attempted on its own, so that one that is slow or
+    /// down holds up nobody else's deliveries.
+    async fn claim_webhook_deliveries_to(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Gives up (as dead letters with `error`) the deliveries still to make to any endpoint not
+    /// in `endpoints`: nobody attempts those any more. Returns how many were given up.
+    async fn give_up_webhook_deliveries_except(
+        &self,
+        endpoints: &[String],
+        error: &str,
+        at_ms: i64,
+    ) -> Result<u64, StoreError>;
+    /// The webhook backlog: events not dispatched yet, plus events with a delivery still to make
+    /// (each counted once, however many of its deliveries are pending).
+    async fn webhook_backlog(&self) -> Result<u64, StoreError>;
 }
 
 /// A webhook event in the outbox (see `webhooks` for the kinds and the payloads).

@@ -533,6 +533,29 @@ impl Store for SqliteStore {
     async fn prune_webhook_events(&self, before_ms: i64) -> Result<u64, StoreError> {
         webhooks::prune(&self.pool, before_ms).await
     }
+
+    async fn claim_webhook_deliveries_to(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        webhooks::claim_to(&self.pool, endpoint, now_ms, lease_until_ms, limit).await
+    }
+
+    async fn give_up_webhook_deliveries_except(
+        &self,
+        endpoints: &[String],
+        error: &str,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        webhooks::give_up_except(&self.pool, endpoints, error, at_ms).await
+    }
+
+    async fn webhook_backlog(&self) -> Result<u64, StoreError> {
+        webhooks::backlog(&self.pool).await
+    }
 }
 
 #[cfg(test)]

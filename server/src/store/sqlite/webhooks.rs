@@ -122,8 +122,42 @@ pub async fn claim(
     .bind(i64::from(limit))
     .fetch_all(&mut *tx)
     .await?;
+    let claimed = lease(&mut tx, &rows, now_ms, lease_until_ms).await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+pub async fn claim_to(
+    pool: &SqlitePool,
+    endpoint: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: u32,
+) -> Result<Vec<WebhookDelivery>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(select_deliveries!(
+        "WHERE d.endpoint = ? AND d.delivered_at_ms IS NULL AND d.failed_at_ms IS NULL \
+         AND d.next_attempt_at_ms <= ? ORDER BY d.next_attempt_at_ms, d.id LIMIT ?"
+    ))
+    .bind(endpoint)
+    .bind(now_ms)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    let claimed = lease(&mut tx, &rows, now_ms, lease_until_ms).await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Leases the due deliveries read into `rows` until `lease_until_ms`; returns those it leased.
+async fn lease(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    rows: &[SqliteRow],
+    now_ms: i64,
+    lease_until_ms: i64,
+) -> Result<Vec<WebhookDelivery>, StoreError> {
     let mut claimed = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let delivery = delivery_from_row(row)?;
         // The same conditions again: a delivery another worker leased in the meantime is no
         // longer due, and is left to it.
@@ -134,13 +168,12 @@ pub async fn claim(
         .bind(lease_until_ms)
         .bind(&delivery.id)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         if leased.rows_affected() == 1 {
             claimed.push(delivery);
         }
     }
-    tx.commit().await?;
     Ok(claimed)
 }
 
@@ -196,6 +229,39 @@ pub async fn prune(pool: &SqlitePool, before_ms: i64) -> Result<u64, StoreError>
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
+}
+
+pub async fn give_up_except(
+    pool: &SqlitePool,
+    endpoints: &[String],
+    error: &str,
+    at_ms: i64,
+) -> Result<u64, StoreError> {
+    // The configured URLs as one bound JSON array, which `json_each` turns back into rows.
+    let configured = serde_json::Value::from(endpoints).to_string();
+    let done = sqlx::query(
+        "UPDATE webhook_deliveries SET failed_at_ms = ?, last_error = ? \
+         WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL \
+         AND endpoint NOT IN (SELECT value FROM json_each(?))",
+    )
+    .bind(at_ms)
+    .bind(error)
+    .bind(configured)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+pub async fn backlog(pool: &SqlitePool) -> Result<u64, StoreError> {
+    // Both counts read partial indexes that hold only what is still to do.
+    let backlog: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM webhook_events WHERE dispatched = 0) + \
+         (SELECT COUNT(DISTINCT event_id) FROM webhook_deliveries \
+          WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL)",
+    )
+    .fetch_one(pool)
+    .await?;
+    u64::try_from(backlog).map_err(|_| StoreError::Corrupt("a negative webhook backlog".into()))
 }
 
 #[cfg(test)]
@@ -288,6 +354,88 @@ mod tests {
         assert_eq!((dead.attempts, dead.failed_at_ms), (1, Some(1_200)));
         assert_eq!(dead.last_error.as_deref(), Some("timed out"));
         assert!(store.claim_webhook_deliveries(99_000, 100_000, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_claim_for_one_endpoint_leaves_the_others_deliveries_due() {
+        let (_dir, store) = store().await;
+        store.add_webhook_events(&[event("evt_1", 1_000)]).await.unwrap();
+        let deliveries = [to("http://a", "whd_a"), to("http://b", "whd_b")];
+        store.dispatch_webhook_event("evt_1", &deliveries, 1_000).await.unwrap();
+
+        let claimed =
+            store.claim_webhook_deliveries_to("http://a", 1_000, 9_000, 10).await.unwrap();
+        let ids: Vec<&str> = claimed.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["whd_a"]);
+        assert!(
+            store
+                .claim_webhook_deliveries_to("http://a", 1_000, 9_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let claimed =
+            store.claim_webhook_deliveries_to("http://b", 1_000, 9_000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].id.as_str(), claimed[0].endpoint.as_str()), ("whd_b", "http://b"));
+    }
+
+    #[tokio::test]
+    async fn deliveries_to_endpoints_no_longer_configured_are_given_up() {
+        let (_dir, store) = store().await;
+        store.add_webhook_events(&[event("evt_1", 1_000), event("evt_2", 1_000)]).await.unwrap();
+        let deliveries = [to("http://a", "whd_a"), to("http://gone", "whd_gone")];
+        store.dispatch_webhook_event("evt_1", &deliveries, 1_000).await.unwrap();
+        store.dispatch_webhook_event("evt_2", &[to("http://old", "whd_old")], 1_000).await.unwrap();
+        store.webhook_delivered("whd_old", 1_100).await.unwrap();
+
+        let configured = ["http://a".to_owned()];
+        assert_eq!(
+            store.give_up_webhook_deliveries_except(&configured, "removed", 2_000).await.unwrap(),
+            1
+        );
+        let all = store.webhook_deliveries(10).await.unwrap();
+        let state = |id: &str| {
+            let d = all.iter().find(|d| d.id == id).unwrap();
+            (d.delivered_at_ms, d.failed_at_ms, d.last_error.clone())
+        };
+        assert_eq!(state("whd_gone"), (None, Some(2_000), Some("removed".into())));
+        assert_eq!(state("whd_a"), (None, None, None), "still to make");
+        assert_eq!(state("whd_old"), (Some(1_100), None, None), "delivered before: kept as it was");
+        // With no endpoint configured, every delivery still to make is given up.
+        let none: [String; 0] = [];
+        assert_eq!(
+            store.give_up_webhook_deliveries_except(&none, "removed", 3_000).await.unwrap(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn the_backlog_counts_each_event_still_to_deliver_once() {
+        let (_dir, store) = store().await;
+        assert_eq!(store.webhook_backlog().await.unwrap(), 0);
+        store
+            .add_webhook_events(&[
+                event("evt_new", 1_000),
+                event("evt_two", 1_000),
+                event("evt_done", 1_000),
+                event("evt_none", 1_000),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.webhook_backlog().await.unwrap(), 4, "undispatched");
+
+        let two = [to("http://a", "whd_a"), to("http://b", "whd_b")];
+        store.dispatch_webhook_event("evt_two", &two, 1_000).await.unwrap();
+        store.dispatch_webhook_event("evt_done", &[to("http://a", "whd_c")], 1_000).await.unwrap();
+        store.dispatch_webhook_event("evt_none", &[], 1_000).await.unwrap();
+        assert_eq!(store.webhook_backlog().await.unwrap(), 3, "evt_none has nothing to deliver");
+
+        store.webhook_delivered("whd_c", 1_100).await.unwrap();
+        store.webhook_delivered("whd_a", 1_100).await.unwrap();
+        assert_eq!(store.webhook_backlog().await.unwrap(), 2, "evt_two still goes to b");
+        store.webhook_attempt_failed("whd_b", "HTTP 500", 1_200, None).await.unwrap();
+        assert_eq!(store.webhook_backlog().await.unwrap(), 1, "a dead letter is not waiting");
     }
 
     #[tokio::test]
