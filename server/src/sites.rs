@@ -70,6 +70,10 @@ pub struct VerificationChange {
     pub off: bool,
     /// Refuse (`Some(true)`) or accept (`Some(false)`) unverified visitors.
     pub required: Option<bool>,
+    /// Accept this form of token from now on. On a site that has a secret, a change of form needs
+    /// `new_secret` too: a secret whose tokens were issued in one form must never verify the
+    /// other (see `visitor::TokenMode`).
+    pub mode: Option<crate::visitor::TokenMode>,
 }
 
 /// Applies `change`; returns the site and, for a new secret, the secret (shown once).
@@ -83,6 +87,20 @@ pub async fn change_verification(
     let mut fresh = None;
     if change.off {
         verification = crate::store::Verification::default();
+    }
+    if let Some(mode) = change.mode {
+        if verification.secret.is_some() && mode != verification.mode && !change.new_secret {
+            return Err(invalid(
+                "mode",
+                format!(
+                    "changing the visitor token mode from {} to {mode} needs a new secret \
+                     (add --new-secret): a secret that signed tokens of one form must never \
+                     verify the other",
+                    verification.mode
+                ),
+            ));
+        }
+        verification.mode = mode;
     }
     if change.new_secret {
         let secret = crate::visitor::new_visitor_secret();
@@ -331,6 +349,7 @@ pub fn site_view(site: &Site) -> serde_json::Value {
         "verification": {
             "enabled": site.verification.secret.is_some(),
             "required": site.verification.required,
+            "mode": site.verification.mode.as_str(),
         },
         "created_at": crate::rfc3339(site.created_at),
     })

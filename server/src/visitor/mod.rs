@@ -6,10 +6,11 @@
 //! - `client_ip` (the [`client_ip()`] function and [`TrustedProxy`]) finds the client's address:
 //!   the socket's peer, or, when the peer is one of the configured [`TrustedProxy`] networks, the
 //!   right-most address in `X-Forwarded-For` that is not a trusted proxy.
-//! - `tokens` ([`verify`], [`VisitorSecret`]) checks a visitor token against the site's secret.
-//!   Two forms are accepted: the live-chat convention, `hmac.<base64url(user id)>.<hex
-//!   HMAC-SHA256(secret, user id)>`, which never expires, and a short-lived HS256 JWT whose `sub`
-//!   is the user id.
+//! - `tokens` ([`verify`], [`VisitorSecret`], [`TokenMode`]) checks a visitor token against the
+//!   site's secret. There are two forms: the live-chat convention, `hmac.<base64url(user
+//!   id)>.<hex HMAC-SHA256(secret, user id)>`, which never expires, and a short-lived HS256 JWT
+//!   whose `sub` is the user id. A site accepts exactly one, the one its mode names: under one
+//!   key, each form could be made to stand for the other.
 //! - This module puts the two together: [`identify`] decides who sent a request, under the
 //!   site's [`VisitorRules`]; [`Visitor::limit_key`] and [`Visitor::usage_hash`] are what the
 //!   limits and the usage records store; usage records never hold a visitor id or an address in
@@ -29,8 +30,8 @@ pub use self::client_ip::{TrustedProxy, TrustedProxyError, client_ip};
 use self::tokens::hmac_sha256;
 pub use self::tokens::{
     CLOCK_LEEWAY_SECS, MAX_JWT_LIFETIME_SECS, MAX_TOKEN_BYTES, MAX_VISITOR_ID_BYTES,
-    MIN_SECRET_BYTES, VisitorId, VisitorSecret, VisitorTokenError, hmac_token,
-    new_visitor_secret, verify,
+    MIN_SECRET_BYTES, TokenMode, UnknownTokenMode, VisitorId, VisitorSecret, VisitorTokenError,
+    hmac_token, new_visitor_secret, verify,
 };
 
 /// The request header that carries a visitor token.
@@ -88,6 +89,8 @@ pub struct VisitorRules<'a> {
     pub site_id: &'a str,
     /// The site's visitor secret ([`VisitorSecret::key`]), if it has one.
     pub secret: Option<&'a [u8]>,
+    /// The one form of token the site accepts.
+    pub mode: TokenMode,
     /// Refuse requests without a valid visitor token.
     pub require_verified: bool,
 }
@@ -97,6 +100,7 @@ impl fmt::Debug for VisitorRules<'_> {
         f.debug_struct("VisitorRules")
             .field("site_id", &self.site_id)
             .field("secret", &self.secret.map(|_| "[redacted]"))
+            .field("mode", &self.mode)
             .field("require_verified", &self.require_verified)
             .finish()
     }
@@ -136,7 +140,7 @@ pub fn identify(
     };
     match (token, rules.secret) {
         (Some(token), Some(secret)) => {
-            verify(token, secret, rules.site_id, now_unix).map(Visitor::Verified)
+            verify(token, secret, rules.mode, rules.site_id, now_unix).map(Visitor::Verified)
         }
         (None, _) if rules.require_verified => Err(VisitorTokenError::Missing),
         (Some(_), None) if rules.require_verified => Err(VisitorTokenError::Unsupported(
@@ -168,12 +172,22 @@ mod tests {
         assert!(secret.reveal().bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(secret, new_visitor_secret());
         assert_eq!(format!("{secret:?}"), "VisitorSecret([redacted])");
-        let rules =
-            VisitorRules { site_id: SITE, secret: Some(secret.key()), require_verified: false };
+        let rules = VisitorRules {
+            site_id: SITE,
+            secret: Some(secret.key()),
+            mode: TokenMode::Hmac,
+            require_verified: false,
+        };
         assert!(!format!("{rules:?}").contains(secret.reveal()));
 
-        let id =
-            verify(&hmac_token(secret.key(), "ana@shop.example"), secret.key(), SITE, NOW).unwrap();
+        let id = verify(
+            &hmac_token(secret.key(), "ana@shop.example"),
+            secret.key(),
+            TokenMode::Hmac,
+            SITE,
+            NOW,
+        )
+        .unwrap();
         let shown = format!("{:?}", Visitor::Verified(id.clone()));
         assert!(!shown.contains("ana"), "{shown}");
         assert!(shown.starts_with("Verified(VisitorId(sha256:"), "{shown}");
@@ -182,8 +196,9 @@ mod tests {
 
     #[test]
     fn limit_keys_name_the_visitor_and_bucket_ipv6_by_64() {
-        let verified =
-            Visitor::Verified(verify(&hmac_token(SECRET, "user-42"), SECRET, SITE, NOW).unwrap());
+        let verified = Visitor::Verified(
+            verify(&hmac_token(SECRET, "user-42"), SECRET, TokenMode::Hmac, SITE, NOW).unwrap(),
+        );
         assert_eq!(verified.limit_key(), "v:user-42");
         assert_eq!(Visitor::Anonymous(ip("203.0.113.7")).limit_key(), "ip:203.0.113.7");
         assert_eq!(Visitor::Anonymous(ip("::ffff:203.0.113.7")).limit_key(), "ip:203.0.113.7");
@@ -195,15 +210,17 @@ mod tests {
         assert_ne!(a.limit_key(), c.limit_key());
         // A user id that looks like an address is still not one.
         let lookalike = Visitor::Verified(
-            verify(&hmac_token(SECRET, "ip:203.0.113.7"), SECRET, SITE, NOW).unwrap(),
+            verify(&hmac_token(SECRET, "ip:203.0.113.7"), SECRET, TokenMode::Hmac, SITE, NOW)
+                .unwrap(),
         );
         assert_ne!(lookalike.limit_key(), "ip:203.0.113.7");
     }
 
     #[test]
     fn usage_hashes_are_stable_keyed_and_short() {
-        let verified =
-            Visitor::Verified(verify(&hmac_token(SECRET, "user-42"), SECRET, SITE, NOW).unwrap());
+        let verified = Visitor::Verified(
+            verify(&hmac_token(SECRET, "user-42"), SECRET, TokenMode::Hmac, SITE, NOW).unwrap(),
+        );
         let anonymous = Visitor::Anonymous(ip("203.0.113.7"));
         // Made with Python: hmac.new(b"salt-one", key, sha256).hexdigest()[:32].
         assert_eq!(verified.usage_hash(b"salt-one"), "3d71eedd67434ca905fee2262a6f7bad");
@@ -225,7 +242,12 @@ mod tests {
 
     #[test]
     fn identify_tells_verified_from_anonymous_visitors() {
-        let rules = VisitorRules { site_id: SITE, secret: Some(SECRET), require_verified: false };
+        let rules = VisitorRules {
+            site_id: SITE,
+            secret: Some(SECRET),
+            mode: TokenMode::Hmac,
+            require_verified: false,
+        };
         let client = ip("203.0.113.7");
         let token = hmac_token(SECRET, "user-42");
 
@@ -253,10 +275,32 @@ mod tests {
     }
 
     #[test]
+    fn identify_checks_tokens_in_the_sites_mode() {
+        let client = ip("203.0.113.7");
+        let token = hmac_token(SECRET, "user-42");
+        let jwt_site = VisitorRules {
+            site_id: SITE,
+            secret: Some(SECRET),
+            mode: TokenMode::Jwt,
+            require_verified: false,
+        };
+        let refused = identify(&with_token(&[token.as_bytes()]), client, jwt_site, NOW);
+        assert_eq!(refused, Err(VisitorTokenError::WrongForm(TokenMode::Jwt)));
+        let hmac_site = VisitorRules { mode: TokenMode::Hmac, ..jwt_site };
+        let verified = identify(&with_token(&[token.as_bytes()]), client, hmac_site, NOW);
+        assert!(verified.is_ok_and(|visitor| visitor.is_verified()));
+    }
+
+    #[test]
     fn identify_enforces_a_sites_requirement_of_verified_visitors() {
         let client = ip("203.0.113.7");
         let token = hmac_token(SECRET, "user-42");
-        let required = VisitorRules { site_id: SITE, secret: Some(SECRET), require_verified: true };
+        let required = VisitorRules {
+            site_id: SITE,
+            secret: Some(SECRET),
+            mode: TokenMode::Hmac,
+            require_verified: true,
+        };
         assert_eq!(
             identify(&HeaderMap::new(), client, required, NOW),
             Err(VisitorTokenError::Missing)
@@ -265,7 +309,12 @@ mod tests {
         assert!(verified.is_ok_and(|visitor| visitor.is_verified()));
 
         // A site without a secret cannot check tokens: they are ignored, unless it requires them.
-        let no_secret = VisitorRules { site_id: SITE, secret: None, require_verified: false };
+        let no_secret = VisitorRules {
+            site_id: SITE,
+            secret: None,
+            mode: TokenMode::Hmac,
+            require_verified: false,
+        };
         let ignored = identify(&with_token(&[token.as_bytes()]), client, no_secret, NOW);
         assert_eq!(ignored, Ok(Visitor::Anonymous(client)));
         let impossible = VisitorRules { require_verified: true, ..no_secret };

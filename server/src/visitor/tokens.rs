@@ -1,5 +1,16 @@
 //! Visitor tokens: the site's [`VisitorSecret`], the two token forms a site's backend signs
-//! with it, and [`verify`], which checks them.
+//! with it, the site's [`TokenMode`] that says which one it uses, and [`verify`], which checks a
+//! token of that form and refuses the other.
+//!
+//! **Why a site accepts only one form.** Both forms are HMAC-SHA256 under the same secret: the
+//! HMAC form signs the user id, a JWT signs `base64url(header).base64url(claims)`. A site that
+//! hands out HMAC user hashes signs whatever user id it is given, and a user id can be chosen to
+//! be `base64url({"alg":"HS256"}).base64url({"sub":"admin",...})`: its hash, hex-decoded and
+//! base64url-encoded, is a valid JWT signature for any `sub`. (And the other way round: a JWT's
+//! signature is the HMAC hash of a user id that is the JWT's first two parts.) The relay cannot
+//! tell such a forgery from a real token, so a site verifies one form, the one its backend
+//! issues, and a token of the other form is refused ([`VisitorTokenError::WrongForm`]). A secret
+//! is never used for both: changing a site's mode comes with a new secret (`sites`).
 //!
 //! JWTs are verified here by hand (HMAC-SHA256 with the `hmac` crate, base64url, serde_json)
 //! rather than with the `jsonwebtoken` crate: only HS256 is accepted, which is a few lines, while
@@ -30,6 +41,55 @@ pub const MAX_JWT_LIFETIME_SECS: u64 = 24 * 60 * 60;
 pub const MIN_SECRET_BYTES: usize = 32;
 
 const HMAC_TOKEN_PREFIX: &str = "hmac.";
+
+/// Which form of visitor token a site's backend issues, and so the only one the relay accepts
+/// for that site (see the module comment for why not both).
+///
+/// Sites that had a visitor secret before there were modes are `hmac` (migration 0009): that is
+/// the form the widget's `Confab.identify({ userId, userHash })` sends, and the only form whose
+/// issuing can be turned into a forgery of the other, so refusing JWTs there closes the hole
+/// whatever the site used; a site that used JWTs sees `wrong_visitor_token_form` and switches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum TokenMode {
+    /// `hmac.<base64url user id>.<hex HMAC-SHA256(secret, user id)>`; the default.
+    #[default]
+    Hmac,
+    /// Short-lived HS256 JWTs.
+    Jwt,
+}
+
+impl TokenMode {
+    /// The name in the CLI, the admin API and the database: `hmac` or `jwt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hmac => "hmac",
+            Self::Jwt => "jwt",
+        }
+    }
+}
+
+impl fmt::Display for TokenMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A token mode that is neither `hmac` nor `jwt`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a visitor token mode: use hmac or jwt")]
+pub struct UnknownTokenMode(pub String);
+
+impl std::str::FromStr for TokenMode {
+    type Err = UnknownTokenMode;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "hmac" => Ok(Self::Hmac),
+            "jwt" => Ok(Self::Jwt),
+            other => Err(UnknownTokenMode(other.to_owned())),
+        }
+    }
+}
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -119,6 +179,8 @@ pub enum VisitorTokenError {
     Missing,
     /// Not shaped like either token form, or a JWT whose claims are missing or of the wrong type.
     Malformed(&'static str),
+    /// A token of the form the site does not accept: the site's mode is the one named.
+    WrongForm(TokenMode),
     /// The signature does not match the site's secret: forged, altered, or another site's.
     BadSignature,
     /// A JWT whose `aud` does not name this site.
@@ -138,6 +200,7 @@ impl VisitorTokenError {
         match self {
             Self::Missing => "visitor_token_required",
             Self::Malformed(_) => "malformed_visitor_token",
+            Self::WrongForm(_) => "wrong_visitor_token_form",
             Self::BadSignature | Self::WrongAudience | Self::NotYetValid => "invalid_visitor_token",
             Self::Expired => "expired_visitor_token",
             Self::Unsupported(_) => "unsupported_visitor_token",
@@ -151,6 +214,14 @@ impl VisitorTokenError {
                 "this site requires a verified visitor: send a visitor token in X-Confab-Visitor"
             }
             Self::Malformed(reason) | Self::Unsupported(reason) => reason,
+            Self::WrongForm(TokenMode::Hmac) => {
+                "this site accepts only HMAC visitor tokens (hmac.<base64url user id>.<hex hash>), \
+                 not JWTs: its visitor token mode is hmac"
+            }
+            Self::WrongForm(TokenMode::Jwt) => {
+                "this site accepts only HS256 JWT visitor tokens, not hmac.<user id>.<hash> \
+                 tokens: its visitor token mode is jwt"
+            }
             Self::BadSignature => {
                 "the visitor token's signature does not match this site's visitor secret"
             }
@@ -174,9 +245,10 @@ pub fn hmac_token(secret: &[u8], user_id: &str) -> String {
 }
 
 /// Verifies a visitor token for the site `site_id`, whose visitor secret is `secret` (see
-/// [`VisitorSecret::key`]), at `now_unix` (seconds since the epoch).
+/// [`VisitorSecret::key`]) and whose mode is `mode`, at `now_unix` (seconds since the epoch).
 ///
-/// Two forms are accepted, both signed with HMAC-SHA256 under the site's secret:
+/// There are two forms, both signed with HMAC-SHA256 under the site's secret; only the one
+/// `mode` names is accepted, and a token of the other is [`VisitorTokenError::WrongForm`]:
 ///
 /// - `hmac.<base64url-no-pad(user id)>.<hex HMAC-SHA256(secret, user id)>` (hex in either case).
 ///   This is the live-chat convention, and like it the token **never expires**: it proves only
@@ -193,6 +265,7 @@ pub fn hmac_token(secret: &[u8], user_id: &str) -> String {
 pub fn verify(
     token: &str,
     secret: &[u8],
+    mode: TokenMode,
     site_id: &str,
     now_unix: u64,
 ) -> Result<VisitorId, VisitorTokenError> {
@@ -204,9 +277,18 @@ pub fn verify(
     if token.len() > MAX_TOKEN_BYTES {
         return Err(VisitorTokenError::Malformed("the visitor token is longer than 4096 bytes"));
     }
-    match token.strip_prefix(HMAC_TOKEN_PREFIX) {
-        Some(rest) => verify_hmac_token(rest, secret),
-        None => verify_jwt(token, secret, site_id, now_unix),
+    // The two forms cannot be mistaken for each other: a JWT starts with its base64url JSON
+    // header (`{` encodes as `ey`), which `hmac.` can never decode to.
+    match (mode, token.strip_prefix(HMAC_TOKEN_PREFIX)) {
+        (TokenMode::Hmac, Some(rest)) => verify_hmac_token(rest, secret),
+        (TokenMode::Jwt, None) => verify_jwt(token, secret, site_id, now_unix),
+        (TokenMode::Jwt, Some(_)) => Err(VisitorTokenError::WrongForm(TokenMode::Jwt)),
+        (TokenMode::Hmac, None) if matches!(token.split('.').count(), 3 | 5) => {
+            Err(VisitorTokenError::WrongForm(TokenMode::Hmac))
+        }
+        (TokenMode::Hmac, None) => Err(VisitorTokenError::Malformed(
+            "a visitor token must be hmac.<base64url user id>.<hex hash>",
+        )),
     }
 }
 
@@ -396,8 +478,95 @@ mod tests {
         jwt(SECRET, &json!({"alg": "HS256", "typ": "JWT"}), claims)
     }
 
+    /// The mode a site that issues tokens of `token`'s form would have.
+    fn mode_of(token: &str) -> TokenMode {
+        if token.starts_with(HMAC_TOKEN_PREFIX) { TokenMode::Hmac } else { TokenMode::Jwt }
+    }
+
+    /// Verifies `token` for a site in the mode of its own form.
     fn check(token: &str) -> Result<String, VisitorTokenError> {
-        verify(token, SECRET, SITE, NOW).map(|id| id.as_str().to_owned())
+        verify(token, SECRET, mode_of(token), SITE, NOW).map(|id| id.as_str().to_owned())
+    }
+
+    #[test]
+    fn each_mode_refuses_the_other_form_with_its_own_code() {
+        let hmac = hmac_token(SECRET, "user-42");
+        let jwt = hs256(&json!({"sub": "user-42", "exp": NOW + 600}));
+        assert_eq!(verify(&hmac, SECRET, TokenMode::Hmac, SITE, NOW).unwrap().as_str(), "user-42");
+        assert_eq!(verify(&jwt, SECRET, TokenMode::Jwt, SITE, NOW).unwrap().as_str(), "user-42");
+
+        let refused = verify(&jwt, SECRET, TokenMode::Hmac, SITE, NOW).unwrap_err();
+        assert_eq!(refused, VisitorTokenError::WrongForm(TokenMode::Hmac));
+        assert_eq!(refused.code(), "wrong_visitor_token_form");
+        assert!(refused.message().contains("only HMAC visitor tokens"), "{refused}");
+        let refused = verify(&hmac, SECRET, TokenMode::Jwt, SITE, NOW).unwrap_err();
+        assert_eq!(refused, VisitorTokenError::WrongForm(TokenMode::Jwt));
+        assert!(refused.message().contains("only HS256 JWT visitor tokens"), "{refused}");
+
+        // A JWE is of the JWT family too; what is neither is malformed, in either mode.
+        let jwe = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..aXY.Y2lwaGVy.dGFn";
+        assert_eq!(
+            verify(jwe, SECRET, TokenMode::Hmac, SITE, NOW),
+            Err(VisitorTokenError::WrongForm(TokenMode::Hmac))
+        );
+        for mode in [TokenMode::Hmac, TokenMode::Jwt] {
+            let result = verify("not a token", SECRET, mode, SITE, NOW);
+            assert!(matches!(result, Err(VisitorTokenError::Malformed(_))), "{mode}");
+        }
+    }
+
+    /// The forgery that one shared key allowed: a site in HMAC mode signs whatever user id it is
+    /// given, so a visitor who registers the id `base64url(header).base64url(claims)` gets, as
+    /// their user hash, a valid HS256 signature over a JWT that names any `sub` they like.
+    #[test]
+    fn an_hmac_user_hash_over_a_jwt_shaped_id_is_never_taken_for_a_jwt() {
+        let claims = json!({"sub": "admin", "exp": NOW + 600});
+        let signed = format!(
+            "{}.{}",
+            b64(json!({"alg": "HS256"}).to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let issued = hmac_token(SECRET, &signed);
+        let user_hash = issued.rsplit('.').next().unwrap();
+        let forged = format!("{signed}.{}", b64(&hex::decode(user_hash).unwrap()));
+        // Under one key with both forms accepted, this was a valid token for `admin`:
+        let mut mac = HmacSha256::new_from_slice(SECRET).unwrap();
+        mac.update(signed.as_bytes());
+        assert!(mac.verify_slice(&hex::decode(user_hash).unwrap()).is_ok());
+        // A site in HMAC mode (the one that issued the hash) refuses it as a JWT...
+        assert_eq!(
+            verify(&forged, SECRET, TokenMode::Hmac, SITE, NOW),
+            Err(VisitorTokenError::WrongForm(TokenMode::Hmac))
+        );
+        // ...and the issued token itself only names the odd-looking user id it was made for.
+        assert_eq!(
+            verify(&issued, SECRET, TokenMode::Hmac, SITE, NOW).unwrap().as_str(),
+            signed.as_str()
+        );
+        // The reverse: a JWT's signature as the user hash of its first two parts is refused by a
+        // site in JWT mode.
+        let jwt = hs256(&claims);
+        let (jwt_signed, signature) = jwt.rsplit_once('.').unwrap();
+        let reshaped = format!(
+            "hmac.{}.{}",
+            b64(jwt_signed.as_bytes()),
+            hex::encode(URL_SAFE_NO_PAD.decode(signature).unwrap())
+        );
+        assert_eq!(
+            verify(&reshaped, SECRET, TokenMode::Jwt, SITE, NOW),
+            Err(VisitorTokenError::WrongForm(TokenMode::Jwt))
+        );
+    }
+
+    #[test]
+    fn token_modes_read_and_print_as_the_cli_and_the_database_write_them() {
+        for mode in [TokenMode::Hmac, TokenMode::Jwt] {
+            assert_eq!(mode.as_str().parse::<TokenMode>(), Ok(mode));
+            assert_eq!(mode.to_string(), mode.as_str());
+        }
+        assert_eq!(TokenMode::default(), TokenMode::Hmac);
+        let error = "HS256".parse::<TokenMode>().unwrap_err();
+        assert_eq!(error.to_string(), "`HS256` is not a visitor token mode: use hmac or jwt");
     }
 
     #[test]
@@ -467,7 +636,7 @@ mod tests {
         for secret in [&b""[..], b"short"] {
             let token = hmac_token(secret, "user-42");
             assert!(matches!(
-                verify(&token, secret, SITE, NOW),
+                verify(&token, secret, TokenMode::Hmac, SITE, NOW),
                 Err(VisitorTokenError::Unsupported(_))
             ));
         }
@@ -497,8 +666,9 @@ mod tests {
         let token = hs256(&json!({"sub": "user-42", "exp": NOW + 600}));
         assert_eq!(check(&token), Ok("user-42".to_owned()));
         // The same user id is the same visitor in either form.
-        let by_hmac = verify(&hmac_token(SECRET, "user-42"), SECRET, SITE, NOW).unwrap();
-        assert_eq!(verify(&token, SECRET, SITE, NOW).unwrap(), by_hmac);
+        let by_hmac =
+            verify(&hmac_token(SECRET, "user-42"), SECRET, TokenMode::Hmac, SITE, NOW).unwrap();
+        assert_eq!(verify(&token, SECRET, TokenMode::Jwt, SITE, NOW).unwrap(), by_hmac);
     }
 
     #[test]
@@ -687,6 +857,7 @@ mod tests {
         let codes: Vec<&str> = [
             VisitorTokenError::Missing,
             VisitorTokenError::Malformed("m"),
+            VisitorTokenError::WrongForm(TokenMode::Hmac),
             VisitorTokenError::BadSignature,
             VisitorTokenError::WrongAudience,
             VisitorTokenError::NotYetValid,
@@ -701,6 +872,7 @@ mod tests {
             [
                 "visitor_token_required",
                 "malformed_visitor_token",
+                "wrong_visitor_token_form",
                 "invalid_visitor_token",
                 "invalid_visitor_token",
                 "invalid_visitor_token",
