@@ -219,3 +219,25 @@ async fn a_site_in_jwt_mode_refuses_hmac_tokens_and_accepts_its_jwts() {
     let jwt = hs256(secret.key(), &json!({"sub": "alice", "exp": now() + 600}));
     assert_eq!(chat_as_visitor(&relay, Some(&jwt)).await.0, 200);
 }
+
+/// Behind a reverse proxy that is not in `server.trusted_proxies`, every visitor has the proxy's
+/// address: the relay says so in its log, once per process rather than on every request.
+#[tokio::test]
+async fn a_proxy_nobody_listed_as_trusted_is_reported_once_not_on_every_request() {
+    let mock = MockUpstream::start().await;
+    for _ in 0..3 {
+        mock.push(Reply::answer(&["Hi"], (1, 1)));
+    }
+    let relay = TestRelay::start(&mock).await;
+    // The test client connects from 127.0.0.1, as a proxy on the same host would.
+    for visitor in ["203.0.113.7", "203.0.113.8", "203.0.113.9"] {
+        let response =
+            relay.chat().header("X-Forwarded-For", visitor).json(&hello()).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let logs = confab_tests::captured_logs();
+    let warnings = logs.matches("server.trusted_proxies is empty").count();
+    assert_eq!(warnings, 1, "{logs}");
+    let line = logs.lines().find(|line| line.contains("server.trusted_proxies is empty")).unwrap();
+    assert!(line.contains("WARN") && line.contains("peer=127.0.0.1"), "{line}");
+}

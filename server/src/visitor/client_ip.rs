@@ -1,9 +1,11 @@
 //! The client's address behind trusted reverse proxies: the [`TrustedProxy`] networks of
-//! `server.trusted_proxies`, and [`client_ip`], which believes `X-Forwarded-For` only from them.
+//! `server.trusted_proxies`, and [`client_ip`], which believes `X-Forwarded-For` only from them
+//! (and says once, in the log, when a proxy seems to be in front but none is listed).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::HeaderMap;
 use axum::http::header::HeaderName;
@@ -120,25 +122,34 @@ fn is_trusted(ip: IpAddr, trusted: &[TrustedProxy]) -> bool {
 ///   proxies are skipped, and the first address that is not one is the client.
 /// - If every address is a trusted proxy, the left-most is the client (a request from inside the
 ///   proxies' own network); with no header, the peer is.
-/// - An entry that is not an address (`unknown`, an obfuscated name, a header that is not ASCII)
-///   stops the walk: nothing to its left can be believed, so the trusted hop to its right is the
-///   client. Empty entries are skipped.
+/// - The header is read as bytes, entry by entry, and an entry that is not an address (`unknown`,
+///   an obfuscated name, `unix:`, bytes that are not UTF-8) is skipped, as are empty ones: one bad
+///   entry does not make every visitor behind the proxies share the proxies' address and limits.
+///   Skipping is sound because the walk reaches an entry only through trusted proxies, each of
+///   which appended the address of the hop before it: the entries left of the first untrusted
+///   address are never read, whatever a client put there. (A trusted proxy that writes a name
+///   instead of its peer's address when that peer is an outside client would let the client
+///   choose its own address; such a proxy must not be listed.)
 ///
 /// Entries may carry a port (`203.0.113.7:4711`, `[2001:db8::1]:443`) or brackets, which are
 /// dropped. IPv4-mapped IPv6 addresses are returned, and compared, in their IPv4 form. The
 /// standard `Forwarded` header and `X-Real-IP` are not read.
+///
+/// With no trusted proxies at all, a loopback or private peer that sends `X-Forwarded-For` is
+/// most likely a reverse proxy nobody listed, behind which every visitor shares one address and
+/// one set of limits: that is logged once per process, naming the setting to change.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[TrustedProxy]) -> IpAddr {
     let mut client = peer.to_canonical();
     if !is_trusted(client, trusted) {
+        if trusted.is_empty() {
+            warn_once_about_an_unlisted_proxy(&UNLISTED_PROXY_WARNED, client, headers);
+        }
         return client;
     }
     for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
-        let Ok(value) = value.to_str() else {
-            return client;
-        };
-        for entry in value.rsplit(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        for entry in value.as_bytes().rsplit(|&byte| byte == b',') {
             let Some(address) = parse_forwarded_address(entry) else {
-                return client;
+                continue;
             };
             client = address;
             if !is_trusted(address, trusted) {
@@ -149,7 +160,12 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[TrustedProxy]) ->
     client
 }
 
-fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
+/// One `X-Forwarded-For` entry as an address; `None` for an empty or malformed one.
+fn parse_forwarded_address(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry.trim_ascii()).ok()?;
+    if entry.is_empty() {
+        return None;
+    }
     let address = if let Ok(ip) = entry.parse::<IpAddr>() {
         ip
     } else if let Ok(socket) = entry.parse::<SocketAddr>() {
@@ -158,6 +174,45 @@ fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
         IpAddr::V6(entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?)
     };
     Some(address.to_canonical())
+}
+
+/// What is logged when a proxy seems to be in front of the relay but none is trusted.
+const UNLISTED_PROXY_WARNING: &str = "a request from a loopback or private address carried \
+    X-Forwarded-For, but server.trusted_proxies is empty, so the header is ignored and every \
+    visitor behind that proxy shares its address and its per-visitor limits; list the proxy's \
+    address or network in server.trusted_proxies (for example trusted_proxies = [\"127.0.0.1\"] \
+    under [server]). Logged once.";
+
+/// Whether the warning about an unlisted proxy has been logged by this process. A proxy sends the
+/// header with every request, so once is enough, and more would flood the log.
+static UNLISTED_PROXY_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Logs [`UNLISTED_PROXY_WARNING`] if `peer` is a loopback or private address that sent
+/// `X-Forwarded-For` and `warned` was not yet set; returns whether it logged. (The caller has
+/// checked that no proxy is trusted; `warned` is a parameter so that tests have their own.)
+fn warn_once_about_an_unlisted_proxy(
+    warned: &AtomicBool,
+    peer: IpAddr,
+    headers: &HeaderMap,
+) -> bool {
+    if !is_loopback_or_private(peer)
+        || !headers.contains_key(X_FORWARDED_FOR)
+        || warned.load(Ordering::Relaxed)
+        || warned.swap(true, Ordering::Relaxed)
+    {
+        return false;
+    }
+    tracing::warn!(%peer, "{UNLISTED_PROXY_WARNING}");
+    true
+}
+
+/// Addresses a reverse proxy in front of the relay usually has: loopback, RFC 1918, link-local,
+/// IPv6 unique local (`fc00::/7`) and link-local.
+fn is_loopback_or_private(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    }
 }
 
 #[cfg(test)]
@@ -232,22 +287,101 @@ mod tests {
     }
 
     #[test]
-    fn an_unparsable_entry_stops_the_walk_at_the_hop_to_its_right() {
+    fn an_unparsable_entry_is_skipped_and_the_walk_goes_on() {
         let trusted = proxies(&["10.0.0.0/8"]);
         let headers = forwarded(&["198.51.100.1, unknown, 10.1.2.3"]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("10.1.2.3"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("198.51.100.1"));
         let headers = forwarded(&["198.51.100.1, _hidden"]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("10.0.0.1"));
-        let headers = forwarded(&["198.51.100.1", "1.2.3.4.5"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("198.51.100.1"));
+        let headers = forwarded(&["198.51.100.1", "1.2.3.4.5, unix:"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("198.51.100.1"));
+        // Still, the walk stops at the first untrusted address: what is left of it is unread.
+        let headers = forwarded(&["6.6.6.6, junk, 203.0.113.7, nonsense, 10.1.2.3"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("203.0.113.7"));
+        // With nothing usable, the peer is the client.
+        let headers = forwarded(&["unknown, , _x"]);
         assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("10.0.0.1"));
     }
 
+    fn forwarded_bytes(values: &[&[u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(X_FORWARDED_FOR, HeaderValue::from_bytes(value).unwrap());
+        }
+        headers
+    }
+
     #[test]
-    fn a_header_that_is_not_ascii_stops_the_walk() {
-        let mut headers = forwarded(&["198.51.100.1"]);
-        headers.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"203.0.113.7\xff").unwrap());
-        let client = client_ip(ip("10.0.0.1"), &headers, &proxies(&["10.0.0.0/8"]));
-        assert_eq!(client, ip("10.0.0.1"));
+    fn bytes_that_are_not_utf8_spoil_only_their_own_entry() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        // A client's garbage on the left, the proxy's entry on the right: the proxy's is read.
+        let headers = forwarded_bytes(&[b"\xff\xfe\x80, 203.0.113.7"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("203.0.113.7"));
+        let headers = forwarded_bytes(&[b"198.51.100.1", b"203.0.113.7\xff, 10.1.2.3"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("198.51.100.1"));
+        let headers = forwarded_bytes(&[b"\t203.0.113.7 \t,\xe9"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn forwarded_entries_are_parsed_from_bytes() {
+        for (entry, expected) in [
+            (&b"203.0.113.7"[..], Some("203.0.113.7")),
+            (b"  203.0.113.7\t", Some("203.0.113.7")),
+            (b"203.0.113.7:80", Some("203.0.113.7")),
+            (b"[2001:db8::1]:443", Some("2001:db8::1")),
+            (b"[::ffff:203.0.113.7]", Some("203.0.113.7")),
+            (b"", None),
+            (b"   ", None),
+            (b"unknown", None),
+            (b"unix:", None),
+            (b"203.0.113.7\xff", None),
+            (b"\xc3\xa9", None),
+            (b"[2001:db8::1", None),
+            (b"203.0.113.7:99999", None),
+        ] {
+            assert_eq!(
+                parse_forwarded_address(entry),
+                expected.map(ip),
+                "{:?}",
+                String::from_utf8_lossy(entry)
+            );
+        }
+    }
+
+    #[test]
+    fn a_private_peer_sending_x_forwarded_for_to_a_relay_that_trusts_no_proxy_is_noted_once() {
+        let warned = AtomicBool::new(false);
+        let headers = forwarded(&["203.0.113.7"]);
+        // Not from a public peer, nor without the header: that is not a proxy in front.
+        assert!(!warn_once_about_an_unlisted_proxy(&warned, ip("203.0.113.9"), &headers));
+        assert!(!warn_once_about_an_unlisted_proxy(&warned, ip("10.0.0.1"), &HeaderMap::new()));
+        assert!(warn_once_about_an_unlisted_proxy(&warned, ip("10.0.0.1"), &headers));
+        // Once per process, not once per request.
+        for peer in ["10.0.0.1", "127.0.0.1", "192.168.1.1"] {
+            assert!(!warn_once_about_an_unlisted_proxy(&warned, ip(peer), &headers), "{peer}");
+        }
+        assert!(UNLISTED_PROXY_WARNING.contains("server.trusted_proxies"));
+    }
+
+    #[test]
+    fn loopback_and_private_addresses_are_where_a_proxy_is_expected() {
+        for address in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.0.1",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_loopback_or_private(ip(address)), "{address}");
+        }
+        for address in ["203.0.113.7", "8.8.8.8", "2001:db8::1", "100.64.0.1"] {
+            assert!(!is_loopback_or_private(ip(address)), "{address}");
+        }
     }
 
     #[test]
