@@ -368,3 +368,69 @@ mod tests {
         assert!(normalize_origin("shop.example").is_err());
     }
 }
+
+/// Property tests of origin normalisation: it never panics, and what it returns is an origin
+/// it returns unchanged (so a stored origin compares equal to the browser's `Origin` header).
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Text shaped like an origin, with its parts chosen to reach the parser's corners: IDNs,
+    /// IPv6 literals, ports, credentials, paths, percent-escapes, odd schemes.
+    fn origin_like() -> impl Strategy<Value = String> {
+        let scheme = prop_oneof![
+            Just("https://"),
+            Just("http://"),
+            Just("HTTP://"),
+            Just("ftp://"),
+            Just("javascript:"),
+            Just("file:///"),
+            Just(""),
+        ];
+        let host = prop_oneof![
+            Just("Shop.Example".to_owned()),
+            Just("bücher.example".to_owned()),
+            Just("xn--bcher-kva.example".to_owned()),
+            Just("[::1]".to_owned()),
+            Just("[::ffff:127.0.0.1]".to_owned()),
+            Just("127.0.0.1".to_owned()),
+            Just("0x7f.1".to_owned()),
+            Just("user:pass@shop.example".to_owned()),
+            Just("%73hop.example".to_owned()),
+            Just("shop.example.".to_owned()),
+            "[a-z0-9.-]{0,20}",
+            any::<String>(),
+        ];
+        let port = prop_oneof![
+            Just(""),
+            Just(":443"),
+            Just(":80"),
+            Just(":8080"),
+            Just(":65536"),
+            Just(":"),
+        ];
+        let tail =
+            prop_oneof![Just(""), Just("/"), Just("/path"), Just("?q"), Just("#f"), Just(" ")];
+        (scheme, host, port, tail)
+            .prop_map(|(scheme, host, port, tail)| format!("{scheme}{host}{port}{tail}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn normalising_any_text_never_panics(text in any::<String>()) {
+            let _ = normalize_origin(&text);
+        }
+
+        #[test]
+        fn a_normalised_origin_normalises_to_itself(text in origin_like()) {
+            if let Ok(origin) = normalize_origin(&text) {
+                prop_assert_eq!(normalize_origin(&origin), Ok(origin.clone()), "from {:?}", text);
+                prop_assert!(origin.starts_with("http://") || origin.starts_with("https://"));
+            }
+        }
+    }
+}

@@ -882,3 +882,106 @@ mod tests {
         );
     }
 }
+
+/// Property tests: reading a visitor token never panics, whatever it holds, and a valid token
+/// with any one byte changed is never accepted (except a hex digit of an HMAC hash changing
+/// case, which is the same hash: both cases are accepted, as backends write either).
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"3f9a6c2e8b0d4f1a7c5e9b3d2f8a6c4e1b7d9f0a3c5e8b2d4f6a9c1e7b3d5f80";
+    const SITE: &str = "site_demo";
+    const NOW: u64 = 1_700_000_000;
+
+    fn jwt(claims: &serde_json::Value) -> String {
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut mac = hmac_sha256(SECRET);
+        mac.update(signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    /// Strings shaped like tokens of either form, with their parts damaged.
+    fn token_like() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            Just("hmac".to_owned()),
+            Just("eyJhbGciOiJIUzI1NiJ9".to_owned()),
+            Just("eyJzdWIiOiJ1In0".to_owned()),
+            Just(String::new()),
+            "[A-Za-z0-9_=+/-]{0,70}",
+            any::<String>(),
+        ];
+        proptest::collection::vec(part, 0..6).prop_map(|parts| parts.join("."))
+    }
+
+    fn mode() -> impl Strategy<Value = TokenMode> {
+        prop_oneof![Just(TokenMode::Hmac), Just(TokenMode::Jwt)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn reading_any_string_as_a_token_never_panics(
+            token in prop_oneof![any::<String>(), token_like()],
+            mode in mode(),
+        ) {
+            let _ = verify(&token, SECRET, mode, SITE, NOW);
+        }
+
+        #[test]
+        fn an_hmac_token_with_one_byte_changed_is_never_accepted(
+            user_id in "\\PC{1,40}",
+            at in any::<usize>(),
+            byte in any::<u8>(),
+        ) {
+            let token = hmac_token(SECRET, &user_id);
+            prop_assert_eq!(
+                verify(&token, SECRET, TokenMode::Hmac, SITE, NOW).map(|id| id.0),
+                Ok(user_id.clone())
+            );
+            let mut bytes = token.clone().into_bytes();
+            let at = at % bytes.len();
+            prop_assume!(bytes[at] != byte);
+            let hash_starts = token.len() - 64;
+            let same_hash = at >= hash_starts && bytes[at].eq_ignore_ascii_case(&byte);
+            bytes[at] = byte;
+            // A token is text: bytes that are not UTF-8 never get this far.
+            let Ok(mutated) = String::from_utf8(bytes) else { return Ok(()) };
+            let result = verify(&mutated, SECRET, TokenMode::Hmac, SITE, NOW);
+            if same_hash {
+                prop_assert_eq!(result.map(|id| id.0), Ok(user_id));
+            } else {
+                prop_assert!(result.is_err(), "{mutated:?} was accepted");
+            }
+        }
+
+        #[test]
+        fn a_jwt_with_one_byte_changed_is_never_accepted(
+            sub in "\\PC{1,40}",
+            lifetime in 1u64..MAX_JWT_LIFETIME_SECS,
+            at in any::<usize>(),
+            byte in any::<u8>(),
+        ) {
+            let token = jwt(&json!({"sub": sub, "exp": NOW + lifetime, "aud": SITE}));
+            prop_assert_eq!(
+                verify(&token, SECRET, TokenMode::Jwt, SITE, NOW).map(|id| id.0),
+                Ok(sub)
+            );
+            let mut bytes = token.into_bytes();
+            let at = at % bytes.len();
+            prop_assume!(bytes[at] != byte);
+            bytes[at] = byte;
+            let Ok(mutated) = String::from_utf8(bytes) else { return Ok(()) };
+            let result = verify(&mutated, SECRET, TokenMode::Jwt, SITE, NOW);
+            prop_assert!(result.is_err(), "{mutated:?} was accepted");
+        }
+    }
+}
