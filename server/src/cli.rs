@@ -17,6 +17,7 @@ use crate::http::{AppState, DemoPage, serve, serve_admin};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
 use crate::store::{CallerLimits, Site, SiteWidget, SqliteStore, Store, VisitorLimits};
+use crate::visitor::TokenMode;
 
 /// Confab: an AI chat assistant on any website, behind a relay that keeps the provider key.
 #[derive(Debug, Parser)]
@@ -116,8 +117,13 @@ pub enum SitesCommand {
         #[arg(long)]
         allow_unverified: bool,
         /// Remove the secret: visitor tokens are no longer accepted.
-        #[arg(long, conflicts_with_all = ["new_secret", "require"])]
+        #[arg(long, conflicts_with_all = ["new_secret", "require", "mode"])]
         off: bool,
+        /// The one form of visitor token the site's backend issues: `hmac` (hmac.<user
+        /// id>.<hash>, the default) or `jwt` (HS256). Tokens of the other form are refused.
+        /// Changing it on a site with a secret needs --new-secret.
+        #[arg(long, value_name = "hmac|jwt")]
+        mode: Option<TokenMode>,
     },
     /// Delete a site; its key stops working at once.
     Delete { id: String },
@@ -530,10 +536,11 @@ async fn run_sites(
             };
             print_flush(&format!("{}\n", describe(&site)));
         }
-        SitesCommand::Verification { id, new_secret, require, allow_unverified, off } => {
+        SitesCommand::Verification { id, new_secret, require, allow_unverified, off, mode } => {
             let change = sites::VerificationChange {
                 new_secret,
                 off,
+                mode,
                 required: if require {
                     Some(true)
                 } else if allow_unverified {
@@ -545,9 +552,16 @@ async fn run_sites(
             let Some((site, secret)) = sites::change_verification(store, &id, change).await? else {
                 bail!("no site with id `{id}` (see `confab sites list`)");
             };
+            let tokens = if site.verification.secret.is_some() {
+                match site.verification.mode {
+                    TokenMode::Hmac => "accepted in the hmac form only",
+                    TokenMode::Jwt => "accepted as HS256 JWTs only",
+                }
+            } else {
+                "not accepted"
+            };
             let mut out = format!(
-                "Site {id}: visitor tokens {}; unverified visitors {}.\n",
-                if site.verification.secret.is_some() { "accepted" } else { "not accepted" },
+                "Site {id}: visitor tokens {tokens}; unverified visitors {}.\n",
                 if site.verification.required { "refused" } else { "allowed" },
             );
             if let Some(secret) = secret {

@@ -70,6 +70,10 @@ pub struct VerificationChange {
     pub off: bool,
     /// Refuse (`Some(true)`) or accept (`Some(false)`) unverified visitors.
     pub required: Option<bool>,
+    /// Accept this form of token from now on. On a site that has a secret, a change of form needs
+    /// `new_secret` too: a secret whose tokens were issued in one form must never verify the
+    /// other (see `visitor::TokenMode`).
+    pub mode: Option<crate::visitor::TokenMode>,
 }
 
 /// Applies `change`; returns the site and, for a new secret, the secret (shown once).
@@ -83,6 +87,20 @@ pub async fn change_verification(
     let mut fresh = None;
     if change.off {
         verification = crate::store::Verification::default();
+    }
+    if let Some(mode) = change.mode {
+        if verification.secret.is_some() && mode != verification.mode && !change.new_secret {
+            return Err(invalid(
+                "mode",
+                format!(
+                    "changing the visitor token mode from {} to {mode} needs a new secret \
+                     (add --new-secret): a secret that signed tokens of one form must never \
+                     verify the other",
+                    verification.mode
+                ),
+            ));
+        }
+        verification.mode = mode;
     }
     if change.new_secret {
         let secret = crate::visitor::new_visitor_secret();
@@ -331,6 +349,7 @@ pub fn site_view(site: &Site) -> serde_json::Value {
         "verification": {
             "enabled": site.verification.secret.is_some(),
             "required": site.verification.required,
+            "mode": site.verification.mode.as_str(),
         },
         "created_at": crate::rfc3339(site.created_at),
     })
@@ -347,5 +366,71 @@ mod tests {
         assert!(normalize_origin("https://shop.example/path").is_err());
         assert!(normalize_origin("ftp://shop.example").is_err());
         assert!(normalize_origin("shop.example").is_err());
+    }
+}
+
+/// Property tests of origin normalisation: it never panics, and what it returns is an origin
+/// it returns unchanged (so a stored origin compares equal to the browser's `Origin` header).
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Text shaped like an origin, with its parts chosen to reach the parser's corners: IDNs,
+    /// IPv6 literals, ports, credentials, paths, percent-escapes, odd schemes.
+    fn origin_like() -> impl Strategy<Value = String> {
+        let scheme = prop_oneof![
+            Just("https://"),
+            Just("http://"),
+            Just("HTTP://"),
+            Just("ftp://"),
+            Just("javascript:"),
+            Just("file:///"),
+            Just(""),
+        ];
+        let host = prop_oneof![
+            Just("Shop.Example".to_owned()),
+            Just("bücher.example".to_owned()),
+            Just("xn--bcher-kva.example".to_owned()),
+            Just("[::1]".to_owned()),
+            Just("[::ffff:127.0.0.1]".to_owned()),
+            Just("127.0.0.1".to_owned()),
+            Just("0x7f.1".to_owned()),
+            Just("user:pass@shop.example".to_owned()),
+            Just("%73hop.example".to_owned()),
+            Just("shop.example.".to_owned()),
+            "[a-z0-9.-]{0,20}",
+            any::<String>(),
+        ];
+        let port = prop_oneof![
+            Just(""),
+            Just(":443"),
+            Just(":80"),
+            Just(":8080"),
+            Just(":65536"),
+            Just(":"),
+        ];
+        let tail =
+            prop_oneof![Just(""), Just("/"), Just("/path"), Just("?q"), Just("#f"), Just(" ")];
+        (scheme, host, port, tail)
+            .prop_map(|(scheme, host, port, tail)| format!("{scheme}{host}{port}{tail}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn normalising_any_text_never_panics(text in any::<String>()) {
+            let _ = normalize_origin(&text);
+        }
+
+        #[test]
+        fn a_normalised_origin_normalises_to_itself(text in origin_like()) {
+            if let Ok(origin) = normalize_origin(&text) {
+                prop_assert_eq!(normalize_origin(&origin), Ok(origin.clone()), "from {:?}", text);
+                prop_assert!(origin.starts_with("http://") || origin.starts_with("https://"));
+            }
+        }
     }
 }

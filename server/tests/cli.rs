@@ -435,7 +435,7 @@ async fn a_created_site_is_listed_shown_and_deleted_without_its_secret_ever_show
             "visitor_rpm": null, "visitor_rpd": null,
             "verified_rpm": null, "verified_rpd": null,
         },
-        "verification": {"enabled": false, "required": false},
+        "verification": {"enabled": false, "required": false, "mode": "hmac"},
         "created_at": created_at,
     });
     let mut with_key = public.clone();
@@ -470,6 +470,64 @@ async fn a_created_site_is_listed_shown_and_deleted_without_its_secret_ever_show
     let again = work.run(&["sites", "delete", &id], &[]).await.assert_failure();
     assert_eq!(again.stdout, "");
     assert_eq!(again.stderr, format!("error: no site with id `{id}` (see `confab sites list`)\n"));
+}
+
+#[tokio::test]
+async fn visitor_verification_accepts_one_token_form_and_changes_form_only_with_a_new_secret() {
+    let work = Workdir::new();
+    let created =
+        work.create_site(&["--name", "Shop", "--origin", "https://shop.example"], &[]).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let verification =
+        |mode: &str, enabled: bool| json!({"enabled": enabled, "required": false, "mode": mode});
+    let shown =
+        || async { work.run(&["sites", "show", &id, "--json"], &[]).await.assert_success().json() };
+
+    // New verification takes the HMAC form unless told otherwise.
+    let made =
+        work.run(&["sites", "verification", &id, "--new-secret"], &[]).await.assert_success();
+    assert!(
+        made.stdout.starts_with(&format!(
+            "Site {id}: visitor tokens accepted in the hmac form only; unverified visitors allowed.\n"
+        )),
+        "{}",
+        made.stdout
+    );
+    assert_eq!(shown().await["verification"], verification("hmac", true));
+
+    // The form does not change under a secret that has issued tokens of the other one.
+    let refused =
+        work.run(&["sites", "verification", &id, "--mode", "jwt"], &[]).await.assert_failure();
+    assert_eq!(
+        refused.stderr,
+        "error: mode: changing the visitor token mode from hmac to jwt needs a new secret (add \
+         --new-secret): a secret that signed tokens of one form must never verify the other\n"
+    );
+    assert_eq!(shown().await["verification"], verification("hmac", true));
+    let moved = work
+        .run(&["sites", "verification", &id, "--mode", "jwt", "--new-secret"], &[])
+        .await
+        .assert_success();
+    assert!(
+        moved.stdout.contains("visitor tokens accepted as HS256 JWTs only"),
+        "{}",
+        moved.stdout
+    );
+    assert_eq!(shown().await["verification"], verification("jwt", true));
+    // Rotating keeps the form.
+    work.run(&["sites", "verification", &id, "--new-secret"], &[]).await.assert_success();
+    assert_eq!(shown().await["verification"], verification("jwt", true));
+
+    let unknown =
+        work.run(&["sites", "verification", &id, "--mode", "HS256"], &[]).await.assert_failure();
+    assert!(
+        unknown.stderr.contains("`HS256` is not a visitor token mode: use hmac or jwt"),
+        "{}",
+        unknown.stderr
+    );
+    // Turning verification off forgets the form too: the next secret is for HMAC tokens again.
+    work.run(&["sites", "verification", &id, "--off"], &[]).await.assert_success();
+    assert_eq!(shown().await["verification"], verification("hmac", false));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 //! The admin API: authentication, sites, keys, usage, errors, and its OpenAPI document.
 
+use confab_server::sites::{self, VerificationChange};
+use confab_server::visitor::TokenMode;
 use confab_tests::{MockUpstream, TestRelay, json_body};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -232,4 +234,28 @@ async fn the_openapi_document_describes_every_admin_route() {
     expected.sort();
     documented.sort();
     assert_eq!(documented, expected);
+}
+
+#[tokio::test]
+async fn a_sites_visitor_token_mode_is_shown_as_the_openapi_document_describes_it() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let path = format!("/admin/v1/sites/{}", relay.site_id);
+    let (_, site) = admin(&relay, Method::GET, &path, None).await;
+    assert_eq!(site["verification"], json!({"enabled": false, "required": false, "mode": "hmac"}));
+
+    let change = VerificationChange {
+        new_secret: true,
+        off: false,
+        required: None,
+        mode: Some(TokenMode::Jwt),
+    };
+    sites::change_verification(relay.store.as_ref(), &relay.site_id, change).await.unwrap();
+    let (status, site) = admin(&relay, Method::GET, &path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(site["verification"], json!({"enabled": true, "required": false, "mode": "jwt"}));
+
+    let (_, doc) = admin(&relay, Method::GET, "/admin/v1/openapi.json", None).await;
+    let documented = &doc["components"]["schemas"]["Site"]["properties"]["verification"];
+    assert_eq!(documented["properties"]["mode"]["enum"], json!(["hmac", "jwt"]));
 }

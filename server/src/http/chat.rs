@@ -158,6 +158,7 @@ fn admit(
             let rules = VisitorRules {
                 site_id: &site.id,
                 secret: secret.as_ref().map(VisitorSecret::key),
+                mode: site.verification.mode,
                 require_verified: site.verification.required,
             };
             let visitor = identify(headers, ip, rules, crate::unix_now()).map_err(|error| {

@@ -49,6 +49,8 @@ pub struct Verification {
     pub secret: Option<String>,
     /// Refuse visitors without a valid token.
     pub required: bool,
+    /// The one form of visitor token the site accepts.
+    pub mode: crate::visitor::TokenMode,
 }
 
 impl std::fmt::Debug for Verification {
@@ -56,6 +58,7 @@ impl std::fmt::Debug for Verification {
         f.debug_struct("Verification")
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
             .field("required", &self.required)
+            .field("mode", &self.mode)
             .finish()
     }
 }

@@ -86,7 +86,8 @@ macro_rules! select_sites {
             "temperature_max, context_messages, is_demo, created_at, key_hash, widget_title, ",
             "widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, tpm, ",
             "monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, ",
-            "visitor_secret, require_verified_visitor, verified_rpm, verified_rpd FROM sites ",
+            "visitor_secret, require_verified_visitor, visitor_token_mode, verified_rpm, ",
+            "verified_rpd FROM sites ",
             $tail
         )
     };
@@ -158,6 +159,11 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
         verification: Verification {
             secret: row.try_get("visitor_secret")?,
             required: row.try_get("require_verified_visitor")?,
+            mode: {
+                let mode: String = row.try_get("visitor_token_mode")?;
+                mode.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("sites.visitor_token_mode: {e}")))?
+            },
         },
         created_at: row.try_get("created_at")?,
     })
@@ -381,10 +387,12 @@ impl Store for SqliteStore {
         verification: &Verification,
     ) -> Result<bool, StoreError> {
         let updated = sqlx::query(
-            "UPDATE sites SET visitor_secret = ?, require_verified_visitor = ? WHERE id = ?",
+            "UPDATE sites SET visitor_secret = ?, require_verified_visitor = ?, \
+             visitor_token_mode = ? WHERE id = ?",
         )
         .bind(&verification.secret)
         .bind(verification.required)
+        .bind(verification.mode.as_str())
         .bind(id)
         .execute(&self.pool)
         .await?;

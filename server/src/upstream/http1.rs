@@ -550,6 +550,9 @@ enum Decoder {
     Chunked(Chunked),
     UntilClose,
     Done,
+    /// The framing broke: the body can never end, so its connection is never reused, however
+    /// often it is read again.
+    Failed,
 }
 
 /// Where a chunked body's decoder is.
@@ -648,11 +651,20 @@ pub enum ReadAllError {
 /// Moves the body bytes in `input` to `out`, leaving what belongs to a later read; `true` once
 /// the body has ended.
 fn decode(decoder: &mut Decoder, input: &mut BytesMut, out: &mut BytesMut) -> Result<bool, Error> {
-    let done = decode_more(decoder, input, out)?;
-    if done {
-        *decoder = Decoder::Done;
+    match decode_more(decoder, input, out) {
+        Ok(done) => {
+            if done {
+                *decoder = Decoder::Done;
+            }
+            Ok(done)
+        }
+        Err(error) => {
+            // Whatever follows cannot be trusted to be this body's: a read after the error must
+            // not find a clean end in it and hand the connection back.
+            *decoder = Decoder::Failed;
+            Err(error)
+        }
     }
-    Ok(done)
 }
 
 fn decode_more(
@@ -662,6 +674,7 @@ fn decode_more(
 ) -> Result<bool, Error> {
     match decoder {
         Decoder::Done => Ok(true),
+        Decoder::Failed => Err(Error::Invalid("the body's framing broke earlier".into())),
         Decoder::UntilClose => {
             out.extend_from_slice(&input.split());
             Ok(false)
@@ -1123,5 +1136,174 @@ mod network_tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("http://127.0.0.1:{port}/").parse().unwrap();
         assert!(matches!(post(&client(&url, None)).await, Err(Error::Connect(_))));
+    }
+}
+
+/// Property tests of the response parsing: the head parser and the body decoders never panic,
+/// whatever the upstream sends and however it arrives, and once a body's framing is broken the
+/// body never ends cleanly, which is what would hand its connection back for another call.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Bytes that look like an HTTP/1.1 response head more often than random bytes do.
+    fn head_like() -> impl Strategy<Value = Vec<u8>> {
+        let fragment = prop_oneof![
+            Just(b"HTTP/1.1 200 OK\r\n".to_vec()),
+            Just(b"HTTP/1.0 ".to_vec()),
+            Just(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()),
+            Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
+            Just(b"Transfer-Encoding: gzip, chunked\r\n".to_vec()),
+            Just(b"Content-Length: 5\r\n".to_vec()),
+            Just(b"Content-Length: 18446744073709551616\r\n".to_vec()),
+            Just(b"Content-Length: ".to_vec()),
+            Just(b"Connection: close, keep-alive\r\n".to_vec()),
+            Just(b"Retry-After: 7\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b": ".to_vec()),
+            proptest::collection::vec(any::<u8>(), 1..6),
+        ];
+        proptest::collection::vec(fragment, 0..24).prop_map(|fragments| fragments.concat())
+    }
+
+    /// Bytes that look like a chunked body more often than random bytes do.
+    fn chunked_like() -> impl Strategy<Value = Vec<u8>> {
+        let fragment = prop_oneof![
+            Just(b"5\r\nhello\r\n".to_vec()),
+            Just(b"0\r\n\r\n".to_vec()),
+            Just(b"0\r\n".to_vec()),
+            Just(b"ffffffffffffffff\r\n".to_vec()),
+            Just(b"10000000000000000\r\n".to_vec()),
+            Just(b"3;ext=1\r\n".to_vec()),
+            Just(b"X-Trailer: yes\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b"zz".to_vec()),
+            proptest::collection::vec(any::<u8>(), 1..8),
+        ];
+        proptest::collection::vec(fragment, 0..16).prop_map(|fragments| fragments.concat())
+    }
+
+    fn decoder(kind: u8, length: u64) -> Decoder {
+        match kind % 3 {
+            0 => Decoder::Chunked(Chunked::Size),
+            1 => Decoder::Length(length),
+            _ => Decoder::UntilClose,
+        }
+    }
+
+    /// Cuts `bytes` at the given points (taken modulo its length, in order).
+    fn pieces<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut points: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        let mut pieces = Vec::with_capacity(points.len() + 1);
+        let mut start = 0;
+        for point in points {
+            pieces.push(&bytes[start..point]);
+            start = point;
+        }
+        pieces.push(&bytes[start..]);
+        pieces
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_head_parser_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_head(&bytes);
+        }
+
+        #[test]
+        fn the_head_parser_never_panics_on_head_like_bytes(bytes in head_like()) {
+            if let Ok(Some((head, length))) = parse_head(&bytes) {
+                prop_assert!(length <= bytes.len());
+                // A head that frames its body by closing the connection never keeps it.
+                if head.framing == Framing::UntilClose {
+                    prop_assert!(!head.keep_alive);
+                }
+            }
+        }
+
+        #[test]
+        fn decoding_any_body_never_panics_however_it_is_cut(
+            kind in any::<u8>(),
+            length in prop_oneof![0u64..64, Just(u64::MAX)],
+            bytes in prop_oneof![chunked_like(), proptest::collection::vec(any::<u8>(), 0..256)],
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let mut decoder = decoder(kind, length);
+            let mut input = BytesMut::new();
+            for piece in pieces(&bytes, &cuts) {
+                input.extend_from_slice(piece);
+                let mut out = BytesMut::new();
+                if decode(&mut decoder, &mut input, &mut out).is_err() {
+                    break;
+                }
+            }
+        }
+
+        #[test]
+        fn after_a_framing_error_a_body_never_ends_cleanly(
+            bytes in chunked_like(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+            after in prop_oneof![Just(b"0\r\n\r\n".to_vec()), chunked_like()],
+        ) {
+            let mut decoder = Decoder::Chunked(Chunked::Size);
+            let mut input = BytesMut::new();
+            let mut failed = false;
+            for piece in pieces(&bytes, &cuts).into_iter().chain([after.as_slice()]) {
+                input.extend_from_slice(piece);
+                let mut out = BytesMut::new();
+                match decode(&mut decoder, &mut input, &mut out) {
+                    Err(_) => failed = true,
+                    // Ending is what hands the connection back (`Body::finish`).
+                    Ok(true) => prop_assert!(!failed, "the body ended after its framing broke"),
+                    Ok(false) => {}
+                }
+                if let Ok(true) = decode(&mut decoder, &mut input, &mut out) {
+                    prop_assert!(!failed, "the body ended after its framing broke");
+                }
+            }
+        }
+    }
+
+    /// The same through a real socket: a caller that reads again after a framing error (here
+    /// the end of the body follows the broken chunk) never gets the connection back into the
+    /// pool, where the next call would read the rest of this answer as its own.
+    #[tokio::test]
+    async fn a_body_whose_framing_broke_never_returns_its_connection_to_the_pool() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = BytesMut::new();
+            while !request.ends_with(b"\r\n\r\n{}") {
+                if tcp.read_buf(&mut request).await.unwrap_or(0) == 0 {
+                    return;
+                }
+            }
+            let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n0\r\n\r\n";
+            tcp.write_all(answer).await.unwrap();
+            // Stay open, as a keep-alive upstream does.
+            let _ = tcp.read_buf(&mut request).await;
+        });
+        let url = format!("http://127.0.0.1:{port}/").parse().unwrap();
+        let second = Duration::from_secs(1);
+        let client =
+            Arc::new(Client::with_tls(&url, None, second, Duration::from_secs(60)).unwrap());
+        let headers: [(&str, &[u8]); 0] = [];
+        let request = Request { path: "/", headers: &headers, body: b"{}" };
+        let mut response = client.post(&request).await.unwrap();
+        assert!(matches!(response.body.read().await, Err(Error::Invalid(_))));
+        for _ in 0..3 {
+            assert!(matches!(response.body.read().await, Err(Error::Invalid(_))));
+        }
+        let idle = client.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len();
+        assert_eq!(idle, 0, "a connection whose framing broke went back to the pool");
     }
 }

@@ -1,17 +1,16 @@
-//! Who a visitor is, for per-visitor limits and usage records.
+//! Visitor tokens: the site's [`VisitorSecret`], the two token forms a site's backend signs
+//! with it, the site's [`TokenMode`] that says which one it uses, and [`verify`], which checks a
+//! token of that form and refuses the other.
 //!
-//! A visitor is either **verified**, when the site vouches for them with a visitor token, or
-//! **anonymous**, known only by the client's IP address.
-//!
-//! - [`client_ip`] finds the client's address: the socket's peer, or, when the peer is one of the
-//!   configured [`TrustedProxy`] networks, the right-most address in `X-Forwarded-For` that is not
-//!   a trusted proxy.
-//! - [`verify`] checks a visitor token against the site's [`VisitorSecret`]. Two forms are
-//!   accepted: the live-chat convention, `hmac.<base64url(user id)>.<hex HMAC-SHA256(secret, user
-//!   id)>`, which never expires, and a short-lived HS256 JWT whose `sub` is the user id.
-//! - [`identify`] puts the two together for a request, under the site's [`VisitorRules`].
-//! - [`Visitor::limit_key`] and [`Visitor::usage_hash`] are what the limits and the usage records
-//!   store; usage records never hold a visitor id or an address in clear.
+//! **Why a site accepts only one form.** Both forms are HMAC-SHA256 under the same secret: the
+//! HMAC form signs the user id, a JWT signs `base64url(header).base64url(claims)`. A site that
+//! hands out HMAC user hashes signs whatever user id it is given, and a user id can be chosen to
+//! be `base64url({"alg":"HS256"}).base64url({"sub":"admin",...})`: its hash, hex-decoded and
+//! base64url-encoded, is a valid JWT signature for any `sub`. (And the other way round: a JWT's
+//! signature is the HMAC hash of a user id that is the JWT's first two parts.) The relay cannot
+//! tell such a forgery from a real token, so a site verifies one form, the one its backend
+//! issues, and a token of the other form is refused ([`VisitorTokenError::WrongForm`]). A secret
+//! is never used for both: changing a site's mode comes with a new secret (`sites`).
 //!
 //! JWTs are verified here by hand (HMAC-SHA256 with the `hmac` crate, base64url, serde_json)
 //! rather than with the `jsonwebtoken` crate: only HS256 is accepted, which is a few lines, while
@@ -21,20 +20,13 @@
 //! algorithm, the required claims, the clock leeway and the 24-hour cap.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
 
-use axum::http::HeaderMap;
-use axum::http::header::HeaderName;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use ipnet::{IpNet, Ipv4Net};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-/// The request header that carries a visitor token.
-pub const VISITOR_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-confab-visitor");
 /// Longer tokens are refused before any work is done on them.
 pub const MAX_TOKEN_BYTES: usize = 4096;
 /// The longest visitor id (HMAC user id or JWT `sub`), in bytes of UTF-8.
@@ -49,171 +41,63 @@ pub const MAX_JWT_LIFETIME_SECS: u64 = 24 * 60 * 60;
 pub const MIN_SECRET_BYTES: usize = 32;
 
 const HMAC_TOKEN_PREFIX: &str = "hmac.";
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Which form of visitor token a site's backend issues, and so the only one the relay accepts
+/// for that site (see the module comment for why not both).
+///
+/// Sites that had a visitor secret before there were modes are `hmac` (migration 0009): that is
+/// the form the widget's `Confab.identify({ userId, userHash })` sends, and the only form whose
+/// issuing can be turned into a forgery of the other, so refusing JWTs there closes the hole
+/// whatever the site used; a site that used JWTs sees `wrong_visitor_token_form` and switches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum TokenMode {
+    /// `hmac.<base64url user id>.<hex HMAC-SHA256(secret, user id)>`; the default.
+    #[default]
+    Hmac,
+    /// Short-lived HS256 JWTs.
+    Jwt,
+}
+
+impl TokenMode {
+    /// The name in the CLI, the admin API and the database: `hmac` or `jwt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hmac => "hmac",
+            Self::Jwt => "jwt",
+        }
+    }
+}
+
+impl fmt::Display for TokenMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A token mode that is neither `hmac` nor `jwt`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a visitor token mode: use hmac or jwt")]
+pub struct UnknownTokenMode(pub String);
+
+impl std::str::FromStr for TokenMode {
+    type Err = UnknownTokenMode;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "hmac" => Ok(Self::Hmac),
+            "jwt" => Ok(Self::Jwt),
+            other => Err(UnknownTokenMode(other.to_owned())),
+        }
+    }
+}
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn hmac_sha256(key: &[u8]) -> HmacSha256 {
+pub(super) fn hmac_sha256(key: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length (longer ones are hashed first), so this cannot fail; the
     // `Result` comes from the generic `KeyInit` trait.
     HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
 }
-
-// ---------------------------------------------------------------------------------------------
-// Client IP
-// ---------------------------------------------------------------------------------------------
-
-/// A network whose hosts are believed when they say, in `X-Forwarded-For`, whom they forward
-/// for: `10.0.0.0/8`, `::1/128`, or a bare address (`127.0.0.1`, a single host).
-///
-/// IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) are read as the IPv4 network they map, since
-/// addresses are compared in their IPv4 form.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TrustedProxy(IpNet);
-
-impl TrustedProxy {
-    /// Whether `ip` (compared as IPv4 when it is IPv4-mapped) is in this network.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.contains(&ip.to_canonical())
-    }
-
-    pub fn network(&self) -> IpNet {
-        self.0
-    }
-}
-
-/// Why a trusted-proxy entry in the configuration was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TrustedProxyError {
-    #[error("`{input}` is not an IP address or a CIDR network such as 10.0.0.0/8 or ::1/128")]
-    Invalid { input: String },
-    #[error("`{input}` has address bits set past its prefix; write the network as {network}")]
-    HostBitsSet { input: String, network: IpNet },
-    #[error(
-        "`{input}` would trust every address, so any client could choose its own IP with \
-         X-Forwarded-For"
-    )]
-    TrustsEverything { input: String },
-}
-
-impl FromStr for TrustedProxy {
-    type Err = TrustedProxyError;
-
-    fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let text = input.trim();
-        let invalid = || TrustedProxyError::Invalid { input: input.to_owned() };
-        let net = if text.contains('/') {
-            text.parse::<IpNet>().map_err(|_| invalid())?
-        } else {
-            IpNet::from(text.parse::<IpAddr>().map_err(|_| invalid())?)
-        };
-        if net.trunc() != net {
-            return Err(TrustedProxyError::HostBitsSet {
-                input: input.to_owned(),
-                network: net.trunc(),
-            });
-        }
-        let net = ipv4_form(net);
-        if net.prefix_len() == 0 {
-            return Err(TrustedProxyError::TrustsEverything { input: input.to_owned() });
-        }
-        Ok(Self(net))
-    }
-}
-
-/// An IPv6 network inside `::ffff:0:0/96` as the IPv4 network it maps.
-fn ipv4_form(net: IpNet) -> IpNet {
-    if let IpNet::V6(v6) = net
-        && v6.prefix_len() >= 96
-        && let Some(v4) = v6.network().to_ipv4_mapped()
-        && let Ok(v4_net) = Ipv4Net::new(v4, v6.prefix_len() - 96)
-    {
-        return IpNet::V4(v4_net);
-    }
-    net
-}
-
-impl fmt::Display for TrustedProxy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Debug for TrustedProxy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TrustedProxy({})", self.0)
-    }
-}
-
-impl Serialize for TrustedProxy {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for TrustedProxy {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-fn is_trusted(ip: IpAddr, trusted: &[TrustedProxy]) -> bool {
-    trusted.iter().any(|net| net.contains(ip))
-}
-
-/// The client's address, as far as it can be believed.
-///
-/// - A peer that is not a trusted proxy is the client: `X-Forwarded-For` is ignored, since anyone
-///   can send one.
-/// - Behind trusted proxies, `X-Forwarded-For` (every instance of the header, in order, read as one
-///   comma-separated list) is walked from the right, the end the proxies append to. Trusted
-///   proxies are skipped, and the first address that is not one is the client.
-/// - If every address is a trusted proxy, the left-most is the client (a request from inside the
-///   proxies' own network); with no header, the peer is.
-/// - An entry that is not an address (`unknown`, an obfuscated name, a header that is not ASCII)
-///   stops the walk: nothing to its left can be believed, so the trusted hop to its right is the
-///   client. Empty entries are skipped.
-///
-/// Entries may carry a port (`203.0.113.7:4711`, `[2001:db8::1]:443`) or brackets, which are
-/// dropped. IPv4-mapped IPv6 addresses are returned, and compared, in their IPv4 form. The
-/// standard `Forwarded` header and `X-Real-IP` are not read.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[TrustedProxy]) -> IpAddr {
-    let mut client = peer.to_canonical();
-    if !is_trusted(client, trusted) {
-        return client;
-    }
-    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
-        let Ok(value) = value.to_str() else {
-            return client;
-        };
-        for entry in value.rsplit(',').map(str::trim).filter(|entry| !entry.is_empty()) {
-            let Some(address) = parse_forwarded_address(entry) else {
-                return client;
-            };
-            client = address;
-            if !is_trusted(address, trusted) {
-                return client;
-            }
-        }
-    }
-    client
-}
-
-fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
-    let address = if let Ok(ip) = entry.parse::<IpAddr>() {
-        ip
-    } else if let Ok(socket) = entry.parse::<SocketAddr>() {
-        socket.ip()
-    } else {
-        IpAddr::V6(entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?)
-    };
-    Some(address.to_canonical())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Visitor tokens
-// ---------------------------------------------------------------------------------------------
 
 /// A site's visitor secret: 32 random bytes, hex-encoded.
 ///
@@ -295,6 +179,8 @@ pub enum VisitorTokenError {
     Missing,
     /// Not shaped like either token form, or a JWT whose claims are missing or of the wrong type.
     Malformed(&'static str),
+    /// A token of the form the site does not accept: the site's mode is the one named.
+    WrongForm(TokenMode),
     /// The signature does not match the site's secret: forged, altered, or another site's.
     BadSignature,
     /// A JWT whose `aud` does not name this site.
@@ -314,6 +200,7 @@ impl VisitorTokenError {
         match self {
             Self::Missing => "visitor_token_required",
             Self::Malformed(_) => "malformed_visitor_token",
+            Self::WrongForm(_) => "wrong_visitor_token_form",
             Self::BadSignature | Self::WrongAudience | Self::NotYetValid => "invalid_visitor_token",
             Self::Expired => "expired_visitor_token",
             Self::Unsupported(_) => "unsupported_visitor_token",
@@ -327,6 +214,14 @@ impl VisitorTokenError {
                 "this site requires a verified visitor: send a visitor token in X-Confab-Visitor"
             }
             Self::Malformed(reason) | Self::Unsupported(reason) => reason,
+            Self::WrongForm(TokenMode::Hmac) => {
+                "this site accepts only HMAC visitor tokens (hmac.<base64url user id>.<hex hash>), \
+                 not JWTs: its visitor token mode is hmac"
+            }
+            Self::WrongForm(TokenMode::Jwt) => {
+                "this site accepts only HS256 JWT visitor tokens, not hmac.<user id>.<hash> \
+                 tokens: its visitor token mode is jwt"
+            }
             Self::BadSignature => {
                 "the visitor token's signature does not match this site's visitor secret"
             }
@@ -350,9 +245,10 @@ pub fn hmac_token(secret: &[u8], user_id: &str) -> String {
 }
 
 /// Verifies a visitor token for the site `site_id`, whose visitor secret is `secret` (see
-/// [`VisitorSecret::key`]), at `now_unix` (seconds since the epoch).
+/// [`VisitorSecret::key`]) and whose mode is `mode`, at `now_unix` (seconds since the epoch).
 ///
-/// Two forms are accepted, both signed with HMAC-SHA256 under the site's secret:
+/// There are two forms, both signed with HMAC-SHA256 under the site's secret; only the one
+/// `mode` names is accepted, and a token of the other is [`VisitorTokenError::WrongForm`]:
 ///
 /// - `hmac.<base64url-no-pad(user id)>.<hex HMAC-SHA256(secret, user id)>` (hex in either case).
 ///   This is the live-chat convention, and like it the token **never expires**: it proves only
@@ -369,6 +265,7 @@ pub fn hmac_token(secret: &[u8], user_id: &str) -> String {
 pub fn verify(
     token: &str,
     secret: &[u8],
+    mode: TokenMode,
     site_id: &str,
     now_unix: u64,
 ) -> Result<VisitorId, VisitorTokenError> {
@@ -380,9 +277,18 @@ pub fn verify(
     if token.len() > MAX_TOKEN_BYTES {
         return Err(VisitorTokenError::Malformed("the visitor token is longer than 4096 bytes"));
     }
-    match token.strip_prefix(HMAC_TOKEN_PREFIX) {
-        Some(rest) => verify_hmac_token(rest, secret),
-        None => verify_jwt(token, secret, site_id, now_unix),
+    // The two forms cannot be mistaken for each other: a JWT starts with its base64url JSON
+    // header (`{` encodes as `ey`), which `hmac.` can never decode to.
+    match (mode, token.strip_prefix(HMAC_TOKEN_PREFIX)) {
+        (TokenMode::Hmac, Some(rest)) => verify_hmac_token(rest, secret),
+        (TokenMode::Jwt, None) => verify_jwt(token, secret, site_id, now_unix),
+        (TokenMode::Jwt, Some(_)) => Err(VisitorTokenError::WrongForm(TokenMode::Jwt)),
+        (TokenMode::Hmac, None) if matches!(token.split('.').count(), 3 | 5) => {
+            Err(VisitorTokenError::WrongForm(TokenMode::Hmac))
+        }
+        (TokenMode::Hmac, None) => Err(VisitorTokenError::Malformed(
+            "a visitor token must be hmac.<base64url user id>.<hex hash>",
+        )),
     }
 }
 
@@ -539,123 +445,8 @@ fn verify_jwt(
     Ok(id)
 }
 
-// ---------------------------------------------------------------------------------------------
-// Visitors
-// ---------------------------------------------------------------------------------------------
-
-/// Who is asking, for limits and usage records.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Visitor {
-    /// The site vouched for this user with a visitor token.
-    Verified(VisitorId),
-    /// Known only by address (as [`client_ip`] found it).
-    Anonymous(IpAddr),
-}
-
-impl Visitor {
-    pub fn is_verified(&self) -> bool {
-        matches!(self, Self::Verified(_))
-    }
-
-    /// The key the visitor's limits are counted under: `v:<visitor id>` or `ip:<address>`.
-    ///
-    /// It does not name the site: callers count limits per site and key. IPv6 addresses are
-    /// counted per /64 (`ip:2001:db8:1:2::/64`), since one host usually holds a whole /64 and
-    /// could otherwise dodge its limit by changing address. IPv4-mapped addresses count as IPv4.
-    pub fn limit_key(&self) -> String {
-        match self {
-            Self::Verified(id) => format!("v:{}", id.as_str()),
-            Self::Anonymous(ip) => match ip.to_canonical() {
-                IpAddr::V4(v4) => format!("ip:{v4}"),
-                IpAddr::V6(v6) => {
-                    let network = Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX));
-                    format!("ip:{network}/64")
-                }
-            },
-        }
-    }
-
-    /// The visitor as usage records store it: 32 hex digits, the first 16 bytes of
-    /// HMAC-SHA256(salt, [`Visitor::limit_key`]).
-    ///
-    /// The salt must be a secret of the relay's: IPv4 addresses and most user ids are few enough
-    /// to be recovered from an unkeyed hash by trying them all. A salt that includes the site id
-    /// also keeps one visitor's records on two sites from being linked. (A keyed HMAC rather than
-    /// SHA-256 of `salt || key`, so the salt and the key cannot run into each other.)
-    pub fn usage_hash(&self, salt: &[u8]) -> String {
-        let mut mac = hmac_sha256(salt);
-        mac.update(self.limit_key().as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..16])
-    }
-}
-
-/// A site's rules for visitor tokens, as [`identify`] needs them. `Debug` hides the secret.
-#[derive(Clone, Copy)]
-pub struct VisitorRules<'a> {
-    pub site_id: &'a str,
-    /// The site's visitor secret ([`VisitorSecret::key`]), if it has one.
-    pub secret: Option<&'a [u8]>,
-    /// Refuse requests without a valid visitor token.
-    pub require_verified: bool,
-}
-
-impl fmt::Debug for VisitorRules<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VisitorRules")
-            .field("site_id", &self.site_id)
-            .field("secret", &self.secret.map(|_| "[redacted]"))
-            .field("require_verified", &self.require_verified)
-            .finish()
-    }
-}
-
-/// Who sent a request: the verified visitor its `X-Confab-Visitor` token names, or the anonymous
-/// visitor at `client_ip` (from [`client_ip`]).
-///
-/// - No token (or an empty header): anonymous, unless the site requires verification
-///   ([`VisitorTokenError::Missing`]).
-/// - A token, and the site has a secret: it must verify; a bad token is refused, not downgraded
-///   to anonymous.
-/// - A token, and the site has no secret: the token is ignored, since there is nothing to check it
-///   against (the site has not set up verification); if it also requires verification, which
-///   configuration should not allow, the request is refused.
-/// - More than one `X-Confab-Visitor` header: malformed.
-pub fn identify(
-    headers: &HeaderMap,
-    client_ip: IpAddr,
-    rules: VisitorRules<'_>,
-    now_unix: u64,
-) -> Result<Visitor, VisitorTokenError> {
-    let mut values = headers.get_all(VISITOR_TOKEN_HEADER).iter();
-    let token = match (values.next(), values.next()) {
-        (None, _) => None,
-        (Some(_), Some(_)) => {
-            return Err(VisitorTokenError::Malformed(
-                "send one X-Confab-Visitor header, not several",
-            ));
-        }
-        (Some(value), None) => {
-            let value = value.to_str().map_err(|_| {
-                VisitorTokenError::Malformed("the visitor token is not printable ASCII")
-            })?;
-            Some(value.trim()).filter(|token| !token.is_empty())
-        }
-    };
-    match (token, rules.secret) {
-        (Some(token), Some(secret)) => {
-            verify(token, secret, rules.site_id, now_unix).map(Visitor::Verified)
-        }
-        (None, _) if rules.require_verified => Err(VisitorTokenError::Missing),
-        (Some(_), None) if rules.require_verified => Err(VisitorTokenError::Unsupported(
-            "this site has no usable visitor secret, so its visitor tokens cannot be verified",
-        )),
-        (_, _) => Ok(Visitor::Anonymous(client_ip.to_canonical())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
     use serde_json::{Value, json};
 
     use super::*;
@@ -666,22 +457,6 @@ mod tests {
     const OTHER_SECRET: &[u8] = b"0000000000000000000000000000000000000000000000000000000000000001";
     const SITE: &str = "site_demo";
     const NOW: u64 = 1_700_000_000;
-
-    fn ip(text: &str) -> IpAddr {
-        text.parse().unwrap()
-    }
-
-    fn proxies(list: &[&str]) -> Vec<TrustedProxy> {
-        list.iter().map(|net| net.parse().unwrap()).collect()
-    }
-
-    fn forwarded(values: &[&str]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for value in values {
-            headers.append(X_FORWARDED_FOR, HeaderValue::from_str(value).unwrap());
-        }
-        headers
-    }
 
     fn b64(bytes: &[u8]) -> String {
         URL_SAFE_NO_PAD.encode(bytes)
@@ -703,175 +478,96 @@ mod tests {
         jwt(SECRET, &json!({"alg": "HS256", "typ": "JWT"}), claims)
     }
 
+    /// The mode a site that issues tokens of `token`'s form would have.
+    fn mode_of(token: &str) -> TokenMode {
+        if token.starts_with(HMAC_TOKEN_PREFIX) { TokenMode::Hmac } else { TokenMode::Jwt }
+    }
+
+    /// Verifies `token` for a site in the mode of its own form.
     fn check(token: &str) -> Result<String, VisitorTokenError> {
-        verify(token, SECRET, SITE, NOW).map(|id| id.as_str().to_owned())
-    }
-
-    // --- client_ip -------------------------------------------------------------------------
-
-    #[test]
-    fn an_untrusted_peer_is_the_client_whatever_x_forwarded_for_says() {
-        let headers = forwarded(&["198.51.100.1"]);
-        let client = client_ip(ip("203.0.113.7"), &headers, &proxies(&["10.0.0.0/8"]));
-        assert_eq!(client, ip("203.0.113.7"));
+        verify(token, SECRET, mode_of(token), SITE, NOW).map(|id| id.as_str().to_owned())
     }
 
     #[test]
-    fn with_no_trusted_proxies_x_forwarded_for_is_ignored() {
-        let headers = forwarded(&["198.51.100.1"]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &[]), ip("10.0.0.1"));
-    }
+    fn each_mode_refuses_the_other_form_with_its_own_code() {
+        let hmac = hmac_token(SECRET, "user-42");
+        let jwt = hs256(&json!({"sub": "user-42", "exp": NOW + 600}));
+        assert_eq!(verify(&hmac, SECRET, TokenMode::Hmac, SITE, NOW).unwrap().as_str(), "user-42");
+        assert_eq!(verify(&jwt, SECRET, TokenMode::Jwt, SITE, NOW).unwrap().as_str(), "user-42");
 
-    #[test]
-    fn a_trusted_peer_yields_the_right_most_untrusted_address() {
-        // The left-most entry is whatever the client claimed; only the proxy's own entry counts.
-        let headers = forwarded(&["198.51.100.1, 203.0.113.7"]);
-        let client = client_ip(ip("10.0.0.1"), &headers, &proxies(&["10.0.0.0/8"]));
-        assert_eq!(client, ip("203.0.113.7"));
-    }
+        let refused = verify(&jwt, SECRET, TokenMode::Hmac, SITE, NOW).unwrap_err();
+        assert_eq!(refused, VisitorTokenError::WrongForm(TokenMode::Hmac));
+        assert_eq!(refused.code(), "wrong_visitor_token_form");
+        assert!(refused.message().contains("only HMAC visitor tokens"), "{refused}");
+        let refused = verify(&hmac, SECRET, TokenMode::Jwt, SITE, NOW).unwrap_err();
+        assert_eq!(refused, VisitorTokenError::WrongForm(TokenMode::Jwt));
+        assert!(refused.message().contains("only HS256 JWT visitor tokens"), "{refused}");
 
-    #[test]
-    fn a_chain_of_trusted_proxies_is_walked_from_the_right() {
-        let headers = forwarded(&["198.51.100.1, 203.0.113.7, 192.168.1.5, 10.1.2.3"]);
-        let trusted = proxies(&["10.0.0.0/8", "192.168.0.0/16"]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("203.0.113.7"));
-    }
-
-    #[test]
-    fn several_x_forwarded_for_headers_read_as_one_list_in_order() {
-        let headers = forwarded(&["198.51.100.1", "203.0.113.7, 10.1.2.3", "10.4.5.6"]);
-        let trusted = proxies(&["10.0.0.0/8"]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("203.0.113.7"));
-    }
-
-    #[test]
-    fn a_trusted_peer_without_x_forwarded_for_is_the_client() {
-        let client = client_ip(ip("10.0.0.1"), &HeaderMap::new(), &proxies(&["10.0.0.0/8"]));
-        assert_eq!(client, ip("10.0.0.1"));
-    }
-
-    #[test]
-    fn when_every_hop_is_trusted_the_left_most_is_the_client() {
-        let headers = forwarded(&["10.9.9.9, 10.1.2.3"]);
-        let client = client_ip(ip("10.0.0.1"), &headers, &proxies(&["10.0.0.0/8"]));
-        assert_eq!(client, ip("10.9.9.9"));
-    }
-
-    #[test]
-    fn an_unparsable_entry_stops_the_walk_at_the_hop_to_its_right() {
-        let trusted = proxies(&["10.0.0.0/8"]);
-        let headers = forwarded(&["198.51.100.1, unknown, 10.1.2.3"]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("10.1.2.3"));
-        let headers = forwarded(&["198.51.100.1, _hidden"]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("10.0.0.1"));
-        let headers = forwarded(&["198.51.100.1", "1.2.3.4.5"]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("10.0.0.1"));
-    }
-
-    #[test]
-    fn a_header_that_is_not_ascii_stops_the_walk() {
-        let mut headers = forwarded(&["198.51.100.1"]);
-        headers.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"203.0.113.7\xff").unwrap());
-        let client = client_ip(ip("10.0.0.1"), &headers, &proxies(&["10.0.0.0/8"]));
-        assert_eq!(client, ip("10.0.0.1"));
-    }
-
-    #[test]
-    fn empty_entries_are_skipped() {
-        let headers = forwarded(&["203.0.113.7,, 10.1.2.3 ,", ""]);
-        let client = client_ip(ip("10.0.0.1"), &headers, &proxies(&["10.0.0.0/8"]));
-        assert_eq!(client, ip("203.0.113.7"));
-    }
-
-    #[test]
-    fn entries_with_ports_and_brackets_are_understood() {
-        let trusted = proxies(&["10.0.0.0/8"]);
-        for (entry, expected) in [
-            ("203.0.113.7:4711", "203.0.113.7"),
-            ("[2001:db8::1]:443", "2001:db8::1"),
-            ("[2001:db8::1]", "2001:db8::1"),
-            ("2001:db8::1", "2001:db8::1"),
-        ] {
-            let headers = forwarded(&[entry]);
-            assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip(expected), "{entry}");
-        }
-    }
-
-    #[test]
-    fn ipv6_proxies_and_clients_are_handled() {
-        let trusted = proxies(&["::1", "fd00::/8"]);
-        let headers = forwarded(&["2001:db8::7, fd00::2"]);
-        assert_eq!(client_ip(ip("::1"), &headers, &trusted), ip("2001:db8::7"));
-        assert_eq!(client_ip(ip("::2"), &headers, &trusted), ip("::2"));
-    }
-
-    #[test]
-    fn ipv4_mapped_addresses_are_compared_and_returned_as_ipv4() {
-        let trusted = proxies(&["127.0.0.1"]);
-        let headers = forwarded(&["::ffff:203.0.113.7"]);
-        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), &headers, &trusted), ip("203.0.113.7"));
-        // An untrusted mapped peer comes back in its IPv4 form too.
-        assert_eq!(client_ip(ip("::ffff:198.51.100.1"), &headers, &trusted), ip("198.51.100.1"));
-    }
-
-    // --- TrustedProxy -----------------------------------------------------------------------
-
-    #[test]
-    fn trusted_proxies_parse_networks_and_bare_addresses() {
-        for (input, shown) in [
-            ("10.0.0.0/8", "10.0.0.0/8"),
-            ("127.0.0.1", "127.0.0.1/32"),
-            (" 127.0.0.1/32 ", "127.0.0.1/32"),
-            ("::1", "::1/128"),
-            ("fd00::/8", "fd00::/8"),
-            ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
-        ] {
-            let proxy: TrustedProxy = input.parse().unwrap();
-            assert_eq!(proxy.to_string(), shown, "{input}");
-        }
-        let single: TrustedProxy = "127.0.0.1".parse().unwrap();
-        assert!(single.contains(ip("127.0.0.1")));
-        assert!(!single.contains(ip("127.0.0.2")));
-    }
-
-    #[test]
-    fn trusted_proxies_refuse_what_is_not_a_network() {
-        for input in
-            ["", "localhost", "10.0.0.0/33", "10.0.0/8", "::1/129", "10.0.0.0/", "fe80::1%eth0"]
-        {
-            assert_eq!(
-                input.parse::<TrustedProxy>(),
-                Err(TrustedProxyError::Invalid { input: input.to_owned() }),
-                "{input}"
-            );
-        }
-        let error = "10.0.0.1/8".parse::<TrustedProxy>().unwrap_err();
+        // A JWE is of the JWT family too; what is neither is malformed, in either mode.
+        let jwe = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..aXY.Y2lwaGVy.dGFn";
         assert_eq!(
-            error.to_string(),
-            "`10.0.0.1/8` has address bits set past its prefix; write the network as 10.0.0.0/8"
+            verify(jwe, SECRET, TokenMode::Hmac, SITE, NOW),
+            Err(VisitorTokenError::WrongForm(TokenMode::Hmac))
         );
-        for input in ["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96"] {
-            assert_eq!(
-                input.parse::<TrustedProxy>(),
-                Err(TrustedProxyError::TrustsEverything { input: input.to_owned() }),
-                "{input}"
-            );
+        for mode in [TokenMode::Hmac, TokenMode::Jwt] {
+            let result = verify("not a token", SECRET, mode, SITE, NOW);
+            assert!(matches!(result, Err(VisitorTokenError::Malformed(_))), "{mode}");
         }
     }
 
+    /// The forgery that one shared key allowed: a site in HMAC mode signs whatever user id it is
+    /// given, so a visitor who registers the id `base64url(header).base64url(claims)` gets, as
+    /// their user hash, a valid HS256 signature over a JWT that names any `sub` they like.
     #[test]
-    fn trusted_proxies_deserialize_from_strings_with_the_parse_error() {
-        let parsed: Vec<TrustedProxy> =
-            serde_json::from_value(json!(["10.0.0.0/8", "::1"])).unwrap();
-        assert_eq!(serde_json::to_value(&parsed).unwrap(), json!(["10.0.0.0/8", "::1/128"]));
-        let error = serde_json::from_value::<TrustedProxy>(json!("nope")).unwrap_err();
+    fn an_hmac_user_hash_over_a_jwt_shaped_id_is_never_taken_for_a_jwt() {
+        let claims = json!({"sub": "admin", "exp": NOW + 600});
+        let signed = format!(
+            "{}.{}",
+            b64(json!({"alg": "HS256"}).to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let issued = hmac_token(SECRET, &signed);
+        let user_hash = issued.rsplit('.').next().unwrap();
+        let forged = format!("{signed}.{}", b64(&hex::decode(user_hash).unwrap()));
+        // Under one key with both forms accepted, this was a valid token for `admin`:
+        let mut mac = HmacSha256::new_from_slice(SECRET).unwrap();
+        mac.update(signed.as_bytes());
+        assert!(mac.verify_slice(&hex::decode(user_hash).unwrap()).is_ok());
+        // A site in HMAC mode (the one that issued the hash) refuses it as a JWT...
         assert_eq!(
-            error.to_string(),
-            "`nope` is not an IP address or a CIDR network such as 10.0.0.0/8 or ::1/128"
+            verify(&forged, SECRET, TokenMode::Hmac, SITE, NOW),
+            Err(VisitorTokenError::WrongForm(TokenMode::Hmac))
+        );
+        // ...and the issued token itself only names the odd-looking user id it was made for.
+        assert_eq!(
+            verify(&issued, SECRET, TokenMode::Hmac, SITE, NOW).unwrap().as_str(),
+            signed.as_str()
+        );
+        // The reverse: a JWT's signature as the user hash of its first two parts is refused by a
+        // site in JWT mode.
+        let jwt = hs256(&claims);
+        let (jwt_signed, signature) = jwt.rsplit_once('.').unwrap();
+        let reshaped = format!(
+            "hmac.{}.{}",
+            b64(jwt_signed.as_bytes()),
+            hex::encode(URL_SAFE_NO_PAD.decode(signature).unwrap())
+        );
+        assert_eq!(
+            verify(&reshaped, SECRET, TokenMode::Jwt, SITE, NOW),
+            Err(VisitorTokenError::WrongForm(TokenMode::Jwt))
         );
     }
 
-    // --- HMAC tokens ------------------------------------------------------------------------
+    #[test]
+    fn token_modes_read_and_print_as_the_cli_and_the_database_write_them() {
+        for mode in [TokenMode::Hmac, TokenMode::Jwt] {
+            assert_eq!(mode.as_str().parse::<TokenMode>(), Ok(mode));
+            assert_eq!(mode.to_string(), mode.as_str());
+        }
+        assert_eq!(TokenMode::default(), TokenMode::Hmac);
+        let error = "HS256".parse::<TokenMode>().unwrap_err();
+        assert_eq!(error.to_string(), "`HS256` is not a visitor token mode: use hmac or jwt");
+    }
 
     #[test]
     fn an_hmac_token_matches_what_a_site_backend_computes() {
@@ -940,7 +636,7 @@ mod tests {
         for secret in [&b""[..], b"short"] {
             let token = hmac_token(secret, "user-42");
             assert!(matches!(
-                verify(&token, secret, SITE, NOW),
+                verify(&token, secret, TokenMode::Hmac, SITE, NOW),
                 Err(VisitorTokenError::Unsupported(_))
             ));
         }
@@ -970,8 +666,9 @@ mod tests {
         let token = hs256(&json!({"sub": "user-42", "exp": NOW + 600}));
         assert_eq!(check(&token), Ok("user-42".to_owned()));
         // The same user id is the same visitor in either form.
-        let by_hmac = verify(&hmac_token(SECRET, "user-42"), SECRET, SITE, NOW).unwrap();
-        assert_eq!(verify(&token, SECRET, SITE, NOW).unwrap(), by_hmac);
+        let by_hmac =
+            verify(&hmac_token(SECRET, "user-42"), SECRET, TokenMode::Hmac, SITE, NOW).unwrap();
+        assert_eq!(verify(&token, SECRET, TokenMode::Jwt, SITE, NOW).unwrap(), by_hmac);
     }
 
     #[test]
@@ -1160,6 +857,7 @@ mod tests {
         let codes: Vec<&str> = [
             VisitorTokenError::Missing,
             VisitorTokenError::Malformed("m"),
+            VisitorTokenError::WrongForm(TokenMode::Hmac),
             VisitorTokenError::BadSignature,
             VisitorTokenError::WrongAudience,
             VisitorTokenError::NotYetValid,
@@ -1174,6 +872,7 @@ mod tests {
             [
                 "visitor_token_required",
                 "malformed_visitor_token",
+                "wrong_visitor_token_form",
                 "invalid_visitor_token",
                 "invalid_visitor_token",
                 "invalid_visitor_token",
@@ -1182,118 +881,107 @@ mod tests {
             ]
         );
     }
+}
 
-    #[test]
-    fn secrets_and_visitor_ids_do_not_show_in_debug_output() {
-        let secret = new_visitor_secret();
-        assert_eq!(secret.reveal().len(), 64);
-        assert!(secret.reveal().bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(secret, new_visitor_secret());
-        assert_eq!(format!("{secret:?}"), "VisitorSecret([redacted])");
-        let rules =
-            VisitorRules { site_id: SITE, secret: Some(secret.key()), require_verified: false };
-        assert!(!format!("{rules:?}").contains(secret.reveal()));
+/// Property tests: reading a visitor token never panics, whatever it holds, and a valid token
+/// with any one byte changed is never accepted (except a hex digit of an HMAC hash changing
+/// case, which is the same hash: both cases are accepted, as backends write either).
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+    use serde_json::json;
 
-        let id =
-            verify(&hmac_token(secret.key(), "ana@shop.example"), secret.key(), SITE, NOW).unwrap();
-        let shown = format!("{:?}", Visitor::Verified(id.clone()));
-        assert!(!shown.contains("ana"), "{shown}");
-        assert!(shown.starts_with("Verified(VisitorId(sha256:"), "{shown}");
-        assert_eq!(id.as_str(), "ana@shop.example");
-    }
+    use super::*;
 
-    // --- Visitors -----------------------------------------------------------------------------
+    const SECRET: &[u8] = b"3f9a6c2e8b0d4f1a7c5e9b3d2f8a6c4e1b7d9f0a3c5e8b2d4f6a9c1e7b3d5f80";
+    const SITE: &str = "site_demo";
+    const NOW: u64 = 1_700_000_000;
 
-    #[test]
-    fn limit_keys_name_the_visitor_and_bucket_ipv6_by_64() {
-        let verified =
-            Visitor::Verified(verify(&hmac_token(SECRET, "user-42"), SECRET, SITE, NOW).unwrap());
-        assert_eq!(verified.limit_key(), "v:user-42");
-        assert_eq!(Visitor::Anonymous(ip("203.0.113.7")).limit_key(), "ip:203.0.113.7");
-        assert_eq!(Visitor::Anonymous(ip("::ffff:203.0.113.7")).limit_key(), "ip:203.0.113.7");
-        let a = Visitor::Anonymous(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd"));
-        let b = Visitor::Anonymous(ip("2001:db8:1:2::1"));
-        let c = Visitor::Anonymous(ip("2001:db8:1:3::1"));
-        assert_eq!(a.limit_key(), "ip:2001:db8:1:2::/64");
-        assert_eq!(a.limit_key(), b.limit_key());
-        assert_ne!(a.limit_key(), c.limit_key());
-        // A user id that looks like an address is still not one.
-        let lookalike = Visitor::Verified(
-            verify(&hmac_token(SECRET, "ip:203.0.113.7"), SECRET, SITE, NOW).unwrap(),
+    fn jwt(claims: &serde_json::Value) -> String {
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
         );
-        assert_ne!(lookalike.limit_key(), "ip:203.0.113.7");
+        let mut mac = hmac_sha256(SECRET);
+        mac.update(signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 
-    #[test]
-    fn usage_hashes_are_stable_keyed_and_short() {
-        let verified =
-            Visitor::Verified(verify(&hmac_token(SECRET, "user-42"), SECRET, SITE, NOW).unwrap());
-        let anonymous = Visitor::Anonymous(ip("203.0.113.7"));
-        // Made with Python: hmac.new(b"salt-one", key, sha256).hexdigest()[:32].
-        assert_eq!(verified.usage_hash(b"salt-one"), "3d71eedd67434ca905fee2262a6f7bad");
-        assert_eq!(anonymous.usage_hash(b"salt-one"), "c437955536b63a7778d6c6eefc59ed21");
-        assert_eq!(anonymous.usage_hash(b"salt-one"), anonymous.usage_hash(b"salt-one"));
-        assert_ne!(anonymous.usage_hash(b"salt-one"), anonymous.usage_hash(b"salt-two"));
-        let a = Visitor::Anonymous(ip("2001:db8:1:2::1"));
-        let b = Visitor::Anonymous(ip("2001:db8:1:2::2"));
-        assert_eq!(a.usage_hash(b"s"), b.usage_hash(b"s"));
+    /// Strings shaped like tokens of either form, with their parts damaged.
+    fn token_like() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            Just("hmac".to_owned()),
+            Just("eyJhbGciOiJIUzI1NiJ9".to_owned()),
+            Just("eyJzdWIiOiJ1In0".to_owned()),
+            Just(String::new()),
+            "[A-Za-z0-9_=+/-]{0,70}",
+            any::<String>(),
+        ];
+        proptest::collection::vec(part, 0..6).prop_map(|parts| parts.join("."))
     }
 
-    fn with_token(values: &[&[u8]]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for value in values {
-            headers.append(VISITOR_TOKEN_HEADER, HeaderValue::from_bytes(value).unwrap());
+    fn mode() -> impl Strategy<Value = TokenMode> {
+        prop_oneof![Just(TokenMode::Hmac), Just(TokenMode::Jwt)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn reading_any_string_as_a_token_never_panics(
+            token in prop_oneof![any::<String>(), token_like()],
+            mode in mode(),
+        ) {
+            let _ = verify(&token, SECRET, mode, SITE, NOW);
         }
-        headers
-    }
 
-    #[test]
-    fn identify_tells_verified_from_anonymous_visitors() {
-        let rules = VisitorRules { site_id: SITE, secret: Some(SECRET), require_verified: false };
-        let client = ip("203.0.113.7");
-        let token = hmac_token(SECRET, "user-42");
+        #[test]
+        fn an_hmac_token_with_one_byte_changed_is_never_accepted(
+            user_id in "\\PC{1,40}",
+            at in any::<usize>(),
+            byte in any::<u8>(),
+        ) {
+            let token = hmac_token(SECRET, &user_id);
+            prop_assert_eq!(
+                verify(&token, SECRET, TokenMode::Hmac, SITE, NOW).map(|id| id.0),
+                Ok(user_id.clone())
+            );
+            let mut bytes = token.clone().into_bytes();
+            let at = at % bytes.len();
+            prop_assume!(bytes[at] != byte);
+            let hash_starts = token.len() - 64;
+            let same_hash = at >= hash_starts && bytes[at].eq_ignore_ascii_case(&byte);
+            bytes[at] = byte;
+            // A token is text: bytes that are not UTF-8 never get this far.
+            let Ok(mutated) = String::from_utf8(bytes) else { return Ok(()) };
+            let result = verify(&mutated, SECRET, TokenMode::Hmac, SITE, NOW);
+            if same_hash {
+                prop_assert_eq!(result.map(|id| id.0), Ok(user_id));
+            } else {
+                prop_assert!(result.is_err(), "{mutated:?} was accepted");
+            }
+        }
 
-        let anonymous = identify(&HeaderMap::new(), client, rules, NOW);
-        assert_eq!(anonymous, Ok(Visitor::Anonymous(client)));
-        assert_eq!(
-            identify(&with_token(&[b" "]), client, rules, NOW),
-            Ok(Visitor::Anonymous(client))
-        );
-
-        let verified = identify(&with_token(&[token.as_bytes()]), client, rules, NOW).unwrap();
-        assert_eq!(verified.limit_key(), "v:user-42");
-        assert!(verified.is_verified());
-
-        // A bad token is refused, not treated as no token.
-        let forged = hmac_token(OTHER_SECRET, "user-42");
-        let result = identify(&with_token(&[forged.as_bytes()]), client, rules, NOW);
-        assert_eq!(result, Err(VisitorTokenError::BadSignature));
-
-        let twice =
-            identify(&with_token(&[token.as_bytes(), token.as_bytes()]), client, rules, NOW);
-        assert!(matches!(twice, Err(VisitorTokenError::Malformed(_))));
-        let binary = identify(&with_token(&[b"hmac.\xff"]), client, rules, NOW);
-        assert!(matches!(binary, Err(VisitorTokenError::Malformed(_))));
-    }
-
-    #[test]
-    fn identify_enforces_a_sites_requirement_of_verified_visitors() {
-        let client = ip("203.0.113.7");
-        let token = hmac_token(SECRET, "user-42");
-        let required = VisitorRules { site_id: SITE, secret: Some(SECRET), require_verified: true };
-        assert_eq!(
-            identify(&HeaderMap::new(), client, required, NOW),
-            Err(VisitorTokenError::Missing)
-        );
-        let verified = identify(&with_token(&[token.as_bytes()]), client, required, NOW);
-        assert!(verified.is_ok_and(|visitor| visitor.is_verified()));
-
-        // A site without a secret cannot check tokens: they are ignored, unless it requires them.
-        let no_secret = VisitorRules { site_id: SITE, secret: None, require_verified: false };
-        let ignored = identify(&with_token(&[token.as_bytes()]), client, no_secret, NOW);
-        assert_eq!(ignored, Ok(Visitor::Anonymous(client)));
-        let impossible = VisitorRules { require_verified: true, ..no_secret };
-        let refused = identify(&with_token(&[token.as_bytes()]), client, impossible, NOW);
-        assert!(matches!(refused, Err(VisitorTokenError::Unsupported(_))));
+        #[test]
+        fn a_jwt_with_one_byte_changed_is_never_accepted(
+            sub in "\\PC{1,40}",
+            lifetime in 1u64..MAX_JWT_LIFETIME_SECS,
+            at in any::<usize>(),
+            byte in any::<u8>(),
+        ) {
+            let token = jwt(&json!({"sub": sub, "exp": NOW + lifetime, "aud": SITE}));
+            prop_assert_eq!(
+                verify(&token, SECRET, TokenMode::Jwt, SITE, NOW).map(|id| id.0),
+                Ok(sub)
+            );
+            let mut bytes = token.into_bytes();
+            let at = at % bytes.len();
+            prop_assume!(bytes[at] != byte);
+            bytes[at] = byte;
+            let Ok(mutated) = String::from_utf8(bytes) else { return Ok(()) };
+            let result = verify(&mutated, SECRET, TokenMode::Jwt, SITE, NOW);
+            prop_assert!(result.is_err(), "{mutated:?} was accepted");
+        }
     }
 }
