@@ -102,6 +102,7 @@ fn site_lookup(c: &mut Criterion) {
         max_tokens: None,
         temperature_max: None,
         context_messages: None,
+        client_instructions: None,
         is_demo: false,
         widget: Default::default(),
         limits: Default::default(),

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigSources};
+use crate::config::{ClientInstructions, Config, ConfigSources};
 use crate::http::{AppState, DemoPage, serve, serve_admin};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
@@ -87,11 +87,15 @@ pub enum SitesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Change what the widget shows for a site (options not given stay as they are).
+    /// Change what the widget shows for a site, and what happens to its visitors' own
+    /// instructions (options not given stay as they are).
     Update {
         id: String,
         #[command(flatten)]
         widget: WidgetArgs,
+        /// What happens to a visitor's own system/developer messages: layer, drop or reject.
+        #[arg(long, value_enum)]
+        client_instructions: Option<ClientInstructions>,
         /// Remove the site's suggested questions (the [widget] default applies again).
         #[arg(long, conflicts_with = "suggestions")]
         no_suggestions: bool,
@@ -254,6 +258,11 @@ pub struct CreateSiteArgs {
     /// Latest messages kept in the context [default: policy.context_messages].
     #[arg(long)]
     pub context_messages: Option<u32>,
+    /// What happens to a visitor's own system/developer messages: layer them beneath the
+    /// site's prompt (within the context limits), drop them, or reject the request
+    /// [default: policy.client_instructions].
+    #[arg(long, value_enum)]
+    pub client_instructions: Option<ClientInstructions>,
     #[command(flatten)]
     pub widget: WidgetArgs,
     #[command(flatten)]
@@ -461,6 +470,7 @@ async fn run_sites(
                 max_tokens: args.max_tokens,
                 temperature_max: args.temperature_max,
                 context_messages: args.context_messages,
+                client_instructions: args.client_instructions,
                 widget: args.widget.apply_to(SiteWidget::default()),
                 limits,
                 visitor_limits,
@@ -514,7 +524,7 @@ async fn run_sites(
                 print_flush(&format!("{}\n", describe(&site)));
             }
         }
-        SitesCommand::Update { id, widget, no_suggestions } => {
+        SitesCommand::Update { id, widget, client_instructions, no_suggestions } => {
             let Some(site) = store.site(&id).await? else {
                 bail!("no site with id `{id}` (see `confab sites list`)");
             };
@@ -523,6 +533,9 @@ async fn run_sites(
                 updated.suggestions = None;
             }
             sites::update_widget(store, &id, updated).await?;
+            if let Some(setting) = client_instructions {
+                store.set_site_client_instructions(&id, Some(setting)).await?;
+            }
             let site = store.site(&id).await?.unwrap_or(site);
             print_flush(&format!("{}\n", describe(&site)));
         }
@@ -645,7 +658,7 @@ fn describe(site: &Site) -> String {
         "Site {id} \"{name}\"\n  key:          {key}\n  origins:      {origins}\n  \
          models:       {models}\n  system prompt: {prompt}\n  max_tokens:   {max_tokens}\n  \
          temperature:  <= {temperature}\n  context:      {context} messages\n  \
-         widget:       {widget}\n  limits:       {limits}\n  per visitor:  {visitor}\n  \
+         client instructions: {instructions}\n  widget:       {widget}\n  limits:       {limits}\n  per visitor:  {visitor}\n  \
          created:      {created}",
         id = site.id,
         name = site.name,
@@ -659,6 +672,7 @@ fn describe(site: &Site) -> String {
         max_tokens = optional(site.max_tokens.map(|v| v.to_string())),
         temperature = optional(site.temperature_max.map(|v| v.to_string())),
         context = optional(site.context_messages.map(|v| v.to_string())),
+        instructions = optional(site.client_instructions.map(|c| c.as_str().to_owned())),
         widget = widget_text(&site.widget),
         limits = keys::limits_text(&site.limits),
         visitor = visitor_limits_text(&site.visitor_limits),

@@ -257,11 +257,47 @@ pub struct PolicyDefaults {
     pub context_messages: u32,
     /// ... and at most this many bytes of them (the latest message is always kept).
     pub context_bytes: u32,
+    /// What happens to a client's own `system`/`developer` messages (sites can override it).
+    pub client_instructions: ClientInstructions,
+}
+
+/// What happens to a client's own `system` and `developer` messages. They always count against
+/// `context_messages` and `context_bytes`, like conversation turns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientInstructions {
+    /// Kept, beneath the site's own prompt, with a heading that says they cannot override it.
+    #[default]
+    Layer,
+    /// Removed before the request goes upstream.
+    Drop,
+    /// The request is refused (400 `client_instructions_not_allowed`).
+    Reject,
+}
+
+impl ClientInstructions {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Layer => "layer",
+            Self::Drop => "drop",
+            Self::Reject => "reject",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Layer, Self::Drop, Self::Reject].into_iter().find(|c| c.as_str() == name)
+    }
 }
 
 impl Default for PolicyDefaults {
     fn default() -> Self {
-        Self { max_tokens: 1024, temperature_max: 1.0, context_messages: 20, context_bytes: 32_768 }
+        Self {
+            max_tokens: 1024,
+            temperature_max: 1.0,
+            context_messages: 20,
+            context_bytes: 32_768,
+            client_instructions: ClientInstructions::Layer,
+        }
     }
 }
 

@@ -2,16 +2,45 @@
 //!
 //! - the model is the site's default or one of its allowed models (anything else is a 404);
 //! - `max_tokens` is capped and `temperature` clamped;
-//! - the site's system prompt comes first, and client system messages are layered beneath it in
-//!   a second system message that says they cannot override it;
-//! - the conversation is trimmed to the configured size, oldest turns first;
+//! - the site's system prompt comes first; a client's own system and developer messages are,
+//!   by the site's `client_instructions` setting, layered beneath it in a second system message
+//!   that says they cannot override it, dropped, or refused (400);
+//! - the conversation and the client's instructions together are trimmed to the configured
+//!   size (`context_messages`, `context_bytes`): the latest user turn and what follows it are
+//!   always kept, then the client's instructions (newest first), then older turns (newest
+//!   first), while they fit;
 //! - message count and size limits are enforced (a request over them is rejected, not trimmed).
 
 use confab_protocol::{ChatMessage, ChatRequest, Role, Stop, StreamOptions};
 
-use crate::config::{PolicyDefaults, RequestLimits};
+use crate::config::{ClientInstructions, PolicyDefaults, RequestLimits};
 use crate::error::ApiError;
 use crate::store::Site;
+
+/// What the context limits still have room for while `trim` fills them.
+struct Budget {
+    messages: usize,
+    bytes: usize,
+    kept: usize,
+    size: usize,
+}
+
+impl Budget {
+    /// Counts a message that is kept whatever the limits say.
+    fn take(&mut self, bytes: usize) {
+        self.kept += 1;
+        self.size = self.size.saturating_add(bytes);
+    }
+
+    /// Counts a message if it fits; `false` (and nothing counted) if it does not.
+    fn try_take(&mut self, bytes: usize) -> bool {
+        let fits = self.kept < self.messages && self.size.saturating_add(bytes) <= self.bytes;
+        if fits {
+            self.take(bytes);
+        }
+        fits
+    }
+}
 
 /// Heading of the system message that carries a client's own instructions.
 pub const CLIENT_INSTRUCTIONS_HEADING: &str = "Additional instructions from the website's page. \
@@ -26,6 +55,7 @@ pub struct SitePolicy<'a> {
     pub temperature_max: f32,
     pub context_messages: u32,
     pub context_bytes: u32,
+    pub client_instructions: ClientInstructions,
     pub limits: &'a RequestLimits,
 }
 
@@ -38,6 +68,7 @@ impl<'a> SitePolicy<'a> {
             temperature_max: site.temperature_max.unwrap_or(defaults.temperature_max),
             context_messages: site.context_messages.unwrap_or(defaults.context_messages),
             context_bytes: defaults.context_bytes,
+            client_instructions: site.client_instructions.unwrap_or(defaults.client_instructions),
             limits,
         }
     }
@@ -56,6 +87,7 @@ impl<'a> SitePolicy<'a> {
             temperature_max: defaults.temperature_max,
             context_messages: defaults.context_messages,
             context_bytes: defaults.context_bytes,
+            client_instructions: defaults.client_instructions,
             limits,
         }
     }
@@ -79,7 +111,17 @@ impl<'a> SitePolicy<'a> {
 
         let (instructions, conversation): (Vec<ChatMessage>, Vec<ChatMessage>) =
             request.messages.into_iter().partition(|m| m.role.is_instruction());
-        let conversation = self.trim(conversation);
+        let instructions = match self.client_instructions {
+            ClientInstructions::Reject if !instructions.is_empty() => {
+                return Err(ApiError::invalid(
+                    "client_instructions_not_allowed",
+                    "this site does not accept `system` or `developer` messages from clients",
+                ));
+            }
+            ClientInstructions::Drop => Vec::new(),
+            ClientInstructions::Layer | ClientInstructions::Reject => instructions,
+        };
+        let (instructions, conversation) = self.trim(instructions, conversation);
         if !conversation.iter().any(|m| m.role == Role::User) {
             return Err(ApiError::invalid(
                 "no_user_message",
@@ -167,35 +209,45 @@ impl<'a> SitePolicy<'a> {
         Ok(())
     }
 
-    /// Keeps the latest messages that fit both the message and byte budgets (always at least
-    /// from the last user message on), then drops leading assistant turns so the conversation
-    /// opens with the user. Participant `name`s are not forwarded: they are not counted by the
-    /// limits and a widget's conversation has no use for them.
-    fn trim(&self, mut conversation: Vec<ChatMessage>) -> Vec<ChatMessage> {
+    /// Keeps what fits the message and byte budgets, which the client's instructions share
+    /// with the conversation: first the conversation from the last user message on (always
+    /// kept), then the instructions, newest first, then older turns, newest first, each while
+    /// it fits. Leading assistant turns are then dropped so the conversation opens with the
+    /// user. Participant `name`s are not forwarded: they are not counted by the limits and a
+    /// widget's conversation has no use for them.
+    fn trim(
+        &self,
+        mut instructions: Vec<ChatMessage>,
+        mut conversation: Vec<ChatMessage>,
+    ) -> (Vec<ChatMessage>, Vec<ChatMessage>) {
         let must_keep = conversation
             .iter()
             .rposition(|m| m.role == Role::User)
-            .map_or(1, |last_user| conversation.len() - last_user);
-        let mut kept = 0usize;
-        let mut bytes = 0usize;
-        for message in conversation.iter().rev() {
-            let size = message.content.len();
-            if kept >= must_keep
-                && (kept >= self.context_messages as usize
-                    || bytes + size > self.context_bytes as usize)
-            {
-                break;
-            }
-            kept += 1;
-            bytes += size;
+            .map_or(1, |last_user| conversation.len() - last_user)
+            .min(conversation.len());
+        let mut budget = Budget {
+            messages: self.context_messages as usize,
+            bytes: self.context_bytes as usize,
+            kept: 0,
+            size: 0,
+        };
+        for message in &conversation[conversation.len() - must_keep..] {
+            budget.take(message.content.len());
         }
+        let instructions_kept =
+            instructions.iter().rev().take_while(|m| budget.try_take(m.content.len())).count();
+        let older = &conversation[..conversation.len() - must_keep];
+        let older_kept =
+            older.iter().rev().take_while(|m| budget.try_take(m.content.len())).count();
+        instructions.drain(..instructions.len() - instructions_kept);
+
         conversation.iter_mut().for_each(|m| m.name = None);
-        let mut start = conversation.len().saturating_sub(kept);
+        let mut start = conversation.len() - must_keep - older_kept;
         while start < conversation.len() && conversation[start].role == Role::Assistant {
             start += 1;
         }
         conversation.drain(..start);
-        conversation
+        (instructions, conversation)
     }
 }
 
@@ -234,8 +286,43 @@ mod tests {
             temperature_max: 0.7,
             context_messages: 3,
             context_bytes: 1000,
+            client_instructions: ClientInstructions::Layer,
             limits,
         }
+    }
+
+    #[test]
+    fn client_instructions_share_the_context_budget_newest_first() {
+        let models = vec!["m".to_owned()];
+        let limits = RequestLimits::default();
+        let policy = policy(&models, &limits);
+        let system = |text: &str| ChatMessage::new(Role::System, text);
+        let long = |c: char| c.to_string().repeat(400);
+        let applied = policy
+            .apply(request(vec![
+                system(&long('a')),
+                system(&long('b')),
+                system(&long('c')),
+                user("q"),
+            ]))
+            .unwrap();
+        // 1000 bytes: the question (1), then "c" and "b" (800); "a" would go past.
+        let layered = &applied.messages[1].content;
+        assert!(layered.contains(&long('b')) && layered.contains(&long('c')));
+        assert!(!layered.contains(&long('a')));
+        // And three messages at most: the question and two instructions, no older turns.
+        let applied = policy
+            .apply(request(vec![
+                user("old"),
+                assistant("reply"),
+                system("s1"),
+                system("s2"),
+                user("q"),
+            ]))
+            .unwrap();
+        let texts: Vec<&str> = applied.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts[2..], ["q"]);
+        assert!(texts[1].ends_with("s1\n\ns2"));
     }
 
     fn request(messages: Vec<ChatMessage>) -> ChatRequest {

@@ -17,6 +17,8 @@ pub struct SiteSpec {
     pub max_tokens: Option<u32>,
     pub temperature_max: Option<f32>,
     pub context_messages: Option<u32>,
+    /// `None`: `policy.client_instructions`.
+    pub client_instructions: Option<crate::config::ClientInstructions>,
     pub widget: SiteWidget,
     pub limits: CallerLimits,
     pub visitor_limits: VisitorLimits,
@@ -192,6 +194,7 @@ pub async fn create_site(
             max_tokens: spec.max_tokens,
             temperature_max: spec.temperature_max,
             context_messages: spec.context_messages,
+            client_instructions: spec.client_instructions,
             is_demo,
             widget,
             limits: spec.limits,
@@ -329,6 +332,7 @@ pub fn site_view(site: &Site) -> serde_json::Value {
         "max_tokens": site.max_tokens,
         "temperature_max": site.temperature_max,
         "context_messages": site.context_messages,
+        "client_instructions": site.client_instructions.map(|c| c.as_str()),
         "widget": {
             "title": site.widget.title,
             "greeting": site.widget.greeting,

@@ -625,6 +625,24 @@ async fn creating_a_key_without_a_scope_or_with_a_bad_budget_fails_and_says_why(
 }
 
 #[tokio::test]
+async fn what_happens_to_client_instructions_is_set_at_creation_and_changed_by_update() {
+    let work = Workdir::new();
+    let args = ["--name", "Shop", "--origin", "https://shop.example"];
+    let created =
+        work.create_site(&[&args[..], &["--client-instructions", "reject"]].concat(), &[]).await;
+    assert_eq!(created["client_instructions"], "reject");
+    let id = created["id"].as_str().unwrap();
+    work.run(&["sites", "update", id, "--client-instructions", "drop"], &[]).await.assert_success();
+    let shown = work.run(&["sites", "show", id, "--json"], &[]).await.assert_success().json();
+    assert_eq!(shown["client_instructions"], "drop");
+    let bad = work
+        .run(&["sites", "update", id, "--client-instructions", "obey"], &[])
+        .await
+        .assert_failure();
+    assert!(bad.stderr.contains("possible values: layer, drop, reject"), "{}", bad.stderr);
+}
+
+#[tokio::test]
 async fn a_site_keeps_the_system_prompt_read_from_a_file() {
     let work = Workdir::new();
     let prompt = "You are the assistant of a small shop.\nAnswer in one sentence.\n";

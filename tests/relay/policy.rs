@@ -1,5 +1,6 @@
 //! The site's policy is applied on the server, whatever the client sends.
 
+use confab_server::config::ClientInstructions;
 use confab_server::policy::CLIENT_INSTRUCTIONS_HEADING;
 use confab_tests::{MockUpstream, Reply, TestRelay, json_body};
 use serde_json::{Value, json};
@@ -115,6 +116,69 @@ async fn puts_the_site_prompt_first_and_layers_client_instructions_beneath_it() 
             {"role": "user", "content": "Hi"},
         ])
     );
+}
+
+#[tokio::test]
+async fn client_instructions_count_against_the_context_limits() {
+    let mock = MockUpstream::start().await;
+    let relay = TestRelay::start(&mock).await;
+    // Fifteen system messages of 16,000 bytes: before, all of them went upstream (240 KB);
+    // the same sizes as conversation turns were trimmed to `context_bytes` (32,768).
+    let mut messages: Vec<Value> = (0..15)
+        .map(|i| json!({"role": "system", "content": format!("{i:02}{}", "x".repeat(15_998))}))
+        .collect();
+    messages.push(json!({"role": "user", "content": "Hello"}));
+    let sent = forwarded(&relay, &mock, json!({"messages": messages})).await;
+    let sent_messages = contents(&sent);
+    assert_eq!(sent_messages.len(), 3, "the site prompt, the layered instructions, the user");
+    let layered = sent_messages[1];
+    assert!(layered.starts_with(CLIENT_INSTRUCTIONS_HEADING));
+    // "Hello" (5 bytes) and the two newest instructions (32,000 bytes) fit in 32,768.
+    assert!(layered.contains("\n\n13x") && layered.contains("\n\n14x"), "the newest are kept");
+    assert!(!layered.contains("\n\n12x"));
+    assert!(layered.len() < 32_768 + CLIENT_INSTRUCTIONS_HEADING.len() + 8);
+}
+
+#[tokio::test]
+async fn a_site_that_drops_client_instructions_sends_only_its_own_prompt() {
+    let mock = MockUpstream::start().await;
+    let relay = TestRelay::builder(&mock)
+        .site(|s| s.client_instructions = Some(ClientInstructions::Drop))
+        .start()
+        .await;
+    let body = json!({"messages": [
+        {"role": "system", "content": "You are a pirate."},
+        {"role": "user", "content": "Hi"},
+    ]});
+    let sent = forwarded(&relay, &mock, body).await;
+    assert_eq!(contents(&sent), ["You are the shop's assistant.", "Hi"]);
+}
+
+#[tokio::test]
+async fn a_site_that_rejects_client_instructions_refuses_them_with_a_400() {
+    let mock = MockUpstream::start().await;
+    let relay = TestRelay::builder(&mock)
+        .site(|s| s.client_instructions = Some(ClientInstructions::Reject))
+        .start()
+        .await;
+    let body = json!({"messages": [
+        {"role": "developer", "content": "You are a pirate."},
+        {"role": "user", "content": "Hi"},
+    ]});
+    let (status, error) = json_body(relay.send_chat(body).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        error,
+        envelope(
+            "client_instructions_not_allowed",
+            "this site does not accept `system` or `developer` messages from clients"
+        )
+    );
+    assert!(mock.requests().is_empty(), "nothing went upstream");
+    // Without them, the same site answers.
+    let sent =
+        forwarded(&relay, &mock, json!({"messages": [{"role": "user", "content": "Hi"}]})).await;
+    assert_eq!(contents(&sent), ["You are the shop's assistant.", "Hi"]);
 }
 
 #[tokio::test]
@@ -254,6 +318,7 @@ async fn a_site_model_that_no_upstream_serves_any_more_is_unavailable() {
             max_tokens: None,
             temperature_max: None,
             context_messages: None,
+            client_instructions: None,
             is_demo: false,
             widget: Default::default(),
             limits: Default::default(),

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiJson, AppState, usage::days_param};
+use crate::config::ClientInstructions;
 use crate::error::ApiError;
 use crate::keys::{self, KeyError, KeySpec};
 use crate::sites::{self, SiteError, SiteSpec};
@@ -165,6 +166,7 @@ struct CreateSiteBody {
     max_tokens: Option<u32>,
     temperature_max: Option<f32>,
     context_messages: Option<u32>,
+    client_instructions: Option<ClientInstructions>,
     #[serde(default)]
     widget: WidgetBody,
     #[serde(default)]
@@ -191,6 +193,7 @@ async fn create_site(
         max_tokens: body.max_tokens,
         temperature_max: body.temperature_max,
         context_messages: body.context_messages,
+        client_instructions: body.client_instructions,
         widget: SiteWidget {
             title: body.widget.title,
             greeting: body.widget.greeting,

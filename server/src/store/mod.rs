@@ -4,6 +4,7 @@
 mod directory;
 mod sqlite;
 
+use crate::config::ClientInstructions;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,6 +29,8 @@ pub struct Site {
     pub max_tokens: Option<u32>,
     pub temperature_max: Option<f32>,
     pub context_messages: Option<u32>,
+    /// `None`: `policy.client_instructions`.
+    pub client_instructions: Option<ClientInstructions>,
     pub is_demo: bool,
     /// What the widget shows; unset fields fall back to the `[widget]` defaults.
     pub widget: SiteWidget,
@@ -99,6 +102,7 @@ pub struct NewSite {
     pub max_tokens: Option<u32>,
     pub temperature_max: Option<f32>,
     pub context_messages: Option<u32>,
+    pub client_instructions: Option<ClientInstructions>,
     pub is_demo: bool,
     pub widget: SiteWidget,
     pub limits: CallerLimits,
@@ -305,6 +309,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         id: &str,
         limits: &CallerLimits,
         visitor_limits: &VisitorLimits,
+    ) -> Result<bool, StoreError>;
+    /// Sets what happens to a site's clients' own instructions (`None`: the `[policy]`
+    /// default); `false` when there is no such site.
+    async fn set_site_client_instructions(
+        &self,
+        id: &str,
+        setting: Option<ClientInstructions>,
     ) -> Result<bool, StoreError>;
     /// Replaces a site's visitor verification; `false` when there is no such site.
     async fn set_site_verification(

@@ -1,5 +1,6 @@
 //! The embedded default: SQLite through sqlx, one pool, WAL mode, migrations embedded in the binary.
 
+use crate::config::ClientInstructions;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,7 +88,7 @@ macro_rules! select_sites {
             "widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, tpm, ",
             "monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, ",
             "visitor_secret, require_verified_visitor, visitor_token_mode, verified_rpm, ",
-            "verified_rpd FROM sites ",
+            "verified_rpd, client_instructions FROM sites ",
             $tail
         )
     };
@@ -136,6 +137,15 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
         #[expect(clippy::cast_possible_truncation, reason = "stored from an f32")]
         temperature_max: temperature_max.map(|t| t as f32),
         context_messages: as_u32("context_messages")?,
+        client_instructions: {
+            let setting: Option<String> = row.try_get("client_instructions")?;
+            match setting {
+                None => None,
+                Some(name) => Some(ClientInstructions::from_name(&name).ok_or_else(|| {
+                    StoreError::Corrupt(format!("sites.client_instructions `{name}`"))
+                })?),
+            }
+        },
         is_demo: row.try_get("is_demo")?,
         widget: SiteWidget {
             title: row.try_get("widget_title")?,
@@ -206,6 +216,7 @@ impl Store for SqliteStore {
             max_tokens: new.max_tokens,
             temperature_max: new.temperature_max,
             context_messages: new.context_messages,
+            client_instructions: new.client_instructions,
             is_demo: new.is_demo,
             widget: new.widget,
             limits: new.limits,
@@ -221,8 +232,8 @@ impl Store for SqliteStore {
              system_prompt, max_tokens, temperature_max, context_messages, is_demo, created_at, \
              widget_title, widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, \
              tpm, monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, \
-             verified_rpm, verified_rpd) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             verified_rpm, verified_rpd, client_instructions) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&site.id)
         .bind(&site.name)
@@ -249,6 +260,7 @@ impl Store for SqliteStore {
         .bind(site.visitor_limits.rpd.map(i64::from))
         .bind(site.visitor_limits.verified_rpm.map(i64::from))
         .bind(site.visitor_limits.verified_rpd.map(i64::from))
+        .bind(site.client_instructions.map(ClientInstructions::as_str))
         .execute(&mut *tx)
         .await?;
         for origin in &site.origins {
@@ -377,6 +389,20 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.directory_changed().await;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn set_site_client_instructions(
+        &self,
+        id: &str,
+        setting: Option<ClientInstructions>,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE sites SET client_instructions = ? WHERE id = ?")
+            .bind(setting.map(ClientInstructions::as_str))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         self.directory_changed().await;
         Ok(updated.rows_affected() > 0)
     }
@@ -588,6 +614,7 @@ mod tests {
             max_tokens: Some(200),
             temperature_max: Some(0.5),
             context_messages: None,
+            client_instructions: None,
             is_demo: false,
             widget: SiteWidget {
                 title: Some("Shop help".into()),
