@@ -404,13 +404,27 @@ impl Conn {
     }
 
     async fn read_head(&mut self) -> Result<Head, HeadError> {
+        let mut interim = 0;
         loop {
             if !self.buf.is_empty() {
                 match parse_head(&self.buf) {
                     Ok(Some((head, length))) => {
                         self.buf.advance(length);
-                        // 1xx answers (100 Continue) come before the real one.
+                        // `101 Switching Protocols` would hand the connection to another
+                        // protocol: never asked for, so never accepted.
+                        if head.status == 101 {
+                            return Err(HeadError::Invalid("unexpected 101 response".into()));
+                        }
+                        // Other 1xx answers (100 Continue, 103 Early Hints) come before the real
+                        // one; a few at most, so an upstream cannot keep the call waiting with
+                        // an endless series of them.
                         if (100..200).contains(&head.status) {
+                            interim += 1;
+                            if interim > MAX_INTERIM_HEADS {
+                                return Err(HeadError::Invalid(
+                                    "too many interim (1xx) responses".into(),
+                                ));
+                            }
                             continue;
                         }
                         return Ok(head);
@@ -454,6 +468,9 @@ impl Conn {
         quiet && Pin::new(&mut self.io).poll_read(&mut context, &mut read).is_pending()
     }
 }
+
+/// Interim (1xx) heads accepted before the real answer.
+const MAX_INTERIM_HEADS: usize = 4;
 
 /// Parses a response head; `Ok(None)` if it is not complete yet.
 fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, String> {
@@ -1041,6 +1058,26 @@ mod network_tests {
             assert_eq!(post(&client).await.unwrap(), "hello world");
         }
         assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_few_interim_heads_are_skipped_but_a_101_or_an_endless_series_is_invalid() {
+        const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world";
+        const TWO_INTERIM: &[&[u8]] =
+            &[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n", OK];
+        let server = serve_pieces(TWO_INTERIM, usize::MAX, false, None, "http").await;
+        assert_eq!(post(&client(&server.url, None)).await.unwrap(), "hello world");
+
+        const SWITCHING: &[&[u8]] = &[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"];
+        let server = serve_pieces(SWITCHING, usize::MAX, false, None, "http").await;
+        let error = post(&client(&server.url, None)).await.unwrap_err();
+        assert!(matches!(&error, Error::Invalid(problem) if problem.contains("101")), "{error:?}");
+
+        const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        const ENDLESS: &[&[u8]] = &[CONTINUE; 6];
+        let server = serve_pieces(ENDLESS, usize::MAX, false, None, "http").await;
+        let error = post(&client(&server.url, None)).await.unwrap_err();
+        assert!(matches!(&error, Error::Invalid(problem) if problem.contains("1xx")), "{error:?}");
     }
 
     #[tokio::test]
