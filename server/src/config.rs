@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 // Defined in the leaf module `config_base`, so that sections defined elsewhere (`webhooks::config`)
 // can use them without importing this module, which imports those sections.
-pub use crate::config_base::{ConfigError, Secret, parse_http_url};
+pub use crate::config_base::{ClientInstructions, ConfigError, Secret, parse_http_url};
 
 /// The whole configuration. Every section has defaults, so an empty file (or none) is valid.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -259,34 +259,6 @@ pub struct PolicyDefaults {
     pub context_bytes: u32,
     /// What happens to a client's own `system`/`developer` messages (sites can override it).
     pub client_instructions: ClientInstructions,
-}
-
-/// What happens to a client's own `system` and `developer` messages. They always count against
-/// `context_messages` and `context_bytes`, like conversation turns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientInstructions {
-    /// Kept, beneath the site's own prompt, with a heading that says they cannot override it.
-    #[default]
-    Layer,
-    /// Removed before the request goes upstream.
-    Drop,
-    /// The request is refused (400 `client_instructions_not_allowed`).
-    Reject,
-}
-
-impl ClientInstructions {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Layer => "layer",
-            Self::Drop => "drop",
-            Self::Reject => "reject",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Layer, Self::Drop, Self::Reject].into_iter().find(|c| c.as_str() == name)
-    }
 }
 
 impl Default for PolicyDefaults {

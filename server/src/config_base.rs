@@ -1,10 +1,11 @@
 //! The leaf of configuration: [`ConfigError`], [`Secret`] and [`parse_http_url`], which every
-//! section's validation uses, wherever that section is defined.
+//! section's validation uses, wherever that section is defined, and [`ClientInstructions`], a
+//! `[policy]` setting that sites store too (so the store need not import `config`).
 //!
 //! They live here rather than in `config` so that a section defined beside the code it
 //! configures (`webhooks::config`) can use them without importing `config`, which imports that
 //! section: `config` → `webhooks::config` → `config_base`, with no cycle. This module imports
-//! nothing from the crate. `config` re-exports all three, so `crate::config::Secret` and the
+//! nothing from the crate. `config` re-exports them all, so `crate::config::Secret` and the
 //! like keep working.
 
 use std::fmt;
@@ -71,4 +72,42 @@ pub fn parse_http_url(value: &str) -> Result<url::Url, String> {
         return Err("must be an http:// or https:// URL with a host".into());
     }
     Ok(url)
+}
+
+/// What happens to a client's own `system` and `developer` messages. They always count against
+/// `context_messages` and `context_bytes`, like conversation turns.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientInstructions {
+    /// Kept, beneath the site's own prompt, with a heading that says they cannot override it.
+    #[default]
+    Layer,
+    /// Removed before the request goes upstream.
+    Drop,
+    /// The request is refused (400 `client_instructions_not_allowed`).
+    Reject,
+}
+
+impl ClientInstructions {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Layer => "layer",
+            Self::Drop => "drop",
+            Self::Reject => "reject",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Layer, Self::Drop, Self::Reject].into_iter().find(|c| c.as_str() == name)
+    }
 }

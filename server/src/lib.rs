@@ -7,6 +7,7 @@ pub mod config;
 pub mod config_base;
 pub mod cut;
 pub mod error;
+pub mod estimate;
 pub mod http;
 pub mod keys;
 pub mod limits;

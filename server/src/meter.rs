@@ -76,22 +76,6 @@ impl Metering {
     }
 }
 
-/// An upper bound of a prompt's tokens, for budget reservations: tokenizers of the BPE family
-/// never make more tokens than bytes, and chat formats add a few tokens per message.
-pub fn prompt_token_ceiling(prompt_bytes: usize, messages: usize) -> u64 {
-    let bytes = u64::try_from(prompt_bytes).unwrap_or(u64::MAX);
-    let messages = u64::try_from(messages).unwrap_or(u64::MAX);
-    bytes.saturating_add(messages.saturating_mul(4)).saturating_add(3)
-}
-
-/// An answer's tokens when the upstream reported none: the larger of one per four bytes (what
-/// GPT-family tokenizers average on English) and one per content chunk (upstreams send about a
-/// token per chunk, which is what keeps CJK text and emoji, at one to three tokens per
-/// character, from being under-counted two or three times by the byte rule).
-pub fn estimate_answer_tokens(text_bytes: usize, content_chunks: u64) -> u64 {
-    u64::try_from(text_bytes).unwrap_or(u64::MAX).div_ceil(4).max(content_chunks)
-}
-
 /// A reported answer may exceed `max_tokens` by a little (some providers count a stop token or
 /// reasoning on top), never by more than this factor: anything larger is clamped.
 pub const COMPLETION_MARGIN: u64 = 2;
@@ -250,7 +234,7 @@ impl Meter {
             Charge::Estimated { text_bytes, content_chunks } => (
                 Usage::new(
                     self.ceiling.prompt_tokens,
-                    estimate_answer_tokens(text_bytes, content_chunks),
+                    crate::estimate::estimate_answer_tokens(text_bytes, content_chunks),
                 ),
                 true,
             ),

@@ -27,23 +27,13 @@ use tracing::Instrument;
 use crate::config::TimeoutConfig;
 use crate::cut::CutWatch;
 use crate::error::ApiError;
-use crate::meter::{Charge, Meter, estimate_answer_tokens, prompt_token_ceiling};
+use crate::estimate::{estimate_answer_tokens, prompt_bytes, prompt_token_ceiling};
+use crate::meter::{Charge, Meter};
 use crate::store::Outcome;
 use crate::unix_now;
 use crate::upstream::{
     Call, EventStream, OpenAiUpstream, TimeoutKind, Upstream, UpstreamError, UpstreamEvent,
 };
-
-/// Rough token count for text whose usage the upstream did not report: about four bytes per
-/// token for English text, which is what tokenizers of the GPT family average.
-pub fn estimate_tokens(bytes: usize) -> u64 {
-    (bytes as u64).div_ceil(4)
-}
-
-/// Bytes of message text in a request (what a usage estimate counts for the prompt).
-pub fn prompt_bytes(request: &ChatRequest) -> usize {
-    request.messages.iter().map(|m| m.content.len()).sum()
-}
 
 /// One upstream chunk after rewriting.
 #[derive(Debug, Clone)]

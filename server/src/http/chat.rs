@@ -19,8 +19,9 @@ use confab_protocol::ChatRequest;
 use super::{ApiJson, AppState, Caller, RequestId};
 use crate::budget::{BudgetRule, Payer};
 use crate::error::ApiError;
+use crate::estimate::{prompt_bytes, prompt_token_ceiling};
 use crate::limits::{RateLimitStatus, Rule, Subject};
-use crate::meter::{Admitted, Ceiling, Meter, prompt_token_ceiling};
+use crate::meter::{Admitted, Ceiling, Meter};
 use crate::policy::SitePolicy;
 use crate::relay::{self, collect_completion, sse_events};
 use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
@@ -202,7 +203,7 @@ fn admit(
 
     let metering = Arc::clone(&state.metering);
     let ceiling = Ceiling {
-        prompt_tokens: prompt_token_ceiling(relay::prompt_bytes(request), request.messages.len()),
+        prompt_tokens: prompt_token_ceiling(prompt_bytes(request), request.messages.len()),
         completion_tokens: u64::from(request.max_tokens.unwrap_or_default()),
     };
     let worst_cost =

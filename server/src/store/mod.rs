@@ -4,7 +4,7 @@
 mod directory;
 mod sqlite;
 
-use crate::config::ClientInstructions;
+use crate::config_base::ClientInstructions;
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -1,6 +1,6 @@
 //! The embedded default: SQLite through sqlx, one pool, WAL mode, migrations embedded in the binary.
 
-use crate::config::ClientInstructions;
+use crate::config_base::ClientInstructions;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,7 @@ use confab_protocol::{
 use futures_util::stream;
 
 use super::{EventStream, UpstreamEvent};
-use crate::relay::{estimate_tokens, prompt_bytes};
+use crate::estimate::{estimate_tokens, prompt_bytes};
 
 #[derive(Debug, Clone)]
 pub struct DemoUpstream {
