@@ -2,6 +2,7 @@
 
 use confab_protocol::{ChatMessage, Role, WidgetConfig};
 use leptos::prelude::*;
+use leptos::reactive::owner::LocalStorage;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 use web_sys::AbortController;
@@ -37,15 +38,43 @@ pub struct Controls {
     pub outbox: RwSignal<Option<String>>,
     /// The visitor token (`data-visitor-token`, `Confab.identify`), sent with every message.
     pub visitor_token: RwSignal<Option<String>>,
+    /// Whose conversation is shown: the loader's short hash of the visitor token's user id,
+    /// empty for an anonymous visitor (see `storage::key`).
+    pub identity: RwSignal<String>,
+    /// Counts the conversations shown: [`Controls::switch_to`] starts a new one. An answer
+    /// still streaming for an earlier one changes nothing when it ends.
+    generation: RwSignal<u32>,
+    /// Aborts the request in flight.
+    request: StoredValue<Option<AbortController>, LocalStorage>,
 }
 
 impl Controls {
-    pub fn new(open: bool, visitor_token: Option<String>) -> Self {
+    pub fn new(open: bool, visitor_token: Option<String>, identity: String) -> Self {
         Self {
             open: RwSignal::new(open),
             outbox: RwSignal::new(None),
             visitor_token: RwSignal::new(visitor_token),
+            identity: RwSignal::new(identity),
+            generation: RwSignal::new(0),
+            request: StoredValue::new_local(None),
         }
+    }
+
+    /// Shows the conversation of `identity` instead of the current one (another user signed
+    /// in, or `Confab.reset()`): the request in flight is aborted at once, and the chat empties
+    /// the panel and loads the new identity's conversation.
+    pub fn switch_to(&self, identity: String) {
+        self.abort();
+        self.identity.set(identity);
+        self.generation.update(|g| *g += 1);
+    }
+
+    fn abort(&self) {
+        self.request.with_value(|request| {
+            if let Some(request) = request {
+                request.abort();
+            }
+        });
     }
 }
 
@@ -104,7 +133,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     let busy = RwSignal::new(false);
     // The latest complete answer, for screen readers (an `aria-live` region).
     let announce = RwSignal::new(String::new());
-    let controller = StoredValue::new_local(None::<AbortController>);
+    let controller = controls.request;
     let root_ref = NodeRef::<leptos::html::Div>::new();
     let list_ref = NodeRef::<leptos::html::Ol>::new();
     let input_ref = NodeRef::<leptos::html::Textarea>::new();
@@ -157,13 +186,33 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             list.iter().map(|m| ChatMessage::new(m.role, m.text.get_untracked())).collect()
         })
     };
-    let remember = move || site_key.with_value(|key| storage::save(key, &history()));
-
-    // The conversation so far on this site (this page or another one of it).
-    site_key.with_value(|key| {
-        for message in storage::load(key) {
+    let identity = controls.identity;
+    let remember = move || {
+        site_key.with_value(|key| identity.with_untracked(|id| storage::save(key, id, &history())))
+    };
+    // The conversation so far of this visitor on this site (this page or another one of it).
+    let restore = move || {
+        let stored =
+            site_key.with_value(|key| identity.with_untracked(|id| storage::load(key, id)));
+        for message in stored {
             push(message.role, message.content);
         }
+    };
+    restore();
+    // Another identity, or a reset: nothing of the conversation shown may stay on screen or be
+    // sent again (`switch_to` has aborted the request in flight).
+    Effect::new(move |previous: Option<u32>| {
+        let generation = controls.generation.get();
+        if previous.is_some() {
+            messages.set(Vec::new());
+            error.set(None);
+            announce.set(String::new());
+            draft.set(String::new());
+            busy.set(false);
+            controller.set_value(None);
+            restore();
+        }
+        generation
     });
 
     let send = move |text: String| {
@@ -188,6 +237,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         let Ok(abort) = AbortController::new() else { return };
         let signal = abort.signal();
         controller.set_value(Some(abort));
+        let generation = controls.generation.get_untracked();
         spawn_local(async move {
             let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
             let visitor = controls.visitor_token.get_untracked();
@@ -196,6 +246,10 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                 answer.text.update(|t| t.push_str(piece));
             })
             .await;
+            if controls.generation.get_untracked() != generation {
+                // The conversation it belonged to is gone (and so is its message).
+                return;
+            }
             busy.set(false);
             controller.set_value(None);
             match result {
@@ -286,13 +340,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             let _ = launcher.focus();
         }
     };
-    let stop = move |_| {
-        controller.with_value(|c| {
-            if let Some(c) = c {
-                c.abort();
-            }
-        });
-    };
+    let stop = move |_| controls.abort();
     let retry = move |_| {
         // Resend the last question: drop it (and any partial answer) and send it again.
         let last_user = messages.with_untracked(|list| {
