@@ -303,9 +303,12 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             }
         });
     });
-    // Autoscroll as the answer grows, after the DOM has caught up.
+    // Autoscroll as messages come and the answer grows, after the DOM has caught up (answers
+    // render on animation frames: `rendered` tells when).
+    let rendered = Trigger::new();
     Effect::new(move |_| {
-        messages.with(|list| list.last().map(|m| m.text.track()));
+        messages.track();
+        rendered.track();
         error.track();
         request_animation_frame(move || {
             if let Some(list) = list_ref.get_untracked()
@@ -412,7 +415,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         <For each=move || messages.get() key=|m| m.id let:message>
                             {match message.role {
                                 Role::User => view! { <li class="user" dir="auto">{move || message.text.get()}</li> }.into_any(),
-                                _ => view! { <li class="assistant" dir="auto"><Answer text=message.text/></li> }.into_any(),
+                                _ => view! { <li class="assistant" dir="auto"><Answer text=message.text rendered/></li> }.into_any(),
                             }}
                         </For>
                     </ol>
@@ -485,15 +488,31 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     }
 }
 
-/// An answer, rendered from its markdown every time its text grows.
+/// An answer, rendered from its markdown as its text grows: at most once per animation frame
+/// however fast tokens arrive, and only what changed (`markdown::Rendered`). `rendered` is
+/// notified after each render.
 #[component]
-fn Answer(text: RwSignal<String>) -> impl IntoView {
+fn Answer(text: RwSignal<String>, rendered: Trigger) -> impl IntoView {
     let node = NodeRef::<leptos::html::Div>::new();
+    let shown = StoredValue::new_local(markdown::Rendered::default());
+    let pending = StoredValue::new(false);
     Effect::new(move |_| {
-        let text = text.get();
-        if let Some(element) = node.get() {
-            let _ = markdown::render_into(&element, &text);
+        text.track();
+        node.track();
+        if pending.get_value() {
+            return;
         }
+        pending.set_value(true);
+        // The answer may be gone by the next frame (cleared, or another visitor's): the `try_`
+        // accesses then find nothing to do.
+        request_animation_frame(move || {
+            pending.try_set_value(false);
+            let Some(element) = node.try_get_untracked().flatten() else { return };
+            text.try_with_untracked(|text| {
+                shown.try_update_value(|shown| shown.update(&element, text))
+            });
+            rendered.notify();
+        });
     });
     view! { <div class="md" node_ref=node></div> }
 }
