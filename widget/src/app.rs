@@ -43,7 +43,9 @@ pub struct Controls {
     pub identity: RwSignal<String>,
     /// Counts the conversations shown: [`Controls::switch_to`] starts a new one. An answer
     /// still streaming for an earlier one changes nothing when it ends.
-    generation: RwSignal<u32>,
+    generation: StoredValue<u32>,
+    /// Notified when the conversation shown is replaced.
+    switched: Trigger,
     /// Aborts the request in flight.
     request: StoredValue<Option<AbortController>, LocalStorage>,
 }
@@ -55,7 +57,8 @@ impl Controls {
             outbox: RwSignal::new(None),
             visitor_token: RwSignal::new(visitor_token),
             identity: RwSignal::new(identity),
-            generation: RwSignal::new(0),
+            generation: StoredValue::new(0),
+            switched: Trigger::new(),
             request: StoredValue::new_local(None),
         }
     }
@@ -66,7 +69,8 @@ impl Controls {
     pub fn switch_to(&self, identity: String) {
         self.abort();
         self.identity.set(identity);
-        self.generation.update(|g| *g += 1);
+        self.generation.update_value(|g| *g += 1);
+        self.switched.notify();
     }
 
     fn abort(&self) {
@@ -201,8 +205,8 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     restore();
     // Another identity, or a reset: nothing of the conversation shown may stay on screen or be
     // sent again (`switch_to` has aborted the request in flight).
-    Effect::new(move |previous: Option<u32>| {
-        let generation = controls.generation.get();
+    Effect::new(move |previous: Option<()>| {
+        controls.switched.track();
         if previous.is_some() {
             messages.set(Vec::new());
             error.set(None);
@@ -212,7 +216,6 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             controller.set_value(None);
             restore();
         }
-        generation
     });
 
     let send = move |text: String| {
@@ -237,7 +240,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         let Ok(abort) = AbortController::new() else { return };
         let signal = abort.signal();
         controller.set_value(Some(abort));
-        let generation = controls.generation.get_untracked();
+        let generation = controls.generation.get_value();
         spawn_local(async move {
             let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
             let visitor = controls.visitor_token.get_untracked();
@@ -246,7 +249,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                 answer.text.update(|t| t.push_str(piece));
             })
             .await;
-            if controls.generation.get_untracked() != generation {
+            if controls.generation.get_value() != generation {
                 // The conversation it belonged to is gone (and so is its message).
                 return;
             }
