@@ -1,6 +1,6 @@
 // Widget benchmark: what a visitor downloads and how long the chat takes to open.
 //
-//   node bench/widget.mjs [--runs N] [--timeout SECONDS]
+//   node bench/widget.mjs [--runs N] [--timeout SECONDS] [--render-only]
 //
 // (scripts/bench-widget builds what this needs, then runs it.)
 //
@@ -13,6 +13,13 @@
 //   fresh browser context (empty HTTP cache): "cold" clicks as soon as the loader's placeholder
 //   launcher exists (nothing of the widget fetched yet); "warm" clicks once the widget has
 //   loaded on idle (module mounted, site config fetched).
+// - Render cost: answers that were costly to render (4,000 `[`, 2,000 escaped backtick runs,
+//   2,000 code spans; mock-upstream.mjs PATHOLOGICAL) streamed a piece per chunk, a millisecond
+//   apart, through the real widget on a test host page, against a relay in front of the e2e
+//   mock upstream. Reported: main-thread task time while it streamed (Chromium's TaskDuration,
+//   through CDP), the longest task (PerformanceObserver "longtask": only tasks over 50 ms are
+//   reported), the longest gap between animation frames, and the wall time to the `message`
+//   event. `--render-only` runs only this part.
 //
 // Targets (issue): loader <= 5 KB brotli, everything together <= 60 KB brotli; KB = 1024 bytes.
 // A missed target prints MISS but exits 0: this is a benchmark, not a test. Exits non-zero
@@ -25,21 +32,25 @@ import http from "node:http";
 import os from "node:os";
 import { join } from "node:path";
 import { brotliCompressSync, constants as zlibConstants, gzipSync } from "node:zlib";
-import { launchBrowser, root, startRelay } from "../tests/e2e/harness.mjs";
+import { launchBrowser, root, startRelay, startStack } from "../tests/e2e/harness.mjs";
+import { PATHOLOGICAL } from "../tests/e2e/mock-upstream.mjs";
 
 const KB = 1024;
 const TARGETS = { loader: 5 * KB, everything: 60 * KB };
 const STEP_TIMEOUT = 20000;
+/** How long one streamed pathological answer may take (the quadratic renderer took minutes). */
+const RENDER_TIMEOUT = 300000;
 
 function parseArgs(argv) {
-  const options = { runs: 10, timeout: undefined };
+  const options = { runs: 10, timeout: undefined, renderOnly: false };
   for (let i = 0; i < argv.length; i++) {
     const [name, inline] = argv[i].split("=", 2);
     const value = () => Number(inline ?? argv[++i]);
     if (name === "--runs") options.runs = value();
+    else if (name === "--render-only") options.renderOnly = true;
     else if (name === "--timeout") options.timeout = value();
     else if (name === "-h" || name === "--help") {
-      console.log("usage: node bench/widget.mjs [--runs N (default 10)] [--timeout SECONDS (default 120, or 12 per run above 10)]");
+      console.log("usage: node bench/widget.mjs [--runs N (default 10)] [--timeout SECONDS (default 120, or 12 per run above 10, plus 900 for the render part)] [--render-only]");
       process.exit(0);
     } else {
       console.error(`unknown argument: ${argv[i]} (see --help)`);
@@ -50,7 +61,7 @@ function parseArgs(argv) {
     console.error("--runs takes a whole number from 1 to 1000");
     process.exit(2);
   }
-  options.timeout ??= Math.max(120, 12 * options.runs);
+  options.timeout ??= (options.renderOnly ? 0 : Math.max(120, 12 * options.runs)) + 900;
   if (!(options.timeout > 0)) {
     console.error("--timeout takes a positive number of seconds");
     process.exit(2);
@@ -293,6 +304,112 @@ function stats(values) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Render cost.
+
+/**
+ * In the page: sends `question` through window.Confab and resolves, once the answer is complete
+ * and rendered, with what the page saw while it streamed.
+ */
+function streamAnswer({ question, limit }) {
+  return new Promise((resolve, reject) => {
+    const shadow = document.querySelector("[data-confab]").shadowRoot;
+    const tasks = [];
+    const observer = new PerformanceObserver((list) => tasks.push(...list.getEntries().map((e) => e.duration)));
+    observer.observe({ type: "longtask" });
+    let last = performance.now();
+    let gap = 0;
+    let running = true;
+    const frame = (now) => {
+      gap = Math.max(gap, now - last);
+      last = now;
+      if (running) requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+    let mutations = 0;
+    const mutationObserver = new MutationObserver(() => mutations++);
+    mutationObserver.observe(shadow, { subtree: true, childList: true, characterData: true });
+    const timer = setTimeout(() => reject(new Error(`no complete answer after ${limit} ms`)), limit);
+    const t0 = performance.now();
+    window.Confab.on("message", () => {
+      const t1 = performance.now();
+      // Answers render on animation frames: let the last one land.
+      requestAnimationFrame(() => requestAnimationFrame(() => {
+        running = false;
+        clearTimeout(timer);
+        observer.disconnect();
+        mutationObserver.disconnect();
+        const answers = shadow.querySelectorAll("li.assistant:not(.greeting)");
+        resolve({
+          ms: t1 - t0,
+          longest: Math.max(0, ...tasks),
+          longTasks: tasks.length,
+          gap,
+          mutations,
+          text: answers[answers.length - 1]?.textContent ?? "",
+        });
+      }));
+    });
+    window.Confab.send(question);
+  });
+}
+
+/** The text a person sees for a pathological answer (what the markdown makes of it). */
+const RENDERED = {
+  RENDER_BRACKETS: (answer) => answer,
+  RENDER_BACKTICKS: (answer) => answer.replace(/\\/g, "").trim(),
+  RENDER_CODE_SPANS: (answer) => answer.replace(/`/g, "").trim(),
+};
+
+async function renderRun(browser, stack, name) {
+  const context = await browser.newContext();
+  context.setDefaultTimeout(STEP_TIMEOUT);
+  try {
+    const page = await context.newPage();
+    const errors = watch(page);
+    await page.goto(`${stack.hosts.url}/plain.html`, { waitUntil: "load" });
+    await page.locator("[data-confab] button.launcher").click();
+    await page.locator("[data-confab] .panel textarea").waitFor();
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Performance.enable");
+    const metrics = async () =>
+      Object.fromEntries((await cdp.send("Performance.getMetrics")).metrics.map((m) => [m.name, m.value]));
+    const before = await metrics();
+    const result = await page.evaluate(streamAnswer, { question: `Please answer ${name}`, limit: RENDER_TIMEOUT });
+    const after = await metrics();
+    const expected = RENDERED[name](PATHOLOGICAL[name].join(""));
+    return {
+      ...result,
+      taskMs: (after.TaskDuration - before.TaskDuration) * 1000,
+      scriptMs: (after.ScriptDuration - before.ScriptDuration) * 1000,
+      correct: result.text.trim() === expected,
+      errors,
+    };
+  } finally {
+    await context.close();
+  }
+}
+
+async function renderCost(browser, stack) {
+  console.log("Render cost: pathological answers streamed a piece per chunk, 1 ms apart, through the widget");
+  console.log("(host page www/test/plain.html, relay in front of the e2e mock upstream); main-thread figures from");
+  console.log("Chromium (CDP Performance.getMetrics TaskDuration/ScriptDuration, PerformanceObserver longtask):");
+  const rows = [];
+  for (const [name, label] of [
+    ["RENDER_BRACKETS", "4,000 `[` (4,000 chunks)"],
+    ["RENDER_BACKTICKS", "2,000 escaped backtick runs \\`` (2,000 chunks)"],
+    ["RENDER_CODE_SPANS", "2,000 code spans `a` (2,000 chunks)"],
+  ]) {
+    const r = await renderRun(browser, stack, name);
+    for (const e of r.errors) console.log(`page error (${name}): ${e}`);
+    if (!r.correct) console.log(`note: ${name}: the rendered text is not what the markdown should show (${r.text.length} chars)`);
+    const ms = (v) => v.toFixed(0);
+    rows.push([label, ms(r.ms), ms(r.taskMs), ms(r.scriptMs), r.longTasks ? ms(r.longest) : "< 50", String(r.longTasks), ms(r.gap)]);
+  }
+  console.log(table(["answer", "stream ms", "main-thread task ms", "script ms", "longest task ms", "tasks > 50 ms", "longest frame gap ms"],
+    rows, ["l", "r", "r", "r", "r", "r", "r"]));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Output.
 
 const kb = (bytes) => `${(bytes / KB).toFixed(1)} KB`;
@@ -326,7 +443,16 @@ function machine(chromiumVersion) {
 
 // ---------------------------------------------------------------------------------------------
 
-async function main({ runs }, stack) {
+async function main({ runs, renderOnly }, stack) {
+  if (renderOnly) {
+    const browser = (stack.browser = await launchBrowser());
+    console.log(`Confab widget benchmark: render cost only`);
+    console.log(machine(browser.version()));
+    console.log("");
+    stack.e2e = await startStack();
+    await renderCost(browser, stack.e2e);
+    return;
+  }
   const manifest = readManifest();
   const relay = (stack.relay = await startRelay());
   if (!relay.key) throw new Error(`the relay did not start in demo mode:\n${relay.output()}`);
@@ -437,6 +563,11 @@ async function main({ runs }, stack) {
     + (early.length ? `runs ${early.join(", ")} had widget files requested before the click` : "no widget file was requested before any cold click"));
   console.log(`all (ms) cold: ${results.cold.map(ms).join(" ")}`);
   console.log(`all (ms) warm: ${results.warm.map(ms).join(" ")}`);
+  console.log("");
+
+  // --- Render cost.
+  stack.e2e = await startStack();
+  await renderCost(browser, stack.e2e);
 }
 
 const options = parseArgs(process.argv.slice(2));
@@ -447,6 +578,7 @@ async function stop() {
   stopped = true;
   await stack.browser?.close().catch(() => {});
   stack.relay?.close();
+  await stack.e2e?.close();
 }
 let timedOut = false;
 const watchdog = setTimeout(async () => {

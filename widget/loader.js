@@ -2,7 +2,7 @@
 //   <script src="https://RELAY/confab.js" data-site="SITE_KEY" async></script>
 // It draws the launcher at once inside a Shadow DOM root, then loads the widget (wasm) when the
 // page is idle or on the first click, whichever comes first. It adds one global: window.Confab
-// (open, close, send, identify, on).
+// (open, close, send, identify, reset, on).
 (() => {
   const script = document.currentScript;
   if (!script || window.Confab) return;
@@ -31,10 +31,55 @@
           .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "") + "." + t.userHash
       : t;
 
+  // Whose conversation is shown and stored: the token's user id (the `hmac.` form's, or a JWT's
+  // `sub`, both as UTF-8 bytes), so that a refreshed JWT keeps the history; the whole token for
+  // any other shape. Hashed (cyrb53, 53 bits): the key of a stored conversation never holds a
+  // token, which is a credential. "" is an anonymous visitor.
+  const identity = (t) => {
+    if (!t) return "";
+    const [kind, id, sig] = t.split(".");
+    const b64 = (s) => atob(s.replace(/-/g, "+").replace(/_/g, "/"));
+    let user = "t" + t;
+    try {
+      if (kind === "hmac") user = "u" + b64(id);
+      else if (sig !== undefined) {
+        const sub = JSON.parse(b64(id)).sub;
+        if (typeof sub === "string") user = "u" + sub;
+      }
+    } catch {
+      // Not base64 or not JSON: the whole token stands for its holder.
+    }
+    let h1 = 0xdeadbeef, h2 = 0x41c6ce57;
+    for (let i = 0; i < user.length; i++) {
+      const c = user.charCodeAt(i);
+      h1 = Math.imul(h1 ^ c, 2654435761);
+      h2 = Math.imul(h2 ^ c, 1597334677);
+    }
+    h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+    h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+    return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36);
+  };
+  // storage::key in the widget: where the conversation of `id` on this site is kept.
+  const slot = (id) => "confab:v2:" + data.site + (id ? ":" + id : "");
+
   const api = (window.Confab = {
     identify: (t) => {
       visitorToken = token(t);
-      if (widget) widget.identify(visitorToken || "");
+      if (widget) widget.identify(visitorToken || "", identity(visitorToken));
+    },
+    // On sign-out: forget the conversation (shown and stored, and the anonymous one) and the
+    // identity, and abort the answer in flight. Synchronous, so a page may navigate right after.
+    reset: () => {
+      if (widget) widget.reset();
+      else {
+        try {
+          localStorage.removeItem(slot(identity(visitorToken)));
+          localStorage.removeItem(slot(""));
+        } catch {
+          // Storage disabled: there is nothing stored to forget.
+        }
+      }
+      visitorToken = undefined;
     },
     open: () => start(true).then(() => widget.open()),
     close: () => widget && widget.close(),
@@ -63,6 +108,7 @@
           relay, site: data.site, open: openOnLoad || opened, focus: !!opened, title: data.title,
           greeting: data.greeting, color, position: left ? "left" : "right",
           dir: rtl ? "rtl" : "ltr", lang: data.locale, visitor_token: visitorToken,
+          identity: identity(visitorToken),
         });
         if (hadFocus && !opened) root.querySelector(".launcher").focus();
       });

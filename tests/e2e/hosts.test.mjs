@@ -181,8 +181,8 @@ test("stop aborts the answer and the upstream sees the cancellation", BOUND, asy
 test("a reload restores the conversation, and clear empties it for good", BOUND, async (t) => {
   const question = "Please remember this conversation";
   const { page, errors } = await visitAndAsk(t, "plain", question);
-  const stored = await page.evaluate((key) => localStorage.getItem(`confab:v1:${key}`), stack.key);
-  assert.ok(stored && stored.includes(question), `the conversation is stored under confab:v1:<site key>: ${stored}`);
+  const stored = await page.evaluate((key) => localStorage.getItem(`confab:v2:${key}`), stack.key);
+  assert.ok(stored && stored.includes(question), `the conversation is stored under confab:v2:<site key>: ${stored}`);
 
   await page.reload();
   await openWidget(page);
@@ -576,9 +576,12 @@ test("verified visitors: the token from the tag is sent; without one the visitor
   await signedOut.page.locator(W("textarea")).press("Enter");
   await signedOut.page.locator(W(".error"), { hasText: "Please sign in to chat with us." }).waitFor(WAIT);
 
-  // After signing in, the page's script hands the widget the user's id and hash.
+  // After signing in, the page's script hands the widget the user's id and hash. The signed-in
+  // user starts from their own conversation: the stranger's question is not carried over.
   await signedOut.page.evaluate(({ userId, userHash }) => window.Confab.identify({ userId, userHash }),
     { userId: "bob@example.com", userHash: visitorHash(stack.visitorSecret, "bob@example.com") });
-  await signedOut.page.locator(W("button.retry")).click();
-  await answered(signedOut.page, "Hello as a stranger");
+  await until(async () => (await signedOut.page.locator(W("li.user")).count()) === 0, 5000, "the panel to empty");
+  assert.equal(await signedOut.page.locator(W(".error")).count(), 0);
+  await ask(signedOut.page, "Hello as bob");
+  await answered(signedOut.page, "Hello as bob");
 });

@@ -35,6 +35,21 @@ export const XSS_ANSWER = [
   "And the real [docs](https://example.com/docs). End of payloads.",
 ].join("\n");
 
+/**
+ * Answers that were costly to render while they streamed (bench/widget.mjs): asked for by a
+ * question containing the name, streamed one piece per chunk, a millisecond apart.
+ */
+export const PATHOLOGICAL = {
+  // 4,000 unclosed brackets: each one looked for its `]` to the end of the answer.
+  RENDER_BRACKETS: Array(4000).fill("["),
+  // 2,000 runs of two backticks, each escaped: the run of one left after each escape looked for
+  // a closing run of one to the end of the answer.
+  RENDER_BACKTICKS: Array(2000).fill("\\`` "),
+  // 2,000 code spans: every one was rebuilt for every token.
+  RENDER_CODE_SPANS: Array(2000).fill("`a` "),
+};
+const PATHOLOGICAL_TOKEN_MS = 1;
+
 export const RETRY_AFTER = 17;
 const TOKEN_MS = 40;
 const SLOW_TOKEN_MS = 200;
@@ -126,6 +141,8 @@ export async function startMockUpstream() {
       const text = question.includes("XSS") ? XSS_ANSWER : answerTo(question);
       if (!body?.stream) return complete(res, text);
       if (question.includes("SLOW")) return stream(req, res, body, [], SLOW_TOKEN_MS, { endless: true });
+      const pathological = Object.keys(PATHOLOGICAL).find((name) => question.includes(name));
+      if (pathological) return stream(req, res, body, PATHOLOGICAL[pathological], PATHOLOGICAL_TOKEN_MS);
       // The hostile answer goes in small pieces so that tags are split across chunks too.
       const tokens = question.includes("XSS") ? text.match(/[^]{1,7}/g) : tokensOf(text);
       return stream(req, res, body, tokens, question.includes("XSS") ? 10 : TOKEN_MS);

@@ -1,15 +1,21 @@
-// The widget on the demo page, in headless Chromium, against a real relay (demo upstream).
+// The widget on the demo page, in headless Chromium, against a real relay (demo upstream); and
+// visitor identities (Confab.identify, Confab.reset) on the members' test page, against a relay
+// in front of the scripted mock upstream, whose recorded requests show what the widget sent.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { WAIT, holdModule, lastAnswer, launchBrowser, openPage as open, recordAnswerLengths, startRelay } from "./harness.mjs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { WAIT, holdModule, lastAnswer, launchBrowser, openPage as open, recordAnswerLengths, startRelay, startStack, visitorToken } from "./harness.mjs";
+import { ANSWER_END, answerTo } from "./mock-upstream.mjs";
 
-let relay, browser;
+let relay, stack, browser;
 before(async () => {
   relay = await startRelay();
+  stack = await startStack();
   browser = await launchBrowser();
-});
+}, { timeout: 60000 });
 after(async () => {
   await browser?.close();
+  await stack?.close();
   await relay?.close();
 });
 
@@ -125,3 +131,137 @@ function window_globals_of(keys) {
   const allowed = new Set(["Confab"]);
   return Object.fromEntries(keys.filter((k) => /confab|wasm/i.test(k) && !allowed.has(k)).map((k) => [k, true]));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Visitor identities: the members' page (www/test/verified.html) signs alice in through its tag.
+
+const BOUND = { timeout: 60000 };
+const W = (selector) => `[data-confab] ${selector}`;
+
+/** Polls `fn` until it returns something truthy, for at most `ms`. */
+async function until(fn, ms = 5000, what = "condition") {
+  const end = Date.now() + ms;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+async function members(t) {
+  const opened = await openPage(t);
+  await opened.page.goto(stack.hosts.url + "/verified.html");
+  await openPanel(opened.page);
+  return opened;
+}
+
+async function openPanel(page) {
+  await page.locator(W("button.launcher")).click();
+  await page.locator(W("textarea")).waitFor(WAIT);
+}
+
+/** Asks `question` and waits for the mock's whole answer. */
+async function ask(page, question) {
+  await page.locator(W("textarea")).fill(question);
+  await page.locator(W("textarea")).press("Enter");
+  await lastAnswer(page).filter({ hasText: ANSWER_END }).waitFor(WAIT);
+  await page.locator(W("button.send")).waitFor(WAIT);
+  assert.equal((await lastAnswer(page).textContent()).replace(/[“”]/g, '"').trim(), answerTo(question));
+}
+
+const shownQuestions = (page) => page.locator(W("li.user")).allTextContents();
+const shownAnswers = (page) => page.locator(W("li.assistant:not(.greeting)")).count();
+/** The conversations stored for the members' site: { key: JSON text }. */
+const stored = (page) => page.evaluate((site) => Object.fromEntries(Object.keys(localStorage)
+  .filter((k) => k.startsWith(`confab:v2:${site}`)).map((k) => [k, localStorage.getItem(k)])), stack.hosts.vars.VERIFIED_KEY);
+/** What the upstream was last asked, without the site's system prompt. */
+const lastForwarded = () => stack.mock.chats().at(-1).body.messages.filter((m) => m.role !== "system");
+const identifyAs = (page, user) =>
+  page.evaluate((token) => window.Confab.identify(token), visitorToken(stack.visitorSecret, user));
+
+test("after Confab.identify with another user, the previous user's messages are neither shown nor sent", BOUND, async (t) => {
+  const { page, errors } = await members(t);
+  const alices = "What did alice order last week?";
+  await ask(page, alices);
+  const afterAlice = await stored(page);
+  const aliceKey = Object.keys(afterAlice).find((k) => afterAlice[k].includes(alices));
+  assert.match(aliceKey ?? "", new RegExp(`^confab:v2:${stack.hosts.vars.VERIFIED_KEY}:[0-9a-z]+$`),
+    `alice's conversation is stored under her own key: ${JSON.stringify(afterAlice)}`);
+  assert.ok(!aliceKey.includes("alice") && !Object.keys(afterAlice).some((k) => k.includes("hmac")), "no user id or token in the key");
+
+  await identifyAs(page, "bob@example.com");
+  await until(async () => (await shownQuestions(page)).length === 0 && (await shownAnswers(page)) === 0, 5000, "the panel to empty");
+  const bobs = "Hello, I am bob";
+  await ask(page, bobs);
+  assert.deepEqual(await shownQuestions(page), [bobs]);
+  assert.deepEqual(lastForwarded(), [{ role: "user", content: bobs }]);
+  const afterBob = await stored(page);
+  assert.equal(Object.keys(afterBob).length, 2, JSON.stringify(afterBob));
+  assert.ok(!afterBob[aliceKey].includes(bobs), "bob's messages are not in alice's conversation");
+
+  // Alice signs in again: her own conversation comes back, and only hers.
+  await identifyAs(page, "alice@example.com");
+  await page.locator(W("li.user"), { hasText: alices }).waitFor(WAIT);
+  assert.deepEqual(await shownQuestions(page), [alices]);
+  assert.deepEqual(errors, []);
+});
+
+test("identifying another user mid-answer aborts the answer and shows none of it", BOUND, async (t) => {
+  const { page, errors } = await members(t);
+  const cancelled = stack.mock.cancellations.length;
+  await page.locator(W("textarea")).fill("SLOW answer for alice");
+  await page.locator(W("textarea")).press("Enter");
+  await lastAnswer(page).filter({ hasText: "tick1" }).waitFor(WAIT);
+  await identifyAs(page, "carol@example.com");
+  await until(() => stack.mock.cancellations.length > cancelled, 5000, "the upstream to see the cancellation");
+  await until(async () => (await shownQuestions(page)).length === 0 && (await shownAnswers(page)) === 0, 5000, "the panel to empty");
+  // Nothing of it comes back: no error about the aborted answer, and the send button is back.
+  await page.locator(W("button.send")).waitFor(WAIT);
+  await sleep(300);
+  assert.equal(await page.locator(W(".error")).count(), 0);
+  assert.equal(await shownAnswers(page), 0);
+  const carols = "Hi from carol";
+  await ask(page, carols);
+  assert.deepEqual(lastForwarded(), [{ role: "user", content: carols }]);
+  assert.deepEqual(errors, []);
+});
+
+test("Confab.reset() empties the panel and the stored conversation", BOUND, async (t) => {
+  const { page, errors } = await members(t);
+  const question = "Remember me until I sign out";
+  await ask(page, question);
+  assert.equal(Object.keys(await stored(page)).length, 1);
+  await page.evaluate(() => window.Confab.reset());
+  await until(async () => (await shownQuestions(page)).length === 0 && (await shownAnswers(page)) === 0, 5000, "the panel to empty");
+  assert.deepEqual(await stored(page), {});
+  // The signed-out visitor's next question goes without the conversation and without a token
+  // (this site requires one, so it is refused).
+  const before = stack.mock.chats().length;
+  await page.locator(W("textarea")).fill("Anyone there?");
+  await page.locator(W("textarea")).press("Enter");
+  await page.locator(W(".error"), { hasText: "Please sign in to chat with us." }).waitFor(WAIT);
+  assert.equal(stack.mock.chats().length, before);
+  // Signed in again (the page is reloaded with alice's token), the conversation stays gone.
+  await page.reload();
+  await openPanel(page);
+  await page.locator(W("li.greeting")).waitFor(WAIT);
+  assert.deepEqual(await shownQuestions(page), []);
+  assert.deepEqual(errors.filter((e) => !/status of 401/.test(e)), []);
+});
+
+test("Confab.reset() before the module has loaded still forgets the stored conversation", BOUND, async (t) => {
+  const { page, errors } = await members(t);
+  await ask(page, "Something to forget");
+  const release = await holdModule(page);
+  await page.reload();
+  await page.waitForFunction(() => window.Confab, null, WAIT);
+  assert.equal(Object.keys(await stored(page)).length, 1);
+  await page.evaluate(() => window.Confab.reset());
+  assert.deepEqual(await stored(page), {});
+  release();
+  await openPanel(page);
+  await page.locator(W("li.greeting")).waitFor(WAIT);
+  assert.deepEqual(await shownQuestions(page), []);
+  assert.deepEqual(errors, []);
+});

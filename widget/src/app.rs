@@ -2,6 +2,7 @@
 
 use confab_protocol::{ChatMessage, Role, WidgetConfig};
 use leptos::prelude::*;
+use leptos::reactive::owner::LocalStorage;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 use web_sys::AbortController;
@@ -37,15 +38,47 @@ pub struct Controls {
     pub outbox: RwSignal<Option<String>>,
     /// The visitor token (`data-visitor-token`, `Confab.identify`), sent with every message.
     pub visitor_token: RwSignal<Option<String>>,
+    /// Whose conversation is shown: the loader's short hash of the visitor token's user id,
+    /// empty for an anonymous visitor (see `storage::key`).
+    pub identity: RwSignal<String>,
+    /// Counts the conversations shown: [`Controls::switch_to`] starts a new one. An answer
+    /// still streaming for an earlier one changes nothing when it ends.
+    generation: StoredValue<u32>,
+    /// Notified when the conversation shown is replaced.
+    switched: Trigger,
+    /// Aborts the request in flight.
+    request: StoredValue<Option<AbortController>, LocalStorage>,
 }
 
 impl Controls {
-    pub fn new(open: bool, visitor_token: Option<String>) -> Self {
+    pub fn new(open: bool, visitor_token: Option<String>, identity: String) -> Self {
         Self {
             open: RwSignal::new(open),
             outbox: RwSignal::new(None),
             visitor_token: RwSignal::new(visitor_token),
+            identity: RwSignal::new(identity),
+            generation: StoredValue::new(0),
+            switched: Trigger::new(),
+            request: StoredValue::new_local(None),
         }
+    }
+
+    /// Shows the conversation of `identity` instead of the current one (another user signed
+    /// in, or `Confab.reset()`): the request in flight is aborted at once, and the chat empties
+    /// the panel and loads the new identity's conversation.
+    pub fn switch_to(&self, identity: String) {
+        self.abort();
+        self.identity.set(identity);
+        self.generation.update_value(|g| *g += 1);
+        self.switched.notify();
+    }
+
+    fn abort(&self) {
+        self.request.with_value(|request| {
+            if let Some(request) = request {
+                request.abort();
+            }
+        });
     }
 }
 
@@ -104,7 +137,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     let busy = RwSignal::new(false);
     // The latest complete answer, for screen readers (an `aria-live` region).
     let announce = RwSignal::new(String::new());
-    let controller = StoredValue::new_local(None::<AbortController>);
+    let controller = controls.request;
     let root_ref = NodeRef::<leptos::html::Div>::new();
     let list_ref = NodeRef::<leptos::html::Ol>::new();
     let input_ref = NodeRef::<leptos::html::Textarea>::new();
@@ -157,12 +190,31 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             list.iter().map(|m| ChatMessage::new(m.role, m.text.get_untracked())).collect()
         })
     };
-    let remember = move || site_key.with_value(|key| storage::save(key, &history()));
-
-    // The conversation so far on this site (this page or another one of it).
-    site_key.with_value(|key| {
-        for message in storage::load(key) {
+    let identity = controls.identity;
+    let remember = move || {
+        site_key.with_value(|key| identity.with_untracked(|id| storage::save(key, id, &history())))
+    };
+    // The conversation so far of this visitor on this site (this page or another one of it).
+    let restore = move || {
+        let stored =
+            site_key.with_value(|key| identity.with_untracked(|id| storage::load(key, id)));
+        for message in stored {
             push(message.role, message.content);
+        }
+    };
+    restore();
+    // Another identity, or a reset: nothing of the conversation shown may stay on screen or be
+    // sent again (`switch_to` has aborted the request in flight).
+    Effect::new(move |previous: Option<()>| {
+        controls.switched.track();
+        if previous.is_some() {
+            messages.set(Vec::new());
+            error.set(None);
+            announce.set(String::new());
+            draft.set(String::new());
+            busy.set(false);
+            controller.set_value(None);
+            restore();
         }
     });
 
@@ -188,6 +240,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         let Ok(abort) = AbortController::new() else { return };
         let signal = abort.signal();
         controller.set_value(Some(abort));
+        let generation = controls.generation.get_value();
         spawn_local(async move {
             let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
             let visitor = controls.visitor_token.get_untracked();
@@ -196,6 +249,10 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                 answer.text.update(|t| t.push_str(piece));
             })
             .await;
+            if controls.generation.get_value() != generation {
+                // The conversation it belonged to is gone (and so is its message).
+                return;
+            }
             busy.set(false);
             controller.set_value(None);
             match result {
@@ -249,9 +306,12 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             }
         });
     });
-    // Autoscroll as the answer grows, after the DOM has caught up.
+    // Autoscroll as messages come and the answer grows, after the DOM has caught up (answers
+    // render on animation frames: `rendered` tells when).
+    let rendered = Trigger::new();
     Effect::new(move |_| {
-        messages.with(|list| list.last().map(|m| m.text.track()));
+        messages.track();
+        rendered.track();
         error.track();
         request_animation_frame(move || {
             if let Some(list) = list_ref.get_untracked()
@@ -286,13 +346,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             let _ = launcher.focus();
         }
     };
-    let stop = move |_| {
-        controller.with_value(|c| {
-            if let Some(c) = c {
-                c.abort();
-            }
-        });
-    };
+    let stop = move |_| controls.abort();
     let retry = move |_| {
         // Resend the last question: drop it (and any partial answer) and send it again.
         let last_user = messages.with_untracked(|list| {
@@ -364,7 +418,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         <For each=move || messages.get() key=|m| m.id let:message>
                             {match message.role {
                                 Role::User => view! { <li class="user" dir="auto">{move || message.text.get()}</li> }.into_any(),
-                                _ => view! { <li class="assistant" dir="auto"><Answer text=message.text/></li> }.into_any(),
+                                _ => view! { <li class="assistant" dir="auto"><Answer text=message.text rendered/></li> }.into_any(),
                             }}
                         </For>
                     </ol>
@@ -437,15 +491,31 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     }
 }
 
-/// An answer, rendered from its markdown every time its text grows.
+/// An answer, rendered from its markdown as its text grows: at most once per animation frame
+/// however fast tokens arrive, and only what changed (`markdown::Rendered`). `rendered` is
+/// notified after each render.
 #[component]
-fn Answer(text: RwSignal<String>) -> impl IntoView {
+fn Answer(text: RwSignal<String>, rendered: Trigger) -> impl IntoView {
     let node = NodeRef::<leptos::html::Div>::new();
+    let shown = StoredValue::new_local(markdown::Rendered::default());
+    let pending = StoredValue::new(false);
     Effect::new(move |_| {
-        let text = text.get();
-        if let Some(element) = node.get() {
-            let _ = markdown::render_into(&element, &text);
+        text.track();
+        node.track();
+        if pending.get_value() {
+            return;
         }
+        pending.set_value(true);
+        // The answer may be gone by the next frame (cleared, or another visitor's): the `try_`
+        // accesses then find nothing to do.
+        request_animation_frame(move || {
+            pending.try_set_value(false);
+            let Some(element) = node.try_get_untracked().flatten() else { return };
+            text.try_with_untracked(|text| {
+                shown.try_update_value(|shown| shown.update(&element, text))
+            });
+            rendered.notify();
+        });
     });
     view! { <div class="md" node_ref=node></div> }
 }

@@ -9,7 +9,7 @@ pub mod markdown;
 pub mod storage;
 
 use js_sys::Reflect;
-use leptos::prelude::Set;
+use leptos::prelude::{GetUntracked, Set, WithUntracked};
 use wasm_bindgen::prelude::*;
 use web_sys::ShadowRoot;
 
@@ -21,11 +21,13 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 const STYLES: &str = include_str!("widget.css");
 
-/// What `mount` returns to the loader, behind `Confab.open()`, `.close()` and `.send(text)`.
+/// What `mount` returns to the loader, behind `Confab.open()`, `.close()`, `.send(text)`,
+/// `.identify(token)` and `.reset()`.
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct Widget {
     controls: Controls,
+    site_key: String,
 }
 
 #[wasm_bindgen]
@@ -41,16 +43,32 @@ impl Widget {
         self.controls.outbox.set(Some(text));
     }
     /// `Confab.identify(token)`: the visitor token sent with every message from now on (an
-    /// empty one forgets it).
-    pub fn identify(&self, token: String) {
+    /// empty one forgets it), and `identity`, the loader's hash of its user id. Another
+    /// identity than the one shown empties the panel, aborts the answer in flight and shows that
+    /// identity's stored conversation; the same one (a refreshed token) changes nothing else.
+    pub fn identify(&self, token: String, identity: String) {
         self.controls.visitor_token.set((!token.is_empty()).then_some(token));
+        if self.controls.identity.with_untracked(|shown| *shown != identity) {
+            self.controls.switch_to(identity);
+        }
+    }
+    /// `Confab.reset()` (the site's visitor signed out): forgets the conversation, stored and
+    /// shown, and the identity, and aborts the answer in flight. The anonymous conversation is
+    /// forgotten too, so that the widget shows what a reload would: nothing.
+    pub fn reset(&self) {
+        let identity = self.controls.identity.get_untracked();
+        storage::save(&self.site_key, &identity, &[]);
+        storage::save(&self.site_key, "", &[]);
+        self.controls.visitor_token.set(None);
+        self.controls.switch_to(String::new());
     }
 }
 
 /// Renders the widget into `root`. `options` carries the script tag's settings: `relay` (the
 /// relay's URL), `site` (the site key), and optionally `open`, `focus` (opened by the visitor:
 /// move the focus into the panel), `title`, `greeting`, `color`,
-/// `position` (`left` or `right`, resolved by the loader), `dir` (`rtl` or `ltr`) and `lang`.
+/// `position` (`left` or `right`, resolved by the loader), `dir` (`rtl` or `ltr`), `lang`,
+/// `visitor_token` and `identity` (whose conversation to show, see `storage::key`).
 #[wasm_bindgen]
 pub fn mount(root: ShadowRoot, options: JsValue) -> Result<Widget, JsValue> {
     let text = |name: &str| Reflect::get(&options, &name.into()).ok().and_then(|v| v.as_string());
@@ -68,7 +86,12 @@ pub fn mount(root: ShadowRoot, options: JsValue) -> Result<Widget, JsValue> {
         dir: if text("dir").as_deref() == Some("rtl") { "rtl".into() } else { "ltr".into() },
         lang: text("lang"),
     };
-    let controls = Controls::new(embed.open, text("visitor_token").filter(|t| !t.is_empty()));
+    let site_key = embed.site_key.clone();
+    let controls = Controls::new(
+        embed.open,
+        text("visitor_token").filter(|t| !t.is_empty()),
+        text("identity").unwrap_or_default(),
+    );
     adopt_styles(&root)?;
     let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
     let container: web_sys::HtmlElement = document.create_element("div")?.unchecked_into();
@@ -77,7 +100,7 @@ pub fn mount(root: ShadowRoot, options: JsValue) -> Result<Widget, JsValue> {
         leptos::view! { <Chat embed=embed.clone() controls=controls/> }
     })
     .forget();
-    Ok(Widget { controls })
+    Ok(Widget { controls, site_key })
 }
 
 /// Attaches the widget's CSS to the shadow root as a constructable stylesheet: it reaches only

@@ -1,7 +1,9 @@
-//! The conversation, kept per site in `localStorage` so that it survives reloads and page
-//! navigations. Capped (messages and bytes, oldest dropped first) so that a long chat never
-//! fills the host page's storage quota, and tolerant of anything it finds there: storage that
-//! is disabled (private modes, sandboxed frames), full, or holding garbage is simply no memory.
+//! The conversation, kept per site and visitor identity in `localStorage` so that it survives
+//! reloads and page navigations, and so that a visitor who signs in (or out, or as someone else)
+//! never sees another identity's conversation. Capped (messages and bytes, oldest dropped first)
+//! so that a long chat never fills the host page's storage quota, and tolerant of anything it
+//! finds there: storage that is disabled (private modes, sandboxed frames), full, or holding
+//! garbage is simply no memory.
 
 use confab_protocol::{ChatMessage, Role};
 
@@ -13,9 +15,24 @@ pub const MAX_MESSAGES: usize = 50;
 /// with the host page).
 pub const MAX_BYTES: usize = 48 * 1024;
 
-/// Where a site's conversation lives; versioned so a later format can ignore this one.
-pub fn key(site_key: &str) -> String {
-    format!("confab:v1:{site_key}")
+/// Where the conversation of `identity` on a site lives: `confab:v2:<site key>` for an anonymous
+/// visitor (`identity` empty), `confab:v2:<site key>:<identity>` for a signed-in one. `identity`
+/// is the loader's short hash of the visitor token's user id (never the token: an HMAC token is
+/// a credential), so a refreshed token of the same user keeps the conversation. The loader
+/// builds the same key to clear it on `Confab.reset()` before the module has loaded.
+pub fn key(site_key: &str, identity: &str) -> String {
+    let mut key = String::from("confab:v2:");
+    key.push_str(site_key);
+    if !identity.is_empty() {
+        key.push(':');
+        key.push_str(identity);
+    }
+    key
+}
+
+/// Where v1 kept a site's one conversation, whoever was signed in: it is removed unread.
+fn legacy_key(site_key: &str) -> String {
+    String::from("confab:v1:") + site_key
 }
 
 /// The JSON stored for `messages`: the latest ones that fit both caps. Only visitor and
@@ -64,24 +81,25 @@ fn local_storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
 }
 
-/// The conversation stored for `site_key`, oldest first.
-pub fn load(site_key: &str) -> Vec<ChatMessage> {
-    local_storage()
-        .and_then(|s| s.get_item(&key(site_key)).ok().flatten())
+/// The conversation stored for `identity` on the site, oldest first.
+pub fn load(site_key: &str, identity: &str) -> Vec<ChatMessage> {
+    let Some(storage) = local_storage() else { return Vec::new() };
+    let _ = storage.remove_item(&legacy_key(site_key));
+    storage
+        .get_item(&key(site_key, identity))
+        .ok()
+        .flatten()
         .map(|json| decode(&json))
         .unwrap_or_default()
 }
 
-/// Stores the conversation (an empty one removes the entry). Failures (quota, disabled
-/// storage) are ignored: the chat goes on, it is only not remembered.
-pub fn save(site_key: &str, messages: &[ChatMessage]) {
+/// Stores the conversation of `identity` (an empty one removes the entry). Failures (quota,
+/// disabled storage) are ignored: the chat goes on, it is only not remembered.
+pub fn save(site_key: &str, identity: &str, messages: &[ChatMessage]) {
     let Some(storage) = local_storage() else { return };
     let json = encode(messages);
-    let _ = if json == "[]" {
-        storage.remove_item(&key(site_key))
-    } else {
-        storage.set_item(&key(site_key), &json)
-    };
+    let key = key(site_key, identity);
+    let _ = if json == "[]" { storage.remove_item(&key) } else { storage.set_item(&key, &json) };
 }
 
 // The browser's JSON and `localStorage`: these run in headless Chromium only.
@@ -148,22 +166,51 @@ mod tests {
         use super::*;
 
         fn raw(site: &str) -> Option<String> {
-            local_storage().and_then(|s| s.get_item(&key(site)).ok().flatten())
+            local_storage().and_then(|s| s.get_item(&key(site, "")).ok().flatten())
         }
 
         #[wasm_bindgen_test]
         fn a_saved_conversation_is_loaded_back_per_site() {
             let (a, b) = ("confab_pk_test_a", "confab_pk_test_b");
-            save(a, &[user("for a"), ChatMessage::new(Role::Assistant, "answer a")]);
-            save(b, &[user("for b")]);
-            assert_eq!(load(a), vec![user("for a"), ChatMessage::new(Role::Assistant, "answer a")]);
-            assert_eq!(load(b), vec![user("for b")]);
+            save(a, "", &[user("for a"), ChatMessage::new(Role::Assistant, "answer a")]);
+            save(b, "", &[user("for b")]);
+            assert_eq!(
+                load(a, ""),
+                vec![user("for a"), ChatMessage::new(Role::Assistant, "answer a")]
+            );
+            assert_eq!(load(b, ""), vec![user("for b")]);
             assert!(raw(a).is_some_and(|json| json.contains("answer a")));
             // Clearing the conversation removes the entry instead of storing `[]`.
-            save(a, &[]);
+            save(a, "", &[]);
             assert_eq!(raw(a), None);
-            assert!(load(a).is_empty());
-            save(b, &[]);
+            assert!(load(a, "").is_empty());
+            save(b, "", &[]);
+        }
+
+        #[wasm_bindgen_test]
+        fn each_identity_on_a_site_has_its_own_conversation() {
+            let site = "confab_pk_test_identities";
+            save(site, "", &[user("anonymous")]);
+            save(site, "alice", &[user("from alice")]);
+            save(site, "bob", &[user("from bob")]);
+            assert_eq!(load(site, "alice"), vec![user("from alice")]);
+            assert_eq!(load(site, "bob"), vec![user("from bob")]);
+            assert_eq!(load(site, ""), vec![user("anonymous")]);
+            assert!(load(site, "carol").is_empty());
+            assert_eq!(key(site, "alice"), "confab:v2:confab_pk_test_identities:alice");
+            assert_eq!(key(site, ""), "confab:v2:confab_pk_test_identities");
+            for identity in ["", "alice", "bob"] {
+                save(site, identity, &[]);
+            }
+        }
+
+        #[wasm_bindgen_test]
+        fn the_v1_conversation_of_whoever_was_signed_in_is_dropped_unread() {
+            let site = "confab_pk_test_legacy";
+            let storage = local_storage().unwrap();
+            storage.set_item(&legacy_key(site), r#"[{"role":"user","content":"whose?"}]"#).unwrap();
+            assert!(load(site, "").is_empty());
+            assert_eq!(storage.get_item(&legacy_key(site)).unwrap(), None);
         }
 
         #[wasm_bindgen_test]
@@ -171,20 +218,20 @@ mod tests {
             let site = "confab_pk_test_cap";
             let long = "z".repeat(4000);
             let messages: Vec<_> = (0..40).map(|i| user(&format!("{i}{long}"))).collect();
-            save(site, &messages);
+            save(site, "", &messages);
             let stored = raw(site).unwrap_or_default();
             assert!(stored.len() <= MAX_BYTES, "{} bytes stored", stored.len());
-            assert!(load(site).last().is_some_and(|m| m.content.starts_with("39")));
-            save(site, &[]);
+            assert!(load(site, "").last().is_some_and(|m| m.content.starts_with("39")));
+            save(site, "", &[]);
         }
 
         #[wasm_bindgen_test]
         fn a_corrupted_entry_is_an_empty_conversation() {
             let site = "confab_pk_test_corrupt";
             let storage = local_storage().unwrap();
-            storage.set_item(&key(site), "{not json").unwrap();
-            assert!(load(site).is_empty());
-            storage.remove_item(&key(site)).unwrap();
+            storage.set_item(&key(site, ""), "{not json").unwrap();
+            assert!(load(site, "").is_empty());
+            storage.remove_item(&key(site, "")).unwrap();
         }
     }
 }

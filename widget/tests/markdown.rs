@@ -8,7 +8,7 @@
 //! and walked: each element must be one of the allowed tags and carry only the allowed attributes.
 //! Exact output is compared through `innerHTML`, which is only read here, as a serialisation.
 
-use confab_widget::markdown::render_into;
+use confab_widget::markdown::{Rendered, render_into};
 use wasm_bindgen_test::*;
 use web_sys::Element;
 
@@ -216,4 +216,52 @@ fn renders_every_prefix_of_a_streamed_answer() {
         div.query_selector("code.language-html").unwrap().unwrap().text_content().as_deref(),
         Some("<script>alert(1)</script>")
     );
+}
+
+#[wasm_bindgen_test]
+fn an_answer_updated_token_by_token_shows_what_a_fresh_render_shows() {
+    let docs = [
+        "## Plan\n\nUse **bold** and [a link](https://e.com/a_(b)) <img src=x onerror=alert(1)>\n\n\
+         1. one\n   - two `x`\n3. three [bad](javascript:alert(1))\n\n> quote\n\n```html\n\
+         <script>alert(1)</script>\n```\nend ünïcödé 😀",
+        // A block that looks finished can still change: `1.` starts a list that `1.5` takes back.
+        "text\n1.5 is a number\n# not\n#tag\n\n- a\n\n  more a\n- b",
+        "`a` `b` `c` **d `e` f** [g `h`](https://e.com) i",
+    ];
+    for doc in docs {
+        let (streamed, fresh) = (container(), container());
+        let mut shown = Rendered::default();
+        for (i, _) in doc.char_indices().chain([(doc.len(), ' ')]) {
+            shown.update(&streamed, &doc[..i]).unwrap();
+            render_into(&fresh, &doc[..i]).unwrap();
+            assert_eq!(streamed.inner_html(), fresh.inner_html(), "{:?}", &doc[..i]);
+            assert_only_allowed_markup(&streamed);
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+fn a_growing_answer_keeps_the_nodes_that_did_not_change() {
+    let div = container();
+    let mut shown = Rendered::default();
+    shown.update(&div, "First paragraph.\n\n`one` and").unwrap();
+    let first = div.first_element_child().unwrap();
+    let code = div.query_selector("code").unwrap().unwrap();
+    shown.update(&div, "First paragraph.\n\n`one` and `two` and more").unwrap();
+    assert_eq!(
+        div.inner_html(),
+        "<p>First paragraph.</p><p><code>one</code> and <code>two</code> and more</p>"
+    );
+    assert!(div.first_element_child().unwrap().is_same_node(Some(&first)));
+    assert!(div.query_selector("code").unwrap().unwrap().is_same_node(Some(&code)));
+}
+
+#[wasm_bindgen_test]
+fn pathological_answers_render_as_text_and_code() {
+    let brackets = "[".repeat(4_000);
+    assert_eq!(html(&brackets), format!("<p>{brackets}</p>"));
+    let escaped = "\\`` ".repeat(2_000);
+    assert_eq!(html(&escaped), format!("<p>{}</p>", escaped.replace('\\', "").trim_end()));
+    let spans = html(&"`a` ".repeat(2_000));
+    assert_eq!(spans.matches("<code>a</code>").count(), 2_000);
 }
