@@ -1,6 +1,6 @@
 //! Malformed requests get a 400 or 413 that says what was wrong, and the relay keeps serving.
 
-use confab_tests::{MockUpstream, Reply, TestRelay, json_body};
+use confab_tests::{MockUpstream, Reply, TestRelay, json_body, wait_for_log};
 use serde_json::{Value, json};
 
 fn envelope(code: &str, message: &str) -> Value {
@@ -161,4 +161,23 @@ async fn unknown_routes_and_methods_answer_in_the_envelope() {
         json_body(response).await,
         (405, envelope("method_not_allowed", "method not allowed"))
     );
+}
+
+#[tokio::test]
+async fn text_from_a_client_never_forges_a_log_line() {
+    let mock = MockUpstream::start().await;
+    let relay = TestRelay::start(&mock).await;
+    let forged = "gpt\n2026-12-02T00:00:00Z  INFO admin: forged-line-from-a-model-name";
+    let body = json!({"model": forged, "messages": [{"role": "user", "content": "Hi"}]});
+    let (status, error) = json_body(relay.send_chat(body).await).await;
+    assert_eq!(status, 404);
+    assert_eq!(error["error"]["code"], "model_not_found");
+    let snippet = "{\"messages\": [{\"role\": \"user\", \"content\": 7}], \"x\": \"\\nforged-line-from-json\"}";
+    let (status, _) = send_raw(&relay, snippet).await;
+    assert_eq!(status, 400);
+    // The 4xx lines carry the error code; the client's text is in none of them.
+    wait_for_log("code=model_not_found").await;
+    let logs = confab_tests::captured_logs();
+    assert!(!logs.contains("forged-line-from-a-model-name"), "{logs}");
+    assert!(!logs.contains("forged-line-from-json"), "{logs}");
 }
