@@ -5,17 +5,11 @@
 
 use std::time::Duration;
 
-use confab_server::budget::Price;
 use confab_server::keys::KeySpec;
 use confab_server::store::{CallerLimits, Outcome, Scope, UsageRecord};
-use confab_tests::{
-    MockUpstream, Reply, SITE_ORIGIN, Step, TestRelay, TestRelayBuilder, read_events, wait_for_log,
-};
+use confab_tests::{MockUpstream, Reply, SITE_ORIGIN, Step, TestRelay, read_events, wait_for_log};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-
-/// One micro-dollar per token, in and out: costs equal token counts.
-const PRICE: Price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
 
 /// The site's system prompt (29 bytes) and "Hello" (5 bytes) in two messages: a prompt ceiling
 /// of 34 + 2 x 4 + 3 = 45 tokens.
@@ -25,37 +19,18 @@ fn hello(stream: bool) -> Value {
     json!({"stream": stream, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 20})
 }
 
-/// A relay that prices `model-a` and writes usage records every 50 ms.
-fn metered(mock: &MockUpstream) -> TestRelayBuilder {
-    TestRelay::builder(mock).config(|c| {
-        c.prices.insert("model-a".into(), PRICE);
-        c.usage.flush_ms = 50;
-    })
-}
-
-/// Waits (bounded) until exactly one settled usage record is written, and returns it.
+/// Waits (bounded) until the one usage record of the test's one request is settled.
 async fn settled_record(relay: &TestRelay) -> UsageRecord {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let mut records = relay.store.usage_since(0, None, None).await.unwrap();
-            if let Some(record) = records.pop()
-                && record.outcome != Outcome::Pending
-            {
-                assert!(records.is_empty(), "one request, one record: {records:?}");
-                return record;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("no settled usage record was written")
+    let mut records = relay.settled_usage(1).await;
+    assert_eq!(records.len(), 1, "one request, one record: {records:?}");
+    records.remove(0)
 }
 
 #[tokio::test]
 async fn a_client_that_leaves_before_the_response_head_is_charged_its_prompt() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::Hang);
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     let request = tokio::spawn(relay.chat().json(&hello(true)).send());
     mock.request_received().await;
     request.abort();
@@ -71,7 +46,7 @@ async fn a_client_that_leaves_before_the_response_head_is_charged_its_prompt() {
 async fn a_stream_that_fails_before_its_first_event_is_charged_its_prompt() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::Stream(vec![Step::Hang]));
-    let relay = metered(&mock).config(|c| c.timeouts.first_byte_ms = 200).start().await;
+    let relay = TestRelay::metered(&mock).config(|c| c.timeouts.first_byte_ms = 200).start().await;
     let response = relay.send_chat(hello(true)).await;
     assert_eq!(response.status(), 504);
     let record = settled_record(&relay).await;
@@ -83,7 +58,7 @@ async fn a_stream_that_fails_before_its_first_event_is_charged_its_prompt() {
 async fn an_upstream_that_refuses_with_an_error_status_costs_nothing() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::Status { status: 500, retry_after: None, body: "{}".into() });
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     assert_eq!(relay.send_chat(hello(true)).await.status(), 502);
     let record = settled_record(&relay).await;
     assert_eq!((record.outcome, record.cost_micros), (Outcome::UpstreamError, 0));
@@ -94,7 +69,7 @@ async fn usage_beyond_what_the_request_could_produce_is_clamped_and_logged() {
     let mock = MockUpstream::start().await;
     let absurd = (i64::MAX as u64, i64::MAX as u64 - 1);
     mock.push(Reply::answer(&["Hi"], absurd));
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     let response = relay.send_chat(hello(true)).await;
     assert_eq!(response.status(), 200);
     let _ = read_events(response).await;
@@ -109,7 +84,7 @@ async fn usage_beyond_what_the_request_could_produce_is_clamped_and_logged() {
 async fn absurd_usage_rows_in_the_database_do_not_keep_the_relay_from_starting() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let first = metered(&mock)
+    let first = TestRelay::metered(&mock)
         .database(dir.path())
         .site(|s| s.limits.monthly_budget_micros = Some(1_000_000))
         .start()
@@ -138,7 +113,7 @@ async fn absurd_usage_rows_in_the_database_do_not_keep_the_relay_from_starting()
     first.stop().await;
 
     // Before, summing them failed and the relay could not start.
-    let second = metered(&mock).database(dir.path()).start().await;
+    let second = TestRelay::metered(&mock).database(dir.path()).start().await;
     // The first site's spend saturated: its budget is exhausted, and the relay says so.
     let response =
         second.chat_as(&first_key, Some(SITE_ORIGIN)).json(&hello(false)).send().await.unwrap();
@@ -151,7 +126,7 @@ async fn concurrent_requests_together_stay_within_tokens_per_minute() {
     for _ in 0..5 {
         mock.push(Reply::Stream(vec![Step::WaitForGate, Step::Content("ok"), Step::Done]));
     }
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     let limits = CallerLimits { tpm: Some(100), ..CallerLimits::default() };
     let spec =
         KeySpec { name: "backend".into(), scopes: vec![Scope::Chat], limits, ..KeySpec::default() };
@@ -193,7 +168,7 @@ async fn an_interrupted_stream_of_cjk_text_is_estimated_by_its_chunks_not_its_by
     let mut steps: Vec<Step> = (0..10).map(|_| Step::Content("語")).collect();
     steps.push(Step::Hang);
     mock.push(Reply::Stream(steps));
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     let response = relay.send_chat(hello(true)).await;
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
@@ -214,7 +189,7 @@ async fn a_running_request_has_its_worst_case_in_the_database_before_the_upstrea
     let mock = MockUpstream::start().await;
     mock.push(Reply::Stream(vec![Step::WaitForRelease, Step::Content("ok"), Step::Done]));
     // Batches of finished records far apart: only the pending row can be in the database.
-    let relay = metered(&mock).config(|c| c.usage.flush_ms = 600_000).start().await;
+    let relay = TestRelay::metered(&mock).config(|c| c.usage.flush_ms = 600_000).start().await;
     let request = tokio::spawn(relay.chat().json(&hello(true)).send());
     mock.request_received().await;
     let records = relay.store.usage_since(0, None, None).await.unwrap();
@@ -239,7 +214,7 @@ async fn a_running_request_has_its_worst_case_in_the_database_before_the_upstrea
 async fn a_stream_that_never_ends_is_ended_at_stream_ms_and_settled() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::Stream(vec![Step::Endless(Duration::from_millis(10))]));
-    let relay = metered(&mock).config(|c| c.timeouts.stream_ms = 300).start().await;
+    let relay = TestRelay::metered(&mock).config(|c| c.timeouts.stream_ms = 300).start().await;
     let response = relay.send_chat(hello(true)).await;
     assert_eq!(response.status(), 200);
     let events = tokio::time::timeout(Duration::from_secs(10), read_events(response))

@@ -1,15 +1,9 @@
 //! Whole answers: a client that asks for no stream is answered by one upstream call that does
 //! not stream either, passed on with only the model replaced.
 
-use std::time::Duration;
-
-use confab_server::budget::Price;
 use confab_server::store::{Outcome, UsageRecord};
-use confab_tests::{MockUpstream, Reply, Step, TestRelay, TestRelayBuilder, json_body};
+use confab_tests::{MockUpstream, Reply, Step, TestRelay, json_body};
 use serde_json::{Value, json};
-
-/// One micro-dollar per token, in and out: costs equal token counts.
-const PRICE: Price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
 
 fn hello() -> Value {
     json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 20})
@@ -19,37 +13,18 @@ fn envelope(kind: &str, code: &str, message: &str) -> Value {
     json!({"error": {"type": kind, "code": code, "message": message}})
 }
 
-/// A relay that prices `model-a` and writes usage records every 50 ms.
-fn metered(mock: &MockUpstream) -> TestRelayBuilder {
-    TestRelay::builder(mock).config(|c| {
-        c.prices.insert("model-a".into(), PRICE);
-        c.usage.flush_ms = 50;
-    })
-}
-
-/// Waits (bounded) until a usage record is written and settled, and returns it.
+/// Waits (bounded) until the one usage record of the test's one request is settled.
 async fn only_usage_record(relay: &TestRelay) -> UsageRecord {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let mut records = relay.store.usage_since(0, None, None).await.unwrap();
-            if let Some(record) = records.pop()
-                && record.outcome != Outcome::Pending
-            {
-                assert!(records.is_empty(), "one request, one record: {records:?}");
-                return record;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("no usage record was written")
+    let mut records = relay.settled_usage(1).await;
+    assert_eq!(records.len(), 1, "one request, one record: {records:?}");
+    records.remove(0)
 }
 
 #[tokio::test]
 async fn a_whole_answer_is_the_upstreams_own_with_only_the_model_replaced() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::answer(&["Hello", " there"], (7, 3)));
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     let response = relay.send_chat(hello()).await;
     assert_eq!(response.headers()["content-type"], "application/json");
     let (status, body) = json_body(response).await;
@@ -88,7 +63,7 @@ async fn an_answer_without_usage_gets_the_relays_estimate_in_the_body_and_the_re
     // 16 bytes of answer: 4 tokens. 34 bytes of prompt (the site's system prompt and "Hello") in
     // two messages: the prompt's ceiling, 34 + 2 x 4 + 3 = 45 tokens, is what an estimate charges.
     mock.push(Reply::Stream(vec![Step::Content("sixteen bytes!!!"), Step::Finish("stop")]));
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     let (status, body) = json_body(relay.send_chat(hello()).await).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "model-a");
@@ -105,7 +80,7 @@ async fn an_answer_without_usage_gets_the_relays_estimate_in_the_body_and_the_re
 async fn an_answer_slower_than_answer_ms_is_a_504_and_the_upstream_call_is_cancelled() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::Stream(vec![Step::Content("late"), Step::Hang]));
-    let relay = metered(&mock).config(|c| c.timeouts.answer_ms = 200).start().await;
+    let relay = TestRelay::metered(&mock).config(|c| c.timeouts.answer_ms = 200).start().await;
     assert_eq!(
         json_body(relay.send_chat(hello()).await).await,
         (
@@ -130,7 +105,7 @@ async fn an_answer_slower_than_answer_ms_is_a_504_and_the_upstream_call_is_cance
 async fn an_answer_refused_with_an_error_status_costs_nothing() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::Status { status: 503, retry_after: None, body: "busy".into() });
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     assert_eq!(relay.send_chat(hello()).await.status(), 502);
     let record = only_usage_record(&relay).await;
     assert_eq!((record.outcome, record.cost_micros), (Outcome::UpstreamError, 0));
@@ -192,7 +167,7 @@ async fn garbage_or_an_error_in_place_of_an_answer_is_reported_not_forwarded() {
 async fn a_client_that_leaves_before_the_answer_is_charged_the_worst_case() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::Stream(vec![Step::Hang]));
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     let request = tokio::spawn({
         let call = relay.chat().json(&hello());
         async move { call.send().await }

@@ -2,47 +2,23 @@
 
 use std::time::Duration;
 
-use confab_server::budget::Price;
 use confab_server::keys::KeySpec;
 use confab_server::store::{CallerLimits, Outcome, Scope, UsageRecord, VisitorLimits};
-use confab_tests::{MockUpstream, Reply, Step, TestRelay, TestRelayBuilder, json_body};
+use confab_tests::{MockUpstream, Reply, Step, TestRelay, json_body};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-/// One micro-dollar per token, in and out: costs equal token counts.
-const PRICE: Price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
-
 fn hello() -> Value {
     json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 20})
-}
-
-/// A relay that prices `model-a` and writes usage records every 50 ms.
-fn metered(mock: &MockUpstream) -> TestRelayBuilder {
-    TestRelay::builder(mock).config(|c| {
-        c.prices.insert("model-a".into(), PRICE);
-        c.usage.flush_ms = 50;
-    })
 }
 
 fn key_spec(limits: CallerLimits) -> KeySpec {
     KeySpec { name: "backend".into(), scopes: vec![Scope::Chat], limits, ..KeySpec::default() }
 }
 
-/// Waits (bounded) until at least `count` usage records are written and settled (none still
-/// pending), and returns them all.
 async fn usage_records(relay: &TestRelay, count: usize) -> Vec<UsageRecord> {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let records = relay.store.usage_since(0, None, None).await.unwrap();
-            if records.len() >= count && records.iter().all(|r| r.outcome != Outcome::Pending) {
-                return records;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("fewer than {count} usage records were written"))
+    relay.settled_usage(count).await
 }
 
 #[tokio::test]
@@ -51,7 +27,7 @@ async fn a_limit_of_n_per_minute_under_concurrent_load_admits_exactly_n() {
     for _ in 0..40 {
         mock.push(Reply::answer(&["ok"], (1, 1)));
     }
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     let (_, secret) =
         relay.create_key(key_spec(CallerLimits { rpm: Some(10), ..Default::default() })).await;
 
@@ -71,7 +47,7 @@ async fn a_rate_limited_response_names_the_limit_and_says_when_to_retry() {
     for _ in 0..2 {
         mock.push(Reply::answer(&["ok"], (1, 1)));
     }
-    let relay = metered(&mock)
+    let relay = TestRelay::metered(&mock)
         .site(|s| s.visitor_limits = VisitorLimits { rpm: Some(2), ..Default::default() })
         .start()
         .await;
@@ -112,7 +88,7 @@ async fn visitors_behind_a_trusted_proxy_are_told_apart_by_x_forwarded_for() {
         relay.chat().header("X-Forwarded-For", format!("{ip}, 127.0.0.1")).json(&hello()).send()
     };
     // Behind a proxy the relay trusts, each client address has its own limit...
-    let relay = metered(&mock)
+    let relay = TestRelay::metered(&mock)
         .config(|c| c.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()])
         .site(|s| s.visitor_limits = VisitorLimits { rpm: Some(1), ..Default::default() })
         .start()
@@ -121,7 +97,7 @@ async fn visitors_behind_a_trusted_proxy_are_told_apart_by_x_forwarded_for() {
     assert_eq!(from(&relay, "203.0.113.2").await.unwrap().status(), 200);
     assert_eq!(from(&relay, "203.0.113.1").await.unwrap().status(), 429);
     // ...while from anyone else the header is ignored: it cannot be used to dodge the limit.
-    let untrusting = metered(&mock)
+    let untrusting = TestRelay::metered(&mock)
         .site(|s| s.visitor_limits = VisitorLimits { rpm: Some(1), ..Default::default() })
         .start()
         .await;
@@ -133,7 +109,7 @@ async fn visitors_behind_a_trusted_proxy_are_told_apart_by_x_forwarded_for() {
 async fn tokens_per_minute_hold_back_the_next_request_after_a_large_answer() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::answer(&["a long answer"], (40, 60)));
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     let (_, secret) =
         relay.create_key(key_spec(CallerLimits { tpm: Some(50), ..Default::default() })).await;
     let first = relay.chat_as(&secret, None).json(&hello()).send().await.unwrap();
@@ -158,7 +134,7 @@ async fn two_hundred_concurrent_requests_against_a_budget_for_fifty_serve_exactl
             Step::Done,
         ]));
     }
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     // The worst case of `hello()`: 5 prompt bytes + 4 per message + 3 = 12 tokens, plus
     // max_tokens 20; at one micro-dollar a token, 32 micro-dollars. The upstream then reports
     // exactly that, so the budget is spent to the last micro-dollar and not one more.
@@ -222,7 +198,7 @@ async fn two_hundred_concurrent_requests_against_a_budget_for_fifty_serve_exactl
 #[tokio::test]
 async fn a_request_that_does_not_fit_the_site_budget_gets_402_before_any_upstream_call() {
     let mock = MockUpstream::start().await;
-    let relay = metered(&mock)
+    let relay = TestRelay::metered(&mock)
         .site(|s| {
             s.limits = CallerLimits { daily_budget_micros: Some(31), ..Default::default() };
         })
@@ -245,7 +221,7 @@ async fn a_stream_the_client_drops_half_way_is_recorded_with_the_tokens_it_gener
         Step::Content(" more text!!"),
         Step::Hang,
     ]));
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     let mut request = hello();
     request["stream"] = json!(true);
     let response = relay.send_chat(request).await;
@@ -274,7 +250,7 @@ async fn a_stream_the_client_drops_half_way_is_recorded_with_the_tokens_it_gener
 async fn a_completed_request_is_recorded_with_its_caller_tokens_cost_and_a_hashed_visitor() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::answer(&["Hi"], (7, 3)));
-    let relay = metered(&mock).start().await;
+    let relay = TestRelay::metered(&mock).start().await;
     let response = relay.send_chat(hello()).await;
     assert_eq!(response.status(), 200);
     let records = usage_records(&relay, 1).await;

@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use confab_server::budget::Price;
 use confab_server::config::{Config, UpstreamConfig, UpstreamKind};
 use confab_server::keys::{self, KeySpec};
 use confab_server::sites::{self, SiteSpec};
-use confab_server::store::{ApiKey, SqliteStore, Store};
+use confab_server::store::{ApiKey, Outcome, SqliteStore, Store, UsageRecord};
 use confab_server::webhooks::Webhooks;
 use confab_server::{AppState, serve};
 use reqwest::header::{AUTHORIZATION, ORIGIN};
@@ -169,6 +170,16 @@ impl TestRelay {
         TestRelayBuilder { config, site, database_dir: None }
     }
 
+    /// [`TestRelay::builder`] with `model-a` priced at one micro-dollar per token, in and out
+    /// (so costs equal token counts), and usage records written every 50 ms.
+    pub fn metered(mock: &MockUpstream) -> TestRelayBuilder {
+        let price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
+        Self::builder(mock).config(|c| {
+            c.prices.insert("model-a".into(), price);
+            c.usage.flush_ms = 50;
+        })
+    }
+
     pub async fn start(mock: &MockUpstream) -> Self {
         Self::builder(mock).start().await
     }
@@ -214,6 +225,22 @@ impl TestRelay {
     pub async fn create_key(&self, spec: KeySpec) -> (ApiKey, String) {
         let issued = keys::create_key(self.store.as_ref(), &self.config, spec).await.unwrap();
         (issued.key, issued.secret.reveal().to_owned())
+    }
+
+    /// Waits (bounded) until at least `count` usage records are written and all of them are
+    /// settled (none still `pending`), and returns them, oldest first.
+    pub async fn settled_usage(&self, count: usize) -> Vec<UsageRecord> {
+        tokio::time::timeout(crate::WAIT, async {
+            loop {
+                let records = self.store.usage_since(0, None, None).await.unwrap();
+                if records.len() >= count && records.iter().all(|r| r.outcome != Outcome::Pending) {
+                    return records;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("fewer than {count} settled usage records were written"))
     }
 
     /// Creates another site on this relay and returns its key.
