@@ -96,12 +96,17 @@ pub enum SitesCommand {
         #[arg(long, conflicts_with = "suggestions")]
         no_suggestions: bool,
     },
-    /// Set a site's limits and budgets (replacing all of them: options not given are unlimited,
-    /// or the [visitors] default for visitor limits).
+    /// Change a site's limits and budgets. Options not given keep their current value;
+    /// `--clear LIMIT` removes one (unlimited again, or the [visitors] default for visitor
+    /// limits).
     Limits {
         id: String,
         #[command(flatten)]
         limits: SiteLimitArgs,
+        /// Remove this limit or budget (repeatable): rpm, rpd, tpm, monthly-budget,
+        /// daily-budget, visitor-rpm, visitor-rpd, verified-rpm, verified-rpd.
+        #[arg(long = "clear", value_name = "LIMIT")]
+        clear: Vec<LimitName>,
     },
     /// Verified visitors: make the site's visitor secret (for the tokens its backend signs),
     /// require verification, or turn it off.
@@ -180,7 +185,55 @@ pub struct SiteLimitArgs {
     pub verified_rpd: Option<u32>,
 }
 
+/// A site limit or budget, as `sites limits --clear` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitName {
+    Rpm,
+    Rpd,
+    Tpm,
+    MonthlyBudget,
+    DailyBudget,
+    VisitorRpm,
+    VisitorRpd,
+    VerifiedRpm,
+    VerifiedRpd,
+}
+
 impl SiteLimitArgs {
+    /// The change these flags ask for: the options given are set, the `cleared` ones removed,
+    /// the others kept. Naming one limit in both is refused, since it says two things.
+    fn change(&self, cleared: &[LimitName]) -> anyhow::Result<sites::LimitsChange> {
+        fn pick<T>(
+            value: Option<T>,
+            name: LimitName,
+            cleared: &[LimitName],
+        ) -> anyhow::Result<sites::Change<T>> {
+            match (value, cleared.contains(&name)) {
+                (Some(_), true) => {
+                    let flag = clap::ValueEnum::to_possible_value(&name)
+                        .map(|v| v.get_name().to_owned())
+                        .unwrap_or_default();
+                    bail!("--{flag} and --clear {flag} contradict each other; give one of them")
+                }
+                (Some(value), false) => Ok(sites::Change::Set(value)),
+                (None, true) => Ok(sites::Change::Clear),
+                (None, false) => Ok(sites::Change::Keep),
+            }
+        }
+        let site = &self.site;
+        Ok(sites::LimitsChange {
+            rpm: pick(site.rpm, LimitName::Rpm, cleared)?,
+            rpd: pick(site.rpd, LimitName::Rpd, cleared)?,
+            tpm: pick(site.tpm, LimitName::Tpm, cleared)?,
+            monthly_budget_micros: pick(site.monthly_budget, LimitName::MonthlyBudget, cleared)?,
+            daily_budget_micros: pick(site.daily_budget, LimitName::DailyBudget, cleared)?,
+            visitor_rpm: pick(self.visitor_rpm, LimitName::VisitorRpm, cleared)?,
+            visitor_rpd: pick(self.visitor_rpd, LimitName::VisitorRpd, cleared)?,
+            verified_rpm: pick(self.verified_rpm, LimitName::VerifiedRpm, cleared)?,
+            verified_rpd: pick(self.verified_rpd, LimitName::VerifiedRpd, cleared)?,
+        })
+    }
+
     fn split(&self) -> (CallerLimits, VisitorLimits) {
         (
             self.site.limits(),
@@ -526,12 +579,9 @@ async fn run_sites(
             let site = store.site(&id).await?.unwrap_or(site);
             print_flush(&format!("{}\n", describe(&site)));
         }
-        SitesCommand::Limits { id, limits } => {
-            let (limits, visitor_limits) = limits.split();
-            if !sites::update_limits(store, &id, limits, visitor_limits).await? {
-                bail!("no site with id `{id}` (see `confab sites list`)");
-            }
-            let Some(site) = store.site(&id).await? else {
+        SitesCommand::Limits { id, limits, clear } => {
+            let change = limits.change(&clear)?;
+            let Some(site) = sites::update_limits(store, &id, &change).await? else {
                 bail!("no site with id `{id}` (see `confab sites list`)");
             };
             print_flush(&format!("{}\n", describe(&site)));

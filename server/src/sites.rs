@@ -50,15 +50,103 @@ fn validate_site_limits(limits: &CallerLimits, visitors: &VisitorLimits) -> Resu
     Ok(())
 }
 
-/// Replaces a site's limits and budgets.
+/// A change to one optional setting: keep what it is, clear it (unlimited, or the config's
+/// default), or set it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Change<T> {
+    #[default]
+    Keep,
+    Clear,
+    Set(T),
+}
+
+impl<T> Change<T> {
+    /// `Set` for a value, `Clear` for none: what a full replacement says about one setting.
+    pub fn replacing(value: Option<T>) -> Self {
+        value.map_or(Change::Clear, Change::Set)
+    }
+
+    /// The setting after this change.
+    pub fn apply(self, current: Option<T>) -> Option<T> {
+        match self {
+            Change::Keep => current,
+            Change::Clear => None,
+            Change::Set(value) => Some(value),
+        }
+    }
+}
+
+/// What to change about a site's limits and budgets; what is not mentioned keeps its value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitsChange {
+    pub rpm: Change<u32>,
+    pub rpd: Change<u32>,
+    pub tpm: Change<u32>,
+    pub monthly_budget_micros: Change<u64>,
+    pub daily_budget_micros: Change<u64>,
+    pub visitor_rpm: Change<u32>,
+    pub visitor_rpd: Change<u32>,
+    pub verified_rpm: Change<u32>,
+    pub verified_rpd: Change<u32>,
+}
+
+impl LimitsChange {
+    /// Every limit replaced: the given ones set, the others cleared.
+    pub fn replacing(limits: CallerLimits, visitors: VisitorLimits) -> Self {
+        Self {
+            rpm: Change::replacing(limits.rpm),
+            rpd: Change::replacing(limits.rpd),
+            tpm: Change::replacing(limits.tpm),
+            monthly_budget_micros: Change::replacing(limits.monthly_budget_micros),
+            daily_budget_micros: Change::replacing(limits.daily_budget_micros),
+            visitor_rpm: Change::replacing(visitors.rpm),
+            visitor_rpd: Change::replacing(visitors.rpd),
+            verified_rpm: Change::replacing(visitors.verified_rpm),
+            verified_rpd: Change::replacing(visitors.verified_rpd),
+        }
+    }
+
+    /// The limits after this change.
+    pub fn apply(
+        &self,
+        limits: CallerLimits,
+        visitors: VisitorLimits,
+    ) -> (CallerLimits, VisitorLimits) {
+        (
+            CallerLimits {
+                rpm: self.rpm.apply(limits.rpm),
+                rpd: self.rpd.apply(limits.rpd),
+                tpm: self.tpm.apply(limits.tpm),
+                monthly_budget_micros: self
+                    .monthly_budget_micros
+                    .apply(limits.monthly_budget_micros),
+                daily_budget_micros: self.daily_budget_micros.apply(limits.daily_budget_micros),
+            },
+            VisitorLimits {
+                rpm: self.visitor_rpm.apply(visitors.rpm),
+                rpd: self.visitor_rpd.apply(visitors.rpd),
+                verified_rpm: self.verified_rpm.apply(visitors.verified_rpm),
+                verified_rpd: self.verified_rpd.apply(visitors.verified_rpd),
+            },
+        )
+    }
+}
+
+/// Changes a site's limits and budgets: what `change` does not mention keeps its value, so
+/// setting one limit never removes a budget. Returns the site as changed, `None` when there is
+/// no such site.
 pub async fn update_limits(
     store: &dyn Store,
     id: &str,
-    limits: CallerLimits,
-    visitor_limits: VisitorLimits,
-) -> Result<bool, SiteError> {
+    change: &LimitsChange,
+) -> Result<Option<Site>, SiteError> {
+    let Some(site) = store.site(id).await? else { return Ok(None) };
+    let (limits, visitor_limits) = change.apply(site.limits, site.visitor_limits);
     validate_site_limits(&limits, &visitor_limits)?;
-    Ok(store.set_site_limits(id, &limits, &visitor_limits).await?)
+    if !store.set_site_limits(id, &limits, &visitor_limits).await? {
+        return Ok(None);
+    }
+    Ok(store.site(id).await?)
 }
 
 /// What to change about a site's visitor verification.

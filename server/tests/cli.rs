@@ -1248,3 +1248,64 @@ async fn the_official_openai_python_client_works_against_the_relay() {
 
     relay.kill().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Operator safety: changes that keep what they do not mention, rotation with a chosen grace,
+// origins added and removed one by one
+// ---------------------------------------------------------------------------------------------
+
+/// `confab sites show ID --json`'s `limits` object.
+async fn site_limits(work: &Workdir, id: &str) -> Value {
+    work.run(&["sites", "show", id, "--json"], &[]).await.assert_success().json()["limits"].clone()
+}
+
+#[tokio::test]
+async fn setting_one_site_limit_keeps_the_others_and_clear_removes_only_the_one_named() {
+    let work = Workdir::new();
+    let created =
+        work.create_site(&["--name", "Shop", "--origin", "https://shop.example"], &[]).await;
+    let id = created["id"].as_str().unwrap();
+
+    work.run(&["sites", "limits", id, "--monthly-budget", "5", "--visitor-rpm", "7"], &[])
+        .await
+        .assert_success();
+    work.run(&["sites", "limits", id, "--rpm", "10"], &[]).await.assert_success();
+    let limits = site_limits(&work, id).await;
+    assert_eq!(
+        (&limits["rpm"], &limits["monthly_budget_micros"], &limits["visitor_rpm"]),
+        (&json!(10), &json!(5_000_000), &json!(7)),
+        "{limits}"
+    );
+
+    work.run(&["sites", "limits", id, "--clear", "monthly-budget"], &[]).await.assert_success();
+    let limits = site_limits(&work, id).await;
+    assert_eq!(
+        (&limits["rpm"], &limits["monthly_budget_micros"], &limits["visitor_rpm"]),
+        (&json!(10), &Value::Null, &json!(7)),
+        "{limits}"
+    );
+    work.run(&["sites", "limits", id, "--clear", "rpm", "--clear", "visitor-rpm"], &[])
+        .await
+        .assert_success();
+    assert_eq!(
+        site_limits(&work, id).await,
+        json!({
+            "rpm": null, "rpd": null, "tpm": null,
+            "monthly_budget_micros": null, "daily_budget_micros": null,
+            "visitor_rpm": null, "visitor_rpd": null,
+            "verified_rpm": null, "verified_rpd": null,
+        })
+    );
+
+    let both = work
+        .run(&["sites", "limits", id, "--rpm", "5", "--clear", "rpm"], &[])
+        .await
+        .assert_failure();
+    assert_eq!(
+        both.stderr,
+        "error: --rpm and --clear rpm contradict each other; give one of them\n"
+    );
+    let help = work.run(&["sites", "limits", "--help"], &[]).await.assert_success();
+    assert!(help.stdout.contains("keep their current value"), "{}", help.stdout);
+    assert!(help.stdout.contains("--clear <LIMIT>"), "{}", help.stdout);
+}

@@ -96,7 +96,7 @@ async fn sites_are_created_listed_limited_and_deleted_over_the_admin_api() {
     let (status, limited) = admin(&relay, Method::PUT, &path, Some(json!({"rpm": 100}))).await;
     assert_eq!(status, 200, "{limited}");
     assert_eq!(limited["limits"]["rpm"], 100);
-    assert_eq!(limited["limits"]["visitor_rpm"], Value::Null, "limits are replaced as a whole");
+    assert_eq!(limited["limits"]["visitor_rpm"], Value::Null, "PUT replaces limits as a whole");
     let (status, body) = admin(&relay, Method::PUT, &path, Some(json!({"rpm": 0}))).await;
     assert_eq!(
         (status, &body["error"]["message"]),
@@ -222,6 +222,7 @@ async fn the_openapi_document_describes_every_admin_route() {
         ("GET", "/admin/v1/sites/{id}"),
         ("DELETE", "/admin/v1/sites/{id}"),
         ("PUT", "/admin/v1/sites/{id}/limits"),
+        ("PATCH", "/admin/v1/sites/{id}/limits"),
         ("GET", "/admin/v1/keys"),
         ("POST", "/admin/v1/keys"),
         ("POST", "/admin/v1/keys/{id}/rotate"),
@@ -258,4 +259,46 @@ async fn a_sites_visitor_token_mode_is_shown_as_the_openapi_document_describes_i
     let (_, doc) = admin(&relay, Method::GET, "/admin/v1/openapi.json", None).await;
     let documented = &doc["components"]["schemas"]["Site"]["properties"]["verification"];
     assert_eq!(documented["properties"]["mode"]["enum"], json!(["hmac", "jwt"]));
+}
+
+#[tokio::test]
+async fn patching_a_sites_limits_keeps_what_the_body_leaves_out_and_null_clears() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let path = format!("/admin/v1/sites/{}/limits", relay.site_id);
+    let body = json!({"monthly_budget_micros": 5_000_000, "visitor_rpm": 7});
+    let (status, site) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!(status, 200, "{site}");
+
+    let (status, site) = admin(&relay, Method::PATCH, &path, Some(json!({"rpm": 10}))).await;
+    assert_eq!(status, 200, "{site}");
+    let limits = &site["limits"];
+    assert_eq!(
+        (&limits["rpm"], &limits["monthly_budget_micros"], &limits["visitor_rpm"]),
+        (&json!(10), &json!(5_000_000), &json!(7)),
+        "{limits}"
+    );
+
+    let body = json!({"monthly_budget_micros": null});
+    let (status, site) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!(status, 200, "{site}");
+    let limits = &site["limits"];
+    assert_eq!(
+        (&limits["rpm"], &limits["monthly_budget_micros"], &limits["visitor_rpm"]),
+        (&json!(10), &Value::Null, &json!(7)),
+        "{limits}"
+    );
+
+    // The merged result is validated, and a refused change changes nothing.
+    let (status, body) = admin(&relay, Method::PATCH, &path, Some(json!({"rpd": 0}))).await;
+    assert_eq!(
+        (status, &body["error"]["message"]),
+        (400, &json!("rpd: must be at least 1 (leave it out for no limit)"))
+    );
+    let (_, site) =
+        admin(&relay, Method::GET, &format!("/admin/v1/sites/{}", relay.site_id), None).await;
+    assert_eq!(site["limits"]["rpm"], 10);
+    let missing =
+        admin(&relay, Method::PATCH, "/admin/v1/sites/site_none/limits", Some(json!({}))).await;
+    assert_eq!(missing.0, 404);
 }

@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use super::{ApiJson, AppState, usage::days_param};
 use crate::error::ApiError;
 use crate::keys::{self, KeyError, KeySpec};
-use crate::sites::{self, SiteError, SiteSpec};
+use crate::sites::{self, Change, LimitsChange, SiteError, SiteSpec};
 use crate::store::{CallerLimits, Scope, SiteWidget, VisitorLimits};
 
 /// The OpenAPI 3.1 description of this module's routes (kept in step by a test).
@@ -30,7 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/openapi.json", get(openapi))
         .route("/admin/v1/sites", get(list_sites).post(create_site))
         .route("/admin/v1/sites/{id}", get(show_site).delete(delete_site))
-        .route("/admin/v1/sites/{id}/limits", put(set_site_limits))
+        .route("/admin/v1/sites/{id}/limits", put(replace_site_limits).patch(change_site_limits))
         .route("/admin/v1/keys", get(list_keys).post(create_key))
         .route("/admin/v1/keys/{id}/rotate", post(rotate_key))
         .route("/admin/v1/keys/{id}/revoke", post(revoke_key))
@@ -142,6 +142,56 @@ impl LimitsBody {
     }
 }
 
+/// A change to limits in the admin API's JSON (`PATCH`): an absent field keeps its value, `null`
+/// clears it, a number sets it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsPatchBody {
+    #[serde(default, deserialize_with = "change")]
+    rpm: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    rpd: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    tpm: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    monthly_budget_micros: Change<u64>,
+    #[serde(default, deserialize_with = "change")]
+    daily_budget_micros: Change<u64>,
+    #[serde(default, deserialize_with = "change")]
+    visitor_rpm: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    visitor_rpd: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    verified_rpm: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    verified_rpd: Change<u32>,
+}
+
+/// A present field: `null` clears, a value sets (an absent one is `Change::Keep`, the default).
+fn change<'de, D, T>(deserializer: D) -> Result<Change<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Change::replacing(Option::<T>::deserialize(deserializer)?))
+}
+
+impl LimitsPatchBody {
+    fn change(&self) -> LimitsChange {
+        LimitsChange {
+            rpm: self.rpm,
+            rpd: self.rpd,
+            tpm: self.tpm,
+            monthly_budget_micros: self.monthly_budget_micros,
+            daily_budget_micros: self.daily_budget_micros,
+            visitor_rpm: self.visitor_rpm,
+            visitor_rpd: self.visitor_rpd,
+            verified_rpm: self.verified_rpm,
+            verified_rpd: self.verified_rpd,
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct WidgetBody {
@@ -227,17 +277,35 @@ async fn delete_site(
     }
 }
 
-async fn set_site_limits(
+/// `PATCH`: the limits the body names change, the others keep their value (as `confab sites
+/// limits` does).
+async fn change_site_limits(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<LimitsPatchBody>,
+) -> Result<Json<Value>, ApiError> {
+    changed_site_limits(&state, &id, &body.change()).await
+}
+
+/// `PUT`: the body is the whole set of limits; what it leaves out is removed.
+async fn replace_site_limits(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<LimitsBody>,
 ) -> Result<Json<Value>, ApiError> {
     let (limits, visitor_limits) = body.split();
-    if !sites::update_limits(state.store.as_ref(), &id, limits, visitor_limits).await? {
-        return Err(not_found("site", &id));
-    }
-    show_site(Admin, State(state), Path(id)).await
+    changed_site_limits(&state, &id, &LimitsChange::replacing(limits, visitor_limits)).await
+}
+
+async fn changed_site_limits(
+    state: &AppState,
+    id: &str,
+    change: &LimitsChange,
+) -> Result<Json<Value>, ApiError> {
+    let site = sites::update_limits(state.store.as_ref(), id, change).await?;
+    site.map(|site| Json(sites::site_view(&site))).ok_or_else(|| not_found("site", id))
 }
 
 #[derive(Debug, Deserialize)]
