@@ -1309,3 +1309,41 @@ async fn setting_one_site_limit_keeps_the_others_and_clear_removes_only_the_one_
     assert!(help.stdout.contains("keep their current value"), "{}", help.stdout);
     assert!(help.stdout.contains("--clear <LIMIT>"), "{}", help.stdout);
 }
+
+#[tokio::test]
+async fn a_key_rotated_with_no_grace_stops_its_old_secret_on_a_running_relay() {
+    let work = Workdir::new();
+    let relay = Relay::start(&work, &[]).await;
+    let created = work
+        .run(&["keys", "create", "--name", "Backend", "--scope", "models", "--json"], &[])
+        .await
+        .assert_success()
+        .json();
+    let id = created["id"].as_str().unwrap();
+    let first = created["key"].as_str().unwrap();
+    wait_for_models_status(&relay, first, StatusCode::OK).await;
+
+    // The default grace is `keys.rotation_grace_secs` (a day).
+    let rotated = work.run(&["keys", "rotate", id, "--json"], &[]).await.assert_success().json();
+    let second = rotated["key"].as_str().unwrap().to_owned();
+    let until = rotated["previous_expires_at"].as_str().unwrap();
+    assert!(until > rfc3339_in(86_000).as_str(), "{until}");
+    wait_for_models_status(&relay, &second, StatusCode::OK).await;
+    wait_for_models_status(&relay, first, StatusCode::OK).await;
+
+    let rotated = work.run(&["keys", "rotate", id, "--grace", "0"], &[]).await.assert_success();
+    assert!(
+        rotated.stdout.contains("New secret (shown once); the previous one no longer works:"),
+        "{}",
+        rotated.stdout
+    );
+    wait_for_models_status(&relay, &second, StatusCode::UNAUTHORIZED).await;
+    relay.kill().await;
+}
+
+/// The RFC 3339 UTC time `secs` seconds from now, as the CLI prints times (so that the strings
+/// compare in time order).
+fn rfc3339_in(secs: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    confab_server::rfc3339(i64::try_from(now.as_secs()).unwrap() + secs)
+}

@@ -302,3 +302,70 @@ async fn patching_a_sites_limits_keeps_what_the_body_leaves_out_and_null_clears(
         admin(&relay, Method::PATCH, "/admin/v1/sites/site_none/limits", Some(json!({}))).await;
     assert_eq!(missing.0, 404);
 }
+
+#[tokio::test]
+async fn a_key_rotated_with_no_grace_refuses_its_old_secret_at_once() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let body = json!({"name": "Backend", "scopes": ["models"]});
+    let (_, created) = admin(&relay, Method::POST, "/admin/v1/keys", Some(body)).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let first = created["key"].as_str().unwrap().to_owned();
+    let models = |secret: String| {
+        let request = relay.client.get(relay.url("/v1/models")).bearer_auth(secret);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+
+    let rotate = format!("/admin/v1/keys/{id}/rotate");
+    let (status, rotated) =
+        admin(&relay, Method::POST, &rotate, Some(json!({"grace_secs": 3600}))).await;
+    assert_eq!(status, 200, "{rotated}");
+    let second = rotated["key"].as_str().unwrap().to_owned();
+    assert_eq!((models(first.clone()).await, models(second.clone()).await), (200, 200));
+
+    let (status, rotated) =
+        admin(&relay, Method::POST, &rotate, Some(json!({"grace_secs": 0}))).await;
+    assert_eq!(status, 200, "{rotated}");
+    let third = rotated["key"].as_str().unwrap().to_owned();
+    assert_eq!((models(second).await, models(third).await), (401, 200));
+
+    let (status, body) =
+        admin(&relay, Method::POST, &rotate, Some(json!({"grace_secs": -1}))).await;
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid_field")), "{body}");
+}
+
+#[tokio::test]
+async fn every_admin_answer_that_carries_a_secret_forbids_caching_it() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let send = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = relay.client.request(method, relay.url(path)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let cache_control = |response: &reqwest::Response| {
+        response.headers().get("cache-control").map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let site = json!({"name": "Blog", "origins": ["https://blog.example"]});
+    let created = send(Method::POST, "/admin/v1/sites", Some(site)).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(cache_control(&created).as_deref(), Some("no-store"));
+
+    let key = json!({"name": "Backend", "scopes": ["models"]});
+    let created = send(Method::POST, "/admin/v1/keys", Some(key)).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(cache_control(&created).as_deref(), Some("no-store"));
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
+    // Without a body, a rotation takes the configured grace.
+    let rotated = send(Method::POST, &format!("/admin/v1/keys/{id}/rotate"), None).await;
+    assert_eq!(rotated.status(), 200);
+    assert_eq!(cache_control(&rotated).as_deref(), Some("no-store"));
+
+    // Answers without a secret are not affected.
+    let listed = send(Method::GET, "/admin/v1/keys", None).await;
+    assert_eq!(cache_control(&listed), None);
+}

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::json::OptionalApiJson;
 use super::{ApiJson, AppState, usage::days_param};
 use crate::error::ApiError;
 use crate::keys::{self, KeyError, KeySpec};
@@ -100,6 +101,26 @@ impl From<KeyError> for ApiError {
             KeyError::NotFound(id) => not_found("active key", &id),
             KeyError::Store(e) => ApiError::internal(e),
         }
+    }
+}
+
+/// An answer that carries a secret shown once (a new site key or secret key): no cache, the
+/// browser's or a proxy's, may keep a copy.
+fn with_secret(status: StatusCode, body: Value) -> Response {
+    let no_store = [(axum::http::header::CACHE_CONTROL, "no-store")];
+    (status, no_store, Json(body)).into_response()
+}
+
+/// How long a replaced secret keeps working; absent: `keys.rotation_grace_secs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraceBody {
+    grace_secs: Option<u64>,
+}
+
+impl GraceBody {
+    fn grace(&self, state: &AppState) -> Duration {
+        Duration::from_secs(self.grace_secs.unwrap_or(state.config.keys.rotation_grace_secs))
     }
 }
 
@@ -253,7 +274,7 @@ async fn create_site(
     let created = sites::create_site(state.store.as_ref(), &state.config, spec, false).await?;
     let mut view = sites::site_view(&created.site);
     view["key"] = json!(created.key.reveal());
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    Ok(with_secret(StatusCode::CREATED, view))
 }
 
 async fn show_site(
@@ -368,17 +389,18 @@ async fn create_key(
         },
     };
     let issued = keys::create_key(state.store.as_ref(), &state.config, spec).await?;
-    Ok((StatusCode::CREATED, Json(issued_view(&issued))).into_response())
+    Ok(with_secret(StatusCode::CREATED, issued_view(&issued)))
 }
 
+/// The body, optional, may set `grace_secs` (0: the old secret stops at once).
 async fn rotate_key(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let grace = Duration::from_secs(state.config.keys.rotation_grace_secs);
-    let issued = keys::rotate_key(state.store.as_ref(), &id, grace).await?;
-    Ok(Json(issued_view(&issued)))
+    OptionalApiJson(body): OptionalApiJson<GraceBody>,
+) -> Result<Response, ApiError> {
+    let issued = keys::rotate_key(state.store.as_ref(), &id, body.grace(&state)).await?;
+    Ok(with_secret(StatusCode::OK, issued_view(&issued)))
 }
 
 async fn revoke_key(
