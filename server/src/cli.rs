@@ -108,6 +108,17 @@ pub enum SitesCommand {
         #[arg(long = "clear", value_name = "LIMIT")]
         clear: Vec<LimitName>,
     },
+    /// Add or remove origins the site's key may be used from (normalised like at creation).
+    Origins {
+        id: String,
+        /// An origin to add, like https://shop.example (repeatable).
+        #[arg(long = "add", value_name = "ORIGIN")]
+        add: Vec<String>,
+        /// An origin to remove (repeatable). The last one cannot be removed unless the site
+        /// allows calls without an Origin.
+        #[arg(long = "remove", value_name = "ORIGIN")]
+        remove: Vec<String>,
+    },
     /// Verified visitors: make the site's visitor secret (for the tokens its backend signs),
     /// require verification, or turn it off.
     Verification {
@@ -582,6 +593,12 @@ async fn run_sites(
         SitesCommand::Limits { id, limits, clear } => {
             let change = limits.change(&clear)?;
             let Some(site) = sites::update_limits(store, &id, &change).await? else {
+                bail!("no site with id `{id}` (see `confab sites list`)");
+            };
+            print_flush(&format!("{}\n", describe(&site)));
+        }
+        SitesCommand::Origins { id, add, remove } => {
+            let Some(site) = sites::change_origins(store, &id, &add, &remove).await? else {
                 bail!("no site with id `{id}` (see `confab sites list`)");
             };
             print_flush(&format!("{}\n", describe(&site)));

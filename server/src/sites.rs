@@ -149,6 +149,61 @@ pub async fn update_limits(
     Ok(store.site(id).await?)
 }
 
+/// Adds and removes origins of a site, normalised and checked as at creation. Removing an
+/// origin the site does not list is refused (a typo must not look like success), and so is
+/// removing the last one of a site that does not accept calls without an `Origin`: its key would
+/// work nowhere, which is what deleting the site is for. Returns the site as changed, `None`
+/// when there is no such site.
+pub async fn change_origins(
+    store: &dyn Store,
+    id: &str,
+    add: &[String],
+    remove: &[String],
+) -> Result<Option<Site>, SiteError> {
+    if add.is_empty() && remove.is_empty() {
+        return Err(invalid("origin", "give an origin to add or to remove"));
+    }
+    let normalize = |origins: &[String]| -> Result<Vec<String>, SiteError> {
+        origins
+            .iter()
+            .map(|origin| normalize_origin(origin).map_err(|problem| invalid("origin", problem)))
+            .collect()
+    };
+    let (add, remove) = (normalize(add)?, normalize(remove)?);
+    let Some(site) = store.site(id).await? else { return Ok(None) };
+    let mut origins = site.origins.clone();
+    for origin in &remove {
+        if !origins.contains(origin) {
+            return Err(invalid(
+                "origin",
+                format!(
+                    "`{origin}` is not an origin of site {id} (it lists: {})",
+                    if site.origins.is_empty() { "none".into() } else { site.origins.join(", ") }
+                ),
+            ));
+        }
+        origins.retain(|o| o != origin);
+    }
+    for origin in add {
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    if origins.is_empty() && !site.allow_no_origin {
+        return Err(invalid(
+            "origin",
+            format!(
+                "cannot remove the last origin of site {id}: its key would work from nowhere \
+                 (add another origin first, or delete the site)"
+            ),
+        ));
+    }
+    if !store.set_site_origins(id, &origins).await? {
+        return Ok(None);
+    }
+    Ok(store.site(id).await?)
+}
+
 /// What to change about a site's visitor verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerificationChange {

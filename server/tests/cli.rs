@@ -1347,3 +1347,97 @@ fn rfc3339_in(secs: i64) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     confab_server::rfc3339(i64::try_from(now.as_secs()).unwrap() + secs)
 }
+
+#[tokio::test]
+async fn origins_are_added_and_removed_normalised_and_the_last_one_is_kept() {
+    let work = Workdir::new();
+    let created =
+        work.create_site(&["--name", "Shop", "--origin", "https://shop.example"], &[]).await;
+    let id = created["id"].as_str().unwrap();
+    let origins = async || {
+        work.run(&["sites", "show", id, "--json"], &[]).await.assert_success().json()["origins"]
+            .clone()
+    };
+
+    work.run(
+        &[
+            "sites",
+            "origins",
+            id,
+            "--add",
+            "https://WWW.Shop.Example:443/",
+            "--add",
+            "http://x.example",
+        ],
+        &[],
+    )
+    .await
+    .assert_success();
+    assert_eq!(
+        origins().await,
+        json!(["https://shop.example", "https://www.shop.example", "http://x.example"])
+    );
+    work.run(
+        &[
+            "sites",
+            "origins",
+            id,
+            "--remove",
+            "https://shop.example",
+            "--remove",
+            "http://x.example",
+        ],
+        &[],
+    )
+    .await
+    .assert_success();
+    assert_eq!(origins().await, json!(["https://www.shop.example"]));
+
+    let last = work
+        .run(&["sites", "origins", id, "--remove", "https://www.shop.example"], &[])
+        .await
+        .assert_failure();
+    assert_eq!(
+        last.stderr,
+        format!(
+            "error: origin: cannot remove the last origin of site {id}: its key would work from \
+             nowhere (add another origin first, or delete the site)\n"
+        )
+    );
+    let unknown = work
+        .run(&["sites", "origins", id, "--remove", "https://other.example"], &[])
+        .await
+        .assert_failure();
+    assert_eq!(
+        unknown.stderr,
+        format!(
+            "error: origin: `https://other.example` is not an origin of site {id} (it lists: \
+             https://www.shop.example)\n"
+        )
+    );
+    let path = work
+        .run(&["sites", "origins", id, "--add", "https://shop.example/cart"], &[])
+        .await
+        .assert_failure();
+    assert!(path.stderr.contains("must be an origin only"), "{}", path.stderr);
+    assert_eq!(
+        origins().await,
+        json!(["https://www.shop.example"]),
+        "a refused change changes nothing"
+    );
+
+    // A site that accepts calls without an Origin may be left with none.
+    let native = work
+        .create_site(
+            &["--name", "App", "--origin", "https://app.example", "--allow-no-origin"],
+            &[],
+        )
+        .await;
+    let native_id = native["id"].as_str().unwrap();
+    work.run(&["sites", "origins", native_id, "--remove", "https://app.example"], &[])
+        .await
+        .assert_success();
+    let shown =
+        work.run(&["sites", "show", native_id, "--json"], &[]).await.assert_success().json();
+    assert_eq!(shown["origins"], json!([]));
+}

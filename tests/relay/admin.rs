@@ -223,6 +223,7 @@ async fn the_openapi_document_describes_every_admin_route() {
         ("DELETE", "/admin/v1/sites/{id}"),
         ("PUT", "/admin/v1/sites/{id}/limits"),
         ("PATCH", "/admin/v1/sites/{id}/limits"),
+        ("PATCH", "/admin/v1/sites/{id}/origins"),
         ("GET", "/admin/v1/keys"),
         ("POST", "/admin/v1/keys"),
         ("POST", "/admin/v1/keys/{id}/rotate"),
@@ -368,4 +369,52 @@ async fn every_admin_answer_that_carries_a_secret_forbids_caching_it() {
     // Answers without a secret are not affected.
     let listed = send(Method::GET, "/admin/v1/keys", None).await;
     assert_eq!(cache_control(&listed), None);
+}
+
+#[tokio::test]
+async fn origins_changed_over_the_admin_api_apply_to_the_sites_key_at_once() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let models_from = |origin: &'static str| {
+        let request = relay
+            .client
+            .get(relay.url("/v1/models"))
+            .bearer_auth(&relay.key)
+            .header("origin", origin);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(models_from("https://new.example").await, 403);
+
+    let path = format!("/admin/v1/sites/{}/origins", relay.site_id);
+    let body = json!({"add": ["https://NEW.example:443"], "remove": ["https://shop.example"]});
+    let (status, site) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!(status, 200, "{site}");
+    assert_eq!(site["origins"], json!(["https://new.example"]));
+    assert_eq!(models_from("https://new.example").await, 200);
+    assert_eq!(models_from("https://shop.example").await, 403);
+
+    let body = json!({"remove": ["https://new.example"]});
+    let (status, error) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!(
+        (status, &error["error"]["message"]),
+        (
+            400,
+            &json!(format!(
+                "origin: cannot remove the last origin of site {}: its key would work from \
+                 nowhere (add another origin first, or delete the site)",
+                relay.site_id
+            ))
+        )
+    );
+    let body = json!({"add": ["https://shop.example/path"]});
+    let (status, error) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!((status, &error["error"]["code"]), (400, &json!("invalid_value")), "{error}");
+    let missing = admin(
+        &relay,
+        Method::PATCH,
+        "/admin/v1/sites/site_none/origins",
+        Some(json!({"add": ["https://a.example"]})),
+    )
+    .await;
+    assert_eq!(missing.0, 404);
 }

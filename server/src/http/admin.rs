@@ -9,7 +9,7 @@ use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/sites", get(list_sites).post(create_site))
         .route("/admin/v1/sites/{id}", get(show_site).delete(delete_site))
         .route("/admin/v1/sites/{id}/limits", put(replace_site_limits).patch(change_site_limits))
+        .route("/admin/v1/sites/{id}/origins", patch(change_site_origins))
         .route("/admin/v1/keys", get(list_keys).post(create_key))
         .route("/admin/v1/keys/{id}/rotate", post(rotate_key))
         .route("/admin/v1/keys/{id}/revoke", post(revoke_key))
@@ -327,6 +328,26 @@ async fn changed_site_limits(
 ) -> Result<Json<Value>, ApiError> {
     let site = sites::update_limits(state.store.as_ref(), id, change).await?;
     site.map(|site| Json(sites::site_view(&site))).ok_or_else(|| not_found("site", id))
+}
+
+/// Origins to add and to remove.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OriginsBody {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+async fn change_site_origins(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<OriginsBody>,
+) -> Result<Json<Value>, ApiError> {
+    let site = sites::change_origins(state.store.as_ref(), &id, &body.add, &body.remove).await?;
+    site.map(|site| Json(sites::site_view(&site))).ok_or_else(|| not_found("site", &id))
 }
 
 #[derive(Debug, Deserialize)]
