@@ -141,6 +141,18 @@ pub enum SitesCommand {
         #[arg(long, value_name = "hmac|jwt")]
         mode: Option<TokenMode>,
     },
+    /// Give a site a new key (shown once); the old one keeps working for a grace period, so the
+    /// pages that embed it can be updated first.
+    Rekey {
+        id: String,
+        /// How long the old key keeps working, in seconds; 0 stops it at once
+        /// [default: keys.rotation_grace_secs].
+        #[arg(long, value_name = "SECS")]
+        grace: Option<u64>,
+        /// Print one JSON object (with `id` and `key`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a site; its key stops working at once.
     Delete { id: String },
 }
@@ -639,6 +651,30 @@ async fn run_sites(
                 ));
             }
             print_flush(&out);
+        }
+        SitesCommand::Rekey { id, grace, json } => {
+            let grace =
+                std::time::Duration::from_secs(grace.unwrap_or(config.keys.rotation_grace_secs));
+            let Some(rekeyed) = sites::rekey_site(store, &id, grace).await? else {
+                bail!("no site with id `{id}` (see `confab sites list`)");
+            };
+            if json {
+                let mut value = sites::site_view(&rekeyed.site);
+                value["key"] = json!(rekeyed.key.reveal());
+                print_flush(&format!("{value}\n"));
+            } else {
+                let previous = match rekeyed.site.previous_key_expires_at {
+                    Some(until) => {
+                        format!("the previous key keeps working until {}", crate::rfc3339(until))
+                    }
+                    None => "the previous key no longer works".to_owned(),
+                };
+                print_flush(&format!(
+                    "{}\nNew site key (shown once; {previous}):\n  {}\n",
+                    describe(&rekeyed.site),
+                    rekeyed.key.reveal()
+                ));
+            }
         }
         SitesCommand::Delete { id } => {
             if !store.delete_site(&id).await? {

@@ -264,6 +264,24 @@ pub async fn change_verification(
     Ok(Some((site, fresh)))
 }
 
+/// Gives a site a new key (shown once); the current one keeps working for `grace`, or stops at
+/// once when that is zero. `None` when there is no such site.
+pub async fn rekey_site(
+    store: &dyn Store,
+    id: &str,
+    grace: std::time::Duration,
+) -> Result<Option<CreatedSite>, SiteError> {
+    let key = NewKey::generate(KeyKind::Site);
+    let previous_expires_at = (!grace.is_zero()).then(|| {
+        let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        crate::unix_now_i64().saturating_add(grace)
+    });
+    if !store.rekey_site(id, &key.lookup_id, &key.hash, previous_expires_at).await? {
+        return Ok(None);
+    }
+    Ok(store.site(id).await?.map(|site| CreatedSite { site, key }))
+}
+
 /// A site just created, with its key, which is shown once and never again.
 #[derive(Debug)]
 pub struct CreatedSite {
@@ -406,7 +424,7 @@ pub async fn ensure_demo_site(
     match existing {
         Some(site) => {
             let key = NewKey::generate(KeyKind::Site);
-            store.rekey_site(&site.id, &key.lookup_id, &key.hash).await?;
+            store.rekey_site(&site.id, &key.lookup_id, &key.hash, None).await?;
             store.set_site_origins(&site.id, std::slice::from_ref(&origin)).await?;
             let site = store.site(&site.id).await?.unwrap_or(site);
             Ok(CreatedSite { site, key })
@@ -465,6 +483,8 @@ pub fn site_view(site: &Site) -> serde_json::Value {
         "id": site.id,
         "name": site.name,
         "key_prefix": crate::sitekey::public_prefix(&site.key_lookup_id),
+        "previous_key_prefix": site.previous_key_lookup_id.as_deref().map(crate::sitekey::public_prefix),
+        "previous_key_expires_at": site.previous_key_expires_at.map(crate::rfc3339),
         "origins": site.origins,
         "allow_no_origin": site.allow_no_origin,
         "models": site.models,

@@ -421,6 +421,8 @@ async fn a_created_site_is_listed_shown_and_deleted_without_its_secret_ever_show
         "id": id,
         "name": "Shop",
         "key_prefix": key_prefix(&key),
+        "previous_key_prefix": null,
+        "previous_key_expires_at": null,
         "origins": ["https://shop.example", "https://www.shop.example"],
         "allow_no_origin": false,
         "models": [DEMO_MODEL],
@@ -1440,4 +1442,37 @@ async fn origins_are_added_and_removed_normalised_and_the_last_one_is_kept() {
     let shown =
         work.run(&["sites", "show", native_id, "--json"], &[]).await.assert_success().json();
     assert_eq!(shown["origins"], json!([]));
+}
+
+#[tokio::test]
+async fn a_rekeyed_site_keeps_its_old_key_for_the_grace_period_on_a_running_relay() {
+    let work = Workdir::new();
+    let relay = Relay::start(&work, &[]).await;
+    let created = work
+        .create_site(
+            &["--name", "App", "--origin", "https://app.example", "--allow-no-origin"],
+            &[],
+        )
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let old = created["key"].as_str().unwrap();
+    wait_for_models_status(&relay, old, StatusCode::OK).await;
+
+    let rekeyed = work.run(&["sites", "rekey", id, "--json"], &[]).await.assert_success().json();
+    let new = rekeyed["key"].as_str().unwrap().to_owned();
+    assert!(is_site_key(&new) && new != old, "{new}");
+    assert_eq!(rekeyed["previous_key_prefix"], key_prefix(old));
+    let until = rekeyed["previous_key_expires_at"].as_str().unwrap();
+    assert!(until > rfc3339_in(86_000).as_str(), "the default grace is a day: {until}");
+    wait_for_models_status(&relay, &new, StatusCode::OK).await;
+    wait_for_models_status(&relay, old, StatusCode::OK).await;
+
+    let again = work.run(&["sites", "rekey", id, "--grace", "0"], &[]).await.assert_success();
+    assert!(
+        again.stdout.contains("New site key (shown once; the previous key no longer works):"),
+        "{}",
+        again.stdout
+    );
+    wait_for_models_status(&relay, &new, StatusCode::UNAUTHORIZED).await;
+    relay.kill().await;
 }

@@ -224,6 +224,7 @@ async fn the_openapi_document_describes_every_admin_route() {
         ("PUT", "/admin/v1/sites/{id}/limits"),
         ("PATCH", "/admin/v1/sites/{id}/limits"),
         ("PATCH", "/admin/v1/sites/{id}/origins"),
+        ("POST", "/admin/v1/sites/{id}/rekey"),
         ("GET", "/admin/v1/keys"),
         ("POST", "/admin/v1/keys"),
         ("POST", "/admin/v1/keys/{id}/rotate"),
@@ -366,6 +367,11 @@ async fn every_admin_answer_that_carries_a_secret_forbids_caching_it() {
     assert_eq!(rotated.status(), 200);
     assert_eq!(cache_control(&rotated).as_deref(), Some("no-store"));
 
+    let path = format!("/admin/v1/sites/{}/rekey", relay.site_id);
+    let rekeyed = send(Method::POST, &path, Some(json!({"grace_secs": 0}))).await;
+    assert_eq!(rekeyed.status(), 200);
+    assert_eq!(cache_control(&rekeyed).as_deref(), Some("no-store"));
+
     // Answers without a secret are not affected.
     let listed = send(Method::GET, "/admin/v1/keys", None).await;
     assert_eq!(cache_control(&listed), None);
@@ -416,5 +422,50 @@ async fn origins_changed_over_the_admin_api_apply_to_the_sites_key_at_once() {
         Some(json!({"add": ["https://a.example"]})),
     )
     .await;
+    assert_eq!(missing.0, 404);
+}
+
+#[tokio::test]
+async fn a_rekeyed_site_accepts_both_keys_during_the_grace_period_and_only_the_new_one_after() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let models = |key: String| {
+        let request = relay
+            .client
+            .get(relay.url("/v1/models"))
+            .bearer_auth(key)
+            .header("origin", confab_tests::SITE_ORIGIN);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let old = relay.key.clone();
+    let path = format!("/admin/v1/sites/{}/rekey", relay.site_id);
+    // Expiry is kept in whole seconds, so a grace of N s lasts between N - 1 and N s: 2 s leaves
+    // at least one second in which both keys must work.
+    let (status, rekeyed) =
+        admin(&relay, Method::POST, &path, Some(json!({"grace_secs": 2}))).await;
+    assert_eq!(status, 200, "{rekeyed}");
+    let new = rekeyed["key"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("confab_pk_") && new != old);
+    let old_prefix = old.rsplit_once('_').unwrap().0;
+    assert_eq!(rekeyed["previous_key_prefix"], old_prefix);
+    assert!(rekeyed["previous_key_expires_at"].is_string(), "{rekeyed}");
+
+    assert_eq!((models(old.clone()).await, models(new.clone()).await), (200, 200));
+    // The old key stops within a bounded wait; the new one keeps working.
+    let stopped = tokio::time::timeout(confab_tests::WAIT, async {
+        while models(old.clone()).await != 401 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(stopped.is_ok(), "the old site key still works after its grace period");
+    assert_eq!(models(new.clone()).await, 200);
+
+    // With no grace, the old key stops at once.
+    let (_, again) = admin(&relay, Method::POST, &path, Some(json!({"grace_secs": 0}))).await;
+    let newest = again["key"].as_str().unwrap().to_owned();
+    assert_eq!((models(new).await, models(newest).await), (401, 200));
+    assert_eq!(again["previous_key_prefix"], Value::Null);
+    let missing = admin(&relay, Method::POST, "/admin/v1/sites/site_none/rekey", None).await;
     assert_eq!(missing.0, 404);
 }

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/sites/{id}", get(show_site).delete(delete_site))
         .route("/admin/v1/sites/{id}/limits", put(replace_site_limits).patch(change_site_limits))
         .route("/admin/v1/sites/{id}/origins", patch(change_site_origins))
+        .route("/admin/v1/sites/{id}/rekey", post(rekey_site))
         .route("/admin/v1/keys", get(list_keys).post(create_key))
         .route("/admin/v1/keys/{id}/rotate", post(rotate_key))
         .route("/admin/v1/keys/{id}/revoke", post(revoke_key))
@@ -328,6 +329,22 @@ async fn changed_site_limits(
 ) -> Result<Json<Value>, ApiError> {
     let site = sites::update_limits(state.store.as_ref(), id, change).await?;
     site.map(|site| Json(sites::site_view(&site))).ok_or_else(|| not_found("site", id))
+}
+
+/// The body, optional, may set `grace_secs` (0: the old key stops at once).
+async fn rekey_site(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalApiJson(body): OptionalApiJson<GraceBody>,
+) -> Result<Response, ApiError> {
+    let Some(rekeyed) = sites::rekey_site(state.store.as_ref(), &id, body.grace(&state)).await?
+    else {
+        return Err(not_found("site", &id));
+    };
+    let mut view = sites::site_view(&rekeyed.site);
+    view["key"] = json!(rekeyed.key.reveal());
+    Ok(with_secret(StatusCode::OK, view))
 }
 
 /// Origins to add and to remove.

@@ -65,7 +65,7 @@ impl FromRequestParts<AppState> for Caller {
             KeyKind::Site => {
                 let credentials = state
                     .store
-                    .site_by_key(presented.lookup_id)
+                    .site_by_key(presented.lookup_id, crate::unix_now_i64())
                     .await
                     .map_err(ApiError::internal)?
                     .ok_or(INVALID_KEY)?;

@@ -27,7 +27,8 @@ pub const POLL: Duration = Duration::from_millis(250);
 #[derive(Debug, Default)]
 pub struct Directory {
     version: i64,
-    /// By the site key's lookup id.
+    /// By the site key's lookup id: each site's current key, and its previous one during the
+    /// grace period after a re-key.
     sites: HashMap<String, SiteEntry>,
     /// By lookup id: each active key's current secret, and its previous one during the grace
     /// period after a rotation.
@@ -39,6 +40,16 @@ pub struct Directory {
 struct SiteEntry {
     site: Arc<Site>,
     key_hash: Vec<u8>,
+    /// For a previous key: when it stops working (unix seconds).
+    expires_at: Option<i64>,
+}
+
+/// A site as stored: its current key's hash, and the previous one's if it has one.
+#[derive(Debug)]
+pub struct StoredSite {
+    pub site: Site,
+    pub key_hash: Vec<u8>,
+    pub previous_key_hash: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -58,17 +69,27 @@ pub struct StoredKey {
 }
 
 impl Directory {
-    /// Builds the copy from every site (with its origins and key hash) and every active key.
+    /// Builds the copy from every site (with its origins and key hashes) and every active key.
     pub fn new(
         version: i64,
-        sites: impl IntoIterator<Item = (Site, Vec<u8>)>,
+        sites: impl IntoIterator<Item = StoredSite>,
         keys: impl IntoIterator<Item = StoredKey>,
     ) -> Self {
         let mut directory = Directory { version, ..Directory::default() };
-        for (site, key_hash) in sites {
+        let mut current_sites = Vec::new();
+        for StoredSite { site, key_hash, previous_key_hash } in sites {
             directory.origins.extend(site.origins.iter().cloned());
-            let lookup = site.key_lookup_id.clone();
-            directory.sites.insert(lookup, SiteEntry { site: Arc::new(site), key_hash });
+            let site = Arc::new(site);
+            if let (Some(lookup), Some(hash)) = (&site.previous_key_lookup_id, previous_key_hash) {
+                let expires_at = Some(site.previous_key_expires_at.unwrap_or(i64::MIN));
+                let entry = SiteEntry { site: Arc::clone(&site), key_hash: hash, expires_at };
+                directory.sites.insert(lookup.clone(), entry);
+            }
+            current_sites.push(SiteEntry { site, key_hash, expires_at: None });
+        }
+        // A current key wins over another site's expiring one with the same lookup id.
+        for entry in current_sites {
+            directory.sites.insert(entry.site.key_lookup_id.clone(), entry);
         }
         let mut current = Vec::new();
         for StoredKey { key, key_hash, previous_key_hash } in keys {
@@ -87,11 +108,12 @@ impl Directory {
         directory
     }
 
-    pub fn site_by_key(&self, lookup_id: &str) -> Option<SiteCredentials> {
-        self.sites.get(lookup_id).map(|entry| SiteCredentials {
-            site: Arc::clone(&entry.site),
-            key_hash: entry.key_hash.clone(),
-        })
+    pub fn site_by_key(&self, lookup_id: &str, now: i64) -> Option<SiteCredentials> {
+        let entry = self.sites.get(lookup_id)?;
+        if entry.expires_at.is_some_and(|expires_at| expires_at <= now) {
+            return None;
+        }
+        Some(SiteCredentials { site: Arc::clone(&entry.site), key_hash: entry.key_hash.clone() })
     }
 
     pub fn api_key_by_lookup(&self, lookup_id: &str, now: i64) -> Option<ApiKeyCredentials> {
@@ -225,6 +247,49 @@ mod tests {
         assert_eq!((previous.key.id.as_str(), previous.key_hash), ("key_new", vec![2]));
         assert!(directory.api_key_by_lookup("old", 100).is_none());
         assert!(directory.api_key_by_lookup("other", 0).is_none());
+    }
+
+    fn site(lookup: &str, previous: Option<(&str, i64)>) -> StoredSite {
+        StoredSite {
+            site: Site {
+                id: format!("site_{lookup}"),
+                name: lookup.into(),
+                key_lookup_id: lookup.into(),
+                origins: vec![],
+                allow_no_origin: true,
+                models: vec![],
+                system_prompt: None,
+                max_tokens: None,
+                temperature_max: None,
+                context_messages: None,
+                is_demo: false,
+                widget: crate::store::SiteWidget::default(),
+                limits: CallerLimits::default(),
+                visitor_limits: crate::store::VisitorLimits::default(),
+                verification: crate::store::Verification::default(),
+                created_at: 0,
+                previous_key_lookup_id: previous.map(|(l, _)| l.to_owned()),
+                previous_key_expires_at: previous.map(|(_, t)| t),
+            },
+            key_hash: vec![1],
+            previous_key_hash: previous.map(|_| vec![2]),
+        }
+    }
+
+    #[test]
+    fn a_previous_site_key_works_until_it_expires_and_returns_its_own_hash() {
+        let directory = Directory::new(1, [site("new", Some(("old", 100)))], []);
+        let current = directory.site_by_key("new", 1_000).unwrap();
+        assert_eq!((current.site.id.as_str(), current.key_hash), ("site_new", vec![1]));
+        let previous = directory.site_by_key("old", 99).unwrap();
+        assert_eq!((previous.site.id.as_str(), previous.key_hash), ("site_new", vec![2]));
+        assert!(directory.site_by_key("old", 100).is_none());
+    }
+
+    #[test]
+    fn a_current_site_key_wins_over_an_expiring_one_with_the_same_lookup_id() {
+        let directory = Directory::new(1, [site("a", Some(("b", 100))), site("b", None)], []);
+        assert_eq!(directory.site_by_key("b", 0).unwrap().site.id, "site_b");
     }
 
     #[test]
