@@ -391,6 +391,14 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
         None => None,
     };
 
+    if state.admin_token.is_some() && admin_listener.is_none() {
+        // Whoever can reach the relay can then try the admin token; said once, at start.
+        tracing::warn!(
+            "the admin API is served on the public listener ({bound}) because admin.listen is \
+             not set; set admin.listen (CONFAB__ADMIN__LISTEN) to an address only operators can \
+             reach"
+        );
+    }
     let mut out = String::new();
     out.push_str(&format!("Confab relay listening on http://{bound}\n"));
     if state.upstreams.demo_only() {

@@ -1042,9 +1042,10 @@ async fn the_admin_api_can_listen_on_its_own_address_and_only_there() {
     assert_eq!(sites.status(), StatusCode::OK);
     let listed = json_body(sites).await;
     assert_eq!(listed["data"][0]["id"], relay.demo_site_id.as_str());
-    // The public listener does not serve it.
+    // The public listener does not serve it, and nothing warns that it does.
     let public = client.get(relay.url("/admin/v1/sites")).bearer_auth(token).send().await.unwrap();
     assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    assert!(!read_log(&relay.stderr_log).contains(SHARED_ADMIN_WARNING));
     assert!(relay.terminate().await.success());
 }
 
@@ -1474,5 +1475,33 @@ async fn a_rekeyed_site_keeps_its_old_key_for_the_grace_period_on_a_running_rela
         again.stdout
     );
     wait_for_models_status(&relay, &new, StatusCode::UNAUTHORIZED).await;
+    relay.kill().await;
+}
+
+const SHARED_ADMIN_WARNING: &str = "the admin API is served on the public listener";
+
+#[tokio::test]
+async fn an_admin_api_on_the_public_listener_is_warned_about_once_at_start() {
+    let work = Workdir::new();
+    let envs = [("CONFAB_ADMIN_TOKEN", "an-admin-token-of-enough-length")];
+    let relay = Relay::start(&work, &envs).await;
+    // The warning is written before the address is printed, so it is in the log by now.
+    let log = read_log(&relay.stderr_log);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(SHARED_ADMIN_WARNING)).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(warnings[0].contains("set admin.listen (CONFAB__ADMIN__LISTEN)"), "{}", warnings[0]);
+    // Requests do not repeat it.
+    let client = http_client();
+    for _ in 0..3 {
+        client.get(relay.url("/healthz")).send().await.unwrap();
+    }
+    assert_eq!(read_log(&relay.stderr_log).matches(SHARED_ADMIN_WARNING).count(), 1);
+    relay.kill().await;
+
+    // Without an admin token there is no admin API, and no warning.
+    let work = Workdir::new();
+    let relay = Relay::start(&work, &[]).await;
+    assert!(!read_log(&relay.stderr_log).contains(SHARED_ADMIN_WARNING));
     relay.kill().await;
 }
