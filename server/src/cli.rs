@@ -364,7 +364,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(&sources)?;
     let store = SqliteStore::open(&config.database.url, config.database.max_connections)
         .await
-        .with_context(|| format!("cannot open the database {}", config.database.url))?;
+        .with_context(|| format!("cannot open the database {}", config.database.url))?
+        .with_directory_max_stale(config.database.directory_max_stale());
     match cli.command {
         Command::Serve(_) => run_serve(config, Arc::new(store)).await,
         Command::Sites(command) => run_sites(command, &config, &store).await,

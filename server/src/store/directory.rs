@@ -9,12 +9,17 @@
 //! admin API (and anything else in the same process) sees its change at once. A write from
 //! another process (the `confab` CLI next to a running relay) bumps `directory_version` through
 //! SQL triggers, and the relay polls that one-row table every [`POLL`]: a revoked key or a removed
-//! origin stops working there within a quarter of a second. A failed poll keeps the copy it has.
+//! origin stops working there within a quarter of a second.
+//!
+//! **Failing closed.** A failed poll keeps the copy it has, but only for so long: once the copy
+//! has not been confirmed current for `max_stale` (`database.directory_max_stale_ms`), lookups
+//! fail with [`StoreError::DirectoryStale`] (a 503 for site and secret keys alike, since a key
+//! revoked or a site deleted meanwhile must not keep working), until a poll succeeds again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -22,6 +27,9 @@ use super::{ApiKey, ApiKeyCredentials, Site, SiteCredentials, StoreError};
 
 /// How often a relay looks for changes made by other processes.
 pub const POLL: Duration = Duration::from_millis(250);
+
+/// How long a copy that cannot be checked is trusted, unless configured otherwise.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(30);
 
 /// One consistent copy, as of `version`.
 #[derive(Debug, Default)]
@@ -139,18 +147,40 @@ pub trait Source: Clone + Send + Sync + 'static {
 }
 
 /// The current copy, loaded on first use and kept fresh (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DirectoryCache {
     current: RwLock<Option<Arc<Directory>>>,
     /// One reload at a time, so a slow reload cannot replace a newer copy.
     reloading: tokio::sync::Mutex<()>,
     polling: AtomicBool,
+    /// When the copy was last known to be current (loaded, or its version checked), as a
+    /// monotonic instant and as unix milliseconds (for reporting).
+    confirmed: Mutex<Option<(Instant, i64)>>,
+    /// Past this long without a confirmation the copy is not used.
+    max_stale: Duration,
+    /// Whether the poller has already logged that the copy went stale (logged once per episode).
+    reported_stale: AtomicBool,
 }
 
 impl DirectoryCache {
-    /// The current copy; the first call loads it and starts polling for outside changes.
+    pub fn new(max_stale: Duration) -> Self {
+        Self {
+            current: RwLock::default(),
+            reloading: tokio::sync::Mutex::default(),
+            polling: AtomicBool::default(),
+            confirmed: Mutex::default(),
+            max_stale,
+            reported_stale: AtomicBool::default(),
+        }
+    }
+
+    /// The current copy; the first call loads it and starts polling for outside changes. Fails
+    /// with `DirectoryStale` while the copy is too old to trust.
     pub async fn get(self: &Arc<Self>, source: &impl Source) -> Result<Arc<Directory>, StoreError> {
         if let Some(current) = self.loaded() {
+            if let Some(since_ms) = self.stale_since() {
+                return Err(StoreError::DirectoryStale { since_ms });
+            }
             return Ok(current);
         }
         let directory = self.reload(source).await?;
@@ -170,13 +200,27 @@ impl DirectoryCache {
         }
     }
 
+    /// When the copy was last confirmed current (unix ms), if that is longer ago than the
+    /// maximum staleness; `None` while it is fresh (or before it is first loaded).
+    pub fn stale_since(&self) -> Option<i64> {
+        let confirmed = *self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (at, unix_ms) = confirmed?;
+        (at.elapsed() > self.max_stale).then_some(unix_ms)
+    }
+
+    fn confirm(&self) {
+        let now = (Instant::now(), crate::unix_now_ms());
+        *self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
+    }
+
     /// Reloads the copy if the change counter moved since it was loaded; nothing before the
-    /// first load.
+    /// first load. Either way, a success confirms the copy is current.
     async fn refresh(&self, source: &impl Source) -> Result<(), StoreError> {
         let Some(held) = self.loaded().map(|directory| directory.version) else { return Ok(()) };
         if source.version().await? != held {
             self.reload(source).await?;
         }
+        self.confirm();
         Ok(())
     }
 
@@ -188,6 +232,7 @@ impl DirectoryCache {
     async fn reload(&self, source: &impl Source) -> Result<Arc<Directory>, StoreError> {
         let _one_at_a_time = self.reloading.lock().await;
         let fresh = Arc::new(source.load().await?);
+        self.confirm();
         let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         match current.as_ref() {
             Some(newer) if newer.version > fresh.version => Ok(Arc::clone(newer)),
@@ -207,8 +252,28 @@ async fn poll(cache: Weak<DirectoryCache>, source: impl Source) {
     loop {
         every.tick().await;
         let Some(cache) = cache.upgrade() else { return };
-        if let Err(error) = cache.refresh(&source).await {
-            tracing::warn!(%error, "cannot check sites and keys for changes; keeping the copy in memory");
+        match cache.refresh(&source).await {
+            Ok(()) => {
+                if cache.reported_stale.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "sites and keys are checked against the database again; keys are accepted again"
+                    );
+                }
+            }
+            Err(error) => match cache.stale_since() {
+                Some(since_ms) if !cache.reported_stale.swap(true, Ordering::Relaxed) => {
+                    tracing::error!(
+                        %error,
+                        since = %crate::rfc3339(since_ms / 1000),
+                        "cannot check sites and keys for changes for longer than \
+                         database.directory_max_stale_ms; refusing keys until it can"
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    tracing::warn!(%error, "cannot check sites and keys for changes; keeping the copy in memory");
+                }
+            },
         }
     }
 }

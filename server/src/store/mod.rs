@@ -283,6 +283,10 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The in-memory directory could not be checked against the database for longer than
+    /// `database.directory_max_stale_ms`: it may still hold a revoked key, so it is not used.
+    #[error("sites and keys could not be refreshed since {} (unix ms {since_ms})", crate::rfc3339(since_ms / 1000))]
+    DirectoryStale { since_ms: i64 },
 }
 
 /// The relay's persistent state.
@@ -378,6 +382,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn relay_secret(&self, name: &str, len: usize) -> Result<Vec<u8>, StoreError>;
     /// A cheap round trip for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// When the in-memory directory has not been confirmed current for longer than its maximum
+    /// staleness (so keys are refused): when it last was, in unix milliseconds.
+    fn directory_stale_since(&self) -> Option<i64>;
     /// Records webhook events in the outbox (one transaction); the delivery worker dispatches
     /// them.
     async fn add_webhook_events(&self, events: &[WebhookEvent]) -> Result<(), StoreError>;

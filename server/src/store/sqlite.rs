@@ -15,7 +15,7 @@ mod api_keys;
 mod usage;
 mod webhooks;
 
-use super::directory::{Directory, DirectoryCache};
+use super::directory::{DEFAULT_MAX_STALE, Directory, DirectoryCache};
 
 use super::{
     ApiKey, ApiKeyCredentials, CallerLimits, NewApiKey, NewSite, Site, SiteCredentials, SiteWidget,
@@ -49,7 +49,16 @@ impl SqliteStore {
             SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
         let directory_source = SqliteDirectory(pool.clone());
-        Ok(Self { pool, directory: Arc::default(), directory_source })
+        let directory = Arc::new(DirectoryCache::new(DEFAULT_MAX_STALE));
+        Ok(Self { pool, directory, directory_source })
+    }
+
+    /// Refuses keys once the in-memory directory could not be checked against the database for
+    /// `max_stale` (`database.directory_max_stale_ms`). Call before the store is used.
+    #[must_use]
+    pub fn with_directory_max_stale(mut self, max_stale: Duration) -> Self {
+        self.directory = Arc::new(DirectoryCache::new(max_stale));
+        self
     }
 
     async fn directory(&self) -> Result<Arc<Directory>, StoreError> {
@@ -507,6 +516,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn directory_stale_since(&self) -> Option<i64> {
+        self.directory.stale_since()
     }
 
     async fn add_webhook_events(&self, events: &[WebhookEvent]) -> Result<(), StoreError> {
