@@ -114,7 +114,7 @@ fn site_lookup(c: &mut Criterion) {
     let store: Arc<dyn Store> = Arc::new(store);
     c.bench_function("store: find a site by its key (in memory)", |b| {
         b.to_async(&runtime).iter(|| async {
-            black_box(store.site_by_key(&key.lookup_id).await.unwrap().unwrap());
+            black_box(store.site_by_key(&key.lookup_id, 0).await.unwrap().unwrap());
         });
     });
     c.bench_function("store: is an origin registered (in memory)", |b| {

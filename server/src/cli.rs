@@ -100,12 +100,28 @@ pub enum SitesCommand {
         #[arg(long, conflicts_with = "suggestions")]
         no_suggestions: bool,
     },
-    /// Set a site's limits and budgets (replacing all of them: options not given are unlimited,
-    /// or the [visitors] default for visitor limits).
+    /// Change a site's limits and budgets. Options not given keep their current value;
+    /// `--clear LIMIT` removes one (unlimited again, or the [visitors] default for visitor
+    /// limits).
     Limits {
         id: String,
         #[command(flatten)]
         limits: SiteLimitArgs,
+        /// Remove this limit or budget (repeatable): rpm, rpd, tpm, monthly-budget,
+        /// daily-budget, visitor-rpm, visitor-rpd, verified-rpm, verified-rpd.
+        #[arg(long = "clear", value_name = "LIMIT")]
+        clear: Vec<LimitName>,
+    },
+    /// Add or remove origins the site's key may be used from (normalised like at creation).
+    Origins {
+        id: String,
+        /// An origin to add, like https://shop.example (repeatable).
+        #[arg(long = "add", value_name = "ORIGIN")]
+        add: Vec<String>,
+        /// An origin to remove (repeatable). The last one cannot be removed unless the site
+        /// allows calls without an Origin.
+        #[arg(long = "remove", value_name = "ORIGIN")]
+        remove: Vec<String>,
     },
     /// Verified visitors: make the site's visitor secret (for the tokens its backend signs),
     /// require verification, or turn it off.
@@ -128,6 +144,18 @@ pub enum SitesCommand {
         /// Changing it on a site with a secret needs --new-secret.
         #[arg(long, value_name = "hmac|jwt")]
         mode: Option<TokenMode>,
+    },
+    /// Give a site a new key (shown once); the old one keeps working for a grace period, so the
+    /// pages that embed it can be updated first.
+    Rekey {
+        id: String,
+        /// How long the old key keeps working, in seconds; 0 stops it at once
+        /// [default: keys.rotation_grace_secs].
+        #[arg(long, value_name = "SECS")]
+        grace: Option<u64>,
+        /// Print one JSON object (with `id` and `key`).
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a site; its key stops working at once.
     Delete { id: String },
@@ -184,7 +212,55 @@ pub struct SiteLimitArgs {
     pub verified_rpd: Option<u32>,
 }
 
+/// A site limit or budget, as `sites limits --clear` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitName {
+    Rpm,
+    Rpd,
+    Tpm,
+    MonthlyBudget,
+    DailyBudget,
+    VisitorRpm,
+    VisitorRpd,
+    VerifiedRpm,
+    VerifiedRpd,
+}
+
 impl SiteLimitArgs {
+    /// The change these flags ask for: the options given are set, the `cleared` ones removed,
+    /// the others kept. Naming one limit in both is refused, since it says two things.
+    fn change(&self, cleared: &[LimitName]) -> anyhow::Result<sites::LimitsChange> {
+        fn pick<T>(
+            value: Option<T>,
+            name: LimitName,
+            cleared: &[LimitName],
+        ) -> anyhow::Result<sites::Change<T>> {
+            match (value, cleared.contains(&name)) {
+                (Some(_), true) => {
+                    let flag = clap::ValueEnum::to_possible_value(&name)
+                        .map(|v| v.get_name().to_owned())
+                        .unwrap_or_default();
+                    bail!("--{flag} and --clear {flag} contradict each other; give one of them")
+                }
+                (Some(value), false) => Ok(sites::Change::Set(value)),
+                (None, true) => Ok(sites::Change::Clear),
+                (None, false) => Ok(sites::Change::Keep),
+            }
+        }
+        let site = &self.site;
+        Ok(sites::LimitsChange {
+            rpm: pick(site.rpm, LimitName::Rpm, cleared)?,
+            rpd: pick(site.rpd, LimitName::Rpd, cleared)?,
+            tpm: pick(site.tpm, LimitName::Tpm, cleared)?,
+            monthly_budget_micros: pick(site.monthly_budget, LimitName::MonthlyBudget, cleared)?,
+            daily_budget_micros: pick(site.daily_budget, LimitName::DailyBudget, cleared)?,
+            visitor_rpm: pick(self.visitor_rpm, LimitName::VisitorRpm, cleared)?,
+            visitor_rpd: pick(self.visitor_rpd, LimitName::VisitorRpd, cleared)?,
+            verified_rpm: pick(self.verified_rpm, LimitName::VerifiedRpm, cleared)?,
+            verified_rpd: pick(self.verified_rpd, LimitName::VerifiedRpd, cleared)?,
+        })
+    }
+
     fn split(&self) -> (CallerLimits, VisitorLimits) {
         (
             self.site.limits(),
@@ -297,7 +373,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(&sources)?;
     let store = SqliteStore::open(&config.database.url, config.database.max_connections)
         .await
-        .with_context(|| format!("cannot open the database {}", config.database.url))?;
+        .with_context(|| format!("cannot open the database {}", config.database.url))?
+        .with_directory_max_stale(config.database.directory_max_stale());
     match cli.command {
         Command::Serve(_) => run_serve(config, Arc::new(store)).await,
         Command::Sites(command) => run_sites(command, &config, &store).await,
@@ -324,6 +401,14 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
         None => None,
     };
 
+    if state.admin_token.is_some() && admin_listener.is_none() {
+        // Whoever can reach the relay can then try the admin token; said once, at start.
+        tracing::warn!(
+            "the admin API is served on the public listener ({bound}) because admin.listen is \
+             not set; set admin.listen (CONFAB__ADMIN__LISTEN) to an address only operators can \
+             reach"
+        );
+    }
     let mut out = String::new();
     out.push_str(&format!("Confab relay listening on http://{bound}\n"));
     if state.upstreams.demo_only() {
@@ -539,12 +624,15 @@ async fn run_sites(
             let site = store.site(&id).await?.unwrap_or(site);
             print_flush(&format!("{}\n", describe(&site)));
         }
-        SitesCommand::Limits { id, limits } => {
-            let (limits, visitor_limits) = limits.split();
-            if !sites::update_limits(store, &id, limits, visitor_limits).await? {
+        SitesCommand::Limits { id, limits, clear } => {
+            let change = limits.change(&clear)?;
+            let Some(site) = sites::update_limits(store, &id, &change).await? else {
                 bail!("no site with id `{id}` (see `confab sites list`)");
-            }
-            let Some(site) = store.site(&id).await? else {
+            };
+            print_flush(&format!("{}\n", describe(&site)));
+        }
+        SitesCommand::Origins { id, add, remove } => {
+            let Some(site) = sites::change_origins(store, &id, &add, &remove).await? else {
                 bail!("no site with id `{id}` (see `confab sites list`)");
             };
             print_flush(&format!("{}\n", describe(&site)));
@@ -585,6 +673,30 @@ async fn run_sites(
                 ));
             }
             print_flush(&out);
+        }
+        SitesCommand::Rekey { id, grace, json } => {
+            let grace =
+                std::time::Duration::from_secs(grace.unwrap_or(config.keys.rotation_grace_secs));
+            let Some(rekeyed) = sites::rekey_site(store, &id, grace).await? else {
+                bail!("no site with id `{id}` (see `confab sites list`)");
+            };
+            if json {
+                let mut value = sites::site_view(&rekeyed.site);
+                value["key"] = json!(rekeyed.key.reveal());
+                print_flush(&format!("{value}\n"));
+            } else {
+                let previous = match rekeyed.site.previous_key_expires_at {
+                    Some(until) => {
+                        format!("the previous key keeps working until {}", crate::rfc3339(until))
+                    }
+                    None => "the previous key no longer works".to_owned(),
+                };
+                print_flush(&format!(
+                    "{}\nNew site key (shown once; {previous}):\n  {}\n",
+                    describe(&rekeyed.site),
+                    rekeyed.key.reveal()
+                ));
+            }
         }
         SitesCommand::Delete { id } => {
             if !store.delete_site(&id).await? {

@@ -171,13 +171,31 @@ pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` (created if missing).
     pub url: String,
     pub max_connections: u32,
+    /// When the in-memory copy of sites and keys cannot be checked against the database for this
+    /// long, keys are refused (503 `directory_stale`) until it can: a key revoked meanwhile must
+    /// not keep working.
+    pub directory_max_stale_ms: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "sqlite://confab.db".into(), max_connections: 8 }
+        Self {
+            url: "sqlite://confab.db".into(),
+            max_connections: 8,
+            directory_max_stale_ms: 30_000,
+        }
     }
 }
+
+impl DatabaseConfig {
+    pub fn directory_max_stale(&self) -> Duration {
+        Duration::from_millis(self.directory_max_stale_ms)
+    }
+}
+
+/// The shortest `database.directory_max_stale_ms`: four checks of the directory, so that one slow
+/// or failed check never refuses keys.
+pub const MIN_DIRECTORY_MAX_STALE_MS: u64 = 1_000;
 
 /// Time limits on the upstream call, in milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -415,6 +433,15 @@ impl Config {
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
+        if self.database.directory_max_stale_ms < MIN_DIRECTORY_MAX_STALE_MS {
+            return Err(invalid(
+                "database.directory_max_stale_ms",
+                format!(
+                    "must be at least {MIN_DIRECTORY_MAX_STALE_MS} (the directory is checked \
+                     every 250 ms)"
+                ),
+            ));
+        }
         if let Some(url) = &self.server.public_url {
             parse_http_url(url).map_err(|problem| invalid("server.public_url", problem))?;
         }
@@ -625,6 +652,16 @@ mod tests {
         assert_eq!(
             err,
             "invalid configuration: `upstreams[0].base_url` is required for kind `openai`"
+        );
+    }
+
+    #[test]
+    fn a_directory_max_staleness_shorter_than_four_polls_is_rejected() {
+        let err = load_toml("[database]\ndirectory_max_stale_ms = 250").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid configuration: `database.directory_max_stale_ms` must be at least 1000 (the \
+             directory is checked every 250 ms)"
         );
     }
 

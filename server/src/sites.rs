@@ -52,15 +52,158 @@ fn validate_site_limits(limits: &CallerLimits, visitors: &VisitorLimits) -> Resu
     Ok(())
 }
 
-/// Replaces a site's limits and budgets.
+/// A change to one optional setting: keep what it is, clear it (unlimited, or the config's
+/// default), or set it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Change<T> {
+    #[default]
+    Keep,
+    Clear,
+    Set(T),
+}
+
+impl<T> Change<T> {
+    /// `Set` for a value, `Clear` for none: what a full replacement says about one setting.
+    pub fn replacing(value: Option<T>) -> Self {
+        value.map_or(Change::Clear, Change::Set)
+    }
+
+    /// The setting after this change.
+    pub fn apply(self, current: Option<T>) -> Option<T> {
+        match self {
+            Change::Keep => current,
+            Change::Clear => None,
+            Change::Set(value) => Some(value),
+        }
+    }
+}
+
+/// What to change about a site's limits and budgets; what is not mentioned keeps its value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitsChange {
+    pub rpm: Change<u32>,
+    pub rpd: Change<u32>,
+    pub tpm: Change<u32>,
+    pub monthly_budget_micros: Change<u64>,
+    pub daily_budget_micros: Change<u64>,
+    pub visitor_rpm: Change<u32>,
+    pub visitor_rpd: Change<u32>,
+    pub verified_rpm: Change<u32>,
+    pub verified_rpd: Change<u32>,
+}
+
+impl LimitsChange {
+    /// Every limit replaced: the given ones set, the others cleared.
+    pub fn replacing(limits: CallerLimits, visitors: VisitorLimits) -> Self {
+        Self {
+            rpm: Change::replacing(limits.rpm),
+            rpd: Change::replacing(limits.rpd),
+            tpm: Change::replacing(limits.tpm),
+            monthly_budget_micros: Change::replacing(limits.monthly_budget_micros),
+            daily_budget_micros: Change::replacing(limits.daily_budget_micros),
+            visitor_rpm: Change::replacing(visitors.rpm),
+            visitor_rpd: Change::replacing(visitors.rpd),
+            verified_rpm: Change::replacing(visitors.verified_rpm),
+            verified_rpd: Change::replacing(visitors.verified_rpd),
+        }
+    }
+
+    /// The limits after this change.
+    pub fn apply(
+        &self,
+        limits: CallerLimits,
+        visitors: VisitorLimits,
+    ) -> (CallerLimits, VisitorLimits) {
+        (
+            CallerLimits {
+                rpm: self.rpm.apply(limits.rpm),
+                rpd: self.rpd.apply(limits.rpd),
+                tpm: self.tpm.apply(limits.tpm),
+                monthly_budget_micros: self
+                    .monthly_budget_micros
+                    .apply(limits.monthly_budget_micros),
+                daily_budget_micros: self.daily_budget_micros.apply(limits.daily_budget_micros),
+            },
+            VisitorLimits {
+                rpm: self.visitor_rpm.apply(visitors.rpm),
+                rpd: self.visitor_rpd.apply(visitors.rpd),
+                verified_rpm: self.verified_rpm.apply(visitors.verified_rpm),
+                verified_rpd: self.verified_rpd.apply(visitors.verified_rpd),
+            },
+        )
+    }
+}
+
+/// Changes a site's limits and budgets: what `change` does not mention keeps its value, so
+/// setting one limit never removes a budget. Returns the site as changed, `None` when there is
+/// no such site.
 pub async fn update_limits(
     store: &dyn Store,
     id: &str,
-    limits: CallerLimits,
-    visitor_limits: VisitorLimits,
-) -> Result<bool, SiteError> {
+    change: &LimitsChange,
+) -> Result<Option<Site>, SiteError> {
+    let Some(site) = store.site(id).await? else { return Ok(None) };
+    let (limits, visitor_limits) = change.apply(site.limits, site.visitor_limits);
     validate_site_limits(&limits, &visitor_limits)?;
-    Ok(store.set_site_limits(id, &limits, &visitor_limits).await?)
+    if !store.set_site_limits(id, &limits, &visitor_limits).await? {
+        return Ok(None);
+    }
+    Ok(store.site(id).await?)
+}
+
+/// Adds and removes origins of a site, normalised and checked as at creation. Removing an
+/// origin the site does not list is refused (a typo must not look like success), and so is
+/// removing the last one of a site that does not accept calls without an `Origin`: its key would
+/// work nowhere, which is what deleting the site is for. Returns the site as changed, `None`
+/// when there is no such site.
+pub async fn change_origins(
+    store: &dyn Store,
+    id: &str,
+    add: &[String],
+    remove: &[String],
+) -> Result<Option<Site>, SiteError> {
+    if add.is_empty() && remove.is_empty() {
+        return Err(invalid("origin", "give an origin to add or to remove"));
+    }
+    let normalize = |origins: &[String]| -> Result<Vec<String>, SiteError> {
+        origins
+            .iter()
+            .map(|origin| normalize_origin(origin).map_err(|problem| invalid("origin", problem)))
+            .collect()
+    };
+    let (add, remove) = (normalize(add)?, normalize(remove)?);
+    let Some(site) = store.site(id).await? else { return Ok(None) };
+    let mut origins = site.origins.clone();
+    for origin in &remove {
+        if !origins.contains(origin) {
+            return Err(invalid(
+                "origin",
+                format!(
+                    "`{origin}` is not an origin of site {id} (it lists: {})",
+                    if site.origins.is_empty() { "none".into() } else { site.origins.join(", ") }
+                ),
+            ));
+        }
+        origins.retain(|o| o != origin);
+    }
+    for origin in add {
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    if origins.is_empty() && !site.allow_no_origin {
+        return Err(invalid(
+            "origin",
+            format!(
+                "cannot remove the last origin of site {id}: its key would work from nowhere \
+                 (add another origin first, or delete the site)"
+            ),
+        ));
+    }
+    if !store.set_site_origins(id, &origins).await? {
+        return Ok(None);
+    }
+    Ok(store.site(id).await?)
 }
 
 /// What to change about a site's visitor verification.
@@ -121,6 +264,24 @@ pub async fn change_verification(
     store.set_site_verification(id, &verification).await?;
     let site = store.site(id).await?.unwrap_or(site);
     Ok(Some((site, fresh)))
+}
+
+/// Gives a site a new key (shown once); the current one keeps working for `grace`, or stops at
+/// once when that is zero. `None` when there is no such site.
+pub async fn rekey_site(
+    store: &dyn Store,
+    id: &str,
+    grace: std::time::Duration,
+) -> Result<Option<CreatedSite>, SiteError> {
+    let key = NewKey::generate(KeyKind::Site);
+    let previous_expires_at = (!grace.is_zero()).then(|| {
+        let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        crate::unix_now_i64().saturating_add(grace)
+    });
+    if !store.rekey_site(id, &key.lookup_id, &key.hash, previous_expires_at).await? {
+        return Ok(None);
+    }
+    Ok(store.site(id).await?.map(|site| CreatedSite { site, key }))
 }
 
 /// A site just created, with its key, which is shown once and never again.
@@ -266,7 +427,7 @@ pub async fn ensure_demo_site(
     match existing {
         Some(site) => {
             let key = NewKey::generate(KeyKind::Site);
-            store.rekey_site(&site.id, &key.lookup_id, &key.hash).await?;
+            store.rekey_site(&site.id, &key.lookup_id, &key.hash, None).await?;
             store.set_site_origins(&site.id, std::slice::from_ref(&origin)).await?;
             let site = store.site(&site.id).await?.unwrap_or(site);
             Ok(CreatedSite { site, key })
@@ -325,6 +486,8 @@ pub fn site_view(site: &Site) -> serde_json::Value {
         "id": site.id,
         "name": site.name,
         "key_prefix": crate::sitekey::public_prefix(&site.key_lookup_id),
+        "previous_key_prefix": site.previous_key_lookup_id.as_deref().map(crate::sitekey::public_prefix),
+        "previous_key_expires_at": site.previous_key_expires_at.map(crate::rfc3339),
         "origins": site.origins,
         "allow_no_origin": site.allow_no_origin,
         "models": site.models,

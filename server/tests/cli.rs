@@ -421,6 +421,8 @@ async fn a_created_site_is_listed_shown_and_deleted_without_its_secret_ever_show
         "id": id,
         "name": "Shop",
         "key_prefix": key_prefix(&key),
+        "previous_key_prefix": null,
+        "previous_key_expires_at": null,
         "origins": ["https://shop.example", "https://www.shop.example"],
         "allow_no_origin": false,
         "models": [DEMO_MODEL],
@@ -1058,9 +1060,10 @@ async fn the_admin_api_can_listen_on_its_own_address_and_only_there() {
     assert_eq!(sites.status(), StatusCode::OK);
     let listed = json_body(sites).await;
     assert_eq!(listed["data"][0]["id"], relay.demo_site_id.as_str());
-    // The public listener does not serve it.
+    // The public listener does not serve it, and nothing warns that it does.
     let public = client.get(relay.url("/admin/v1/sites")).bearer_auth(token).send().await.unwrap();
     assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    assert!(!read_log(&relay.stderr_log).contains(SHARED_ADMIN_WARNING));
     assert!(relay.terminate().await.success());
 }
 
@@ -1264,5 +1267,259 @@ async fn the_official_openai_python_client_works_against_the_relay() {
     );
     println!("{stdout}");
 
+    relay.kill().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator safety: changes that keep what they do not mention, rotation with a chosen grace,
+// origins added and removed one by one
+// ---------------------------------------------------------------------------------------------
+
+/// `confab sites show ID --json`'s `limits` object.
+async fn site_limits(work: &Workdir, id: &str) -> Value {
+    work.run(&["sites", "show", id, "--json"], &[]).await.assert_success().json()["limits"].clone()
+}
+
+#[tokio::test]
+async fn setting_one_site_limit_keeps_the_others_and_clear_removes_only_the_one_named() {
+    let work = Workdir::new();
+    let created =
+        work.create_site(&["--name", "Shop", "--origin", "https://shop.example"], &[]).await;
+    let id = created["id"].as_str().unwrap();
+
+    work.run(&["sites", "limits", id, "--monthly-budget", "5", "--visitor-rpm", "7"], &[])
+        .await
+        .assert_success();
+    work.run(&["sites", "limits", id, "--rpm", "10"], &[]).await.assert_success();
+    let limits = site_limits(&work, id).await;
+    assert_eq!(
+        (&limits["rpm"], &limits["monthly_budget_micros"], &limits["visitor_rpm"]),
+        (&json!(10), &json!(5_000_000), &json!(7)),
+        "{limits}"
+    );
+
+    work.run(&["sites", "limits", id, "--clear", "monthly-budget"], &[]).await.assert_success();
+    let limits = site_limits(&work, id).await;
+    assert_eq!(
+        (&limits["rpm"], &limits["monthly_budget_micros"], &limits["visitor_rpm"]),
+        (&json!(10), &Value::Null, &json!(7)),
+        "{limits}"
+    );
+    work.run(&["sites", "limits", id, "--clear", "rpm", "--clear", "visitor-rpm"], &[])
+        .await
+        .assert_success();
+    assert_eq!(
+        site_limits(&work, id).await,
+        json!({
+            "rpm": null, "rpd": null, "tpm": null,
+            "monthly_budget_micros": null, "daily_budget_micros": null,
+            "visitor_rpm": null, "visitor_rpd": null,
+            "verified_rpm": null, "verified_rpd": null,
+        })
+    );
+
+    let both = work
+        .run(&["sites", "limits", id, "--rpm", "5", "--clear", "rpm"], &[])
+        .await
+        .assert_failure();
+    assert_eq!(
+        both.stderr,
+        "error: --rpm and --clear rpm contradict each other; give one of them\n"
+    );
+    let help = work.run(&["sites", "limits", "--help"], &[]).await.assert_success();
+    assert!(help.stdout.contains("keep their current value"), "{}", help.stdout);
+    assert!(help.stdout.contains("--clear <LIMIT>"), "{}", help.stdout);
+}
+
+#[tokio::test]
+async fn a_key_rotated_with_no_grace_stops_its_old_secret_on_a_running_relay() {
+    let work = Workdir::new();
+    let relay = Relay::start(&work, &[]).await;
+    let created = work
+        .run(&["keys", "create", "--name", "Backend", "--scope", "models", "--json"], &[])
+        .await
+        .assert_success()
+        .json();
+    let id = created["id"].as_str().unwrap();
+    let first = created["key"].as_str().unwrap();
+    wait_for_models_status(&relay, first, StatusCode::OK).await;
+
+    // The default grace is `keys.rotation_grace_secs` (a day).
+    let rotated = work.run(&["keys", "rotate", id, "--json"], &[]).await.assert_success().json();
+    let second = rotated["key"].as_str().unwrap().to_owned();
+    let until = rotated["previous_expires_at"].as_str().unwrap();
+    assert!(until > rfc3339_in(86_000).as_str(), "{until}");
+    wait_for_models_status(&relay, &second, StatusCode::OK).await;
+    wait_for_models_status(&relay, first, StatusCode::OK).await;
+
+    let rotated = work.run(&["keys", "rotate", id, "--grace", "0"], &[]).await.assert_success();
+    assert!(
+        rotated.stdout.contains("New secret (shown once); the previous one no longer works:"),
+        "{}",
+        rotated.stdout
+    );
+    wait_for_models_status(&relay, &second, StatusCode::UNAUTHORIZED).await;
+    relay.kill().await;
+}
+
+/// The RFC 3339 UTC time `secs` seconds from now, as the CLI prints times (so that the strings
+/// compare in time order).
+fn rfc3339_in(secs: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    confab_server::rfc3339(i64::try_from(now.as_secs()).unwrap() + secs)
+}
+
+#[tokio::test]
+async fn origins_are_added_and_removed_normalised_and_the_last_one_is_kept() {
+    let work = Workdir::new();
+    let created =
+        work.create_site(&["--name", "Shop", "--origin", "https://shop.example"], &[]).await;
+    let id = created["id"].as_str().unwrap();
+    let origins = async || {
+        work.run(&["sites", "show", id, "--json"], &[]).await.assert_success().json()["origins"]
+            .clone()
+    };
+
+    work.run(
+        &[
+            "sites",
+            "origins",
+            id,
+            "--add",
+            "https://WWW.Shop.Example:443/",
+            "--add",
+            "http://x.example",
+        ],
+        &[],
+    )
+    .await
+    .assert_success();
+    assert_eq!(
+        origins().await,
+        json!(["https://shop.example", "https://www.shop.example", "http://x.example"])
+    );
+    work.run(
+        &[
+            "sites",
+            "origins",
+            id,
+            "--remove",
+            "https://shop.example",
+            "--remove",
+            "http://x.example",
+        ],
+        &[],
+    )
+    .await
+    .assert_success();
+    assert_eq!(origins().await, json!(["https://www.shop.example"]));
+
+    let last = work
+        .run(&["sites", "origins", id, "--remove", "https://www.shop.example"], &[])
+        .await
+        .assert_failure();
+    assert_eq!(
+        last.stderr,
+        format!(
+            "error: origin: cannot remove the last origin of site {id}: its key would work from \
+             nowhere (add another origin first, or delete the site)\n"
+        )
+    );
+    let unknown = work
+        .run(&["sites", "origins", id, "--remove", "https://other.example"], &[])
+        .await
+        .assert_failure();
+    assert_eq!(
+        unknown.stderr,
+        format!(
+            "error: origin: `https://other.example` is not an origin of site {id} (it lists: \
+             https://www.shop.example)\n"
+        )
+    );
+    let path = work
+        .run(&["sites", "origins", id, "--add", "https://shop.example/cart"], &[])
+        .await
+        .assert_failure();
+    assert!(path.stderr.contains("must be an origin only"), "{}", path.stderr);
+    assert_eq!(
+        origins().await,
+        json!(["https://www.shop.example"]),
+        "a refused change changes nothing"
+    );
+
+    // A site that accepts calls without an Origin may be left with none.
+    let native = work
+        .create_site(
+            &["--name", "App", "--origin", "https://app.example", "--allow-no-origin"],
+            &[],
+        )
+        .await;
+    let native_id = native["id"].as_str().unwrap();
+    work.run(&["sites", "origins", native_id, "--remove", "https://app.example"], &[])
+        .await
+        .assert_success();
+    let shown =
+        work.run(&["sites", "show", native_id, "--json"], &[]).await.assert_success().json();
+    assert_eq!(shown["origins"], json!([]));
+}
+
+#[tokio::test]
+async fn a_rekeyed_site_keeps_its_old_key_for_the_grace_period_on_a_running_relay() {
+    let work = Workdir::new();
+    let relay = Relay::start(&work, &[]).await;
+    let created = work
+        .create_site(
+            &["--name", "App", "--origin", "https://app.example", "--allow-no-origin"],
+            &[],
+        )
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let old = created["key"].as_str().unwrap();
+    wait_for_models_status(&relay, old, StatusCode::OK).await;
+
+    let rekeyed = work.run(&["sites", "rekey", id, "--json"], &[]).await.assert_success().json();
+    let new = rekeyed["key"].as_str().unwrap().to_owned();
+    assert!(is_site_key(&new) && new != old, "{new}");
+    assert_eq!(rekeyed["previous_key_prefix"], key_prefix(old));
+    let until = rekeyed["previous_key_expires_at"].as_str().unwrap();
+    assert!(until > rfc3339_in(86_000).as_str(), "the default grace is a day: {until}");
+    wait_for_models_status(&relay, &new, StatusCode::OK).await;
+    wait_for_models_status(&relay, old, StatusCode::OK).await;
+
+    let again = work.run(&["sites", "rekey", id, "--grace", "0"], &[]).await.assert_success();
+    assert!(
+        again.stdout.contains("New site key (shown once; the previous key no longer works):"),
+        "{}",
+        again.stdout
+    );
+    wait_for_models_status(&relay, &new, StatusCode::UNAUTHORIZED).await;
+    relay.kill().await;
+}
+
+const SHARED_ADMIN_WARNING: &str = "the admin API is served on the public listener";
+
+#[tokio::test]
+async fn an_admin_api_on_the_public_listener_is_warned_about_once_at_start() {
+    let work = Workdir::new();
+    let envs = [("CONFAB_ADMIN_TOKEN", "an-admin-token-of-enough-length")];
+    let relay = Relay::start(&work, &envs).await;
+    // The warning is written before the address is printed, so it is in the log by now.
+    let log = read_log(&relay.stderr_log);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(SHARED_ADMIN_WARNING)).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(warnings[0].contains("set admin.listen (CONFAB__ADMIN__LISTEN)"), "{}", warnings[0]);
+    // Requests do not repeat it.
+    let client = http_client();
+    for _ in 0..3 {
+        client.get(relay.url("/healthz")).send().await.unwrap();
+    }
+    assert_eq!(read_log(&relay.stderr_log).matches(SHARED_ADMIN_WARNING).count(), 1);
+    relay.kill().await;
+
+    // Without an admin token there is no admin API, and no warning.
+    let work = Workdir::new();
+    let relay = Relay::start(&work, &[]).await;
+    assert!(!read_log(&relay.stderr_log).contains(SHARED_ADMIN_WARNING));
     relay.kill().await;
 }

@@ -96,7 +96,7 @@ async fn sites_are_created_listed_limited_and_deleted_over_the_admin_api() {
     let (status, limited) = admin(&relay, Method::PUT, &path, Some(json!({"rpm": 100}))).await;
     assert_eq!(status, 200, "{limited}");
     assert_eq!(limited["limits"]["rpm"], 100);
-    assert_eq!(limited["limits"]["visitor_rpm"], Value::Null, "limits are replaced as a whole");
+    assert_eq!(limited["limits"]["visitor_rpm"], Value::Null, "PUT replaces limits as a whole");
     let (status, body) = admin(&relay, Method::PUT, &path, Some(json!({"rpm": 0}))).await;
     assert_eq!(
         (status, &body["error"]["message"]),
@@ -222,6 +222,9 @@ async fn the_openapi_document_describes_every_admin_route() {
         ("GET", "/admin/v1/sites/{id}"),
         ("DELETE", "/admin/v1/sites/{id}"),
         ("PUT", "/admin/v1/sites/{id}/limits"),
+        ("PATCH", "/admin/v1/sites/{id}/limits"),
+        ("PATCH", "/admin/v1/sites/{id}/origins"),
+        ("POST", "/admin/v1/sites/{id}/rekey"),
         ("GET", "/admin/v1/keys"),
         ("POST", "/admin/v1/keys"),
         ("POST", "/admin/v1/keys/{id}/rotate"),
@@ -258,4 +261,211 @@ async fn a_sites_visitor_token_mode_is_shown_as_the_openapi_document_describes_i
     let (_, doc) = admin(&relay, Method::GET, "/admin/v1/openapi.json", None).await;
     let documented = &doc["components"]["schemas"]["Site"]["properties"]["verification"];
     assert_eq!(documented["properties"]["mode"]["enum"], json!(["hmac", "jwt"]));
+}
+
+#[tokio::test]
+async fn patching_a_sites_limits_keeps_what_the_body_leaves_out_and_null_clears() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let path = format!("/admin/v1/sites/{}/limits", relay.site_id);
+    let body = json!({"monthly_budget_micros": 5_000_000, "visitor_rpm": 7});
+    let (status, site) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!(status, 200, "{site}");
+
+    let (status, site) = admin(&relay, Method::PATCH, &path, Some(json!({"rpm": 10}))).await;
+    assert_eq!(status, 200, "{site}");
+    let limits = &site["limits"];
+    assert_eq!(
+        (&limits["rpm"], &limits["monthly_budget_micros"], &limits["visitor_rpm"]),
+        (&json!(10), &json!(5_000_000), &json!(7)),
+        "{limits}"
+    );
+
+    let body = json!({"monthly_budget_micros": null});
+    let (status, site) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!(status, 200, "{site}");
+    let limits = &site["limits"];
+    assert_eq!(
+        (&limits["rpm"], &limits["monthly_budget_micros"], &limits["visitor_rpm"]),
+        (&json!(10), &Value::Null, &json!(7)),
+        "{limits}"
+    );
+
+    // The merged result is validated, and a refused change changes nothing.
+    let (status, body) = admin(&relay, Method::PATCH, &path, Some(json!({"rpd": 0}))).await;
+    assert_eq!(
+        (status, &body["error"]["message"]),
+        (400, &json!("rpd: must be at least 1 (leave it out for no limit)"))
+    );
+    let (_, site) =
+        admin(&relay, Method::GET, &format!("/admin/v1/sites/{}", relay.site_id), None).await;
+    assert_eq!(site["limits"]["rpm"], 10);
+    let missing =
+        admin(&relay, Method::PATCH, "/admin/v1/sites/site_none/limits", Some(json!({}))).await;
+    assert_eq!(missing.0, 404);
+}
+
+#[tokio::test]
+async fn a_key_rotated_with_no_grace_refuses_its_old_secret_at_once() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let body = json!({"name": "Backend", "scopes": ["models"]});
+    let (_, created) = admin(&relay, Method::POST, "/admin/v1/keys", Some(body)).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let first = created["key"].as_str().unwrap().to_owned();
+    let models = |secret: String| {
+        let request = relay.client.get(relay.url("/v1/models")).bearer_auth(secret);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+
+    let rotate = format!("/admin/v1/keys/{id}/rotate");
+    let (status, rotated) =
+        admin(&relay, Method::POST, &rotate, Some(json!({"grace_secs": 3600}))).await;
+    assert_eq!(status, 200, "{rotated}");
+    let second = rotated["key"].as_str().unwrap().to_owned();
+    assert_eq!((models(first.clone()).await, models(second.clone()).await), (200, 200));
+
+    let (status, rotated) =
+        admin(&relay, Method::POST, &rotate, Some(json!({"grace_secs": 0}))).await;
+    assert_eq!(status, 200, "{rotated}");
+    let third = rotated["key"].as_str().unwrap().to_owned();
+    assert_eq!((models(second).await, models(third).await), (401, 200));
+
+    let (status, body) =
+        admin(&relay, Method::POST, &rotate, Some(json!({"grace_secs": -1}))).await;
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid_field")), "{body}");
+}
+
+#[tokio::test]
+async fn every_admin_answer_that_carries_a_secret_forbids_caching_it() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let send = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = relay.client.request(method, relay.url(path)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let cache_control = |response: &reqwest::Response| {
+        response.headers().get("cache-control").map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let site = json!({"name": "Blog", "origins": ["https://blog.example"]});
+    let created = send(Method::POST, "/admin/v1/sites", Some(site)).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(cache_control(&created).as_deref(), Some("no-store"));
+
+    let key = json!({"name": "Backend", "scopes": ["models"]});
+    let created = send(Method::POST, "/admin/v1/keys", Some(key)).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(cache_control(&created).as_deref(), Some("no-store"));
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
+    // Without a body, a rotation takes the configured grace.
+    let rotated = send(Method::POST, &format!("/admin/v1/keys/{id}/rotate"), None).await;
+    assert_eq!(rotated.status(), 200);
+    assert_eq!(cache_control(&rotated).as_deref(), Some("no-store"));
+
+    let path = format!("/admin/v1/sites/{}/rekey", relay.site_id);
+    let rekeyed = send(Method::POST, &path, Some(json!({"grace_secs": 0}))).await;
+    assert_eq!(rekeyed.status(), 200);
+    assert_eq!(cache_control(&rekeyed).as_deref(), Some("no-store"));
+
+    // Answers without a secret are not affected.
+    let listed = send(Method::GET, "/admin/v1/keys", None).await;
+    assert_eq!(cache_control(&listed), None);
+}
+
+#[tokio::test]
+async fn origins_changed_over_the_admin_api_apply_to_the_sites_key_at_once() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let models_from = |origin: &'static str| {
+        let request = relay
+            .client
+            .get(relay.url("/v1/models"))
+            .bearer_auth(&relay.key)
+            .header("origin", origin);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(models_from("https://new.example").await, 403);
+
+    let path = format!("/admin/v1/sites/{}/origins", relay.site_id);
+    let body = json!({"add": ["https://NEW.example:443"], "remove": ["https://shop.example"]});
+    let (status, site) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!(status, 200, "{site}");
+    assert_eq!(site["origins"], json!(["https://new.example"]));
+    assert_eq!(models_from("https://new.example").await, 200);
+    assert_eq!(models_from("https://shop.example").await, 403);
+
+    let body = json!({"remove": ["https://new.example"]});
+    let (status, error) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!(
+        (status, &error["error"]["message"]),
+        (
+            400,
+            &json!(format!(
+                "origin: cannot remove the last origin of site {}: its key would work from \
+                 nowhere (add another origin first, or delete the site)",
+                relay.site_id
+            ))
+        )
+    );
+    let body = json!({"add": ["https://shop.example/path"]});
+    let (status, error) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!((status, &error["error"]["code"]), (400, &json!("invalid_value")), "{error}");
+    let missing = admin(
+        &relay,
+        Method::PATCH,
+        "/admin/v1/sites/site_none/origins",
+        Some(json!({"add": ["https://a.example"]})),
+    )
+    .await;
+    assert_eq!(missing.0, 404);
+}
+
+#[tokio::test]
+async fn a_rekeyed_site_accepts_both_keys_during_the_grace_period_and_only_the_new_one_after() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let models = |key: String| {
+        let request = relay
+            .client
+            .get(relay.url("/v1/models"))
+            .bearer_auth(key)
+            .header("origin", confab_tests::SITE_ORIGIN);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let old = relay.key.clone();
+    let path = format!("/admin/v1/sites/{}/rekey", relay.site_id);
+    // Expiry is kept in whole seconds, so a grace of N s lasts between N - 1 and N s: 2 s leaves
+    // at least one second in which both keys must work.
+    let (status, rekeyed) =
+        admin(&relay, Method::POST, &path, Some(json!({"grace_secs": 2}))).await;
+    assert_eq!(status, 200, "{rekeyed}");
+    let new = rekeyed["key"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("confab_pk_") && new != old);
+    let old_prefix = old.rsplit_once('_').unwrap().0;
+    assert_eq!(rekeyed["previous_key_prefix"], old_prefix);
+    assert!(rekeyed["previous_key_expires_at"].is_string(), "{rekeyed}");
+
+    assert_eq!((models(old.clone()).await, models(new.clone()).await), (200, 200));
+    // The old key stops within a bounded wait; the new one keeps working.
+    let stopped = tokio::time::timeout(confab_tests::WAIT, async {
+        while models(old.clone()).await != 401 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(stopped.is_ok(), "the old site key still works after its grace period");
+    assert_eq!(models(new.clone()).await, 200);
+
+    // With no grace, the old key stops at once.
+    let (_, again) = admin(&relay, Method::POST, &path, Some(json!({"grace_secs": 0}))).await;
+    let newest = again["key"].as_str().unwrap().to_owned();
+    assert_eq!((models(new).await, models(newest).await), (401, 200));
+    assert_eq!(again["previous_key_prefix"], Value::Null);
+    let missing = admin(&relay, Method::POST, "/admin/v1/sites/site_none/rekey", None).await;
+    assert_eq!(missing.0, 404);
 }

@@ -1,9 +1,15 @@
 //! Upstream failures: before the answer starts they become a status in the envelope; after it
-//! starts, the stream ends with an `error` event. Nothing hangs.
+//! starts, the stream ends with an `error` event. Nothing hangs. And the relay's own failure to
+//! keep its directory of keys fresh, which refuses keys rather than trusting an old copy.
 
 use std::time::Duration;
 
-use confab_tests::{MockUpstream, Reply, Step, TestRelay, UPSTREAM_SECRET, json_body, read_events};
+use confab_server::keys::KeySpec;
+use confab_server::store::Scope;
+use confab_tests::{
+    MockUpstream, Reply, SITE_ORIGIN, Step, TestRelay, UPSTREAM_SECRET, json_body, read_events,
+    wait_for_log,
+};
 use eventsource_stream::Event;
 use serde_json::{Value, json};
 
@@ -247,4 +253,79 @@ async fn the_relay_keeps_serving_after_every_failure() {
     let (status, body) = json_body(relay.send_chat(hello(false)).await).await;
     assert_eq!(status, 200);
     assert_eq!(body["choices"][0]["message"]["content"], "fine");
+}
+
+/// Makes the relay's check of its in-memory directory fail (or work again) for real: the table
+/// it polls is renamed away from another connection, as a damaged or replaced database would do.
+async fn directory_checks_fail(relay: &TestRelay, fail: bool) {
+    let pool = sqlx::SqlitePool::connect(&relay.config.database.url).await.unwrap();
+    let statement = if fail {
+        "ALTER TABLE directory_version RENAME TO directory_version_unreadable"
+    } else {
+        "ALTER TABLE directory_version_unreadable RENAME TO directory_version"
+    };
+    sqlx::query(statement).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+/// Waits (bounded) until `GET /v1/models` with `key` answers `status`; returns the body.
+async fn models_until(relay: &TestRelay, key: &str, origin: Option<&str>, status: u16) -> Value {
+    let answered = tokio::time::timeout(confab_tests::WAIT, async {
+        loop {
+            let mut request = relay.client.get(relay.url("/v1/models")).bearer_auth(key);
+            if let Some(origin) = origin {
+                request = request.header("origin", origin);
+            }
+            let (got, body) = json_body(request.send().await.unwrap()).await;
+            if got == status {
+                return body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+    answered.unwrap_or_else(|_| panic!("`/v1/models` never answered {status}"))
+}
+
+#[tokio::test]
+async fn keys_are_refused_while_the_directory_cannot_be_refreshed_and_healthz_says_since_when() {
+    let mock = MockUpstream::start().await;
+    let relay = TestRelay::builder(&mock)
+        .config(|c| c.database.directory_max_stale_ms = 1_000)
+        .start()
+        .await;
+    let spec =
+        KeySpec { name: "backend".into(), scopes: vec![Scope::Models], ..KeySpec::default() };
+    let (_, secret) = relay.create_key(spec).await;
+    models_until(&relay, &secret, None, 200).await;
+    models_until(&relay, &relay.key, Some(SITE_ORIGIN), 200).await;
+
+    directory_checks_fail(&relay, true).await;
+    let refused = models_until(&relay, &secret, None, 503).await;
+    let expected = json!({"error": {
+        "message": "the relay cannot check keys right now (its copy of sites and keys could not \
+                    be refreshed); retry later",
+        "type": "service_unavailable_error",
+        "code": "directory_stale",
+    }});
+    assert_eq!(refused, expected);
+    // Site keys fail closed too: a site deleted meanwhile must not keep working.
+    assert_eq!(models_until(&relay, &relay.key, Some(SITE_ORIGIN), 503).await, expected);
+
+    let (status, health) =
+        json_body(relay.client.get(relay.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!((status, &health["status"]), (503, &json!("directory stale")), "{health}");
+    assert_eq!(health["directory"]["stale"], true);
+    let since = health["directory"]["last_refreshed_at"].as_str().unwrap();
+    assert!(since.len() == 20 && since.ends_with('Z'), "{since}");
+    assert!(health["directory"]["stale_for_ms"].as_u64().unwrap() > 1_000, "{health}");
+    wait_for_log("refusing keys until it can").await;
+
+    // Once the directory can be checked again, keys work again.
+    directory_checks_fail(&relay, false).await;
+    models_until(&relay, &secret, None, 200).await;
+    models_until(&relay, &relay.key, Some(SITE_ORIGIN), 200).await;
+    let (status, health) =
+        json_body(relay.client.get(relay.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!((status, health), (200, json!({"status": "ok"})));
 }

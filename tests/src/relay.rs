@@ -100,8 +100,12 @@ impl TestRelayBuilder {
         for upstream in &mut config.upstreams {
             upstream.api_key_file = Some(key_file.clone());
         }
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&config.database.url, 4).await.unwrap());
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&config.database.url, 4)
+                .await
+                .unwrap()
+                .with_directory_max_stale(config.database.directory_max_stale()),
+        );
         let created = sites::create_site(store.as_ref(), &config, self.site, false).await.unwrap();
         let state = AppState::new(config.clone(), Arc::clone(&store)).await.unwrap();
         let webhooks = Arc::clone(&state.webhooks);

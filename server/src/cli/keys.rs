@@ -22,9 +22,13 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Give a key a new secret; the old one keeps working for `keys.rotation_grace_secs`.
+    /// Give a key a new secret; the old one keeps working for a grace period.
     Rotate {
         id: String,
+        /// How long the old secret keeps working, in seconds; 0 stops it at once
+        /// [default: keys.rotation_grace_secs].
+        #[arg(long, value_name = "SECS")]
+        grace: Option<u64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -125,13 +129,16 @@ pub async fn run(command: KeysCommand, config: &Config, store: &dyn Store) -> an
                 print_flush(&out);
             }
         }
-        KeysCommand::Rotate { id, json } => {
-            let grace = Duration::from_secs(config.keys.rotation_grace_secs);
+        KeysCommand::Rotate { id, grace, json } => {
+            let grace = Duration::from_secs(grace.unwrap_or(config.keys.rotation_grace_secs));
             let issued = keys::rotate_key(store, &id, grace).await?;
-            let note = format!(
-                "New secret (shown once); the previous one keeps working until {}",
-                issued.key.previous_expires_at.map_or_else(|| "now".into(), crate::rfc3339)
-            );
+            let note = match issued.key.previous_expires_at {
+                Some(until) if !grace.is_zero() => format!(
+                    "New secret (shown once); the previous one keeps working until {}",
+                    crate::rfc3339(until)
+                ),
+                _ => "New secret (shown once); the previous one no longer works".to_owned(),
+            };
             print_issued(&issued, json, &note);
         }
         KeysCommand::Revoke { id } => match keys::revoke_key(store, &id).await {

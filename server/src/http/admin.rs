@@ -9,18 +9,19 @@ use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::json::OptionalApiJson;
 use super::{ApiJson, AppState, usage::days_param};
 use crate::config::ClientInstructions;
 use crate::error::ApiError;
 use crate::keys::{self, KeyError, KeySpec};
-use crate::sites::{self, SiteError, SiteSpec};
+use crate::sites::{self, Change, LimitsChange, SiteError, SiteSpec};
 use crate::store::{CallerLimits, Scope, SiteWidget, VisitorLimits};
 
 /// The OpenAPI 3.1 description of this module's routes (kept in step by a test).
@@ -31,7 +32,9 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/openapi.json", get(openapi))
         .route("/admin/v1/sites", get(list_sites).post(create_site))
         .route("/admin/v1/sites/{id}", get(show_site).delete(delete_site))
-        .route("/admin/v1/sites/{id}/limits", put(set_site_limits))
+        .route("/admin/v1/sites/{id}/limits", put(replace_site_limits).patch(change_site_limits))
+        .route("/admin/v1/sites/{id}/origins", patch(change_site_origins))
+        .route("/admin/v1/sites/{id}/rekey", post(rekey_site))
         .route("/admin/v1/keys", get(list_keys).post(create_key))
         .route("/admin/v1/keys/{id}/rotate", post(rotate_key))
         .route("/admin/v1/keys/{id}/revoke", post(revoke_key))
@@ -104,6 +107,26 @@ impl From<KeyError> for ApiError {
     }
 }
 
+/// An answer that carries a secret shown once (a new site key or secret key): no cache, the
+/// browser's or a proxy's, may keep a copy.
+fn with_secret(status: StatusCode, body: Value) -> Response {
+    let no_store = [(axum::http::header::CACHE_CONTROL, "no-store")];
+    (status, no_store, Json(body)).into_response()
+}
+
+/// How long a replaced secret keeps working; absent: `keys.rotation_grace_secs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraceBody {
+    grace_secs: Option<u64>,
+}
+
+impl GraceBody {
+    fn grace(&self, state: &AppState) -> Duration {
+        Duration::from_secs(self.grace_secs.unwrap_or(state.config.keys.rotation_grace_secs))
+    }
+}
+
 async fn openapi(_: Admin) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
@@ -140,6 +163,56 @@ impl LimitsBody {
                 verified_rpd: self.verified_rpd,
             },
         )
+    }
+}
+
+/// A change to limits in the admin API's JSON (`PATCH`): an absent field keeps its value, `null`
+/// clears it, a number sets it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsPatchBody {
+    #[serde(default, deserialize_with = "change")]
+    rpm: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    rpd: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    tpm: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    monthly_budget_micros: Change<u64>,
+    #[serde(default, deserialize_with = "change")]
+    daily_budget_micros: Change<u64>,
+    #[serde(default, deserialize_with = "change")]
+    visitor_rpm: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    visitor_rpd: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    verified_rpm: Change<u32>,
+    #[serde(default, deserialize_with = "change")]
+    verified_rpd: Change<u32>,
+}
+
+/// A present field: `null` clears, a value sets (an absent one is `Change::Keep`, the default).
+fn change<'de, D, T>(deserializer: D) -> Result<Change<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Change::replacing(Option::<T>::deserialize(deserializer)?))
+}
+
+impl LimitsPatchBody {
+    fn change(&self) -> LimitsChange {
+        LimitsChange {
+            rpm: self.rpm,
+            rpd: self.rpd,
+            tpm: self.tpm,
+            monthly_budget_micros: self.monthly_budget_micros,
+            daily_budget_micros: self.daily_budget_micros,
+            visitor_rpm: self.visitor_rpm,
+            visitor_rpd: self.visitor_rpd,
+            verified_rpm: self.verified_rpm,
+            verified_rpd: self.verified_rpd,
+        }
     }
 }
 
@@ -206,7 +279,7 @@ async fn create_site(
     let created = sites::create_site(state.store.as_ref(), &state.config, spec, false).await?;
     let mut view = sites::site_view(&created.site);
     view["key"] = json!(created.key.reveal());
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    Ok(with_secret(StatusCode::CREATED, view))
 }
 
 async fn show_site(
@@ -230,17 +303,71 @@ async fn delete_site(
     }
 }
 
-async fn set_site_limits(
+/// `PATCH`: the limits the body names change, the others keep their value (as `confab sites
+/// limits` does).
+async fn change_site_limits(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<LimitsPatchBody>,
+) -> Result<Json<Value>, ApiError> {
+    changed_site_limits(&state, &id, &body.change()).await
+}
+
+/// `PUT`: the body is the whole set of limits; what it leaves out is removed.
+async fn replace_site_limits(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<LimitsBody>,
 ) -> Result<Json<Value>, ApiError> {
     let (limits, visitor_limits) = body.split();
-    if !sites::update_limits(state.store.as_ref(), &id, limits, visitor_limits).await? {
+    changed_site_limits(&state, &id, &LimitsChange::replacing(limits, visitor_limits)).await
+}
+
+async fn changed_site_limits(
+    state: &AppState,
+    id: &str,
+    change: &LimitsChange,
+) -> Result<Json<Value>, ApiError> {
+    let site = sites::update_limits(state.store.as_ref(), id, change).await?;
+    site.map(|site| Json(sites::site_view(&site))).ok_or_else(|| not_found("site", id))
+}
+
+/// The body, optional, may set `grace_secs` (0: the old key stops at once).
+async fn rekey_site(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalApiJson(body): OptionalApiJson<GraceBody>,
+) -> Result<Response, ApiError> {
+    let Some(rekeyed) = sites::rekey_site(state.store.as_ref(), &id, body.grace(&state)).await?
+    else {
         return Err(not_found("site", &id));
-    }
-    show_site(Admin, State(state), Path(id)).await
+    };
+    let mut view = sites::site_view(&rekeyed.site);
+    view["key"] = json!(rekeyed.key.reveal());
+    Ok(with_secret(StatusCode::OK, view))
+}
+
+/// Origins to add and to remove.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OriginsBody {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+async fn change_site_origins(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<OriginsBody>,
+) -> Result<Json<Value>, ApiError> {
+    let site = sites::change_origins(state.store.as_ref(), &id, &body.add, &body.remove).await?;
+    site.map(|site| Json(sites::site_view(&site))).ok_or_else(|| not_found("site", &id))
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,17 +430,18 @@ async fn create_key(
         },
     };
     let issued = keys::create_key(state.store.as_ref(), &state.config, spec).await?;
-    Ok((StatusCode::CREATED, Json(issued_view(&issued))).into_response())
+    Ok(with_secret(StatusCode::CREATED, issued_view(&issued)))
 }
 
+/// The body, optional, may set `grace_secs` (0: the old secret stops at once).
 async fn rotate_key(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let grace = Duration::from_secs(state.config.keys.rotation_grace_secs);
-    let issued = keys::rotate_key(state.store.as_ref(), &id, grace).await?;
-    Ok(Json(issued_view(&issued)))
+    OptionalApiJson(body): OptionalApiJson<GraceBody>,
+) -> Result<Response, ApiError> {
+    let issued = keys::rotate_key(state.store.as_ref(), &id, body.grace(&state)).await?;
+    Ok(with_secret(StatusCode::OK, issued_view(&issued)))
 }
 
 async fn revoke_key(

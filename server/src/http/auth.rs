@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, header, request::Parts};
 use super::AppState;
 use crate::error::ApiError;
 use crate::sitekey::{KeyKind, PresentedKey};
-use crate::store::{ApiKey, Scope, Site};
+use crate::store::{ApiKey, Scope, Site, StoreError};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -65,9 +65,9 @@ impl FromRequestParts<AppState> for Caller {
             KeyKind::Site => {
                 let credentials = state
                     .store
-                    .site_by_key(presented.lookup_id)
+                    .site_by_key(presented.lookup_id, crate::unix_now_i64())
                     .await
-                    .map_err(ApiError::internal)?
+                    .map_err(lookup_failed)?
                     .ok_or(INVALID_KEY)?;
                 if !presented.matches(&credentials.key_hash) {
                     return Err(INVALID_KEY);
@@ -83,7 +83,7 @@ impl FromRequestParts<AppState> for Caller {
                     .store
                     .api_key_by_lookup(presented.lookup_id, now)
                     .await
-                    .map_err(ApiError::internal)?
+                    .map_err(lookup_failed)?
                     .ok_or(INVALID_KEY)?;
                 if !presented.matches(&credentials.key_hash) {
                     return Err(INVALID_KEY);
@@ -94,6 +94,19 @@ impl FromRequestParts<AppState> for Caller {
                 Ok(Caller::Key(key))
             }
         }
+    }
+}
+
+/// A key lookup that failed. A directory too stale to trust is the relay's own state, not the
+/// caller's fault: 503, so that clients retry, rather than a 401 that says the key is bad.
+fn lookup_failed(error: StoreError) -> ApiError {
+    match error {
+        StoreError::DirectoryStale { .. } => ApiError::Unavailable {
+            code: "directory_stale",
+            message: "the relay cannot check keys right now (its copy of sites and keys could not \
+                      be refreshed); retry later",
+        },
+        other => ApiError::internal(other),
     }
 }
 

@@ -16,19 +16,40 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.config.timeouts.request_body();
-        let bytes = tokio::time::timeout(limit, Bytes::from_request(request, state))
-            .await
-            .map_err(|_| ApiError::RequestTimeout { limit })?
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge { limit: state.config.limits.max_body_bytes }
-                } else {
-                    ApiError::invalid("invalid_body", "the request body could not be read")
-                }
-            })?;
-        parse(&bytes).map(ApiJson)
+        parse(&read_body(request, state).await?).map(ApiJson)
     }
+}
+
+/// Like [`ApiJson`], for a body that may be left out: none at all (or only whitespace) is
+/// `T::default()`, for operations whose every option has a default.
+#[derive(Debug, Clone)]
+pub struct OptionalApiJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = read_body(request, state).await?;
+        if bytes.trim_ascii().is_empty() {
+            return Ok(OptionalApiJson(T::default()));
+        }
+        parse(&bytes).map(OptionalApiJson)
+    }
+}
+
+/// The whole body, within `timeouts.request_body_ms` and `limits.max_body_bytes`.
+async fn read_body(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let limit = state.config.timeouts.request_body();
+    tokio::time::timeout(limit, Bytes::from_request(request, state))
+        .await
+        .map_err(|_| ApiError::RequestTimeout { limit })?
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit: state.config.limits.max_body_bytes }
+            } else {
+                ApiError::invalid("invalid_body", "the request body could not be read")
+            }
+        })
 }
 
 /// Parses a JSON body, reporting UTF-8, syntax and type errors separately.

@@ -9,12 +9,17 @@
 //! admin API (and anything else in the same process) sees its change at once. A write from
 //! another process (the `confab` CLI next to a running relay) bumps `directory_version` through
 //! SQL triggers, and the relay polls that one-row table every [`POLL`]: a revoked key or a removed
-//! origin stops working there within a quarter of a second. A failed poll keeps the copy it has.
+//! origin stops working there within a quarter of a second.
+//!
+//! **Failing closed.** A failed poll keeps the copy it has, but only for so long: once the copy
+//! has not been confirmed current for `max_stale` (`database.directory_max_stale_ms`), lookups
+//! fail with [`StoreError::DirectoryStale`] (a 503 for site and secret keys alike, since a key
+//! revoked or a site deleted meanwhile must not keep working), until a poll succeeds again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -23,11 +28,15 @@ use super::{ApiKey, ApiKeyCredentials, Site, SiteCredentials, StoreError};
 /// How often a relay looks for changes made by other processes.
 pub const POLL: Duration = Duration::from_millis(250);
 
+/// How long a copy that cannot be checked is trusted, unless configured otherwise.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(30);
+
 /// One consistent copy, as of `version`.
 #[derive(Debug, Default)]
 pub struct Directory {
     version: i64,
-    /// By the site key's lookup id.
+    /// By the site key's lookup id: each site's current key, and its previous one during the
+    /// grace period after a re-key.
     sites: HashMap<String, SiteEntry>,
     /// By lookup id: each active key's current secret, and its previous one during the grace
     /// period after a rotation.
@@ -39,6 +48,16 @@ pub struct Directory {
 struct SiteEntry {
     site: Arc<Site>,
     key_hash: Vec<u8>,
+    /// For a previous key: when it stops working (unix seconds).
+    expires_at: Option<i64>,
+}
+
+/// A site as stored: its current key's hash, and the previous one's if it has one.
+#[derive(Debug)]
+pub struct StoredSite {
+    pub site: Site,
+    pub key_hash: Vec<u8>,
+    pub previous_key_hash: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -58,17 +77,27 @@ pub struct StoredKey {
 }
 
 impl Directory {
-    /// Builds the copy from every site (with its origins and key hash) and every active key.
+    /// Builds the copy from every site (with its origins and key hashes) and every active key.
     pub fn new(
         version: i64,
-        sites: impl IntoIterator<Item = (Site, Vec<u8>)>,
+        sites: impl IntoIterator<Item = StoredSite>,
         keys: impl IntoIterator<Item = StoredKey>,
     ) -> Self {
         let mut directory = Directory { version, ..Directory::default() };
-        for (site, key_hash) in sites {
+        let mut current_sites = Vec::new();
+        for StoredSite { site, key_hash, previous_key_hash } in sites {
             directory.origins.extend(site.origins.iter().cloned());
-            let lookup = site.key_lookup_id.clone();
-            directory.sites.insert(lookup, SiteEntry { site: Arc::new(site), key_hash });
+            let site = Arc::new(site);
+            if let (Some(lookup), Some(hash)) = (&site.previous_key_lookup_id, previous_key_hash) {
+                let expires_at = Some(site.previous_key_expires_at.unwrap_or(i64::MIN));
+                let entry = SiteEntry { site: Arc::clone(&site), key_hash: hash, expires_at };
+                directory.sites.insert(lookup.clone(), entry);
+            }
+            current_sites.push(SiteEntry { site, key_hash, expires_at: None });
+        }
+        // A current key wins over another site's expiring one with the same lookup id.
+        for entry in current_sites {
+            directory.sites.insert(entry.site.key_lookup_id.clone(), entry);
         }
         let mut current = Vec::new();
         for StoredKey { key, key_hash, previous_key_hash } in keys {
@@ -87,11 +116,12 @@ impl Directory {
         directory
     }
 
-    pub fn site_by_key(&self, lookup_id: &str) -> Option<SiteCredentials> {
-        self.sites.get(lookup_id).map(|entry| SiteCredentials {
-            site: Arc::clone(&entry.site),
-            key_hash: entry.key_hash.clone(),
-        })
+    pub fn site_by_key(&self, lookup_id: &str, now: i64) -> Option<SiteCredentials> {
+        let entry = self.sites.get(lookup_id)?;
+        if entry.expires_at.is_some_and(|expires_at| expires_at <= now) {
+            return None;
+        }
+        Some(SiteCredentials { site: Arc::clone(&entry.site), key_hash: entry.key_hash.clone() })
     }
 
     pub fn api_key_by_lookup(&self, lookup_id: &str, now: i64) -> Option<ApiKeyCredentials> {
@@ -117,18 +147,40 @@ pub trait Source: Clone + Send + Sync + 'static {
 }
 
 /// The current copy, loaded on first use and kept fresh (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DirectoryCache {
     current: RwLock<Option<Arc<Directory>>>,
     /// One reload at a time, so a slow reload cannot replace a newer copy.
     reloading: tokio::sync::Mutex<()>,
     polling: AtomicBool,
+    /// When the copy was last known to be current (loaded, or its version checked), as a
+    /// monotonic instant and as unix milliseconds (for reporting).
+    confirmed: Mutex<Option<(Instant, i64)>>,
+    /// Past this long without a confirmation the copy is not used.
+    max_stale: Duration,
+    /// Whether the poller has already logged that the copy went stale (logged once per episode).
+    reported_stale: AtomicBool,
 }
 
 impl DirectoryCache {
-    /// The current copy; the first call loads it and starts polling for outside changes.
+    pub fn new(max_stale: Duration) -> Self {
+        Self {
+            current: RwLock::default(),
+            reloading: tokio::sync::Mutex::default(),
+            polling: AtomicBool::default(),
+            confirmed: Mutex::default(),
+            max_stale,
+            reported_stale: AtomicBool::default(),
+        }
+    }
+
+    /// The current copy; the first call loads it and starts polling for outside changes. Fails
+    /// with `DirectoryStale` while the copy is too old to trust.
     pub async fn get(self: &Arc<Self>, source: &impl Source) -> Result<Arc<Directory>, StoreError> {
         if let Some(current) = self.loaded() {
+            if let Some(since_ms) = self.stale_since() {
+                return Err(StoreError::DirectoryStale { since_ms });
+            }
             return Ok(current);
         }
         let directory = self.reload(source).await?;
@@ -148,13 +200,27 @@ impl DirectoryCache {
         }
     }
 
+    /// When the copy was last confirmed current (unix ms), if that is longer ago than the
+    /// maximum staleness; `None` while it is fresh (or before it is first loaded).
+    pub fn stale_since(&self) -> Option<i64> {
+        let confirmed = *self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (at, unix_ms) = confirmed?;
+        (at.elapsed() > self.max_stale).then_some(unix_ms)
+    }
+
+    fn confirm(&self) {
+        let now = (Instant::now(), crate::unix_now_ms());
+        *self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
+    }
+
     /// Reloads the copy if the change counter moved since it was loaded; nothing before the
-    /// first load.
+    /// first load. Either way, a success confirms the copy is current.
     async fn refresh(&self, source: &impl Source) -> Result<(), StoreError> {
         let Some(held) = self.loaded().map(|directory| directory.version) else { return Ok(()) };
         if source.version().await? != held {
             self.reload(source).await?;
         }
+        self.confirm();
         Ok(())
     }
 
@@ -166,6 +232,7 @@ impl DirectoryCache {
     async fn reload(&self, source: &impl Source) -> Result<Arc<Directory>, StoreError> {
         let _one_at_a_time = self.reloading.lock().await;
         let fresh = Arc::new(source.load().await?);
+        self.confirm();
         let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         match current.as_ref() {
             Some(newer) if newer.version > fresh.version => Ok(Arc::clone(newer)),
@@ -185,8 +252,28 @@ async fn poll(cache: Weak<DirectoryCache>, source: impl Source) {
     loop {
         every.tick().await;
         let Some(cache) = cache.upgrade() else { return };
-        if let Err(error) = cache.refresh(&source).await {
-            tracing::warn!(%error, "cannot check sites and keys for changes; keeping the copy in memory");
+        match cache.refresh(&source).await {
+            Ok(()) => {
+                if cache.reported_stale.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "sites and keys are checked against the database again; keys are accepted again"
+                    );
+                }
+            }
+            Err(error) => match cache.stale_since() {
+                Some(since_ms) if !cache.reported_stale.swap(true, Ordering::Relaxed) => {
+                    tracing::error!(
+                        %error,
+                        since = %crate::rfc3339(since_ms / 1000),
+                        "cannot check sites and keys for changes for longer than \
+                         database.directory_max_stale_ms; refusing keys until it can"
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    tracing::warn!(%error, "cannot check sites and keys for changes; keeping the copy in memory");
+                }
+            },
         }
     }
 }
@@ -225,6 +312,50 @@ mod tests {
         assert_eq!((previous.key.id.as_str(), previous.key_hash), ("key_new", vec![2]));
         assert!(directory.api_key_by_lookup("old", 100).is_none());
         assert!(directory.api_key_by_lookup("other", 0).is_none());
+    }
+
+    fn site(lookup: &str, previous: Option<(&str, i64)>) -> StoredSite {
+        StoredSite {
+            site: Site {
+                id: format!("site_{lookup}"),
+                name: lookup.into(),
+                key_lookup_id: lookup.into(),
+                origins: vec![],
+                allow_no_origin: true,
+                models: vec![],
+                system_prompt: None,
+                max_tokens: None,
+                temperature_max: None,
+                context_messages: None,
+                client_instructions: None,
+                is_demo: false,
+                widget: crate::store::SiteWidget::default(),
+                limits: CallerLimits::default(),
+                visitor_limits: crate::store::VisitorLimits::default(),
+                verification: crate::store::Verification::default(),
+                created_at: 0,
+                previous_key_lookup_id: previous.map(|(l, _)| l.to_owned()),
+                previous_key_expires_at: previous.map(|(_, t)| t),
+            },
+            key_hash: vec![1],
+            previous_key_hash: previous.map(|_| vec![2]),
+        }
+    }
+
+    #[test]
+    fn a_previous_site_key_works_until_it_expires_and_returns_its_own_hash() {
+        let directory = Directory::new(1, [site("new", Some(("old", 100)))], []);
+        let current = directory.site_by_key("new", 1_000).unwrap();
+        assert_eq!((current.site.id.as_str(), current.key_hash), ("site_new", vec![1]));
+        let previous = directory.site_by_key("old", 99).unwrap();
+        assert_eq!((previous.site.id.as_str(), previous.key_hash), ("site_new", vec![2]));
+        assert!(directory.site_by_key("old", 100).is_none());
+    }
+
+    #[test]
+    fn a_current_site_key_wins_over_an_expiring_one_with_the_same_lookup_id() {
+        let directory = Directory::new(1, [site("a", Some(("b", 100))), site("b", None)], []);
+        assert_eq!(directory.site_by_key("b", 0).unwrap().site.id, "site_b");
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct Site {
     pub verification: Verification,
     /// Unix seconds.
     pub created_at: i64,
+    /// After a re-key with a grace period: the previous key's lookup id, and when it stops
+    /// working (unix seconds).
+    pub previous_key_lookup_id: Option<String>,
+    pub previous_key_expires_at: Option<i64>,
 }
 
 /// How a site verifies its visitors.
@@ -283,6 +287,10 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The in-memory directory could not be checked against the database for longer than
+    /// `database.directory_max_stale_ms`: it may still hold a revoked key, so it is not used.
+    #[error("sites and keys could not be refreshed since {} (unix ms {since_ms})", crate::rfc3339(since_ms / 1000))]
+    DirectoryStale { since_ms: i64 },
 }
 
 /// The relay's persistent state.
@@ -293,13 +301,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn site(&self, id: &str) -> Result<Option<Site>, StoreError>;
     /// Deletes a site; `false` when there was none.
     async fn delete_site(&self, id: &str) -> Result<bool, StoreError>;
-    async fn site_by_key(&self, lookup_id: &str) -> Result<Option<SiteCredentials>, StoreError>;
-    /// Replaces a site's key; `false` when there is no such site.
+    /// The site whose current key, or whose previous key still in its grace period at `now`, has
+    /// this lookup id.
+    async fn site_by_key(
+        &self,
+        lookup_id: &str,
+        now: i64,
+    ) -> Result<Option<SiteCredentials>, StoreError>;
+    /// Gives a site a new key. With `previous_expires_at` the current key keeps working until
+    /// then; without, it stops at once (and any earlier previous key with it). `false` when
+    /// there is no such site.
     async fn rekey_site(
         &self,
         id: &str,
         lookup_id: &str,
         key_hash: &[u8; 32],
+        previous_expires_at: Option<i64>,
     ) -> Result<bool, StoreError>;
     /// Replaces a site's widget settings; `false` when there is no such site.
     async fn set_site_widget(&self, id: &str, widget: &SiteWidget) -> Result<bool, StoreError>;
@@ -376,6 +393,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn relay_secret(&self, name: &str, len: usize) -> Result<Vec<u8>, StoreError>;
     /// A cheap round trip for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// When the in-memory directory has not been confirmed current for longer than its maximum
+    /// staleness (so keys are refused): when it last was, in unix milliseconds.
+    fn directory_stale_since(&self) -> Option<i64>;
     /// Records webhook events in the outbox (one transaction); the delivery worker dispatches
     /// them.
     async fn add_webhook_events(&self, events: &[WebhookEvent]) -> Result<(), StoreError>;

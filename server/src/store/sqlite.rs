@@ -16,7 +16,7 @@ mod api_keys;
 mod usage;
 mod webhooks;
 
-use super::directory::{Directory, DirectoryCache};
+use super::directory::{DEFAULT_MAX_STALE, Directory, DirectoryCache};
 
 use super::{
     ApiKey, ApiKeyCredentials, CallerLimits, NewApiKey, NewSite, Site, SiteCredentials, SiteWidget,
@@ -50,7 +50,16 @@ impl SqliteStore {
             SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
         let directory_source = SqliteDirectory(pool.clone());
-        Ok(Self { pool, directory: Arc::default(), directory_source })
+        let directory = Arc::new(DirectoryCache::new(DEFAULT_MAX_STALE));
+        Ok(Self { pool, directory, directory_source })
+    }
+
+    /// Refuses keys once the in-memory directory could not be checked against the database for
+    /// `max_stale` (`database.directory_max_stale_ms`). Call before the store is used.
+    #[must_use]
+    pub fn with_directory_max_stale(mut self, max_stale: Duration) -> Self {
+        self.directory = Arc::new(DirectoryCache::new(max_stale));
+        self
     }
 
     async fn directory(&self) -> Result<Arc<Directory>, StoreError> {
@@ -88,7 +97,8 @@ macro_rules! select_sites {
             "widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, tpm, ",
             "monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, ",
             "visitor_secret, require_verified_visitor, visitor_token_mode, verified_rpm, ",
-            "verified_rpd, client_instructions FROM sites ",
+            "verified_rpd, client_instructions, previous_key_prefix, previous_key_hash, ",
+            "previous_expires_at FROM sites ",
             $tail
         )
     };
@@ -176,6 +186,8 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
             },
         },
         created_at: row.try_get("created_at")?,
+        previous_key_lookup_id: row.try_get("previous_key_prefix")?,
+        previous_key_expires_at: row.try_get("previous_expires_at")?,
     })
 }
 
@@ -223,6 +235,8 @@ impl Store for SqliteStore {
             visitor_limits: new.visitor_limits,
             verification: Verification::default(),
             created_at: crate::unix_now_i64(),
+            previous_key_lookup_id: None,
+            previous_key_expires_at: None,
         };
         let models = serde_json::to_string(&site.models)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode models: {e}")))?;
@@ -301,8 +315,12 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn site_by_key(&self, lookup_id: &str) -> Result<Option<SiteCredentials>, StoreError> {
-        Ok(self.directory().await?.site_by_key(lookup_id))
+    async fn site_by_key(
+        &self,
+        lookup_id: &str,
+        now: i64,
+    ) -> Result<Option<SiteCredentials>, StoreError> {
+        Ok(self.directory().await?.site_by_key(lookup_id, now))
     }
 
     async fn rekey_site(
@@ -310,13 +328,22 @@ impl Store for SqliteStore {
         id: &str,
         lookup_id: &str,
         key_hash: &[u8; 32],
+        previous_expires_at: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE sites SET key_prefix = ?, key_hash = ? WHERE id = ?")
-            .bind(lookup_id)
-            .bind(&key_hash[..])
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        // The current key becomes the previous one only when it is to keep working; otherwise
+        // any previous key is forgotten with it.
+        let done = sqlx::query(
+            "UPDATE sites SET \
+             previous_key_prefix = CASE WHEN ?1 IS NULL THEN NULL ELSE key_prefix END, \
+             previous_key_hash = CASE WHEN ?1 IS NULL THEN NULL ELSE key_hash END, \
+             previous_expires_at = ?1, key_prefix = ?2, key_hash = ?3 WHERE id = ?4",
+        )
+        .bind(previous_expires_at)
+        .bind(lookup_id)
+        .bind(&key_hash[..])
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         self.directory_changed().await;
         Ok(done.rows_affected() > 0)
     }
@@ -517,6 +544,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn directory_stale_since(&self) -> Option<i64> {
+        self.directory.stale_since()
+    }
+
     async fn add_webhook_events(&self, events: &[WebhookEvent]) -> Result<(), StoreError> {
         webhooks::add_events(&self.pool, events).await
     }
@@ -635,7 +666,7 @@ mod tests {
         let key = NewKey::generate(KeyKind::Site);
         let created = store.create_site(new_site(&key)).await.unwrap();
         assert_eq!(store.site(&created.id).await.unwrap(), Some(created.clone()));
-        let found = store.site_by_key(&key.lookup_id).await.unwrap().unwrap();
+        let found = store.site_by_key(&key.lookup_id, 0).await.unwrap().unwrap();
         assert_eq!(*found.site, created);
         assert_eq!(found.key_hash, key.hash);
         assert!(store.origin_is_registered("https://www.shop.example").await.unwrap());
@@ -675,13 +706,13 @@ mod tests {
         let secret = NewKey::generate(KeyKind::Secret);
         let key = store.create_api_key(new_key(&secret)).await.unwrap();
         // Both are in memory now.
-        assert!(store.site_by_key(&site_key.lookup_id).await.unwrap().is_some());
+        assert!(store.site_by_key(&site_key.lookup_id, 0).await.unwrap().is_some());
         assert!(store.api_key_by_lookup(&secret.lookup_id, 0).await.unwrap().is_some());
 
         store.set_site_origins(&site.id, &["https://new.example".into()]).await.unwrap();
         assert!(!store.origin_is_registered("https://shop.example").await.unwrap());
         assert!(store.origin_is_registered("https://new.example").await.unwrap());
-        let found = store.site_by_key(&site_key.lookup_id).await.unwrap().unwrap();
+        let found = store.site_by_key(&site_key.lookup_id, 0).await.unwrap().unwrap();
         assert_eq!(found.site.origins, ["https://new.example"]);
 
         let rotated = NewKey::generate(KeyKind::Secret);
@@ -695,7 +726,7 @@ mod tests {
         assert!(store.revoke_api_key(&key.id, 5).await.unwrap());
         assert!(store.api_key_by_lookup(&rotated.lookup_id, 0).await.unwrap().is_none());
         assert!(store.delete_site(&site.id).await.unwrap());
-        assert!(store.site_by_key(&site_key.lookup_id).await.unwrap().is_none());
+        assert!(store.site_by_key(&site_key.lookup_id, 0).await.unwrap().is_none());
         assert!(!store.origin_is_registered("https://new.example").await.unwrap());
     }
 
@@ -716,7 +747,7 @@ mod tests {
             loop {
                 let revoked =
                     relay.api_key_by_lookup(&secret.lookup_id, 0).await.unwrap().is_none();
-                let site = relay.site_by_key(&site_key.lookup_id).await.unwrap().is_some();
+                let site = relay.site_by_key(&site_key.lookup_id, 0).await.unwrap().is_some();
                 if revoked && site {
                     break;
                 }

@@ -9,7 +9,7 @@ use sqlx::sqlite::SqlitePool;
 
 use super::{api_keys, site_from_row};
 use crate::store::StoreError;
-use crate::store::directory::{Directory, Source, StoredKey};
+use crate::store::directory::{Directory, Source, StoredKey, StoredSite};
 
 #[derive(Debug, Clone)]
 pub struct SqliteDirectory(pub SqlitePool);
@@ -44,7 +44,11 @@ impl Source for SqliteDirectory {
         for row in &site_rows {
             let mut site = site_from_row(row)?;
             site.origins = origins.remove(&site.id).unwrap_or_default();
-            sites.push((site, row.try_get("key_hash")?));
+            sites.push(StoredSite {
+                site,
+                key_hash: row.try_get("key_hash")?,
+                previous_key_hash: row.try_get("previous_key_hash")?,
+            });
         }
         let keys = key_rows
             .iter()
