@@ -1160,6 +1160,28 @@ async fn sigterm_with_a_stream_outliving_the_grace_period_still_writes_every_usa
 }
 
 #[tokio::test]
+async fn a_relay_that_cannot_write_its_records_at_shutdown_exits_non_zero_and_says_so() {
+    let work = Workdir::new();
+    let relay = Relay::start(&work, &[("CONFAB__USAGE__FLUSH_MS", "600000")]).await;
+    let body = json!({"max_tokens": 2, "messages": [{"role": "user", "content": "Count me"}]});
+    let response = post_chat(&http_client(), &relay, &relay.key, &relay.own_origin(), &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let _ = json_body(response).await;
+    // The request's final record waits in memory; the table it goes to disappears under the
+    // relay (as far as the relay can tell, the disk failed).
+    let url = format!("sqlite://{}", work.path().join("confab.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("ALTER TABLE usage RENAME TO usage_elsewhere").execute(&pool).await.unwrap();
+    pool.close().await;
+
+    let log = relay.stderr_log.clone();
+    let status = relay.terminate().await;
+    assert!(!status.success(), "a relay that lost records exited with {status}");
+    let stderr = read_log(&log);
+    assert!(stderr.contains("could not all be written at shutdown"), "{stderr}");
+}
+
+#[tokio::test]
 async fn a_relay_killed_during_priced_streams_charges_their_worst_case_after_restart() {
     let work = Workdir::new();
     // One micro-dollar per token, so costs equal token counts.
