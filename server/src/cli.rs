@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigSources};
-use crate::http::{AppState, DemoPage, serve, serve_admin};
+use crate::http::{AppState, DemoPage, serve, serve_admin, serve_metrics};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
 use crate::store::{CallerLimits, Site, SiteWidget, SqliteStore, Store, VisitorLimits};
@@ -314,6 +314,14 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
         ),
         None => None,
     };
+    let metrics_listener = match state.config.metrics.listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (metrics.listen)"))?,
+        ),
+        None => None,
+    };
 
     let mut out = String::new();
     out.push_str(&format!("Confab relay listening on http://{bound}\n"));
@@ -344,6 +352,18 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
             "Admin API: {public_url}/admin/v1/ (token from the configuration)\n"
         )),
     }
+    match (&metrics_listener, &admin_listener, &state.admin_token) {
+        (Some(metrics), _, _) => {
+            out.push_str(&format!("Metrics: http://{}/metrics\n", metrics.local_addr()?));
+        }
+        (None, Some(admin), _) => {
+            out.push_str(&format!("Metrics: http://{}/metrics\n", admin.local_addr()?));
+        }
+        (None, None, Some(_)) => {
+            out.push_str(&format!("Metrics: {public_url}/metrics (with the admin token)\n"));
+        }
+        (None, None, None) => {}
+    }
     let loader = state.config.widget.assets_dir.join("confab.js");
     if loader.exists() {
         out.push_str(&format!(
@@ -365,6 +385,12 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
     if let Some(admin) = admin_listener {
         let mut stopped = stop_rx.clone();
         tokio::spawn(serve_admin(state.clone(), admin, async move {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+        }));
+    }
+    if let Some(metrics) = metrics_listener {
+        let mut stopped = stop_rx.clone();
+        tokio::spawn(serve_metrics(state.clone(), metrics, async move {
             let _ = stopped.wait_for(|stopped| *stopped).await;
         }));
     }

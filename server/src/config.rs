@@ -34,6 +34,8 @@ pub struct Config {
     pub usage: UsageConfig,
     /// The admin API (`/admin/v1/...`).
     pub admin: AdminConfig,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: MetricsConfig,
     /// Webhook endpoints and their events.
     pub webhooks: crate::webhooks::config::WebhooksConfig,
     /// Model prices, for budgets and usage costs: `[prices."model"]`.
@@ -87,6 +89,14 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self { token_env: "CONFAB_ADMIN_TOKEN".into(), token_file: None, listen: None }
     }
+}
+
+/// Where `GET /metrics` is served: on this address alone when set (no token); otherwise on
+/// `admin.listen` when that is set (no token), otherwise on `server.listen` with the admin token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
 }
 
 /// An admin token shorter than this is refused: it guards every site, key and budget.
