@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigSources};
+use crate::config::{Config, ConfigSources, LogFormat};
 use crate::http::{AppState, DemoPage, serve, serve_admin, serve_metrics};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
@@ -263,20 +263,34 @@ pub struct CreateSiteArgs {
     pub json: bool,
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the level (info for `serve`, warn otherwise).
-pub fn init_tracing(cli: &Cli) {
-    let default = match cli.command {
+/// Logs go to stderr, as text or JSON (`log.format`); `RUST_LOG` overrides the level (info for
+/// `serve`, warn otherwise). Called once the configuration is loaded, so that its format holds
+/// from the first line; an error loading it is printed by `main`, not logged. Does nothing when
+/// a subscriber is already installed (a test's).
+pub fn init_tracing(command: &Command, format: LogFormat) {
+    let default = match command {
         Command::Serve(_) => "info",
         Command::Sites(_) | Command::Keys(_) | Command::Usage(_) => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).try_init()
+        }
+        // The event's fields at the top level; the request's span (request id, method, path,
+        // site, key, upstream) under `span`; no list of enclosing spans (there is only one).
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+    // Only fails when a subscriber is already installed, which then stays.
+    drop(installed);
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -286,6 +300,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let sources = ConfigSources { file: cli.config, database_url: cli.database, listen };
     let config = Config::load(&sources)?;
+    init_tracing(&cli.command, config.log.format);
     let store = SqliteStore::open(&config.database.url, config.database.max_connections)
         .await
         .with_context(|| format!("cannot open the database {}", config.database.url))?;
