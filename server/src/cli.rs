@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::config::{ClientInstructions, Config, ConfigSources};
-use crate::http::{AppState, DemoPage, serve, serve_admin};
+use crate::config::{ClientInstructions, Config, ConfigSources, LogFormat};
+use crate::http::{AppState, DemoPage, serve, serve_admin, serve_metrics};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
 use crate::store::{CallerLimits, Site, SiteWidget, SqliteStore, Store, VisitorLimits};
@@ -348,20 +348,34 @@ pub struct CreateSiteArgs {
     pub json: bool,
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the level (info for `serve`, warn otherwise).
-pub fn init_tracing(cli: &Cli) {
-    let default = match cli.command {
+/// Logs go to stderr, as text or JSON (`log.format`); `RUST_LOG` overrides the level (info for
+/// `serve`, warn otherwise). Called once the configuration is loaded, so that its format holds
+/// from the first line; an error loading it is printed by `main`, not logged. Does nothing when
+/// a subscriber is already installed (a test's).
+pub fn init_tracing(command: &Command, format: LogFormat) {
+    let default = match command {
         Command::Serve(_) => "info",
         Command::Sites(_) | Command::Keys(_) | Command::Usage(_) => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).try_init()
+        }
+        // The event's fields at the top level; the request's span (request id, method, path,
+        // site, key, upstream) under `span`; no list of enclosing spans (there is only one).
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+    // Only fails when a subscriber is already installed, which then stays.
+    drop(installed);
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -371,6 +385,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let sources = ConfigSources { file: cli.config, database_url: cli.database, listen };
     let config = Config::load(&sources)?;
+    init_tracing(&cli.command, config.log.format);
     let store = SqliteStore::open(&config.database.url, config.database.max_connections)
         .await
         .with_context(|| format!("cannot open the database {}", config.database.url))?
@@ -397,6 +412,14 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
             TcpListener::bind(address)
                 .await
                 .with_context(|| format!("cannot listen on {address} (admin.listen)"))?,
+        ),
+        None => None,
+    };
+    let metrics_listener = match state.config.metrics.listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (metrics.listen)"))?,
         ),
         None => None,
     };
@@ -438,6 +461,18 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
             "Admin API: {public_url}/admin/v1/ (token from the configuration)\n"
         )),
     }
+    match (&metrics_listener, &admin_listener, &state.admin_token) {
+        (Some(metrics), _, _) => {
+            out.push_str(&format!("Metrics: http://{}/metrics\n", metrics.local_addr()?));
+        }
+        (None, Some(admin), _) => {
+            out.push_str(&format!("Metrics: http://{}/metrics\n", admin.local_addr()?));
+        }
+        (None, None, Some(_)) => {
+            out.push_str(&format!("Metrics: {public_url}/metrics (with the admin token)\n"));
+        }
+        (None, None, None) => {}
+    }
     let loader = state.config.widget.assets_dir.join("confab.js");
     if loader.exists() {
         out.push_str(&format!(
@@ -459,6 +494,12 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
     if let Some(admin) = admin_listener {
         let mut stopped = stop_rx.clone();
         tokio::spawn(serve_admin(state.clone(), admin, async move {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+        }));
+    }
+    if let Some(metrics) = metrics_listener {
+        let mut stopped = stop_rx.clone();
+        tokio::spawn(serve_metrics(state.clone(), metrics, async move {
             let _ = stopped.wait_for(|stopped| *stopped).await;
         }));
     }

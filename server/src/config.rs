@@ -34,6 +34,10 @@ pub struct Config {
     pub usage: UsageConfig,
     /// The admin API (`/admin/v1/...`).
     pub admin: AdminConfig,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: MetricsConfig,
+    /// Log lines: text for people, or JSON for a log pipeline.
+    pub log: LogConfig,
     /// Webhook endpoints and their events.
     pub webhooks: crate::webhooks::config::WebhooksConfig,
     /// Model prices, for budgets and usage costs: `[prices."model"]`.
@@ -87,6 +91,32 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self { token_env: "CONFAB_ADMIN_TOKEN".into(), token_file: None, listen: None }
     }
+}
+
+/// Where `GET /metrics` is served: on this address alone when set (no token); otherwise on
+/// `admin.listen` when that is set (no token), otherwise on `server.listen` with the admin token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+/// How log lines are written (to stderr; `RUST_LOG` sets the level).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line: the event's fields at the top level, the request's (its
+    /// `request_id`, method, path, site, key) under `span`.
+    Json,
 }
 
 /// An admin token shorter than this is refused: it guards every site, key and budget.

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod limits;
 pub mod logsafe;
 pub mod meter;
+pub mod metrics;
 pub mod policy;
 pub mod relay;
 pub mod sitekey;

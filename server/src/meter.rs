@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::{Crossing, Ledger, Payer, Period, PriceTable, Reservation};
 use crate::limits::{RateLimiter, Rule, Subject};
+use crate::metrics::{ChatLabels, Metrics};
 use crate::store::{Outcome, Store, UsageRecord};
 use crate::upstream::Sent;
 use crate::webhooks::Webhooks;
@@ -28,6 +29,8 @@ pub struct Metering {
     pub recorder: UsageRecorder,
     /// Where budget alerts and finished requests are sent.
     pub webhooks: Arc<Webhooks>,
+    /// Timings, tokens and costs of settled requests, and upstream failures.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Metering {
@@ -39,6 +42,7 @@ impl Metering {
         prices: PriceTable,
         flush_every: Duration,
         webhooks: Arc<Webhooks>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, crate::store::StoreError> {
         let now = crate::unix_now();
         let month = Period::month_of(now);
@@ -72,6 +76,7 @@ impl Metering {
             prices,
             recorder: UsageRecorder::start(store, flush_every),
             webhooks,
+            metrics,
         })
     }
 }
@@ -134,6 +139,8 @@ pub struct Meter {
     sent: Sent,
     started: Instant,
     first_text: Option<Duration>,
+    /// The request's site and model, as the metrics label them.
+    labels: ChatLabels,
 }
 
 impl std::fmt::Debug for Meter {
@@ -153,11 +160,12 @@ pub struct Admitted {
     pub ceiling: Ceiling,
     pub worst_cost: u64,
     pub reserved_tokens: u64,
+    pub labels: ChatLabels,
 }
 
 impl Meter {
     pub fn new(metering: Arc<Metering>, admitted: Admitted) -> Self {
-        let Admitted { checks, reservation, record, ceiling, worst_cost, reserved_tokens } =
+        let Admitted { checks, reservation, record, ceiling, worst_cost, reserved_tokens, labels } =
             admitted;
         Self {
             metering,
@@ -170,7 +178,13 @@ impl Meter {
             sent: Sent::default(),
             started: Instant::now(),
             first_text: None,
+            labels,
         }
+    }
+
+    /// The metrics this request is counted in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metering.metrics
     }
 
     /// The flag the upstream call sets once the request is written.
@@ -272,9 +286,17 @@ impl Meter {
         record.output_tokens = usage.completion_tokens;
         record.estimated = estimated;
         record.cost_micros = cost;
+        let total = self.started.elapsed();
+        metering.metrics.settled(
+            &self.labels,
+            self.first_text,
+            total,
+            (usage.prompt_tokens, usage.completion_tokens),
+            cost,
+        );
         record.first_token_ms =
             self.first_text.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        record.total_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        record.total_ms = u64::try_from(total.as_millis()).unwrap_or(u64::MAX);
         record.outcome = outcome;
         metering.webhooks.request_completed(&record);
         metering.recorder.record(record);

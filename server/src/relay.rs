@@ -29,6 +29,7 @@ use crate::cut::CutWatch;
 use crate::error::ApiError;
 use crate::estimate::{estimate_answer_tokens, prompt_bytes, prompt_token_ceiling};
 use crate::meter::{Charge, Meter};
+use crate::metrics::OpenStream;
 use crate::store::Outcome;
 use crate::unix_now;
 use crate::upstream::{
@@ -110,6 +111,8 @@ pub struct RelayStream {
     meter: Option<Meter>,
     /// `model` as a JSON string, made on the first chunk.
     model_json: Option<String>,
+    /// Counts this stream in `confab_open_streams` while it lives.
+    _open: Option<OpenStream>,
 }
 
 impl std::fmt::Debug for RelayStream {
@@ -127,6 +130,7 @@ impl RelayStream {
         meter: Option<Meter>,
     ) -> Self {
         let Timing { requested_at, first_byte, idle, stream, cut } = timing;
+        let open = meter.as_ref().map(|meter| meter.metrics().stream_opened());
         Self {
             upstream: Some(upstream),
             model,
@@ -148,6 +152,7 @@ impl RelayStream {
             received: false,
             meter,
             model_json: None,
+            _open: open,
         }
     }
 
@@ -211,6 +216,9 @@ impl RelayStream {
                 }
                 Step::Failed(error) => {
                     self.upstream = None;
+                    if let Some(meter) = &self.meter {
+                        meter.metrics().upstream_error(error);
+                    }
                     // An error in place of the answer is a refusal, like an error status.
                     let refused = matches!(error, UpstreamError::Reported);
                     self.settle(Outcome::UpstreamError, refused);
@@ -477,6 +485,7 @@ pub async fn start(
             // it is recorded. Failed after the request was written (out of time, cut off before
             // the head): the upstream may be generating, so the prompt is charged.
             if let Some(meter) = meter {
+                meter.metrics().upstream_error(&error);
                 if error == UpstreamError::Cut {
                     meter.finish_unanswered(Outcome::Interrupted);
                 } else if refused(&error) {
@@ -595,6 +604,7 @@ pub async fn complete(
             // cost. Failed after the upstream took the request (out of time, cut off, unreadable):
             // it has most likely generated, and been paid for, an answer nobody will see.
             if let Some(meter) = meter {
+                meter.metrics().upstream_error(&error);
                 let charge = if refused(&error) { Charge::Nothing } else { Charge::WorstCase };
                 meter.finish(charge, Outcome::UpstreamError);
             }

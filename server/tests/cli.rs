@@ -1546,3 +1546,41 @@ async fn an_admin_api_on_the_public_listener_is_warned_about_once_at_start() {
     assert!(!read_log(&relay.stderr_log).contains(SHARED_ADMIN_WARNING));
     relay.kill().await;
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_request_id_and_integer_timings() {
+    let work = Workdir::new();
+    let envs = [("CONFAB__DEMO__TOKEN_DELAY_MS", "0"), ("CONFAB__LOG__FORMAT", "json")];
+    let relay = Relay::start(&work, &envs).await;
+    let client = http_client();
+    let origin = relay.own_origin();
+    let body = json!({"messages": [{"role": "user", "content": "Hello"}]});
+    let response = post_chat(&client, &relay, &relay.key, &origin, &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    json_body(response).await;
+    let stderr_log = relay.stderr_log.clone();
+    assert!(relay.terminate().await.success());
+
+    let log = read_log(&stderr_log);
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(lines.iter().any(|line| line["message"] == "relay started"), "{log}");
+    let request = lines
+        .iter()
+        .find(|line| line["message"] == "request" && line["span"]["path"] == "/v1/chat/completions")
+        .unwrap_or_else(|| panic!("no request line in:\n{log}"));
+    assert_eq!(request["span"]["request_id"], request_id.as_str());
+    assert_eq!(request["status"], 200);
+    assert!(request["latency_us"].is_u64(), "{request}");
+    // Every timing any line carries is an integer, with its unit in its name.
+    for line in &lines {
+        for (field, value) in line.as_object().unwrap() {
+            if field.ends_with("_ms") || field.ends_with("_us") || field.ends_with("_secs") {
+                assert!(value.is_u64(), "{field} is not an integer in {line}");
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@ mod clients;
 mod failures;
 mod keys;
 mod metering;
+mod metrics;
 mod policy;
 mod secrets;
 mod streaming;

@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::estimate::{prompt_bytes, prompt_token_ceiling};
 use crate::limits::{RateLimitStatus, Rule, Subject};
 use crate::meter::{Admitted, Ceiling, Meter};
+use crate::metrics::ChatLabels;
 use crate::policy::SitePolicy;
 use crate::relay::{self, collect_completion, sse_events};
 use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
@@ -51,8 +52,42 @@ async fn create_chat_completion(
     request_id: RequestId,
     headers: HeaderMap,
     ApiJson(request): ApiJson<ChatRequest>,
+) -> Response {
+    // The site and model travel to the request log and metrics (`log_request`) on the
+    // response, whether it is an answer or an error.
+    let mut labels = None;
+    let chat = Chat { caller, peer, request_id, headers: &headers };
+    let mut response = match chat_completion(&state, chat, request, &mut labels).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    if let Some(labels) = labels {
+        response.extensions_mut().insert(labels);
+    }
+    response
+}
+
+/// Who asks, from where, under which id.
+struct Chat<'a> {
+    caller: Caller,
+    peer: Option<IpAddr>,
+    request_id: RequestId,
+    headers: &'a HeaderMap,
+}
+
+async fn chat_completion(
+    state: &AppState,
+    chat: Chat<'_>,
+    request: ChatRequest,
+    labels: &mut Option<ChatLabels>,
 ) -> Result<Response, ApiError> {
+    let Chat { caller, peer, request_id, headers } = chat;
     caller.require(Scope::Chat)?;
+    let site = match &caller {
+        Caller::Site(site) => Some(site.id.as_str()),
+        Caller::Key(_) => None,
+    };
+    *labels = Some(state.metrics.chat_labels(site, ""));
     let (defaults, limits) = (&state.config.policy, &state.config.limits);
     let policy = match &caller {
         Caller::Site(site) => SitePolicy::for_site(site, defaults, limits),
@@ -64,6 +99,9 @@ async fn create_chat_completion(
     let stream_to_client = request.stream;
     let mut upstream_request = policy.apply(request)?;
     let model = upstream_request.model.as_deref().unwrap_or_default();
+    let labels = labels.get_or_insert_with(|| state.metrics.chat_labels(site, ""));
+    labels.model = state.metrics.model(model);
+    let labels = labels.clone();
     let upstream = state
         .upstreams
         .for_model(model)
@@ -81,8 +119,8 @@ async fn create_chat_completion(
         upstream_request.stream = false;
         upstream_request.stream_options = None;
     }
-    let (meter, status) =
-        admit(&state, &caller, peer, &headers, &upstream_request, upstream.name(), request_id)?;
+    let admission = Admission { caller: &caller, peer, headers, upstream: upstream.name(), labels };
+    let (meter, status) = admit(state, admission, &upstream_request, request_id)?;
     // The worst case is durable before the upstream sees the request, so that a crash from here
     // on cannot lose its cost (settled at start-up; see `Metering::start`).
     meter.write_pending().await.map_err(|_| ApiError::Unavailable {
@@ -121,17 +159,25 @@ fn budget_rule(limits: &CallerLimits) -> BudgetRule {
     BudgetRule { monthly: limits.monthly_budget_micros, daily: limits.daily_budget_micros }
 }
 
+/// What `admit` needs to know of a request beyond its body.
+struct Admission<'a> {
+    caller: &'a Caller,
+    peer: Option<IpAddr>,
+    headers: &'a HeaderMap,
+    upstream: &'a str,
+    labels: ChatLabels,
+}
+
 /// Reserves the request's worst-case cost against the caller's budgets, then charges it to the
-/// rate limits of the caller and (for a site) of the visitor; either refusal changes nothing.
+/// rate limits of the caller and (for a site) of the visitor; either refusal changes nothing
+/// (but for the refusal's count in the metrics).
 fn admit(
     state: &AppState,
-    caller: &Caller,
-    peer: Option<IpAddr>,
-    headers: &HeaderMap,
+    admission: Admission<'_>,
     request: &ChatRequest,
-    upstream: &str,
     RequestId(request_id): RequestId,
 ) -> Result<(Meter, Option<RateLimitStatus>), ApiError> {
+    let Admission { caller, peer, headers, upstream, labels } = admission;
     let model = request.model.clone().unwrap_or_default();
     let mut record = UsageRecord {
         request_id: request_id.to_string(),
@@ -208,18 +254,20 @@ fn admit(
     };
     let worst_cost =
         metering.prices.cost(&record.model, ceiling.prompt_tokens, ceiling.completion_tokens);
-    let reservation = metering
-        .ledger
-        .reserve(&[payer], worst_cost, crate::unix_now())
-        .map_err(|exhausted| ApiError::InsufficientQuota(Box::new(exhausted)))?;
+    let reservation =
+        metering.ledger.reserve(&[payer], worst_cost, crate::unix_now()).map_err(|exhausted| {
+            state.metrics.budget_refused(&exhausted);
+            ApiError::InsufficientQuota(Box::new(exhausted))
+        })?;
     // The worst case is charged to the tokens-per-minute windows too, so that concurrent
     // requests see each other; the difference is given back when the request settles. A
     // refusal here drops the reservation, which releases it.
     let reserved_tokens = ceiling.prompt_tokens.saturating_add(ceiling.completion_tokens);
-    let status = metering
-        .limiter
-        .admit(&checks, reserved_tokens, Instant::now())
-        .map_err(|rejected| ApiError::RateLimited(Box::new(rejected)))?;
+    let status =
+        metering.limiter.admit(&checks, reserved_tokens, Instant::now()).map_err(|rejected| {
+            state.metrics.limit_refused(&rejected);
+            ApiError::RateLimited(Box::new(rejected))
+        })?;
     let admitted = Admitted {
         checks,
         reservation: Some(reservation),
@@ -227,6 +275,7 @@ fn admit(
         ceiling,
         worst_cost,
         reserved_tokens,
+        labels,
     };
     Ok((Meter::new(metering, admitted), status))
 }

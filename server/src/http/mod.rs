@@ -10,6 +10,7 @@ mod auth;
 mod chat;
 mod health;
 mod json;
+mod metrics;
 mod models;
 mod serve;
 mod usage;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -29,7 +30,7 @@ use tracing::Instrument;
 
 pub use auth::{Caller, SiteAuth};
 pub use json::ApiJson;
-pub use serve::{serve, serve_admin};
+pub use serve::{serve, serve_admin, serve_metrics};
 
 use crate::budget::PriceTable;
 use crate::config::Config;
@@ -37,6 +38,7 @@ use crate::cut::Cut;
 use crate::error::{ApiError, ErrorDetail};
 use crate::keys::KeyActivity;
 use crate::meter::Metering;
+use crate::metrics::{ChatLabels, Metrics};
 use crate::store::Store;
 use crate::upstream::Upstreams;
 use crate::webhooks::Webhooks;
@@ -54,6 +56,8 @@ pub struct AppInner {
     pub key_activity: Arc<KeyActivity>,
     /// Rate limits, budgets and usage records.
     pub metering: Arc<Metering>,
+    /// The Prometheus registry (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
     /// Webhook endpoints, the queue into the outbox, and the delivery worker (run by `serve`).
     pub webhooks: Arc<Webhooks>,
     /// The salt of hashed visitor ids in usage records (kept in the database).
@@ -94,8 +98,16 @@ impl AppState {
         let prices = PriceTable::new(config.prices.clone().into_iter().collect());
         let flush_every = Duration::from_millis(config.usage.flush_ms);
         let webhooks = Arc::new(Webhooks::start(&config.webhooks, Arc::clone(&store))?);
+        let metrics = Arc::new(Metrics::new(upstreams.models()));
         let metering = Arc::new(
-            Metering::start(Arc::clone(&store), prices, flush_every, Arc::clone(&webhooks)).await?,
+            Metering::start(
+                Arc::clone(&store),
+                prices,
+                flush_every,
+                Arc::clone(&webhooks),
+                Arc::clone(&metrics),
+            )
+            .await?,
         );
         let visitor_salt = store.relay_secret("visitor_salt", 32).await?;
         let admin_token = config.admin.load_token()?;
@@ -106,6 +118,7 @@ impl AppState {
             upstreams,
             key_activity,
             metering,
+            metrics,
             webhooks,
             visitor_salt,
             admin_token,
@@ -135,10 +148,15 @@ impl AppState {
     }
 }
 
-/// The admin API alone, for its own listener (`admin.listen`).
+/// The admin API alone, for its own listener (`admin.listen`), with `/metrics` unless that has a
+/// listener of its own.
 pub fn admin_router(state: AppState) -> Router {
+    let metrics =
+        if state.config.metrics.listen.is_none() { metrics::open_router() } else { Router::new() };
     Router::new()
         .merge(admin::router())
+        .merge(metrics)
+        .route_layer(middleware::from_fn(note_route))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::RouteNotFound { method: method.to_string(), path: uri.path().to_owned() }
         })
@@ -148,17 +166,39 @@ pub fn admin_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The whole application (with the admin API, unless it has a listener of its own).
+/// `/metrics` alone, for its own listener (`metrics.listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .merge(metrics::open_router())
+        .route_layer(middleware::from_fn(note_route))
+        .fallback(|method: Method, uri: axum::http::Uri| async move {
+            ApiError::RouteNotFound { method: method.to_string(), path: uri.path().to_owned() }
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
+        .with_state(state)
+}
+
+/// The whole application (with the admin API, unless it has a listener of its own, and
+/// `/metrics` for the admin token, unless it is served on another listener).
 pub fn router(state: AppState) -> Router {
-    let admin = if state.config.admin.listen.is_none() { admin::router() } else { Router::new() };
+    let (admin_listen, metrics_listen) = (&state.config.admin.listen, &state.config.metrics.listen);
+    let admin = if admin_listen.is_none() { admin::router() } else { Router::new() };
+    let metrics = if admin_listen.is_none() && metrics_listen.is_none() {
+        metrics::admin_only_router()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(admin)
+        .merge(metrics)
         .merge(chat::router())
         .merge(models::router())
         .merge(widget::router())
         .merge(usage::router())
         .merge(health::router())
         .merge(assets::router(&state))
+        .route_layer(middleware::from_fn(note_route))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::RouteNotFound { method: method.to_string(), path: uri.path().to_owned() }
         })
@@ -269,6 +309,8 @@ async fn log_request(State(state): State<AppState>, mut request: Request, next: 
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
     let status = response.status().as_u16();
+    let route = response.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    state.metrics.request(route, status, response.extensions().get::<ChatLabels>());
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let error = response.extensions().get::<ErrorDetail>().map(|ErrorDetail(detail)| detail);
     span.in_scope(|| match error {
@@ -278,5 +320,13 @@ async fn log_request(State(state): State<AppState>, mut request: Request, next: 
         Some(code) => tracing::info!(status, latency_us, %code, "request rejected"),
         None => tracing::info!(status, latency_us, "request"),
     });
+    response
+}
+
+/// Hands the matched route's template to `log_request` (on the response: the request has gone
+/// into the router by then), for the metrics' `route` label, which must never be a raw path.
+async fn note_route(route: MatchedPath, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(route);
     response
 }

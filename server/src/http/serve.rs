@@ -75,6 +75,15 @@ pub async fn serve_admin(
     serve_app(super::admin_router(state.clone()), &state, listener, shutdown).await
 }
 
+/// Serves only `/metrics` (`metrics.listen`), with the same limits.
+pub async fn serve_metrics(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_app(super::metrics_router(state.clone()), &state, listener, shutdown).await
+}
+
 async fn serve_app(
     app: Router,
     state: &AppState,

@@ -78,7 +78,7 @@ pub enum TimeoutKind {
 pub enum UpstreamError {
     #[error("could not connect to the upstream")]
     Connect,
-    #[error("{kind:?} timeout after {after:?}")]
+    #[error("{kind:?} timeout after {} ms", after.as_millis())]
     Timeout { kind: TimeoutKind, after: Duration },
     #[error("upstream answered HTTP {status}")]
     Status { status: u16, retry_after: Option<u64> },

@@ -258,7 +258,7 @@ impl Webhooks {
             let retry_at = now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
             tracing::warn!(
                 delivery = %delivery.id, event = %delivery.kind, endpoint = origin, attempt,
-                error = %text, retry_in_ms = wait.as_millis(), "webhook delivery failed; will retry"
+                error = %text, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "webhook delivery failed; will retry"
             );
             self.store.webhook_attempt_failed(&delivery.id, &text, now, Some(retry_at)).await
         }
