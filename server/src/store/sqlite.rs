@@ -30,6 +30,11 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection of its own for usage records, the one write every request makes (its
+    /// pending row, by group commit). Through the shared pool each commit landed on the next
+    /// idle connection, whose page cache the previous commit (on another one) had made stale,
+    /// so every write began by reading its pages back from the WAL.
+    usage_pool: SqlitePool,
     /// Sites, origins and active keys in memory, for the per-request lookups, and where they
     /// are loaded from.
     directory: Arc<DirectoryCache>,
@@ -46,12 +51,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool =
-            SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options.clone())
+            .await?;
         MIGRATOR.run(&pool).await?;
+        let usage_pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         let directory_source = SqliteDirectory(pool.clone());
         let directory = Arc::new(DirectoryCache::new(DEFAULT_MAX_STALE));
-        Ok(Self { pool, directory, directory_source })
+        Ok(Self { pool, usage_pool, directory, directory_source })
     }
 
     /// Refuses keys once the in-memory directory could not be checked against the database for
@@ -454,7 +462,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
-        usage::record(&self.pool, records).await
+        usage::record(&self.usage_pool, records).await
     }
 
     async fn settle_pending_usage(&self) -> Result<u64, StoreError> {
