@@ -1,4 +1,5 @@
-//! `GET /v1/widget/config`: the site's widget settings over the `[widget]` defaults.
+//! The widget: `GET /v1/widget/config` (the site's widget settings over the `[widget]` defaults)
+//! and the loader and module files served from `widget.assets_dir`.
 
 use confab_server::sites::{self, SiteError, SiteSpec};
 use confab_server::store::SiteWidget;
@@ -103,5 +104,23 @@ async fn a_colour_that_is_not_a_hex_colour_is_refused() {
             matches!(&error, SiteError::Invalid { field: "primary_color", .. }),
             "{color}: {error}"
         );
+    }
+}
+
+#[tokio::test]
+async fn the_loader_and_the_widget_files_are_served_from_the_assets_directory() {
+    let mock = MockUpstream::start().await;
+    let assets = tempfile::tempdir().unwrap();
+    std::fs::write(assets.path().join("confab.js"), "/* loader */").unwrap();
+    std::fs::write(assets.path().join("confab-widget.0123456789abcdef.js"), "/* glue */").unwrap();
+    let dir = assets.path().to_owned();
+    let relay = TestRelay::builder(&mock).config(|c| c.widget.assets_dir = dir).start().await;
+    for (path, body) in [
+        ("/confab.js", "/* loader */"),
+        ("/widget/confab-widget.0123456789abcdef.js", "/* glue */"),
+    ] {
+        let response = relay.client.get(relay.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.text().await.unwrap(), body, "{path}");
     }
 }

@@ -325,8 +325,13 @@ async fn log_request(State(state): State<AppState>, mut request: Request, next: 
 
 /// Hands the matched route's template to `log_request` (on the response: the request has gone
 /// into the router by then), for the metrics' `route` label, which must never be a raw path.
-async fn note_route(route: MatchedPath, request: Request, next: Next) -> Response {
+/// A nested service (the widget's files under `/widget`) has no matched path: its requests are
+/// served as they are and counted under no route, never refused for the lack of one.
+async fn note_route(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let mut response = next.run(request).await;
-    response.extensions_mut().insert(route);
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
+    }
     response
 }
