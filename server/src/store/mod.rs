@@ -412,15 +412,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         deliveries: &[NewWebhookDelivery],
         due_ms: i64,
     ) -> Result<bool, StoreError>;
-    /// Claims up to `limit` deliveries due at `now_ms` for an attempt: each is leased until
-    /// `lease_until_ms` (not due again before then), so that no other worker attempts it
-    /// meanwhile and one whose attempt never ended (the process stopped) is retried later.
-    async fn claim_webhook_deliveries(
-        &self,
-        now_ms: i64,
-        lease_until_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<WebhookDelivery>, StoreError>;
     /// Records an attempt the endpoint accepted.
     async fn webhook_delivered(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
     /// Records an attempt that failed: the delivery is due again at `retry_at_ms`, or given up
@@ -437,9 +428,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes the events recorded before `before_ms` whose deliveries are all over (accepted
     /// or given up), with those deliveries; returns how many events were deleted.
     async fn prune_webhook_events(&self, before_ms: i64) -> Result<u64, StoreError>;
-    /// Like [`Store::claim_webhook_deliveries`], for the deliveries to one endpoint only (its
-    /// URL, as configured): each endpoint is attempted on its own, so that one that is slow or
-    /// down holds up nobody else's deliveries.
+    /// Claims up to `limit` deliveries to one endpoint (its URL, as configured) due at `now_ms`
+    /// for an attempt: each is leased until `lease_until_ms` (not due again before then), so
+    /// that no other worker attempts it meanwhile and one whose attempt never ended (the process
+    /// stopped) is retried later. Each endpoint is attempted on its own, so that one that is slow
+    /// or down holds up nobody else's deliveries.
     async fn claim_webhook_deliveries_to(
         &self,
         endpoint: &str,

@@ -576,15 +576,6 @@ impl Store for SqliteStore {
         webhooks::dispatch(&self.pool, event_id, deliveries, due_ms).await
     }
 
-    async fn claim_webhook_deliveries(
-        &self,
-        now_ms: i64,
-        lease_until_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<WebhookDelivery>, StoreError> {
-        webhooks::claim(&self.pool, now_ms, lease_until_ms, limit).await
-    }
-
     async fn webhook_delivered(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
         webhooks::delivered(&self.pool, id, at_ms).await
     }

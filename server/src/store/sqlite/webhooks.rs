@@ -107,26 +107,6 @@ pub async fn dispatch(
     Ok(true)
 }
 
-pub async fn claim(
-    pool: &SqlitePool,
-    now_ms: i64,
-    lease_until_ms: i64,
-    limit: u32,
-) -> Result<Vec<WebhookDelivery>, StoreError> {
-    let mut tx = pool.begin().await?;
-    let rows = sqlx::query(select_deliveries!(
-        "WHERE d.delivered_at_ms IS NULL AND d.failed_at_ms IS NULL AND d.next_attempt_at_ms <= ? \
-         ORDER BY d.next_attempt_at_ms, d.id LIMIT ?"
-    ))
-    .bind(now_ms)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await?;
-    let claimed = lease(&mut tx, &rows, now_ms, lease_until_ms).await?;
-    tx.commit().await?;
-    Ok(claimed)
-}
-
 pub async fn claim_to(
     pool: &SqlitePool,
     endpoint: &str,
@@ -312,8 +292,15 @@ mod tests {
         );
         assert!(store.undispatched_webhook_events(10).await.unwrap().is_empty());
 
-        assert!(store.claim_webhook_deliveries(1_999, 9_000, 10).await.unwrap().is_empty());
-        let claimed = store.claim_webhook_deliveries(2_000, 9_000, 10).await.unwrap();
+        assert!(
+            store
+                .claim_webhook_deliveries_to("http://a", 1_999, 9_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let claimed =
+            store.claim_webhook_deliveries_to("http://a", 2_000, 9_000, 10).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(
             (claimed[0].id.as_str(), claimed[0].kind.as_str(), claimed[0].payload.as_str()),
@@ -321,8 +308,17 @@ mod tests {
         );
         assert_eq!(claimed[0].attempts, 0);
         // Leased: not due again until the lease ends.
-        assert!(store.claim_webhook_deliveries(8_999, 19_000, 10).await.unwrap().is_empty());
-        assert_eq!(store.claim_webhook_deliveries(9_000, 19_000, 10).await.unwrap().len(), 1);
+        assert!(
+            store
+                .claim_webhook_deliveries_to("http://a", 8_999, 19_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.claim_webhook_deliveries_to("http://a", 9_000, 19_000, 10).await.unwrap().len(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -331,19 +327,34 @@ mod tests {
         store.add_webhook_events(&[event("evt_1", 1_000)]).await.unwrap();
         store.dispatch_webhook_event("evt_1", &[to("http://a", "whd_1")], 1_000).await.unwrap();
 
-        store.claim_webhook_deliveries(1_000, 5_000, 10).await.unwrap();
+        store.claim_webhook_deliveries_to("http://a", 1_000, 5_000, 10).await.unwrap();
         store.webhook_attempt_failed("whd_1", "HTTP 500", 1_100, Some(3_000)).await.unwrap();
         let failed = only(&store).await;
         assert_eq!((failed.attempts, failed.last_error.as_deref()), (1, Some("HTTP 500")));
         assert_eq!((failed.delivered_at_ms, failed.failed_at_ms), (None, None));
-        assert!(store.claim_webhook_deliveries(2_999, 9_000, 10).await.unwrap().is_empty());
-        assert_eq!(store.claim_webhook_deliveries(3_000, 9_000, 10).await.unwrap().len(), 1);
+        assert!(
+            store
+                .claim_webhook_deliveries_to("http://a", 2_999, 9_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.claim_webhook_deliveries_to("http://a", 3_000, 9_000, 10).await.unwrap().len(),
+            1
+        );
 
         store.webhook_delivered("whd_1", 3_100).await.unwrap();
         let delivered = only(&store).await;
         assert_eq!((delivered.attempts, delivered.delivered_at_ms), (2, Some(3_100)));
         assert_eq!(delivered.last_error, None);
-        assert!(store.claim_webhook_deliveries(99_000, 100_000, 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim_webhook_deliveries_to("http://a", 99_000, 100_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         // Given up: kept as a dead letter, never attempted again.
         store.add_webhook_events(&[event("evt_2", 1_000)]).await.unwrap();
@@ -353,7 +364,13 @@ mod tests {
         let dead = dead.iter().find(|d| d.id == "whd_2").unwrap();
         assert_eq!((dead.attempts, dead.failed_at_ms), (1, Some(1_200)));
         assert_eq!(dead.last_error.as_deref(), Some("timed out"));
-        assert!(store.claim_webhook_deliveries(99_000, 100_000, 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim_webhook_deliveries_to("http://a", 99_000, 100_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
