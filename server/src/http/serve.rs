@@ -61,7 +61,9 @@ pub async fn serve(
     let _ = deliveries.await;
     if !state.flush().await {
         tracing::error!("records batched in memory could not all be written at shutdown");
-        return Err(std::io::Error::other("usage or key activity could not be written"));
+        return Err(std::io::Error::other(
+            "usage records, key activity or webhook events could not be written",
+        ));
     }
     result
 }

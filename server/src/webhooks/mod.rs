@@ -172,12 +172,13 @@ impl Webhooks {
         }
     }
 
-    /// Resolves once every event queued before the call is in the outbox (or could not be
-    /// written, which is logged).
-    pub async fn flush(&self) {
+    /// Resolves once every event queued before the call is in the outbox: `true`, or could not
+    /// be written (logged at error): `false`.
+    pub async fn flush(&self) -> bool {
         let (done, written) = oneshot::channel();
-        if self.queue.send(Command::Flush(done)).is_ok() {
-            let _ = written.await;
+        if self.queue.send(Command::Flush(done)).is_err() {
+            return false;
         }
+        written.await.unwrap_or(false)
     }
 }

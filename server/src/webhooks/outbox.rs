@@ -26,7 +26,9 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 /// What the request path sends the writer.
 pub(super) enum Command {
     Event(WebhookEvent),
-    Flush(oneshot::Sender<()>),
+    /// Answered `true` once everything queued before it is in the outbox, `false` if some of
+    /// it could not be written.
+    Flush(oneshot::Sender<bool>),
 }
 
 /// Records `key.revoked` in the outbox; the relay's delivery worker sends it to the endpoints
@@ -102,7 +104,7 @@ pub(super) async fn write_events(
             }
         }
         for done in flushes {
-            let _ = done.send(());
+            let _ = done.send(pending.is_empty());
         }
     }
 }
