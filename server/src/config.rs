@@ -172,11 +172,31 @@ pub struct UsageConfig {
     /// Usage records are written in batches, at most this long after the request ended (and all
     /// of them at shutdown).
     pub flush_ms: u64,
+    /// The reservation journal: each request's worst case, written before its upstream call so
+    /// that a crash cannot lose it. One directory per relay (it is locked). Default: beside the
+    /// SQLite file (`confab.db` → `confab.db.reservations`); none for an in-memory database.
+    pub journal_dir: Option<PathBuf>,
 }
 
 impl Default for UsageConfig {
     fn default() -> Self {
-        Self { flush_ms: 1_000 }
+        Self { flush_ms: 1_000, journal_dir: None }
+    }
+}
+
+impl Config {
+    /// Where the reservation journal lives (see [`UsageConfig::journal_dir`]).
+    pub fn journal_dir(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.usage.journal_dir {
+            return Some(dir.clone());
+        }
+        let url = &self.database.url;
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() || path == ":memory:" || query.split('&').any(|p| p == "mode=memory") {
+            return None;
+        }
+        Some(PathBuf::from(format!("{path}.reservations")))
     }
 }
 
@@ -659,6 +679,22 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&example).unwrap(),
             serde_json::to_value(Config::default()).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_reservation_journal_sits_beside_the_sqlite_file_unless_set() {
+        let journal = |toml: &str| load_toml(toml).unwrap().journal_dir();
+        assert_eq!(journal(""), Some(PathBuf::from("confab.db.reservations")));
+        assert_eq!(
+            journal("[database]\nurl = \"sqlite:///var/lib/confab/c.db?mode=rwc\""),
+            Some(PathBuf::from("/var/lib/confab/c.db.reservations"))
+        );
+        assert_eq!(journal("[database]\nurl = \"sqlite::memory:\""), None);
+        assert_eq!(journal("[database]\nurl = \"sqlite://x?mode=memory\""), None);
+        assert_eq!(
+            journal("[database]\nurl = \"sqlite::memory:\"\n[usage]\njournal_dir = \"/j\""),
+            Some(PathBuf::from("/j"))
         );
     }
 

@@ -9,6 +9,7 @@ pub mod cut;
 pub mod error;
 pub mod estimate;
 pub mod http;
+pub mod journal;
 pub mod keys;
 pub mod limits;
 pub mod logsafe;

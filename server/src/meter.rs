@@ -14,6 +14,7 @@ use confab_protocol::Usage;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::{Crossing, Ledger, Payer, Period, PriceTable, Reservation};
+use crate::journal::{Journal, Ticket};
 use crate::limits::{RateLimiter, Rule, Subject};
 use crate::metrics::{ChatLabels, Metrics};
 use crate::store::{Outcome, Store, UsageRecord};
@@ -27,6 +28,9 @@ pub struct Metering {
     pub ledger: Arc<Ledger>,
     pub prices: PriceTable,
     pub recorder: UsageRecorder,
+    /// Where each request's worst case is made durable before its upstream call; `None` with a
+    /// database that does not outlive the process either (`sqlite::memory:`).
+    pub journal: Option<Journal>,
     /// Where budget alerts and finished requests are sent.
     pub webhooks: Arc<Webhooks>,
     /// Timings, tokens and costs of settled requests, and upstream failures.
@@ -34,28 +38,52 @@ pub struct Metering {
 }
 
 impl Metering {
-    /// Settles the requests a previous run left pending (it crashed mid-request: they count at
-    /// their worst case), starts the usage writer and loads what was already spent this month
-    /// and today, so that budgets hold across restarts.
+    /// Opens the reservation journal in `journal_dir` and settles the requests a previous run
+    /// left in it or pending in the store (it crashed mid-request: they count at their worst
+    /// case), starts the usage writer and loads what was already spent this month and today, so
+    /// that budgets hold across restarts.
     pub async fn start(
         store: Arc<dyn Store>,
+        journal_dir: Option<&std::path::Path>,
         prices: PriceTable,
         flush_every: Duration,
         webhooks: Arc<Webhooks>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, crate::store::StoreError> {
+    ) -> anyhow::Result<Self> {
         let now = crate::unix_now();
         let month = Period::month_of(now);
         let day = Period::day_of(now);
         let since_ms = i64::try_from(month.starts_at().saturating_mul(1000)).unwrap_or(i64::MAX);
-        let leftovers = store.settle_pending_usage().await?;
-        if leftovers > 0 {
+        let journal = match journal_dir {
+            Some(dir) => {
+                let (journal, leftovers) = Journal::open(dir)?;
+                if leftovers.unreadable > 0 {
+                    tracing::warn!(
+                        lines = leftovers.unreadable,
+                        "reservation journal lines cut short by a crash were skipped"
+                    );
+                }
+                // Pending rows: they never replace the final record of a request that has one.
+                store.record_usage(&leftovers.records).await?;
+                Some((journal, leftovers))
+            }
+            None => None,
+        };
+        let interrupted = store.settle_pending_usage().await?;
+        if interrupted > 0 {
             tracing::warn!(
-                requests = leftovers,
+                requests = interrupted,
                 "requests left running by the previous run (a crash?) are recorded as \
                  interrupted at their worst case"
             );
         }
+        let journal = match journal {
+            Some((journal, leftovers)) => {
+                leftovers.discard()?;
+                Some(journal)
+            }
+            None => None,
+        };
         let mut spent: HashMap<(Payer, Period), u64> = HashMap::new();
         for group in store.usage_totals(since_ms, None, None).await? {
             let payer = match (group.key_id, group.site_id) {
@@ -75,6 +103,7 @@ impl Metering {
             ledger: Arc::new(Ledger::new(spent)),
             prices,
             recorder: UsageRecorder::start(store, flush_every),
+            journal,
             webhooks,
             metrics,
         })
@@ -136,6 +165,8 @@ pub struct Meter {
     /// Tokens charged to the tokens-per-minute windows at admission (the worst case); the
     /// difference to what was used is given back when the request settles.
     reserved_tokens: u64,
+    /// The request's line in the reservation journal, once written.
+    ticket: Option<Ticket>,
     sent: Sent,
     started: Instant,
     first_text: Option<Duration>,
@@ -175,6 +206,7 @@ impl Meter {
             ceiling,
             worst_cost,
             reserved_tokens,
+            ticket: None,
             sent: Sent::default(),
             started: Instant::now(),
             first_text: None,
@@ -201,20 +233,29 @@ impl Meter {
         self.record.as_ref().map_or("", |record| record.request_id.as_str())
     }
 
-    /// Makes the request's worst case durable before its upstream call: a `pending` usage row,
-    /// written by the usage writer in the next batch (which starts at once) and settled in place
-    /// when the request ends. After a crash, the row is still there and is counted at start-up.
-    /// An error means the row could not be written: the request must not run unrecorded.
-    pub async fn write_pending(&self) -> Result<(), UsageUnrecorded> {
-        let Some(record) = &self.record else { return Ok(()) };
+    /// Makes the request's worst case durable before its upstream call: a line in the
+    /// reservation journal (see `journal`), kept until the request's final usage record is in
+    /// the database. After a crash, the line is still there and is counted at start-up. An
+    /// error means the line could not be written (logged): the request must not run unrecorded.
+    pub fn write_pending(&mut self) -> Result<(), UsageUnrecorded> {
+        let (Some(record), Some(journal)) = (&self.record, &self.metering.journal) else {
+            return Ok(());
+        };
         let mut pending = record.clone();
         let worst = self.ceiling.worst_case();
         pending.input_tokens = worst.prompt_tokens;
         pending.output_tokens = worst.completion_tokens;
-        pending.estimated = true;
         pending.cost_micros = self.worst_cost;
-        pending.outcome = Outcome::Pending;
-        self.metering.recorder.record_durably(pending).await
+        match journal.reserve(&pending) {
+            Ok(ticket) => {
+                self.ticket = Some(ticket);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot write the reservation journal; request refused");
+                Err(UsageUnrecorded)
+            }
+        }
     }
 
     /// Notes the arrival of the answer's first text (latency to first token).
@@ -299,7 +340,7 @@ impl Meter {
         record.total_ms = u64::try_from(total.as_millis()).unwrap_or(u64::MAX);
         record.outcome = outcome;
         metering.webhooks.request_completed(&record);
-        metering.recorder.record(record);
+        metering.recorder.record(record, self.ticket.take());
     }
 }
 
@@ -329,21 +370,24 @@ impl Drop for Meter {
     }
 }
 
-/// The usage writer could not make a pending row durable.
+/// The request's worst case could not be made durable.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("usage could not be recorded")]
 pub struct UsageUnrecorded;
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "records are nearly every command; boxing them would allocate once per request"
+)]
 enum Command {
-    Record(UsageRecord),
-    /// A pending row, to be written at once; the sender learns whether it was.
-    Durable(UsageRecord, oneshot::Sender<Result<(), UsageUnrecorded>>),
+    /// A final record, and the journal line it settles once written.
+    Record(UsageRecord, Option<Ticket>),
     Flush(oneshot::Sender<bool>),
 }
 
 /// Writes usage records in batches from a background task, so that a request never waits for
-/// the database (but for its pending row: see [`Meter::write_pending`]); `flush` writes
-/// everything recorded so far (at shutdown).
+/// the database; `flush` writes everything recorded so far (at shutdown). A record's journal
+/// ticket is settled once the record is committed.
 #[derive(Debug, Clone)]
 pub struct UsageRecorder {
     commands: mpsc::UnboundedSender<Command>,
@@ -357,19 +401,10 @@ impl UsageRecorder {
         Self { commands }
     }
 
-    pub fn record(&self, record: UsageRecord) {
-        if self.commands.send(Command::Record(record)).is_err() {
+    pub fn record(&self, record: UsageRecord, ticket: Option<Ticket>) {
+        if self.commands.send(Command::Record(record, ticket)).is_err() {
             tracing::error!("the usage writer has stopped; a usage record is lost");
         }
-    }
-
-    /// Writes `record` in the next batch, which starts at once (group commit: the records that
-    /// arrive while one batch is being written go together in the next), and resolves once it
-    /// is in the database.
-    pub async fn record_durably(&self, record: UsageRecord) -> Result<(), UsageUnrecorded> {
-        let (done, written) = oneshot::channel();
-        self.commands.send(Command::Durable(record, done)).map_err(|_| UsageUnrecorded)?;
-        written.await.unwrap_or(Err(UsageUnrecorded))
     }
 
     /// Resolves once everything recorded before the call is written: `true`, or could not be
@@ -383,23 +418,30 @@ impl UsageRecorder {
     }
 }
 
-/// Records waiting to be written are kept across failed writes, up to this many.
+/// Records waiting to be written are kept across failed writes, up to this many (the journal
+/// keeps the worst case of those dropped beyond it, counted at the next start).
 const MAX_PENDING: usize = 100_000;
+
+/// Records not written yet, and the journal lines they settle (one entry per record).
+#[derive(Default)]
+struct Batch {
+    records: Vec<UsageRecord>,
+    tickets: Vec<Option<Ticket>>,
+}
 
 async fn write_batches(
     store: Arc<dyn Store>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     flush_every: Duration,
 ) {
-    let mut batch: Vec<UsageRecord> = Vec::new();
-    let mut waiting: Vec<oneshot::Sender<Result<(), UsageUnrecorded>>> = Vec::new();
+    let mut batch = Batch::default();
     let mut flushes: Vec<oneshot::Sender<bool>> = Vec::new();
     let mut every = tokio::time::interval(flush_every);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let now = tokio::select! {
             command = commands.recv() => match command {
-                Some(command) => take(command, &mut batch, &mut waiting, &mut flushes),
+                Some(command) => take(command, &mut batch, &mut flushes),
                 None => {
                     write(store.as_ref(), &mut batch).await;
                     return;
@@ -412,12 +454,9 @@ async fn write_batches(
         }
         // Take everything already queued too: one transaction for all of it.
         while let Ok(command) = commands.try_recv() {
-            take(command, &mut batch, &mut waiting, &mut flushes);
+            take(command, &mut batch, &mut flushes);
         }
         let written = write(store.as_ref(), &mut batch).await;
-        for done in waiting.drain(..) {
-            let _ = done.send(if written { Ok(()) } else { Err(UsageUnrecorded) });
-        }
         for done in flushes.drain(..) {
             let _ = done.send(written);
         }
@@ -425,21 +464,12 @@ async fn write_batches(
 }
 
 /// Adds a command to the batch; `true` when it asks for a write now.
-fn take(
-    command: Command,
-    batch: &mut Vec<UsageRecord>,
-    waiting: &mut Vec<oneshot::Sender<Result<(), UsageUnrecorded>>>,
-    flushes: &mut Vec<oneshot::Sender<bool>>,
-) -> bool {
+fn take(command: Command, batch: &mut Batch, flushes: &mut Vec<oneshot::Sender<bool>>) -> bool {
     match command {
-        Command::Record(record) => {
-            batch.push(record);
+        Command::Record(record, ticket) => {
+            batch.records.push(record);
+            batch.tickets.push(ticket);
             false
-        }
-        Command::Durable(record, done) => {
-            batch.push(record);
-            waiting.push(done);
-            true
         }
         Command::Flush(done) => {
             flushes.push(done);
@@ -449,21 +479,31 @@ fn take(
 }
 
 /// Writes the batch; `true` when it is empty afterwards.
-async fn write(store: &dyn Store, batch: &mut Vec<UsageRecord>) -> bool {
-    if batch.is_empty() {
+async fn write(store: &dyn Store, batch: &mut Batch) -> bool {
+    if batch.records.is_empty() {
         return true;
     }
-    match store.record_usage(batch).await {
+    match store.record_usage(&batch.records).await {
         Ok(()) => {
-            batch.clear();
+            batch.records.clear();
+            for ticket in batch.tickets.drain(..).flatten() {
+                ticket.settle();
+            }
             true
         }
         Err(error) => {
-            tracing::error!(%error, records = batch.len(), "cannot write usage records; will retry");
-            if batch.len() > MAX_PENDING {
-                let dropped = batch.len() - MAX_PENDING;
-                batch.drain(..dropped);
-                tracing::error!(dropped, "usage records dropped: the database is unavailable");
+            let records = batch.records.len();
+            tracing::error!(%error, records, "cannot write usage records; will retry");
+            if records > MAX_PENDING {
+                let dropped = records - MAX_PENDING;
+                batch.records.drain(..dropped);
+                // Dropped unsettled: their lines stay in the journal.
+                batch.tickets.drain(..dropped);
+                tracing::error!(
+                    dropped,
+                    "usage records dropped: the database is unavailable (their reservations \
+                     stay in the journal and are counted at their worst case at the next start)"
+                );
             }
             false
         }

@@ -1107,6 +1107,16 @@ async fn stored_usage(work: &Workdir) -> Vec<UsageRecord> {
     store.usage_since(0, None, None).await.unwrap()
 }
 
+/// How many lines the reservation journal in `dir` holds, in all its segments.
+fn journal_lines(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
+        .map(|path| std::fs::read_to_string(path).unwrap().lines().count())
+        .sum()
+}
+
 #[tokio::test]
 async fn sigterm_with_a_stream_outliving_the_grace_period_still_writes_every_usage_record() {
     let work = Workdir::new();
@@ -1182,6 +1192,42 @@ async fn a_relay_that_cannot_write_its_records_at_shutdown_exits_non_zero_and_sa
 }
 
 #[tokio::test]
+async fn a_relay_that_cannot_write_its_webhook_events_at_shutdown_exits_non_zero() {
+    let work = Workdir::new();
+    // An endpoint that wants every finished request (nobody listens there: the events only
+    // have to reach the outbox).
+    std::fs::write(
+        work.path().join("confab.toml"),
+        "[[webhooks.endpoints]]\nurl = \"http://127.0.0.1:9/hook\"\n\
+         secret_env = \"CONFAB_TEST_WEBHOOK_SECRET\"\nevents = [\"request.completed\"]\n",
+    )
+    .unwrap();
+    let envs = [("CONFAB_TEST_WEBHOOK_SECRET", "a-secret-of-twenty-chars")];
+    let relay = Relay::start(&work, &envs).await;
+    // The outbox disappears under the relay before the request's event is written.
+    let url = format!("sqlite://{}", work.path().join("confab.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("ALTER TABLE webhook_events RENAME TO webhook_events_elsewhere")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let body = json!({"max_tokens": 2, "messages": [{"role": "user", "content": "Count me"}]});
+    let response = post_chat(&http_client(), &relay, &relay.key, &relay.own_origin(), &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let _ = json_body(response).await;
+
+    let log = relay.stderr_log.clone();
+    let status = relay.terminate().await;
+    assert!(!status.success(), "a relay that lost webhook events exited with {status}");
+    let stderr = read_log(&log);
+    assert!(stderr.contains("cannot record webhook events"), "{stderr}");
+    assert!(stderr.contains("could not all be written at shutdown"), "{stderr}");
+    // The usage record itself was written.
+    assert_eq!(stored_usage(&work).await.len(), 1);
+}
+
+#[tokio::test]
 async fn a_relay_killed_during_priced_streams_charges_their_worst_case_after_restart() {
     let work = Workdir::new();
     // One micro-dollar per token, so costs equal token counts.
@@ -1207,10 +1253,12 @@ async fn a_relay_killed_during_priced_streams_charges_their_worst_case_after_res
     relay.kill().await;
     drop(streams);
 
-    // Nothing settled them; the rows written before each upstream call hold the worst case.
-    let pending = stored_usage(&work).await;
-    assert_eq!(pending.len(), 3, "{pending:?}");
-    assert!(pending.iter().all(|r| r.outcome == Outcome::Pending), "{pending:?}");
+    // Nothing settled them, and nothing reached the database: the lines written to the
+    // reservation journal before each upstream call hold the worst case.
+    assert!(stored_usage(&work).await.is_empty());
+    let journal = work.path().join("confab.db.reservations");
+    let lines = journal_lines(&journal);
+    assert_eq!(lines, 3, "one journal line per running request");
 
     // At the next start they are settled as interrupted, at that worst case.
     let restarted = Relay::start(&work, &envs).await;
@@ -1224,6 +1272,9 @@ async fn a_relay_killed_during_priced_streams_charges_their_worst_case_after_res
         assert!(record.input_tokens > 0);
         assert_eq!(record.cost_micros, record.input_tokens + 40);
     }
+    // Settled, so the previous run's journal is gone; the new run leaves an empty segment.
+    let left = journal_lines(&journal);
+    assert_eq!(left, 0);
     let expected: u64 = records.iter().map(|r| r.cost_micros).sum();
     let usage = work.run(&["usage", "--days", "1", "--json"], &[]).await.assert_success().json();
     assert_eq!(usage["totals"]["requests"], 3, "{usage}");

@@ -1,6 +1,6 @@
 //! What a request is charged however it ends: before the response head, after it but before
 //! the first event, with absurd usage from the upstream, with text the byte rule under-counts;
-//! a running request's worst case held in the database; tokens per minute under a burst; and
+//! a running request's worst case held in the reservation journal; tokens per minute under a burst; and
 //! a stream that never ends.
 
 use std::time::Duration;
@@ -184,27 +184,45 @@ async fn an_interrupted_stream_of_cjk_text_is_estimated_by_its_chunks_not_its_by
     assert_eq!((record.input_tokens, record.output_tokens), (PROMPT_CEILING, 10));
 }
 
+/// The lines of the relay's reservation journal (every segment), as JSON.
+fn journal_lines(relay: &TestRelay) -> Vec<Value> {
+    let dir = relay.config.journal_dir().expect("a file database has a journal");
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            lines.extend(text.lines().map(|line| serde_json::from_str::<Value>(line).unwrap()));
+        }
+    }
+    lines
+}
+
 #[tokio::test]
-async fn a_running_request_has_its_worst_case_in_the_database_before_the_upstream_sees_it() {
+async fn a_running_request_has_its_worst_case_in_the_journal_before_the_upstream_sees_it() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::Stream(vec![Step::WaitForRelease, Step::Content("ok"), Step::Done]));
-    // Batches of finished records far apart: only the pending row can be in the database.
+    // Batches of finished records far apart: nothing reaches the database meanwhile.
     let relay = TestRelay::metered(&mock).config(|c| c.usage.flush_ms = 600_000).start().await;
     let request = tokio::spawn(relay.chat().json(&hello(true)).send());
     mock.request_received().await;
-    let records = relay.store.usage_since(0, None, None).await.unwrap();
-    assert_eq!(records.len(), 1, "{records:?}");
-    let pending = &records[0];
-    assert_eq!(pending.outcome, Outcome::Pending);
-    assert_eq!((pending.input_tokens, pending.output_tokens), (PROMPT_CEILING, 20));
-    assert_eq!(pending.cost_micros, PROMPT_CEILING + 20);
-    assert!(pending.request_id.starts_with("req_"));
+    assert!(relay.store.usage_since(0, None, None).await.unwrap().is_empty());
+    let lines = journal_lines(&relay);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let pending = &lines[0];
+    assert_eq!(
+        (pending["input_tokens"].as_u64(), pending["output_tokens"].as_u64()),
+        (Some(PROMPT_CEILING), Some(20))
+    );
+    assert_eq!(pending["cost_micros"], PROMPT_CEILING + 20);
+    let request_id = pending["request_id"].as_str().unwrap().to_owned();
+    assert!(request_id.starts_with("req_"));
     mock.release();
     let response = request.await.unwrap().unwrap();
     assert_eq!(
         response.headers()["x-request-id"].to_str().unwrap(),
-        pending.request_id,
-        "the usage record carries the response's request id"
+        request_id,
+        "the journal line carries the response's request id"
     );
     let _ = response.bytes().await;
     relay.stop().await;

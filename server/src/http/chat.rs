@@ -120,10 +120,10 @@ async fn chat_completion(
         upstream_request.stream_options = None;
     }
     let admission = Admission { caller: &caller, peer, headers, upstream: upstream.name(), labels };
-    let (meter, status) = admit(state, admission, &upstream_request, request_id)?;
+    let (mut meter, status) = admit(state, admission, &upstream_request, request_id)?;
     // The worst case is durable before the upstream sees the request, so that a crash from here
     // on cannot lose its cost (settled at start-up; see `Metering::start`).
-    meter.write_pending().await.map_err(|_| ApiError::Unavailable {
+    meter.write_pending().map_err(|_| ApiError::Unavailable {
         code: "usage_unrecorded",
         message: "the relay cannot record usage right now; retry later",
     })?;

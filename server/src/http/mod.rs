@@ -102,6 +102,7 @@ impl AppState {
         let metering = Arc::new(
             Metering::start(
                 Arc::clone(&store),
+                config.journal_dir().as_deref(),
                 prices,
                 flush_every,
                 Arc::clone(&webhooks),
@@ -137,7 +138,7 @@ impl AppState {
             written = false;
         }
         written &= self.metering.recorder.flush().await;
-        self.webhooks.flush().await;
+        written &= self.webhooks.flush().await;
         written
     }
 
