@@ -7,6 +7,7 @@
 pub mod mock;
 pub mod receiver;
 pub mod relay;
+pub mod servers;
 pub mod sse;
 
 pub use mock::{MOCK_MODEL_NAME, MockUpstream, Reply, Step};
