@@ -7,24 +7,10 @@ use crate::store::{
     CallerLimits, NewSite, Site, SiteSettings, SiteWidget, Store, StoreError, VisitorLimits,
 };
 
-/// What an operator asks for when creating a site.
-#[derive(Debug, Clone, Default)]
-pub struct SiteSpec {
-    pub name: String,
-    pub origins: Vec<String>,
-    pub allow_no_origin: bool,
-    /// Empty: the first model the relay serves.
-    pub models: Vec<String>,
-    pub system_prompt: Option<String>,
-    pub max_tokens: Option<u32>,
-    pub temperature_max: Option<f32>,
-    pub context_messages: Option<u32>,
-    /// `None`: `policy.client_instructions`.
-    pub client_instructions: Option<crate::config::ClientInstructions>,
-    pub widget: SiteWidget,
-    pub limits: CallerLimits,
-    pub visitor_limits: VisitorLimits,
-}
+/// What an operator asks for when creating a site: the settings the site will have, before
+/// `create_site` checks and normalises them (there, empty `models` means the first model the
+/// relay serves).
+pub type SiteSpec = SiteSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
@@ -294,15 +280,15 @@ pub struct CreatedSite {
     pub key: NewKey,
 }
 
-/// Validates the spec against the config and creates the site with a fresh key.
+/// Validates the spec against the config, normalises it, and creates the site with a fresh key.
 pub async fn create_site(
     store: &dyn Store,
     config: &Config,
-    spec: SiteSpec,
+    mut spec: SiteSpec,
     is_demo: bool,
 ) -> Result<CreatedSite, SiteError> {
-    let name = spec.name.trim().to_owned();
-    if name.is_empty() {
+    spec.name = spec.name.trim().to_owned();
+    if spec.name.is_empty() {
         return Err(invalid("name", "must not be empty"));
     }
     if spec.origins.is_empty() && !spec.allow_no_origin {
@@ -318,12 +304,12 @@ pub async fn create_site(
             origins.push(origin);
         }
     }
+    spec.origins = origins;
     let served = config.served_models();
-    let mut models = spec.models.clone();
-    if models.is_empty() {
-        models.extend(served.first().cloned());
+    if spec.models.is_empty() {
+        spec.models.extend(served.first().cloned());
     }
-    for model in &models {
+    for model in &spec.models {
         if !served.contains(model) {
             return Err(invalid(
                 "model",
@@ -345,25 +331,13 @@ pub async fn create_site(
     if spec.context_messages == Some(0) {
         return Err(invalid("context_messages", "must be at least 1"));
     }
-    let widget = validate_widget(spec.widget)?;
+    spec.widget = validate_widget(std::mem::take(&mut spec.widget))?;
     validate_site_limits(&spec.limits, &spec.visitor_limits)?;
+    spec.system_prompt = spec.system_prompt.filter(|p| !p.trim().is_empty());
     let key = NewKey::generate(KeyKind::Site);
     let site = store
         .create_site(NewSite {
-            settings: SiteSettings {
-                name,
-                origins,
-                allow_no_origin: spec.allow_no_origin,
-                models,
-                system_prompt: spec.system_prompt.filter(|p| !p.trim().is_empty()),
-                max_tokens: spec.max_tokens,
-                temperature_max: spec.temperature_max,
-                context_messages: spec.context_messages,
-                client_instructions: spec.client_instructions,
-                widget,
-                limits: spec.limits,
-                visitor_limits: spec.visitor_limits,
-            },
+            settings: spec,
             is_demo,
             key_lookup_id: key.lookup_id.clone(),
             key_hash: key.hash,
