@@ -16,7 +16,7 @@ use confab_server::limits::{InProcessLimiter, RateLimiter, Rule, Subject};
 use confab_server::policy::SitePolicy;
 use confab_server::relay::{RelayStream, Step, Timing};
 use confab_server::sitekey::{KeyKind, NewKey, PresentedKey};
-use confab_server::store::{NewSite, SqliteStore, Store};
+use confab_server::store::{NewSite, SiteSettings, SqliteStore, Store};
 use confab_server::upstream::{EventStream, UpstreamEvent};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -94,19 +94,14 @@ fn site_lookup(c: &mut Criterion) {
     let store = runtime.block_on(SqliteStore::open(&url, 4)).unwrap();
     let key = NewKey::generate(KeyKind::Site);
     let site = NewSite {
-        name: "bench".into(),
-        origins: vec!["https://shop.example".into()],
-        allow_no_origin: false,
-        models: vec!["model-a".into()],
-        system_prompt: Some("You are the shop's assistant.".into()),
-        max_tokens: None,
-        temperature_max: None,
-        context_messages: None,
-        client_instructions: None,
+        settings: SiteSettings {
+            name: "bench".into(),
+            origins: vec!["https://shop.example".into()],
+            models: vec!["model-a".into()],
+            system_prompt: Some("You are the shop's assistant.".into()),
+            ..SiteSettings::default()
+        },
         is_demo: false,
-        widget: Default::default(),
-        limits: Default::default(),
-        visitor_limits: Default::default(),
         key_lookup_id: key.lookup_id.clone(),
         key_hash: key.hash,
     };

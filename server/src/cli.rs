@@ -16,7 +16,9 @@ use crate::config::{ClientInstructions, Config, ConfigSources, LogFormat};
 use crate::http::{AppState, DemoPage, serve, serve_admin, serve_metrics};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
-use crate::store::{CallerLimits, Site, SiteWidget, SqliteStore, Store, VisitorLimits};
+use crate::store::{
+    CallerLimits, Site, SiteSettings, SiteWidget, SqliteStore, Store, VisitorLimits,
+};
 use crate::visitor::TokenMode;
 
 /// Confab: an AI chat assistant on any website, behind a relay that keeps the provider key.
@@ -523,8 +525,8 @@ fn demo_instructions(demo: &CreatedSite, public_url: &str) -> String {
          -H 'Content-Type: application/json' \\\n    \
          -d '{{\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n",
         id = demo.site.id,
-        origins = demo.site.origins.join(", "),
-        origin = demo.site.origins.first().map_or(public_url, String::as_str),
+        origins = demo.site.settings.origins.join(", "),
+        origin = demo.site.settings.origins.first().map_or(public_url, String::as_str),
     )
 }
 
@@ -631,10 +633,10 @@ async fn run_sites(
                     out.push_str(&format!(
                         "{:<16} {:<20} {:<34} {:<16} {}\n",
                         site.id,
-                        site.name,
+                        site.settings.name,
                         public_prefix(&site.key_lookup_id),
-                        site.default_model(),
-                        origins_text(site)
+                        site.settings.default_model(),
+                        origins_text(&site.settings)
                     ));
                 }
                 print_flush(&out);
@@ -654,7 +656,7 @@ async fn run_sites(
             let Some(site) = store.site(&id).await? else {
                 bail!("no site with id `{id}` (see `confab sites list`)");
             };
-            let mut updated = widget.apply_to(site.widget.clone());
+            let mut updated = widget.apply_to(site.settings.widget.clone());
             if no_suggestions {
                 updated.suggestions = None;
             }
@@ -794,9 +796,9 @@ async fn run_usage(args: UsageArgs, store: &SqliteStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn origins_text(site: &Site) -> String {
-    let mut text = site.origins.join(", ");
-    if site.allow_no_origin {
+fn origins_text(settings: &SiteSettings) -> String {
+    let mut text = settings.origins.join(", ");
+    if settings.allow_no_origin {
         if !text.is_empty() {
             text.push_str(", ");
         }
@@ -806,6 +808,7 @@ fn origins_text(site: &Site) -> String {
 }
 
 fn describe(site: &Site) -> String {
+    let settings = &site.settings;
     let optional = |v: Option<String>| v.unwrap_or_else(|| "default".into());
     format!(
         "Site {id} \"{name}\"\n  key:          {key}\n  origins:      {origins}\n  \
@@ -814,21 +817,21 @@ fn describe(site: &Site) -> String {
          client instructions: {instructions}\n  widget:       {widget}\n  limits:       {limits}\n  per visitor:  {visitor}\n  \
          created:      {created}",
         id = site.id,
-        name = site.name,
+        name = settings.name,
         key = public_prefix(&site.key_lookup_id),
-        origins = origins_text(site),
-        models = site.models.join(", "),
-        prompt = site
+        origins = origins_text(settings),
+        models = settings.models.join(", "),
+        prompt = settings
             .system_prompt
             .as_ref()
             .map_or_else(|| "none".to_owned(), |p| format!("{} characters", p.chars().count())),
-        max_tokens = optional(site.max_tokens.map(|v| v.to_string())),
-        temperature = optional(site.temperature_max.map(|v| v.to_string())),
-        context = optional(site.context_messages.map(|v| v.to_string())),
-        instructions = optional(site.client_instructions.map(|c| c.as_str().to_owned())),
-        widget = widget_text(&site.widget),
-        limits = keys::limits_text(&site.limits),
-        visitor = visitor_limits_text(&site.visitor_limits),
+        max_tokens = optional(settings.max_tokens.map(|v| v.to_string())),
+        temperature = optional(settings.temperature_max.map(|v| v.to_string())),
+        context = optional(settings.context_messages.map(|v| v.to_string())),
+        instructions = optional(settings.client_instructions.map(|c| c.as_str().to_owned())),
+        widget = widget_text(&settings.widget),
+        limits = keys::limits_text(&settings.limits),
+        visitor = visitor_limits_text(&settings.visitor_limits),
         created = crate::rfc3339(site.created_at),
     )
 }

@@ -15,7 +15,7 @@ use confab_protocol::{ChatMessage, ChatRequest, Role, Stop, StreamOptions};
 
 use crate::config::{ClientInstructions, PolicyDefaults, RequestLimits};
 use crate::error::ApiError;
-use crate::store::Site;
+use crate::store::SiteSettings;
 
 /// What the context limits still have room for while `trim` fills them.
 struct Budget {
@@ -60,7 +60,11 @@ pub struct SitePolicy<'a> {
 }
 
 impl<'a> SitePolicy<'a> {
-    pub fn for_site(site: &'a Site, defaults: &PolicyDefaults, limits: &'a RequestLimits) -> Self {
+    pub fn for_site(
+        site: &'a SiteSettings,
+        defaults: &PolicyDefaults,
+        limits: &'a RequestLimits,
+    ) -> Self {
         Self {
             models: &site.models,
             system_prompt: site.system_prompt.as_deref().filter(|p| !p.trim().is_empty()),

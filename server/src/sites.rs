@@ -3,26 +3,14 @@
 use crate::config::{Config, is_hex_color};
 use crate::keys::check_limits;
 use crate::sitekey::{KeyKind, NewKey};
-use crate::store::{CallerLimits, NewSite, Site, SiteWidget, Store, StoreError, VisitorLimits};
+use crate::store::{
+    CallerLimits, NewSite, Site, SiteSettings, SiteWidget, Store, StoreError, VisitorLimits,
+};
 
-/// What an operator asks for when creating a site.
-#[derive(Debug, Clone, Default)]
-pub struct SiteSpec {
-    pub name: String,
-    pub origins: Vec<String>,
-    pub allow_no_origin: bool,
-    /// Empty: the first model the relay serves.
-    pub models: Vec<String>,
-    pub system_prompt: Option<String>,
-    pub max_tokens: Option<u32>,
-    pub temperature_max: Option<f32>,
-    pub context_messages: Option<u32>,
-    /// `None`: `policy.client_instructions`.
-    pub client_instructions: Option<crate::config::ClientInstructions>,
-    pub widget: SiteWidget,
-    pub limits: CallerLimits,
-    pub visitor_limits: VisitorLimits,
-}
+/// What an operator asks for when creating a site: the settings the site will have, before
+/// `create_site` checks and normalises them (there, empty `models` means the first model the
+/// relay serves).
+pub type SiteSpec = SiteSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
@@ -143,7 +131,7 @@ pub async fn update_limits(
     change: &LimitsChange,
 ) -> Result<Option<Site>, SiteError> {
     let Some(site) = store.site(id).await? else { return Ok(None) };
-    let (limits, visitor_limits) = change.apply(site.limits, site.visitor_limits);
+    let (limits, visitor_limits) = change.apply(site.settings.limits, site.settings.visitor_limits);
     validate_site_limits(&limits, &visitor_limits)?;
     if !store.set_site_limits(id, &limits, &visitor_limits).await? {
         return Ok(None);
@@ -173,14 +161,15 @@ pub async fn change_origins(
     };
     let (add, remove) = (normalize(add)?, normalize(remove)?);
     let Some(site) = store.site(id).await? else { return Ok(None) };
-    let mut origins = site.origins.clone();
+    let listed = &site.settings.origins;
+    let mut origins = listed.clone();
     for origin in &remove {
         if !origins.contains(origin) {
             return Err(invalid(
                 "origin",
                 format!(
                     "`{origin}` is not an origin of site {id} (it lists: {})",
-                    if site.origins.is_empty() { "none".into() } else { site.origins.join(", ") }
+                    if listed.is_empty() { "none".into() } else { listed.join(", ") }
                 ),
             ));
         }
@@ -191,7 +180,7 @@ pub async fn change_origins(
             origins.push(origin);
         }
     }
-    if origins.is_empty() && !site.allow_no_origin {
+    if origins.is_empty() && !site.settings.allow_no_origin {
         return Err(invalid(
             "origin",
             format!(
@@ -291,15 +280,15 @@ pub struct CreatedSite {
     pub key: NewKey,
 }
 
-/// Validates the spec against the config and creates the site with a fresh key.
+/// Validates the spec against the config, normalises it, and creates the site with a fresh key.
 pub async fn create_site(
     store: &dyn Store,
     config: &Config,
-    spec: SiteSpec,
+    mut spec: SiteSpec,
     is_demo: bool,
 ) -> Result<CreatedSite, SiteError> {
-    let name = spec.name.trim().to_owned();
-    if name.is_empty() {
+    spec.name = spec.name.trim().to_owned();
+    if spec.name.is_empty() {
         return Err(invalid("name", "must not be empty"));
     }
     if spec.origins.is_empty() && !spec.allow_no_origin {
@@ -315,12 +304,12 @@ pub async fn create_site(
             origins.push(origin);
         }
     }
+    spec.origins = origins;
     let served = config.served_models();
-    let mut models = spec.models.clone();
-    if models.is_empty() {
-        models.extend(served.first().cloned());
+    if spec.models.is_empty() {
+        spec.models.extend(served.first().cloned());
     }
-    for model in &models {
+    for model in &spec.models {
         if !served.contains(model) {
             return Err(invalid(
                 "model",
@@ -342,24 +331,14 @@ pub async fn create_site(
     if spec.context_messages == Some(0) {
         return Err(invalid("context_messages", "must be at least 1"));
     }
-    let widget = validate_widget(spec.widget)?;
+    spec.widget = validate_widget(std::mem::take(&mut spec.widget))?;
     validate_site_limits(&spec.limits, &spec.visitor_limits)?;
+    spec.system_prompt = spec.system_prompt.filter(|p| !p.trim().is_empty());
     let key = NewKey::generate(KeyKind::Site);
     let site = store
         .create_site(NewSite {
-            name,
-            origins,
-            allow_no_origin: spec.allow_no_origin,
-            models,
-            system_prompt: spec.system_prompt.filter(|p| !p.trim().is_empty()),
-            max_tokens: spec.max_tokens,
-            temperature_max: spec.temperature_max,
-            context_messages: spec.context_messages,
-            client_instructions: spec.client_instructions,
+            settings: spec,
             is_demo,
-            widget,
-            limits: spec.limits,
-            visitor_limits: spec.visitor_limits,
             key_lookup_id: key.lookup_id.clone(),
             key_hash: key.hash,
         })
@@ -482,36 +461,37 @@ pub fn normalize_origin(value: &str) -> Result<String, String> {
 /// A site as the CLI (`--json`) and the admin API show it: never its key, only its public
 /// prefix.
 pub fn site_view(site: &Site) -> serde_json::Value {
+    let settings = &site.settings;
     serde_json::json!({
         "id": site.id,
-        "name": site.name,
+        "name": settings.name,
         "key_prefix": crate::sitekey::public_prefix(&site.key_lookup_id),
         "previous_key_prefix": site.previous_key_lookup_id.as_deref().map(crate::sitekey::public_prefix),
         "previous_key_expires_at": site.previous_key_expires_at.map(crate::rfc3339),
-        "origins": site.origins,
-        "allow_no_origin": site.allow_no_origin,
-        "models": site.models,
-        "system_prompt": site.system_prompt,
-        "max_tokens": site.max_tokens,
-        "temperature_max": site.temperature_max,
-        "context_messages": site.context_messages,
-        "client_instructions": site.client_instructions.map(|c| c.as_str()),
+        "origins": settings.origins,
+        "allow_no_origin": settings.allow_no_origin,
+        "models": settings.models,
+        "system_prompt": settings.system_prompt,
+        "max_tokens": settings.max_tokens,
+        "temperature_max": settings.temperature_max,
+        "context_messages": settings.context_messages,
+        "client_instructions": settings.client_instructions.map(|c| c.as_str()),
         "widget": {
-            "title": site.widget.title,
-            "greeting": site.widget.greeting,
-            "suggestions": site.widget.suggestions,
-            "primary_color": site.widget.primary_color,
+            "title": settings.widget.title,
+            "greeting": settings.widget.greeting,
+            "suggestions": settings.widget.suggestions,
+            "primary_color": settings.widget.primary_color,
         },
         "limits": {
-            "rpm": site.limits.rpm,
-            "rpd": site.limits.rpd,
-            "tpm": site.limits.tpm,
-            "monthly_budget_micros": site.limits.monthly_budget_micros,
-            "daily_budget_micros": site.limits.daily_budget_micros,
-            "visitor_rpm": site.visitor_limits.rpm,
-            "visitor_rpd": site.visitor_limits.rpd,
-            "verified_rpm": site.visitor_limits.verified_rpm,
-            "verified_rpd": site.visitor_limits.verified_rpd,
+            "rpm": settings.limits.rpm,
+            "rpd": settings.limits.rpd,
+            "tpm": settings.limits.tpm,
+            "monthly_budget_micros": settings.limits.monthly_budget_micros,
+            "daily_budget_micros": settings.limits.daily_budget_micros,
+            "visitor_rpm": settings.visitor_limits.rpm,
+            "visitor_rpd": settings.visitor_limits.rpd,
+            "verified_rpm": settings.visitor_limits.verified_rpm,
+            "verified_rpd": settings.visitor_limits.verified_rpd,
         },
         "verification": {
             "enabled": site.verification.secret.is_some(),

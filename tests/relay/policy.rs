@@ -301,7 +301,7 @@ async fn rejects_sampling_values_out_of_range() {
 #[tokio::test]
 async fn a_site_model_that_no_upstream_serves_any_more_is_unavailable() {
     use confab_server::sitekey::{KeyKind, NewKey};
-    use confab_server::store::NewSite;
+    use confab_server::store::{NewSite, SiteSettings};
 
     let mock = MockUpstream::start().await;
     let relay = TestRelay::start(&mock).await;
@@ -310,19 +310,13 @@ async fn a_site_model_that_no_upstream_serves_any_more_is_unavailable() {
     relay
         .store
         .create_site(NewSite {
-            name: "Old".into(),
-            origins: vec!["https://old.example".into()],
-            allow_no_origin: false,
-            models: vec!["retired-model".into()],
-            system_prompt: None,
-            max_tokens: None,
-            temperature_max: None,
-            context_messages: None,
-            client_instructions: None,
+            settings: SiteSettings {
+                name: "Old".into(),
+                origins: vec!["https://old.example".into()],
+                models: vec!["retired-model".into()],
+                ..SiteSettings::default()
+            },
             is_demo: false,
-            widget: Default::default(),
-            limits: Default::default(),
-            visitor_limits: Default::default(),
             key_lookup_id: key.lookup_id.clone(),
             key_hash: key.hash,
         })

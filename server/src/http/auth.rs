@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, header, request::Parts};
 use super::AppState;
 use crate::error::ApiError;
 use crate::sitekey::{KeyKind, PresentedKey};
-use crate::store::{ApiKey, Scope, Site, StoreError};
+use crate::store::{ApiKey, Scope, Site, SiteSettings, StoreError};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -74,7 +74,7 @@ impl FromRequestParts<AppState> for Caller {
                 }
                 let site = credentials.site;
                 tracing::Span::current().record("site", KeyKind::Site.public(&site.key_lookup_id));
-                check_origin(&site, &parts.headers)?;
+                check_origin(&site.settings, &parts.headers)?;
                 Ok(Caller::Site(site))
             }
             KeyKind::Secret => {
@@ -142,7 +142,7 @@ fn page_origin(headers: &HeaderMap) -> Option<HeaderValue> {
     origin.is_tuple().then(|| HeaderValue::from_str(&origin.ascii_serialization()).ok())?
 }
 
-fn check_origin(site: &Site, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_origin(site: &SiteSettings, headers: &HeaderMap) -> Result<(), ApiError> {
     match page_origin(headers).as_ref() {
         None if site.allow_no_origin => Ok(()),
         None => Err(ApiError::PermissionDenied {

@@ -90,7 +90,7 @@ async fn chat_completion(
     *labels = Some(state.metrics.chat_labels(site, ""));
     let (defaults, limits) = (&state.config.policy, &state.config.limits);
     let policy = match &caller {
-        Caller::Site(site) => SitePolicy::for_site(site, defaults, limits),
+        Caller::Site(site) => SitePolicy::for_site(&site.settings, defaults, limits),
         Caller::Key(key) if key.models.is_empty() => {
             SitePolicy::for_key(state.upstreams.models(), defaults, limits)
         }
@@ -215,29 +215,25 @@ fn admit(
             salt.extend_from_slice(site.id.as_bytes());
             record.visitor = Some(visitor.usage_hash(&salt));
             record.site_id = Some(site.id.clone());
-            checks.push((Subject::Site(site.id.clone()), rule(&site.limits)));
-            let visitors = &state.config.visitors;
+            checks.push((Subject::Site(site.id.clone()), rule(&site.settings.limits)));
+            let (visitors, own) = (&state.config.visitors, &site.settings.visitor_limits);
             checks.push((
                 Subject::Visitor { site: site.id.clone(), visitor: visitor.limit_key() },
                 if visitor.is_verified() {
                     Rule {
-                        rpm: Some(
-                            site.visitor_limits.verified_rpm.unwrap_or(visitors.verified_rpm),
-                        ),
-                        rpd: Some(
-                            site.visitor_limits.verified_rpd.unwrap_or(visitors.verified_rpd),
-                        ),
+                        rpm: Some(own.verified_rpm.unwrap_or(visitors.verified_rpm)),
+                        rpd: Some(own.verified_rpd.unwrap_or(visitors.verified_rpd)),
                         tpm: None,
                     }
                 } else {
                     Rule {
-                        rpm: Some(site.visitor_limits.rpm.unwrap_or(visitors.rpm)),
-                        rpd: Some(site.visitor_limits.rpd.unwrap_or(visitors.rpd)),
+                        rpm: Some(own.rpm.unwrap_or(visitors.rpm)),
+                        rpd: Some(own.rpd.unwrap_or(visitors.rpd)),
                         tpm: None,
                     }
                 },
             ));
-            (Payer::Site(site.id.clone()), budget_rule(&site.limits))
+            (Payer::Site(site.id.clone()), budget_rule(&site.settings.limits))
         }
         Caller::Key(key) => {
             record.key_id = Some(key.id.clone());

@@ -20,7 +20,7 @@ async fn list_models(
 ) -> Result<Json<ModelList>, ApiError> {
     caller.require(Scope::Models)?;
     let (models, created): (&[String], i64) = match &caller {
-        Caller::Site(site) => (&site.models, site.created_at),
+        Caller::Site(site) => (&site.settings.models, site.created_at),
         Caller::Key(key) if key.models.is_empty() => (state.upstreams.models(), key.created_at),
         Caller::Key(key) => (&key.models, key.created_at),
     };

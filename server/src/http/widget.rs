@@ -14,7 +14,7 @@ pub fn router() -> Router<AppState> {
 
 async fn widget_config(State(state): State<AppState>, auth: SiteAuth) -> Json<WidgetConfig> {
     let defaults = &state.config.widget;
-    let own = &auth.site.widget;
+    let own = &auth.site.settings.widget;
     Json(WidgetConfig {
         title: own.title.as_ref().unwrap_or(&defaults.title).clone(),
         greeting: own.greeting.as_ref().unwrap_or(&defaults.greeting).clone(),

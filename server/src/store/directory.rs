@@ -86,7 +86,7 @@ impl Directory {
         let mut directory = Directory { version, ..Directory::default() };
         let mut current_sites = Vec::new();
         for StoredSite { site, key_hash, previous_key_hash } in sites {
-            directory.origins.extend(site.origins.iter().cloned());
+            directory.origins.extend(site.settings.origins.iter().cloned());
             let site = Arc::new(site);
             if let (Some(lookup), Some(hash)) = (&site.previous_key_lookup_id, previous_key_hash) {
                 let expires_at = Some(site.previous_key_expires_at.unwrap_or(i64::MIN));
@@ -318,20 +318,13 @@ mod tests {
         StoredSite {
             site: Site {
                 id: format!("site_{lookup}"),
-                name: lookup.into(),
                 key_lookup_id: lookup.into(),
-                origins: vec![],
-                allow_no_origin: true,
-                models: vec![],
-                system_prompt: None,
-                max_tokens: None,
-                temperature_max: None,
-                context_messages: None,
-                client_instructions: None,
+                settings: crate::store::SiteSettings {
+                    name: lookup.into(),
+                    allow_no_origin: true,
+                    ..Default::default()
+                },
                 is_demo: false,
-                widget: crate::store::SiteWidget::default(),
-                limits: CallerLimits::default(),
-                visitor_limits: crate::store::VisitorLimits::default(),
                 verification: crate::store::Verification::default(),
                 created_at: 0,
                 previous_key_lookup_id: previous.map(|(l, _)| l.to_owned()),

@@ -15,9 +15,29 @@ pub use sqlite::SqliteStore;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Site {
     pub id: String,
-    pub name: String,
     /// The public lookup id of the site key (never the key itself).
     pub key_lookup_id: String,
+    /// What the operator chose for the site.
+    pub settings: SiteSettings,
+    pub is_demo: bool,
+    /// Visitor verification: the secret of the site's visitor tokens, and whether unverified
+    /// visitors are refused.
+    pub verification: Verification,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// After a re-key with a grace period: the previous key's lookup id, and when it stops
+    /// working (unix seconds).
+    pub previous_key_lookup_id: Option<String>,
+    pub previous_key_expires_at: Option<i64>,
+}
+
+/// What an operator chooses for a site: declared once, asked for at creation (`SiteSpec`),
+/// stored (`NewSite`) and read back (`Site`). Its key, verification and bookkeeping are not
+/// settings: the relay makes them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SiteSettings {
+    /// A name for people (shown in listings).
+    pub name: String,
     /// Origins (`scheme://host[:port]`) the site's key may be used from.
     pub origins: Vec<String>,
     /// Accept calls without an `Origin` header (native apps).
@@ -31,22 +51,12 @@ pub struct Site {
     pub context_messages: Option<u32>,
     /// `None`: `policy.client_instructions`.
     pub client_instructions: Option<ClientInstructions>,
-    pub is_demo: bool,
     /// What the widget shows; unset fields fall back to the `[widget]` defaults.
     pub widget: SiteWidget,
     /// The site's own request limits and budgets (all visitors together).
     pub limits: CallerLimits,
     /// Limits per visitor; unset ones fall back to the `[visitors]` defaults.
     pub visitor_limits: VisitorLimits,
-    /// Visitor verification: the secret of the site's visitor tokens, and whether unverified
-    /// visitors are refused.
-    pub verification: Verification,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// After a re-key with a grace period: the previous key's lookup id, and when it stops
-    /// working (unix seconds).
-    pub previous_key_lookup_id: Option<String>,
-    pub previous_key_expires_at: Option<i64>,
 }
 
 /// How a site verifies its visitors.
@@ -89,7 +99,7 @@ pub struct SiteWidget {
     pub primary_color: Option<String>,
 }
 
-impl Site {
+impl SiteSettings {
     pub fn default_model(&self) -> &str {
         self.models.first().map(String::as_str).unwrap_or_default()
     }
@@ -98,19 +108,8 @@ impl Site {
 /// Everything needed to create a site; the key hash comes from `sitekey::NewKey`.
 #[derive(Debug, Clone)]
 pub struct NewSite {
-    pub name: String,
-    pub origins: Vec<String>,
-    pub allow_no_origin: bool,
-    pub models: Vec<String>,
-    pub system_prompt: Option<String>,
-    pub max_tokens: Option<u32>,
-    pub temperature_max: Option<f32>,
-    pub context_messages: Option<u32>,
-    pub client_instructions: Option<ClientInstructions>,
+    pub settings: SiteSettings,
     pub is_demo: bool,
-    pub widget: SiteWidget,
-    pub limits: CallerLimits,
-    pub visitor_limits: VisitorLimits,
     pub key_lookup_id: String,
     pub key_hash: [u8; 32],
 }

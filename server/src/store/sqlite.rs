@@ -19,8 +19,9 @@ mod webhooks;
 use super::directory::{DEFAULT_MAX_STALE, Directory, DirectoryCache};
 
 use super::{
-    ApiKey, ApiKeyCredentials, CallerLimits, NewApiKey, NewSite, Site, SiteCredentials, SiteWidget,
-    Store, StoreError, UsageGroup, UsageRecord, Verification, VisitorLimits,
+    ApiKey, ApiKeyCredentials, CallerLimits, NewApiKey, NewSite, Site, SiteCredentials,
+    SiteSettings, SiteWidget, Store, StoreError, UsageGroup, UsageRecord, Verification,
+    VisitorLimits,
 };
 
 use super::{NewWebhookDelivery, WebhookDelivery, WebhookEvent};
@@ -91,7 +92,7 @@ impl SqliteStore {
 
     async fn with_origins(&self, row: &SqliteRow) -> Result<Site, StoreError> {
         let mut site = site_from_row(row)?;
-        site.origins = self.origins_of(&site.id).await?;
+        site.settings.origins = self.origins_of(&site.id).await?;
         Ok(site)
     }
 }
@@ -145,45 +146,48 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("sites.widget_suggestions is not a list: {e}")))?;
     Ok(Site {
         id: row.try_get("id")?,
-        name: row.try_get("name")?,
         key_lookup_id: row.try_get("key_prefix")?,
-        origins: Vec::new(),
-        allow_no_origin: row.try_get("allow_no_origin")?,
-        models,
-        system_prompt: row.try_get("system_prompt")?,
-        max_tokens: as_u32("max_tokens")?,
-        #[expect(clippy::cast_possible_truncation, reason = "stored from an f32")]
-        temperature_max: temperature_max.map(|t| t as f32),
-        context_messages: as_u32("context_messages")?,
-        client_instructions: {
-            let setting: Option<String> = row.try_get("client_instructions")?;
-            match setting {
-                None => None,
-                Some(name) => Some(ClientInstructions::from_name(&name).ok_or_else(|| {
-                    StoreError::Corrupt(format!("sites.client_instructions `{name}`"))
-                })?),
-            }
+        settings: SiteSettings {
+            name: row.try_get("name")?,
+            // In a table of their own: `with_origins` reads them.
+            origins: Vec::new(),
+            allow_no_origin: row.try_get("allow_no_origin")?,
+            models,
+            system_prompt: row.try_get("system_prompt")?,
+            max_tokens: as_u32("max_tokens")?,
+            #[expect(clippy::cast_possible_truncation, reason = "stored from an f32")]
+            temperature_max: temperature_max.map(|t| t as f32),
+            context_messages: as_u32("context_messages")?,
+            client_instructions: {
+                let setting: Option<String> = row.try_get("client_instructions")?;
+                match setting {
+                    None => None,
+                    Some(name) => Some(ClientInstructions::from_name(&name).ok_or_else(|| {
+                        StoreError::Corrupt(format!("sites.client_instructions `{name}`"))
+                    })?),
+                }
+            },
+            widget: SiteWidget {
+                title: row.try_get("widget_title")?,
+                greeting: row.try_get("widget_greeting")?,
+                suggestions,
+                primary_color: row.try_get("widget_primary_color")?,
+            },
+            limits: CallerLimits {
+                rpm: as_u32("rpm")?,
+                rpd: as_u32("rpd")?,
+                tpm: as_u32("tpm")?,
+                monthly_budget_micros: as_u64("monthly_budget_micros")?,
+                daily_budget_micros: as_u64("daily_budget_micros")?,
+            },
+            visitor_limits: VisitorLimits {
+                rpm: as_u32("visitor_rpm")?,
+                rpd: as_u32("visitor_rpd")?,
+                verified_rpm: as_u32("verified_rpm")?,
+                verified_rpd: as_u32("verified_rpd")?,
+            },
         },
         is_demo: row.try_get("is_demo")?,
-        widget: SiteWidget {
-            title: row.try_get("widget_title")?,
-            greeting: row.try_get("widget_greeting")?,
-            suggestions,
-            primary_color: row.try_get("widget_primary_color")?,
-        },
-        limits: CallerLimits {
-            rpm: as_u32("rpm")?,
-            rpd: as_u32("rpd")?,
-            tpm: as_u32("tpm")?,
-            monthly_budget_micros: as_u64("monthly_budget_micros")?,
-            daily_budget_micros: as_u64("daily_budget_micros")?,
-        },
-        visitor_limits: VisitorLimits {
-            rpm: as_u32("visitor_rpm")?,
-            rpd: as_u32("visitor_rpd")?,
-            verified_rpm: as_u32("verified_rpm")?,
-            verified_rpd: as_u32("verified_rpd")?,
-        },
         verification: Verification {
             secret: row.try_get("visitor_secret")?,
             required: row.try_get("require_verified_visitor")?,
@@ -227,26 +231,16 @@ impl Store for SqliteStore {
     async fn create_site(&self, new: NewSite) -> Result<Site, StoreError> {
         let site = Site {
             id: new_site_id(),
-            name: new.name,
             key_lookup_id: new.key_lookup_id,
-            origins: new.origins,
-            allow_no_origin: new.allow_no_origin,
-            models: new.models,
-            system_prompt: new.system_prompt,
-            max_tokens: new.max_tokens,
-            temperature_max: new.temperature_max,
-            context_messages: new.context_messages,
-            client_instructions: new.client_instructions,
+            settings: new.settings,
             is_demo: new.is_demo,
-            widget: new.widget,
-            limits: new.limits,
-            visitor_limits: new.visitor_limits,
             verification: Verification::default(),
             created_at: crate::unix_now_i64(),
             previous_key_lookup_id: None,
             previous_key_expires_at: None,
         };
-        let models = serde_json::to_string(&site.models)
+        let settings = &site.settings;
+        let models = serde_json::to_string(&settings.models)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode models: {e}")))?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -258,34 +252,34 @@ impl Store for SqliteStore {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&site.id)
-        .bind(&site.name)
+        .bind(&settings.name)
         .bind(&site.key_lookup_id)
         .bind(&new.key_hash[..])
-        .bind(site.allow_no_origin)
+        .bind(settings.allow_no_origin)
         .bind(&models)
-        .bind(&site.system_prompt)
-        .bind(site.max_tokens.map(i64::from))
-        .bind(site.temperature_max.map(f64::from))
-        .bind(site.context_messages.map(i64::from))
+        .bind(&settings.system_prompt)
+        .bind(settings.max_tokens.map(i64::from))
+        .bind(settings.temperature_max.map(f64::from))
+        .bind(settings.context_messages.map(i64::from))
         .bind(site.is_demo)
         .bind(site.created_at)
-        .bind(&site.widget.title)
-        .bind(&site.widget.greeting)
-        .bind(encode_suggestions(&site.widget)?)
-        .bind(&site.widget.primary_color)
-        .bind(site.limits.rpm.map(i64::from))
-        .bind(site.limits.rpd.map(i64::from))
-        .bind(site.limits.tpm.map(i64::from))
-        .bind(money_column(site.limits.monthly_budget_micros)?)
-        .bind(money_column(site.limits.daily_budget_micros)?)
-        .bind(site.visitor_limits.rpm.map(i64::from))
-        .bind(site.visitor_limits.rpd.map(i64::from))
-        .bind(site.visitor_limits.verified_rpm.map(i64::from))
-        .bind(site.visitor_limits.verified_rpd.map(i64::from))
-        .bind(site.client_instructions.map(ClientInstructions::as_str))
+        .bind(&settings.widget.title)
+        .bind(&settings.widget.greeting)
+        .bind(encode_suggestions(&settings.widget)?)
+        .bind(&settings.widget.primary_color)
+        .bind(settings.limits.rpm.map(i64::from))
+        .bind(settings.limits.rpd.map(i64::from))
+        .bind(settings.limits.tpm.map(i64::from))
+        .bind(money_column(settings.limits.monthly_budget_micros)?)
+        .bind(money_column(settings.limits.daily_budget_micros)?)
+        .bind(settings.visitor_limits.rpm.map(i64::from))
+        .bind(settings.visitor_limits.rpd.map(i64::from))
+        .bind(settings.visitor_limits.verified_rpm.map(i64::from))
+        .bind(settings.visitor_limits.verified_rpd.map(i64::from))
+        .bind(settings.client_instructions.map(ClientInstructions::as_str))
         .execute(&mut *tx)
         .await?;
-        for origin in &site.origins {
+        for origin in &settings.origins {
             sqlx::query("INSERT OR IGNORE INTO site_origins (site_id, origin) VALUES (?, ?)")
                 .bind(&site.id)
                 .bind(origin)
@@ -636,24 +630,22 @@ mod tests {
 
     fn new_site(key: &NewKey) -> NewSite {
         NewSite {
-            name: "Shop".into(),
-            origins: vec!["https://shop.example".into(), "https://www.shop.example".into()],
-            allow_no_origin: false,
-            models: vec!["m1".into(), "m2".into()],
-            system_prompt: Some("Be brief.".into()),
-            max_tokens: Some(200),
-            temperature_max: Some(0.5),
-            context_messages: None,
-            client_instructions: None,
-            is_demo: false,
-            widget: SiteWidget {
-                title: Some("Shop help".into()),
-                greeting: None,
-                suggestions: Some(vec!["Where is my order?".into()]),
-                primary_color: Some("#123abc".into()),
+            settings: SiteSettings {
+                name: "Shop".into(),
+                origins: vec!["https://shop.example".into(), "https://www.shop.example".into()],
+                models: vec!["m1".into(), "m2".into()],
+                system_prompt: Some("Be brief.".into()),
+                max_tokens: Some(200),
+                temperature_max: Some(0.5),
+                widget: SiteWidget {
+                    title: Some("Shop help".into()),
+                    greeting: None,
+                    suggestions: Some(vec!["Where is my order?".into()]),
+                    primary_color: Some("#123abc".into()),
+                },
+                ..SiteSettings::default()
             },
-            limits: CallerLimits::default(),
-            visitor_limits: VisitorLimits::default(),
+            is_demo: false,
             key_lookup_id: key.lookup_id.clone(),
             key_hash: key.hash,
         }
@@ -712,7 +704,7 @@ mod tests {
         assert!(!store.origin_is_registered("https://shop.example").await.unwrap());
         assert!(store.origin_is_registered("https://new.example").await.unwrap());
         let found = store.site_by_key(&site_key.lookup_id, 0).await.unwrap().unwrap();
-        assert_eq!(found.site.origins, ["https://new.example"]);
+        assert_eq!(found.site.settings.origins, ["https://new.example"]);
 
         let rotated = NewKey::generate(KeyKind::Secret);
         store.rotate_api_key(&key.id, &rotated.lookup_id, &rotated.hash, 1_000).await.unwrap();

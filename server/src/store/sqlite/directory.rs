@@ -43,7 +43,7 @@ impl Source for SqliteDirectory {
         let mut sites = Vec::with_capacity(site_rows.len());
         for row in &site_rows {
             let mut site = site_from_row(row)?;
-            site.origins = origins.remove(&site.id).unwrap_or_default();
+            site.settings.origins = origins.remove(&site.id).unwrap_or_default();
             sites.push(StoredSite {
                 site,
                 key_hash: row.try_get("key_hash")?,
