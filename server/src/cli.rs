@@ -16,12 +16,18 @@ use crate::config::{ClientInstructions, Config, ConfigSources, LogFormat};
 use crate::http::{AppState, DemoPage, serve, serve_admin, serve_metrics};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
-use crate::store::{
-    CallerLimits, Site, SiteSettings, SiteWidget, SqliteStore, Store, VisitorLimits,
-};
+use crate::store::{CallerLimits, Site, SiteSettings, SiteWidget, Store, VisitorLimits};
 use crate::visitor::TokenMode;
 
 /// Confab: an AI chat assistant on any website, behind a relay that keeps the provider key.
+/// `layer`, `drop` or `reject`, listed in `--help` and in the error for anything else.
+fn client_instructions_parser() -> impl clap::builder::TypedValueParser<Value = ClientInstructions>
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["layer", "drop", "reject"])
+        .map(|name| ClientInstructions::from_name(&name).unwrap_or_default())
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "confab", version, about)]
 pub struct Cli {
@@ -96,7 +102,7 @@ pub enum SitesCommand {
         #[command(flatten)]
         widget: WidgetArgs,
         /// What happens to a visitor's own system/developer messages: layer, drop or reject.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = client_instructions_parser())]
         client_instructions: Option<ClientInstructions>,
         /// Remove the site's suggested questions (the [widget] default applies again).
         #[arg(long, conflicts_with = "suggestions")]
@@ -339,7 +345,7 @@ pub struct CreateSiteArgs {
     /// What happens to a visitor's own system/developer messages: layer them beneath the
     /// site's prompt (within the context limits), drop them, or reject the request
     /// [default: policy.client_instructions].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = client_instructions_parser())]
     pub client_instructions: Option<ClientInstructions>,
     #[command(flatten)]
     pub widget: WidgetArgs,
@@ -388,15 +394,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let sources = ConfigSources { file: cli.config, database_url: cli.database, listen };
     let config = Config::load(&sources)?;
     init_tracing(&cli.command, config.log.format);
-    let store = SqliteStore::open(&config.database.url, config.database.max_connections)
+    let store = crate::store::open(&config.database)
         .await
-        .with_context(|| format!("cannot open the database {}", config.database.url))?
-        .with_directory_max_stale(config.database.directory_max_stale());
+        .with_context(|| format!("cannot open the database {}", config.database.url))?;
     match cli.command {
-        Command::Serve(_) => run_serve(config, Arc::new(store)).await,
-        Command::Sites(command) => run_sites(command, &config, &store).await,
-        Command::Keys(command) => keys::run(command, &config, &store).await,
-        Command::Usage(args) => run_usage(args, &store).await,
+        Command::Serve(_) => run_serve(config, store).await,
+        Command::Sites(command) => run_sites(command, &config, store.as_ref()).await,
+        Command::Keys(command) => keys::run(command, &config, store.as_ref()).await,
+        Command::Usage(args) => run_usage(args, store.as_ref()).await,
     }
 }
 
@@ -575,7 +580,7 @@ impl ShutdownSignals {
 async fn run_sites(
     command: SitesCommand,
     config: &Config,
-    store: &SqliteStore,
+    store: &dyn Store,
 ) -> anyhow::Result<()> {
     match command {
         SitesCommand::Create(args) => {
@@ -751,7 +756,7 @@ async fn run_sites(
     Ok(())
 }
 
-async fn run_usage(args: UsageArgs, store: &SqliteStore) -> anyhow::Result<()> {
+async fn run_usage(args: UsageArgs, store: &dyn Store) -> anyhow::Result<()> {
     let report = crate::usage::report(
         store,
         args.days,

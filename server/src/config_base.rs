@@ -74,40 +74,4 @@ pub fn parse_http_url(value: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// What happens to a client's own `system` and `developer` messages. They always count against
-/// `context_messages` and `context_bytes`, like conversation turns.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientInstructions {
-    /// Kept, beneath the site's own prompt, with a heading that says they cannot override it.
-    #[default]
-    Layer,
-    /// Removed before the request goes upstream.
-    Drop,
-    /// The request is refused (400 `client_instructions_not_allowed`).
-    Reject,
-}
-
-impl ClientInstructions {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Layer => "layer",
-            Self::Drop => "drop",
-            Self::Reject => "reject",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Layer, Self::Drop, Self::Reject].into_iter().find(|c| c.as_str() == name)
-    }
-}
+pub use confab_store::ClientInstructions;

@@ -9,7 +9,7 @@ use confab_server::budget::Price;
 use confab_server::config::{Config, UpstreamConfig, UpstreamKind};
 use confab_server::keys::{self, KeySpec};
 use confab_server::sites::{self, SiteSpec};
-use confab_server::store::{ApiKey, Outcome, SqliteStore, Store, UsageRecord};
+use confab_server::store::{ApiKey, Outcome, Store, UsageRecord};
 use confab_server::webhooks::Webhooks;
 use confab_server::{AppState, serve};
 use reqwest::header::{AUTHORIZATION, ORIGIN};
@@ -100,12 +100,7 @@ impl TestRelayBuilder {
         for upstream in &mut config.upstreams {
             upstream.api_key_file = Some(key_file.clone());
         }
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&config.database.url, 4)
-                .await
-                .unwrap()
-                .with_directory_max_stale(config.database.directory_max_stale()),
-        );
+        let store = confab_server::store::open(&config.database).await.unwrap();
         let created = sites::create_site(store.as_ref(), &config, self.site, false).await.unwrap();
         let state = AppState::new(config.clone(), Arc::clone(&store)).await.unwrap();
         let webhooks = Arc::clone(&state.webhooks);

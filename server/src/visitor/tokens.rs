@@ -42,54 +42,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 const HMAC_TOKEN_PREFIX: &str = "hmac.";
 
-/// Which form of visitor token a site's backend issues, and so the only one the relay accepts
-/// for that site (see the module comment for why not both).
-///
-/// Sites that had a visitor secret before there were modes are `hmac` (migration 0009): that is
-/// the form the widget's `Confab.identify({ userId, userHash })` sends, and the only form whose
-/// issuing can be turned into a forgery of the other, so refusing JWTs there closes the hole
-/// whatever the site used; a site that used JWTs sees `wrong_visitor_token_form` and switches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum TokenMode {
-    /// `hmac.<base64url user id>.<hex HMAC-SHA256(secret, user id)>`; the default.
-    #[default]
-    Hmac,
-    /// Short-lived HS256 JWTs.
-    Jwt,
-}
-
-impl TokenMode {
-    /// The name in the CLI, the admin API and the database: `hmac` or `jwt`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hmac => "hmac",
-            Self::Jwt => "jwt",
-        }
-    }
-}
-
-impl fmt::Display for TokenMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A token mode that is neither `hmac` nor `jwt`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a visitor token mode: use hmac or jwt")]
-pub struct UnknownTokenMode(pub String);
-
-impl std::str::FromStr for TokenMode {
-    type Err = UnknownTokenMode;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "hmac" => Ok(Self::Hmac),
-            "jwt" => Ok(Self::Jwt),
-            other => Err(UnknownTokenMode(other.to_owned())),
-        }
-    }
-}
+pub use confab_store::{TokenMode, UnknownTokenMode};
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -1,5 +1,6 @@
 //! The directory: an in-memory copy of what every request reads, namely the sites by their key,
-//! the origins some site lists (CORS), and the active secret keys by their key.
+//! the origins some site lists (CORS), and the active secret keys by their key. [`Cached`] layers
+//! it over any engine.
 //!
 //! Reading these from SQLite on every request cost about 115 µs of CPU (two or three queries,
 //! each handed to sqlx's connection thread and back), several times what the rest of the relay
@@ -23,10 +24,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{ApiKey, ApiKeyCredentials, Site, SiteCredentials, StoreError};
+use super::{
+    ApiKey, ApiKeyCredentials, NewApiKey, NewSite, NewWebhookDelivery, Site, SiteCredentials,
+    SiteWidget, Store, StoreError, UsageGroup, UsageRecord, Verification, VisitorLimits,
+    WebhookDelivery, WebhookEvent,
+};
 
 /// How often a relay looks for changes made by other processes.
-pub const POLL: Duration = Duration::from_millis(250);
+const POLL: Duration = Duration::from_millis(250);
 
 /// How long a copy that cannot be checked is trusted, unless configured otherwise.
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(30);
@@ -137,18 +142,23 @@ impl Directory {
     }
 }
 
-/// Where a directory is loaded from (one implementation per database engine).
-#[async_trait]
-pub trait Source: Clone + Send + Sync + 'static {
-    /// The current value of the change counter.
-    async fn version(&self) -> Result<i64, StoreError>;
-    /// A consistent copy (one read transaction) with the counter's value in it.
-    async fn load(&self) -> Result<Directory, StoreError>;
+/// Where a directory is loaded from: an engine.
+#[derive(Debug, Clone)]
+struct Source(Arc<dyn Store>);
+
+impl Source {
+    async fn version(&self) -> Result<i64, StoreError> {
+        self.0.directory_version().await
+    }
+
+    async fn load(&self) -> Result<Directory, StoreError> {
+        self.0.load_directory().await
+    }
 }
 
 /// The current copy, loaded on first use and kept fresh (see the module docs).
 #[derive(Debug)]
-pub struct DirectoryCache {
+struct DirectoryCache {
     current: RwLock<Option<Arc<Directory>>>,
     /// One reload at a time, so a slow reload cannot replace a newer copy.
     reloading: tokio::sync::Mutex<()>,
@@ -176,7 +186,7 @@ impl DirectoryCache {
 
     /// The current copy; the first call loads it and starts polling for outside changes. Fails
     /// with `DirectoryStale` while the copy is too old to trust.
-    pub async fn get(self: &Arc<Self>, source: &impl Source) -> Result<Arc<Directory>, StoreError> {
+    pub async fn get(self: &Arc<Self>, source: &Source) -> Result<Arc<Directory>, StoreError> {
         if let Some(current) = self.loaded() {
             if let Some(since_ms) = self.stale_since() {
                 return Err(StoreError::DirectoryStale { since_ms });
@@ -193,7 +203,7 @@ impl DirectoryCache {
     /// Called after this process wrote to what the directory holds: brings the copy, if there is
     /// one, up to date before the write returns (a write that changed nothing costs no reload).
     /// A failure drops the copy, so the next read loads it again rather than trusting an old one.
-    pub async fn changed(&self, source: &impl Source) {
+    pub async fn changed(&self, source: &Source) {
         if let Err(error) = self.refresh(source).await {
             tracing::warn!(%error, "cannot reload sites and keys after a change; will load them on next use");
             *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
@@ -209,13 +219,13 @@ impl DirectoryCache {
     }
 
     fn confirm(&self) {
-        let now = (Instant::now(), crate::unix_now_ms());
+        let now = (Instant::now(), crate::time::unix_now_ms());
         *self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
     }
 
     /// Reloads the copy if the change counter moved since it was loaded; nothing before the
     /// first load. Either way, a success confirms the copy is current.
-    async fn refresh(&self, source: &impl Source) -> Result<(), StoreError> {
+    async fn refresh(&self, source: &Source) -> Result<(), StoreError> {
         let Some(held) = self.loaded().map(|directory| directory.version) else { return Ok(()) };
         if source.version().await? != held {
             self.reload(source).await?;
@@ -229,7 +239,7 @@ impl DirectoryCache {
     }
 
     /// Loads a fresh copy and makes it current unless a newer one got there first.
-    async fn reload(&self, source: &impl Source) -> Result<Arc<Directory>, StoreError> {
+    async fn reload(&self, source: &Source) -> Result<Arc<Directory>, StoreError> {
         let _one_at_a_time = self.reloading.lock().await;
         let fresh = Arc::new(source.load().await?);
         self.confirm();
@@ -245,7 +255,7 @@ impl DirectoryCache {
 }
 
 /// Reloads the copy whenever the change counter moved, until the cache is dropped.
-async fn poll(cache: Weak<DirectoryCache>, source: impl Source) {
+async fn poll(cache: Weak<DirectoryCache>, source: Source) {
     let mut every = tokio::time::interval(POLL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
@@ -278,10 +288,272 @@ async fn poll(cache: Weak<DirectoryCache>, source: impl Source) {
     }
 }
 
+/// An engine with the directory in front of it: the per-request lookups are answered from
+/// memory, and every write to sites, origins or keys made through it reloads the copy before it
+/// returns. Everything else goes to the engine as it is.
+#[derive(Debug)]
+pub struct Cached {
+    engine: Source,
+    cache: Arc<DirectoryCache>,
+}
+
+impl Cached {
+    /// `engine` behind a directory that refuses keys once it could not be checked against the
+    /// database for `max_stale` (`database.directory_max_stale_ms`).
+    pub fn new(engine: impl Store, max_stale: Duration) -> Self {
+        Self { engine: Source(Arc::new(engine)), cache: Arc::new(DirectoryCache::new(max_stale)) }
+    }
+
+    fn engine(&self) -> &dyn Store {
+        self.engine.0.as_ref()
+    }
+
+    async fn directory(&self) -> Result<Arc<Directory>, StoreError> {
+        self.cache.get(&self.engine).await
+    }
+
+    /// After a write to what the directory holds.
+    async fn changed<T>(&self, written: Result<T, StoreError>) -> Result<T, StoreError> {
+        if written.is_ok() {
+            self.cache.changed(&self.engine).await;
+        }
+        written
+    }
+}
+
+#[async_trait]
+impl Store for Cached {
+    async fn site_by_key(
+        &self,
+        lookup_id: &str,
+        now: i64,
+    ) -> Result<Option<SiteCredentials>, StoreError> {
+        Ok(self.directory().await?.site_by_key(lookup_id, now))
+    }
+
+    async fn api_key_by_lookup(
+        &self,
+        lookup_id: &str,
+        now: i64,
+    ) -> Result<Option<ApiKeyCredentials>, StoreError> {
+        Ok(self.directory().await?.api_key_by_lookup(lookup_id, now))
+    }
+
+    async fn origin_is_registered(&self, origin: &str) -> Result<bool, StoreError> {
+        Ok(self.directory().await?.origin_is_registered(origin))
+    }
+
+    fn directory_stale_since(&self) -> Option<i64> {
+        self.cache.stale_since()
+    }
+
+    async fn directory_version(&self) -> Result<i64, StoreError> {
+        self.engine().directory_version().await
+    }
+
+    async fn load_directory(&self) -> Result<Directory, StoreError> {
+        self.engine().load_directory().await
+    }
+
+    // Writes to what the directory holds.
+
+    async fn create_site(&self, site: NewSite) -> Result<Site, StoreError> {
+        self.changed(self.engine().create_site(site).await).await
+    }
+
+    async fn delete_site(&self, id: &str) -> Result<bool, StoreError> {
+        self.changed(self.engine().delete_site(id).await).await
+    }
+
+    async fn rekey_site(
+        &self,
+        id: &str,
+        lookup_id: &str,
+        key_hash: &[u8; 32],
+        previous_expires_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let written = self.engine().rekey_site(id, lookup_id, key_hash, previous_expires_at).await;
+        self.changed(written).await
+    }
+
+    async fn set_site_widget(&self, id: &str, widget: &SiteWidget) -> Result<bool, StoreError> {
+        self.changed(self.engine().set_site_widget(id, widget).await).await
+    }
+
+    async fn set_site_limits(
+        &self,
+        id: &str,
+        limits: &crate::CallerLimits,
+        visitor_limits: &VisitorLimits,
+    ) -> Result<bool, StoreError> {
+        self.changed(self.engine().set_site_limits(id, limits, visitor_limits).await).await
+    }
+
+    async fn set_site_client_instructions(
+        &self,
+        id: &str,
+        value: Option<crate::ClientInstructions>,
+    ) -> Result<bool, StoreError> {
+        self.changed(self.engine().set_site_client_instructions(id, value).await).await
+    }
+
+    async fn set_site_verification(
+        &self,
+        id: &str,
+        verification: &Verification,
+    ) -> Result<bool, StoreError> {
+        self.changed(self.engine().set_site_verification(id, verification).await).await
+    }
+
+    async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError> {
+        self.changed(self.engine().set_site_origins(id, origins).await).await
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
+        self.changed(self.engine().create_api_key(key).await).await
+    }
+
+    async fn rotate_api_key(
+        &self,
+        id: &str,
+        lookup_id: &str,
+        key_hash: &[u8; 32],
+        previous_expires_at: i64,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        let written = self.engine().rotate_api_key(id, lookup_id, key_hash, previous_expires_at);
+        self.changed(written.await).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        self.changed(self.engine().revoke_api_key(id, at).await).await
+    }
+
+    // Everything else, as the engine does it.
+
+    async fn list_sites(&self) -> Result<Vec<Site>, StoreError> {
+        self.engine().list_sites().await
+    }
+
+    async fn site(&self, id: &str) -> Result<Option<Site>, StoreError> {
+        self.engine().site(id).await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.engine().list_api_keys().await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        self.engine().api_key(id).await
+    }
+
+    async fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
+        self.engine().touch_api_keys(used).await
+    }
+
+    async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        self.engine().record_usage(records).await
+    }
+
+    async fn settle_pending_usage(&self) -> Result<u64, StoreError> {
+        self.engine().settle_pending_usage().await
+    }
+
+    async fn usage_since(
+        &self,
+        since_ms: i64,
+        site_id: Option<&str>,
+        key_id: Option<&str>,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        self.engine().usage_since(since_ms, site_id, key_id).await
+    }
+
+    async fn usage_totals(
+        &self,
+        since_ms: i64,
+        site_id: Option<&str>,
+        key_id: Option<&str>,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        self.engine().usage_totals(since_ms, site_id, key_id).await
+    }
+
+    async fn relay_secret(&self, name: &str, len: usize) -> Result<Vec<u8>, StoreError> {
+        self.engine().relay_secret(name, len).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.engine().ping().await
+    }
+
+    async fn add_webhook_events(&self, events: &[WebhookEvent]) -> Result<(), StoreError> {
+        self.engine().add_webhook_events(events).await
+    }
+
+    async fn undispatched_webhook_events(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<WebhookEvent>, StoreError> {
+        self.engine().undispatched_webhook_events(limit).await
+    }
+
+    async fn dispatch_webhook_event(
+        &self,
+        event_id: &str,
+        deliveries: &[NewWebhookDelivery],
+        due_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.engine().dispatch_webhook_event(event_id, deliveries, due_ms).await
+    }
+
+    async fn webhook_delivered(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        self.engine().webhook_delivered(id, at_ms).await
+    }
+
+    async fn webhook_attempt_failed(
+        &self,
+        id: &str,
+        error: &str,
+        at_ms: i64,
+        retry_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.engine().webhook_attempt_failed(id, error, at_ms, retry_at_ms).await
+    }
+
+    async fn webhook_deliveries(&self, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.engine().webhook_deliveries(limit).await
+    }
+
+    async fn prune_webhook_events(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.engine().prune_webhook_events(before_ms).await
+    }
+
+    async fn claim_webhook_deliveries_to(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.engine().claim_webhook_deliveries_to(endpoint, now_ms, lease_until_ms, limit).await
+    }
+
+    async fn give_up_webhook_deliveries_except(
+        &self,
+        endpoints: &[String],
+        error: &str,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        self.engine().give_up_webhook_deliveries_except(endpoints, error, at_ms).await
+    }
+
+    async fn webhook_backlog(&self) -> Result<u64, StoreError> {
+        self.engine().webhook_backlog().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CallerLimits, Scope};
+    use crate::{CallerLimits, Scope};
 
     fn key(lookup: &str, previous: Option<(&str, i64)>) -> StoredKey {
         StoredKey {
@@ -319,13 +591,13 @@ mod tests {
             site: Site {
                 id: format!("site_{lookup}"),
                 key_lookup_id: lookup.into(),
-                settings: crate::store::SiteSettings {
+                settings: crate::SiteSettings {
                     name: lookup.into(),
                     allow_no_origin: true,
                     ..Default::default()
                 },
                 is_demo: false,
-                verification: crate::store::Verification::default(),
+                verification: crate::Verification::default(),
                 created_at: 0,
                 previous_key_lookup_id: previous.map(|(l, _)| l.to_owned()),
                 previous_key_expires_at: previous.map(|(_, t)| t),

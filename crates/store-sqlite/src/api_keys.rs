@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use crate::store::{ApiKey, CallerLimits, NewApiKey, Scope, StoreError};
+use confab_store::{ApiKey, CallerLimits, NewApiKey, Scope, StoreError};
 
 /// `SELECT <every column but the hashes> <tail>` as one static string (sqlx runs no SQL built
 /// at run time).
@@ -69,17 +69,14 @@ fn money_column(value: Option<u64>) -> Result<Option<i64>, StoreError> {
 }
 
 pub async fn create(pool: &SqlitePool, new: NewApiKey) -> Result<ApiKey, StoreError> {
-    use rand::Rng;
-    let suffix: String =
-        rand::rng().sample_iter(rand::distr::Alphanumeric).take(10).map(char::from).collect();
     let key = ApiKey {
-        id: format!("key_{suffix}"),
+        id: confab_store::new_id("key"),
         name: new.name,
         lookup_id: new.lookup_id,
         scopes: new.scopes,
         models: new.models,
         limits: new.limits,
-        created_at: crate::unix_now_i64(),
+        created_at: crate::unix_now(),
         last_used_at: None,
         revoked_at: None,
         previous_lookup_id: None,

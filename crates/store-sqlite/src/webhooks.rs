@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use crate::store::{NewWebhookDelivery, StoreError, WebhookDelivery, WebhookEvent};
+use confab_store::{NewWebhookDelivery, StoreError, WebhookDelivery, WebhookEvent};
 
 /// `SELECT <every delivery column with its event's> <tail>` as one static string.
 macro_rules! select_deliveries {
@@ -246,7 +246,8 @@ pub async fn backlog(pool: &SqlitePool) -> Result<u64, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{NewWebhookDelivery, SqliteStore, Store, WebhookDelivery, WebhookEvent};
+    use crate::SqliteStore;
+    use confab_store::{NewWebhookDelivery, Store, WebhookDelivery, WebhookEvent};
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();

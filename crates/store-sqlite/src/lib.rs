@@ -1,9 +1,11 @@
-//! The embedded default: SQLite through sqlx, one pool, WAL mode, migrations embedded in the binary.
+//! The embedded default engine: SQLite through sqlx, one pool, WAL mode, migrations embedded in
+//! the binary. Used through `confab_store::Cached`, which keeps the sites and keys every request
+//! reads in memory and polls [`Store::directory_version`] for changes made by other processes.
 
-use crate::config_base::ClientInstructions;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
+
+use confab_store::{ClientInstructions, Directory, new_id};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -16,17 +18,14 @@ mod api_keys;
 mod usage;
 mod webhooks;
 
-use super::directory::{DEFAULT_MAX_STALE, Directory, DirectoryCache};
-
-use super::{
-    ApiKey, ApiKeyCredentials, CallerLimits, NewApiKey, NewSite, Site, SiteCredentials,
-    SiteSettings, SiteWidget, Store, StoreError, UsageGroup, UsageRecord, Verification,
-    VisitorLimits,
+use confab_store::{
+    ApiKey, CallerLimits, NewApiKey, NewSite, Site, SiteSettings, SiteWidget, Store, StoreError,
+    UsageGroup, UsageRecord, Verification, VisitorLimits,
 };
 
-use super::{NewWebhookDelivery, WebhookDelivery, WebhookEvent};
+use confab_store::{NewWebhookDelivery, WebhookDelivery, WebhookEvent};
 
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -36,10 +35,6 @@ pub struct SqliteStore {
     /// idle connection, whose page cache the previous commit (on another one) had made stale,
     /// so every write began by reading its pages back from the WAL.
     usage_pool: SqlitePool,
-    /// Sites, origins and active keys in memory, for the per-request lookups, and where they
-    /// are loaded from.
-    directory: Arc<DirectoryCache>,
-    directory_source: SqliteDirectory,
 }
 
 impl SqliteStore {
@@ -58,27 +53,7 @@ impl SqliteStore {
             .await?;
         MIGRATOR.run(&pool).await?;
         let usage_pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
-        let directory_source = SqliteDirectory(pool.clone());
-        let directory = Arc::new(DirectoryCache::new(DEFAULT_MAX_STALE));
-        Ok(Self { pool, usage_pool, directory, directory_source })
-    }
-
-    /// Refuses keys once the in-memory directory could not be checked against the database for
-    /// `max_stale` (`database.directory_max_stale_ms`). Call before the store is used.
-    #[must_use]
-    pub fn with_directory_max_stale(mut self, max_stale: Duration) -> Self {
-        self.directory = Arc::new(DirectoryCache::new(max_stale));
-        self
-    }
-
-    async fn directory(&self) -> Result<Arc<Directory>, StoreError> {
-        self.directory.get(&self.directory_source).await
-    }
-
-    /// After a write to sites, origins or keys: the in-memory copy is reloaded before the write
-    /// returns.
-    async fn directory_changed(&self) {
-        self.directory.changed(&self.directory_source).await;
+        Ok(Self { pool, usage_pool })
     }
 
     async fn origins_of(&self, site_id: &str) -> Result<Vec<String>, StoreError> {
@@ -115,7 +90,6 @@ macro_rules! select_sites {
 use select_sites;
 
 mod directory;
-use directory::SqliteDirectory;
 
 fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
     let models: String = row.try_get("models")?;
@@ -219,23 +193,24 @@ fn encode_suggestions(widget: &SiteWidget) -> Result<Option<String>, StoreError>
         .map_err(|e| StoreError::Corrupt(format!("cannot encode suggestions: {e}")))
 }
 
-fn new_site_id() -> String {
-    use rand::Rng;
-    let suffix: String =
-        rand::rng().sample_iter(rand::distr::Alphanumeric).take(10).map(char::from).collect();
-    format!("site_{suffix}")
+/// Seconds since the Unix epoch, as the rows store them.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_site(&self, new: NewSite) -> Result<Site, StoreError> {
         let site = Site {
-            id: new_site_id(),
+            id: new_id("site"),
             key_lookup_id: new.key_lookup_id,
             settings: new.settings,
             is_demo: new.is_demo,
             verification: Verification::default(),
-            created_at: crate::unix_now_i64(),
+            created_at: unix_now(),
             previous_key_lookup_id: None,
             previous_key_expires_at: None,
         };
@@ -287,7 +262,6 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        self.directory_changed().await;
         Ok(site)
     }
 
@@ -313,16 +287,7 @@ impl Store for SqliteStore {
     async fn delete_site(&self, id: &str) -> Result<bool, StoreError> {
         let done =
             sqlx::query("DELETE FROM sites WHERE id = ?").bind(id).execute(&self.pool).await?;
-        self.directory_changed().await;
         Ok(done.rows_affected() > 0)
-    }
-
-    async fn site_by_key(
-        &self,
-        lookup_id: &str,
-        now: i64,
-    ) -> Result<Option<SiteCredentials>, StoreError> {
-        Ok(self.directory().await?.site_by_key(lookup_id, now))
     }
 
     async fn rekey_site(
@@ -346,7 +311,6 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        self.directory_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -362,7 +326,6 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        self.directory_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -387,12 +350,7 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        self.directory_changed().await;
         Ok(true)
-    }
-
-    async fn origin_is_registered(&self, origin: &str) -> Result<bool, StoreError> {
-        Ok(self.directory().await?.origin_is_registered(origin))
     }
 
     async fn set_site_limits(
@@ -418,7 +376,6 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        self.directory_changed().await;
         Ok(updated.rows_affected() > 0)
     }
 
@@ -432,7 +389,6 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
-        self.directory_changed().await;
         Ok(updated.rows_affected() > 0)
     }
 
@@ -451,7 +407,6 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        self.directory_changed().await;
         Ok(updated.rows_affected() > 0)
     }
 
@@ -498,7 +453,6 @@ impl Store for SqliteStore {
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
         let created = api_keys::create(&self.pool, key).await?;
-        self.directory_changed().await;
         Ok(created)
     }
 
@@ -510,14 +464,6 @@ impl Store for SqliteStore {
         api_keys::get(&self.pool, id).await
     }
 
-    async fn api_key_by_lookup(
-        &self,
-        lookup_id: &str,
-        now: i64,
-    ) -> Result<Option<ApiKeyCredentials>, StoreError> {
-        Ok(self.directory().await?.api_key_by_lookup(lookup_id, now))
-    }
-
     async fn rotate_api_key(
         &self,
         id: &str,
@@ -527,13 +473,11 @@ impl Store for SqliteStore {
     ) -> Result<Option<ApiKey>, StoreError> {
         let rotated =
             api_keys::rotate(&self.pool, id, lookup_id, key_hash, previous_expires_at).await?;
-        self.directory_changed().await;
         Ok(rotated)
     }
 
     async fn revoke_api_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
         let revoked = api_keys::revoke(&self.pool, id, at).await?;
-        self.directory_changed().await;
         Ok(revoked)
     }
 
@@ -541,13 +485,17 @@ impl Store for SqliteStore {
         api_keys::touch(&self.pool, used).await
     }
 
+    async fn directory_version(&self) -> Result<i64, StoreError> {
+        directory::version(&self.pool).await
+    }
+
+    async fn load_directory(&self) -> Result<Directory, StoreError> {
+        directory::load(&self.pool).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
-    }
-
-    fn directory_stale_since(&self) -> Option<i64> {
-        self.directory.stale_since()
     }
 
     async fn add_webhook_events(&self, events: &[WebhookEvent]) -> Result<(), StoreError> {
@@ -613,150 +561,5 @@ impl Store for SqliteStore {
 
     async fn webhook_backlog(&self) -> Result<u64, StoreError> {
         webhooks::backlog(&self.pool).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sitekey::{KeyKind, NewKey};
-    use crate::store::directory::Source;
-
-    async fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        (dir, SqliteStore::open(&url, 2).await.unwrap())
-    }
-
-    fn new_site(key: &NewKey) -> NewSite {
-        NewSite {
-            settings: SiteSettings {
-                name: "Shop".into(),
-                origins: vec!["https://shop.example".into(), "https://www.shop.example".into()],
-                models: vec!["m1".into(), "m2".into()],
-                system_prompt: Some("Be brief.".into()),
-                max_tokens: Some(200),
-                temperature_max: Some(0.5),
-                widget: SiteWidget {
-                    title: Some("Shop help".into()),
-                    greeting: None,
-                    suggestions: Some(vec!["Where is my order?".into()]),
-                    primary_color: Some("#123abc".into()),
-                },
-                ..SiteSettings::default()
-            },
-            is_demo: false,
-            key_lookup_id: key.lookup_id.clone(),
-            key_hash: key.hash,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_created_site_reads_back_identically() {
-        let (_dir, store) = store().await;
-        let key = NewKey::generate(KeyKind::Site);
-        let created = store.create_site(new_site(&key)).await.unwrap();
-        assert_eq!(store.site(&created.id).await.unwrap(), Some(created.clone()));
-        let found = store.site_by_key(&key.lookup_id, 0).await.unwrap().unwrap();
-        assert_eq!(*found.site, created);
-        assert_eq!(found.key_hash, key.hash);
-        assert!(store.origin_is_registered("https://www.shop.example").await.unwrap());
-        assert!(!store.origin_is_registered("https://evil.example").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn deleting_a_site_removes_its_origins() {
-        let (_dir, store) = store().await;
-        let created = store.create_site(new_site(&NewKey::generate(KeyKind::Site))).await.unwrap();
-        assert!(store.delete_site(&created.id).await.unwrap());
-        assert!(!store.delete_site(&created.id).await.unwrap());
-        assert!(!store.origin_is_registered("https://shop.example").await.unwrap());
-        assert!(store.list_sites().await.unwrap().is_empty());
-    }
-
-    fn new_key(key: &NewKey) -> NewApiKey {
-        NewApiKey {
-            name: "backend".into(),
-            scopes: vec![crate::store::Scope::Chat],
-            models: vec![],
-            limits: CallerLimits::default(),
-            lookup_id: key.lookup_id.clone(),
-            key_hash: key.hash,
-        }
-    }
-
-    async fn version(store: &SqliteStore) -> i64 {
-        store.directory_source.version().await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_change_made_through_the_store_is_seen_by_its_next_lookup() {
-        let (_dir, store) = store().await;
-        let site_key = NewKey::generate(KeyKind::Site);
-        let site = store.create_site(new_site(&site_key)).await.unwrap();
-        let secret = NewKey::generate(KeyKind::Secret);
-        let key = store.create_api_key(new_key(&secret)).await.unwrap();
-        // Both are in memory now.
-        assert!(store.site_by_key(&site_key.lookup_id, 0).await.unwrap().is_some());
-        assert!(store.api_key_by_lookup(&secret.lookup_id, 0).await.unwrap().is_some());
-
-        store.set_site_origins(&site.id, &["https://new.example".into()]).await.unwrap();
-        assert!(!store.origin_is_registered("https://shop.example").await.unwrap());
-        assert!(store.origin_is_registered("https://new.example").await.unwrap());
-        let found = store.site_by_key(&site_key.lookup_id, 0).await.unwrap().unwrap();
-        assert_eq!(found.site.settings.origins, ["https://new.example"]);
-
-        let rotated = NewKey::generate(KeyKind::Secret);
-        store.rotate_api_key(&key.id, &rotated.lookup_id, &rotated.hash, 1_000).await.unwrap();
-        let previous = store.api_key_by_lookup(&secret.lookup_id, 999).await.unwrap().unwrap();
-        assert_eq!(previous.key_hash, secret.hash);
-        assert!(store.api_key_by_lookup(&secret.lookup_id, 1_000).await.unwrap().is_none());
-        let current = store.api_key_by_lookup(&rotated.lookup_id, 0).await.unwrap().unwrap();
-        assert_eq!(current.key_hash, rotated.hash);
-
-        assert!(store.revoke_api_key(&key.id, 5).await.unwrap());
-        assert!(store.api_key_by_lookup(&rotated.lookup_id, 0).await.unwrap().is_none());
-        assert!(store.delete_site(&site.id).await.unwrap());
-        assert!(store.site_by_key(&site_key.lookup_id, 0).await.unwrap().is_none());
-        assert!(!store.origin_is_registered("https://new.example").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn a_change_made_by_another_process_is_seen_after_a_poll() {
-        let (dir, relay) = store().await;
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let cli = SqliteStore::open(&url, 1).await.unwrap();
-        let secret = NewKey::generate(KeyKind::Secret);
-        let key = cli.create_api_key(new_key(&secret)).await.unwrap();
-        // The relay loads its copy after the key exists, and holds it.
-        assert!(relay.api_key_by_lookup(&secret.lookup_id, 0).await.unwrap().is_some());
-        let site_key = NewKey::generate(KeyKind::Site);
-        cli.create_site(new_site(&site_key)).await.unwrap();
-        assert!(cli.revoke_api_key(&key.id, 5).await.unwrap());
-        // Until the relay's next poll, it may still answer from its copy; after it, not.
-        let waited = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            loop {
-                let revoked =
-                    relay.api_key_by_lookup(&secret.lookup_id, 0).await.unwrap().is_none();
-                let site = relay.site_by_key(&site_key.lookup_id, 0).await.unwrap().is_some();
-                if revoked && site {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(waited.is_ok(), "the relay never saw the other process's changes");
-    }
-
-    #[tokio::test]
-    async fn recording_when_a_key_was_used_does_not_count_as_a_change() {
-        let (_dir, store) = store().await;
-        let key = store.create_api_key(new_key(&NewKey::generate(KeyKind::Secret))).await.unwrap();
-        let before = version(&store).await;
-        store.touch_api_keys(&[(key.id.clone(), 42)]).await.unwrap();
-        assert_eq!(version(&store).await, before);
-        assert!(store.revoke_api_key(&key.id, 43).await.unwrap());
-        assert!(version(&store).await > before);
     }
 }

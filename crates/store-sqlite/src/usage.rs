@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use crate::store::{Outcome, StoreError, UsageGroup, UsageRecord};
+use confab_store::{Outcome, StoreError, UsageGroup, UsageRecord};
 
 fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -175,7 +175,8 @@ fn total(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{Outcome, SqliteStore, Store, UsageRecord};
+    use crate::SqliteStore;
+    use confab_store::{Outcome, Store, UsageRecord};
 
     fn record(at_ms: i64, visitor: Option<&str>, outcome: Outcome) -> UsageRecord {
         UsageRecord {
