@@ -10,7 +10,9 @@
 //! admin API (and anything else in the same process) sees its change at once. A write from
 //! another process (the `confab` CLI next to a running relay) bumps `directory_version` through
 //! SQL triggers, and the relay polls that one-row table every [`POLL`]: a revoked key or a removed
-//! origin stops working there within a quarter of a second.
+//! origin stops working there within a quarter of a second. An engine that hears of changes as
+//! they commit ([`Store::directory_changes`]: PostgreSQL's NOTIFY) makes the relay check at once;
+//! the poll is then the backstop for notifications lost while its listener reconnects.
 //!
 //! **Failing closed.** A failed poll keeps the copy it has, but only for so long: once the copy
 //! has not been confirmed current for `max_stale` (`database.directory_max_stale_ms`), lookups
@@ -170,10 +172,12 @@ struct DirectoryCache {
     max_stale: Duration,
     /// Whether the poller has already logged that the copy went stale (logged once per episode).
     reported_stale: AtomicBool,
+    /// How often the poller checks the change counter.
+    poll_every: Duration,
 }
 
 impl DirectoryCache {
-    pub fn new(max_stale: Duration) -> Self {
+    pub fn new(max_stale: Duration, poll_every: Duration) -> Self {
         Self {
             current: RwLock::default(),
             reloading: tokio::sync::Mutex::default(),
@@ -181,6 +185,7 @@ impl DirectoryCache {
             confirmed: Mutex::default(),
             max_stale,
             reported_stale: AtomicBool::default(),
+            poll_every,
         }
     }
 
@@ -254,13 +259,19 @@ impl DirectoryCache {
     }
 }
 
-/// Reloads the copy whenever the change counter moved, until the cache is dropped.
+/// Reloads the copy whenever the change counter moved, until the cache is dropped: it checks the
+/// counter at every poll, and at once when the engine announces a change.
 async fn poll(cache: Weak<DirectoryCache>, source: Source) {
-    let mut every = tokio::time::interval(POLL);
+    let Some(poll_every) = cache.upgrade().map(|cache| cache.poll_every) else { return };
+    let mut changes = source.0.directory_changes();
+    let mut every = tokio::time::interval(poll_every);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            () = announced(&mut changes) => every.reset(),
+        }
         let Some(cache) = cache.upgrade() else { return };
         match cache.refresh(&source).await {
             Ok(()) => {
@@ -288,6 +299,19 @@ async fn poll(cache: Weak<DirectoryCache>, source: Source) {
     }
 }
 
+/// Resolves when the engine announces a change; never for an engine that announces none, or
+/// whose announcements have stopped.
+async fn announced(changes: &mut Option<tokio::sync::watch::Receiver<()>>) {
+    if let Some(receiver) = changes
+        && receiver.changed().await.is_err()
+    {
+        *changes = None;
+    }
+    if changes.is_none() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// An engine with the directory in front of it: the per-request lookups are answered from
 /// memory, and every write to sites, origins or keys made through it reloads the copy before it
 /// returns. Everything else goes to the engine as it is.
@@ -301,7 +325,15 @@ impl Cached {
     /// `engine` behind a directory that refuses keys once it could not be checked against the
     /// database for `max_stale` (`database.directory_max_stale_ms`).
     pub fn new(engine: impl Store, max_stale: Duration) -> Self {
-        Self { engine: Source(Arc::new(engine)), cache: Arc::new(DirectoryCache::new(max_stale)) }
+        Self::polling_every(engine, max_stale, POLL)
+    }
+
+    /// As [`Cached::new`], polling the change counter every `poll_every` instead of every 250 ms.
+    /// With an engine that announces changes the poll is only the backstop (a test sets it to
+    /// hours to see the announcements alone at work).
+    pub fn polling_every(engine: impl Store, max_stale: Duration, poll_every: Duration) -> Self {
+        let cache = DirectoryCache::new(max_stale, poll_every);
+        Self { engine: Source(Arc::new(engine)), cache: Arc::new(cache) }
     }
 
     fn engine(&self) -> &dyn Store {
@@ -349,6 +381,10 @@ impl Store for Cached {
 
     async fn directory_version(&self) -> Result<i64, StoreError> {
         self.engine().directory_version().await
+    }
+
+    fn directory_changes(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        self.engine().directory_changes()
     }
 
     async fn load_directory(&self) -> Result<Directory, StoreError> {

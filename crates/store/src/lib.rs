@@ -442,6 +442,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     }
     /// The counter that every change to sites, their origins or keys moves (from any process).
     async fn directory_version(&self) -> Result<i64, StoreError>;
+    /// For an engine that hears of changes as they commit (PostgreSQL's NOTIFY): a receiver that
+    /// ticks when sites, their origins or keys may have changed, in any process, so that
+    /// [`Cached`] checks [`Store::directory_version`] at once instead of at its next poll. A tick
+    /// carries nothing (the counter says what changed), and several may come as one. `None` (the
+    /// default) for an engine that does not: [`Cached`] then relies on its poll alone. Called
+    /// inside a Tokio runtime.
+    fn directory_changes(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        None
+    }
     /// Every site (with its origins and key hashes) and every active key, read consistently,
     /// with the counter's value at that moment.
     async fn load_directory(&self) -> Result<Directory, StoreError>;
