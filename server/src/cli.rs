@@ -394,9 +394,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let sources = ConfigSources { file: cli.config, database_url: cli.database, listen };
     let config = Config::load(&sources)?;
     init_tracing(&cli.command, config.log.format);
-    let store = crate::store::open(&config.database)
-        .await
-        .with_context(|| format!("cannot open the database {}", config.database.url))?;
+    let store = crate::store::open(&config.database).await.with_context(|| {
+        format!("cannot open the database {}", crate::store::redacted_url(&config.database.url))
+    })?;
     match cli.command {
         Command::Serve(_) => run_serve(config, store).await,
         Command::Sites(command) => run_sites(command, &config, store.as_ref()).await,

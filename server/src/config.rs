@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 // Defined in the leaf module `config_base`, so that sections defined elsewhere (`webhooks::config`)
 // can use them without importing this module, which imports those sections.
 pub use crate::config_base::{ClientInstructions, ConfigError, Secret, parse_http_url};
+use crate::store::Engine;
 
 /// The whole configuration. Every section has defaults, so an empty file (or none) is valid.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -174,7 +175,10 @@ pub struct UsageConfig {
     pub flush_ms: u64,
     /// The reservation journal: each request's worst case, written before its upstream call so
     /// that a crash cannot lose it. One directory per relay (it is locked). Default: beside the
-    /// SQLite file (`confab.db` → `confab.db.reservations`); none for an in-memory database.
+    /// SQLite file (`confab.db` → `confab.db.reservations`); none for an in-memory database;
+    /// `confab.reservations` in the working directory for PostgreSQL, where relays share the
+    /// database but each needs a journal of its own (set it for relays that share a working
+    /// directory).
     pub journal_dir: Option<PathBuf>,
 }
 
@@ -191,6 +195,9 @@ impl Config {
             return Some(dir.clone());
         }
         let url = &self.database.url;
+        if Engine::of(url) == Some(Engine::Postgres) {
+            return Some(PathBuf::from("confab.reservations"));
+        }
         let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         if path.is_empty() || path == ":memory:" || query.split('&').any(|p| p == "mode=memory") {
@@ -218,7 +225,9 @@ impl Default for KeysConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://path/to/file.db` (created if missing).
+    /// `sqlite://path/to/file.db` (created if missing), or
+    /// `postgres://user:password@host:port/database` (the database must exist; its tables are
+    /// created). Never printed with its password.
     pub url: String,
     pub max_connections: u32,
     /// When the in-memory copy of sites and keys cannot be checked against the database for this
@@ -474,11 +483,21 @@ impl Config {
 
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.database.url.starts_with("sqlite:") {
-            return Err(invalid(
-                "database.url",
-                "must be a sqlite: URL (for example sqlite://confab.db)",
-            ));
+        match Engine::of(&self.database.url) {
+            Some(Engine::Sqlite) => {}
+            // The URL is never part of the message: it may hold a password.
+            Some(Engine::Postgres) => {
+                url::Url::parse(&self.database.url).map_err(|e| {
+                    invalid("database.url", format!("is not a valid postgres:// URL: {e}"))
+                })?;
+            }
+            None => {
+                return Err(invalid(
+                    "database.url",
+                    "must be a sqlite: URL (for example sqlite://confab.db) or a postgres:// URL \
+                     (for example postgres://confab:PASSWORD@localhost/confab)",
+                ));
+            }
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
@@ -695,6 +714,40 @@ mod tests {
         assert_eq!(
             journal("[database]\nurl = \"sqlite::memory:\"\n[usage]\njournal_dir = \"/j\""),
             Some(PathBuf::from("/j"))
+        );
+    }
+
+    #[test]
+    fn the_reservation_journal_of_a_postgres_relay_is_in_its_working_directory() {
+        let journal = |toml: &str| load_toml(toml).unwrap().journal_dir();
+        assert_eq!(
+            journal("[database]\nurl = \"postgres://confab:pw@db.example/confab\""),
+            Some(PathBuf::from("confab.reservations"))
+        );
+        assert_eq!(
+            journal("[database]\nurl = \"postgresql://db/c\"\n[usage]\njournal_dir = \"/j\""),
+            Some(PathBuf::from("/j"))
+        );
+    }
+
+    #[test]
+    fn a_database_url_of_no_known_engine_is_rejected_without_being_echoed() {
+        let err = load_toml("[database]\nurl = \"mysql://root:hunter2@db/confab\"")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid configuration: `database.url` must be a sqlite: URL (for example \
+             sqlite://confab.db) or a postgres:// URL (for example \
+             postgres://confab:PASSWORD@localhost/confab)"
+        );
+        let err = load_toml("[database]\nurl = \"postgres://confab:hunter2@db:port/confab\"")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid configuration: `database.url` is not a valid postgres:// URL: invalid port \
+             number"
         );
     }
 
