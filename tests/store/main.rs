@@ -1,15 +1,22 @@
 //! The store contract: what every storage engine must do, run against each engine through
 //! `confab_server::store::open` (so with the in-memory directory in front, as the relay uses
-//! it). Each test is written once and instantiated per engine by `contract!`.
+//! it). Each test is written once and instantiated per engine by `contract!`; PostgreSQL runs on
+//! the test binary's real server (`confab_tests::servers::postgres`), a fresh database per test.
+//!
+//! `postgres_only` holds what only an engine shared by several relays has to do.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use confab_server::config::DatabaseConfig;
 use confab_server::sitekey::{KeyKind, NewKey};
 use confab_server::store::{
-    CallerLimits, NewApiKey, NewSite, Scope, SiteSettings, SiteWidget, Store,
+    CallerLimits, ClientInstructions, Engine, NewApiKey, NewSite, NewWebhookDelivery, Outcome,
+    Scope, SiteSettings, SiteWidget, Store, TokenMode, UsageGroup, UsageRecord, Verification,
+    VisitorLimits, WebhookDelivery, WebhookEvent,
 };
+use confab_tests::WAIT;
 
 /// A fresh database of one engine; each `open` is another independent store on it (as another
 /// relay or the CLI would be).
@@ -23,6 +30,14 @@ impl Database {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         Self { url, _dir: Some(dir) }
+    }
+
+    fn postgres() -> Self {
+        Self { url: confab_tests::servers::postgres().database(), _dir: None }
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::of(&self.url).unwrap()
     }
 
     async fn open(&self) -> Arc<dyn Store> {
@@ -42,15 +57,42 @@ macro_rules! contract {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Database::postgres()).await
+                }
+            )*
+        }
     };
 }
 
 contract!(
     a_created_site_reads_back_identically,
     deleting_a_site_removes_its_origins,
+    every_site_setting_reads_back_as_it_was_set,
+    a_site_keeps_its_origins_in_order_and_each_once,
     a_change_made_through_the_store_is_seen_by_its_next_lookup,
     a_change_made_by_another_process_is_seen_after_a_poll,
+    a_change_made_by_another_process_is_announced_by_an_engine_that_listens,
     recording_when_a_key_was_used_does_not_count_as_a_change,
+    a_key_is_last_used_at_the_latest_time_recorded,
+    a_revoked_key_can_be_neither_rotated_nor_revoked_again,
+    a_rekeyed_site_keeps_its_previous_key_only_for_its_grace_period,
+    a_relay_secret_is_made_once_and_then_kept,
+    usage_records_written_together_read_back_identically_and_in_order,
+    a_final_usage_record_settles_its_pending_row_and_never_the_reverse,
+    pending_usage_left_by_a_crash_is_settled_as_interrupted,
+    usage_totals_are_summed_per_utc_day_caller_and_model,
+    a_webhook_event_is_dispatched_once_and_its_delivery_is_leased_while_attempted,
+    failed_webhook_attempts_are_retried_until_delivered_or_given_up,
+    a_webhook_claim_for_one_endpoint_leaves_the_others_deliveries_due,
+    deliveries_to_endpoints_no_longer_configured_are_given_up,
+    the_webhook_backlog_counts_each_event_still_to_deliver_once,
+    pruning_keeps_webhook_events_with_deliveries_still_to_make,
+    an_event_dispatched_by_two_stores_at_once_gets_its_deliveries_once,
+    concurrent_claims_from_two_stores_never_return_the_same_delivery,
 );
 
 fn new_site(key: &NewKey) -> NewSite {
@@ -172,4 +214,712 @@ async fn recording_when_a_key_was_used_does_not_count_as_a_change(db: Database) 
     assert_eq!(store.directory_version().await.unwrap(), before);
     assert!(store.revoke_api_key(&key.id, 43).await.unwrap());
     assert!(store.directory_version().await.unwrap() > before);
+}
+
+async fn every_site_setting_reads_back_as_it_was_set(db: Database) {
+    let store = db.open().await;
+    let site = store.create_site(new_site(&NewKey::generate(KeyKind::Site))).await.unwrap();
+    let widget = SiteWidget {
+        title: None,
+        greeting: Some("Hello, \"ü\"".into()),
+        suggestions: Some(vec![]),
+        primary_color: Some("#fff".into()),
+    };
+    let limits = CallerLimits {
+        rpm: Some(u32::MAX),
+        rpd: Some(0),
+        tpm: None,
+        monthly_budget_micros: Some(i64::MAX as u64),
+        daily_budget_micros: Some(1),
+    };
+    let visitor_limits =
+        VisitorLimits { rpm: Some(1), rpd: None, verified_rpm: Some(3), verified_rpd: Some(4) };
+    let verification =
+        Verification { secret: Some("ab".repeat(32)), required: true, mode: TokenMode::Jwt };
+    assert!(store.set_site_widget(&site.id, &widget).await.unwrap());
+    assert!(store.set_site_limits(&site.id, &limits, &visitor_limits).await.unwrap());
+    let instructions = Some(ClientInstructions::Reject);
+    assert!(store.set_site_client_instructions(&site.id, instructions).await.unwrap());
+    assert!(store.set_site_verification(&site.id, &verification).await.unwrap());
+
+    let mut expected = site.clone();
+    expected.settings.widget = widget.clone();
+    expected.settings.limits = limits;
+    expected.settings.visitor_limits = visitor_limits;
+    expected.settings.client_instructions = instructions;
+    expected.verification = verification.clone();
+    assert_eq!(store.site(&site.id).await.unwrap().as_ref(), Some(&expected));
+    assert_eq!(store.list_sites().await.unwrap(), [expected.clone()]);
+    let found = store.site_by_key(&site.key_lookup_id, 0).await.unwrap().unwrap();
+    assert_eq!(*found.site, expected);
+
+    // Back to the defaults.
+    assert!(store.set_site_client_instructions(&site.id, None).await.unwrap());
+    assert_eq!(store.site(&site.id).await.unwrap().unwrap().settings.client_instructions, None);
+
+    let missing = "site_missing";
+    assert!(!store.set_site_widget(missing, &widget).await.unwrap());
+    assert!(!store.set_site_limits(missing, &limits, &visitor_limits).await.unwrap());
+    assert!(!store.set_site_client_instructions(missing, instructions).await.unwrap());
+    assert!(!store.set_site_verification(missing, &verification).await.unwrap());
+    assert!(!store.set_site_origins(missing, &[]).await.unwrap());
+    assert!(store.site(missing).await.unwrap().is_none());
+    assert_eq!(store.list_sites().await.unwrap().len(), 1);
+}
+
+async fn a_site_keeps_its_origins_in_order_and_each_once(db: Database) {
+    let store = db.open().await;
+    let key = NewKey::generate(KeyKind::Site);
+    let mut site = new_site(&key);
+    site.settings.origins =
+        ["https://b.example", "https://a.example", "https://b.example"].map(String::from).to_vec();
+    let site = store.create_site(site).await.unwrap();
+    let origins = |site: Option<confab_server::store::Site>| site.unwrap().settings.origins;
+    assert_eq!(
+        origins(store.site(&site.id).await.unwrap()),
+        ["https://b.example", "https://a.example"]
+    );
+
+    let replaced =
+        ["https://c.example", "https://a.example", "https://a.example"].map(String::from);
+    assert!(store.set_site_origins(&site.id, &replaced).await.unwrap());
+    assert_eq!(
+        origins(store.site(&site.id).await.unwrap()),
+        ["https://c.example", "https://a.example"]
+    );
+    let found = store.site_by_key(&key.lookup_id, 0).await.unwrap().unwrap();
+    assert_eq!(found.site.settings.origins, ["https://c.example", "https://a.example"]);
+    assert!(!store.origin_is_registered("https://b.example").await.unwrap());
+}
+
+async fn a_change_made_by_another_process_is_announced_by_an_engine_that_listens(db: Database) {
+    let relay = db.open().await;
+    let cli = db.open().await;
+    let changes = relay.directory_changes();
+    assert_eq!(
+        changes.is_some(),
+        db.engine() == Engine::Postgres,
+        "PostgreSQL announces changes (NOTIFY); SQLite is only polled"
+    );
+    let Some(mut changes) = changes else { return };
+    // The listener ticks once it listens (whatever changed while it connected); after that, only
+    // a notification makes it tick.
+    tokio::time::timeout(WAIT, changes.changed()).await.unwrap().unwrap();
+    cli.create_api_key(new_key(&NewKey::generate(KeyKind::Secret))).await.unwrap();
+    let announced = tokio::time::timeout(WAIT, changes.changed()).await;
+    assert!(announced.is_ok_and(|listening| listening.is_ok()), "the change was never announced");
+}
+
+async fn a_key_is_last_used_at_the_latest_time_recorded(db: Database) {
+    let store = db.open().await;
+    let key = store.create_api_key(new_key(&NewKey::generate(KeyKind::Secret))).await.unwrap();
+    let last_used = async || store.api_key(&key.id).await.unwrap().unwrap().last_used_at;
+    store.touch_api_keys(&[]).await.unwrap();
+    assert_eq!(last_used().await, None);
+    store.touch_api_keys(&[(key.id.clone(), 42), (key.id.clone(), 7)]).await.unwrap();
+    assert_eq!(last_used().await, Some(42));
+    store.touch_api_keys(&[(key.id.clone(), 10)]).await.unwrap();
+    assert_eq!(last_used().await, Some(42), "an older time never goes back");
+    store.touch_api_keys(&[(key.id.clone(), 50), ("key_missing".into(), 1)]).await.unwrap();
+    assert_eq!(last_used().await, Some(50));
+    assert_eq!(store.list_api_keys().await.unwrap()[0].last_used_at, Some(50));
+}
+
+async fn a_revoked_key_can_be_neither_rotated_nor_revoked_again(db: Database) {
+    let store = db.open().await;
+    let first = NewKey::generate(KeyKind::Secret);
+    let key = store.create_api_key(new_key(&first)).await.unwrap();
+    assert_eq!(store.api_key(&key.id).await.unwrap().as_ref(), Some(&key));
+    let second = NewKey::generate(KeyKind::Secret);
+    let rotated =
+        store.rotate_api_key(&key.id, &second.lookup_id, &second.hash, 1_000).await.unwrap();
+    let expected = confab_server::store::ApiKey {
+        lookup_id: second.lookup_id.clone(),
+        previous_lookup_id: Some(first.lookup_id.clone()),
+        previous_expires_at: Some(1_000),
+        ..key.clone()
+    };
+    assert_eq!(rotated.as_ref(), Some(&expected));
+    assert_eq!(store.list_api_keys().await.unwrap(), std::slice::from_ref(&expected));
+
+    assert!(store.revoke_api_key(&key.id, 5).await.unwrap());
+    assert!(!store.revoke_api_key(&key.id, 6).await.unwrap());
+    let third = NewKey::generate(KeyKind::Secret);
+    assert_eq!(
+        store.rotate_api_key(&key.id, &third.lookup_id, &third.hash, 9).await.unwrap(),
+        None
+    );
+    let revoked = store.api_key(&key.id).await.unwrap().unwrap();
+    assert_eq!(revoked, confab_server::store::ApiKey { revoked_at: Some(5), ..expected });
+    assert!(!revoked.is_active());
+    assert!(!store.revoke_api_key("key_missing", 5).await.unwrap());
+    assert_eq!(store.rotate_api_key("key_missing", "x", &third.hash, 9).await.unwrap(), None);
+}
+
+async fn a_rekeyed_site_keeps_its_previous_key_only_for_its_grace_period(db: Database) {
+    let store = db.open().await;
+    let old = NewKey::generate(KeyKind::Site);
+    let site = store.create_site(new_site(&old)).await.unwrap();
+    let new = NewKey::generate(KeyKind::Site);
+    assert!(store.rekey_site(&site.id, &new.lookup_id, &new.hash, Some(1_000)).await.unwrap());
+    let stored = store.site(&site.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.key_lookup_id.as_str(), stored.previous_key_lookup_id.as_deref()),
+        (new.lookup_id.as_str(), Some(old.lookup_id.as_str()))
+    );
+    assert_eq!(stored.previous_key_expires_at, Some(1_000));
+    let hash_at = async |key: &NewKey, now: i64| {
+        store.site_by_key(&key.lookup_id, now).await.unwrap().map(|found| found.key_hash)
+    };
+    assert_eq!(hash_at(&old, 999).await, Some(old.hash.to_vec()));
+    assert_eq!(hash_at(&old, 1_000).await, None);
+    assert_eq!(hash_at(&new, 5_000).await, Some(new.hash.to_vec()));
+
+    // Without a grace period the current key stops at once, and the previous one with it.
+    let newest = NewKey::generate(KeyKind::Site);
+    assert!(store.rekey_site(&site.id, &newest.lookup_id, &newest.hash, None).await.unwrap());
+    let stored = store.site(&site.id).await.unwrap().unwrap();
+    assert_eq!((stored.previous_key_lookup_id, stored.previous_key_expires_at), (None, None));
+    assert_eq!(hash_at(&old, 0).await, None);
+    assert_eq!(hash_at(&new, 0).await, None);
+    assert_eq!(hash_at(&newest, 0).await, Some(newest.hash.to_vec()));
+    assert!(!store.rekey_site("site_missing", &old.lookup_id, &old.hash, None).await.unwrap());
+}
+
+async fn a_relay_secret_is_made_once_and_then_kept(db: Database) {
+    let (first, second) = (db.open().await, db.open().await);
+    // Two relays starting at once agree on one value.
+    let (a, b) = tokio::join!(first.relay_secret("salt", 32), second.relay_secret("salt", 32));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!((a.len(), &a), (32, &b));
+    assert_eq!(first.relay_secret("salt", 16).await.unwrap(), a, "made once, then kept");
+    let other = first.relay_secret("other", 32).await.unwrap();
+    assert_ne!(other, a);
+    assert_eq!(second.relay_secret("other", 32).await.unwrap(), other);
+}
+
+fn usage(request_id: &str, at_ms: i64, outcome: Outcome) -> UsageRecord {
+    UsageRecord {
+        request_id: request_id.into(),
+        at_ms,
+        site_id: Some("site_a".into()),
+        key_id: None,
+        visitor: Some("v".into()),
+        model: "m1".into(),
+        upstream: "up".into(),
+        input_tokens: 100,
+        output_tokens: 200,
+        estimated: outcome == Outcome::Pending,
+        cost_micros: 900,
+        first_token_ms: None,
+        total_ms: 0,
+        outcome,
+    }
+}
+
+async fn usage_records_written_together_read_back_identically_and_in_order(db: Database) {
+    let store = db.open().await;
+    let record = |at_ms: i64, visitor: Option<&str>, outcome: Outcome| UsageRecord {
+        request_id: format!("req_{at_ms}_{}", visitor.unwrap_or("none")),
+        visitor: visitor.map(str::to_owned),
+        model: "m \"quoted\" ü".into(),
+        input_tokens: 12,
+        output_tokens: u64::MAX,
+        estimated: true,
+        cost_micros: 0,
+        total_ms: 7,
+        ..usage("", at_ms, outcome)
+    };
+    // (Not NUL: PostgreSQL's text cannot hold it; visitors are hashes.)
+    let mut records = vec![
+        record(3, Some("v1"), Outcome::Completed),
+        record(3, None, Outcome::Interrupted),
+        record(1, Some("v\u{1}2"), Outcome::UpstreamError),
+    ];
+    records[1].key_id = Some("key_b".into());
+    records[1].site_id = None;
+    records[1].estimated = false;
+    records[1].first_token_ms = Some(4);
+    // More than one statement's worth in SQLite, written in order after the three above.
+    records.extend((0..600).map(|i| record(10 + i, Some("many"), Outcome::Completed)));
+    store.record_usage(&records).await.unwrap();
+    store.record_usage(&[]).await.unwrap();
+    // Counts are stored as signed 64-bit integers: one past i64::MAX is kept as i64::MAX.
+    let mut expected = records.clone();
+    for r in &mut expected {
+        r.output_tokens = i64::MAX as u64;
+    }
+    let read = store.usage_since(0, None, None).await.unwrap();
+    assert_eq!(read[..3], [expected[2].clone(), expected[0].clone(), expected[1].clone()]);
+    assert_eq!(read[3..], expected[3..]);
+    assert_eq!(store.usage_since(10, None, None).await.unwrap(), expected[3..]);
+    assert_eq!(store.usage_since(0, None, Some("key_b")).await.unwrap(), [expected[1].clone()]);
+    assert_eq!(store.usage_since(0, Some("site_a"), None).await.unwrap().len(), 602);
+}
+
+async fn a_final_usage_record_settles_its_pending_row_and_never_the_reverse(db: Database) {
+    let store = db.open().await;
+    let pending = usage("req_a", 1_000, Outcome::Pending);
+    let done = UsageRecord {
+        at_ms: 1_500,
+        model: "m2".into(),
+        input_tokens: 10,
+        output_tokens: 20,
+        estimated: false,
+        cost_micros: 100,
+        first_token_ms: Some(5),
+        total_ms: 50,
+        outcome: Outcome::Completed,
+        ..pending.clone()
+    };
+    // The pending row keeps who and when; the final record brings what it cost and how it went.
+    let settled = UsageRecord { at_ms: 1_000, model: "m1".into(), ..done.clone() };
+    store.record_usage(std::slice::from_ref(&pending)).await.unwrap();
+    store.record_usage(std::slice::from_ref(&done)).await.unwrap();
+    assert_eq!(store.usage_since(0, None, None).await.unwrap(), std::slice::from_ref(&settled));
+    // A pending record never replaces a final one, nor does a second final record.
+    store.record_usage(std::slice::from_ref(&pending)).await.unwrap();
+    let late = UsageRecord { outcome: Outcome::Interrupted, cost_micros: 1, ..done.clone() };
+    store.record_usage(&[late]).await.unwrap();
+    assert_eq!(store.usage_since(0, None, None).await.unwrap(), std::slice::from_ref(&settled));
+
+    // Within one batch, too, whatever the order.
+    let pending_b = usage("req_b", 2_000, Outcome::Pending);
+    let done_b = UsageRecord { cost_micros: 7, outcome: Outcome::Interrupted, ..pending_b.clone() };
+    let pending_c = usage("req_c", 3_000, Outcome::Pending);
+    let done_c =
+        UsageRecord { cost_micros: 8, outcome: Outcome::UpstreamError, ..pending_c.clone() };
+    store.record_usage(&[pending_b, done_b.clone(), done_c.clone(), pending_c]).await.unwrap();
+    assert_eq!(store.usage_since(0, None, None).await.unwrap(), [settled, done_b, done_c]);
+}
+
+async fn pending_usage_left_by_a_crash_is_settled_as_interrupted(db: Database) {
+    let store = db.open().await;
+    let pending = UsageRecord { estimated: false, ..usage("req_a", 1_000, Outcome::Pending) };
+    let done = usage("req_b", 2_000, Outcome::Completed);
+    store.record_usage(&[pending.clone(), done.clone()]).await.unwrap();
+    assert_eq!(store.settle_pending_usage().await.unwrap(), 1);
+    // At the worst case the pending row held.
+    let interrupted = UsageRecord { outcome: Outcome::Interrupted, estimated: true, ..pending };
+    assert_eq!(store.usage_since(0, None, None).await.unwrap(), [interrupted, done]);
+    assert_eq!(store.settle_pending_usage().await.unwrap(), 0);
+}
+
+async fn usage_totals_are_summed_per_utc_day_caller_and_model(db: Database) {
+    const DAY: i64 = 86_400_000;
+    let store = db.open().await;
+    let record =
+        |id: &str, at_ms: i64, site: Option<&str>, key: Option<&str>, model: &str| UsageRecord {
+            site_id: site.map(str::to_owned),
+            key_id: key.map(str::to_owned),
+            model: model.into(),
+            input_tokens: 1,
+            output_tokens: 2,
+            cost_micros: 10,
+            ..usage(id, at_ms, Outcome::Completed)
+        };
+    let huge = |id: &str| UsageRecord {
+        output_tokens: u64::MAX,
+        cost_micros: u64::MAX,
+        ..record(id, 2 * DAY, Some("site_b"), None, "m1")
+    };
+    store
+        .record_usage(&[
+            record("r1", 1_000, Some("site_a"), None, "m1"),
+            record("r2", DAY - 1, Some("site_a"), None, "m1"),
+            record("r3", 5_000, Some("site_a"), None, "m2"),
+            record("r4", 6_000, None, Some("key_k"), "m1"),
+            record("r5", DAY, Some("site_a"), None, "m1"),
+            huge("r6"),
+            huge("r7"),
+            huge("r8"),
+        ])
+        .await
+        .unwrap();
+    let group =
+        |day: u64, site: Option<&str>, key: Option<&str>, model: &str, requests: u64| UsageGroup {
+            day_start: day * 86_400,
+            site_id: site.map(str::to_owned),
+            key_id: key.map(str::to_owned),
+            model: model.into(),
+            requests,
+            input_tokens: requests,
+            output_tokens: 2 * requests,
+            cost_micros: 10 * requests,
+        };
+    // Sums past u64::MAX stop there.
+    let saturated = UsageGroup {
+        output_tokens: u64::MAX,
+        cost_micros: u64::MAX,
+        ..group(2, Some("site_b"), None, "m1", 3)
+    };
+    let totals = async |since_ms: i64, site: Option<&str>, key: Option<&str>| {
+        let mut groups = store.usage_totals(since_ms, site, key).await.unwrap();
+        groups.sort_by(|a, b| {
+            (a.day_start, &a.site_id, &a.key_id, &a.model).cmp(&(
+                b.day_start,
+                &b.site_id,
+                &b.key_id,
+                &b.model,
+            ))
+        });
+        groups
+    };
+    assert_eq!(
+        totals(0, None, None).await,
+        [
+            group(0, None, Some("key_k"), "m1", 1),
+            group(0, Some("site_a"), None, "m1", 2),
+            group(0, Some("site_a"), None, "m2", 1),
+            group(1, Some("site_a"), None, "m1", 1),
+            saturated.clone(),
+        ]
+    );
+    assert_eq!(totals(DAY, None, None).await, [group(1, Some("site_a"), None, "m1", 1), saturated]);
+    assert_eq!(
+        totals(5_000, Some("site_a"), None).await,
+        [
+            group(0, Some("site_a"), None, "m1", 1),
+            group(0, Some("site_a"), None, "m2", 1),
+            group(1, Some("site_a"), None, "m1", 1),
+        ]
+    );
+    assert_eq!(totals(0, None, Some("key_k")).await, [group(0, None, Some("key_k"), "m1", 1)]);
+    assert_eq!(totals(0, Some("site_none"), None).await, []);
+}
+
+fn event(id: &str, at_ms: i64) -> WebhookEvent {
+    WebhookEvent {
+        id: id.into(),
+        kind: "key.revoked".into(),
+        site_id: None,
+        payload: format!("{{\"id\":\"{id}\"}}"),
+        created_at_ms: at_ms,
+    }
+}
+
+fn to(endpoint: &str, id: &str) -> NewWebhookDelivery {
+    NewWebhookDelivery { id: id.into(), endpoint: endpoint.into() }
+}
+
+async fn only_delivery(store: &dyn Store) -> WebhookDelivery {
+    let mut all = store.webhook_deliveries(10).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.remove(0)
+}
+
+async fn a_webhook_event_is_dispatched_once_and_its_delivery_is_leased_while_attempted(
+    db: Database,
+) {
+    let store = db.open().await;
+    let mut scoped = event("evt_1", 1_000);
+    scoped.site_id = Some("site_a".into());
+    store.add_webhook_events(&[scoped.clone(), event("evt_2", 500)]).await.unwrap();
+    let pending = store.undispatched_webhook_events(10).await.unwrap();
+    assert_eq!(pending, vec![event("evt_2", 500), scoped]);
+    assert_eq!(store.undispatched_webhook_events(1).await.unwrap(), [event("evt_2", 500)]);
+    store.dispatch_webhook_event("evt_2", &[], 0).await.unwrap();
+
+    assert!(
+        store.dispatch_webhook_event("evt_1", &[to("http://a", "whd_1")], 2_000).await.unwrap()
+    );
+    assert!(
+        !store.dispatch_webhook_event("evt_1", &[to("http://a", "whd_2")], 2_000).await.unwrap()
+    );
+    assert!(store.undispatched_webhook_events(10).await.unwrap().is_empty());
+
+    assert!(
+        store.claim_webhook_deliveries_to("http://a", 1_999, 9_000, 10).await.unwrap().is_empty()
+    );
+    let claimed = store.claim_webhook_deliveries_to("http://a", 2_000, 9_000, 10).await.unwrap();
+    assert_eq!(
+        claimed,
+        [WebhookDelivery {
+            id: "whd_1".into(),
+            event_id: "evt_1".into(),
+            kind: "key.revoked".into(),
+            payload: "{\"id\":\"evt_1\"}".into(),
+            endpoint: "http://a".into(),
+            attempts: 0,
+            created_at_ms: 1_000,
+            delivered_at_ms: None,
+            failed_at_ms: None,
+            last_error: None,
+        }]
+    );
+    // Leased: not due again until the lease ends.
+    assert!(
+        store.claim_webhook_deliveries_to("http://a", 8_999, 19_000, 10).await.unwrap().is_empty()
+    );
+    assert_eq!(
+        store.claim_webhook_deliveries_to("http://a", 9_000, 19_000, 10).await.unwrap().len(),
+        1
+    );
+}
+
+async fn failed_webhook_attempts_are_retried_until_delivered_or_given_up(db: Database) {
+    let store = db.open().await;
+    store.add_webhook_events(&[event("evt_1", 1_000)]).await.unwrap();
+    store.dispatch_webhook_event("evt_1", &[to("http://a", "whd_1")], 1_000).await.unwrap();
+
+    store.claim_webhook_deliveries_to("http://a", 1_000, 5_000, 10).await.unwrap();
+    store.webhook_attempt_failed("whd_1", "HTTP 500", 1_100, Some(3_000)).await.unwrap();
+    let failed = only_delivery(store.as_ref()).await;
+    assert_eq!((failed.attempts, failed.last_error.as_deref()), (1, Some("HTTP 500")));
+    assert_eq!((failed.delivered_at_ms, failed.failed_at_ms), (None, None));
+    assert!(
+        store.claim_webhook_deliveries_to("http://a", 2_999, 9_000, 10).await.unwrap().is_empty()
+    );
+    assert_eq!(
+        store.claim_webhook_deliveries_to("http://a", 3_000, 9_000, 10).await.unwrap().len(),
+        1
+    );
+
+    store.webhook_delivered("whd_1", 3_100).await.unwrap();
+    let delivered = only_delivery(store.as_ref()).await;
+    assert_eq!((delivered.attempts, delivered.delivered_at_ms), (2, Some(3_100)));
+    assert_eq!(delivered.last_error, None);
+    assert!(
+        store
+            .claim_webhook_deliveries_to("http://a", 99_000, 100_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Given up: kept as a dead letter, never attempted again.
+    store.add_webhook_events(&[event("evt_2", 1_000)]).await.unwrap();
+    store.dispatch_webhook_event("evt_2", &[to("http://a", "whd_2")], 1_000).await.unwrap();
+    store.webhook_attempt_failed("whd_2", "timed out", 1_200, None).await.unwrap();
+    let dead = store.webhook_deliveries(10).await.unwrap();
+    let dead = dead.iter().find(|d| d.id == "whd_2").unwrap();
+    assert_eq!((dead.attempts, dead.failed_at_ms), (1, Some(1_200)));
+    assert_eq!(dead.last_error.as_deref(), Some("timed out"));
+    assert!(
+        store
+            .claim_webhook_deliveries_to("http://a", 99_000, 100_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_webhook_claim_for_one_endpoint_leaves_the_others_deliveries_due(db: Database) {
+    let store = db.open().await;
+    store.add_webhook_events(&[event("evt_1", 1_000)]).await.unwrap();
+    let deliveries = [to("http://a", "whd_a"), to("http://b", "whd_b")];
+    store.dispatch_webhook_event("evt_1", &deliveries, 1_000).await.unwrap();
+
+    let claimed = store.claim_webhook_deliveries_to("http://a", 1_000, 9_000, 10).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["whd_a"]);
+    assert!(
+        store.claim_webhook_deliveries_to("http://a", 1_000, 9_000, 10).await.unwrap().is_empty()
+    );
+    let claimed = store.claim_webhook_deliveries_to("http://b", 1_000, 9_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].id.as_str(), claimed[0].endpoint.as_str()), ("whd_b", "http://b"));
+}
+
+async fn deliveries_to_endpoints_no_longer_configured_are_given_up(db: Database) {
+    let store = db.open().await;
+    store.add_webhook_events(&[event("evt_1", 1_000), event("evt_2", 1_000)]).await.unwrap();
+    let deliveries = [to("http://a", "whd_a"), to("http://gone", "whd_gone")];
+    store.dispatch_webhook_event("evt_1", &deliveries, 1_000).await.unwrap();
+    store.dispatch_webhook_event("evt_2", &[to("http://old", "whd_old")], 1_000).await.unwrap();
+    store.webhook_delivered("whd_old", 1_100).await.unwrap();
+
+    let configured = ["http://a".to_owned()];
+    assert_eq!(
+        store.give_up_webhook_deliveries_except(&configured, "removed", 2_000).await.unwrap(),
+        1
+    );
+    let all = store.webhook_deliveries(10).await.unwrap();
+    let state = |id: &str| {
+        let d = all.iter().find(|d| d.id == id).unwrap();
+        (d.delivered_at_ms, d.failed_at_ms, d.last_error.clone())
+    };
+    assert_eq!(state("whd_gone"), (None, Some(2_000), Some("removed".into())));
+    assert_eq!(state("whd_a"), (None, None, None), "still to make");
+    assert_eq!(state("whd_old"), (Some(1_100), None, None), "delivered before: kept as it was");
+    // With no endpoint configured, every delivery still to make is given up.
+    let none: [String; 0] = [];
+    assert_eq!(store.give_up_webhook_deliveries_except(&none, "removed", 3_000).await.unwrap(), 1);
+}
+
+async fn the_webhook_backlog_counts_each_event_still_to_deliver_once(db: Database) {
+    let store = db.open().await;
+    assert_eq!(store.webhook_backlog().await.unwrap(), 0);
+    store
+        .add_webhook_events(&[
+            event("evt_new", 1_000),
+            event("evt_two", 1_000),
+            event("evt_done", 1_000),
+            event("evt_none", 1_000),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.webhook_backlog().await.unwrap(), 4, "undispatched");
+
+    let two = [to("http://a", "whd_a"), to("http://b", "whd_b")];
+    store.dispatch_webhook_event("evt_two", &two, 1_000).await.unwrap();
+    store.dispatch_webhook_event("evt_done", &[to("http://a", "whd_c")], 1_000).await.unwrap();
+    store.dispatch_webhook_event("evt_none", &[], 1_000).await.unwrap();
+    assert_eq!(store.webhook_backlog().await.unwrap(), 3, "evt_none has nothing to deliver");
+
+    store.webhook_delivered("whd_c", 1_100).await.unwrap();
+    store.webhook_delivered("whd_a", 1_100).await.unwrap();
+    assert_eq!(store.webhook_backlog().await.unwrap(), 2, "evt_two still goes to b");
+    store.webhook_attempt_failed("whd_b", "HTTP 500", 1_200, None).await.unwrap();
+    assert_eq!(store.webhook_backlog().await.unwrap(), 1, "a dead letter is not waiting");
+}
+
+async fn pruning_keeps_webhook_events_with_deliveries_still_to_make(db: Database) {
+    let store = db.open().await;
+    store
+        .add_webhook_events(&[
+            event("evt_done", 1_000),
+            event("evt_open", 1_000),
+            event("evt_new", 5_000),
+            event("evt_undispatched", 1_000),
+        ])
+        .await
+        .unwrap();
+    for (event, delivery) in [("evt_done", "whd_1"), ("evt_open", "whd_2"), ("evt_new", "whd_3")] {
+        store.dispatch_webhook_event(event, &[to("http://a", delivery)], 1_000).await.unwrap();
+    }
+    store.webhook_delivered("whd_1", 1_500).await.unwrap();
+    store.webhook_delivered("whd_3", 5_500).await.unwrap();
+
+    assert_eq!(store.prune_webhook_events(2_000).await.unwrap(), 1);
+    let mut left: Vec<String> =
+        store.webhook_deliveries(10).await.unwrap().into_iter().map(|d| d.id).collect();
+    left.sort();
+    assert_eq!(left, ["whd_2", "whd_3"]);
+    let undispatched = store.undispatched_webhook_events(10).await.unwrap();
+    assert_eq!(undispatched, [event("evt_undispatched", 1_000)], "not dispatched: kept");
+}
+
+async fn an_event_dispatched_by_two_stores_at_once_gets_its_deliveries_once(db: Database) {
+    let (first, second) = (db.open().await, db.open().await);
+    first.add_webhook_events(&[event("evt_1", 1_000)]).await.unwrap();
+    let (to_a, to_b) = ([to("http://a", "whd_a")], [to("http://a", "whd_b")]);
+    let (a, b) = tokio::join!(
+        first.dispatch_webhook_event("evt_1", &to_a, 1_000),
+        second.dispatch_webhook_event("evt_1", &to_b, 1_000),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a != b, "exactly one dispatch creates deliveries: {a}, {b}");
+    let winner = if a { "whd_a" } else { "whd_b" };
+    assert_eq!(only_delivery(second.as_ref()).await.id, winner);
+}
+
+async fn concurrent_claims_from_two_stores_never_return_the_same_delivery(db: Database) {
+    let (first, second) = (db.open().await, db.open().await);
+    let ids: Vec<String> = (0..60).map(|i| format!("whd_{i:02}")).collect();
+    let deliveries: Vec<_> = ids.iter().map(|id| to("http://a", id)).collect();
+    first.add_webhook_events(&[event("evt_1", 1_000)]).await.unwrap();
+    first.dispatch_webhook_event("evt_1", &deliveries, 1_000).await.unwrap();
+    // Each store claims a few at a time until nothing is left.
+    let drain = async |store: &dyn Store| {
+        let mut claimed = Vec::new();
+        loop {
+            let batch = match store.claim_webhook_deliveries_to("http://a", 1_000, 9_000, 4).await {
+                Ok(batch) => batch,
+                // SQLite's claim reads, then writes, in a deferred transaction: when another
+                // connection wrote in between, SQLite refuses the write at once ("database is
+                // locked") instead of waiting. Nothing is claimed then, and the worker tries
+                // again later; PostgreSQL must never refuse.
+                Err(error) if db.engine() == Engine::Sqlite => {
+                    assert!(error.to_string().contains("database is locked"), "{error}");
+                    continue;
+                }
+                Err(error) => panic!("{error}"),
+            };
+            if batch.is_empty() {
+                return claimed;
+            }
+            claimed.extend(batch.into_iter().map(|d| d.id));
+        }
+    };
+    let (a, b) = tokio::time::timeout(WAIT, async {
+        tokio::join!(drain(first.as_ref()), drain(second.as_ref()))
+    })
+    .await
+    .unwrap();
+    let all: HashSet<&String> = a.iter().chain(&b).collect();
+    assert_eq!(all.len(), a.len() + b.len(), "claimed twice: {a:?} and {b:?}");
+    assert_eq!(all, ids.iter().collect(), "every delivery claimed");
+}
+
+/// What only an engine shared by several relays has to do.
+mod postgres_only {
+    use super::*;
+    use confab_server::store::{Cached, PgStore};
+
+    /// A relay (its directory over PostgreSQL) that polls only once an hour, so that anything it
+    /// sees happens through notifications.
+    async fn relay_hearing_only_notifications(db: &Database) -> Cached {
+        let hour = Duration::from_secs(3_600);
+        Cached::polling_every(PgStore::open(&db.url, 2).await.unwrap(), hour, hour)
+    }
+
+    async fn wait_until_revoked(relay: &Cached, key: &NewKey) {
+        let revoked = tokio::time::timeout(WAIT, async {
+            while relay.api_key_by_lookup(&key.lookup_id, 0).await.unwrap().is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(revoked.is_ok(), "the relay never heard of the revocation");
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_does_not_poll_hears_of_changes_through_notifications() {
+        let db = Database::postgres();
+        let relay = relay_hearing_only_notifications(&db).await;
+        let cli = db.open().await;
+        let (first, second) =
+            (NewKey::generate(KeyKind::Secret), NewKey::generate(KeyKind::Secret));
+        let first_id = cli.create_api_key(new_key(&first)).await.unwrap().id;
+        let second_id = cli.create_api_key(new_key(&second)).await.unwrap().id;
+        // The first lookup loads the copy and starts the relay's listener.
+        assert!(relay.api_key_by_lookup(&second.lookup_id, 0).await.unwrap().is_some());
+        // Seen once the listener listens (it checks the counter when it starts)...
+        cli.revoke_api_key(&first_id, 1).await.unwrap();
+        wait_until_revoked(&relay, &first).await;
+        // ... and from then on through a notification alone.
+        cli.revoke_api_key(&second_id, 1).await.unwrap();
+        wait_until_revoked(&relay, &second).await;
+    }
+
+    #[tokio::test]
+    async fn a_relay_hears_of_changes_again_after_its_listening_connection_is_killed() {
+        let db = Database::postgres();
+        let relay = relay_hearing_only_notifications(&db).await;
+        let cli = db.open().await;
+        let keys: Vec<NewKey> = (0..3).map(|_| NewKey::generate(KeyKind::Secret)).collect();
+        let mut ids = Vec::new();
+        for key in &keys {
+            ids.push(cli.create_api_key(new_key(key)).await.unwrap().id);
+        }
+        assert!(relay.api_key_by_lookup(&keys[0].lookup_id, 0).await.unwrap().is_some());
+        cli.revoke_api_key(&ids[0], 1).await.unwrap();
+        wait_until_revoked(&relay, &keys[0]).await;
+
+        let admin = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query = 'LISTEN \"confab_directory\"'",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        assert_eq!(killed, [true], "one listening connection");
+        // Seen once the listener listens again, and then through a notification alone.
+        cli.revoke_api_key(&ids[1], 1).await.unwrap();
+        wait_until_revoked(&relay, &keys[1]).await;
+        cli.revoke_api_key(&ids[2], 1).await.unwrap();
+        wait_until_revoked(&relay, &keys[2]).await;
+    }
 }
