@@ -18,8 +18,9 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
+use sqlx::Connection;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 
 use confab_store::{
@@ -53,6 +54,9 @@ impl PgStore {
     /// An error never contains the URL, which may hold a password.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?;
+        // One connection first, so that a database that cannot be reached says why at once: the
+        // pool retries a refused connection for 30 s, then reports only that it timed out.
+        PgConnection::connect_with(&options).await?.close().await?;
         let pool =
             PgPoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
