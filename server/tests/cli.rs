@@ -1635,3 +1635,95 @@ async fn json_logs_are_one_object_per_line_with_the_request_id_and_integer_timin
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+/// `args` with `--database URL` in front.
+fn on_database<'a>(url: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    [&["--database", url], args].concat()
+}
+
+#[tokio::test]
+async fn the_cli_the_admin_api_and_a_relay_share_one_postgresql_database() {
+    let work = Workdir::new();
+    let url = confab_tests::servers::postgres().database();
+    let site = work
+        .create_site(
+            &on_database(&url, &["--name", "Shop", "--origin", "https://shop.example"]),
+            &[],
+        )
+        .await;
+    let created = work
+        .run(
+            &on_database(
+                &url,
+                &["keys", "create", "--name", "Backend", "--scope", "models", "--json"],
+            ),
+            &[],
+        )
+        .await
+        .assert_success()
+        .json();
+    let (key, key_id) = (created["key"].as_str().unwrap(), created["id"].as_str().unwrap());
+
+    // A relay on the same database knows the key the CLI made, and hears of its revocation.
+    let token = "an-admin-token-of-enough-length";
+    let envs = [
+        ("CONFAB__DATABASE__URL", url.as_str()),
+        ("CONFAB_ADMIN_TOKEN", token),
+        ("CONFAB__DEMO__TOKEN_DELAY_MS", "0"),
+    ];
+    let relay = Relay::start(&work, &envs).await;
+    wait_for_models_status(&relay, key, StatusCode::OK).await;
+    work.run(&on_database(&url, &["keys", "revoke", key_id]), &[]).await.assert_success();
+    wait_for_models_status(&relay, key, StatusCode::UNAUTHORIZED).await;
+
+    // A site made through the admin API is one the CLI lists, beside the CLI's and the demo's.
+    let client = http_client();
+    let made = client
+        .post(relay.url("/admin/v1/sites"))
+        .bearer_auth(token)
+        .json(&json!({"name": "Blog", "origins": ["https://blog.example"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let blog = json_body(made).await;
+    let listed = work.run(&on_database(&url, &["sites", "list", "--json"]), &[]).await;
+    let listed = listed.assert_success().json();
+    let mut ids: Vec<&str> =
+        listed.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let mut expected =
+        [site["id"].as_str().unwrap(), blog["id"].as_str().unwrap(), &relay.demo_site_id];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+
+    // A request's usage is recorded there, and the CLI reports it.
+    let body = json!({"max_tokens": 2, "messages": [{"role": "user", "content": "Hello"}]});
+    let response = post_chat(&client, &relay, &relay.key, &relay.own_origin(), &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    json_body(response).await;
+    assert!(relay.terminate().await.success());
+    let usage = work.run(&on_database(&url, &["usage", "--days", "1", "--json"]), &[]).await;
+    let usage = usage.assert_success().json();
+    assert_eq!(usage["totals"]["requests"], 1, "{usage}");
+
+    assert!(!work.path().join("confab.db").exists(), "nothing went to SQLite");
+    assert!(work.path().join("confab.reservations").is_dir(), "the relay's own journal");
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_opened_is_named_without_its_password() {
+    let work = Workdir::new();
+    let port = confab_tests::servers::postgres().port();
+    // The test server trusts any password, but knows no such role.
+    let url = format!("postgres://nobody:hunter2@127.0.0.1:{port}/postgres");
+    let failed = work.run(&["--database", &url, "sites", "list"], &[]).await.assert_failure();
+    let named = format!("cannot open the database postgres://nobody:***@127.0.0.1:{port}/postgres");
+    assert!(failed.stderr.contains(&named), "{}", failed.stderr);
+    assert!(failed.stderr.contains("role \"nobody\" does not exist"), "{}", failed.stderr);
+    assert!(!failed.stderr.contains("hunter2") && !failed.stdout.contains("hunter2"));
+}
