@@ -602,6 +602,17 @@ fn to(endpoint: &str, id: &str) -> NewWebhookDelivery {
     NewWebhookDelivery { id: id.into(), endpoint: endpoint.into() }
 }
 
+/// The ids of the deliveries to `endpoint` that one claim at `now_ms` leases (up to 10).
+async fn claimed(
+    store: &dyn Store,
+    endpoint: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+) -> Vec<String> {
+    let claimed = store.claim_webhook_deliveries_to(endpoint, now_ms, lease_until_ms, 10);
+    claimed.await.unwrap().into_iter().map(|d| d.id).collect()
+}
+
 async fn only_delivery(store: &dyn Store) -> WebhookDelivery {
     let mut all = store.webhook_deliveries(10).await.unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
@@ -628,12 +639,10 @@ async fn a_webhook_event_is_dispatched_once_and_its_delivery_is_leased_while_att
     );
     assert!(store.undispatched_webhook_events(10).await.unwrap().is_empty());
 
-    assert!(
-        store.claim_webhook_deliveries_to("http://a", 1_999, 9_000, 10).await.unwrap().is_empty()
-    );
-    let claimed = store.claim_webhook_deliveries_to("http://a", 2_000, 9_000, 10).await.unwrap();
+    assert!(claimed(store.as_ref(), "http://a", 1_999, 9_000).await.is_empty());
+    let leased = store.claim_webhook_deliveries_to("http://a", 2_000, 9_000, 10).await.unwrap();
     assert_eq!(
-        claimed,
+        leased,
         [WebhookDelivery {
             id: "whd_1".into(),
             event_id: "evt_1".into(),
@@ -648,13 +657,8 @@ async fn a_webhook_event_is_dispatched_once_and_its_delivery_is_leased_while_att
         }]
     );
     // Leased: not due again until the lease ends.
-    assert!(
-        store.claim_webhook_deliveries_to("http://a", 8_999, 19_000, 10).await.unwrap().is_empty()
-    );
-    assert_eq!(
-        store.claim_webhook_deliveries_to("http://a", 9_000, 19_000, 10).await.unwrap().len(),
-        1
-    );
+    assert!(claimed(store.as_ref(), "http://a", 8_999, 19_000).await.is_empty());
+    assert_eq!(claimed(store.as_ref(), "http://a", 9_000, 19_000).await, ["whd_1"]);
 }
 
 async fn failed_webhook_attempts_are_retried_until_delivered_or_given_up(db: Database) {
@@ -662,30 +666,19 @@ async fn failed_webhook_attempts_are_retried_until_delivered_or_given_up(db: Dat
     store.add_webhook_events(&[event("evt_1", 1_000)]).await.unwrap();
     store.dispatch_webhook_event("evt_1", &[to("http://a", "whd_1")], 1_000).await.unwrap();
 
-    store.claim_webhook_deliveries_to("http://a", 1_000, 5_000, 10).await.unwrap();
+    assert_eq!(claimed(store.as_ref(), "http://a", 1_000, 5_000).await, ["whd_1"]);
     store.webhook_attempt_failed("whd_1", "HTTP 500", 1_100, Some(3_000)).await.unwrap();
     let failed = only_delivery(store.as_ref()).await;
     assert_eq!((failed.attempts, failed.last_error.as_deref()), (1, Some("HTTP 500")));
     assert_eq!((failed.delivered_at_ms, failed.failed_at_ms), (None, None));
-    assert!(
-        store.claim_webhook_deliveries_to("http://a", 2_999, 9_000, 10).await.unwrap().is_empty()
-    );
-    assert_eq!(
-        store.claim_webhook_deliveries_to("http://a", 3_000, 9_000, 10).await.unwrap().len(),
-        1
-    );
+    assert!(claimed(store.as_ref(), "http://a", 2_999, 9_000).await.is_empty());
+    assert_eq!(claimed(store.as_ref(), "http://a", 3_000, 9_000).await, ["whd_1"]);
 
     store.webhook_delivered("whd_1", 3_100).await.unwrap();
     let delivered = only_delivery(store.as_ref()).await;
     assert_eq!((delivered.attempts, delivered.delivered_at_ms), (2, Some(3_100)));
     assert_eq!(delivered.last_error, None);
-    assert!(
-        store
-            .claim_webhook_deliveries_to("http://a", 99_000, 100_000, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(claimed(store.as_ref(), "http://a", 99_000, 100_000).await.is_empty());
 
     // Given up: kept as a dead letter, never attempted again.
     store.add_webhook_events(&[event("evt_2", 1_000)]).await.unwrap();
@@ -695,13 +688,7 @@ async fn failed_webhook_attempts_are_retried_until_delivered_or_given_up(db: Dat
     let dead = dead.iter().find(|d| d.id == "whd_2").unwrap();
     assert_eq!((dead.attempts, dead.failed_at_ms), (1, Some(1_200)));
     assert_eq!(dead.last_error.as_deref(), Some("timed out"));
-    assert!(
-        store
-            .claim_webhook_deliveries_to("http://a", 99_000, 100_000, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(claimed(store.as_ref(), "http://a", 99_000, 100_000).await.is_empty());
 }
 
 async fn a_webhook_claim_for_one_endpoint_leaves_the_others_deliveries_due(db: Database) {
@@ -710,15 +697,11 @@ async fn a_webhook_claim_for_one_endpoint_leaves_the_others_deliveries_due(db: D
     let deliveries = [to("http://a", "whd_a"), to("http://b", "whd_b")];
     store.dispatch_webhook_event("evt_1", &deliveries, 1_000).await.unwrap();
 
-    let claimed = store.claim_webhook_deliveries_to("http://a", 1_000, 9_000, 10).await.unwrap();
-    let ids: Vec<&str> = claimed.iter().map(|d| d.id.as_str()).collect();
-    assert_eq!(ids, ["whd_a"]);
-    assert!(
-        store.claim_webhook_deliveries_to("http://a", 1_000, 9_000, 10).await.unwrap().is_empty()
-    );
-    let claimed = store.claim_webhook_deliveries_to("http://b", 1_000, 9_000, 10).await.unwrap();
-    assert_eq!(claimed.len(), 1);
-    assert_eq!((claimed[0].id.as_str(), claimed[0].endpoint.as_str()), ("whd_b", "http://b"));
+    assert_eq!(claimed(store.as_ref(), "http://a", 1_000, 9_000).await, ["whd_a"]);
+    assert!(claimed(store.as_ref(), "http://a", 1_000, 9_000).await.is_empty());
+    let to_b = store.claim_webhook_deliveries_to("http://b", 1_000, 9_000, 10).await.unwrap();
+    assert_eq!(to_b.len(), 1);
+    assert_eq!((to_b[0].id.as_str(), to_b[0].endpoint.as_str()), ("whd_b", "http://b"));
 }
 
 async fn deliveries_to_endpoints_no_longer_configured_are_given_up(db: Database) {

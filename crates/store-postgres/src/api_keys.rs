@@ -3,9 +3,9 @@
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 
-use confab_store::{ApiKey, CallerLimits, NewApiKey, Scope, StoreError};
+use confab_store::{ApiKey, NewApiKey, Scope, StoreError};
 
-use crate::{money, money_column, small};
+use crate::{caller_limits, money_column};
 
 /// `SELECT <every column but the hashes> <tail>` as one static string.
 macro_rules! select_keys {
@@ -28,21 +28,13 @@ pub(crate) fn key_from_row(row: &PgRow) -> Result<ApiKey, StoreError> {
                 .ok_or_else(|| StoreError::Corrupt(format!("api_keys.scopes: unknown `{s}`")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let limit = |column: &str| small("api_keys", column, row.try_get(column)?);
-    let amount = |column: &str| money("api_keys", column, row.try_get(column)?);
     Ok(ApiKey {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         lookup_id: row.try_get("key_prefix")?,
         scopes,
         models: row.try_get("models")?,
-        limits: CallerLimits {
-            rpm: limit("rpm")?,
-            rpd: limit("rpd")?,
-            tpm: limit("tpm")?,
-            monthly_budget_micros: amount("monthly_budget_micros")?,
-            daily_budget_micros: amount("daily_budget_micros")?,
-        },
+        limits: caller_limits(row, "api_keys")?,
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
         revoked_at: row.try_get("revoked_at")?,

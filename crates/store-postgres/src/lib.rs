@@ -19,8 +19,9 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use sqlx::Connection;
+use sqlx::Row;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use tokio::sync::watch;
 
 use confab_store::{
@@ -72,8 +73,9 @@ fn unix_now() -> i64 {
         .unwrap_or_default()
 }
 
-/// A stored count or amount that must fit a `u32` (limits).
-fn small(table: &str, column: &str, value: Option<i64>) -> Result<Option<u32>, StoreError> {
+/// A stored limit, which must fit a `u32`; `None` is unlimited (or the default).
+fn limit_column(row: &PgRow, table: &str, column: &str) -> Result<Option<u32>, StoreError> {
+    let value: Option<i64> = row.try_get(column)?;
     value
         .map(|v| {
             u32::try_from(v)
@@ -82,11 +84,23 @@ fn small(table: &str, column: &str, value: Option<i64>) -> Result<Option<u32>, S
         .transpose()
 }
 
-/// A stored micro-dollar amount (never negative).
-fn money(table: &str, column: &str, value: Option<i64>) -> Result<Option<u64>, StoreError> {
-    value
-        .map(|v| u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{table}.{column} < 0"))))
-        .transpose()
+/// The request limits and budgets that sites and keys both have, in columns of the same names.
+fn caller_limits(row: &PgRow, table: &str) -> Result<CallerLimits, StoreError> {
+    let amount = |column: &str| -> Result<Option<u64>, StoreError> {
+        let value: Option<i64> = row.try_get(column)?;
+        value
+            .map(|v| {
+                u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{table}.{column} < 0")))
+            })
+            .transpose()
+    };
+    Ok(CallerLimits {
+        rpm: limit_column(row, table, "rpm")?,
+        rpd: limit_column(row, table, "rpd")?,
+        tpm: limit_column(row, table, "tpm")?,
+        monthly_budget_micros: amount("monthly_budget_micros")?,
+        daily_budget_micros: amount("daily_budget_micros")?,
+    })
 }
 
 /// Micro-dollars as PostgreSQL's BIGINT (which is signed).

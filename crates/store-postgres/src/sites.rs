@@ -8,7 +8,7 @@ use confab_store::{
     Verification, VisitorLimits, new_id,
 };
 
-use crate::{money, money_column, small};
+use crate::{caller_limits, limit_column, money_column};
 
 /// `SELECT <every site column> <tail>` as one static string, so no SQL is ever built at run time.
 macro_rules! select_sites {
@@ -29,8 +29,7 @@ pub(crate) use select_sites;
 
 /// A site without its origins (they are in a table of their own).
 pub(crate) fn site_from_row(row: &PgRow) -> Result<Site, StoreError> {
-    let limit = |column: &str| small("sites", column, row.try_get(column)?);
-    let amount = |column: &str| money("sites", column, row.try_get(column)?);
+    let limit = |column: &str| limit_column(row, "sites", column);
     let client_instructions: Option<String> = row.try_get("client_instructions")?;
     let client_instructions = client_instructions
         .map(|name| {
@@ -58,13 +57,7 @@ pub(crate) fn site_from_row(row: &PgRow) -> Result<Site, StoreError> {
                 suggestions: row.try_get("widget_suggestions")?,
                 primary_color: row.try_get("widget_primary_color")?,
             },
-            limits: CallerLimits {
-                rpm: limit("rpm")?,
-                rpd: limit("rpd")?,
-                tpm: limit("tpm")?,
-                monthly_budget_micros: amount("monthly_budget_micros")?,
-                daily_budget_micros: amount("daily_budget_micros")?,
-            },
+            limits: caller_limits(row, "sites")?,
             visitor_limits: VisitorLimits {
                 rpm: limit("visitor_rpm")?,
                 rpd: limit("visitor_rpd")?,

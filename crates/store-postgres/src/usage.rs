@@ -99,6 +99,27 @@ pub async fn record(pool: &PgPool, records: &[UsageRecord]) -> Result<(), StoreE
     Ok(())
 }
 
+/// The condition of a usage query: from `$1` (unix ms) on, of the site `$2` and the key `$3` if
+/// they are given.
+macro_rules! usage_filter {
+    () => {
+        "WHERE at_ms >= $1 AND ($2::text IS NULL OR site_id = $2) \
+         AND ($3::text IS NULL OR key_id = $3)"
+    };
+}
+
+/// The rows of `sql`, a query filtered by [`usage_filter`].
+async fn filtered(
+    pool: &PgPool,
+    sql: &'static str,
+    since_ms: i64,
+    site_id: Option<&str>,
+    key_id: Option<&str>,
+) -> Result<Vec<PgRow>, StoreError> {
+    let rows = sqlx::query(sql).bind(since_ms).bind(site_id).bind(key_id).fetch_all(pool).await?;
+    Ok(rows)
+}
+
 /// Settles what a previous run left pending as interrupted, at the worst case the rows hold.
 pub async fn settle_pending(pool: &PgPool) -> Result<u64, StoreError> {
     let done = sqlx::query(
@@ -115,17 +136,13 @@ pub async fn since(
     site_id: Option<&str>,
     key_id: Option<&str>,
 ) -> Result<Vec<UsageRecord>, StoreError> {
-    let rows = sqlx::query(
+    let sql = concat!(
         "SELECT request_id, at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
-         output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome FROM usage \
-         WHERE at_ms >= $1 AND ($2::text IS NULL OR site_id = $2) \
-         AND ($3::text IS NULL OR key_id = $3) ORDER BY at_ms, id",
-    )
-    .bind(since_ms)
-    .bind(site_id)
-    .bind(key_id)
-    .fetch_all(pool)
-    .await?;
+         output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome FROM usage ",
+        usage_filter!(),
+        " ORDER BY at_ms, id"
+    );
+    let rows = filtered(pool, sql, since_ms, site_id, key_id).await?;
     rows.iter()
         .map(|row| {
             let outcome: String = row.try_get("outcome")?;
@@ -160,21 +177,16 @@ pub async fn totals(
     // `SUM` of BIGINT is NUMERIC, which cannot overflow (SQLite's `SUM` could, and two absurd
     // rows once kept the relay from starting); each sum is capped at `u64::MAX` and read as
     // text, since sqlx reads NUMERIC only through another crate.
-    let rows = sqlx::query(
+    let sql = concat!(
         "SELECT at_ms / 86400000 AS day, site_id, key_id, model, COUNT(*) AS requests, \
          LEAST(SUM(input_tokens), 18446744073709551615)::text AS input_tokens, \
          LEAST(SUM(output_tokens), 18446744073709551615)::text AS output_tokens, \
-         LEAST(SUM(cost_micros), 18446744073709551615)::text AS cost_micros FROM usage \
-         WHERE at_ms >= $1 AND ($2::text IS NULL OR site_id = $2) \
-         AND ($3::text IS NULL OR key_id = $3) \
-         GROUP BY day, site_id, key_id, model \
-         ORDER BY day, site_id NULLS FIRST, key_id NULLS FIRST, model",
-    )
-    .bind(since_ms)
-    .bind(site_id)
-    .bind(key_id)
-    .fetch_all(pool)
-    .await?;
+         LEAST(SUM(cost_micros), 18446744073709551615)::text AS cost_micros FROM usage ",
+        usage_filter!(),
+        " GROUP BY day, site_id, key_id, model \
+         ORDER BY day, site_id NULLS FIRST, key_id NULLS FIRST, model"
+    );
+    let rows = filtered(pool, sql, since_ms, site_id, key_id).await?;
     rows.iter()
         .map(|row| {
             Ok(UsageGroup {
