@@ -18,10 +18,9 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use sqlx::Connection;
-use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
 use tokio::sync::watch;
 
 use confab_store::{
@@ -38,6 +37,7 @@ mod webhooks;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// A PostgreSQL database shared by any number of relays; clones share one pool.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
