@@ -176,11 +176,22 @@ pub struct UsageConfig {
     /// that a crash cannot lose it. One directory per relay (it is locked). Default: beside the
     /// SQLite file (`confab.db` → `confab.db.reservations`); none for an in-memory database.
     pub journal_dir: Option<PathBuf>,
+    /// Raw usage records are deleted after this many days (0: kept for ever); the daily rollup
+    /// that reports and budgets read is kept.
+    pub retention_days: u32,
 }
 
 impl Default for UsageConfig {
     fn default() -> Self {
-        Self { flush_ms: 1_000, journal_dir: None }
+        Self { flush_ms: 1_000, journal_dir: None, retention_days: 90 }
+    }
+}
+
+impl UsageConfig {
+    /// How long raw records are kept; `None`: for ever.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400))
     }
 }
 

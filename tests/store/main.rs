@@ -8,7 +8,8 @@ use std::time::Duration;
 use confab_server::config::DatabaseConfig;
 use confab_server::sitekey::{KeyKind, NewKey};
 use confab_server::store::{
-    CallerLimits, NewApiKey, NewSite, Scope, SiteSettings, SiteWidget, Store,
+    CallerLimits, NewApiKey, NewSite, Outcome, Scope, SiteSettings, SiteWidget, Store, UsageGroup,
+    UsageRecord,
 };
 
 /// A fresh database of one engine; each `open` is another independent store on it (as another
@@ -51,6 +52,9 @@ contract!(
     a_change_made_through_the_store_is_seen_by_its_next_lookup,
     a_change_made_by_another_process_is_seen_after_a_poll,
     recording_when_a_key_was_used_does_not_count_as_a_change,
+    usage_totals_come_from_the_daily_rollup_and_outlive_pruned_records,
+    recovery_records_only_the_requests_a_crashed_run_did_not,
+    the_same_request_id_twice_is_two_records,
 );
 
 fn new_site(key: &NewKey) -> NewSite {
@@ -172,4 +176,105 @@ async fn recording_when_a_key_was_used_does_not_count_as_a_change(db: Database) 
     assert_eq!(store.directory_version().await.unwrap(), before);
     assert!(store.revoke_api_key(&key.id, 43).await.unwrap());
     assert!(store.directory_version().await.unwrap() > before);
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+fn usage(request_id: &str, at_ms: i64, site: Option<&str>, tokens: u64) -> UsageRecord {
+    UsageRecord {
+        request_id: request_id.into(),
+        at_ms,
+        site_id: site.map(str::to_owned),
+        key_id: None,
+        visitor: None,
+        model: "m".into(),
+        upstream: "up".into(),
+        input_tokens: tokens,
+        output_tokens: 2 * tokens,
+        estimated: false,
+        cost_micros: 10 * tokens,
+        first_token_ms: Some(5),
+        total_ms: 9,
+        outcome: Outcome::Completed,
+    }
+}
+
+fn group(day: i64, site: Option<&str>, requests: u64, tokens: u64) -> UsageGroup {
+    UsageGroup {
+        day_start: u64::try_from(day * 86_400).unwrap(),
+        site_id: site.map(str::to_owned),
+        key_id: None,
+        model: "m".into(),
+        requests,
+        input_tokens: tokens,
+        output_tokens: 2 * tokens,
+        cost_micros: 10 * tokens,
+    }
+}
+
+async fn usage_totals_come_from_the_daily_rollup_and_outlive_pruned_records(db: Database) {
+    let store = db.open().await;
+    let day = 20_000;
+    // Two batches touch the same day and caller: the rollup adds them up.
+    store
+        .record_usage(&[
+            usage("r1", day * DAY_MS + 1, Some("site_a"), 1),
+            usage("r2", day * DAY_MS + 2, Some("site_a"), 2),
+            usage("r3", day * DAY_MS + 3, None, 4),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_usage(&[
+            usage("r4", day * DAY_MS + 4, Some("site_a"), 8),
+            usage("r5", (day + 1) * DAY_MS, Some("site_a"), 16),
+        ])
+        .await
+        .unwrap();
+    let mut totals = store.usage_totals(day * DAY_MS + 5, None, None).await.unwrap();
+    totals.sort_by_key(|g| (g.day_start, g.site_id.clone()));
+    let expected = [
+        group(day, None, 1, 4),
+        group(day, Some("site_a"), 3, 11),
+        group(day + 1, Some("site_a"), 1, 16),
+    ];
+    assert_eq!(totals, expected, "from the start of since_ms's day");
+    let one_site = store.usage_totals(0, Some("site_a"), None).await.unwrap();
+    assert_eq!(one_site.len(), 2);
+
+    assert_eq!(store.prune_usage((day + 1) * DAY_MS).await.unwrap(), 4);
+    let records = store.usage_since(0, None, None).await.unwrap();
+    assert_eq!(records.len(), 1, "only the record of the day after is left");
+    let mut after = store.usage_totals(0, None, None).await.unwrap();
+    after.sort_by_key(|g| (g.day_start, g.site_id.clone()));
+    assert_eq!(after, expected, "the rollup keeps what was pruned");
+}
+
+async fn recovery_records_only_the_requests_a_crashed_run_did_not(db: Database) {
+    let store = db.open().await;
+    let at = 20_000 * DAY_MS;
+    store.record_usage(&[usage("written", at + 10, Some("s"), 1)]).await.unwrap();
+    let mut left = [usage("written", at + 10, Some("s"), 100), usage("lost", at, Some("s"), 100)];
+    for record in &mut left {
+        record.outcome = Outcome::Interrupted;
+        record.estimated = true;
+    }
+    assert_eq!(store.recover_usage(&left).await.unwrap(), 1);
+    let records = store.usage_since(0, None, None).await.unwrap();
+    let summary: Vec<_> =
+        records.iter().map(|r| (r.request_id.as_str(), r.outcome, r.input_tokens)).collect();
+    assert_eq!(summary, [("lost", Outcome::Interrupted, 100), ("written", Outcome::Completed, 1)]);
+    let totals = store.usage_totals(0, None, None).await.unwrap();
+    assert_eq!(totals, [group(20_000, Some("s"), 2, 101)]);
+    assert_eq!(store.recover_usage(&[]).await.unwrap(), 0);
+}
+
+async fn the_same_request_id_twice_is_two_records(db: Database) {
+    // A trusted proxy may send one X-Request-Id with two requests: neither record is lost.
+    let store = db.open().await;
+    let at = 20_000 * DAY_MS;
+    store.record_usage(&[usage("req_same", at, None, 1)]).await.unwrap();
+    store.record_usage(&[usage("req_same", at + 1, None, 2)]).await.unwrap();
+    assert_eq!(store.usage_since(0, None, None).await.unwrap().len(), 2);
+    assert_eq!(store.usage_totals(0, None, None).await.unwrap(), [group(20_000, None, 2, 3)]);
 }
