@@ -180,11 +180,22 @@ pub struct UsageConfig {
     /// database but each needs a journal of its own (set it for relays that share a working
     /// directory).
     pub journal_dir: Option<PathBuf>,
+    /// Raw usage records are deleted after this many days (0: kept for ever); the daily rollup
+    /// that reports and budgets read is kept.
+    pub retention_days: u32,
 }
 
 impl Default for UsageConfig {
     fn default() -> Self {
-        Self { flush_ms: 1_000, journal_dir: None }
+        Self { flush_ms: 1_000, journal_dir: None, retention_days: 90 }
+    }
+}
+
+impl UsageConfig {
+    /// How long raw records are kept; `None`: for ever.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400))
     }
 }
 

@@ -12,8 +12,8 @@
 //! settles its [`Ticket`] after the commit). The journal is a directory of segment files; a full
 //! segment is sealed and a new one started, and a sealed segment whose requests are all settled is
 //! deleted. At start-up, [`Journal::open`] hands back every line left by the previous run: those
-//! requests are written as pending usage rows (which never replace a final record of the same
-//! request) and settled as interrupted at their worst case.
+//! requests are recorded as interrupted at their worst case, but for those whose final record the
+//! previous run did write (`Store::recover_usage`).
 //!
 //! The directory is locked (`flock`) while a relay uses it, so two relays cannot share one.
 
@@ -69,7 +69,7 @@ struct Line<'a> {
 }
 
 impl Line<'_> {
-    fn into_pending_record(self) -> UsageRecord {
+    fn into_interrupted_record(self) -> UsageRecord {
         UsageRecord {
             request_id: self.request_id.into_owned(),
             at_ms: self.at_ms,
@@ -84,7 +84,7 @@ impl Line<'_> {
             cost_micros: self.cost_micros,
             first_token_ms: None,
             total_ms: 0,
-            outcome: Outcome::Pending,
+            outcome: Outcome::Interrupted,
         }
     }
 }
@@ -207,7 +207,7 @@ impl Journal {
                     continue;
                 }
                 match serde_json::from_slice::<Line<'_>>(&line) {
-                    Ok(line) => records.push(line.into_pending_record()),
+                    Ok(line) => records.push(line.into_interrupted_record()),
                     Err(_) => unreadable += 1,
                 }
             }
@@ -314,7 +314,7 @@ mod tests {
             cost_micros: 4_200,
             first_token_ms: None,
             total_ms: 0,
-            outcome: Outcome::Pending,
+            outcome: Outcome::Interrupted,
         }
     }
 

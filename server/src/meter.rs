@@ -47,6 +47,7 @@ impl Metering {
         journal_dir: Option<&std::path::Path>,
         prices: PriceTable,
         flush_every: Duration,
+        retention: Option<Duration>,
         webhooks: Arc<Webhooks>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
@@ -63,27 +64,28 @@ impl Metering {
                         "reservation journal lines cut short by a crash were skipped"
                     );
                 }
-                // Pending rows: they never replace the final record of a request that has one.
-                store.record_usage(&leftovers.records).await?;
-                Some((journal, leftovers))
-            }
-            None => None,
-        };
-        let interrupted = store.settle_pending_usage().await?;
-        if interrupted > 0 {
-            tracing::warn!(
-                requests = interrupted,
-                "requests left running by the previous run (a crash?) are recorded as \
-                 interrupted at their worst case"
-            );
-        }
-        let journal = match journal {
-            Some((journal, leftovers)) => {
+                let recovered = store.recover_usage(&leftovers.records).await?;
+                if recovered > 0 {
+                    tracing::warn!(
+                        requests = recovered,
+                        "requests left running by the previous run (a crash?) are recorded as \
+                         interrupted at their worst case"
+                    );
+                }
                 leftovers.discard()?;
                 Some(journal)
             }
             None => None,
         };
+        // Rows an earlier version left pending, before there was a journal.
+        let interrupted = store.settle_pending_usage().await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                requests = interrupted,
+                "requests left pending by an earlier version are recorded as interrupted at \
+                 their worst case"
+            );
+        }
         let mut spent: HashMap<(Payer, Period), u64> = HashMap::new();
         for group in store.usage_totals(since_ms, None, None).await? {
             let payer = match (group.key_id, group.site_id) {
@@ -98,15 +100,40 @@ impl Metering {
                 *day_spent = day_spent.saturating_add(group.cost_micros);
             }
         }
+        if let Some(retention) = retention {
+            tokio::spawn(prune_usage(Arc::clone(&store), retention));
+        }
         Ok(Self {
             limiter: Arc::new(crate::limits::InProcessLimiter::new()),
             ledger: Arc::new(Ledger::new(spent)),
             prices,
-            recorder: UsageRecorder::start(store, flush_every),
+            recorder: UsageRecorder::start(Arc::clone(&store), flush_every),
             journal,
             webhooks,
             metrics,
         })
+    }
+}
+
+/// How often raw usage records past their retention are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+
+/// Deletes raw usage records older than `retention`, at start and then hourly, for as long as
+/// the process runs (several relays may do it at once: it is idempotent).
+async fn prune_usage(store: Arc<dyn Store>, retention: Duration) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let before_ms = crate::unix_now_ms().saturating_sub(retention_ms);
+        match store.prune_usage(before_ms).await {
+            Ok(0) => {}
+            Ok(deleted) => {
+                tracing::info!(deleted, "usage records past usage.retention_days deleted")
+            }
+            Err(error) => tracing::warn!(%error, "cannot delete old usage records; will retry"),
+        }
     }
 }
 

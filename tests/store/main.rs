@@ -82,9 +82,11 @@ contract!(
     a_rekeyed_site_keeps_its_previous_key_only_for_its_grace_period,
     a_relay_secret_is_made_once_and_then_kept,
     usage_records_written_together_read_back_identically_and_in_order,
-    a_final_usage_record_settles_its_pending_row_and_never_the_reverse,
     pending_usage_left_by_a_crash_is_settled_as_interrupted,
     usage_totals_are_summed_per_utc_day_caller_and_model,
+    usage_totals_come_from_the_daily_rollup_and_outlive_pruned_records,
+    recovery_records_only_the_requests_a_crashed_run_did_not,
+    the_same_request_id_twice_is_two_records,
     a_webhook_event_is_dispatched_once_and_its_delivery_is_leased_while_attempted,
     failed_webhook_attempts_are_retried_until_delivered_or_given_up,
     a_webhook_claim_for_one_endpoint_leaves_the_others_deliveries_due,
@@ -398,25 +400,6 @@ async fn a_relay_secret_is_made_once_and_then_kept(db: Database) {
     assert_eq!(second.relay_secret("other", 32).await.unwrap(), other);
 }
 
-fn usage(request_id: &str, at_ms: i64, outcome: Outcome) -> UsageRecord {
-    UsageRecord {
-        request_id: request_id.into(),
-        at_ms,
-        site_id: Some("site_a".into()),
-        key_id: None,
-        visitor: Some("v".into()),
-        model: "m1".into(),
-        upstream: "up".into(),
-        input_tokens: 100,
-        output_tokens: 200,
-        estimated: outcome == Outcome::Pending,
-        cost_micros: 900,
-        first_token_ms: None,
-        total_ms: 0,
-        outcome,
-    }
-}
-
 async fn usage_records_written_together_read_back_identically_and_in_order(db: Database) {
     let store = db.open().await;
     let record = |at_ms: i64, visitor: Option<&str>, outcome: Outcome| UsageRecord {
@@ -427,8 +410,10 @@ async fn usage_records_written_together_read_back_identically_and_in_order(db: D
         output_tokens: u64::MAX,
         estimated: true,
         cost_micros: 0,
+        first_token_ms: None,
         total_ms: 7,
-        ..usage("", at_ms, outcome)
+        outcome,
+        ..usage("", at_ms, Some("site_a"), 0)
     };
     // (Not NUL: PostgreSQL's text cannot hold it; visitors are hashes.)
     let mut records = vec![
@@ -457,46 +442,11 @@ async fn usage_records_written_together_read_back_identically_and_in_order(db: D
     assert_eq!(store.usage_since(0, Some("site_a"), None).await.unwrap().len(), 602);
 }
 
-async fn a_final_usage_record_settles_its_pending_row_and_never_the_reverse(db: Database) {
-    let store = db.open().await;
-    let pending = usage("req_a", 1_000, Outcome::Pending);
-    let done = UsageRecord {
-        at_ms: 1_500,
-        model: "m2".into(),
-        input_tokens: 10,
-        output_tokens: 20,
-        estimated: false,
-        cost_micros: 100,
-        first_token_ms: Some(5),
-        total_ms: 50,
-        outcome: Outcome::Completed,
-        ..pending.clone()
-    };
-    // The pending row keeps who and when; the final record brings what it cost and how it went.
-    let settled = UsageRecord { at_ms: 1_000, model: "m1".into(), ..done.clone() };
-    store.record_usage(std::slice::from_ref(&pending)).await.unwrap();
-    store.record_usage(std::slice::from_ref(&done)).await.unwrap();
-    assert_eq!(store.usage_since(0, None, None).await.unwrap(), std::slice::from_ref(&settled));
-    // A pending record never replaces a final one, nor does a second final record.
-    store.record_usage(std::slice::from_ref(&pending)).await.unwrap();
-    let late = UsageRecord { outcome: Outcome::Interrupted, cost_micros: 1, ..done.clone() };
-    store.record_usage(&[late]).await.unwrap();
-    assert_eq!(store.usage_since(0, None, None).await.unwrap(), std::slice::from_ref(&settled));
-
-    // Within one batch, too, whatever the order.
-    let pending_b = usage("req_b", 2_000, Outcome::Pending);
-    let done_b = UsageRecord { cost_micros: 7, outcome: Outcome::Interrupted, ..pending_b.clone() };
-    let pending_c = usage("req_c", 3_000, Outcome::Pending);
-    let done_c =
-        UsageRecord { cost_micros: 8, outcome: Outcome::UpstreamError, ..pending_c.clone() };
-    store.record_usage(&[pending_b, done_b.clone(), done_c.clone(), pending_c]).await.unwrap();
-    assert_eq!(store.usage_since(0, None, None).await.unwrap(), [settled, done_b, done_c]);
-}
-
 async fn pending_usage_left_by_a_crash_is_settled_as_interrupted(db: Database) {
     let store = db.open().await;
-    let pending = UsageRecord { estimated: false, ..usage("req_a", 1_000, Outcome::Pending) };
-    let done = usage("req_b", 2_000, Outcome::Completed);
+    // Rows that versions before the reservation journal left pending.
+    let pending = UsageRecord { outcome: Outcome::Pending, ..usage("req_a", 1_000, None, 90) };
+    let done = usage("req_b", 2_000, None, 1);
     store.record_usage(&[pending.clone(), done.clone()]).await.unwrap();
     assert_eq!(store.settle_pending_usage().await.unwrap(), 1);
     // At the worst case the pending row held.
@@ -506,52 +456,42 @@ async fn pending_usage_left_by_a_crash_is_settled_as_interrupted(db: Database) {
 }
 
 async fn usage_totals_are_summed_per_utc_day_caller_and_model(db: Database) {
-    const DAY: i64 = 86_400_000;
     let store = db.open().await;
     let record =
         |id: &str, at_ms: i64, site: Option<&str>, key: Option<&str>, model: &str| UsageRecord {
-            site_id: site.map(str::to_owned),
             key_id: key.map(str::to_owned),
             model: model.into(),
-            input_tokens: 1,
-            output_tokens: 2,
-            cost_micros: 10,
-            ..usage(id, at_ms, Outcome::Completed)
+            ..usage(id, at_ms, site, 1)
         };
     let huge = |id: &str| UsageRecord {
         output_tokens: u64::MAX,
         cost_micros: u64::MAX,
-        ..record(id, 2 * DAY, Some("site_b"), None, "m1")
+        ..record(id, 2 * DAY_MS, Some("site_b"), None, "m1")
     };
     store
         .record_usage(&[
             record("r1", 1_000, Some("site_a"), None, "m1"),
-            record("r2", DAY - 1, Some("site_a"), None, "m1"),
+            record("r2", DAY_MS - 1, Some("site_a"), None, "m1"),
             record("r3", 5_000, Some("site_a"), None, "m2"),
             record("r4", 6_000, None, Some("key_k"), "m1"),
-            record("r5", DAY, Some("site_a"), None, "m1"),
+            record("r5", DAY_MS, Some("site_a"), None, "m1"),
             huge("r6"),
-            huge("r7"),
-            huge("r8"),
         ])
         .await
         .unwrap();
-    let group =
+    // In a second batch, so that the rollup adds to a saturated sum.
+    store.record_usage(&[huge("r7"), huge("r8")]).await.unwrap();
+    let summed =
         |day: u64, site: Option<&str>, key: Option<&str>, model: &str, requests: u64| UsageGroup {
-            day_start: day * 86_400,
-            site_id: site.map(str::to_owned),
             key_id: key.map(str::to_owned),
             model: model.into(),
-            requests,
-            input_tokens: requests,
-            output_tokens: 2 * requests,
-            cost_micros: 10 * requests,
+            ..group(i64::try_from(day).unwrap(), site, requests, requests)
         };
-    // Sums past u64::MAX stop there.
+    // Sums stop at the largest stored integer.
     let saturated = UsageGroup {
-        output_tokens: u64::MAX,
-        cost_micros: u64::MAX,
-        ..group(2, Some("site_b"), None, "m1", 3)
+        output_tokens: i64::MAX as u64,
+        cost_micros: i64::MAX as u64,
+        ..summed(2, Some("site_b"), None, "m1", 3)
     };
     let totals = async |since_ms: i64, site: Option<&str>, key: Option<&str>| {
         let mut groups = store.usage_totals(since_ms, site, key).await.unwrap();
@@ -565,26 +505,19 @@ async fn usage_totals_are_summed_per_utc_day_caller_and_model(db: Database) {
         });
         groups
     };
-    assert_eq!(
-        totals(0, None, None).await,
-        [
-            group(0, None, Some("key_k"), "m1", 1),
-            group(0, Some("site_a"), None, "m1", 2),
-            group(0, Some("site_a"), None, "m2", 1),
-            group(1, Some("site_a"), None, "m1", 1),
-            saturated.clone(),
-        ]
-    );
-    assert_eq!(totals(DAY, None, None).await, [group(1, Some("site_a"), None, "m1", 1), saturated]);
-    assert_eq!(
-        totals(5_000, Some("site_a"), None).await,
-        [
-            group(0, Some("site_a"), None, "m1", 1),
-            group(0, Some("site_a"), None, "m2", 1),
-            group(1, Some("site_a"), None, "m1", 1),
-        ]
-    );
-    assert_eq!(totals(0, None, Some("key_k")).await, [group(0, None, Some("key_k"), "m1", 1)]);
+    let day_0 = [
+        summed(0, None, Some("key_k"), "m1", 1),
+        summed(0, Some("site_a"), None, "m1", 2),
+        summed(0, Some("site_a"), None, "m2", 1),
+    ];
+    let day_1 = summed(1, Some("site_a"), None, "m1", 1);
+    let all = [&day_0[..], &[day_1.clone(), saturated.clone()]].concat();
+    assert_eq!(totals(0, None, None).await, all);
+    // From the start of since_ms's day.
+    assert_eq!(totals(5_000, None, None).await, all);
+    assert_eq!(totals(DAY_MS + 1, None, None).await, [day_1.clone(), saturated]);
+    assert_eq!(totals(0, Some("site_a"), None).await, [&day_0[1..], &[day_1]].concat());
+    assert_eq!(totals(0, None, Some("key_k")).await, [day_0[0].clone()]);
     assert_eq!(totals(0, Some("site_none"), None).await, []);
 }
 
@@ -833,6 +766,107 @@ async fn concurrent_claims_from_two_stores_never_return_the_same_delivery(db: Da
     let all: HashSet<&String> = a.iter().chain(&b).collect();
     assert_eq!(all.len(), a.len() + b.len(), "claimed twice: {a:?} and {b:?}");
     assert_eq!(all, ids.iter().collect(), "every delivery claimed");
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+fn usage(request_id: &str, at_ms: i64, site: Option<&str>, tokens: u64) -> UsageRecord {
+    UsageRecord {
+        request_id: request_id.into(),
+        at_ms,
+        site_id: site.map(str::to_owned),
+        key_id: None,
+        visitor: None,
+        model: "m".into(),
+        upstream: "up".into(),
+        input_tokens: tokens,
+        output_tokens: 2 * tokens,
+        estimated: false,
+        cost_micros: 10 * tokens,
+        first_token_ms: Some(5),
+        total_ms: 9,
+        outcome: Outcome::Completed,
+    }
+}
+
+fn group(day: i64, site: Option<&str>, requests: u64, tokens: u64) -> UsageGroup {
+    UsageGroup {
+        day_start: u64::try_from(day * 86_400).unwrap(),
+        site_id: site.map(str::to_owned),
+        key_id: None,
+        model: "m".into(),
+        requests,
+        input_tokens: tokens,
+        output_tokens: 2 * tokens,
+        cost_micros: 10 * tokens,
+    }
+}
+
+async fn usage_totals_come_from_the_daily_rollup_and_outlive_pruned_records(db: Database) {
+    let store = db.open().await;
+    let day = 20_000;
+    // Two batches touch the same day and caller: the rollup adds them up.
+    store
+        .record_usage(&[
+            usage("r1", day * DAY_MS + 1, Some("site_a"), 1),
+            usage("r2", day * DAY_MS + 2, Some("site_a"), 2),
+            usage("r3", day * DAY_MS + 3, None, 4),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_usage(&[
+            usage("r4", day * DAY_MS + 4, Some("site_a"), 8),
+            usage("r5", (day + 1) * DAY_MS, Some("site_a"), 16),
+        ])
+        .await
+        .unwrap();
+    let mut totals = store.usage_totals(day * DAY_MS + 5, None, None).await.unwrap();
+    totals.sort_by_key(|g| (g.day_start, g.site_id.clone()));
+    let expected = [
+        group(day, None, 1, 4),
+        group(day, Some("site_a"), 3, 11),
+        group(day + 1, Some("site_a"), 1, 16),
+    ];
+    assert_eq!(totals, expected, "from the start of since_ms's day");
+    let one_site = store.usage_totals(0, Some("site_a"), None).await.unwrap();
+    assert_eq!(one_site.len(), 2);
+
+    assert_eq!(store.prune_usage((day + 1) * DAY_MS).await.unwrap(), 4);
+    let records = store.usage_since(0, None, None).await.unwrap();
+    assert_eq!(records.len(), 1, "only the record of the day after is left");
+    let mut after = store.usage_totals(0, None, None).await.unwrap();
+    after.sort_by_key(|g| (g.day_start, g.site_id.clone()));
+    assert_eq!(after, expected, "the rollup keeps what was pruned");
+}
+
+async fn recovery_records_only_the_requests_a_crashed_run_did_not(db: Database) {
+    let store = db.open().await;
+    let at = 20_000 * DAY_MS;
+    store.record_usage(&[usage("written", at + 10, Some("s"), 1)]).await.unwrap();
+    let mut left = [usage("written", at + 10, Some("s"), 100), usage("lost", at, Some("s"), 100)];
+    for record in &mut left {
+        record.outcome = Outcome::Interrupted;
+        record.estimated = true;
+    }
+    assert_eq!(store.recover_usage(&left).await.unwrap(), 1);
+    let records = store.usage_since(0, None, None).await.unwrap();
+    let summary: Vec<_> =
+        records.iter().map(|r| (r.request_id.as_str(), r.outcome, r.input_tokens)).collect();
+    assert_eq!(summary, [("lost", Outcome::Interrupted, 100), ("written", Outcome::Completed, 1)]);
+    let totals = store.usage_totals(0, None, None).await.unwrap();
+    assert_eq!(totals, [group(20_000, Some("s"), 2, 101)]);
+    assert_eq!(store.recover_usage(&[]).await.unwrap(), 0);
+}
+
+async fn the_same_request_id_twice_is_two_records(db: Database) {
+    // A trusted proxy may send one X-Request-Id with two requests: neither record is lost.
+    let store = db.open().await;
+    let at = 20_000 * DAY_MS;
+    store.record_usage(&[usage("req_same", at, None, 1)]).await.unwrap();
+    store.record_usage(&[usage("req_same", at + 1, None, 2)]).await.unwrap();
+    assert_eq!(store.usage_since(0, None, None).await.unwrap().len(), 2);
+    assert_eq!(store.usage_totals(0, None, None).await.unwrap(), [group(20_000, None, 2, 3)]);
 }
 
 /// What only an engine shared by several relays has to do.

@@ -1,4 +1,4 @@
--- The schema SQLite reached in its migrations 0001 to 0011 (crates/store-sqlite/migrations), in
+-- The schema SQLite reached in its migrations 0001 to 0012 (crates/store-sqlite/migrations), in
 -- one step and in PostgreSQL's types. The column names are SQLite's, so that the two engines
 -- read alike; the comments there say what each column means. What differs:
 --
@@ -7,7 +7,8 @@
 -- - Lists of names (models, scopes, widget suggestions) are TEXT[] instead of JSON text: the
 --   database keeps them as lists and sqlx reads them as `Vec<String>`, with nothing to parse.
 -- - A webhook payload stays TEXT, never JSONB: it is signed and sent byte for byte as stored.
--- - `usage.request_id` is NOT NULL: there are no rows from before request ids here.
+-- - `usage.request_id` is NOT NULL (there are no rows from before request ids here), and not
+--   unique, as in SQLite since 0012: two requests may carry one X-Request-Id.
 -- - The triggers that move `directory_version` also NOTIFY `confab_directory`, so that other
 --   relays reload at once instead of at their next poll.
 
@@ -78,7 +79,7 @@ CREATE TABLE api_keys (
 
 CREATE TABLE usage (
     id             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    request_id     TEXT NOT NULL UNIQUE,
+    request_id     TEXT NOT NULL,
     at_ms          BIGINT NOT NULL,
     site_id        TEXT,
     key_id         TEXT,
@@ -97,6 +98,21 @@ CREATE INDEX usage_by_time ON usage(at_ms);
 CREATE INDEX usage_by_site ON usage(site_id, at_ms);
 CREATE INDEX usage_by_key ON usage(key_id, at_ms);
 CREATE INDEX usage_pending ON usage(outcome) WHERE outcome = 'pending';
+
+-- The daily rollup that reports and budgets read, added to in the same transaction as every
+-- batch of records and kept when they are pruned. '' for no site or no key, as in SQLite (a
+-- primary key cannot hold a NULL). Sums saturate at the largest BIGINT.
+CREATE TABLE usage_daily (
+    day_start     BIGINT NOT NULL,   -- unix seconds at 00:00 UTC
+    site_id       TEXT NOT NULL,
+    key_id        TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    requests      BIGINT NOT NULL,
+    input_tokens  BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cost_micros   BIGINT NOT NULL,
+    PRIMARY KEY (day_start, site_id, key_id, model)
+);
 
 CREATE TABLE relay_secrets (
     name  TEXT PRIMARY KEY,

@@ -205,8 +205,16 @@ impl Store for PgStore {
         usage::record(&self.pool, records).await
     }
 
+    async fn recover_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
+        usage::recover(&self.pool, records).await
+    }
+
     async fn settle_pending_usage(&self) -> Result<u64, StoreError> {
         usage::settle_pending(&self.pool).await
+    }
+
+    async fn prune_usage(&self, before_ms: i64) -> Result<u64, StoreError> {
+        usage::prune(&self.pool, before_ms).await
     }
 
     async fn usage_since(

@@ -1,11 +1,12 @@
-//! `usage`: one row per chat request.
+//! `usage`: one row per chat request, and `usage_daily`, their sums per UTC day, caller and model,
+//! which reports and budgets read.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
-use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{PgTransaction, Row};
 
-use confab_store::{Outcome, StoreError, UsageGroup, UsageRecord};
+use confab_store::{Outcome, StoreError, UsageGroup, UsageRecord, daily_rollup};
 
 /// Counts are stored as BIGINT: one past `i64::MAX` is kept as `i64::MAX` (as in SQLite).
 fn int(value: u64) -> i64 {
@@ -17,53 +18,64 @@ fn count(row: &PgRow, column: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("usage.{column} < 0")))
 }
 
-/// What writing `records` one after the other does to the rows they name, as one record per
-/// request id, in the order each id first appears.
-///
-/// A single `INSERT … ON CONFLICT DO UPDATE` may not touch one row twice, so records of the same
-/// request in one batch are merged first, by the rule the upsert applies to stored rows: a final
-/// record settles a pending one (its tokens, cost, timings and outcome replace the pending
-/// row's), and nothing else replaces anything. Applying the merged record to the stored row gives
-/// what applying each in turn would.
-fn merged(records: &[UsageRecord]) -> Vec<UsageRecord> {
-    let mut merged: Vec<UsageRecord> = Vec::with_capacity(records.len());
-    let mut by_request: HashMap<&str, usize> = HashMap::new();
-    for record in records {
-        match by_request.get(record.request_id.as_str()) {
-            None => {
-                by_request.insert(&record.request_id, merged.len());
-                merged.push(record.clone());
-            }
-            Some(&at) => {
-                let first = &mut merged[at];
-                if first.outcome == Outcome::Pending && record.outcome != Outcome::Pending {
-                    first.input_tokens = record.input_tokens;
-                    first.output_tokens = record.output_tokens;
-                    first.estimated = record.estimated;
-                    first.cost_micros = record.cost_micros;
-                    first.first_token_ms = record.first_token_ms;
-                    first.total_ms = record.total_ms;
-                    first.outcome = record.outcome;
-                }
-            }
-        }
-    }
-    merged
-}
-
-/// Appends the records, all or none, in one statement: the batch travels as one array per
-/// column, which `UNNEST` turns back into rows in their order.
+/// Appends the records and adds them to the daily rollup, all or none (one transaction).
 pub async fn record(pool: &PgPool, records: &[UsageRecord]) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
     }
-    let records = merged(records);
+    let mut tx = pool.begin().await?;
+    insert(&mut tx, records).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records what a crashed run left unsettled, but for the requests whose record it did write
+/// (looked for among the records since the oldest of them).
+pub async fn recover(pool: &PgPool, records: &[UsageRecord]) -> Result<u64, StoreError> {
+    let Some(oldest) = records.iter().map(|r| r.at_ms).min() else { return Ok(0) };
+    let ids: Vec<&str> = records.iter().map(|r| r.request_id.as_str()).collect();
+    let mut tx = pool.begin().await?;
+    let written: HashSet<String> = sqlx::query_scalar(
+        "SELECT request_id FROM usage WHERE at_ms >= $1 AND request_id = ANY($2)",
+    )
+    .bind(oldest)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let missing: Vec<UsageRecord> =
+        records.iter().filter(|r| !written.contains(&r.request_id)).cloned().collect();
+    insert(&mut tx, &missing).await?;
+    tx.commit().await?;
+    Ok(u64::try_from(missing.len()).unwrap_or(u64::MAX))
+}
+
+/// `column = column + excluded.column` for `usage_daily`, saturating at the largest BIGINT.
+macro_rules! saturating_add {
+    ($column:ident) => {
+        concat!(
+            stringify!($column),
+            " = LEAST(usage_daily.",
+            stringify!($column),
+            "::numeric + excluded.",
+            stringify!($column),
+            ", 9223372036854775807)::bigint"
+        )
+    };
+}
+
+/// Appends the records (the batch travels as one array per column, which `UNNEST` turns back
+/// into rows in their order) and adds their sums to the daily rollup.
+async fn insert(tx: &mut PgTransaction<'_>, records: &[UsageRecord]) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
     let column = |value: fn(&UsageRecord) -> i64| records.iter().map(value).collect::<Vec<_>>();
     let text = |value: fn(&UsageRecord) -> &str| records.iter().map(value).collect::<Vec<_>>();
     let optional =
         |value: fn(&UsageRecord) -> Option<&str>| records.iter().map(value).collect::<Vec<_>>();
     sqlx::query(
-        // A final record replaces its pending row; a pending record never replaces anything.
         "INSERT INTO usage (request_id, at_ms, site_id, key_id, visitor, model, upstream, \
          input_tokens, output_tokens, estimated, cost_micros, first_token_ms, total_ms, \
          outcome) \
@@ -73,12 +85,7 @@ pub async fn record(pool: &PgPool, records: &[UsageRecord]) -> Result<(), StoreE
          $7::text[], $8::bigint[], $9::bigint[], $10::boolean[], $11::bigint[], $12::bigint[], \
          $13::bigint[], $14::text[]) WITH ORDINALITY AS r(request_id, at_ms, site_id, key_id, \
          visitor, model, upstream, input_tokens, output_tokens, estimated, cost_micros, \
-         first_token_ms, total_ms, outcome, n) ORDER BY n \
-         ON CONFLICT (request_id) DO UPDATE SET input_tokens = excluded.input_tokens, \
-         output_tokens = excluded.output_tokens, estimated = excluded.estimated, \
-         cost_micros = excluded.cost_micros, first_token_ms = excluded.first_token_ms, \
-         total_ms = excluded.total_ms, outcome = excluded.outcome \
-         WHERE usage.outcome = 'pending' AND excluded.outcome <> 'pending'",
+         first_token_ms, total_ms, outcome, n) ORDER BY n",
     )
     .bind(text(|r| &r.request_id))
     .bind(column(|r| r.at_ms))
@@ -94,33 +101,99 @@ pub async fn record(pool: &PgPool, records: &[UsageRecord]) -> Result<(), StoreE
     .bind(records.iter().map(|r| r.first_token_ms.map(int)).collect::<Vec<_>>())
     .bind(column(|r| int(r.total_ms)))
     .bind(text(|r| r.outcome.as_str()))
-    .execute(pool)
+    .execute(&mut **tx)
+    .await?;
+
+    // Every relay adds to the same rows (today's, per site and model): each batch takes their
+    // locks in one order, so that two batches wait for each other instead of deadlocking.
+    let mut groups = daily_rollup(records);
+    groups.sort_by(|a, b| {
+        (a.day_start, &a.site_id, &a.key_id, &a.model).cmp(&(
+            b.day_start,
+            &b.site_id,
+            &b.key_id,
+            &b.model,
+        ))
+    });
+    let sums =
+        |value: fn(&UsageGroup) -> u64| groups.iter().map(|g| int(value(g))).collect::<Vec<_>>();
+    let callers = |value: fn(&UsageGroup) -> &Option<String>| {
+        groups.iter().map(|g| value(g).as_deref().unwrap_or_default()).collect::<Vec<_>>()
+    };
+    sqlx::query(concat!(
+        // '' for no site or no key, as in SQLite: a primary key cannot hold a NULL.
+        "INSERT INTO usage_daily (day_start, site_id, key_id, model, requests, input_tokens, ",
+        "output_tokens, cost_micros) ",
+        "SELECT day_start, site_id, key_id, model, requests, input_tokens, output_tokens, ",
+        "cost_micros FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], ",
+        "$5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) WITH ORDINALITY ",
+        "AS g(day_start, site_id, key_id, model, requests, input_tokens, output_tokens, ",
+        "cost_micros, n) ORDER BY n ",
+        "ON CONFLICT (day_start, site_id, key_id, model) DO UPDATE SET ",
+        saturating_add!(requests),
+        ", ",
+        saturating_add!(input_tokens),
+        ", ",
+        saturating_add!(output_tokens),
+        ", ",
+        saturating_add!(cost_micros),
+    ))
+    .bind(sums(|g| g.day_start))
+    .bind(callers(|g| &g.site_id))
+    .bind(callers(|g| &g.key_id))
+    .bind(groups.iter().map(|g| g.model.as_str()).collect::<Vec<_>>())
+    .bind(sums(|g| g.requests))
+    .bind(sums(|g| g.input_tokens))
+    .bind(sums(|g| g.output_tokens))
+    .bind(sums(|g| g.cost_micros))
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// The condition of a usage query: from `$1` (unix ms) on, of the site `$2` and the key `$3` if
-/// they are given.
-macro_rules! usage_filter {
+/// Deletes the records that arrived before `before_ms`, a batch at a time (so that no
+/// transaction holds many rows for long); the daily rollup keeps their sums.
+pub async fn prune(pool: &PgPool, before_ms: i64) -> Result<u64, StoreError> {
+    const BATCH: i64 = 10_000;
+    let mut deleted = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM usage WHERE id IN \
+             (SELECT id FROM usage WHERE at_ms < $1 ORDER BY at_ms LIMIT $2)",
+        )
+        .bind(before_ms)
+        .bind(BATCH)
+        .execute(pool)
+        .await?;
+        deleted += done.rows_affected();
+        if done.rows_affected() < BATCH.unsigned_abs() {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// The condition on the caller of a usage query: the site `$2` and the key `$3` if they are
+/// given (`$1` is the time it starts from).
+macro_rules! caller_filter {
     () => {
-        "WHERE at_ms >= $1 AND ($2::text IS NULL OR site_id = $2) \
-         AND ($3::text IS NULL OR key_id = $3)"
+        "($2::text IS NULL OR site_id = $2) AND ($3::text IS NULL OR key_id = $3)"
     };
 }
 
-/// The rows of `sql`, a query filtered by [`usage_filter`].
+/// The rows of `sql`, a query from `$1` on, filtered by `caller_filter!`.
 async fn filtered(
     pool: &PgPool,
     sql: &'static str,
-    since_ms: i64,
+    since: i64,
     site_id: Option<&str>,
     key_id: Option<&str>,
 ) -> Result<Vec<PgRow>, StoreError> {
-    let rows = sqlx::query(sql).bind(since_ms).bind(site_id).bind(key_id).fetch_all(pool).await?;
+    let rows = sqlx::query(sql).bind(since).bind(site_id).bind(key_id).fetch_all(pool).await?;
     Ok(rows)
 }
 
-/// Settles what a previous run left pending as interrupted, at the worst case the rows hold.
+/// Settles what versions before the reservation journal left pending as interrupted, at the
+/// worst case the rows hold.
 pub async fn settle_pending(pool: &PgPool) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE usage SET outcome = 'interrupted', estimated = TRUE WHERE outcome = 'pending'",
@@ -138,8 +211,9 @@ pub async fn since(
 ) -> Result<Vec<UsageRecord>, StoreError> {
     let sql = concat!(
         "SELECT request_id, at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
-         output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome FROM usage ",
-        usage_filter!(),
+         output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome FROM usage \
+         WHERE at_ms >= $1 AND ",
+        caller_filter!(),
         " ORDER BY at_ms, id"
     );
     let rows = filtered(pool, sql, since_ms, site_id, key_id).await?;
@@ -168,97 +242,34 @@ pub async fn since(
         .collect()
 }
 
+/// The daily rollup from the UTC day of `since_ms` on.
 pub async fn totals(
     pool: &PgPool,
     since_ms: i64,
     site_id: Option<&str>,
     key_id: Option<&str>,
 ) -> Result<Vec<UsageGroup>, StoreError> {
-    // `SUM` of BIGINT is NUMERIC, which cannot overflow (SQLite's `SUM` could, and two absurd
-    // rows once kept the relay from starting); each sum is capped at `u64::MAX` and read as
-    // text, since sqlx reads NUMERIC only through another crate.
+    let since_day = since_ms.div_euclid(86_400_000) * 86_400;
     let sql = concat!(
-        "SELECT at_ms / 86400000 AS day, site_id, key_id, model, COUNT(*) AS requests, \
-         LEAST(SUM(input_tokens), 18446744073709551615)::text AS input_tokens, \
-         LEAST(SUM(output_tokens), 18446744073709551615)::text AS output_tokens, \
-         LEAST(SUM(cost_micros), 18446744073709551615)::text AS cost_micros FROM usage ",
-        usage_filter!(),
-        " GROUP BY day, site_id, key_id, model \
-         ORDER BY day, site_id NULLS FIRST, key_id NULLS FIRST, model"
+        "SELECT day_start, site_id, key_id, model, requests, input_tokens, output_tokens, \
+         cost_micros FROM usage_daily WHERE day_start >= $1 AND ",
+        caller_filter!(),
+        " ORDER BY day_start, site_id, key_id, model"
     );
-    let rows = filtered(pool, sql, since_ms, site_id, key_id).await?;
+    let rows = filtered(pool, sql, since_day, site_id, key_id).await?;
+    let none_if_empty = |value: String| (!value.is_empty()).then_some(value);
     rows.iter()
         .map(|row| {
             Ok(UsageGroup {
-                day_start: count(row, "day")?.saturating_mul(86_400),
-                site_id: row.try_get("site_id")?,
-                key_id: row.try_get("key_id")?,
+                day_start: count(row, "day_start")?,
+                site_id: none_if_empty(row.try_get("site_id")?),
+                key_id: none_if_empty(row.try_get("key_id")?),
                 model: row.try_get("model")?,
                 requests: count(row, "requests")?,
-                input_tokens: sum(row, "input_tokens")?,
-                output_tokens: sum(row, "output_tokens")?,
-                cost_micros: sum(row, "cost_micros")?,
+                input_tokens: count(row, "input_tokens")?,
+                output_tokens: count(row, "output_tokens")?,
+                cost_micros: count(row, "cost_micros")?,
             })
         })
         .collect()
-}
-
-/// A sum read as the text of a NUMERIC.
-fn sum(row: &PgRow, column: &str) -> Result<u64, StoreError> {
-    let value: String = row.try_get(column)?;
-    value.parse().map_err(|_| StoreError::Corrupt(format!("usage.{column} sums to {value}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::merged;
-    use confab_store::{Outcome, UsageRecord};
-
-    fn record(request_id: &str, cost_micros: u64, outcome: Outcome) -> UsageRecord {
-        UsageRecord {
-            request_id: request_id.into(),
-            at_ms: 1,
-            site_id: Some("site_a".into()),
-            key_id: None,
-            visitor: None,
-            model: "m".into(),
-            upstream: "up".into(),
-            input_tokens: 1,
-            output_tokens: 2,
-            estimated: outcome == Outcome::Pending,
-            cost_micros,
-            first_token_ms: None,
-            total_ms: 3,
-            outcome,
-        }
-    }
-
-    #[test]
-    fn a_final_record_settles_a_pending_one_of_the_same_batch() {
-        let pending = record("a", 100, Outcome::Pending);
-        let mut done = record("a", 40, Outcome::Completed);
-        done.at_ms = 2;
-        done.model = "other".into();
-        let other = record("b", 7, Outcome::Completed);
-        let merged = merged(&[pending.clone(), other.clone(), done]);
-        // The pending row keeps who and when; the final record brings what it cost and how.
-        let expected = UsageRecord {
-            cost_micros: 40,
-            estimated: false,
-            outcome: Outcome::Completed,
-            ..pending
-        };
-        assert_eq!(merged, [expected, other]);
-    }
-
-    #[test]
-    fn nothing_replaces_a_final_record_of_the_same_batch() {
-        let done = record("a", 40, Outcome::Completed);
-        let merged = merged(&[
-            done.clone(),
-            record("a", 100, Outcome::Pending),
-            record("a", 50, Outcome::Interrupted),
-        ]);
-        assert_eq!(merged, [done]);
-    }
 }

@@ -414,6 +414,14 @@ impl Store for SqliteStore {
         usage::record(&self.usage_pool, records).await
     }
 
+    async fn recover_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
+        usage::recover(&self.usage_pool, records).await
+    }
+
+    async fn prune_usage(&self, before_ms: i64) -> Result<u64, StoreError> {
+        usage::prune(&self.usage_pool, before_ms).await
+    }
+
     async fn settle_pending_usage(&self) -> Result<u64, StoreError> {
         usage::settle_pending(&self.pool).await
     }

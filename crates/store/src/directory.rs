@@ -490,8 +490,16 @@ impl Store for Cached {
         self.engine().record_usage(records).await
     }
 
+    async fn recover_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
+        self.engine().recover_usage(records).await
+    }
+
     async fn settle_pending_usage(&self) -> Result<u64, StoreError> {
         self.engine().settle_pending_usage().await
+    }
+
+    async fn prune_usage(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.engine().prune_usage(before_ms).await
     }
 
     async fn usage_since(

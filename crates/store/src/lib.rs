@@ -239,7 +239,7 @@ pub struct UsageRecord {
     pub outcome: Outcome,
 }
 
-/// Usage records of one UTC day, one caller and one model, summed.
+/// Usage records of one UTC day, one caller and one model, summed: a row of the daily rollup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageGroup {
     /// Unix seconds at the start of the day.
@@ -314,6 +314,30 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(error: sqlx::migrate::MigrateError) -> Self {
         Self::Migration(Box::new(error))
     }
+}
+
+/// `records` summed by UTC day, caller and model (saturating), as the daily rollup adds them.
+pub fn daily_rollup(records: &[UsageRecord]) -> Vec<UsageGroup> {
+    let mut groups: std::collections::HashMap<_, UsageGroup> = std::collections::HashMap::new();
+    for record in records {
+        let day_start = u64::try_from(record.at_ms.div_euclid(86_400_000)).unwrap_or(0) * 86_400;
+        let key = (day_start, &record.site_id, &record.key_id, &record.model);
+        let group = groups.entry(key).or_insert_with(|| UsageGroup {
+            day_start,
+            site_id: record.site_id.clone(),
+            key_id: record.key_id.clone(),
+            model: record.model.clone(),
+            requests: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_micros: 0,
+        });
+        group.requests = group.requests.saturating_add(1);
+        group.input_tokens = group.input_tokens.saturating_add(record.input_tokens);
+        group.output_tokens = group.output_tokens.saturating_add(record.output_tokens);
+        group.cost_micros = group.cost_micros.saturating_add(record.cost_micros);
+    }
+    groups.into_values().collect()
 }
 
 /// A new id for a stored row: `prefix_` and ten random alphanumerics (`site_4fK2…`).
@@ -408,13 +432,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn revoke_api_key(&self, id: &str, at: i64) -> Result<bool, StoreError>;
     /// Records when keys were last used (batched by the caller).
     async fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError>;
-    /// Writes usage records (one transaction). A record whose `request_id` is already stored
-    /// replaces that row if it is still `Pending` (a request settled in place); a `Pending`
-    /// record never replaces a settled one.
+    /// Appends usage records and adds them to the daily rollup that [`Store::usage_totals`]
+    /// reads, in one transaction.
     async fn record_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError>;
-    /// Settles the rows a previous run left `Pending` (it crashed, or could not finish writing)
-    /// as `Interrupted`, at the worst case they hold; returns how many there were.
+    /// Records the worst cases of requests a crashed run left unsettled (from its reservation
+    /// journal), like [`Store::record_usage`], but for the requests whose own record that run
+    /// did write (found by request id among the records since the oldest of them). Returns how
+    /// many were recorded.
+    async fn recover_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError>;
+    /// Settles the rows that versions before the reservation journal left `Pending` as
+    /// `Interrupted`, at the worst case they hold; returns how many there were.
     async fn settle_pending_usage(&self) -> Result<u64, StoreError>;
+    /// Deletes the raw records that arrived before `before_ms` (the rollup keeps their sums);
+    /// returns how many.
+    async fn prune_usage(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// Usage records from `since_ms` on, optionally of one site or one key, oldest first.
     async fn usage_since(
         &self,
@@ -422,8 +453,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         site_id: Option<&str>,
         key_id: Option<&str>,
     ) -> Result<Vec<UsageRecord>, StoreError>;
-    /// Usage from `since_ms` on summed per UTC day, caller and model (optionally of one site or
-    /// one key): what reports and budgets need, without reading every record.
+    /// Usage from the UTC day of `since_ms` on, summed per day, caller and model (optionally of
+    /// one site or one key), read from the daily rollup: what reports and budgets need, without
+    /// reading every record, and still there once the records are pruned.
     async fn usage_totals(
         &self,
         since_ms: i64,

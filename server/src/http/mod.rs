@@ -105,6 +105,7 @@ impl AppState {
                 config.journal_dir().as_deref(),
                 prices,
                 flush_every,
+                config.usage.retention(),
                 Arc::clone(&webhooks),
                 Arc::clone(&metrics),
             )
