@@ -107,6 +107,7 @@ impl AppState {
                 flush_every,
                 Arc::clone(&webhooks),
                 Arc::clone(&metrics),
+                config.redis.settings(&config.budgets).as_ref(),
             )
             .await?,
         );
@@ -132,6 +133,9 @@ impl AppState {
     /// events) to the store; run periodically while serving and once more at shutdown. `false`
     /// when something could not be written (logged).
     pub async fn flush(&self) -> bool {
+        // First, since settling budgets queues their alerts. Settles still waiting for Redis do
+        // not fail the flush: their usage records are written below either way.
+        self.metering.flush_settlements().await;
         let mut written = true;
         if let Err(error) = self.key_activity.flush(self.store.as_ref()).await {
             tracing::warn!(%error, "cannot record when keys were last used; will retry");

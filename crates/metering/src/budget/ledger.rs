@@ -1,12 +1,14 @@
-//! The ledger: what each payer has spent and holds in reservations this month and today, and
-//! the all-or-nothing reservation of a call's worst case against every budget it falls under.
+//! The ledger's contract, shared by both engines: payers and their budgets, the all-or-nothing
+//! reservation of a call's worst case against every budget it falls under, refusals, and the
+//! 80/100 % threshold crossings that settling reports.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::periods::{Period, PeriodKind, SECONDS_PER_DAY};
+use async_trait::async_trait;
+
+use super::periods::{Period, PeriodKind};
 use super::prices::{Micros, Usd};
+use crate::Unavailable;
 
 /// The shares of a budget at which an alert is raised, in percent.
 pub const ALERT_PERCENTS: [u8; 2] = [80, 100];
@@ -96,180 +98,28 @@ impl fmt::Display for Exhausted {
 
 impl std::error::Error for Exhausted {}
 
-/// What the ledger knows of one payer in one period.
-#[derive(Debug, Clone, Default)]
-struct Account {
-    spent: Micros,
-    reserved: Micros,
-    /// Reservations not yet settled or dropped; the entry is kept while there are any.
-    open: usize,
-    /// Which of [`ALERT_PERCENTS`] have been reported, by index.
-    reported: [bool; ALERT_PERCENTS.len()],
-}
-
 /// One budget entry a reservation holds: the account, and the budget it was admitted under.
-#[derive(Debug, Clone)]
-struct Hold {
-    payer: Payer,
-    period: Period,
-    budget: Option<Micros>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub payer: Payer,
+    pub period: Period,
+    pub budget: Option<Micros>,
 }
 
-#[derive(Debug, Default)]
-struct LedgerState {
-    accounts: HashMap<(Payer, Period), Account>,
-    /// The start of the latest day seen by `reserve`: periods that end by then are past.
-    today: u64,
-}
-
-impl LedgerState {
-    /// Drops the accounts of past periods, once per new day (so the cost is amortised over the
-    /// day's calls). Accounts with open reservations stay until those end (see `finish`).
-    fn sweep(&mut self, now_unix: u64) {
-        let today = now_unix - now_unix % SECONDS_PER_DAY;
-        // Only forwards: a clock stepping back must not drop the current periods.
-        if today <= self.today {
-            return;
-        }
-        self.today = today;
-        self.accounts.retain(|(_, period), account| account.open > 0 || period.ends_at() > today);
-    }
-
-    /// Ends a reservation: releases `amount` from each hold and, when settled, adds the actual
-    /// cost and reports the thresholds that this crossed.
-    fn finish(
-        &mut self,
-        holds: Vec<Hold>,
-        amount: Micros,
-        actual: Option<Micros>,
-    ) -> Vec<Crossing> {
-        let mut crossings = Vec::new();
-        for Hold { payer, period, budget } in holds {
-            let key = (payer, period);
-            // The account exists while the reservation is open; recreate it rather than lose
-            // the spend if that ever fails to hold.
-            let account = self.accounts.entry(key.clone()).or_default();
-            account.reserved = account.reserved.saturating_sub(amount);
-            account.open = account.open.saturating_sub(1);
-            if let Some(actual) = actual {
-                let before = account.spent;
-                account.spent = before.saturating_add(actual);
-                if let Some(budget) = budget {
-                    for (index, &percent) in ALERT_PERCENTS.iter().enumerate() {
-                        let reached = |spent: Micros| {
-                            u128::from(spent) * 100 >= u128::from(budget) * u128::from(percent)
-                        };
-                        // Spend loaded at start-up above a threshold was reported before then.
-                        if !account.reported[index] && !reached(before) && reached(account.spent) {
-                            account.reported[index] = true;
-                            crossings.push(Crossing {
-                                payer: key.0.clone(),
-                                period: key.1,
-                                percent,
-                                spent: account.spent,
-                                budget,
-                            });
-                        }
-                    }
-                }
-            }
-            // A call that began before midnight settles into its own period, which is past now.
-            if account.open == 0 && key.1.ends_at() <= self.today {
-                self.accounts.remove(&key);
+/// The holds of a call made at `now_unix` by `payers`: the month and the day containing it, for
+/// every payer. A payer listed twice is held once, under the tighter of its budgets.
+pub(crate) fn holds_of(payers: &[(Payer, BudgetRule)], now_unix: u64) -> Vec<Hold> {
+    let (month, day) = (Period::month_of(now_unix), Period::day_of(now_unix));
+    let mut holds: Vec<Hold> = Vec::with_capacity(payers.len() * 2);
+    for (payer, rule) in payers {
+        for (period, budget) in [(month, rule.monthly), (day, rule.daily)] {
+            match holds.iter_mut().find(|h| h.period == period && &h.payer == payer) {
+                Some(hold) => hold.budget = tighter(hold.budget, budget),
+                None => holds.push(Hold { payer: payer.clone(), period, budget }),
             }
         }
-        crossings
     }
-}
-
-/// Spend and reservations per payer and period, in this process.
-#[derive(Debug, Default)]
-pub struct Ledger {
-    state: Mutex<LedgerState>,
-}
-
-impl Ledger {
-    /// A ledger that starts from what the usage table records for the current month and day of
-    /// each payer. Entries of other periods are harmless: they are dropped at the first call.
-    pub fn new(spent: HashMap<(Payer, Period), Micros>) -> Self {
-        let accounts = spent
-            .into_iter()
-            .map(|(key, spent)| (key, Account { spent, ..Account::default() }))
-            .collect();
-        Self { state: Mutex::new(LedgerState { accounts, today: 0 }) }
-    }
-
-    /// Every update under the lock is plain saturating arithmetic on a map, so a thread that
-    /// panicked while holding it cannot have left a half-done change: the state is still usable.
-    fn lock(&self) -> MutexGuard<'_, LedgerState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Reserves `amount` for a call made at `now_unix` against the month and the day containing
-    /// it, for every payer, all or nothing.
-    ///
-    /// Each budget admits the call when `spent + reserved + amount <= budget`, and a budget that
-    /// is used up (`spent >= budget`) refuses even a call that costs nothing: used up means used
-    /// up. Spend is tracked in both periods whether or not the payer has a budget there, so a
-    /// budget that changes at run time applies to what was already spent. A payer listed twice
-    /// is held once, under the tighter of its budgets. On refusal nothing is reserved and the
-    /// first budget without room is named, in the order given, monthly before daily.
-    pub fn reserve(
-        self: &Arc<Self>,
-        payers: &[(Payer, BudgetRule)],
-        amount: Micros,
-        now_unix: u64,
-    ) -> Result<Reservation, Exhausted> {
-        let (month, day) = (Period::month_of(now_unix), Period::day_of(now_unix));
-        let mut holds: Vec<Hold> = Vec::with_capacity(payers.len() * 2);
-        for (payer, rule) in payers {
-            for (period, budget) in [(month, rule.monthly), (day, rule.daily)] {
-                match holds.iter_mut().find(|h| h.period == period && &h.payer == payer) {
-                    Some(hold) => hold.budget = tighter(hold.budget, budget),
-                    None => holds.push(Hold { payer: payer.clone(), period, budget }),
-                }
-            }
-        }
-
-        let mut state = self.lock();
-        state.sweep(now_unix);
-        for hold in &holds {
-            let Some(budget) = hold.budget else { continue };
-            let (spent, reserved) = state
-                .accounts
-                .get(&(hold.payer.clone(), hold.period))
-                .map_or((0, 0), |account| (account.spent, account.reserved));
-            let committed = spent.saturating_add(reserved).saturating_add(amount);
-            if spent >= budget || committed > budget {
-                return Err(Exhausted {
-                    payer: hold.payer.clone(),
-                    period: hold.period,
-                    budget,
-                    spent,
-                    reserved,
-                });
-            }
-        }
-        for hold in &holds {
-            let account = state.accounts.entry((hold.payer.clone(), hold.period)).or_default();
-            account.reserved = account.reserved.saturating_add(amount);
-            account.open += 1;
-        }
-        drop(state);
-
-        Ok(Reservation { ledger: Arc::clone(self), holds, amount })
-    }
-
-    /// What a payer has spent (settled) in a period, as far as this ledger knows: what it was
-    /// started with plus what was settled since. Past periods read 0 once dropped.
-    pub fn spent(&self, payer: &Payer, period: Period) -> Micros {
-        self.lock().accounts.get(&(payer.clone(), period)).map_or(0, |account| account.spent)
-    }
-
-    /// What calls in flight have reserved against a payer in a period.
-    pub fn reserved(&self, payer: &Payer, period: Period) -> Micros {
-        self.lock().accounts.get(&(payer.clone(), period)).map_or(0, |account| account.reserved)
-    }
+    holds
 }
 
 /// The tighter of two budgets, where `None` is unlimited.
@@ -280,352 +130,114 @@ fn tighter(a: Option<Micros>, b: Option<Micros>) -> Option<Micros> {
     }
 }
 
-/// Room held in the ledger for one call's worst case.
+/// Whether `spent` has reached `percent` of `budget`.
+pub(crate) fn reached(spent: Micros, budget: Micros, percent: u8) -> bool {
+    u128::from(spent) * 100 >= u128::from(budget) * u128::from(percent)
+}
+
+/// Room held for one call's worst case, from admission until the call is settled (with its real
+/// cost) or released (it never reached the upstream).
 ///
-/// Settle it with the real cost once the call is over, however it ended. Dropping it unsettled
-/// releases it without charging anything, which is right only when the upstream was never
-/// called: once it was, the call must be settled, with an estimate if need be.
+/// It is plain data: the ledger that made it settles or releases it, and a settle of the same
+/// reservation that is retried after a failure is counted once.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
-    ledger: Arc<Ledger>,
-    /// Emptied when settled, so that `drop` has nothing left to release.
-    holds: Vec<Hold>,
-    amount: Micros,
+    pub(crate) request_id: String,
+    pub(crate) holds: Vec<Hold>,
+    pub(crate) amount: Micros,
+    /// `false` for a call admitted without a reservation while the shared store could not be
+    /// reached (`budgets.on_store_error = "open"`): nothing is held, its cost is still counted.
+    pub(crate) held: bool,
+    /// Redis: the generation of the shared spend the reservation was made under (0: unknown).
+    /// A settle under another generation (Redis lost its data and was seeded again from the
+    /// database since) adds nothing, since the seed counted what the database had.
+    pub(crate) generation: u64,
 }
 
 impl Reservation {
+    /// A call that holds nothing but whose cost counts against the budgets of `payers` in the
+    /// periods of `at_unix`: for requests recovered after a crash, recorded at their worst case.
+    pub fn unheld(
+        request_id: &str,
+        payers: &[(Payer, BudgetRule)],
+        at_unix: u64,
+        generation: u64,
+    ) -> Self {
+        Self {
+            request_id: request_id.to_owned(),
+            holds: holds_of(payers, at_unix),
+            amount: 0,
+            held: false,
+            generation,
+        }
+    }
+
     /// The amount reserved: the call's worst case.
     pub fn amount(&self) -> Micros {
         self.amount
     }
+
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Whether room is held (see [`Reservation::unheld`]).
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    pub fn holds(&self) -> &[Hold] {
+        &self.holds
+    }
+}
+
+/// Why a reservation was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReserveError {
+    /// A budget has no room for the call (HTTP 402).
+    #[error(transparent)]
+    Exhausted(Box<Exhausted>),
+    /// The shared store could not be reached, and calls are refused then (HTTP 503 with
+    /// `Retry-After`; `budgets.on_store_error = "closed"`).
+    #[error(transparent)]
+    Unavailable(Unavailable),
+}
+
+/// Spend and reservations per payer and period.
+///
+/// Every method is all or nothing. `reserve` admits a call when `spent + reserved + amount <=
+/// budget` holds for every budget it touches, and a budget that is used up (`spent >= budget`)
+/// refuses even a call that costs nothing: used up means used up. Spend is tracked in both
+/// periods whether or not the payer has a budget there, so a budget that changes at run time
+/// applies to what was already spent. On refusal nothing is reserved and the first budget
+/// without room is named, in the order given, monthly before daily.
+#[async_trait]
+pub trait BudgetLedger: Send + Sync + fmt::Debug + 'static {
+    /// Reserves `amount` for the call `request_id` against the month and the day containing
+    /// now, for every payer.
+    async fn reserve(
+        &self,
+        request_id: &str,
+        payers: &[(Payer, BudgetRule)],
+        amount: Micros,
+    ) -> Result<Reservation, ReserveError>;
 
     /// Releases the reservation and records `actual` as spent in each of its periods, even when
     /// it is more than was reserved (the truth is recorded; the cap on `max_tokens` is what keeps
     /// that from happening). Returns the alert thresholds this settlement crossed: a threshold is
     /// crossed when the spend goes from below it to at or above it, and each is reported at most
     /// once per payer and period, even if the budget is changed in the meantime. Spend the ledger
-    /// was started with does not count as crossing, so a restart does not repeat alerts.
-    pub fn settle(mut self, actual: Micros) -> Vec<Crossing> {
-        let holds = std::mem::take(&mut self.holds);
-        self.ledger.lock().finish(holds, self.amount, Some(actual))
-    }
-}
+    /// was seeded with does not count as crossing, so a restart does not repeat alerts.
+    ///
+    /// Settling the same reservation again (a retry after an error whose first attempt did go
+    /// through) changes nothing and reports nothing.
+    async fn settle(
+        &self,
+        reservation: &Reservation,
+        actual: Micros,
+    ) -> Result<Vec<Crossing>, Unavailable>;
 
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if !self.holds.is_empty() {
-            let holds = std::mem::take(&mut self.holds);
-            self.ledger.lock().finish(holds, self.amount, None);
-        }
-    }
-}
-
-/// Names the periods and the amount, not the whole ledger.
-impl fmt::Debug for Reservation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reservation")
-            .field("amount", &self.amount)
-            .field("holds", &self.holds)
-            .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use std::sync::Barrier;
-
-    /// 2026-05-14T12:00:00Z.
-    const NOW: u64 = 1_778_760_000;
-
-    fn site() -> Payer {
-        Payer::Site("site_1".to_owned())
-    }
-
-    fn key() -> Payer {
-        Payer::Key("key_1".to_owned())
-    }
-
-    fn monthly(budget: Micros) -> BudgetRule {
-        BudgetRule { monthly: Some(budget), daily: None }
-    }
-
-    fn month() -> Period {
-        Period::month_of(NOW)
-    }
-
-    fn ledger() -> Arc<Ledger> {
-        Arc::new(Ledger::new(HashMap::new()))
-    }
-
-    // The ledger.
-
-    #[test]
-    fn two_hundred_concurrent_calls_against_a_budget_for_fifty_serve_exactly_fifty() {
-        const COST: Micros = 12_345;
-        let ledger = ledger();
-        let payers = [(site(), monthly(50 * COST))];
-        let barrier = Barrier::new(200);
-        let served = std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..200)
-                .map(|_| {
-                    scope.spawn(|| {
-                        barrier.wait();
-                        let reservation = ledger.reserve(&payers, COST, NOW).ok()?;
-                        assert!(ledger.spent(&site(), month()) <= 50 * COST);
-                        reservation.settle(COST);
-                        Some(())
-                    })
-                })
-                .collect();
-            threads.into_iter().filter_map(|thread| thread.join().unwrap()).count()
-        });
-        assert_eq!(served, 50);
-        assert_eq!(ledger.spent(&site(), month()), 50 * COST);
-        assert_eq!(ledger.reserved(&site(), month()), 0);
-
-        let refused = ledger.reserve(&payers, COST, NOW).unwrap_err();
-        assert_eq!(refused.payer, site());
-        assert_eq!(refused.period_kind(), PeriodKind::Monthly);
-        assert_eq!(refused.period_kind().as_str(), "monthly");
-        assert_eq!(refused.spent, 50 * COST);
-    }
-
-    #[test]
-    fn settling_for_less_than_reserved_releases_the_rest() {
-        let ledger = ledger();
-        let payers = [(site(), monthly(1_000))];
-        let first = ledger.reserve(&payers, 600, NOW).unwrap();
-        assert_eq!(ledger.reserved(&site(), month()), 600);
-        assert!(ledger.reserve(&payers, 600, NOW).is_err());
-
-        assert!(first.settle(100).is_empty());
-        assert_eq!(ledger.spent(&site(), month()), 100);
-        assert_eq!(ledger.reserved(&site(), month()), 0);
-        let second = ledger.reserve(&payers, 600, NOW).unwrap();
-        assert_eq!(ledger.reserved(&site(), month()), 600);
-        drop(second);
-    }
-
-    #[test]
-    fn dropping_an_unsettled_reservation_releases_it_without_charging() {
-        let ledger = ledger();
-        let payers = [(site(), monthly(1_000))];
-        let reservation = ledger.reserve(&payers, 1_000, NOW).unwrap();
-        assert!(ledger.reserve(&payers, 1, NOW).is_err());
-        drop(reservation);
-        assert_eq!(ledger.reserved(&site(), month()), 0);
-        assert_eq!(ledger.spent(&site(), month()), 0);
-        assert!(ledger.reserve(&payers, 1_000, NOW).is_ok());
-    }
-
-    #[test]
-    fn settling_more_than_reserved_records_what_was_actually_spent() {
-        let ledger = ledger();
-        let reservation = ledger.reserve(&[(site(), monthly(1_000))], 100, NOW).unwrap();
-        reservation.settle(1_500);
-        assert_eq!(ledger.spent(&site(), month()), 1_500);
-        assert_eq!(ledger.reserved(&site(), month()), 0);
-    }
-
-    #[test]
-    fn a_reservation_is_all_or_nothing_across_payers() {
-        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 1_000)])));
-        let held = ledger.reserve(&[(key(), monthly(10_000))], 300, NOW).unwrap();
-
-        let refused = ledger
-            .reserve(&[(key(), monthly(10_000)), (site(), monthly(1_000))], 200, NOW)
-            .unwrap_err();
-        assert_eq!(refused.payer, site());
-        assert_eq!(ledger.reserved(&key(), month()), 300);
-        assert_eq!(ledger.reserved(&site(), month()), 0);
-        drop(held);
-    }
-
-    #[test]
-    fn a_payer_listed_twice_is_held_once_under_the_tighter_budget() {
-        let ledger = ledger();
-        let payers = [(site(), monthly(10_000)), (site(), monthly(500))];
-        assert_eq!(ledger.reserve(&payers, 600, NOW).unwrap_err().budget, 500);
-        let reservation = ledger.reserve(&payers, 400, NOW).unwrap();
-        assert_eq!(ledger.reserved(&site(), month()), 400);
-        reservation.settle(400);
-        assert_eq!(ledger.spent(&site(), month()), 400);
-    }
-
-    #[test]
-    fn a_daily_budget_blocks_while_the_month_has_room_and_admits_again_the_next_day() {
-        let ledger = ledger();
-        let payers = [(key(), BudgetRule { monthly: Some(10_000), daily: Some(1_000) })];
-        ledger.reserve(&payers, 1_000, NOW).unwrap().settle(1_000);
-
-        let refused = ledger.reserve(&payers, 1, NOW).unwrap_err();
-        assert_eq!(refused.period, Period::day_of(NOW));
-        assert_eq!(refused.period_kind(), PeriodKind::Daily);
-
-        let tomorrow = NOW + SECONDS_PER_DAY;
-        ledger.reserve(&payers, 1_000, tomorrow).unwrap().settle(1_000);
-        assert_eq!(ledger.spent(&key(), Period::month_of(tomorrow)), 2_000);
-        assert_eq!(ledger.spent(&key(), Period::day_of(tomorrow)), 1_000);
-    }
-
-    #[test]
-    fn a_new_month_starts_with_nothing_spent() {
-        let ledger = ledger();
-        let payers = [(site(), monthly(1_000))];
-        let last_second = 1_798_761_599; // 2026-12-31T23:59:59Z
-        ledger.reserve(&payers, 1_000, last_second).unwrap().settle(1_000);
-        assert!(ledger.reserve(&payers, 1, last_second).is_err());
-        assert!(ledger.reserve(&payers, 1_000, last_second + 1).is_ok());
-    }
-
-    #[test]
-    fn spend_is_tracked_for_payers_without_a_budget() {
-        let ledger = ledger();
-        ledger.reserve(&[(key(), BudgetRule::default())], u64::MAX, NOW).unwrap().settle(700);
-        assert_eq!(ledger.spent(&key(), month()), 700);
-        assert_eq!(ledger.spent(&key(), Period::day_of(NOW)), 700);
-        // A budget set later applies to what was already spent.
-        assert!(ledger.reserve(&[(key(), monthly(1_000))], 400, NOW).is_err());
-    }
-
-    #[test]
-    fn a_used_up_budget_refuses_even_a_free_call() {
-        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 1_000)])));
-        assert!(ledger.reserve(&[(site(), monthly(1_000))], 0, NOW).is_err());
-        assert!(ledger.reserve(&[(site(), monthly(1_001))], 0, NOW).is_ok());
-        assert!(ledger.reserve(&[(site(), monthly(0))], 0, NOW).is_err());
-    }
-
-    #[test]
-    fn crossing_80_then_100_percent_is_reported_once_each() {
-        let ledger = ledger();
-        let payers = [(site(), monthly(1_000))];
-        let settle = |actual| ledger.reserve(&payers, 100, NOW).unwrap().settle(actual);
-
-        assert_eq!(settle(790), vec![]);
-        let crossing =
-            Crossing { payer: site(), period: month(), percent: 80, spent: 800, budget: 1_000 };
-        assert_eq!(settle(10), vec![crossing]);
-        assert_eq!(settle(100), vec![]);
-        let crossing =
-            Crossing { payer: site(), period: month(), percent: 100, spent: 1_000, budget: 1_000 };
-        assert_eq!(settle(100), vec![crossing]);
-        // A budget raised later in the period does not report its thresholds again: each is
-        // reported once per payer and period.
-        let raised = ledger.reserve(&[(site(), monthly(2_000))], 700, NOW).unwrap().settle(700);
-        assert_eq!(raised, vec![]);
-        assert_eq!(ledger.spent(&site(), month()), 1_700);
-    }
-
-    #[test]
-    fn a_settlement_jumping_from_50_to_100_percent_reports_both_thresholds() {
-        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 500)])));
-        let crossings = ledger.reserve(&[(site(), monthly(1_000))], 500, NOW).unwrap().settle(500);
-        let percents: Vec<u8> = crossings.iter().map(|c| c.percent).collect();
-        assert_eq!(percents, [80, 100]);
-        assert!(crossings.iter().all(|c| c.spent == 1_000 && c.budget == 1_000));
-    }
-
-    #[test]
-    fn spend_loaded_at_start_up_above_a_threshold_is_not_reported_again() {
-        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 850)])));
-        let crossings = ledger.reserve(&[(site(), monthly(1_000))], 100, NOW).unwrap().settle(100);
-        assert_eq!(crossings, vec![]);
-    }
-
-    #[test]
-    fn crossings_are_reported_for_each_budget_that_crosses() {
-        let ledger = ledger();
-        let payers = [
-            (key(), BudgetRule { monthly: Some(10_000), daily: Some(1_000) }),
-            (site(), monthly(1_250)),
-        ];
-        let crossings = ledger.reserve(&payers, 1_000, NOW).unwrap().settle(1_000);
-        let seen: Vec<(Payer, PeriodKind, u8)> =
-            crossings.iter().map(|c| (c.payer.clone(), c.period.kind(), c.percent)).collect();
-        assert_eq!(
-            seen,
-            [
-                (key(), PeriodKind::Daily, 80),
-                (key(), PeriodKind::Daily, 100),
-                (site(), PeriodKind::Monthly, 80)
-            ]
-        );
-    }
-
-    #[test]
-    fn the_refusal_message_names_the_payer_kind_the_period_and_the_budget() {
-        let used_up = Exhausted {
-            payer: site(),
-            period: month(),
-            budget: 5_000_000,
-            spent: 5_000_000,
-            reserved: 0,
-        };
-        assert_eq!(used_up.to_string(), "the site's monthly budget of $5.00 is used up");
-
-        let little_left = Exhausted {
-            payer: key(),
-            period: Period::day_of(NOW),
-            budget: 250_000,
-            spent: 100_000,
-            reserved: 120_000,
-        };
-        assert_eq!(
-            little_left.to_string(),
-            "the key's daily budget of $0.25 has too little left for this request"
-        );
-    }
-
-    #[test]
-    fn entries_for_past_periods_are_dropped() {
-        let last_month = Period::Month { year: 2026, month: 4 };
-        let yesterday = Period::day_of(NOW - SECONDS_PER_DAY);
-        let ledger = Arc::new(Ledger::new(HashMap::from([
-            ((site(), last_month), 9_000),
-            ((site(), yesterday), 500),
-            ((site(), month()), 700),
-        ])));
-        ledger.reserve(&[(site(), monthly(10_000))], 100, NOW).unwrap().settle(100);
-
-        assert_eq!(ledger.spent(&site(), last_month), 0);
-        assert_eq!(ledger.spent(&site(), yesterday), 0);
-        assert_eq!(ledger.spent(&site(), month()), 800);
-        let mut kept: Vec<Period> = ledger.lock().accounts.keys().map(|(_, p)| *p).collect();
-        kept.sort_by_key(Period::starts_at);
-        assert_eq!(kept, [month(), Period::day_of(NOW)]);
-    }
-
-    #[test]
-    fn a_call_open_across_midnight_settles_into_its_own_day_which_is_dropped_afterwards() {
-        let ledger = ledger();
-        let payers = [(site(), BudgetRule { monthly: None, daily: Some(1_000) })];
-        let before_midnight = Period::day_of(NOW).ends_at() - 1;
-        let late_call = ledger.reserve(&payers, 400, before_midnight).unwrap();
-        ledger.reserve(&payers, 400, before_midnight + 1).unwrap().settle(400);
-
-        // The first day's account survives the sweep while its call is open.
-        assert_eq!(ledger.reserved(&site(), Period::day_of(before_midnight)), 400);
-        let crossings = late_call.settle(900);
-        assert_eq!(crossings.iter().map(|c| c.percent).collect::<Vec<_>>(), [80]);
-        assert_eq!(ledger.spent(&site(), Period::day_of(before_midnight)), 0);
-        assert_eq!(ledger.spent(&site(), Period::day_of(before_midnight + 1)), 400);
-        assert_eq!(ledger.spent(&site(), month()), 1_300);
-    }
-
-    #[test]
-    fn the_ledger_keeps_working_after_a_thread_panicked_while_holding_it() {
-        let ledger = ledger();
-        let holder = Arc::clone(&ledger);
-        let panicked = std::thread::spawn(move || {
-            let _state = holder.lock();
-            panic!("panicking while the ledger is locked");
-        })
-        .join();
-        assert!(panicked.is_err());
-        assert!(ledger.state.is_poisoned());
-        ledger.reserve(&[(site(), monthly(1_000))], 100, NOW).unwrap().settle(100);
-        assert_eq!(ledger.spent(&site(), month()), 100);
-    }
+    /// Releases the reservation without charging anything: right only when the upstream was
+    /// never called. Releasing twice changes nothing.
+    async fn release(&self, reservation: &Reservation) -> Result<(), Unavailable>;
 }
