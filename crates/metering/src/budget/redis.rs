@@ -214,7 +214,8 @@ impl RedisLedger {
         })
     }
 
-    /// A reservation that could not be made: refused, or admitted without one.
+    /// A reservation that could not be made: refused (`on_store_error = "closed"`), or admitted
+    /// without one (`"open"`, or a caller with no budget at all).
     fn degraded_reservation(
         &self,
         request_id: &str,
@@ -222,12 +223,14 @@ impl RedisLedger {
         amount: Micros,
         error: Unavailable,
     ) -> Result<Reservation, ReserveError> {
+        // A caller without any budget has nothing to overspend: it is admitted either way.
+        let unbudgeted = holds.iter().all(|hold| hold.budget.is_none());
         match self.on_store_error {
-            OnStoreError::Closed => {
+            OnStoreError::Closed if !unbudgeted => {
                 self.degraded.record(Decision::BudgetRefused, "Redis unavailable");
                 Err(ReserveError::Unavailable(error))
             }
-            OnStoreError::Open => {
+            OnStoreError::Closed | OnStoreError::Open => {
                 self.degraded.record(Decision::BudgetUnreserved, "Redis unavailable");
                 Ok(Reservation {
                     request_id: request_id.to_owned(),
