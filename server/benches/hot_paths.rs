@@ -12,7 +12,7 @@ use confab_protocol::ChatRequest;
 use confab_protocol::sse::SseParser;
 use confab_server::config::{PolicyDefaults, RequestLimits};
 use confab_server::cut::Cut;
-use confab_server::limits::{InProcessLimiter, RateLimiter, Rule, Subject};
+use confab_server::limits::{InProcessLimiter, Rule, Subject};
 use confab_server::policy::SitePolicy;
 use confab_server::relay::{RelayStream, Step, Timing};
 use confab_server::sitekey::{KeyKind, NewKey, PresentedKey};
@@ -155,7 +155,7 @@ fn limiter(c: &mut Criterion) {
                     visitor,
                 ),
             ];
-            black_box(limiter.admit(&checks, 0, Instant::now()).unwrap());
+            black_box(limiter.admit_at(&checks, 0, Instant::now()).unwrap());
         });
     });
 }

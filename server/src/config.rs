@@ -41,6 +41,11 @@ pub struct Config {
     pub log: LogConfig,
     /// Webhook endpoints and their events.
     pub webhooks: crate::webhooks::config::WebhooksConfig,
+    /// Several relays sharing rate limits and budgets through Redis; unset, they stay in this
+    /// process.
+    pub redis: RedisConfig,
+    /// What budgets do when Redis cannot be reached.
+    pub budgets: BudgetsConfig,
     /// Model prices, for budgets and usage costs: `[prices."model"]`.
     pub prices: std::collections::BTreeMap<String, crate::budget::Price>,
     /// LLM providers. With none configured the built-in demo upstream serves `demo.model`.
@@ -216,6 +221,130 @@ impl Config {
         }
         Some(PathBuf::from(format!("{path}.reservations")))
     }
+}
+
+/// `[redis]`: with a `url`, rate limits, budget reservations and budget alerts live in Redis
+/// (or Valkey), shared by every relay that uses it; without one, each relay keeps its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS). Also
+    /// `CONFAB__REDIS__URL`.
+    pub url: Option<RedisUrl>,
+    /// Every key starts with `<key_prefix>:`, so that deployments can share a server.
+    pub key_prefix: String,
+    /// A command that takes longer counts as a failure.
+    pub command_timeout_ms: u64,
+    /// This many failures in a row open the breaker: Redis is left alone (and limits and
+    /// budgets degrade, see `expected_instances` and `budgets.on_store_error`) ...
+    pub breaker_failures: u32,
+    /// ... for this long, then one command probes it.
+    pub breaker_open_ms: u64,
+    /// While Redis is unavailable each relay enforces `limit / expected_instances` of every rate
+    /// limit by itself, so set it to the number of relays.
+    pub expected_instances: u32,
+    /// A budget reservation not renewed for this long is released: the relay holding it is
+    /// gone. Live relays renew their reservations every third of it.
+    pub lease_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key_prefix: "confab".into(),
+            command_timeout_ms: 250,
+            breaker_failures: 3,
+            breaker_open_ms: 2_000,
+            expected_instances: 2,
+            lease_ms: 30_000,
+        }
+    }
+}
+
+/// A Redis URL, which may hold a password: `Debug` shows it without one.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.split_once("://").and_then(|(scheme, rest)| {
+            let (_, host) = rest.rsplit_once('@')?;
+            Some((scheme, host))
+        }) {
+            Some((scheme, host)) => write!(f, "\"{scheme}://[redacted]@{host}\""),
+            None => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+/// The shortest `redis.lease_ms`.
+pub const MIN_LEASE_MS: u64 = 100;
+
+impl RedisConfig {
+    /// The engines' settings, when Redis is configured.
+    pub fn settings(&self, budgets: &BudgetsConfig) -> Option<confab_metering::RedisSettings> {
+        let url = self.url.as_ref()?;
+        Some(confab_metering::RedisSettings {
+            url: url.0.clone(),
+            key_prefix: self.key_prefix.clone(),
+            command_timeout: Duration::from_millis(self.command_timeout_ms),
+            breaker_failures: self.breaker_failures,
+            breaker_open: Duration::from_millis(self.breaker_open_ms),
+            expected_instances: self.expected_instances,
+            lease: Duration::from_millis(self.lease_ms),
+            on_store_error: match budgets.on_store_error {
+                OnStoreError::Closed => confab_metering::OnStoreError::Closed,
+                OnStoreError::Open => confab_metering::OnStoreError::Open,
+            },
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(RedisUrl(url)) = &self.url
+            && !["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(invalid("redis.url", "must be a redis:// or rediss:// URL"));
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
+            return Err(invalid("redis.key_prefix", "must be non-empty, without spaces"));
+        }
+        for (field, value) in [
+            ("redis.command_timeout_ms", self.command_timeout_ms),
+            ("redis.breaker_failures", u64::from(self.breaker_failures)),
+            ("redis.breaker_open_ms", self.breaker_open_ms),
+            ("redis.expected_instances", u64::from(self.expected_instances)),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        if self.lease_ms < MIN_LEASE_MS {
+            return Err(invalid("redis.lease_ms", format!("must be at least {MIN_LEASE_MS}")));
+        }
+        Ok(())
+    }
+}
+
+/// `[budgets]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetsConfig {
+    /// When Redis cannot be reached: `closed` refuses requests with 503 and `Retry-After` (no
+    /// budget can be overspent), `open` admits them without a reservation (their cost is still
+    /// counted once Redis is back).
+    pub on_store_error: OnStoreError,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    #[default]
+    Closed,
+    Open,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -548,6 +677,7 @@ impl Config {
         }
         self.policy.validate("policy")?;
         self.webhooks.validate()?;
+        self.redis.validate()?;
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
         }
@@ -804,6 +934,27 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("`upstreams[1].models` model `m` is already served by upstream `a`"));
+    }
+
+    #[test]
+    fn redis_is_configured_by_its_url_and_checked_field_by_field() {
+        assert!(load_toml("").unwrap().redis.settings(&BudgetsConfig::default()).is_none());
+        let config = load_toml(
+            "[redis]\nurl = \"redis://:hunter2@127.0.0.1:6379/0\"\nlease_ms = 500\n\
+             [budgets]\non_store_error = \"open\"",
+        )
+        .unwrap();
+        let settings = config.redis.settings(&config.budgets).unwrap();
+        assert_eq!(settings.lease, Duration::from_millis(500));
+        assert_eq!(settings.on_store_error, confab_metering::OnStoreError::Open);
+        assert_eq!(
+            format!("{:?}", config.redis.url.unwrap()),
+            "\"redis://[redacted]@127.0.0.1:6379/0\""
+        );
+        let err = load_toml("[redis]\nurl = \"http://x\"").unwrap_err().to_string();
+        assert_eq!(err, "invalid configuration: `redis.url` must be a redis:// or rediss:// URL");
+        let err = load_toml("[redis]\nexpected_instances = 0").unwrap_err().to_string();
+        assert_eq!(err, "invalid configuration: `redis.expected_instances` must be greater than 0");
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub enum ApiError {
     /// usage could not be recorded, its directory of keys is too stale to trust).
     #[error("{message}")]
     Unavailable { code: &'static str, message: &'static str },
+    /// 503 `service_unavailable_error`/`budget_unavailable`: the shared budget store (Redis)
+    /// cannot be reached and `budgets.on_store_error` is `closed`; the response carries
+    /// `Retry-After` (whole seconds).
+    #[error("budgets cannot be checked right now; retry in {retry_after} s")]
+    BudgetUnavailable { retry_after: u64 },
     /// 429 `rate_limit_error`/`upstream_rate_limited`: the provider is limiting the relay.
     #[error("the model provider is rate limiting requests; retry later")]
     UpstreamRateLimited { retry_after: Option<u64> },
@@ -98,9 +103,9 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::ModelUnavailable { .. } | Self::Unavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::ModelUnavailable { .. }
+            | Self::Unavailable { .. }
+            | Self::BudgetUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamRateLimited { .. } | Self::RateLimited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -126,6 +131,7 @@ impl ApiError {
             Self::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             Self::ModelUnavailable { .. } => ("service_unavailable_error", "model_unavailable"),
             Self::Unavailable { code, .. } => ("service_unavailable_error", *code),
+            Self::BudgetUnavailable { .. } => ("service_unavailable_error", "budget_unavailable"),
             Self::UpstreamRateLimited { .. } => ("rate_limit_error", "upstream_rate_limited"),
             Self::RateLimited(_) => ("rate_limit_error", "rate_limit_exceeded"),
             Self::InsufficientQuota(_) => ("insufficient_quota", "insufficient_quota"),
@@ -148,7 +154,9 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        if let Self::UpstreamRateLimited { retry_after: Some(seconds) } = &self {
+        if let Self::UpstreamRateLimited { retry_after: Some(seconds) }
+        | Self::BudgetUnavailable { retry_after: seconds } = &self
+        {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
         }
         if let Self::RateLimited(rejected) = &self {

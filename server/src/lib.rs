@@ -1,7 +1,6 @@
 //! The Confab relay as a library: `confab` (the binary) parses the command line and calls
 //! [`cli::run`]; tests build an [`AppState`] and call [`serve`] on a listener of their own.
 
-pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod config_base;
@@ -11,7 +10,6 @@ pub mod estimate;
 pub mod http;
 pub mod journal;
 pub mod keys;
-pub mod limits;
 pub mod logsafe;
 pub mod meter;
 pub mod metrics;
@@ -24,6 +22,9 @@ pub mod upstream;
 pub mod usage;
 pub mod visitor;
 pub mod webhooks;
+
+// Rate limits and budgets live in the `confab-metering` crate; they keep their paths here.
+pub use confab_metering::{budget, limits};
 
 pub use http::{AppState, router, serve};
 

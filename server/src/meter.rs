@@ -5,17 +5,26 @@
 //! a usage record to the [`UsageRecorder`], which writes records in batches off the request path.
 //! Settling also queues the `budget.threshold` and `request.completed` webhook events, which
 //! never makes the request wait either (see `webhooks`).
+//!
+//! The limiter and the ledger are `confab-metering`'s traits; [`Metering::start`] is the one
+//! place that chooses their engines (in process, or Redis with `[redis] url`). A meter never
+//! awaits in `Drop`: the budget and token settle is handed to the engines' `Settler`, which runs
+//! it at once in process and in a background task (retrying until Redis takes it) with Redis.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use confab_metering::{Backoff, Engines, RedisSettings, Settler, SpendSource};
 use confab_protocol::Usage;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::budget::{Crossing, Ledger, Payer, Period, PriceTable, Reservation};
+use crate::budget::{
+    BudgetLedger, BudgetRule, Crossing, Micros, Payer, Period, PriceTable, Reservation,
+};
 use crate::journal::{Journal, Ticket};
-use crate::limits::{RateLimiter, Rule, Subject};
+use crate::limits::{RateLimiter, TokenCharge};
 use crate::metrics::{ChatLabels, Metrics};
 use crate::store::{Outcome, Store, UsageRecord};
 use crate::upstream::Sent;
@@ -25,7 +34,9 @@ use crate::webhooks::Webhooks;
 #[derive(Debug)]
 pub struct Metering {
     pub limiter: Arc<dyn RateLimiter>,
-    pub ledger: Arc<Ledger>,
+    pub ledger: Arc<dyn BudgetLedger>,
+    /// Runs the settles of budgets and tokens after requests (see the module comment).
+    pub settler: Settler,
     pub prices: PriceTable,
     pub recorder: UsageRecorder,
     /// Where each request's worst case is made durable before its upstream call; `None` with a
@@ -37,25 +48,37 @@ pub struct Metering {
     pub metrics: Arc<Metrics>,
 }
 
+/// How [`Metering::start`] is configured.
+#[derive(Debug)]
+pub struct MeteringOptions<'a> {
+    /// The reservation journal's directory (`Config::journal_dir`).
+    pub journal_dir: Option<&'a std::path::Path>,
+    pub prices: PriceTable,
+    /// `usage.flush_ms`.
+    pub flush_every: Duration,
+    /// `usage.retention_days`; `None`: raw records are kept.
+    pub retention: Option<Duration>,
+    /// `[redis]`, when set: limits and budgets are shared through it.
+    pub redis: Option<&'a RedisSettings>,
+}
+
+/// How long [`Metering::flush_settlements`] waits for settles that need Redis.
+pub const SETTLE_WAIT: Duration = Duration::from_secs(2);
+
 impl Metering {
     /// Opens the reservation journal in `journal_dir` and settles the requests a previous run
     /// left in it or pending in the store (it crashed mid-request: they count at their worst
-    /// case), starts the usage writer and loads what was already spent this month and today, so
-    /// that budgets hold across restarts.
+    /// case), starts the usage writer, and builds the limiter and the ledger: in process, with
+    /// what was already spent this month and today, so that budgets hold across restarts; or in
+    /// Redis (`redis`), seeded from the same figures unless another relay did it already.
     pub async fn start(
         store: Arc<dyn Store>,
-        journal_dir: Option<&std::path::Path>,
-        prices: PriceTable,
-        flush_every: Duration,
-        retention: Option<Duration>,
+        options: MeteringOptions<'_>,
         webhooks: Arc<Webhooks>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let now = crate::unix_now();
-        let month = Period::month_of(now);
-        let day = Period::day_of(now);
-        let since_ms = i64::try_from(month.starts_at().saturating_mul(1000)).unwrap_or(i64::MAX);
-        let journal = match journal_dir {
+        let MeteringOptions { journal_dir, prices, flush_every, retention, redis } = options;
+        let (journal, recovered) = match journal_dir {
             Some(dir) => {
                 let (journal, leftovers) = Journal::open(dir)?;
                 if leftovers.unreadable > 0 {
@@ -72,10 +95,11 @@ impl Metering {
                          interrupted at their worst case"
                     );
                 }
+                let recovered = leftovers.records.clone();
                 leftovers.discard()?;
-                Some(journal)
+                (Some(journal), recovered)
             }
-            None => None,
+            None => (None, Vec::new()),
         };
         // Rows an earlier version left pending, before there was a journal.
         let interrupted = store.settle_pending_usage().await?;
@@ -86,8 +110,156 @@ impl Metering {
                  their worst case"
             );
         }
-        let mut spent: HashMap<(Payer, Period), u64> = HashMap::new();
-        for group in store.usage_totals(since_ms, None, None).await? {
+        if let Some(retention) = retention {
+            tokio::spawn(prune_usage(Arc::clone(&store), retention));
+        }
+        let recorder = UsageRecorder::start(Arc::clone(&store), flush_every);
+        let spend = Arc::new(DatabaseSpend { store, recorder: recorder.clone() });
+        let observer: Arc<dyn confab_metering::Observer> = Arc::clone(&metrics) as _;
+        // The one place where the engines are chosen.
+        let engines = match redis {
+            None => {
+                let now = crate::unix_now();
+                let spent = spend
+                    .spent(Period::month_of(now), Period::day_of(now))
+                    .await
+                    .map_err(|error| anyhow::anyhow!(error))?;
+                Engines::in_process(spent, observer)
+            }
+            Some(settings) => {
+                let engines = Engines::redis(settings, spend, observer)?;
+                if let Some(ledger) = &engines.redis_ledger {
+                    match ledger.seed_current_periods().await {
+                        // Seeded now, from the database, which holds the recovered requests.
+                        Ok(true) => {}
+                        Ok(false) => {
+                            count_recovered(&engines, ledger.generation(), &recovered);
+                        }
+                        Err(error) => tracing::warn!(
+                            %error,
+                            recovered = recovered.len(),
+                            "cannot reach Redis at start: this month's spend is seeded on first \
+                             use; requests recovered from the journal are counted only if that \
+                             seed reads them from the database"
+                        ),
+                    }
+                }
+                engines
+            }
+        };
+        Ok(Self {
+            limiter: engines.limiter,
+            ledger: engines.ledger,
+            settler: engines.settler,
+            prices,
+            recorder,
+            journal,
+            webhooks,
+            metrics,
+        })
+    }
+
+    /// Waits (at most [`SETTLE_WAIT`]) until the settles handed to the settler are done; `false`
+    /// when some are still waiting for Redis (logged).
+    pub async fn flush_settlements(&self) -> bool {
+        if self.settler.flush(SETTLE_WAIT).await {
+            return true;
+        }
+        tracing::warn!(
+            pending = self.settler.pending(),
+            "budget and token settles are waiting for Redis; they are retried until it answers"
+        );
+        false
+    }
+
+    /// Releases a reservation whose request was refused before it reached the upstream.
+    pub fn release(&self, reservation: Reservation) {
+        let ledger = Arc::clone(&self.ledger);
+        self.settler.submit(Box::pin(async move {
+            let mut backoff = Backoff::default();
+            while let Err(error) = ledger.release(&reservation).await {
+                backoff.wait(error).await;
+            }
+        }));
+    }
+
+    /// Settles a request's budget with its `cost` (reporting the alert thresholds it crossed)
+    /// and its tokens with `used`, through the settler.
+    fn settle(
+        &self,
+        reservation: Option<Reservation>,
+        cost: Micros,
+        charge: TokenCharge,
+        used: u64,
+    ) {
+        let (ledger, limiter) = (Arc::clone(&self.ledger), Arc::clone(&self.limiter));
+        let webhooks = Arc::clone(&self.webhooks);
+        self.settler.submit(Box::pin(async move {
+            if let Some(reservation) = reservation {
+                let mut backoff = Backoff::default();
+                let crossings = loop {
+                    match ledger.settle(&reservation, cost).await {
+                        Ok(crossings) => break crossings,
+                        Err(error) => backoff.wait(error).await,
+                    }
+                };
+                for crossing in crossings {
+                    log_crossing(&crossing);
+                    webhooks.budget_crossed(&crossing);
+                }
+            }
+            if charge.needs_settling(used) {
+                let mut backoff = Backoff::default();
+                while let Err(error) = limiter.settle_tokens(&charge, used).await {
+                    backoff.wait(error).await;
+                }
+            }
+        }));
+    }
+}
+
+/// Adds the cost of the requests a crash left in the journal to the shared spend, which does
+/// not hold them: their relay never settled them, and their reservations ran out with their
+/// leases. Idempotent per request, like every settle.
+fn count_recovered(engines: &Engines, generation: u64, recovered: &[UsageRecord]) {
+    for record in recovered {
+        let payer = match (&record.key_id, &record.site_id) {
+            (Some(key), _) => Payer::Key(key.clone()),
+            (None, Some(site)) => Payer::Site(site.clone()),
+            (None, None) => continue,
+        };
+        let at = u64::try_from(record.at_ms / 1000).unwrap_or(0);
+        let payers = [(payer, BudgetRule::default())];
+        let reservation = Reservation::unheld(&record.request_id, &payers, at, generation);
+        let (ledger, cost) = (Arc::clone(&engines.ledger), record.cost_micros);
+        engines.settler.submit(Box::pin(async move {
+            let mut backoff = Backoff::default();
+            while let Err(error) = ledger.settle(&reservation, cost).await {
+                backoff.wait(error).await;
+            }
+        }));
+    }
+}
+
+/// What the usage records in the database say was spent: what budgets start from.
+#[derive(Debug)]
+struct DatabaseSpend {
+    store: Arc<dyn Store>,
+    /// Flushed first, so that this relay's latest records are counted.
+    recorder: UsageRecorder,
+}
+
+#[async_trait]
+impl SpendSource for DatabaseSpend {
+    async fn spent(
+        &self,
+        month: Period,
+        day: Period,
+    ) -> Result<HashMap<(Payer, Period), Micros>, Box<dyn std::error::Error + Send + Sync>> {
+        self.recorder.flush().await;
+        let since_ms = i64::try_from(month.starts_at().saturating_mul(1000)).unwrap_or(i64::MAX);
+        let mut spent: HashMap<(Payer, Period), Micros> = HashMap::new();
+        for group in self.store.usage_totals(since_ms, None, None).await? {
             let payer = match (group.key_id, group.site_id) {
                 (Some(key), _) => Payer::Key(key),
                 (None, Some(site)) => Payer::Site(site),
@@ -100,18 +272,7 @@ impl Metering {
                 *day_spent = day_spent.saturating_add(group.cost_micros);
             }
         }
-        if let Some(retention) = retention {
-            tokio::spawn(prune_usage(Arc::clone(&store), retention));
-        }
-        Ok(Self {
-            limiter: Arc::new(crate::limits::InProcessLimiter::new()),
-            ledger: Arc::new(Ledger::new(spent)),
-            prices,
-            recorder: UsageRecorder::start(Arc::clone(&store), flush_every),
-            journal,
-            webhooks,
-            metrics,
-        })
+        Ok(spent)
     }
 }
 
@@ -182,16 +343,14 @@ pub enum Charge {
 /// One request's metering, from admission to its usage record.
 pub struct Meter {
     metering: Arc<Metering>,
-    checks: Vec<(Subject, Rule)>,
+    /// What the rate limits charged at admission, settled with the tokens used.
+    charge: Option<TokenCharge>,
     reservation: Option<Reservation>,
     /// Taken when the meter is settled (so it is settled once, by `finish` or by `Drop`).
     record: Option<UsageRecord>,
     ceiling: Ceiling,
     /// The worst case's cost, as reserved and as the pending usage row holds it.
     worst_cost: u64,
-    /// Tokens charged to the tokens-per-minute windows at admission (the worst case); the
-    /// difference to what was used is given back when the request settles.
-    reserved_tokens: u64,
     /// The request's line in the reservation journal, once written.
     ticket: Option<Ticket>,
     sent: Sent,
@@ -211,28 +370,26 @@ impl std::fmt::Debug for Meter {
 /// What [`Meter::new`] needs beyond the metering itself.
 #[derive(Debug)]
 pub struct Admitted {
-    pub checks: Vec<(Subject, Rule)>,
+    /// What the rate limits charged (tokens per minute at the worst case).
+    pub charge: TokenCharge,
     pub reservation: Option<Reservation>,
     /// Who called, the model and the upstream; the rest is filled in at the end.
     pub record: UsageRecord,
     pub ceiling: Ceiling,
     pub worst_cost: u64,
-    pub reserved_tokens: u64,
     pub labels: ChatLabels,
 }
 
 impl Meter {
     pub fn new(metering: Arc<Metering>, admitted: Admitted) -> Self {
-        let Admitted { checks, reservation, record, ceiling, worst_cost, reserved_tokens, labels } =
-            admitted;
+        let Admitted { charge, reservation, record, ceiling, worst_cost, labels } = admitted;
         Self {
             metering,
-            checks,
+            charge: Some(charge),
             reservation,
             record: Some(record),
             ceiling,
             worst_cost,
-            reserved_tokens,
             ticket: None,
             sent: Sent::default(),
             started: Instant::now(),
@@ -342,14 +499,10 @@ impl Meter {
         }
         let cost =
             metering.prices.cost(&record.model, usage.prompt_tokens, usage.completion_tokens);
-        if let Some(reservation) = self.reservation.take() {
-            for crossing in reservation.settle(cost) {
-                log_crossing(&crossing);
-                metering.webhooks.budget_crossed(&crossing);
-            }
-        }
         let tokens = usage.prompt_tokens.saturating_add(usage.completion_tokens);
-        metering.limiter.settle_tokens(&self.checks, self.reserved_tokens, tokens, Instant::now());
+        if let Some(charge) = self.charge.take() {
+            metering.settle(self.reservation.take(), cost, charge, tokens);
+        }
         record.input_tokens = usage.prompt_tokens;
         record.output_tokens = usage.completion_tokens;
         record.estimated = estimated;

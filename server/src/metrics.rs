@@ -22,6 +22,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use confab_metering::{Decision, Observer};
+
 use crate::budget::Exhausted;
 use crate::limits::{Rejected, Subject};
 use crate::upstream::{TimeoutKind, UpstreamError};
@@ -43,6 +45,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "confab_webhook_backlog",
     "confab_webhook_delivery_failures_total",
     "confab_webhook_events_dropped_total",
+    "confab_metering_degraded_total",
+    "confab_metering_pending_settlements",
 ];
 
 /// The `Content-Type` of the exposition.
@@ -105,6 +109,11 @@ struct LimitLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct PeriodLabels {
     period: &'static str,
 }
@@ -131,6 +140,8 @@ pub struct Metrics {
     webhook_backlog: Gauge,
     webhook_failures: Counter,
     webhook_dropped: Counter,
+    degraded: Family<DecisionLabels, Counter>,
+    pending_settlements: Gauge,
     /// The served models' label values; any other model is `other`.
     models: HashMap<Box<str>, LabelValue>,
     other_model: LabelValue,
@@ -217,6 +228,19 @@ impl Metrics {
             "Webhook events dropped to keep the backlog under webhooks.max_backlog",
             webhook_dropped.clone(),
         );
+        let degraded = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "confab_metering_degraded",
+            "Decisions taken without Redis (limits on this relay's share, budgets refused or \
+             admitted unreserved), by decision",
+            degraded.clone(),
+        );
+        let pending_settlements = Gauge::default();
+        registry.register(
+            "confab_metering_pending_settlements",
+            "Budget and token settlements waiting for Redis",
+            pending_settlements.clone(),
+        );
         // The series of bounded label sets exist from the start, at 0, so that a rate over them
         // is defined before the first refusal or failure.
         for kind in ERROR_KINDS {
@@ -229,6 +253,9 @@ impl Metrics {
         }
         for period in ["monthly", "daily"] {
             drop(budget_refusals.get_or_create(&PeriodLabels { period }));
+        }
+        for decision in Decision::ALL {
+            drop(degraded.get_or_create(&DecisionLabels { decision: decision.as_str() }));
         }
         Self {
             registry,
@@ -244,6 +271,8 @@ impl Metrics {
             webhook_backlog,
             webhook_failures,
             webhook_dropped,
+            degraded,
+            pending_settlements,
             models: models
                 .iter()
                 .map(|m| (m.as_str().into(), LabelValue::from(m.as_str())))
@@ -352,6 +381,17 @@ impl Metrics {
             tracing::error!(%error, "cannot encode the metrics");
         }
         text
+    }
+}
+
+/// Decisions the metering took without Redis, and its settlements waiting for it.
+impl Observer for Metrics {
+    fn degraded(&self, decision: Decision) {
+        self.degraded.get_or_create(&DecisionLabels { decision: decision.as_str() }).inc();
+    }
+
+    fn settlements_pending(&self, change: i64) {
+        self.pending_settlements.inc_by(change);
     }
 }
 

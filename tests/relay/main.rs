@@ -13,6 +13,7 @@ mod metering;
 mod metrics;
 mod policy;
 mod secrets;
+mod shared;
 mod streaming;
 mod visitors;
 mod webhooks;

@@ -5,7 +5,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -17,7 +16,7 @@ use axum::{Json, Router};
 use confab_protocol::ChatRequest;
 
 use super::{ApiJson, AppState, Caller, RequestId};
-use crate::budget::{BudgetRule, Payer};
+use crate::budget::{BudgetRule, Payer, ReserveError};
 use crate::error::ApiError;
 use crate::estimate::{prompt_bytes, prompt_token_ceiling};
 use crate::limits::{RateLimitStatus, Rule, Subject};
@@ -120,7 +119,7 @@ async fn chat_completion(
         upstream_request.stream_options = None;
     }
     let admission = Admission { caller: &caller, peer, headers, upstream: upstream.name(), labels };
-    let (mut meter, status) = admit(state, admission, &upstream_request, request_id)?;
+    let (mut meter, status) = admit(state, admission, &upstream_request, request_id).await?;
     // The worst case is durable before the upstream sees the request, so that a crash from here
     // on cannot lose its cost (settled at start-up; see `Metering::start`).
     meter.write_pending().map_err(|_| ApiError::Unavailable {
@@ -170,8 +169,8 @@ struct Admission<'a> {
 
 /// Reserves the request's worst-case cost against the caller's budgets, then charges it to the
 /// rate limits of the caller and (for a site) of the visitor; either refusal changes nothing
-/// (but for the refusal's count in the metrics).
-fn admit(
+/// (but for the refusal's count in the metrics). With Redis, each step is one round trip.
+async fn admit(
     state: &AppState,
     admission: Admission<'_>,
     request: &ChatRequest,
@@ -250,27 +249,38 @@ fn admit(
     };
     let worst_cost =
         metering.prices.cost(&record.model, ceiling.prompt_tokens, ceiling.completion_tokens);
-    let reservation =
-        metering.ledger.reserve(&[payer], worst_cost, crate::unix_now()).map_err(|exhausted| {
+    let reservation = match metering.ledger.reserve(&record.request_id, &[payer], worst_cost).await
+    {
+        Ok(reservation) => reservation,
+        Err(ReserveError::Exhausted(exhausted)) => {
             state.metrics.budget_refused(&exhausted);
-            ApiError::InsufficientQuota(Box::new(exhausted))
-        })?;
+            return Err(ApiError::InsufficientQuota(exhausted));
+        }
+        Err(ReserveError::Unavailable(unavailable)) => {
+            let wait = unavailable.retry_after;
+            let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            return Err(ApiError::BudgetUnavailable { retry_after });
+        }
+    };
     // The worst case is charged to the tokens-per-minute windows too, so that concurrent
     // requests see each other; the difference is given back when the request settles. A
-    // refusal here drops the reservation, which releases it.
+    // refusal here releases the reservation.
     let reserved_tokens = ceiling.prompt_tokens.saturating_add(ceiling.completion_tokens);
-    let status =
-        metering.limiter.admit(&checks, reserved_tokens, Instant::now()).map_err(|rejected| {
+    let admitted = match metering.limiter.admit(&record.request_id, checks, reserved_tokens).await {
+        Ok(admitted) => admitted,
+        Err(rejected) => {
+            metering.release(reservation);
             state.metrics.limit_refused(&rejected);
-            ApiError::RateLimited(Box::new(rejected))
-        })?;
+            return Err(ApiError::RateLimited(Box::new(rejected)));
+        }
+    };
+    let status = admitted.status;
     let admitted = Admitted {
-        checks,
+        charge: admitted.charge,
         reservation: Some(reservation),
         record,
         ceiling,
         worst_cost,
-        reserved_tokens,
         labels,
     };
     Ok((Meter::new(metering, admitted), status))

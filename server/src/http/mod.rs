@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::cut::Cut;
 use crate::error::{ApiError, ErrorDetail};
 use crate::keys::KeyActivity;
-use crate::meter::Metering;
+use crate::meter::{Metering, MeteringOptions};
 use crate::metrics::{ChatLabels, Metrics};
 use crate::store::Store;
 use crate::upstream::Upstreams;
@@ -102,10 +102,13 @@ impl AppState {
         let metering = Arc::new(
             Metering::start(
                 Arc::clone(&store),
-                config.journal_dir().as_deref(),
-                prices,
-                flush_every,
-                config.usage.retention(),
+                MeteringOptions {
+                    journal_dir: config.journal_dir().as_deref(),
+                    prices,
+                    flush_every,
+                    retention: config.usage.retention(),
+                    redis: config.redis.settings(&config.budgets).as_ref(),
+                },
                 Arc::clone(&webhooks),
                 Arc::clone(&metrics),
             )
@@ -133,6 +136,9 @@ impl AppState {
     /// events) to the store; run periodically while serving and once more at shutdown. `false`
     /// when something could not be written (logged).
     pub async fn flush(&self) -> bool {
+        // First, since settling budgets queues their alerts. Settles still waiting for Redis do
+        // not fail the flush: their usage records are written below either way.
+        self.metering.flush_settlements().await;
         let mut written = true;
         if let Err(error) = self.key_activity.flush(self.store.as_ref()).await {
             tracing::warn!(%error, "cannot record when keys were last used; will retry");

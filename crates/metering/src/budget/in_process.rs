@@ -1,100 +1,22 @@
-//! The ledger: what each payer has spent and holds in reservations this month and today, and
-//! the all-or-nothing reservation of a call's worst case against every budget it falls under.
+//! The single-instance ledger: one mutex around a map of accounts, started from what the usage
+//! table records for the current month and day.
+//!
+//! A new period is a new entry that starts at zero; entries of past periods are dropped once
+//! nothing is reserved against them, so the ledger holds about two entries per payer whatever
+//! its age.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::periods::{Period, PeriodKind, SECONDS_PER_DAY};
-use super::prices::{Micros, Usd};
+use async_trait::async_trait;
 
-/// The shares of a budget at which an alert is raised, in percent.
-pub const ALERT_PERCENTS: [u8; 2] = [80, 100];
-
-/// Whom a budget belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Payer {
-    /// A secret API key, by its id (never by its secret).
-    Key(String),
-    /// A site, by its id.
-    Site(String),
-}
-
-impl Payer {
-    pub fn id(&self) -> &str {
-        match self {
-            Payer::Key(id) | Payer::Site(id) => id,
-        }
-    }
-}
-
-/// Only the kind of payer: this text reaches clients, in the 402 message.
-impl fmt::Display for Payer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Payer::Key(_) => "key",
-            Payer::Site(_) => "site",
-        })
-    }
-}
-
-/// The budgets of one payer; `None` is unlimited.
-///
-/// A budget of 0 blocks every call, even one to a model without a price.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BudgetRule {
-    pub monthly: Option<Micros>,
-    pub daily: Option<Micros>,
-}
-
-/// A budget crossing one of the [`ALERT_PERCENTS`]: the relay sends an alert webhook for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Crossing {
-    pub payer: Payer,
-    pub period: Period,
-    /// 80 or 100.
-    pub percent: u8,
-    /// The spend right after the settlement that crossed the threshold.
-    pub spent: Micros,
-    pub budget: Micros,
-}
-
-/// A call refused because one of its budgets has no room for its worst case (HTTP 402,
-/// `insufficient_quota`). Its `Display` is meant for the client: it names the kind of payer and
-/// period and the budget, never the payer's id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Exhausted {
-    pub payer: Payer,
-    pub period: Period,
-    pub budget: Micros,
-    /// Settled spend in the period when the call was refused.
-    pub spent: Micros,
-    /// Reserved by calls in flight when the call was refused.
-    pub reserved: Micros,
-}
-
-impl Exhausted {
-    pub fn period_kind(&self) -> PeriodKind {
-        self.period.kind()
-    }
-}
-
-impl fmt::Display for Exhausted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (payer, kind, budget) = (&self.payer, self.period.kind(), Usd(self.budget));
-        if self.spent >= self.budget {
-            write!(f, "the {payer}'s {kind} budget of {budget} is used up")
-        } else {
-            // Room is left, but not for this call's worst case next to the calls in flight.
-            write!(
-                f,
-                "the {payer}'s {kind} budget of {budget} has too little left for this request"
-            )
-        }
-    }
-}
-
-impl std::error::Error for Exhausted {}
+use super::ledger::{
+    ALERT_PERCENTS, BudgetLedger, BudgetRule, Crossing, Exhausted, Hold, Payer, Reservation,
+    ReserveError, holds_of, reached,
+};
+use super::periods::{Period, SECONDS_PER_DAY};
+use super::prices::Micros;
+use crate::Unavailable;
 
 /// What the ledger knows of one payer in one period.
 #[derive(Debug, Clone, Default)]
@@ -105,14 +27,6 @@ struct Account {
     open: usize,
     /// Which of [`ALERT_PERCENTS`] have been reported, by index.
     reported: [bool; ALERT_PERCENTS.len()],
-}
-
-/// One budget entry a reservation holds: the account, and the budget it was admitted under.
-#[derive(Debug, Clone)]
-struct Hold {
-    payer: Payer,
-    period: Period,
-    budget: Option<Micros>,
 }
 
 #[derive(Debug, Default)]
@@ -137,15 +51,10 @@ impl LedgerState {
 
     /// Ends a reservation: releases `amount` from each hold and, when settled, adds the actual
     /// cost and reports the thresholds that this crossed.
-    fn finish(
-        &mut self,
-        holds: Vec<Hold>,
-        amount: Micros,
-        actual: Option<Micros>,
-    ) -> Vec<Crossing> {
+    fn finish(&mut self, holds: &[Hold], amount: Micros, actual: Option<Micros>) -> Vec<Crossing> {
         let mut crossings = Vec::new();
         for Hold { payer, period, budget } in holds {
-            let key = (payer, period);
+            let (budget, key) = (*budget, (payer.clone(), *period));
             // The account exists while the reservation is open; recreate it rather than lose
             // the spend if that ever fails to hold.
             let account = self.accounts.entry(key.clone()).or_default();
@@ -156,9 +65,7 @@ impl LedgerState {
                 account.spent = before.saturating_add(actual);
                 if let Some(budget) = budget {
                     for (index, &percent) in ALERT_PERCENTS.iter().enumerate() {
-                        let reached = |spent: Micros| {
-                            u128::from(spent) * 100 >= u128::from(budget) * u128::from(percent)
-                        };
+                        let reached = |spent: Micros| reached(spent, budget, percent);
                         // Spend loaded at start-up above a threshold was reported before then.
                         if !account.reported[index] && !reached(before) && reached(account.spent) {
                             account.reported[index] = true;
@@ -184,11 +91,11 @@ impl LedgerState {
 
 /// Spend and reservations per payer and period, in this process.
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub struct InProcessLedger {
     state: Mutex<LedgerState>,
 }
 
-impl Ledger {
+impl InProcessLedger {
     /// A ledger that starts from what the usage table records for the current month and day of
     /// each payer. Entries of other periods are harmless: they are dropped at the first call.
     pub fn new(spent: HashMap<(Payer, Period), Micros>) -> Self {
@@ -205,32 +112,15 @@ impl Ledger {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reserves `amount` for a call made at `now_unix` against the month and the day containing
-    /// it, for every payer, all or nothing.
-    ///
-    /// Each budget admits the call when `spent + reserved + amount <= budget`, and a budget that
-    /// is used up (`spent >= budget`) refuses even a call that costs nothing: used up means used
-    /// up. Spend is tracked in both periods whether or not the payer has a budget there, so a
-    /// budget that changes at run time applies to what was already spent. A payer listed twice
-    /// is held once, under the tighter of its budgets. On refusal nothing is reserved and the
-    /// first budget without room is named, in the order given, monthly before daily.
-    pub fn reserve(
-        self: &Arc<Self>,
+    /// [`BudgetLedger::reserve`] for a call made at `now_unix`.
+    pub fn reserve_at(
+        &self,
+        request_id: &str,
         payers: &[(Payer, BudgetRule)],
         amount: Micros,
         now_unix: u64,
     ) -> Result<Reservation, Exhausted> {
-        let (month, day) = (Period::month_of(now_unix), Period::day_of(now_unix));
-        let mut holds: Vec<Hold> = Vec::with_capacity(payers.len() * 2);
-        for (payer, rule) in payers {
-            for (period, budget) in [(month, rule.monthly), (day, rule.daily)] {
-                match holds.iter_mut().find(|h| h.period == period && &h.payer == payer) {
-                    Some(hold) => hold.budget = tighter(hold.budget, budget),
-                    None => holds.push(Hold { payer: payer.clone(), period, budget }),
-                }
-            }
-        }
-
+        let holds = holds_of(payers, now_unix);
         let mut state = self.lock();
         state.sweep(now_unix);
         for hold in &holds {
@@ -256,8 +146,34 @@ impl Ledger {
             account.open += 1;
         }
         drop(state);
+        Ok(Reservation {
+            request_id: request_id.to_owned(),
+            holds,
+            amount,
+            held: true,
+            generation: 0,
+        })
+    }
 
-        Ok(Reservation { ledger: Arc::clone(self), holds, amount })
+    /// [`BudgetLedger::settle`], which in process cannot fail. A reservation is settled or
+    /// released once (nothing in process retries).
+    pub fn settle_now(&self, reservation: &Reservation, actual: Micros) -> Vec<Crossing> {
+        let amount = if reservation.held { reservation.amount } else { 0 };
+        let mut state = self.lock();
+        if !reservation.held {
+            // Nothing was held: count the open entry `finish` closes.
+            for hold in &reservation.holds {
+                state.accounts.entry((hold.payer.clone(), hold.period)).or_default().open += 1;
+            }
+        }
+        state.finish(&reservation.holds, amount, Some(actual))
+    }
+
+    /// [`BudgetLedger::release`], which in process cannot fail.
+    pub fn release_now(&self, reservation: &Reservation) {
+        if reservation.held {
+            self.lock().finish(&reservation.holds, reservation.amount, None);
+        }
     }
 
     /// What a payer has spent (settled) in a period, as far as this ledger knows: what it was
@@ -272,68 +188,73 @@ impl Ledger {
     }
 }
 
-/// The tighter of two budgets, where `None` is unlimited.
-fn tighter(a: Option<Micros>, b: Option<Micros>) -> Option<Micros> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// Room held in the ledger for one call's worst case.
-///
-/// Settle it with the real cost once the call is over, however it ended. Dropping it unsettled
-/// releases it without charging anything, which is right only when the upstream was never
-/// called: once it was, the call must be settled, with an estimate if need be.
-pub struct Reservation {
-    ledger: Arc<Ledger>,
-    /// Emptied when settled, so that `drop` has nothing left to release.
-    holds: Vec<Hold>,
-    amount: Micros,
-}
-
-impl Reservation {
-    /// The amount reserved: the call's worst case.
-    pub fn amount(&self) -> Micros {
-        self.amount
+#[async_trait]
+impl BudgetLedger for InProcessLedger {
+    async fn reserve(
+        &self,
+        request_id: &str,
+        payers: &[(Payer, BudgetRule)],
+        amount: Micros,
+    ) -> Result<Reservation, ReserveError> {
+        self.reserve_at(request_id, payers, amount, crate::budget::unix_now())
+            .map_err(|exhausted| ReserveError::Exhausted(Box::new(exhausted)))
     }
 
-    /// Releases the reservation and records `actual` as spent in each of its periods, even when
-    /// it is more than was reserved (the truth is recorded; the cap on `max_tokens` is what keeps
-    /// that from happening). Returns the alert thresholds this settlement crossed: a threshold is
-    /// crossed when the spend goes from below it to at or above it, and each is reported at most
-    /// once per payer and period, even if the budget is changed in the meantime. Spend the ledger
-    /// was started with does not count as crossing, so a restart does not repeat alerts.
-    pub fn settle(mut self, actual: Micros) -> Vec<Crossing> {
-        let holds = std::mem::take(&mut self.holds);
-        self.ledger.lock().finish(holds, self.amount, Some(actual))
+    async fn settle(
+        &self,
+        reservation: &Reservation,
+        actual: Micros,
+    ) -> Result<Vec<Crossing>, Unavailable> {
+        Ok(self.settle_now(reservation, actual))
     }
-}
 
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if !self.holds.is_empty() {
-            let holds = std::mem::take(&mut self.holds);
-            self.ledger.lock().finish(holds, self.amount, None);
-        }
-    }
-}
-
-/// Names the periods and the amount, not the whole ledger.
-impl fmt::Debug for Reservation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reservation")
-            .field("amount", &self.amount)
-            .field("holds", &self.holds)
-            .finish()
+    async fn release(&self, reservation: &Reservation) -> Result<(), Unavailable> {
+        self.release_now(reservation);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::PeriodKind;
 
-    use std::sync::Barrier;
+    use std::sync::{Arc, Barrier};
+
+    /// A reservation that settles itself, or releases itself when dropped: the shape the tests
+    /// below were written for.
+    #[derive(Debug)]
+    struct Held<'a> {
+        ledger: &'a InProcessLedger,
+        reservation: Option<Reservation>,
+    }
+
+    impl Held<'_> {
+        fn settle(mut self, actual: Micros) -> Vec<Crossing> {
+            let reservation = self.reservation.take().unwrap();
+            self.ledger.settle_now(&reservation, actual)
+        }
+    }
+
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            if let Some(reservation) = self.reservation.take() {
+                self.ledger.release_now(&reservation);
+            }
+        }
+    }
+
+    impl InProcessLedger {
+        fn hold(
+            &self,
+            payers: &[(Payer, BudgetRule)],
+            amount: Micros,
+            now_unix: u64,
+        ) -> Result<Held<'_>, Exhausted> {
+            let reservation = self.reserve_at("request", payers, amount, now_unix)?;
+            Ok(Held { ledger: self, reservation: Some(reservation) })
+        }
+    }
 
     /// 2026-05-14T12:00:00Z.
     const NOW: u64 = 1_778_760_000;
@@ -354,11 +275,21 @@ mod tests {
         Period::month_of(NOW)
     }
 
-    fn ledger() -> Arc<Ledger> {
-        Arc::new(Ledger::new(HashMap::new()))
+    fn ledger() -> Arc<InProcessLedger> {
+        Arc::new(InProcessLedger::new(HashMap::new()))
     }
 
     // The ledger.
+
+    #[tokio::test]
+    async fn a_settle_of_a_call_admitted_without_a_reservation_still_counts_its_cost() {
+        let ledger = InProcessLedger::default();
+        let unheld = Reservation::unheld("r", &[(site(), monthly(1_000))], NOW, 0);
+        let shared: &dyn BudgetLedger = &ledger;
+        assert_eq!(shared.settle(&unheld, 300).await.unwrap(), vec![]);
+        assert_eq!(ledger.spent(&site(), month()), 300);
+        assert_eq!(ledger.reserved(&site(), month()), 0);
+    }
 
     #[test]
     fn two_hundred_concurrent_calls_against_a_budget_for_fifty_serve_exactly_fifty() {
@@ -371,7 +302,7 @@ mod tests {
                 .map(|_| {
                     scope.spawn(|| {
                         barrier.wait();
-                        let reservation = ledger.reserve(&payers, COST, NOW).ok()?;
+                        let reservation = ledger.hold(&payers, COST, NOW).ok()?;
                         assert!(ledger.spent(&site(), month()) <= 50 * COST);
                         reservation.settle(COST);
                         Some(())
@@ -384,7 +315,7 @@ mod tests {
         assert_eq!(ledger.spent(&site(), month()), 50 * COST);
         assert_eq!(ledger.reserved(&site(), month()), 0);
 
-        let refused = ledger.reserve(&payers, COST, NOW).unwrap_err();
+        let refused = ledger.hold(&payers, COST, NOW).unwrap_err();
         assert_eq!(refused.payer, site());
         assert_eq!(refused.period_kind(), PeriodKind::Monthly);
         assert_eq!(refused.period_kind().as_str(), "monthly");
@@ -395,14 +326,14 @@ mod tests {
     fn settling_for_less_than_reserved_releases_the_rest() {
         let ledger = ledger();
         let payers = [(site(), monthly(1_000))];
-        let first = ledger.reserve(&payers, 600, NOW).unwrap();
+        let first = ledger.hold(&payers, 600, NOW).unwrap();
         assert_eq!(ledger.reserved(&site(), month()), 600);
-        assert!(ledger.reserve(&payers, 600, NOW).is_err());
+        assert!(ledger.hold(&payers, 600, NOW).is_err());
 
         assert!(first.settle(100).is_empty());
         assert_eq!(ledger.spent(&site(), month()), 100);
         assert_eq!(ledger.reserved(&site(), month()), 0);
-        let second = ledger.reserve(&payers, 600, NOW).unwrap();
+        let second = ledger.hold(&payers, 600, NOW).unwrap();
         assert_eq!(ledger.reserved(&site(), month()), 600);
         drop(second);
     }
@@ -411,18 +342,18 @@ mod tests {
     fn dropping_an_unsettled_reservation_releases_it_without_charging() {
         let ledger = ledger();
         let payers = [(site(), monthly(1_000))];
-        let reservation = ledger.reserve(&payers, 1_000, NOW).unwrap();
-        assert!(ledger.reserve(&payers, 1, NOW).is_err());
+        let reservation = ledger.hold(&payers, 1_000, NOW).unwrap();
+        assert!(ledger.hold(&payers, 1, NOW).is_err());
         drop(reservation);
         assert_eq!(ledger.reserved(&site(), month()), 0);
         assert_eq!(ledger.spent(&site(), month()), 0);
-        assert!(ledger.reserve(&payers, 1_000, NOW).is_ok());
+        assert!(ledger.hold(&payers, 1_000, NOW).is_ok());
     }
 
     #[test]
     fn settling_more_than_reserved_records_what_was_actually_spent() {
         let ledger = ledger();
-        let reservation = ledger.reserve(&[(site(), monthly(1_000))], 100, NOW).unwrap();
+        let reservation = ledger.hold(&[(site(), monthly(1_000))], 100, NOW).unwrap();
         reservation.settle(1_500);
         assert_eq!(ledger.spent(&site(), month()), 1_500);
         assert_eq!(ledger.reserved(&site(), month()), 0);
@@ -430,11 +361,11 @@ mod tests {
 
     #[test]
     fn a_reservation_is_all_or_nothing_across_payers() {
-        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 1_000)])));
-        let held = ledger.reserve(&[(key(), monthly(10_000))], 300, NOW).unwrap();
+        let ledger = Arc::new(InProcessLedger::new(HashMap::from([((site(), month()), 1_000)])));
+        let held = ledger.hold(&[(key(), monthly(10_000))], 300, NOW).unwrap();
 
         let refused = ledger
-            .reserve(&[(key(), monthly(10_000)), (site(), monthly(1_000))], 200, NOW)
+            .hold(&[(key(), monthly(10_000)), (site(), monthly(1_000))], 200, NOW)
             .unwrap_err();
         assert_eq!(refused.payer, site());
         assert_eq!(ledger.reserved(&key(), month()), 300);
@@ -446,8 +377,8 @@ mod tests {
     fn a_payer_listed_twice_is_held_once_under_the_tighter_budget() {
         let ledger = ledger();
         let payers = [(site(), monthly(10_000)), (site(), monthly(500))];
-        assert_eq!(ledger.reserve(&payers, 600, NOW).unwrap_err().budget, 500);
-        let reservation = ledger.reserve(&payers, 400, NOW).unwrap();
+        assert_eq!(ledger.hold(&payers, 600, NOW).unwrap_err().budget, 500);
+        let reservation = ledger.hold(&payers, 400, NOW).unwrap();
         assert_eq!(ledger.reserved(&site(), month()), 400);
         reservation.settle(400);
         assert_eq!(ledger.spent(&site(), month()), 400);
@@ -457,14 +388,14 @@ mod tests {
     fn a_daily_budget_blocks_while_the_month_has_room_and_admits_again_the_next_day() {
         let ledger = ledger();
         let payers = [(key(), BudgetRule { monthly: Some(10_000), daily: Some(1_000) })];
-        ledger.reserve(&payers, 1_000, NOW).unwrap().settle(1_000);
+        ledger.hold(&payers, 1_000, NOW).unwrap().settle(1_000);
 
-        let refused = ledger.reserve(&payers, 1, NOW).unwrap_err();
+        let refused = ledger.hold(&payers, 1, NOW).unwrap_err();
         assert_eq!(refused.period, Period::day_of(NOW));
         assert_eq!(refused.period_kind(), PeriodKind::Daily);
 
         let tomorrow = NOW + SECONDS_PER_DAY;
-        ledger.reserve(&payers, 1_000, tomorrow).unwrap().settle(1_000);
+        ledger.hold(&payers, 1_000, tomorrow).unwrap().settle(1_000);
         assert_eq!(ledger.spent(&key(), Period::month_of(tomorrow)), 2_000);
         assert_eq!(ledger.spent(&key(), Period::day_of(tomorrow)), 1_000);
     }
@@ -474,34 +405,34 @@ mod tests {
         let ledger = ledger();
         let payers = [(site(), monthly(1_000))];
         let last_second = 1_798_761_599; // 2026-12-31T23:59:59Z
-        ledger.reserve(&payers, 1_000, last_second).unwrap().settle(1_000);
-        assert!(ledger.reserve(&payers, 1, last_second).is_err());
-        assert!(ledger.reserve(&payers, 1_000, last_second + 1).is_ok());
+        ledger.hold(&payers, 1_000, last_second).unwrap().settle(1_000);
+        assert!(ledger.hold(&payers, 1, last_second).is_err());
+        assert!(ledger.hold(&payers, 1_000, last_second + 1).is_ok());
     }
 
     #[test]
     fn spend_is_tracked_for_payers_without_a_budget() {
         let ledger = ledger();
-        ledger.reserve(&[(key(), BudgetRule::default())], u64::MAX, NOW).unwrap().settle(700);
+        ledger.hold(&[(key(), BudgetRule::default())], u64::MAX, NOW).unwrap().settle(700);
         assert_eq!(ledger.spent(&key(), month()), 700);
         assert_eq!(ledger.spent(&key(), Period::day_of(NOW)), 700);
         // A budget set later applies to what was already spent.
-        assert!(ledger.reserve(&[(key(), monthly(1_000))], 400, NOW).is_err());
+        assert!(ledger.hold(&[(key(), monthly(1_000))], 400, NOW).is_err());
     }
 
     #[test]
     fn a_used_up_budget_refuses_even_a_free_call() {
-        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 1_000)])));
-        assert!(ledger.reserve(&[(site(), monthly(1_000))], 0, NOW).is_err());
-        assert!(ledger.reserve(&[(site(), monthly(1_001))], 0, NOW).is_ok());
-        assert!(ledger.reserve(&[(site(), monthly(0))], 0, NOW).is_err());
+        let ledger = Arc::new(InProcessLedger::new(HashMap::from([((site(), month()), 1_000)])));
+        assert!(ledger.hold(&[(site(), monthly(1_000))], 0, NOW).is_err());
+        assert!(ledger.hold(&[(site(), monthly(1_001))], 0, NOW).is_ok());
+        assert!(ledger.hold(&[(site(), monthly(0))], 0, NOW).is_err());
     }
 
     #[test]
     fn crossing_80_then_100_percent_is_reported_once_each() {
         let ledger = ledger();
         let payers = [(site(), monthly(1_000))];
-        let settle = |actual| ledger.reserve(&payers, 100, NOW).unwrap().settle(actual);
+        let settle = |actual| ledger.hold(&payers, 100, NOW).unwrap().settle(actual);
 
         assert_eq!(settle(790), vec![]);
         let crossing =
@@ -513,15 +444,15 @@ mod tests {
         assert_eq!(settle(100), vec![crossing]);
         // A budget raised later in the period does not report its thresholds again: each is
         // reported once per payer and period.
-        let raised = ledger.reserve(&[(site(), monthly(2_000))], 700, NOW).unwrap().settle(700);
+        let raised = ledger.hold(&[(site(), monthly(2_000))], 700, NOW).unwrap().settle(700);
         assert_eq!(raised, vec![]);
         assert_eq!(ledger.spent(&site(), month()), 1_700);
     }
 
     #[test]
     fn a_settlement_jumping_from_50_to_100_percent_reports_both_thresholds() {
-        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 500)])));
-        let crossings = ledger.reserve(&[(site(), monthly(1_000))], 500, NOW).unwrap().settle(500);
+        let ledger = Arc::new(InProcessLedger::new(HashMap::from([((site(), month()), 500)])));
+        let crossings = ledger.hold(&[(site(), monthly(1_000))], 500, NOW).unwrap().settle(500);
         let percents: Vec<u8> = crossings.iter().map(|c| c.percent).collect();
         assert_eq!(percents, [80, 100]);
         assert!(crossings.iter().all(|c| c.spent == 1_000 && c.budget == 1_000));
@@ -529,8 +460,8 @@ mod tests {
 
     #[test]
     fn spend_loaded_at_start_up_above_a_threshold_is_not_reported_again() {
-        let ledger = Arc::new(Ledger::new(HashMap::from([((site(), month()), 850)])));
-        let crossings = ledger.reserve(&[(site(), monthly(1_000))], 100, NOW).unwrap().settle(100);
+        let ledger = Arc::new(InProcessLedger::new(HashMap::from([((site(), month()), 850)])));
+        let crossings = ledger.hold(&[(site(), monthly(1_000))], 100, NOW).unwrap().settle(100);
         assert_eq!(crossings, vec![]);
     }
 
@@ -541,7 +472,7 @@ mod tests {
             (key(), BudgetRule { monthly: Some(10_000), daily: Some(1_000) }),
             (site(), monthly(1_250)),
         ];
-        let crossings = ledger.reserve(&payers, 1_000, NOW).unwrap().settle(1_000);
+        let crossings = ledger.hold(&payers, 1_000, NOW).unwrap().settle(1_000);
         let seen: Vec<(Payer, PeriodKind, u8)> =
             crossings.iter().map(|c| (c.payer.clone(), c.period.kind(), c.percent)).collect();
         assert_eq!(
@@ -582,12 +513,12 @@ mod tests {
     fn entries_for_past_periods_are_dropped() {
         let last_month = Period::Month { year: 2026, month: 4 };
         let yesterday = Period::day_of(NOW - SECONDS_PER_DAY);
-        let ledger = Arc::new(Ledger::new(HashMap::from([
+        let ledger = Arc::new(InProcessLedger::new(HashMap::from([
             ((site(), last_month), 9_000),
             ((site(), yesterday), 500),
             ((site(), month()), 700),
         ])));
-        ledger.reserve(&[(site(), monthly(10_000))], 100, NOW).unwrap().settle(100);
+        ledger.hold(&[(site(), monthly(10_000))], 100, NOW).unwrap().settle(100);
 
         assert_eq!(ledger.spent(&site(), last_month), 0);
         assert_eq!(ledger.spent(&site(), yesterday), 0);
@@ -602,8 +533,8 @@ mod tests {
         let ledger = ledger();
         let payers = [(site(), BudgetRule { monthly: None, daily: Some(1_000) })];
         let before_midnight = Period::day_of(NOW).ends_at() - 1;
-        let late_call = ledger.reserve(&payers, 400, before_midnight).unwrap();
-        ledger.reserve(&payers, 400, before_midnight + 1).unwrap().settle(400);
+        let late_call = ledger.hold(&payers, 400, before_midnight).unwrap();
+        ledger.hold(&payers, 400, before_midnight + 1).unwrap().settle(400);
 
         // The first day's account survives the sweep while its call is open.
         assert_eq!(ledger.reserved(&site(), Period::day_of(before_midnight)), 400);
@@ -625,7 +556,7 @@ mod tests {
         .join();
         assert!(panicked.is_err());
         assert!(ledger.state.is_poisoned());
-        ledger.reserve(&[(site(), monthly(1_000))], 100, NOW).unwrap().settle(100);
+        ledger.hold(&[(site(), monthly(1_000))], 100, NOW).unwrap().settle(100);
         assert_eq!(ledger.spent(&site(), month()), 100);
     }
 }
