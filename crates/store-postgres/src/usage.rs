@@ -104,31 +104,22 @@ async fn insert(tx: &mut PgTransaction<'_>, records: &[UsageRecord]) -> Result<(
     .execute(&mut **tx)
     .await?;
 
-    // Every relay adds to the same rows (today's, per site and model): each batch takes their
-    // locks in one order, so that two batches wait for each other instead of deadlocking.
-    let mut groups = daily_rollup(records);
-    groups.sort_by(|a, b| {
-        (a.day_start, &a.site_id, &a.key_id, &a.model).cmp(&(
-            b.day_start,
-            &b.site_id,
-            &b.key_id,
-            &b.model,
-        ))
-    });
+    let groups = daily_rollup(records);
     let sums =
         |value: fn(&UsageGroup) -> u64| groups.iter().map(|g| int(value(g))).collect::<Vec<_>>();
     let callers = |value: fn(&UsageGroup) -> &Option<String>| {
         groups.iter().map(|g| value(g).as_deref().unwrap_or_default()).collect::<Vec<_>>()
     };
     sqlx::query(concat!(
-        // '' for no site or no key, as in SQLite: a primary key cannot hold a NULL.
+        // '' for no site or no key, as in SQLite: a primary key cannot hold a NULL. Every relay
+        // adds to the same rows (today's, per site and model): sorted, each batch takes their
+        // locks in one order, so that two batches wait for each other instead of deadlocking.
         "INSERT INTO usage_daily (day_start, site_id, key_id, model, requests, input_tokens, ",
         "output_tokens, cost_micros) ",
-        "SELECT day_start, site_id, key_id, model, requests, input_tokens, output_tokens, ",
-        "cost_micros FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], ",
-        "$5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) WITH ORDINALITY ",
+        "SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], ",
+        "$5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) ",
         "AS g(day_start, site_id, key_id, model, requests, input_tokens, output_tokens, ",
-        "cost_micros, n) ORDER BY n ",
+        "cost_micros) ORDER BY day_start, site_id, key_id, model ",
         "ON CONFLICT (day_start, site_id, key_id, model) DO UPDATE SET ",
         saturating_add!(requests),
         ", ",
