@@ -362,7 +362,7 @@ impl Default for KeysConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` (created if missing), or
@@ -374,6 +374,18 @@ pub struct DatabaseConfig {
     /// long, keys are refused (503 `directory_stale`) until it can: a key revoked meanwhile must
     /// not keep working.
     pub directory_max_stale_ms: u64,
+}
+
+/// Shows the URL without its password (`crate::store::redacted_url`), so that a logged config
+/// cannot leak it.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &crate::store::redacted_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("directory_max_stale_ms", &self.directory_max_stale_ms)
+            .finish()
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -890,6 +902,16 @@ mod tests {
             "invalid configuration: `database.url` is not a valid postgres:// URL: invalid port \
              number"
         );
+    }
+
+    #[test]
+    fn a_database_password_never_shows_in_the_config_debug_output() {
+        let config =
+            load_toml("[database]\nurl = \"postgres://confab:s3cret-pw@db.internal:5432/confab\"")
+                .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("db.internal"), "{shown}");
     }
 
     #[test]

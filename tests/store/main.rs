@@ -742,14 +742,7 @@ async fn concurrent_claims_from_two_stores_never_return_the_same_delivery(db: Da
         loop {
             let batch = match store.claim_webhook_deliveries_to("http://a", 1_000, 9_000, 4).await {
                 Ok(batch) => batch,
-                // SQLite's claim reads, then writes, in a deferred transaction: when another
-                // connection wrote in between, SQLite refuses the write at once ("database is
-                // locked") instead of waiting. Nothing is claimed then, and the worker tries
-                // again later; PostgreSQL must never refuse.
-                Err(error) if db.engine() == Engine::Sqlite => {
-                    assert!(error.to_string().contains("database is locked"), "{error}");
-                    continue;
-                }
+                // Neither engine may refuse a claim because another one runs.
                 Err(error) => panic!("{error}"),
             };
             if batch.is_empty() {
