@@ -67,6 +67,7 @@ pub struct TestRelayBuilder {
     config: Config,
     site: SiteSpec,
     database_dir: Option<PathBuf>,
+    database_url: Option<String>,
 }
 
 impl TestRelayBuilder {
@@ -89,12 +90,31 @@ impl TestRelayBuilder {
         self
     }
 
+    /// Uses the database at `url` (PostgreSQL: `confab_tests::servers::postgres().database()`)
+    /// instead of a fresh SQLite file; the relay's reservation journal stays in its own temp
+    /// dir unless the config names one.
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.database_url = Some(url.to_owned());
+        self
+    }
+
     pub async fn start(self) -> TestRelay {
         install_log_capture();
         let dir = tempfile::tempdir().unwrap();
         let mut config = self.config;
-        let database_dir = self.database_dir.as_deref().unwrap_or(dir.path());
-        config.database.url = format!("sqlite://{}", database_dir.join("relay.db").display());
+        match &self.database_url {
+            Some(url) => {
+                config.database.url = url.clone();
+                if config.usage.journal_dir.is_none() {
+                    config.usage.journal_dir = Some(dir.path().join("reservations"));
+                }
+            }
+            None => {
+                let database_dir = self.database_dir.as_deref().unwrap_or(dir.path());
+                config.database.url =
+                    format!("sqlite://{}", database_dir.join("relay.db").display());
+            }
+        }
         let key_file = dir.path().join("upstream.key");
         std::fs::write(&key_file, format!("{UPSTREAM_SECRET}\n")).unwrap();
         for upstream in &mut config.upstreams {
@@ -166,7 +186,7 @@ impl TestRelay {
             system_prompt: Some("You are the shop's assistant.".into()),
             ..SiteSpec::default()
         };
-        TestRelayBuilder { config, site, database_dir: None }
+        TestRelayBuilder { config, site, database_dir: None, database_url: None }
     }
 
     /// [`TestRelay::builder`] with `model-a` priced at one micro-dollar per token, in and out
