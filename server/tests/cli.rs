@@ -1715,6 +1715,96 @@ async fn the_cli_the_admin_api_and_a_relay_share_one_postgresql_database() {
     assert!(work.path().join("confab.reservations").is_dir(), "the relay's own journal");
 }
 
+/// `envs` as `Relay::start` takes them.
+fn borrowed<'a>(envs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    envs.iter().map(|(name, value)| (*name, value.as_str())).collect()
+}
+
+#[tokio::test]
+async fn a_relay_killed_mid_stream_frees_its_reservation_within_the_lease_and_the_other_serves_on()
+{
+    let work = Workdir::new();
+    let url = confab_tests::servers::postgres().database();
+    let redis = confab_tests::servers::RedisServer::start();
+    // One micro-dollar a token. The request below may cost at most 28 (its prompt's ceiling) +
+    // 40 (max_tokens) = 68 micro-dollars, so a budget of 100 holds one such request at a time.
+    std::fs::write(
+        work.path().join("confab.toml"),
+        "[prices.\"confab-demo\"]\ninput_per_million = 1000000\noutput_per_million = 1000000\n",
+    )
+    .unwrap();
+    let created = work
+        .run(
+            &on_database(
+                &url,
+                &[
+                    "keys",
+                    "create",
+                    "--name",
+                    "B",
+                    "--scope",
+                    "chat",
+                    "--monthly-budget",
+                    "0.0001",
+                    "--json",
+                ],
+            ),
+            &[("CONFAB__DEMO__TOKEN_DELAY_MS", "300")],
+        )
+        .await
+        .assert_success()
+        .json();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let redis_url = redis.url();
+    // The doomed relay answers slowly (its stream is still open when it is killed); the other
+    // at once.
+    let relay_envs = |journal: &str, token_delay_ms: &str| {
+        [
+            ("CONFAB__DATABASE__URL", url.clone()),
+            ("CONFAB__REDIS__URL", redis_url.clone()),
+            ("CONFAB__REDIS__LEASE_MS", "1000".to_owned()),
+            ("CONFAB__USAGE__JOURNAL_DIR", journal.to_owned()),
+            ("CONFAB__DEMO__TOKEN_DELAY_MS", token_delay_ms.to_owned()),
+        ]
+    };
+    let envs_a = relay_envs("a.reservations", "300");
+    let envs_b = relay_envs("b.reservations", "0");
+    let doomed = Relay::start(&work, &borrowed(&envs_a)).await;
+    let other = Relay::start(&work, &borrowed(&envs_b)).await;
+    let client = http_client();
+    let body = json!({"stream": true, "max_tokens": 40,
+        "messages": [{"role": "user", "content": "A long answer, please"}]});
+    let chat = |relay: &Relay| {
+        client.post(relay.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send()
+    };
+
+    // The doomed relay's stream holds the whole budget: the other refuses.
+    let response = chat(&doomed).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = response.bytes_stream().eventsource();
+    let _first = timeout(WAIT, events.next()).await.unwrap().unwrap().unwrap();
+    let refused = chat(&other).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::PAYMENT_REQUIRED);
+
+    doomed.kill().await;
+    drop(events);
+    // Its reservation lapses with its lease (1 s); the other relay serves again.
+    let served = timeout(WAIT, async {
+        loop {
+            let response = chat(&other).await.unwrap();
+            if response.status() == StatusCode::OK {
+                return response.text().await.unwrap();
+            }
+            assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the killed relay's reservation was never released");
+    assert!(served.contains("[DONE]"), "{served}");
+    assert!(other.terminate().await.success());
+}
+
 #[tokio::test]
 async fn a_database_that_cannot_be_opened_is_named_without_its_password() {
     let work = Workdir::new();
