@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -37,6 +38,8 @@ pub struct Metering {
     pub ledger: Arc<dyn BudgetLedger>,
     /// Runs the settles of budgets and tokens after requests (see the module comment).
     pub settler: Settler,
+    /// Whether Redis answers, when limits and budgets are shared through it (for `/healthz`).
+    pub redis_health: Option<confab_metering::RedisHealth>,
     pub prices: PriceTable,
     pub recorder: UsageRecorder,
     /// Where each request's worst case is made durable before its upstream call; `None` with a
@@ -151,6 +154,7 @@ impl Metering {
             limiter: engines.limiter,
             ledger: engines.ledger,
             settler: engines.settler,
+            redis_health: engines.redis_health,
             prices,
             recorder,
             journal,
@@ -571,20 +575,31 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct UsageRecorder {
     commands: mpsc::UnboundedSender<Command>,
+    /// Records handed over and not written yet.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl UsageRecorder {
     /// Starts the writer (needs a Tokio runtime).
     pub fn start(store: Arc<dyn Store>, flush_every: Duration) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(store, receiver, flush_every));
-        Self { commands }
+        let backlog = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write_batches(store, receiver, flush_every, Arc::clone(&backlog)));
+        Self { commands, backlog }
     }
 
     pub fn record(&self, record: UsageRecord, ticket: Option<Ticket>) {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
         if self.commands.send(Command::Record(record, ticket)).is_err() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("the usage writer has stopped; a usage record is lost");
         }
+    }
+
+    /// Records handed over and not written yet: more than a second's worth means the database
+    /// is not taking them (they are kept, up to a bound, and retried).
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
     }
 
     /// Resolves once everything recorded before the call is written: `true`, or could not be
@@ -613,6 +628,7 @@ async fn write_batches(
     store: Arc<dyn Store>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     flush_every: Duration,
+    backlog: Arc<AtomicUsize>,
 ) {
     let mut batch = Batch::default();
     let mut flushes: Vec<oneshot::Sender<bool>> = Vec::new();
@@ -623,7 +639,7 @@ async fn write_batches(
             command = commands.recv() => match command {
                 Some(command) => take(command, &mut batch, &mut flushes),
                 None => {
-                    write(store.as_ref(), &mut batch).await;
+                    write(store.as_ref(), &mut batch, &backlog).await;
                     return;
                 }
             },
@@ -636,7 +652,7 @@ async fn write_batches(
         while let Ok(command) = commands.try_recv() {
             take(command, &mut batch, &mut flushes);
         }
-        let written = write(store.as_ref(), &mut batch).await;
+        let written = write(store.as_ref(), &mut batch, &backlog).await;
         for done in flushes.drain(..) {
             let _ = done.send(written);
         }
@@ -659,12 +675,13 @@ fn take(command: Command, batch: &mut Batch, flushes: &mut Vec<oneshot::Sender<b
 }
 
 /// Writes the batch; `true` when it is empty afterwards.
-async fn write(store: &dyn Store, batch: &mut Batch) -> bool {
+async fn write(store: &dyn Store, batch: &mut Batch, backlog: &AtomicUsize) -> bool {
     if batch.records.is_empty() {
         return true;
     }
     match store.record_usage(&batch.records).await {
         Ok(()) => {
+            backlog.fetch_sub(batch.records.len(), Ordering::Relaxed);
             batch.records.clear();
             for ticket in batch.tickets.drain(..).flatten() {
                 ticket.settle();
@@ -677,6 +694,7 @@ async fn write(store: &dyn Store, batch: &mut Batch) -> bool {
             if records > MAX_PENDING {
                 let dropped = records - MAX_PENDING;
                 batch.records.drain(..dropped);
+                backlog.fetch_sub(dropped, Ordering::Relaxed);
                 // Dropped unsettled: their lines stay in the journal.
                 batch.tickets.drain(..dropped);
                 tracing::error!(

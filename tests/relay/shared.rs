@@ -371,6 +371,13 @@ async fn while_redis_is_down_relays_degrade_as_documented_lose_no_usage_and_are_
     assert!(metrics.contains("confab_metering_degraded_total{decision=\"budget_refused\"} 1"));
     assert!(!metrics.contains("confab_metering_degraded_total{decision=\"limit_local_share\"} 0"));
 
+    // `/healthz` says what is degraded; the relay still serves, so it answers 200.
+    let (status, health) =
+        json_body(closed.client.get(closed.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["degraded"], json!(["redis"]), "{health}");
+
     // No usage record is lost: every answered request is in the database.
     let answered = 1 + 4 + 1;
     let records = closed.settled_usage(answered).await;
@@ -381,6 +388,9 @@ async fn while_redis_is_down_relays_degrade_as_documented_lose_no_usage_and_are_
     redis.restart();
     decides_in_redis(&closed, &limited, "10").await;
     decides_in_redis(&open, &limited, "10").await;
+    let (_, health) =
+        json_body(closed.client.get(closed.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(health, json!({"status": "ok"}));
     let (status, _) =
         json_body(closed.chat_as(&budgeted, None).json(&hello()).send().await.unwrap()).await;
     assert_eq!(status, 200, "the third quarter");

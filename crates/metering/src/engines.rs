@@ -12,7 +12,7 @@ use crate::budget::{BudgetLedger, InProcessLedger, Micros, Payer, Period, RedisL
 use crate::degraded::{DegradedLog, Observer};
 use crate::limits::{InProcessLimiter, RateLimiter, RedisLimiter};
 use crate::settle::Settler;
-use crate::shared::Connection;
+use crate::shared::{Connection, RedisHealth};
 
 /// What budgets do when the shared store cannot be reached.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,6 +66,8 @@ pub struct Engines {
     pub settler: Settler,
     /// The Redis ledger, when that is the engine (for what only it does: recovery at start).
     pub redis_ledger: Option<Arc<RedisLedger>>,
+    /// Whether Redis answers, when it is the engine.
+    pub redis_health: Option<RedisHealth>,
 }
 
 impl Engines {
@@ -79,6 +81,7 @@ impl Engines {
             ledger: Arc::new(InProcessLedger::new(spent)),
             settler: Settler::inline(observer),
             redis_ledger: None,
+            redis_health: None,
         }
     }
 
@@ -104,12 +107,14 @@ impl Engines {
             settings.expected_instances,
             Arc::clone(&degraded),
         );
+        let redis_health = Some(connection.health());
         let ledger = RedisLedger::new(connection, settings, spend, degraded);
         Ok(Self {
             limiter: Arc::new(limiter),
             ledger: Arc::clone(&ledger) as Arc<dyn BudgetLedger>,
             settler: Settler::background(observer),
             redis_ledger: Some(ledger),
+            redis_health,
         })
     }
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 pub use degraded::{Decision, Observer, Unobserved};
 pub use engines::{Engines, OnStoreError, RedisSettings, SpendSource};
 pub use settle::{Backoff, Settler};
+pub use shared::RedisHealth;
 
 /// The shared store (Redis) could not be reached, did not answer in time, or its breaker is
 /// open: try again after `retry_after`.

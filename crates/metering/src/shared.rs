@@ -71,10 +71,27 @@ impl Connection {
         }
     }
 
+    /// What `/healthz` reports of this connection.
+    pub(crate) fn health(&self) -> RedisHealth {
+        RedisHealth(std::sync::Arc::clone(&self.breaker))
+    }
+
     /// How long a caller refused now should wait: the breaker's remaining open time, or its
     /// whole open time.
     pub(crate) fn retry_after(&self) -> Duration {
         self.breaker.open_for
+    }
+}
+
+/// Whether the relay reaches Redis now, as its last commands found.
+#[derive(Debug, Clone)]
+pub struct RedisHealth(std::sync::Arc<Breaker>);
+
+impl RedisHealth {
+    /// `false` since the last command failed, until one succeeds again.
+    pub fn reachable(&self) -> bool {
+        let state = self.0.lock();
+        state.failures == 0 && state.open_until.is_none()
     }
 }
 
