@@ -329,3 +329,43 @@ async fn keys_are_refused_while_the_directory_cannot_be_refreshed_and_healthz_sa
         json_body(relay.client.get(relay.url("/healthz")).send().await.unwrap()).await;
     assert_eq!((status, health), (200, json!({"status": "ok"})));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgresql_does_not_answer_the_relay_serves_from_memory_and_writes_every_record_once_back()
+ {
+    let postgres = confab_tests::servers::Postgres::dedicated();
+    let mock = MockUpstream::start().await;
+    for _ in 0..6 {
+        mock.push(Reply::answer(&["ok"], (3, 2)));
+    }
+    let relay = TestRelay::metered(&mock)
+        .database_url(&postgres.database())
+        .config(|c| c.usage.flush_ms = 100)
+        .start()
+        .await;
+    let (status, _) = json_body(relay.send_chat(hello(false)).await).await;
+    assert_eq!(status, 200);
+    relay.settled_usage(1).await;
+
+    // A partition: the database neither answers nor fails.
+    postgres.pause();
+    for _ in 0..5 {
+        let (status, body) = json_body(relay.send_chat(hello(false)).await).await;
+        assert_eq!(status, 200, "keys come from memory, usage waits in memory: {body}");
+    }
+    let (status, health) =
+        json_body(relay.client.get(relay.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "the relay still serves: {health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["degraded"], json!(["database"]), "{health}");
+    assert_eq!(health["usage_backlog"], 5, "{health}");
+
+    // Back: everything buffered is written, once.
+    postgres.resume();
+    let records = relay.settled_usage(6).await;
+    assert_eq!(records.len(), 6, "{records:?}");
+    let (_, health) =
+        json_body(relay.client.get(relay.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(health, json!({"status": "ok"}));
+    relay.stop().await;
+}

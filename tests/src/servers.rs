@@ -83,6 +83,8 @@ pub fn postgres() -> &'static Postgres {
 #[derive(Debug)]
 pub struct Postgres {
     port: u16,
+    /// The server's data directory (its `postmaster.pid` names the server's process).
+    data: PathBuf,
     bin: PathBuf,
     /// Closing it (when the process exits) stops the server.
     _lifeline: Mutex<ChildStdin>,
@@ -92,6 +94,32 @@ pub struct Postgres {
 }
 
 impl Postgres {
+    /// A server of the calling test's own, which it may pause: stopped like the shared one.
+    pub fn dedicated() -> Self {
+        Self::start()
+    }
+
+    /// Freezes the server and every connection to it (SIGSTOP to the postmaster and to its
+    /// backends, each of which leads a process group of its own), as a network partition would:
+    /// queries neither answer nor fail until [`Postgres::resume`].
+    pub fn pause(&self) {
+        let postmaster = self.postmaster();
+        signal_children("-STOP", &postmaster);
+        signal("-STOP", &postmaster);
+    }
+
+    pub fn resume(&self) {
+        let postmaster = self.postmaster();
+        signal("-CONT", &postmaster);
+        signal_children("-CONT", &postmaster);
+    }
+
+    fn postmaster(&self) -> String {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .expect("PostgreSQL is not running");
+        pid_file.lines().next().unwrap_or_default().trim().to_owned()
+    }
+
     fn start() -> Self {
         let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
             .map(|entries| entries.filter_map(|e| Some(e.ok()?.path().join("bin"))).collect())
@@ -167,7 +195,13 @@ impl Postgres {
             .expect("cannot start PostgreSQL");
         let lifeline = child.stdin.take().expect("piped stdin");
         wait_for_port(port, "PostgreSQL", &log);
-        let server = Self { port, bin, _lifeline: Mutex::new(lifeline), _shell: Mutex::new(child) };
+        let server = Self {
+            port,
+            data: data.clone(),
+            bin,
+            _lifeline: Mutex::new(lifeline),
+            _shell: Mutex::new(child),
+        };
         server.wait_until_ready(&log);
         server
     }
@@ -216,6 +250,29 @@ impl Postgres {
             .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
+}
+
+impl Drop for Postgres {
+    /// A server paused by a test that then failed is resumed, so that it can stop.
+    fn drop(&mut self) {
+        if let Ok(pid_file) = std::fs::read_to_string(self.data.join("postmaster.pid")) {
+            let postmaster = pid_file.lines().next().unwrap_or_default().trim().to_owned();
+            let _ = Command::new("kill").args(["-CONT", &postmaster]).status();
+            let _ = Command::new("pkill").args(["-CONT", "-P", &postmaster]).status();
+        }
+    }
+}
+
+fn signal(signal: &str, pid: &str) {
+    let status = Command::new("kill").args([signal, pid]).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill {signal} {pid} failed");
+}
+
+/// Signals every child of `pid` (none is not an error).
+fn signal_children(signal: &str, pid: &str) {
+    let status = Command::new("pkill").args([signal, "-P", pid]).status();
+    let fine = status.is_ok_and(|s| s.code().is_some_and(|code| code <= 1));
+    assert!(fine, "pkill {signal} -P {pid} failed");
 }
 
 /// A Redis server of one test, on a free port; stopped when dropped.

@@ -27,11 +27,21 @@ pub fn router() -> Router<AppState> {
 /// at a busy relay's rate means writes are not keeping up.
 const USAGE_BACKLOG_DEGRADED: usize = 50_000;
 
+/// A database that has not answered a ping in this long counts as unavailable.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let mut degraded = Vec::new();
-    if let Err(error) = state.store.ping().await {
-        tracing::error!(%error, "health check: database unavailable");
-        degraded.push("database");
+    match tokio::time::timeout(PING_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::error!(%error, "health check: database unavailable");
+            degraded.push("database");
+        }
+        Err(_) => {
+            tracing::error!(timeout = ?PING_TIMEOUT, "health check: the database does not answer");
+            degraded.push("database");
+        }
     }
     if state.metering.redis_health.as_ref().is_some_and(|redis| !redis.reachable()) {
         degraded.push("redis");
