@@ -234,6 +234,39 @@ fn targets(runs: &[RunResult], capacity: Option<&CapacityResult>) -> String {
             pass: Some(capacity.errors == 0),
         });
     }
+    // With `--redis`: what sharing limits and budgets through Redis adds to one request, and
+    // what a second relay on the same Redis and database gives.
+    for mode in [Mode::Json, Mode::Stream] {
+        let p50 = |target| find(runs, target, mode, 1).and_then(|run| run.p50_us);
+        let (Some(alone), Some(shared)) = (p50("confab"), p50("confab-redis")) else {
+            continue;
+        };
+        let added_ms = (shared - alone) / 1000.0;
+        verdicts.push(Verdict {
+            name: format!("{} c=1: p50 Redis adds (confab-redis − confab)", mode.label()),
+            measured: format!("**{added_ms:.3} ms**"),
+            bound: "≤ 0.2 ms".into(),
+            pass: Some(added_ms <= 0.2),
+        });
+    }
+    for mode in [Mode::Json, Mode::Stream] {
+        let (Some(one), Some(two)) =
+            (find(runs, "confab-redis", mode, 32), find(runs, "confab-redis-x2", mode, 32))
+        else {
+            continue;
+        };
+        verdicts.push(Verdict {
+            name: format!("{} c=32: two relays on Redis ÷ one", mode.label()),
+            measured: format!(
+                "**{:.2}×** ({} against {})",
+                two.requests_per_sec / one.requests_per_sec,
+                thousands(two.requests_per_sec),
+                thousands(one.requests_per_sec)
+            ),
+            bound: "reported".into(),
+            pass: None,
+        });
+    }
     let mut out = String::from("| target | measured | bound | |\n|---|---|---|---|\n");
     for verdict in verdicts {
         let result = match verdict.pass {

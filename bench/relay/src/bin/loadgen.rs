@@ -58,6 +58,10 @@ struct TargetArgs {
     /// The API root, e.g. http://127.0.0.1:8080/v1 (only plain HTTP to an IP address).
     #[arg(long)]
     url: String,
+    /// More instances of the same API (`http://IP:PORT`, same path as --url; repeatable): the
+    /// connections are spread over all of them, as a load balancer would.
+    #[arg(long = "also-url")]
+    also_urls: Vec<String>,
     /// An extra request header, `Name: value` (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -136,7 +140,9 @@ fn main() -> anyhow::Result<()> {
 /// Where requests go and what they carry, built once.
 #[derive(Debug)]
 struct Target {
-    address: SocketAddr,
+    /// Where connections go, in turn.
+    addresses: Vec<SocketAddr>,
+    next: std::sync::atomic::AtomicUsize,
     chat: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -150,8 +156,13 @@ impl Target {
             bail!("--url must be http://IP:PORT/...");
         }
         let authority = root.authority().ok_or_else(|| anyhow!("--url has no host"))?;
-        let address: SocketAddr =
-            authority.as_str().parse().context("--url must name an IP address and a port")?;
+        let mut addresses: Vec<SocketAddr> =
+            vec![authority.as_str().parse().context("--url must name an IP address and a port")?];
+        for url in &args.also_urls {
+            let also: Uri = url.parse().with_context(|| format!("bad --also-url {url}"))?;
+            let authority = also.authority().ok_or_else(|| anyhow!("--also-url has no host"))?;
+            addresses.push(authority.as_str().parse().context("--also-url must be IP:PORT")?);
+        }
         let chat: Uri =
             format!("{}/chat/completions", root.path().trim_end_matches('/')).parse()?;
         let mut headers = HeaderMap::new();
@@ -166,7 +177,8 @@ impl Target {
             );
         }
         Ok(Self {
-            address,
+            addresses,
+            next: std::sync::atomic::AtomicUsize::new(0),
             chat,
             headers,
             body: Bytes::from(confab_bench::request_body(mode)),
@@ -182,7 +194,9 @@ impl Target {
     }
 
     async fn connect(&self) -> Result<Client, Failure> {
-        let stream = TcpStream::connect(self.address).await.map_err(|_| Failure::Connect)?;
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let address = self.addresses[turn % self.addresses.len()];
+        let stream = TcpStream::connect(address).await.map_err(|_| Failure::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -327,7 +341,7 @@ async fn check_answer(target: &Target) -> anyhow::Result<()> {
         .map_err(|f| anyhow!("{}", f.name()))?;
     let text = String::from_utf8_lossy(&body);
     if !status.is_success() {
-        bail!("{} answered {status}: {text}", target.address);
+        bail!("{} answered {status}: {text}", target.addresses[0]);
     }
     let answer = match target.mode {
         Mode::Json => {
