@@ -15,6 +15,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use confab_protocol::ChatRequest;
 
+use super::auth::{site_visitor, visitor_hash};
 use super::{ApiJson, AppState, Caller, RequestId};
 use crate::budget::{BudgetRule, Payer, ReserveError};
 use crate::error::ApiError;
@@ -26,7 +27,6 @@ use crate::policy::SitePolicy;
 use crate::relay::{self, collect_completion, sse_events};
 use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
 use crate::upstream::Upstream;
-use crate::visitor::{VisitorRules, VisitorSecret, client_ip, identify};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(create_chat_completion))
@@ -197,22 +197,8 @@ async fn admit(
     let mut checks = Vec::with_capacity(2);
     let payer = match caller {
         Caller::Site(site) => {
-            let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
-                client_ip(peer, headers, &state.config.server.trusted_proxies)
-            });
-            let secret = site.verification.secret.clone().map(VisitorSecret::new);
-            let rules = VisitorRules {
-                site_id: &site.id,
-                secret: secret.as_ref().map(VisitorSecret::key),
-                mode: site.verification.mode,
-                require_verified: site.verification.required,
-            };
-            let visitor = identify(headers, ip, rules, crate::unix_now()).map_err(|error| {
-                ApiError::Unauthenticated { code: error.code(), message: error.message() }
-            })?;
-            let mut salt = state.visitor_salt.clone();
-            salt.extend_from_slice(site.id.as_bytes());
-            record.visitor = Some(visitor.usage_hash(&salt));
+            let visitor = site_visitor(state, site, peer, headers)?;
+            record.visitor = Some(visitor_hash(state, site, &visitor));
             record.site_id = Some(site.id.clone());
             checks.push((Subject::Site(site.id.clone()), rule(&site.settings.limits)));
             let (visitors, own) = (&state.config.visitors, &site.settings.visitor_limits);
