@@ -46,6 +46,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// What budgets do when Redis cannot be reached.
     pub budgets: BudgetsConfig,
+    /// Streamed answers that survive a dropped connection.
+    pub resume: crate::resume::config::ResumeConfig,
     /// Model prices, for budgets and usage costs: `[prices."model"]`.
     pub prices: std::collections::BTreeMap<String, crate::budget::Price>,
     /// LLM providers. With none configured the built-in demo upstream serves `demo.model`.
@@ -690,6 +692,7 @@ impl Config {
         self.policy.validate("policy")?;
         self.webhooks.validate()?;
         self.redis.validate()?;
+        self.resume.validate()?;
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
         }

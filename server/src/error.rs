@@ -44,6 +44,11 @@ pub enum ApiError {
     /// 404 `invalid_request_error`/`model_not_found`: the key may not use the model it named.
     #[error("the model `{model}` does not exist or this key may not use it")]
     ModelNotFound { model: String },
+    /// 404 `invalid_request_error`/`stream_not_found`: no stream with this id that the caller
+    /// may follow (it never existed, it is another caller's, or it is no longer kept): the
+    /// three are never told apart.
+    #[error("no stream with this id (it may have ended too long ago)")]
+    StreamNotFound,
     /// 404 `invalid_request_error`/`not_found`: no such route.
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
@@ -99,9 +104,10 @@ impl ApiError {
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::PermissionDenied { .. } => StatusCode::FORBIDDEN,
-            Self::ModelNotFound { .. } | Self::RouteNotFound { .. } | Self::NotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            Self::ModelNotFound { .. }
+            | Self::RouteNotFound { .. }
+            | Self::NotFound { .. }
+            | Self::StreamNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ModelUnavailable { .. }
             | Self::Unavailable { .. }
@@ -125,6 +131,7 @@ impl ApiError {
             Self::Unauthenticated { code, .. } => ("authentication_error", *code),
             Self::PermissionDenied { code, .. } => ("permission_error", *code),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
+            Self::StreamNotFound => ("invalid_request_error", "stream_not_found"),
             Self::RouteNotFound { .. } | Self::NotFound { .. } => {
                 ("invalid_request_error", "not_found")
             }

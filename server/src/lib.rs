@@ -15,6 +15,7 @@ pub mod meter;
 pub mod metrics;
 pub mod policy;
 pub mod relay;
+pub mod resume;
 pub mod sitekey;
 pub mod sites;
 pub mod store;

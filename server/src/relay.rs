@@ -5,7 +5,9 @@
 //! (`complete`).
 //!
 //! Dropping a `RelayStream` drops the upstream response, which closes the upstream connection:
-//! that is how a client disconnect cancels the upstream call at once.
+//! that is how a client disconnect cancels the upstream call at once when streams are not
+//! resumable (`resume.grace_ms = 0`), and how a resumable stream's producer (`produce`) ends
+//! one that was cancelled or that nobody followed for the grace period.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -30,6 +32,7 @@ use crate::error::ApiError;
 use crate::estimate::{estimate_answer_tokens, prompt_bytes, prompt_token_ceiling};
 use crate::meter::{Charge, Meter};
 use crate::metrics::OpenStream;
+use crate::resume::{FrameKind, StopSignal, StreamWriter};
 use crate::store::Outcome;
 use crate::unix_now;
 use crate::upstream::{
@@ -519,31 +522,84 @@ pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Result<Event, Infallib
                 Some(step) => step,
                 None => relay.step().instrument(span.clone()).await,
             };
-            let events = match step {
+            let end = match step {
                 Step::Chunk(chunk) => {
                     return Some((vec![Event::default().data(chunk.json)], Some((relay, None))));
                 }
-                Step::Done => {
-                    let mut events: Vec<Event> = relay
-                        .usage_chunk()
-                        .map(|json| Event::default().data(json))
-                        .into_iter()
-                        .collect();
-                    events.push(Event::default().data(DONE_SENTINEL));
-                    events
-                }
-                Step::Failed(error) => {
-                    span.in_scope(|| tracing::warn!(%error, "upstream failed mid-answer"));
-                    let envelope = ApiError::from(&error).envelope();
-                    let data = serde_json::to_string(&envelope).unwrap_or_default();
-                    vec![Event::default().event("error").data(data)]
-                }
+                Step::Done => None,
+                Step::Failed(error) => Some(error),
             };
+            let events = span
+                .in_scope(|| ending(&relay, end))
+                .into_iter()
+                .map(|(kind, data)| match kind {
+                    FrameKind::Data => Event::default().data(data),
+                    FrameKind::Error => Event::default().event("error").data(data),
+                })
+                .collect();
             Some((events, None))
         }
     })
     .flat_map(stream::iter)
     .map(Ok)
+}
+
+/// The events that end a stream: the usage chunk (unless the upstream sent one) and `[DONE]`
+/// when it ended cleanly (`failed` is `None`), or an `error` event carrying the envelope.
+fn ending(relay: &RelayStream, failed: Option<UpstreamError>) -> Vec<(FrameKind, String)> {
+    match failed {
+        None => {
+            let usage = relay.usage_chunk().map(|json| (FrameKind::Data, json));
+            usage.into_iter().chain([(FrameKind::Data, DONE_SENTINEL.to_owned())]).collect()
+        }
+        Some(error) => {
+            tracing::warn!(%error, "upstream failed mid-answer");
+            let envelope = ApiError::from(&error).envelope();
+            vec![(FrameKind::Error, serde_json::to_string(&envelope).unwrap_or_default())]
+        }
+    }
+}
+
+/// Produces a resumable answer into its replay log (`resume`), in a task of its own: every
+/// event as it arrives, then the same ending as `sse_events`. Whoever follows the log sends
+/// the events on; nobody following does not slow this down or stop it, until `stop` says the
+/// stream was cancelled or nobody followed it for the grace period. Then the upstream call is
+/// dropped, which settles it as interrupted at what was generated (see `Drop`), and the log
+/// ends with an `error` event saying why.
+pub async fn produce(plan: StreamPlan, mut writer: Box<dyn StreamWriter>, mut stop: StopSignal) {
+    let StreamPlan { mut relay, first } = plan;
+    let mut step = first;
+    let ending = loop {
+        let failed = match step {
+            Step::Chunk(chunk) => {
+                writer.append(FrameKind::Data, chunk.json);
+                let next = tokio::select! {
+                    biased;
+                    stop = &mut stop => Err(stop),
+                    step = relay.step() => Ok(step),
+                };
+                match next {
+                    Ok(next) => {
+                        step = next;
+                        continue;
+                    }
+                    Err(stop) => {
+                        tracing::info!(?stop, "stream stopped before its end");
+                        break vec![(FrameKind::Error, stop.envelope())];
+                    }
+                }
+            }
+            Step::Done => None,
+            Step::Failed(error) => Some(error),
+        };
+        break ending(&relay, failed);
+    };
+    // Gone (and settled) before a follower sees the end.
+    drop(relay);
+    for (kind, data) in ending {
+        writer.append(kind, data);
+    }
+    writer.finish();
 }
 
 /// Answers a client that asked for no stream with one upstream call that does not stream either,

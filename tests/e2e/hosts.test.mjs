@@ -162,10 +162,13 @@ test("stop aborts the answer and the upstream sees the cancellation", BOUND, asy
   const cancelled = stack.mock.cancellations.length;
   await ask(page, "SLOW answer please");
   await lastAnswer(page).filter({ hasText: "tick2" }).waitFor(WAIT);
+  const cancel = page.waitForRequest((request) => request.url().endsWith("/cancel"), WAIT);
   await page.locator(W("button.stop")).click();
   await page.locator(W(".error"), { hasText: "Stopped" }).waitFor(WAIT);
   await page.locator(W("button.send")).waitFor(WAIT);
-  // The relay closed its upstream request: the provider stops generating (and billing).
+  // The widget told the relay to stop the answer (leaving it would not), and the relay closed
+  // its upstream request: the provider stops generating (and billing).
+  assert.equal((await cancel).method(), "POST");
   const cancellation = await until(() => stack.mock.cancellations[cancelled], 5000, "the upstream to see the cancellation");
   assert.ok(cancellation.tokens < 100, `the upstream stream ran on: ${JSON.stringify(cancellation)}`);
   const text = await lastAnswer(page).textContent();
@@ -178,6 +181,69 @@ test("stop aborts the answer and the upstream sees the cancellation", BOUND, asy
   assert.deepEqual(errors, []);
 });
 
+
+test("an answer whose connection ends mid-event is followed again from its last event, no word twice", BOUND, async (t) => {
+  const { page, errors } = await visit(t, "plain");
+  await openWidget(page);
+  // The first answer's connection ends in the middle of its ninth event: the page gets its
+  // headers and what came before, then nothing more.
+  await page.route("**/v1/chat/completions", async (route) => {
+    const response = await route.fetch();
+    const body = await response.text();
+    let cut = 0;
+    for (let i = 0; i < 8; i++) cut = body.indexOf("\n\n", cut) + 2;
+    await route.fulfill({ response, body: body.slice(0, cut + 12) });
+  }, { times: 1 });
+  const followed = [];
+  page.on("request", (request) => request.url().includes("/v1/chat/streams/") && followed.push(request.headers()["last-event-id"]));
+  const question = "Over a bad line";
+  const before = stack.mock.chats().length;
+  await ask(page, question);
+  await answered(page, question);
+  assert.deepEqual(followed, ["8"], "followed again once, after the last whole event");
+  assert.equal(stack.mock.chats().length, before + 1, "the question was asked once");
+  assert.deepEqual(errors, []);
+});
+
+test("an answer through a tunnel (offline, then online) completes, no word twice", BOUND, async (t) => {
+  const { page, context, errors } = await visit(t, "plain");
+  await openWidget(page);
+  const followed = [];
+  page.on("request", (request) => request.url().includes("/v1/chat/streams/") && followed.push(request.method()));
+  const question = "A LONG answer through a tunnel";
+  const before = stack.mock.chats().length;
+  await ask(page, question);
+  await lastAnswer(page).filter({ hasText: "charlie" }).waitFor(WAIT);
+  // The browser goes offline and comes back while the answer is still being generated; the
+  // connection it had may be dead, so the widget follows the stream again when it is back.
+  const devtools = await context.newCDPSession(page);
+  const network = (offline) => devtools.send("Network.emulateNetworkConditions",
+    { offline, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await network(true);
+  await sleep(1000);
+  await network(false);
+  await answered(page, question);
+  assert.ok(followed.includes("GET"), `the widget followed the stream again: ${followed}`);
+  assert.equal(stack.mock.chats().length, before + 1, "the question was asked once");
+  // What the browser says about a request that failed while it was offline is not the widget's.
+  assert.deepEqual(errors.filter((e) => !/ERR_INTERNET_DISCONNECTED/.test(e)), []);
+});
+
+test("a reload mid-answer follows the answer again and shows it once, whole", BOUND, async (t) => {
+  const { page, errors } = await visit(t, "plain");
+  await openWidget(page);
+  const question = "Just before a reload";
+  const before = stack.mock.chats().length;
+  await ask(page, question);
+  await lastAnswer(page).filter({ hasText: "bravo" }).waitFor(WAIT);
+  await page.reload();
+  await openWidget(page);
+  await answered(page, question);
+  assert.equal(await page.locator(W("li.user")).count(), 1);
+  assert.equal(await page.locator(W("li.assistant:not(.greeting)")).count(), 1);
+  assert.equal(stack.mock.chats().length, before + 1, "the question was asked once");
+  assert.deepEqual(errors, []);
+});
 test("a reload restores the conversation, and clear empties it for good", BOUND, async (t) => {
   const question = "Please remember this conversation";
   const { page, errors } = await visitAndAsk(t, "plain", question);

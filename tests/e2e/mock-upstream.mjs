@@ -1,7 +1,7 @@
 // A scripted OpenAI-compatible upstream for the end-to-end tests, on 127.0.0.1:<random port>.
 //
 //   POST /v1/chat/completions   streamed (SSE) or not; what it answers depends on the last user
-//                               message (see `script` below)
+//                               message (LIMIT, XSS, SLOW, LONG, the PATHOLOGICAL names; below)
 //   GET  /v1/models             the one model it serves
 //
 // Everything it receives is kept in `requests`; every stream the relay closed before the end is
@@ -141,6 +141,8 @@ export async function startMockUpstream() {
       const text = question.includes("XSS") ? XSS_ANSWER : answerTo(question);
       if (!body?.stream) return complete(res, text);
       if (question.includes("SLOW")) return stream(req, res, body, [], SLOW_TOKEN_MS, { endless: true });
+      // The usual answer, at the slow pace: still streaming a few seconds after it starts.
+      if (question.includes("LONG")) return stream(req, res, body, tokensOf(text), SLOW_TOKEN_MS);
       const pathological = Object.keys(PATHOLOGICAL).find((name) => question.includes(name));
       if (pathological) return stream(req, res, body, PATHOLOGICAL[pathological], PATHOLOGICAL_TOKEN_MS);
       // The hostile answer goes in small pieces so that tags are split across chunks too.

@@ -168,7 +168,9 @@ async fn an_interrupted_stream_of_cjk_text_is_estimated_by_its_chunks_not_its_by
     let mut steps: Vec<Step> = (0..10).map(|_| Step::Content("語")).collect();
     steps.push(Step::Hang);
     mock.push(Reply::Stream(steps));
-    let relay = TestRelay::metered(&mock).start().await;
+    // Without a grace period (`resume.grace_ms = 0`), as is tested here, a client that leaves
+    // ends the upstream call at once; with one, the answer outlives it (tests/relay/resume.rs).
+    let relay = TestRelay::metered(&mock).config(|c| c.resume.grace_ms = 0).start().await;
     let response = relay.send_chat(hello(true)).await;
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();

@@ -72,8 +72,13 @@ async fn a_body_that_arrives_too_slowly_gets_408() {
 async fn a_client_that_stops_reading_is_disconnected_and_its_upstream_call_cancelled() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::Stream(vec![Step::Flood]));
-    let relay =
-        TestRelay::builder(&mock).config(|c| c.timeouts.client_write_ms = 200).start().await;
+    // Without a grace period (`resume.grace_ms = 0`), as is tested here, a client that leaves
+    // ends the upstream call at once; with one, the answer outlives it (tests/relay/resume.rs).
+    let relay = TestRelay::builder(&mock)
+        .config(|c| c.timeouts.client_write_ms = 200)
+        .config(|c| c.resume.grace_ms = 0)
+        .start()
+        .await;
     let mut stream = connect(&relay).await;
     let body = r#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let request = format!(

@@ -230,7 +230,9 @@ async fn an_unreachable_upstream_is_a_502() {
 async fn a_client_that_disconnects_cancels_the_upstream_call_at_once() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::Stream(vec![Step::Endless(Duration::from_millis(10))]));
-    let relay = TestRelay::start(&mock).await;
+    // Without a grace period (`resume.grace_ms = 0`), as is tested here, a client that leaves
+    // ends the upstream call at once; with one, the answer outlives it (tests/relay/resume.rs).
+    let relay = TestRelay::builder(&mock).config(|c| c.resume.grace_ms = 0).start().await;
     let response = relay.send_chat(hello(true)).await;
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();

@@ -12,6 +12,7 @@ mod keys;
 mod metering;
 mod metrics;
 mod policy;
+mod resume;
 mod secrets;
 mod shared;
 mod streaming;

@@ -221,7 +221,9 @@ async fn a_stream_the_client_drops_half_way_is_recorded_with_the_tokens_it_gener
         Step::Content(" more text!!"),
         Step::Hang,
     ]));
-    let relay = TestRelay::metered(&mock).start().await;
+    // Without a grace period (`resume.grace_ms = 0`), as is tested here, a client that leaves
+    // ends the upstream call at once; with one, the answer outlives it (tests/relay/resume.rs).
+    let relay = TestRelay::metered(&mock).config(|c| c.resume.grace_ms = 0).start().await;
     let mut request = hello();
     request["stream"] = json!(true);
     let response = relay.send_chat(request).await;

@@ -150,8 +150,9 @@ async fn a_stream_is_plain_server_sent_events_on_the_wire() {
     mock.push(Reply::answer(&["x"], (1, 1)));
     let relay = TestRelay::start(&mock).await;
     let raw = read_raw(relay.send_chat(hello()).await).await;
-    assert!(raw.starts_with("data: {"), "{raw}");
-    assert!(raw.ends_with("\n\ndata: [DONE]\n\n"), "{raw}");
+    // Each event carries its place in the stream, to resume it from (`resume`).
+    assert!(raw.starts_with("id: 1\ndata: {"), "{raw}");
+    assert!(raw.ends_with("\n\nid: 4\ndata: [DONE]\n\n"), "{raw}");
 }
 
 #[tokio::test]

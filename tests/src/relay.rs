@@ -235,6 +235,23 @@ impl TestRelay {
         }
     }
 
+    /// `GET /v1/chat/streams/{id}` (follow a resumable stream again) with the site's key and
+    /// origin.
+    pub fn follow(&self, id: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(self.url(&format!("/v1/chat/streams/{id}")))
+            .header(AUTHORIZATION, format!("Bearer {}", self.key))
+            .header(ORIGIN, SITE_ORIGIN)
+    }
+
+    /// `POST /v1/chat/streams/{id}/cancel` with the site's key and origin.
+    pub fn cancel(&self, id: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(&format!("/v1/chat/streams/{id}/cancel")))
+            .header(AUTHORIZATION, format!("Bearer {}", self.key))
+            .header(ORIGIN, SITE_ORIGIN)
+    }
+
     /// Sends a JSON chat request with the site's key and origin.
     pub async fn send_chat(&self, body: Value) -> reqwest::Response {
         self.chat().json(&body).send().await.unwrap()

@@ -1,8 +1,13 @@
 //! Talking to the relay: the widget config, and a streamed chat completion read chunk by chunk
-//! through `fetch`'s body reader.
+//! through `fetch`'s body reader, followed again after a lost connection when the relay names
+//! it (`X-Confab-Stream`), from the last event received.
+
+use std::cell::RefCell;
 
 use confab_protocol::{ChatMessage, WidgetConfig, WidgetTheme};
-use js_sys::{Array, Reflect, Uint8Array};
+use js_sys::{Array, Promise, Reflect, Uint8Array};
+use leptos::prelude::{document, window};
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, ReadableStreamDefaultReader, RequestInit, Response};
@@ -73,7 +78,8 @@ impl ChatError {
                 Self::NotVerified { expired: false }
             }
             (402, _) | (_, Some("insufficient_quota")) => Self::BudgetExhausted,
-            (502..=504, _) => Self::UpstreamDown,
+            // A lost answer that can no longer be followed.
+            (502..=504, _) | (_, Some("stream_not_found")) => Self::UpstreamDown,
             _ => Self::Other(
                 json::string(&error, "message")
                     .unwrap_or_else(|| format!("Something went wrong (HTTP {status}).")),
@@ -97,12 +103,6 @@ fn is_abort(error: &JsValue) -> bool {
         == Some("AbortError")
 }
 
-fn headers(key: &str) -> Result<web_sys::Headers, ChatError> {
-    let headers = web_sys::Headers::new().map_err(|_| ChatError::Offline)?;
-    let _ = headers.set("Authorization", &format!("Bearer {key}"));
-    Ok(headers)
-}
-
 async fn error_of(response: &Response) -> ChatError {
     let retry_after = response
         .headers()
@@ -119,10 +119,7 @@ async fn error_of(response: &Response) -> ChatError {
 
 /// `GET /v1/widget/config`.
 pub async fn widget_config(relay: &str, key: &str) -> Result<WidgetConfig, ChatError> {
-    let init = RequestInit::new();
-    init.set_method("GET");
-    let headers = headers(key)?;
-    init.set_headers(&headers);
+    let init = Caller { relay, key, visitor: None }.request("GET", &[], None)?;
     let response = fetch(&format!("{relay}/v1/widget/config"), &init).await?;
     if !response.ok() {
         return Err(error_of(&response).await);
@@ -183,47 +180,196 @@ pub struct Caller<'a> {
     pub visitor: Option<&'a str>,
 }
 
-/// Streams an answer, calling `on_text` with each piece of text as it arrives.
+impl Caller<'_> {
+    /// A request to the relay as this caller, with `more` headers, aborted by `signal` if one is
+    /// given.
+    fn request(
+        &self,
+        method: &str,
+        more: &[(&str, &str)],
+        signal: Option<&AbortSignal>,
+    ) -> Result<RequestInit, ChatError> {
+        let headers = web_sys::Headers::new().map_err(|_| ChatError::Offline)?;
+        let _ = headers.set("Authorization", &format!("Bearer {}", self.key));
+        for (name, value) in
+            self.visitor.map(|token| ("X-Confab-Visitor", token)).iter().chain(more)
+        {
+            let _ = headers.set(name, value);
+        }
+        let init = RequestInit::new();
+        init.set_method(method);
+        init.set_headers(&headers);
+        init.set_signal(signal);
+        Ok(init)
+    }
+}
+
+/// Streams an answer, calling `on_stream` with the relay's name for it (`X-Confab-Stream`) when
+/// it gives one, and `on_text` with each piece of text as it arrives. A named answer survives a
+/// lost connection: it is followed again from the last event received (see [`follow`]).
 pub async fn stream_chat(
     caller: Caller<'_>,
     messages: Vec<ChatMessage>,
     signal: &AbortSignal,
+    on_stream: impl FnOnce(&str),
     mut on_text: impl FnMut(&str),
 ) -> Result<(), ChatError> {
-    let body = chat_request(&messages);
-    let headers = headers(caller.key)?;
-    let _ = headers.set("Content-Type", "application/json");
-    if let Some(token) = caller.visitor {
-        let _ = headers.set("X-Confab-Visitor", token);
-    }
-    let init = RequestInit::new();
-    init.set_method("POST");
-    init.set_headers(&headers);
-    init.set_body(&JsValue::from_str(&body));
-    init.set_signal(Some(signal));
+    let init = caller.request("POST", &[("Content-Type", "application/json")], Some(signal))?;
+    init.set_body(&JsValue::from_str(&chat_request(&messages)));
     let response = fetch(&format!("{}/v1/chat/completions", caller.relay), &init).await?;
     if !response.ok() {
         return Err(error_of(&response).await);
     }
-    let reader: ReadableStreamDefaultReader =
-        response.body().ok_or(ChatError::UpstreamDown)?.get_reader().unchecked_into();
+    let Some(stream) = response.headers().get("X-Confab-Stream").ok().flatten() else {
+        // The relay keeps no replay of it: read it once, as it comes.
+        return read(response, &mut 0, None, &mut on_text).await.map_err(Read::error);
+    };
+    on_stream(&stream);
+    follow(caller, &stream, Some(response), signal, &mut on_text).await
+}
+
+/// Follows the answer the relay named `stream` from its first event: the page was reloaded
+/// while it streamed.
+pub async fn resume_chat(
+    caller: Caller<'_>,
+    stream: &str,
+    signal: &AbortSignal,
+    mut on_text: impl FnMut(&str),
+) -> Result<(), ChatError> {
+    follow(caller, stream, None, signal, &mut on_text).await
+}
+
+/// Stops the answer `stream` on the relay, so that its generation ends too (the stop button).
+pub async fn cancel(caller: Caller<'_>, stream: &str) {
+    if let Ok(init) = caller.request("POST", &[], None) {
+        let _ = fetch(&format!("{}/v1/chat/streams/{stream}/cancel", caller.relay), &init).await;
+    }
+}
+
+/// How reading an answer's response ended, short of its end.
+enum Read {
+    /// For good: an `error` event, or the visitor stopped it.
+    Ended(ChatError),
+    /// The connection was lost (what the visitor is told if it cannot be followed again).
+    Lost(ChatError),
+    /// The page may have a new connection (see [`nudged`]): this one was given up.
+    Nudged,
+}
+
+impl Read {
+    fn error(self) -> ChatError {
+        match self {
+            Self::Ended(error) | Self::Lost(error) => error,
+            Self::Nudged => ChatError::Offline,
+        }
+    }
+}
+
+/// Attempts to follow a lost answer again before giving up, waiting [`backoff_ms`] between
+/// failed ones: about a minute and a half in all (while the browser is offline, attempts do not
+/// count).
+const MAX_ATTEMPTS: u32 = 16;
+
+/// The wait before the `failures + 1`th attempt: half a second, doubling up to 8 s.
+fn backoff_ms(failures: u32) -> i32 {
+    500 << failures.saturating_sub(1).min(4)
+}
+
+/// Reads the answer `stream` from `response`, and whenever its connection is lost, follows it
+/// again from the relay from the event after the last one received (`Last-Event-ID`): at once,
+/// then with [`backoff_ms`] between failures, and at once when the browser is back online or the
+/// page is shown again. Every event is shown once, however often it is followed again.
+async fn follow(
+    caller: Caller<'_>,
+    stream: &str,
+    mut response: Option<Response>,
+    signal: &AbortSignal,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<(), ChatError> {
+    let (mut last, mut failures) = (0, 0);
+    loop {
+        if let Some(answer) = response.take() {
+            let before = last;
+            match read(answer, &mut last, Some(&nudged()), on_text).await {
+                Ok(()) => return Ok(()),
+                Err(Read::Ended(error)) => return Err(error),
+                Err(Read::Lost(_)) if last == before => failures += 1,
+                Err(Read::Lost(_)) => failures = 0,
+                Err(Read::Nudged) => {}
+            }
+        }
+        if failures >= MAX_ATTEMPTS {
+            return Err(ChatError::Offline);
+        }
+        if failures > 0 {
+            pause(backoff_ms(failures)).await;
+        }
+        if signal.aborted() {
+            return Err(ChatError::Aborted);
+        }
+        let init = caller.request("GET", &[("Last-Event-ID", &last.to_string())], Some(signal))?;
+        match fetch(&format!("{}/v1/chat/streams/{stream}", caller.relay), &init).await {
+            Ok(answer) if answer.ok() => response = Some(answer),
+            // Gone (no longer kept, or never this visitor's): nothing more will come.
+            Ok(answer) => return Err(error_of(&answer).await),
+            Err(ChatError::Aborted) => return Err(ChatError::Aborted),
+            // Offline: wait for `online` (or the longest backoff), however long it takes; the
+            // relay says when the stream is no longer there.
+            Err(_) if offline() => failures = failures.clamp(5, MAX_ATTEMPTS - 1),
+            Err(_) => failures += 1,
+        }
+    }
+}
+
+/// Whether the browser knows it has no network (`navigator.onLine` is false).
+fn offline() -> bool {
+    let online = Reflect::get(&js_sys::global(), &"navigator".into())
+        .and_then(|navigator| Reflect::get(&navigator, &"onLine".into()));
+    online.ok().and_then(|online| online.as_bool()) == Some(false)
+}
+
+/// Reads an answer's events from `response`, skipping those numbered up to `last` (already
+/// shown) and moving `last` on. Given `nudge`, a nudge gives the connection up.
+async fn read(
+    response: Response,
+    last: &mut u64,
+    nudge: Option<&Promise>,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<(), Read> {
+    let body = response.body().ok_or(Read::Lost(ChatError::UpstreamDown))?;
+    let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let mut parser = SseParser::default();
     loop {
-        let chunk = match JsFuture::from(reader.read()).await {
+        let next = match nudge {
+            Some(nudge) => Promise::race(&Array::of2(&reader.read(), nudge)),
+            None => reader.read(),
+        };
+        let chunk = match JsFuture::from(next).await {
+            // Only a nudge resolves to nothing.
+            Ok(chunk) if chunk.is_undefined() => {
+                let _ = reader.cancel();
+                return Err(Read::Nudged);
+            }
             Ok(chunk) => chunk,
-            Err(error) if is_abort(&error) => return Err(ChatError::Aborted),
-            Err(_) => return Err(ChatError::Offline),
+            Err(error) if is_abort(&error) => return Err(Read::Ended(ChatError::Aborted)),
+            Err(_) => return Err(Read::Lost(ChatError::Offline)),
         };
         if Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()) == Some(true) {
             // The relay always ends a complete answer with [DONE] or an error event.
-            return Err(ChatError::UpstreamDown);
+            return Err(Read::Lost(ChatError::UpstreamDown));
         }
         let bytes = Reflect::get(&chunk, &"value".into())
             .map(|v| v.unchecked_into::<Uint8Array>().to_vec())
             .unwrap_or_default();
         for event in parser.push(&bytes) {
+            if let Some(seq) = event.id.as_deref().and_then(|id| id.parse::<u64>().ok()) {
+                if seq <= *last {
+                    continue;
+                }
+                *last = seq;
+            }
             if event.is("error") {
-                return Err(ChatError::UpstreamDown);
+                return Err(Read::Ended(ChatError::UpstreamDown));
             }
             if event.data == confab_protocol::DONE_SENTINEL {
                 return Ok(());
@@ -234,6 +380,52 @@ pub async fn stream_chat(
             }
         }
     }
+}
+
+thread_local! {
+    /// The resolvers of the [`nudged`] promises not yet resolved, and whether the page's
+    /// listeners that call [`nudge`] are installed.
+    static NUDGES: RefCell<(bool, Vec<js_sys::Function>)> = const { RefCell::new((false, Vec::new())) };
+}
+
+/// Resolves (to `undefined`) at the next [`nudge`]: when the browser is back online, when the
+/// page is shown again (a phone unlocked, a tab brought back, where a connection may have died
+/// without a word), or when the visitor stops the answer.
+fn nudged() -> Promise {
+    NUDGES.with(|nudges| {
+        let installed = std::mem::replace(&mut nudges.borrow_mut().0, true);
+        if !installed {
+            // For the page's life: one listener, whatever the number of answers. (A page that is
+            // hidden when the network comes back is nudged when it is shown.)
+            let when_shown = Closure::<dyn Fn()>::new(|| {
+                if !document().hidden() {
+                    nudge();
+                }
+            });
+            for event in ["online", "visibilitychange"] {
+                let _ = window()
+                    .add_event_listener_with_callback(event, when_shown.as_ref().unchecked_ref());
+            }
+            when_shown.forget();
+        }
+    });
+    Promise::new(&mut |resolve, _| NUDGES.with(|nudges| nudges.borrow_mut().1.push(resolve)))
+}
+
+/// Resolves every [`nudged`] promise: whoever waits on one looks at the connection again.
+pub fn nudge() {
+    let resolvers = NUDGES.with(|nudges| std::mem::take(&mut nudges.borrow_mut().1));
+    for resolve in resolvers {
+        let _ = resolve.call0(&JsValue::UNDEFINED);
+    }
+}
+
+/// Waits `ms`, or less if nudged.
+async fn pause(ms: i32) {
+    let timer = Promise::new(&mut |resolve, _| {
+        let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+    });
+    let _ = JsFuture::from(Promise::race(&Array::of2(&timer, &nudged()))).await;
 }
 
 #[cfg(all(test, target_family = "wasm"))]
@@ -300,6 +492,72 @@ mod tests {
             ChatError::from_envelope(500, None, "not json"),
             ChatError::Other("Something went wrong (HTTP 500).".into())
         );
+    }
+
+    fn chunk(text: &str) -> String {
+        format!(r#"{{"choices":[{{"delta":{{"content":"{text}"}}}}]}}"#)
+    }
+
+    async fn read_body(body: &str, last: &mut u64) -> (Result<(), Read>, String) {
+        let response = Response::new_with_opt_str(Some(body)).unwrap();
+        let mut text = String::new();
+        let read = read(response, last, None, &mut |piece| text.push_str(piece)).await;
+        (read, text)
+    }
+
+    #[wasm_bindgen_test]
+    async fn events_already_shown_are_skipped_and_the_position_moves_on() {
+        let body = format!(
+            "id: 1\ndata: {}\n\nid: 2\ndata: {}\n\n: keep-alive\n\nid: 3\ndata: {}\n\nid: 4\ndata: [DONE]\n\n",
+            chunk("a"),
+            chunk("b"),
+            chunk("c")
+        );
+        let mut last = 2;
+        let (read, text) = read_body(&body, &mut last).await;
+        assert!(read.is_ok());
+        assert_eq!((text.as_str(), last), ("c", 4));
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_cut_connection_is_lost_but_an_error_event_ends_the_answer() {
+        let mut last = 0;
+        let (read, text) = read_body(&format!("id: 1\ndata: {}\n\n", chunk("a")), &mut last).await;
+        assert!(matches!(read, Err(Read::Lost(ChatError::UpstreamDown))));
+        assert_eq!((text.as_str(), last), ("a", 1));
+        let (read, _) = read_body("id: 2\nevent: error\ndata: {}\n\n", &mut last).await;
+        assert!(matches!(read, Err(Read::Ended(ChatError::UpstreamDown))));
+        // Without ids (a stream the relay does not keep), every event counts.
+        let mut last = 0;
+        let body = format!("data: {}\n\ndata: {}\n\ndata: [DONE]\n\n", chunk("x"), chunk("y"));
+        let (read, text) = read_body(&body, &mut last).await;
+        assert!(read.is_ok());
+        assert_eq!((text.as_str(), last), ("xy", 0));
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_nudge_gives_up_a_connection_that_may_be_dead() {
+        // A body that never sends anything.
+        let silent = web_sys::ReadableStream::new().unwrap();
+        let response = Response::new_with_opt_readable_stream(Some(&silent)).unwrap();
+        let nudged = nudged();
+        nudge();
+        let read = read(response, &mut 0, Some(&nudged), &mut |_| {}).await;
+        assert!(matches!(read, Err(Read::Nudged)));
+    }
+
+    #[wasm_bindgen_test]
+    fn reattaching_backs_off_from_half_a_second_to_eight() {
+        let waits: Vec<i32> = (1..=7).map(backoff_ms).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        let total: i32 = (1..MAX_ATTEMPTS).map(backoff_ms).sum();
+        assert!((60_000..120_000).contains(&total), "{total}");
+    }
+
+    #[wasm_bindgen_test]
+    fn a_stream_that_is_gone_is_an_answer_that_could_not_be_given() {
+        let gone = r#"{"error":{"message":"no stream","type":"invalid_request_error","code":"stream_not_found"}}"#;
+        assert_eq!(ChatError::from_envelope(404, None, gone), ChatError::UpstreamDown);
     }
 
     #[wasm_bindgen_test]

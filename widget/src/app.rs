@@ -1,5 +1,8 @@
 //! The chat UI: launcher, panel, message list and input, in Leptos.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use confab_protocol::{ChatMessage, Role, WidgetConfig};
 use leptos::prelude::*;
 use leptos::reactive::owner::LocalStorage;
@@ -46,8 +49,42 @@ pub struct Controls {
     generation: StoredValue<u32>,
     /// Notified when the conversation shown is replaced.
     switched: Trigger,
-    /// Aborts the request in flight.
-    request: StoredValue<Option<AbortController>, LocalStorage>,
+    /// The answer in flight.
+    request: StoredValue<Option<Flight>, LocalStorage>,
+}
+
+/// An answer in flight, and what stopping it takes: aborting its request and, once the relay
+/// has named its stream, cancelling that (leaving it would not end its generation).
+#[derive(Debug)]
+struct Flight {
+    abort: AbortController,
+    /// The relay, the site key and the visitor token the answer was asked with: the caller the
+    /// relay stops it for.
+    caller: (String, String, Option<String>),
+    stream: Rc<RefCell<Option<String>>>,
+}
+
+impl Flight {
+    fn stop(&self) {
+        self.abort.abort();
+        if let Some(stream) = self.stream.borrow().clone() {
+            let (relay, key, visitor) = self.caller.clone();
+            spawn_local(async move {
+                let caller = api::Caller { relay: &relay, key: &key, visitor: visitor.as_deref() };
+                api::cancel(caller, &stream).await;
+            });
+        }
+        // An answer waiting to follow its stream again notices at once.
+        api::nudge();
+    }
+}
+
+/// What an answer is streamed for.
+enum Ask {
+    /// The conversation, ending with the visitor's question.
+    Question(Vec<ChatMessage>),
+    /// The answer the relay was streaming when the page was left (reloaded, navigated).
+    Resume(String),
 }
 
 impl Controls {
@@ -76,7 +113,7 @@ impl Controls {
     fn abort(&self) {
         self.request.with_value(|request| {
             if let Some(request) = request {
-                request.abort();
+                request.stop();
             }
         });
     }
@@ -218,37 +255,37 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         }
     });
 
-    let send = move |text: String| {
-        let text = text.trim().to_owned();
-        if text.is_empty() || busy.get_untracked() {
-            return;
-        }
-        let limit = config.with_untracked(|c| c.as_ref().map(|c| c.max_message_bytes as usize));
-        if let Some(limit) = limit.filter(|&limit| text.len() > limit) {
-            error.set(Some(ChatError::TooLong { limit }));
-            return;
-        }
-        error.set(None);
-        let mut conversation = history();
-        conversation.push(ChatMessage::new(Role::User, text.clone()));
-        push(Role::User, text);
-        let answer = push(Role::Assistant, String::new());
-        remember();
-        draft.set(String::new());
+    // Streams an answer into `answer`, for as long as its stream can be followed.
+    let stream_answer = move |answer: Message, ask: Ask| {
         busy.set(true);
         stick_to_bottom.set_value(true);
         let Ok(abort) = AbortController::new() else { return };
         let signal = abort.signal();
-        controller.set_value(Some(abort));
+        let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
+        let visitor = controls.visitor_token.get_untracked();
+        let stream = Rc::new(RefCell::new(None));
+        let caller = (relay.clone(), key.clone(), visitor.clone());
+        controller.set_value(Some(Flight { abort, caller, stream: Rc::clone(&stream) }));
         let generation = controls.generation.get_value();
+        let asker = identity.get_untracked();
         spawn_local(async move {
-            let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
-            let visitor = controls.visitor_token.get_untracked();
             let caller = api::Caller { relay: &relay, key: &key, visitor: visitor.as_deref() };
-            let result = api::stream_chat(caller, conversation, &signal, |piece| {
-                answer.text.update(|t| t.push_str(piece));
-            })
-            .await;
+            let on_text = |piece: &str| answer.text.update(|t| t.push_str(piece));
+            let result = match ask {
+                Ask::Question(conversation) => {
+                    // Named, the answer can be followed again after a reload.
+                    let named = |id: &str| {
+                        *stream.borrow_mut() = Some(id.to_owned());
+                        storage::save_stream(&key, &asker, Some(id));
+                    };
+                    api::stream_chat(caller, conversation, &signal, named, on_text).await
+                }
+                Ask::Resume(id) => {
+                    *stream.borrow_mut() = Some(id.clone());
+                    api::resume_chat(caller, &id, &signal, on_text).await
+                }
+            };
+            storage::save_stream(&key, &asker, None);
             if controls.generation.get_value() != generation {
                 // The conversation it belonged to is gone (and so is its message).
                 return;
@@ -270,6 +307,38 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             }
             remember();
         });
+    };
+    // An answer that was streaming when the page was left is followed again from its start,
+    // if the conversation shown still waits for it.
+    let waiting = site_key.with_value(|key| identity.with_untracked(|id| storage::stream(key, id)));
+    if let Some(stream) = waiting {
+        if messages.with_untracked(|list| list.last().is_some_and(|m| m.role == Role::User)) {
+            stream_answer(push(Role::Assistant, String::new()), Ask::Resume(stream));
+        } else {
+            site_key.with_value(|key| {
+                identity.with_untracked(|id| storage::save_stream(key, id, None))
+            });
+        }
+    }
+
+    let send = move |text: String| {
+        let text = text.trim().to_owned();
+        if text.is_empty() || busy.get_untracked() {
+            return;
+        }
+        let limit = config.with_untracked(|c| c.as_ref().map(|c| c.max_message_bytes as usize));
+        if let Some(limit) = limit.filter(|&limit| text.len() > limit) {
+            error.set(Some(ChatError::TooLong { limit }));
+            return;
+        }
+        error.set(None);
+        let mut conversation = history();
+        conversation.push(ChatMessage::new(Role::User, text.clone()));
+        push(Role::User, text);
+        let answer = push(Role::Assistant, String::new());
+        remember();
+        draft.set(String::new());
+        stream_answer(answer, Ask::Question(conversation));
     };
 
     // `Confab.send(text)` from the page.

@@ -102,6 +102,27 @@ pub fn save(site_key: &str, identity: &str, messages: &[ChatMessage]) {
     let _ = if json == "[]" { storage.remove_item(&key) } else { storage.set_item(&key, &json) };
 }
 
+/// Where the relay's name for the answer streaming for `identity` is kept while it streams.
+fn stream_key(site_key: &str, identity: &str) -> String {
+    key(site_key, identity) + "#stream"
+}
+
+/// Notes (`Some`) or forgets (`None`) the stream of the answer streaming for `identity`, so that
+/// a reload mid-answer can follow it again.
+pub fn save_stream(site_key: &str, identity: &str, stream: Option<&str>) {
+    let Some(storage) = local_storage() else { return };
+    let key = stream_key(site_key, identity);
+    let _ = match stream {
+        Some(stream) => storage.set_item(&key, stream),
+        None => storage.remove_item(&key),
+    };
+}
+
+/// The stream of the answer that was streaming for `identity` when the page was left.
+pub fn stream(site_key: &str, identity: &str) -> Option<String> {
+    local_storage()?.get_item(&stream_key(site_key, identity)).ok().flatten()
+}
+
 // The browser's JSON and `localStorage`: these run in headless Chromium only.
 #[cfg(all(test, target_family = "wasm"))]
 // clippy's allow-unwrap-in-tests does not recognise #[wasm_bindgen_test] functions.
@@ -112,6 +133,18 @@ mod tests {
 
     fn user(text: &str) -> ChatMessage {
         ChatMessage::new(Role::User, text)
+    }
+
+    #[wasm_bindgen_test]
+    fn the_stream_of_an_answer_in_flight_is_kept_per_identity_until_forgotten() {
+        save_stream("confab_pk_s", "", Some("cs_1"));
+        save_stream("confab_pk_s", "alice", Some("cs_2"));
+        assert_eq!(stream("confab_pk_s", "").as_deref(), Some("cs_1"));
+        assert_eq!(stream("confab_pk_s", "alice").as_deref(), Some("cs_2"));
+        save_stream("confab_pk_s", "", None);
+        assert_eq!(stream("confab_pk_s", ""), None);
+        assert_eq!(stream("confab_pk_s", "alice").as_deref(), Some("cs_2"));
+        save_stream("confab_pk_s", "alice", None);
     }
 
     #[wasm_bindgen_test]

@@ -10,8 +10,9 @@
 //! It follows the WHATWG rules the relay and the widget meet: lines end with CRLF, LF or a lone
 //! CR (even split across two reads); a leading byte-order mark is skipped; `:` starts a comment;
 //! `data` lines are joined with `\n`; an event is dispatched at a blank line if it has data; bytes
-//! that are not UTF-8 become U+FFFD, as a browser's `EventSource` decodes them. `id` and `retry`
-//! are ignored: nothing here reconnects.
+//! that are not UTF-8 become U+FFFD, as a browser's `EventSource` decodes them. `id` sets the
+//! last event ID, which each event carries from then on (the widget resumes a relay stream from
+//! it); `retry` is ignored.
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,12 +20,15 @@ pub struct SseEvent {
     /// The `event` field: `None` for the default type (`message`).
     pub event: Option<String>,
     pub data: String,
+    /// The last event ID when the event was dispatched: its own `id` field's, or the latest one
+    /// before it. `None` while the stream has set none.
+    pub id: Option<String>,
 }
 
 impl SseEvent {
     /// A default-type (`message`) event.
     pub fn message(data: impl Into<String>) -> Self {
-        Self { event: None, data: data.into() }
+        Self { event: None, data: data.into(), id: None }
     }
 
     /// Whether the stream named this event's type `name` (`error` for a failed answer).
@@ -50,6 +54,8 @@ struct Fields {
     event: Option<String>,
     data: String,
     has_data: bool,
+    /// Kept from event to event, as the last event ID is.
+    last_id: Option<String>,
 }
 
 impl SseParser {
@@ -129,7 +135,11 @@ impl Fields {
     fn line(&mut self, line: &str, emit: &mut impl FnMut(SseEvent)) {
         if line.is_empty() {
             if self.has_data {
-                emit(SseEvent { event: self.event.take(), data: std::mem::take(&mut self.data) });
+                emit(SseEvent {
+                    event: self.event.take(),
+                    data: std::mem::take(&mut self.data),
+                    id: self.last_id.clone(),
+                });
             }
             self.event = None;
             self.has_data = false;
@@ -151,6 +161,7 @@ impl Fields {
                 self.has_data = true;
             }
             "event" => self.event = (!value.is_empty()).then(|| value.to_owned()),
+            "id" if !value.contains('\0') => self.last_id = Some(value.to_owned()),
             _ => {}
         }
     }
@@ -161,7 +172,7 @@ mod tests {
     use super::*;
 
     fn error(data: &str) -> SseEvent {
-        SseEvent { event: Some("error".into()), data: data.into() }
+        SseEvent { event: Some("error".into()), data: data.into(), id: None }
     }
 
     /// Every way of cutting `stream` into two reads gives `expected`.
@@ -220,8 +231,9 @@ mod tests {
         assert!(parser.push(b"data: a\n").is_empty());
         assert_eq!(parser.push(b"\n"), [SseEvent::message("a")]);
         assert!(parser.push(b"event: x\nid: 7\nretry: 5\n\n").is_empty());
-        // The type does not carry over to the next event.
-        assert_eq!(parser.push(b"event:\ndata\n\n"), [SseEvent::message("")]);
+        // The type does not carry over to the next event; the last event ID does.
+        let seven = SseEvent { id: Some("7".into()), ..SseEvent::message("") };
+        assert_eq!(parser.push(b"event:\ndata\n\n"), [seven]);
     }
 
     #[test]
@@ -229,8 +241,18 @@ mod tests {
         let stream = "event: message\ndata: {\"x\":\"日本\"}\n\ndata: [DONE]\n\n";
         let mut parser = SseParser::default();
         let events: Vec<_> = stream.as_bytes().iter().flat_map(|b| parser.push(&[*b])).collect();
-        let message = SseEvent { event: Some("message".into()), data: "{\"x\":\"日本\"}".into() };
+        let message =
+            SseEvent { event: Some("message".into()), data: "{\"x\":\"日本\"}".into(), id: None };
         assert_eq!(events, [message, SseEvent::message("[DONE]")]);
+    }
+
+    #[test]
+    fn each_event_carries_the_last_event_id_until_another_is_set() {
+        let mut parser = SseParser::default();
+        let events =
+            parser.push(b"id: 1\ndata: a\n\ndata: b\n\nid: 3\ndata: c\n\nid: x\0\ndata: d\n\n");
+        let ids: Vec<_> = events.iter().map(|e| e.id.as_deref()).collect();
+        assert_eq!(ids, [Some("1"), Some("1"), Some("3"), Some("3")]);
     }
 
     #[test]

@@ -64,14 +64,21 @@ fn lines(events: &[WrittenEvent]) -> Vec<String> {
     lines
 }
 
-/// What a reader must see: events with data, typed by a non-empty `event` value.
+/// What a reader must see: events with data, typed by a non-empty `event` value, each with the
+/// last event ID set so far (by it or by an event before it, dispatched or not).
 fn expected(events: &[WrittenEvent]) -> Vec<SseEvent> {
+    let mut last_id = None;
     events
         .iter()
-        .filter(|event| !event.data.is_empty())
-        .map(|event| SseEvent {
-            event: event.name.clone().filter(|name| !name.is_empty()),
-            data: event.data.join("\n"),
+        .filter_map(|event| {
+            if event.id {
+                last_id = Some("7".to_owned());
+            }
+            (!event.data.is_empty()).then(|| SseEvent {
+                event: event.name.clone().filter(|name| !name.is_empty()),
+                data: event.data.join("\n"),
+                id: last_id.clone(),
+            })
         })
         .collect()
 }

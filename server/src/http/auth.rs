@@ -1,6 +1,7 @@
 //! Authentication: a site key with the origin check (a website's pages), or a secret API key
 //! with its scopes (a server), as extractors.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
@@ -10,6 +11,7 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::sitekey::{KeyKind, PresentedKey};
 use crate::store::{ApiKey, Scope, Site, SiteSettings, StoreError};
+use crate::visitor::{Visitor, VisitorRules, VisitorSecret, client_ip, identify};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -130,10 +132,40 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Who is asking on one of `site`'s pages: the visitor its `X-Confab-Visitor` token names, or
+/// the anonymous visitor at the client's address (`peer`, or behind a trusted proxy the address
+/// it forwarded), under the site's rules for visitor tokens.
+pub(super) fn site_visitor(
+    state: &AppState,
+    site: &Site,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<Visitor, ApiError> {
+    let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
+        client_ip(peer, headers, &state.config.server.trusted_proxies)
+    });
+    let secret = site.verification.secret.clone().map(VisitorSecret::new);
+    let rules = VisitorRules {
+        site_id: &site.id,
+        secret: secret.as_ref().map(VisitorSecret::key),
+        mode: site.verification.mode,
+        require_verified: site.verification.required,
+    };
+    identify(headers, ip, rules, crate::unix_now())
+        .map_err(|error| ApiError::Unauthenticated { code: error.code(), message: error.message() })
+}
+
+/// `visitor` as usage records store it: hashed under the relay's salt and the site's id.
+pub(super) fn visitor_hash(state: &AppState, site: &Site, visitor: &Visitor) -> String {
+    let mut salt = state.visitor_salt.clone();
+    salt.extend_from_slice(site.id.as_bytes());
+    visitor.usage_hash(&salt)
+}
+
 /// The calling page's origin: the `Origin` header, or for same-origin `GET`s (where browsers
 /// send no `Origin`) the origin of the `Referer`. Neither can be forged by a page in a browser,
 /// which is all the origin check can promise: a non-browser client can send any header.
-fn page_origin(headers: &HeaderMap) -> Option<HeaderValue> {
+pub(super) fn page_origin(headers: &HeaderMap) -> Option<HeaderValue> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         return Some(origin.clone());
     }

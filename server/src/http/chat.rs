@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use axum::response::sse::{KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use confab_protocol::ChatRequest;
 
-use super::{ApiJson, AppState, Caller, RequestId};
+use super::auth::{site_visitor, visitor_hash};
+use super::{ApiJson, AppState, Caller, RequestId, streams};
 use crate::budget::{BudgetRule, Payer, ReserveError};
 use crate::error::ApiError;
 use crate::estimate::{prompt_bytes, prompt_token_ceiling};
@@ -23,10 +23,9 @@ use crate::limits::{RateLimitStatus, Rule, Subject};
 use crate::meter::{Admitted, Ceiling, Meter};
 use crate::metrics::ChatLabels;
 use crate::policy::SitePolicy;
-use crate::relay::{self, collect_completion, sse_events};
+use crate::relay::{self, collect_completion};
 use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
 use crate::upstream::Upstream;
-use crate::visitor::{VisitorRules, VisitorSecret, client_ip, identify};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(create_chat_completion))
@@ -34,7 +33,7 @@ pub fn router() -> Router<AppState> {
 
 /// The TCP peer's address (absent only when the router is driven without a listener).
 #[derive(Debug, Clone, Copy)]
-pub struct Peer(Option<IpAddr>);
+pub struct Peer(pub Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
@@ -132,14 +131,15 @@ async fn chat_completion(
         let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
         (json, answer).into_response()
     } else {
+        // Who may follow the stream again, worked out before the upstream is called.
+        let owner = match stream_to_client {
+            true => streams::owner(state, &caller, peer, headers)?,
+            false => None,
+        };
         let cut = Some(state.cut.watch());
         let plan = relay::start(upstream, &upstream_request, timeouts, Some(meter), cut).await?;
         if stream_to_client {
-            let sse = Sse::new(sse_events(plan))
-                .keep_alive(KeepAlive::new().interval(state.config.heartbeat()));
-            let no_buffering =
-                [(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"))];
-            (no_buffering, sse).into_response()
+            streams::stream_answer(state, owner, plan).await
         } else {
             Json(collect_completion(plan).await?).into_response()
         }
@@ -197,22 +197,8 @@ async fn admit(
     let mut checks = Vec::with_capacity(2);
     let payer = match caller {
         Caller::Site(site) => {
-            let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
-                client_ip(peer, headers, &state.config.server.trusted_proxies)
-            });
-            let secret = site.verification.secret.clone().map(VisitorSecret::new);
-            let rules = VisitorRules {
-                site_id: &site.id,
-                secret: secret.as_ref().map(VisitorSecret::key),
-                mode: site.verification.mode,
-                require_verified: site.verification.required,
-            };
-            let visitor = identify(headers, ip, rules, crate::unix_now()).map_err(|error| {
-                ApiError::Unauthenticated { code: error.code(), message: error.message() }
-            })?;
-            let mut salt = state.visitor_salt.clone();
-            salt.extend_from_slice(site.id.as_bytes());
-            record.visitor = Some(visitor.usage_hash(&salt));
+            let visitor = site_visitor(state, site, peer, headers)?;
+            record.visitor = Some(visitor_hash(state, site, &visitor));
             record.site_id = Some(site.id.clone());
             checks.push((Subject::Site(site.id.clone()), rule(&site.settings.limits)));
             let (visitors, own) = (&state.config.visitors, &site.settings.visitor_limits);

@@ -13,6 +13,7 @@ mod json;
 mod metrics;
 mod models;
 mod serve;
+mod streams;
 mod usage;
 mod widget;
 
@@ -39,6 +40,7 @@ use crate::error::{ApiError, ErrorDetail};
 use crate::keys::KeyActivity;
 use crate::meter::{Metering, MeteringOptions};
 use crate::metrics::{ChatLabels, Metrics};
+use crate::resume::{InProcessLog, Producers, ReplayLog};
 use crate::store::Store;
 use crate::upstream::Upstreams;
 use crate::webhooks::Webhooks;
@@ -68,6 +70,10 @@ pub struct AppInner {
     pub demo: Option<DemoPage>,
     /// Fired by `serve` when shutdown's grace period is over: ends the answers still open.
     pub cut: Cut,
+    /// Where resumable streams are kept; `None` when `resume.grace_ms` is 0.
+    pub replay: Option<Arc<dyn ReplayLog>>,
+    /// The tasks producing resumable streams, which shutdown waits for.
+    pub producers: Arc<Producers>,
 }
 
 /// The demo site's key and the relay's public URL, for the demo page.
@@ -117,6 +123,11 @@ impl AppState {
         let visitor_salt = store.relay_secret("visitor_salt", 32).await?;
         let admin_token = config.admin.load_token()?;
         let key_activity = Arc::new(KeyActivity::default());
+        // The one engine for replay logs so far: this relay's memory.
+        let replay = config
+            .resume
+            .enabled()
+            .then(|| Arc::new(InProcessLog::new(&config.resume)) as Arc<dyn ReplayLog>);
         Ok(Self(Arc::new(AppInner {
             config,
             store,
@@ -129,6 +140,8 @@ impl AppState {
             admin_token,
             demo: None,
             cut: Cut::new(),
+            replay,
+            producers: Arc::default(),
         })))
     }
 
@@ -201,6 +214,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin)
         .merge(metrics)
         .merge(chat::router())
+        .merge(streams::router())
         .merge(models::router())
         .merge(widget::router())
         .merge(usage::router())
@@ -217,9 +231,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Headers a browser script may read from a relay response: `Retry-After` and the
-/// `X-RateLimit-*` family.
-const EXPOSED_HEADERS: [HeaderName; 6] = crate::limits::HEADERS;
+/// Headers a browser script may read from a relay response: `Retry-After`, the
+/// `X-RateLimit-*` family, and `X-Confab-Stream` (the id to resume a stream with).
+fn exposed_headers() -> Vec<HeaderName> {
+    crate::limits::HEADERS.into_iter().chain([streams::X_CONFAB_STREAM]).collect()
+}
 
 /// CORS. For the API, a preflight carries no key, so it is answered for any origin that some site
 /// lists; the request itself is then checked against its own site's origins (403 otherwise, in
@@ -249,7 +265,7 @@ fn cors(state: &AppState) -> CorsLayer {
         // Browser SDKs add their own headers (the OpenAI one sends `x-stainless-*`); the origin is
         // what is restricted, so whatever headers a preflight asks for are allowed.
         .allow_headers(AllowHeaders::mirror_request())
-        .expose_headers(EXPOSED_HEADERS)
+        .expose_headers(exposed_headers())
         .max_age(Duration::from_secs(600))
 }
 

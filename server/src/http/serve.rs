@@ -8,10 +8,11 @@
 //!   which also drops (and so cancels) its upstream call;
 //! - the body limit (`timeouts.request_body_ms`) is applied where the body is read (`ApiJson`).
 //!
-//! Shutdown never loses what was recorded: in-flight requests get `server.shutdown_grace_ms` to
-//! finish; then the [`Cut`] ends the answers still open (each settles as interrupted at what it
-//! used), connections that still linger (a client that stopped reading) are dropped, which
-//! settles theirs, and only then is everything batched in memory written, on every path out of
+//! Shutdown never loses what was recorded: in-flight requests, and the resumable answers still
+//! being produced whether or not anyone follows them, get `server.shutdown_grace_ms` to finish;
+//! then the [`Cut`] ends the answers still open (each settles as interrupted at what it used),
+//! connections that still linger (a client that stopped reading) are dropped, which settles
+//! theirs, and only then is everything batched in memory written, on every path out of
 //! [`serve`]. `serve` fails only if something could not be written.
 
 use std::convert::Infallible;
@@ -35,6 +36,7 @@ use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 
 use super::{AppState, router};
+use crate::resume::Producers;
 
 /// After the cut, the answers it ended get this long to send their last event before their
 /// connections are dropped.
@@ -51,7 +53,8 @@ pub async fn serve(
     let (stop_flusher, flusher_stopped) = oneshot::channel();
     let flusher = tokio::spawn(flush_periodically(state.clone(), flusher_stopped));
     let deliveries = tokio::spawn(Arc::clone(&state.webhooks).deliver());
-    let result = serve_app(router(state.clone()), &state, listener, shutdown).await;
+    let producers = Some(&*state.producers);
+    let result = serve_app(router(state.clone()), &state, listener, shutdown, producers).await;
     // The periodic flush is stopped between two flushes, never in the middle of one.
     let _ = stop_flusher.send(());
     let _ = flusher.await;
@@ -74,7 +77,7 @@ pub async fn serve_admin(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_app(super::admin_router(state.clone()), &state, listener, shutdown).await
+    serve_app(super::admin_router(state.clone()), &state, listener, shutdown, None).await
 }
 
 /// Serves only `/metrics` (`metrics.listen`), with the same limits.
@@ -83,14 +86,17 @@ pub async fn serve_metrics(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_app(super::metrics_router(state.clone()), &state, listener, shutdown).await
+    serve_app(super::metrics_router(state.clone()), &state, listener, shutdown, None).await
 }
 
+/// `producers`: the tasks producing resumable streams for this listener's requests, which
+/// shutdown waits for (and cuts) as it does for connections.
 async fn serve_app(
     app: Router,
     state: &AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    producers: Option<&Producers>,
 ) -> std::io::Result<()> {
     let timeouts = &state.config.timeouts;
     // HTTP/1.1 only: browsers reach the relay through a TLS-terminating proxy or directly over
@@ -134,18 +140,34 @@ async fn serve_app(
 
     drop(listener);
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    // Once the connections are closed no request can start a producer, so the producers are
+    // waited for after them (an answer nobody follows any more is still being produced).
+    let finished = async {
+        graceful.shutdown().await;
+        if let Some(producers) = producers {
+            producers.finished().await;
+        }
+    };
+    if tokio::time::timeout(grace, finished).await.is_err() {
         tracing::warn!(
             open = connections.len(),
             grace_ms = state.config.server.shutdown_grace_ms,
             "requests still open after the grace period; cutting them short"
         );
         state.cut.fire();
-        let drained = async { while connections.join_next().await.is_some() {} };
+        let drained = async {
+            while connections.join_next().await.is_some() {}
+            if let Some(producers) = producers {
+                producers.finished().await;
+            }
+        };
         let _ = tokio::time::timeout(AFTER_CUT, drained).await;
         // What is left is stuck on a client that stopped reading: dropping its task drops its
         // answer, which settles the answer's meter.
         connections.shutdown().await;
+        if let Some(producers) = producers {
+            producers.abort().await;
+        }
     }
     Ok(())
 }
