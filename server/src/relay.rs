@@ -560,10 +560,10 @@ fn ending(relay: &RelayStream, failed: Option<UpstreamError>) -> Vec<(FrameKind,
     }
 }
 
-/// Produces a resumable answer into its replay log (`resume`), in a task of its own: every
-/// event as it arrives, then the same ending as `sse_events`. Whoever follows the log sends
-/// the events on; nobody following does not slow this down or stop it, until `stop` says the
-/// stream was cancelled or nobody followed it for the grace period. Then the upstream call is
+/// Produces a resumable answer into its replay log (`resume`): every event as it arrives, then
+/// the same ending as `sse_events`. Whoever follows the log sends the events on (and drives
+/// this future, see `resume::Producers`); nobody following does not stop it, until `stop` says
+/// the stream was cancelled or nobody followed it for the grace period. Then the upstream call is
 /// dropped, which settles it as interrupted at what was generated (see `Drop`), and the log
 /// ends with an `error` event saying why.
 pub async fn produce(plan: StreamPlan, mut writer: Box<dyn StreamWriter>, mut stop: StopSignal) {

@@ -72,7 +72,8 @@ pub struct AppInner {
     pub cut: Cut,
     /// Where resumable streams are kept; `None` when `resume.grace_ms` is 0.
     pub replay: Option<Arc<dyn ReplayLog>>,
-    /// The tasks producing resumable streams, which shutdown waits for.
+    /// The producers of resumable streams, which their followers drive, and those on their
+    /// own (no follower left), which shutdown waits for.
     pub producers: Arc<Producers>,
 }
 

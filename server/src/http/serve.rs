@@ -89,8 +89,9 @@ pub async fn serve_metrics(
     serve_app(super::metrics_router(state.clone()), &state, listener, shutdown, None).await
 }
 
-/// `producers`: the tasks producing resumable streams for this listener's requests, which
-/// shutdown waits for (and cuts) as it does for connections.
+/// `producers`: the producers of this listener's resumable streams; those that no client follows
+/// any more run in tasks of their own, which shutdown waits for (and cuts) as it does for
+/// connections.
 async fn serve_app(
     app: Router,
     state: &AppState,

@@ -39,9 +39,9 @@ pub fn router() -> axum::Router<AppState> {
 }
 
 /// The response to a streamed chat request whose upstream call has started: resumable (its
-/// events produced by a task of their own into the replay log, which this response follows)
-/// when the relay keeps replay logs and has room for one more, otherwise passed through as it
-/// is read, as before streams could be resumed.
+/// events produced into the replay log, which this response follows and, while it is polled,
+/// drives the producer) when the relay keeps replay logs and has room for one more, otherwise
+/// passed through as it is read, as before streams could be resumed.
 pub(super) async fn stream_answer(
     state: &AppState,
     owner: Option<Owner>,
@@ -55,7 +55,7 @@ pub(super) async fn stream_answer(
         return sse_response(relay::sse_events(plan), state, None);
     };
     let producer = relay::produce(plan, writer, stop).instrument(tracing::Span::current());
-    state.producers.spawn(producer).await;
+    let frames = state.producers.start(&id, producer).frames(frames);
     sse_response(frames.map(|frame| Ok(event(&frame))), state, Some(&id))
 }
 
@@ -118,6 +118,11 @@ async fn follow_stream(
         }
     };
     let frames = log.follow(&id, &owner, after).await.map_err(|_| ApiError::StreamNotFound)?;
+    // Produced here and not ended yet: this client drives it too.
+    let frames = match state.producers.driver(&id) {
+        Some(driver) => driver.frames(frames),
+        None => frames,
+    };
     Ok(sse_response(frames.map(|frame| Ok(event(&frame))), &state, Some(&id)))
 }
 
@@ -125,10 +130,25 @@ async fn follow_stream(
 /// interrupted at what was generated) and answers 204 once it is stopped; 204 too for a stream
 /// that had already ended.
 async fn cancel_stream(
+    State(state): State<AppState>,
     Path(id): Path<String>,
     StreamCaller { log, owner }: StreamCaller,
 ) -> Result<StatusCode, ApiError> {
-    log.cancel(&id, &owner).await.map_err(|_| ApiError::StreamNotFound)?;
+    let cancelled = log.cancel(&id, &owner);
+    // The producer must run to see the cancellation: this request drives it too, in case none
+    // of its followers is being polled.
+    let cancelled = match state.producers.driver(&id) {
+        None => cancelled.await,
+        Some(driver) => {
+            tokio::pin!(cancelled);
+            tokio::select! {
+                biased;
+                cancelled = &mut cancelled => cancelled,
+                () = driver => cancelled.await,
+            }
+        }
+    };
+    cancelled.map_err(|_| ApiError::StreamNotFound)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -138,8 +158,22 @@ fn event(frame: &Frame) -> Event {
         FrameKind::Data => Event::default(),
         FrameKind::Error => Event::default().event("error"),
     };
-    let event = if frame.seq > 0 { event.id(frame.seq.to_string()) } else { event };
-    event.data(frame.data.as_str())
+    let event = if frame.seq > 0 { event.id(decimal(frame.seq, &mut [0; 20])) } else { event };
+    event.data(&*frame.data)
+}
+
+/// `n` in decimal, written into `digits` (no allocation: this is done for every event).
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &str {
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&digits[start..]).unwrap_or_default()
 }
 
 /// An SSE response with heartbeats, that proxies are asked not to buffer, naming its stream

@@ -184,7 +184,7 @@ impl StreamWriter for Writer {
     fn append(&mut self, kind: FrameKind, data: String) {
         let bounds = self.shared.bounds;
         self.entry.log.send_modify(|log| {
-            let frame = Frame { seq: log.next_seq, kind, data: Arc::new(data) };
+            let frame = Frame { seq: log.next_seq, kind, data: Arc::from(data) };
             log.next_seq += 1;
             log.bytes += frame.data.len();
             log.frames.push_back(frame);
@@ -224,7 +224,6 @@ struct Following {
     log: watch::Receiver<Log>,
     /// The last sequence number handed out (or asked to start after).
     after: u64,
-    pending: VecDeque<Frame>,
     done: bool,
 }
 
@@ -241,39 +240,40 @@ fn follow(entry: Arc<Entry>, after: u64, bounds: Bounds) -> Frames {
         control.attaches += 1;
     });
     let log = entry.log.subscribe();
-    let following = Following { entry, log, after, pending: VecDeque::new(), done: false };
+    let following = Following { entry, log, after, done: false };
     Box::pin(stream::unfold(following, move |mut f| async move {
-        loop {
-            if let Some(frame) = f.pending.pop_front() {
+        while !f.done {
+            if let Some(frame) = f.next(bounds) {
                 return Some((frame, f));
             }
-            if f.done {
-                return None;
-            }
-            f.take_new(bounds);
-            if f.pending.is_empty() && !f.done && f.log.changed().await.is_err() {
+            if !f.done && f.log.changed().await.is_err() {
                 f.done = true;
             }
         }
+        None
     }))
 }
 
 impl Following {
-    /// Moves what the log holds after `after` to `pending`, and notes whether that is the end.
-    fn take_new(&mut self, bounds: Bounds) {
+    /// The event after `after`, if the log holds it yet; notes when there will be no other.
+    fn next(&mut self, bounds: Bounds) -> Option<Frame> {
         let log = self.log.borrow_and_update();
         let first = log.frames.front().map_or(log.next_seq, |frame| frame.seq);
         if self.after + 1 < first {
-            self.pending.push_back(truncated(self.after, bounds));
             self.done = true;
-            return;
+            return Some(truncated(self.after, bounds));
         }
-        let start = usize::try_from(self.after + 1 - first).unwrap_or(usize::MAX);
-        self.pending.extend(log.frames.iter().skip(start).cloned());
-        if let Some(last) = self.pending.back() {
-            self.after = last.seq;
+        let index = usize::try_from(self.after + 1 - first).unwrap_or(usize::MAX);
+        match log.frames.get(index) {
+            Some(frame) => {
+                self.after = frame.seq;
+                Some(frame.clone())
+            }
+            None => {
+                self.done = log.finished;
+                None
+            }
         }
-        self.done = log.finished;
     }
 }
 
@@ -286,7 +286,7 @@ fn truncated(after: u64, bounds: Bounds) -> Frame {
     );
     let envelope = ErrorEnvelope::new("invalid_request_error", "stream_truncated", message);
     let data = serde_json::to_string(&envelope).unwrap_or_default();
-    Frame { seq: 0, kind: FrameKind::Error, data: Arc::new(data) }
+    Frame { seq: 0, kind: FrameKind::Error, data: Arc::from(data) }
 }
 
 #[cfg(test)]

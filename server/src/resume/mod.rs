@@ -1,12 +1,14 @@
 //! Resumable streams: a streamed answer that outlives the connection it was asked on.
 //!
-//! When `resume.grace_ms` is above 0, a streamed answer is produced by a task of its own
-//! (`relay::produce`) into a [`ReplayLog`], and every client of it follows that log: the one
-//! that asked (the `POST` response, from the first event) and any that reattaches later with
+//! When `resume.grace_ms` is above 0, a streamed answer is produced (`relay::produce`) into a
+//! [`ReplayLog`], and every client of it follows that log: the one that asked (the `POST`
+//! response, from the first event) and any that reattaches later with
 //! `GET /v1/chat/streams/{id}` and `Last-Event-ID` (from the event after that one). Each event
-//! of the log has a sequence number, sent as its SSE `id`, consecutive from 1.
+//! of the log has a sequence number, sent as its SSE `id`, consecutive from 1. The producer is
+//! driven by the clients that follow the stream through this relay, or by a task of its own
+//! once none does ([`Producers`]).
 //!
-//! The producer runs whether or not anyone follows: while nobody has followed for the grace
+//! The producer runs whether or not anyone follows: once nobody has followed for the grace
 //! period it ends the upstream call ([`Stop::Abandoned`]), and `POST .../cancel` ends it at
 //! once ([`Stop::Cancelled`]); either way the answer settles as interrupted at what was
 //! generated, as a client's disconnect settles it with `grace_ms = 0`.
@@ -21,6 +23,7 @@
 
 pub mod config;
 mod memory;
+mod producers;
 
 use std::fmt;
 use std::future::Future;
@@ -30,9 +33,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use confab_protocol::ErrorEnvelope;
 use futures_util::Stream;
-use tokio::task::JoinSet;
 
 pub use memory::InProcessLog;
+pub use producers::{Driver, Producers};
 
 /// Who may follow or cancel a stream: the caller that started it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +64,7 @@ pub struct Frame {
     pub seq: u64,
     pub kind: FrameKind,
     /// Shared, not copied, by everyone who follows the stream.
-    pub data: Arc<String>,
+    pub data: Arc<str>,
 }
 
 /// Why a producer stopped before its answer ended.
@@ -153,29 +156,4 @@ pub trait StreamWriter: Send + fmt::Debug {
     /// The stream has ended: followers get what is left and their response ends; the log stays
     /// readable for `resume.keep_ms`. A writer dropped without it finishes the same way.
     fn finish(&mut self);
-}
-
-/// The producer tasks, so that shutdown can wait for them (and cut them short): their answers
-/// settle only when they end, and the final flush must find their usage records.
-#[derive(Debug, Default)]
-pub struct Producers(tokio::sync::Mutex<JoinSet<()>>);
-
-impl Producers {
-    pub async fn spawn(&self, producer: impl Future<Output = ()> + Send + 'static) {
-        let mut tasks = self.0.lock().await;
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(producer);
-    }
-
-    /// Resolves once every producer has ended. Call it only once no request can start another
-    /// (the lock is held while waiting).
-    pub async fn finished(&self) {
-        let mut tasks = self.0.lock().await;
-        while tasks.join_next().await.is_some() {}
-    }
-
-    /// Ends the producers still running (their answers settle as they are dropped).
-    pub async fn abort(&self) {
-        self.0.lock().await.shutdown().await;
-    }
 }
