@@ -1,10 +1,12 @@
 // Shared harness for the widget's end-to-end tests: the real `confab` binary (fresh database,
 // 127.0.0.1:0), either in demo mode or in front of the scripted mock upstream with the test host
-// pages on their own origin, and Debian's Chromium driven by playwright-core.
+// pages on their own origin (two relays on one database and a real Redis, as behind a load
+// balancer), and Debian's Chromium driven by playwright-core.
 // Every process and server started here is stopped by the returned `close()`.
 import { createHmac } from "node:crypto";
 import { spawn, execFile } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -31,12 +33,12 @@ const relayEnv = (env) => ({
 
 /**
  * Starts a relay and resolves once it has printed its start-up text (address, demo key when in
- * demo mode). `dir` is its working directory (its confab.toml and confab.db); a fresh temporary
- * one by default, removed by `close()` either way.
+ * demo mode). `cwd` is its working directory (its confab.toml and confab.db), `dir` by default;
+ * `dir` is a fresh temporary one by default, removed by `close()` either way.
  */
-export async function startRelay(env = {}, dir = mkdtempSync(join(tmpdir(), "confab-e2e-"))) {
+export async function startRelay(env = {}, dir = mkdtempSync(join(tmpdir(), "confab-e2e-")), cwd = dir) {
   const child = spawn(binary, ["serve", "--listen", "127.0.0.1:0"], {
-    cwd: dir,
+    cwd,
     env: relayEnv(env),
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -76,6 +78,52 @@ export async function startRelay(env = {}, dir = mkdtempSync(join(tmpdir(), "con
   }
 }
 
+/** A free TCP port of 127.0.0.1 (free when asked). */
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/**
+ * Starts Debian's redis-server on a free port of 127.0.0.1, persisting nothing, and resolves
+ * once it accepts connections to { url, close }.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "confab-e2e-redis-"));
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "",
+    "--appendonly", "no", "--dir", dir], { stdio: ["ignore", "pipe", "inherit"] });
+  let output = "";
+  let timer;
+  const ready = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${output}`)), 20000);
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+      if (output.includes("Ready to accept connections")) resolve();
+    });
+    child.on("error", (error) => reject(new Error(`cannot run redis-server (scripts/test installs it): ${error.message}`)));
+    child.on("exit", (code) => reject(new Error(`redis-server exited with ${code}:\n${output}`)));
+  }).finally(() => clearTimeout(timer));
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  const close = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGKILL");
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await ready;
+    return { url: `redis://127.0.0.1:${port}`, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
 /** Runs a `confab` command (like `sites create`) to its end in `dir`. */
 export async function confab(args, dir, env = {}) {
   const { stdout } = await promisify(execFile)(binary, args, { cwd: dir, env: relayEnv(env), timeout: 20000 });
@@ -91,8 +139,9 @@ export const SITE = {
 
 /**
  * The whole setup of a real website: the mock upstream, the host pages on their own origin,
- * a relay in front of the mock, and one site registered for the host's origin.
- * Resolves to { mock, hosts, relay, key, close }.
+ * two relays in front of the mock on one database and one Redis (the pages use the first; a
+ * test may send requests to the other, as a load balancer would), and one site registered for
+ * the host's origin. Resolves to { mock, hosts, relay, other, key, close }.
  */
 export async function startStack() {
   const stopped = [];
@@ -124,13 +173,21 @@ export async function startStack() {
     const secretText = await confab(["sites", "verification", verified.id, "--new-secret",
       "--require"], dir);
     const visitorSecret = secretText.match(/^\s+([0-9a-f]{64})$/m)[1];
-    const relay = await startRelay({}, dir);
+    const redis = await startRedis();
+    stopped.push(() => redis.close());
+    const shared = { CONFAB__REDIS__URL: redis.url };
+    const relay = await startRelay(shared, dir);
     stopped.push(() => relay.close());
+    // The second relay: the same directory (its confab.toml and database), a reservation
+    // journal of its own. Closed first, since the first one's close removes the directory.
+    const other = await startRelay({ ...shared, CONFAB__USAGE__JOURNAL_DIR: join(dir, "other.reservations") },
+      mkdtempSync(join(tmpdir(), "confab-e2e-")), dir);
+    stopped.push(() => other.close());
     hosts.vars.RELAY = relay.url;
     hosts.vars.SITE_KEY = created.key;
     hosts.vars.VERIFIED_KEY = verified.key;
     hosts.vars.VISITOR_TOKEN = visitorToken(visitorSecret, "alice@example.com");
-    return { mock, hosts, relay, key: created.key, visitorSecret, close };
+    return { mock, hosts, relay, other, key: created.key, visitorSecret, close };
   } catch (error) {
     await close();
     throw error;

@@ -205,6 +205,16 @@ test("an answer whose connection ends mid-event is followed again from its last 
   assert.deepEqual(errors, []);
 });
 
+/** The browser goes offline for a second (the test cuts its network), then online again. */
+async function throughTunnel(page, context) {
+  const devtools = await context.newCDPSession(page);
+  const network = (offline) => devtools.send("Network.emulateNetworkConditions",
+    { offline, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await network(true);
+  await sleep(1000);
+  await network(false);
+}
+
 test("an answer through a tunnel (offline, then online) completes, no word twice", BOUND, async (t) => {
   const { page, context, errors } = await visit(t, "plain");
   await openWidget(page);
@@ -216,16 +226,34 @@ test("an answer through a tunnel (offline, then online) completes, no word twice
   await lastAnswer(page).filter({ hasText: "charlie" }).waitFor(WAIT);
   // The browser goes offline and comes back while the answer is still being generated; the
   // connection it had may be dead, so the widget follows the stream again when it is back.
-  const devtools = await context.newCDPSession(page);
-  const network = (offline) => devtools.send("Network.emulateNetworkConditions",
-    { offline, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
-  await network(true);
-  await sleep(1000);
-  await network(false);
+  await throughTunnel(page, context);
   await answered(page, question);
   assert.ok(followed.includes("GET"), `the widget followed the stream again: ${followed}`);
   assert.equal(stack.mock.chats().length, before + 1, "the question was asked once");
   // What the browser says about a request that failed while it was offline is not the widget's.
+  assert.deepEqual(errors.filter((e) => !/ERR_INTERNET_DISCONNECTED/.test(e)), []);
+});
+
+test("an answer through a tunnel comes back through the other relay, whole, no word twice", BOUND, async (t) => {
+  const { page, context, errors } = await visit(t, "plain");
+  await openWidget(page);
+  // After the tunnel the load balancer sends the page to the other relay, which has never seen
+  // the answer: it follows it from Redis, where the first relay mirrors it.
+  const rerouted = [];
+  await page.route("**/v1/chat/streams/**", (route) => {
+    const url = route.request().url().replace(stack.relay.url, stack.other.url);
+    rerouted.push(url);
+    return route.continue({ url });
+  });
+  const question = "A LONG answer through another tunnel";
+  const before = stack.mock.chats().length;
+  await ask(page, question);
+  await lastAnswer(page).filter({ hasText: "charlie" }).waitFor(WAIT);
+  await throughTunnel(page, context);
+  await answered(page, question);
+  assert.ok(rerouted.length > 0 && rerouted.every((url) => url.startsWith(stack.other.url)),
+    `the widget followed the stream again through the other relay: ${rerouted}`);
+  assert.equal(stack.mock.chats().length, before + 1, "the question was asked once");
   assert.deepEqual(errors.filter((e) => !/ERR_INTERNET_DISCONNECTED/.test(e)), []);
 });
 

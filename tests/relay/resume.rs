@@ -1,13 +1,16 @@
 //! Streams that survive a dropped connection: reattaching with `Last-Event-ID`, who may,
-//! cancelling, the grace period, and `resume.grace_ms = 0`, which keeps streams as they were.
+//! cancelling, the grace period, and `resume.grace_ms = 0`, which keeps streams as they were;
+//! and, with two relays on one Redis, reattaching and cancelling through the other relay.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use confab_server::config::RedisUrl;
 use confab_server::keys::KeySpec;
 use confab_server::resume::config::ResumeConfig;
 use confab_server::sites::SiteSpec;
 use confab_server::store::{Outcome, Scope};
+use confab_tests::servers::RedisServer;
 use confab_tests::{
     MockUpstream, Reply, SITE_ORIGIN, Step, TestRelay, WAIT, json_body, read_events,
 };
@@ -76,15 +79,36 @@ async fn ended_and_settled_as_interrupted(mock: &MockUpstream, relay: &TestRelay
     assert!(record.estimated && record.output_tokens > 0, "{record:?}");
 }
 
+/// Scripts an answer of `words` (usage: 7 prompt tokens, one per word) whose upstream waits
+/// after the third word until `MockUpstream::release`.
+fn pausing_answer(mock: &MockUpstream, words: &[&'static str]) {
+    let mut steps: Vec<Step> = words[..3].iter().map(|w| Step::Content(w)).collect();
+    steps.push(Step::WaitForRelease);
+    steps.extend(words[3..].iter().map(|w| Step::Content(w)));
+    let completion = words.len() as u64;
+    steps.extend([Step::Finish("stop"), Step::Usage { prompt: 7, completion }, Step::Done]);
+    mock.push(Reply::Stream(steps));
+}
+
+/// The events of a [`pausing_answer`] were received whole: every event once, in order, numbered
+/// from 1, the text exactly what the upstream sent; and `relay`'s database has it generated to
+/// its end and settled as complete at the upstream's usage.
+async fn received_whole(received: &[Event], words: &[&str], relay: &TestRelay) {
+    let ids: Vec<String> = received.iter().map(|e| e.id.clone()).collect();
+    let expected: Vec<String> = (1..=received.len()).map(|n| n.to_string()).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(received.iter().map(text_of).collect::<String>(), words.concat());
+    assert_eq!(received.last().unwrap().data, "[DONE]");
+    let record = &relay.settled_usage(1).await[0];
+    assert_eq!(record.outcome, Outcome::Completed);
+    assert_eq!((record.input_tokens, record.output_tokens), (7, words.len() as u64));
+}
+
 #[tokio::test]
 async fn a_stream_cut_mid_answer_is_resumed_after_its_last_event_and_every_token_arrives_once() {
     let mock = MockUpstream::start().await;
     let words = ["The", " answer", " to", " that", " is", " forty", "-two", ", as", " always."];
-    let mut steps: Vec<Step> = words[..3].iter().map(|w| Step::Content(w)).collect();
-    steps.push(Step::WaitForRelease);
-    steps.extend(words[3..].iter().map(|w| Step::Content(w)));
-    steps.extend([Step::Finish("stop"), Step::Usage { prompt: 7, completion: 9 }, Step::Done]);
-    mock.push(Reply::Stream(steps));
+    pausing_answer(&mock, &words);
     let relay = TestRelay::metered(&mock).start().await;
 
     let response = relay.send_chat(ask()).await;
@@ -109,16 +133,7 @@ async fn a_stream_cut_mid_answer_is_resumed_after_its_last_event_and_every_token
     assert_eq!(stream_id(&response), id);
     received.extend(read_events(response).await);
 
-    // Every event once, in order, numbered from 1; the text is exactly what the upstream sent.
-    let ids: Vec<String> = received.iter().map(|e| e.id.clone()).collect();
-    let expected: Vec<String> = (1..=received.len()).map(|n| n.to_string()).collect();
-    assert_eq!(ids, expected);
-    assert_eq!(received.iter().map(text_of).collect::<String>(), words.concat());
-    assert_eq!(received.last().unwrap().data, "[DONE]");
-    // The answer was generated to its end and settled as complete at the upstream's usage.
-    let record = &relay.settled_usage(1).await[0];
-    assert_eq!(record.outcome, Outcome::Completed);
-    assert_eq!((record.input_tokens, record.output_tokens), (7, 9));
+    received_whole(&received, &words, &relay).await;
 }
 
 #[tokio::test]
@@ -288,4 +303,213 @@ async fn shutdown_cuts_an_answer_nobody_follows_and_its_usage_is_written() {
     let records = store.usage_since(0, None, None).await.unwrap();
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].outcome, Outcome::Interrupted);
+}
+
+/// Two relays on one PostgreSQL database and one Redis, as behind a load balancer, with
+/// `resume` as their `[resume]` section.
+async fn two_relays(
+    mock: &MockUpstream,
+    redis: &RedisServer,
+    resume: ResumeConfig,
+) -> [TestRelay; 2] {
+    let database = confab_tests::servers::postgres().database();
+    let relay = || {
+        let (url, resume) = (redis.url(), resume.clone());
+        TestRelay::metered(mock).database_url(&database).config(move |c| {
+            c.redis.url = Some(RedisUrl(url));
+            c.resume = resume;
+        })
+    };
+    [relay().start().await, relay().start().await]
+}
+
+/// `GET /v1/chat/streams/{id}` through `relay` as the page of `owner`'s site that started it,
+/// retried (bounded) while the stream is not found there yet: it is mirrored to Redis in the
+/// background.
+async fn follow_through(
+    relay: &TestRelay,
+    owner: &TestRelay,
+    id: &str,
+    after: &str,
+) -> reqwest::Response {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let response = relay
+                .client
+                .get(relay.url(&format!("/v1/chat/streams/{id}")))
+                .bearer_auth(&owner.key)
+                .header("Origin", SITE_ORIGIN)
+                .header("Last-Event-ID", after)
+                .send()
+                .await
+                .unwrap();
+            if response.status() != 404 {
+                return response;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the other relay never found the stream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_mid_answer_is_resumed_through_the_other_relay_and_every_token_arrives_once() {
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start().await;
+    let words = ["Trains", " go", " through", " tunnels", ", and", " text", " survives", "."];
+    pausing_answer(&mock, &words);
+    let [one, two] = two_relays(&mock, &redis, ResumeConfig::default()).await;
+
+    let response = one.send_chat(ask()).await;
+    let id = stream_id(&response);
+    let mut events = response.bytes_stream().eventsource();
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        received.push(next_event(&mut events).await);
+    }
+    // The connection is cut; the load balancer sends the client back to the other relay.
+    drop(events);
+    let response = follow_through(&two, &one, &id, "3").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(stream_id(&response), id);
+    mock.release();
+    received.extend(read_events(response).await);
+
+    received_whole(&received, &words, &one).await;
+    // Nobody else finds it through either relay.
+    let (_, other) = two
+        .create_site(SiteSpec {
+            name: "Other".into(),
+            origins: vec![SITE_ORIGIN.into()],
+            models: vec!["model-a".into()],
+            ..SiteSpec::default()
+        })
+        .await;
+    let theirs = two
+        .client
+        .get(two.url(&format!("/v1/chat/streams/{id}")))
+        .bearer_auth(&other)
+        .header("Origin", SITE_ORIGIN);
+    assert_eq!(json_body(theirs.send().await.unwrap()).await, (404, not_found()));
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_following_through_the_other_relay_keeps_the_answer_going_and_can_cancel_it_there()
+{
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::Stream(vec![Step::Endless(Duration::from_millis(10))]));
+    let [one, two] =
+        two_relays(&mock, &redis, ResumeConfig { grace_ms: 300, ..Default::default() }).await;
+    let response = one.send_chat(ask()).await;
+    let id = stream_id(&response);
+    let mut events = response.bytes_stream().eventsource();
+    let first = next_event(&mut events).await;
+    drop(events);
+
+    let response = follow_through(&two, &one, &id, &first.id).await;
+    let mut events = response.bytes_stream().eventsource();
+    // Three grace periods long, nobody follows through the relay that produces the answer:
+    // the client on the other one keeps it going, and gets every event once, in order.
+    let mut last: u64 = first.id.parse().unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_millis(900);
+    while tokio::time::Instant::now() < until {
+        let event = next_event(&mut events).await;
+        assert_eq!(event.id, (last + 1).to_string(), "{event:?}");
+        assert_eq!(text_of(&event), "la ");
+        last += 1;
+    }
+
+    let cancelled = two
+        .client
+        .post(two.url(&format!("/v1/chat/streams/{id}/cancel")))
+        .bearer_auth(&one.key)
+        .header("Origin", SITE_ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 204);
+    ended_and_settled_as_interrupted(&mock, &one).await;
+    let mut event = next_event(&mut events).await;
+    while event.event != "error" {
+        event = next_event(&mut events).await;
+    }
+    assert_eq!(error_code(&event), "stream_cancelled");
+    assert!(tokio::time::timeout(WAIT, events.next()).await.unwrap().is_none());
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_answers_stream_and_resume_through_the_relay_that_produces_them() {
+    let mut redis = RedisServer::start();
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::Stream(vec![
+        Step::Content("Still"),
+        Step::WaitForRelease,
+        Step::Content(" here"),
+        Step::Finish("stop"),
+        Step::Usage { prompt: 7, completion: 2 },
+        Step::Done,
+    ]));
+    let [one, two] = two_relays(&mock, &redis, ResumeConfig::default()).await;
+    redis.stop();
+    let response = one.send_chat(ask()).await;
+    assert_eq!(response.status(), 200);
+    let id = stream_id(&response);
+    let mut events = response.bytes_stream().eventsource();
+    let first = next_event(&mut events).await;
+    drop(events);
+    mock.release();
+    let rest =
+        read_events(one.follow(&id).header("Last-Event-ID", &first.id).send().await.unwrap()).await;
+    assert_eq!(text_of(&first) + &rest.iter().map(text_of).collect::<String>(), "Still here");
+    assert_eq!(rest.last().unwrap().data, "[DONE]");
+    // The other relay cannot know it: it says so as for any unknown stream.
+    let elsewhere = two
+        .client
+        .get(two.url(&format!("/v1/chat/streams/{id}")))
+        .bearer_auth(&one.key)
+        .header("Origin", SITE_ORIGIN);
+    assert_eq!(json_body(elsewhere.send().await.unwrap()).await, (404, not_found()));
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_relay_holds_a_stream_within_the_same_bounds_and_says_what_it_no_longer_has() {
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start().await;
+    // In bursts the client keeps up with (it too gets only what the log holds).
+    let mut steps = Vec::new();
+    for _ in 0..3 {
+        steps.extend(std::iter::repeat_n(Step::Content("word "), 10));
+        steps.push(Step::Pause(Duration::from_millis(50)));
+    }
+    steps.extend([Step::Finish("stop"), Step::Usage { prompt: 7, completion: 30 }, Step::Done]);
+    mock.push(Reply::Stream(steps));
+    let bounds = ResumeConfig { max_events: 16, ..Default::default() };
+    let [one, two] = two_relays(&mock, &redis, bounds).await;
+    let response = one.send_chat(ask()).await;
+    let id = stream_id(&response);
+    let all = read_events(response).await;
+    let last: u64 = all.last().unwrap().id.parse().unwrap();
+    one.settled_usage(1).await;
+
+    // The last 16 events are held: from 15 before the last, the rest arrives whole.
+    let from = (last - 15).to_string();
+    let kept = read_events(follow_through(&two, &one, &id, &from).await).await;
+    assert_eq!(
+        kept.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        all[all.len() - 15..].iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+    );
+    // From further back, the client is told that the answer cannot be resumed from there.
+    let lost = read_events(follow_through(&two, &one, &id, "1").await).await;
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(error_code(&lost[0]), "stream_truncated");
+    one.stop().await;
+    two.stop().await;
 }

@@ -40,7 +40,7 @@ use crate::error::{ApiError, ErrorDetail};
 use crate::keys::KeyActivity;
 use crate::meter::{Metering, MeteringOptions};
 use crate::metrics::{ChatLabels, Metrics};
-use crate::resume::{InProcessLog, Producers, ReplayLog};
+use crate::resume::{InProcessLog, Producers, RedisLog, ReplayLog};
 use crate::store::Store;
 use crate::upstream::Upstreams;
 use crate::webhooks::Webhooks;
@@ -124,11 +124,18 @@ impl AppState {
         let visitor_salt = store.relay_secret("visitor_salt", 32).await?;
         let admin_token = config.admin.load_token()?;
         let key_activity = Arc::new(KeyActivity::default());
-        // The one engine for replay logs so far: this relay's memory.
-        let replay = config
-            .resume
-            .enabled()
-            .then(|| Arc::new(InProcessLog::new(&config.resume)) as Arc<dyn ReplayLog>);
+        // Replay logs in this relay's memory, mirrored to Redis when it is configured.
+        let replay: Option<Arc<dyn ReplayLog>> = match (&config.redis.url, config.resume.enabled())
+        {
+            (_, false) => None,
+            (None, true) => Some(Arc::new(InProcessLog::new(&config.resume))),
+            (Some(url), true) => Some(Arc::new(RedisLog::new(
+                &config.resume,
+                &url.0,
+                &config.redis.key_prefix,
+                Duration::from_millis(config.redis.command_timeout_ms),
+            )?)),
+        };
         Ok(Self(Arc::new(AppInner {
             config,
             store,

@@ -5,9 +5,13 @@
 //! shared, not copied). `control` counts the followers attached and carries a cancellation, and
 //! is what the producer's [`super::StopSignal`] waits on. The map of streams is touched only to open,
 //! look up and forget streams, never per event.
+//!
+//! A shared engine ([`super::RedisLog`]) keeps its streams here too, for the clients that follow
+//! them through this relay, and tells this log through [`Elsewhere`] whether a stream is
+//! followed or was cancelled through another relay.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +29,10 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct InProcessLog(Arc<Shared>);
 
+/// An [`InProcessLog`] that does not keep it alive.
+#[derive(Debug, Clone)]
+pub(super) struct WeakLog(Weak<Shared>);
+
 #[derive(Debug)]
 struct Shared {
     grace: Duration,
@@ -32,12 +40,32 @@ struct Shared {
     bounds: Bounds,
     max_streams: usize,
     streams: Mutex<Streams>,
+    elsewhere: Option<Arc<dyn Elsewhere>>,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Bounds {
-    max_events: usize,
-    max_bytes: usize,
+pub(super) struct Bounds {
+    pub(super) max_events: usize,
+    pub(super) max_bytes: usize,
+}
+
+/// What other relays know of a stream produced here.
+#[async_trait]
+pub(super) trait Elsewhere: Send + Sync + std::fmt::Debug + 'static {
+    /// Asked once nobody has followed the stream `id` through this relay for the grace period.
+    async fn check(&self, id: &str) -> Remote;
+}
+
+/// A stream's state elsewhere (see [`Elsewhere`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Remote {
+    /// Followed through another relay, or within the grace period before now: it counts as
+    /// followed for this long yet.
+    Followed(Duration),
+    /// Cancelled through another relay.
+    Cancelled,
+    /// Neither (or unknown: the shared engine did not answer).
+    Alone,
 }
 
 #[derive(Debug, Default)]
@@ -77,14 +105,83 @@ struct Control {
 
 impl InProcessLog {
     pub fn new(config: &ResumeConfig) -> Self {
+        Self::with_elsewhere(config, None)
+    }
+
+    /// The log of a shared engine, which `elsewhere` tells of other relays.
+    pub(super) fn with_elsewhere(
+        config: &ResumeConfig,
+        elsewhere: Option<Arc<dyn Elsewhere>>,
+    ) -> Self {
         Self(Arc::new(Shared {
             grace: config.grace(),
             keep: config.keep(),
-            bounds: Bounds { max_events: config.max_events, max_bytes: config.max_bytes },
+            bounds: bounds(config),
             max_streams: config.max_streams,
             streams: Mutex::default(),
+            elsewhere,
         }))
     }
+
+    pub(super) fn downgrade(&self) -> WeakLog {
+        WeakLog(Arc::downgrade(&self.0))
+    }
+
+    /// Whether the stream `id` is held here (whoever its owner).
+    pub(super) fn holds(&self, id: &str) -> bool {
+        self.0.streams().by_id.contains_key(id)
+    }
+
+    /// Opens a stream with this engine's own writer (see [`ReplayLog::open`]).
+    pub(super) fn open_here(&self, owner: Owner) -> Option<(Opened, Writer)> {
+        let shared = &self.0;
+        let entry = Arc::new(Entry {
+            owner,
+            log: watch::Sender::new(Log { next_seq: 1, ..Log::default() }),
+            control: watch::Sender::new(Control::default()),
+        });
+        let id = format!("cs_{:032x}", rand::random::<u128>());
+        {
+            let mut streams = shared.streams();
+            if streams.by_id.len() >= shared.max_streams {
+                // Room is made by forgetting the stream that ended first; running ones are kept.
+                let (_, oldest) = streams.ended.pop_front()?;
+                streams.by_id.remove(&oldest);
+            }
+            streams.by_id.insert(id.clone(), Arc::clone(&entry));
+        }
+        let frames = follow(Arc::clone(&entry), 0, shared.bounds);
+        let elsewhere = shared.elsewhere.clone().map(|e| (e, id.clone()));
+        let stop = Box::pin(stop_signal(entry.control.subscribe(), shared.grace, elsewhere));
+        let writer = Writer { shared: Arc::clone(shared), id: id.clone(), entry };
+        let opened = Opened { id, writer: Box::new(NoWriter), stop, frames };
+        Some((opened, writer))
+    }
+}
+
+impl WeakLog {
+    /// Stops the stream `id` if it is produced here, for whoever asked through another relay
+    /// (which checked that they own it).
+    pub(super) fn cancel_here(&self, id: &str) {
+        let Some(shared) = self.0.upgrade() else { return };
+        let entry = shared.streams().by_id.get(id).cloned();
+        if let Some(entry) = entry {
+            entry.control.send_modify(|control| control.cancelled = true);
+        }
+    }
+}
+
+pub(super) fn bounds(config: &ResumeConfig) -> Bounds {
+    Bounds { max_events: config.max_events, max_bytes: config.max_bytes }
+}
+
+/// Stands in [`Opened::writer`] until [`InProcessLog::open_here`]'s caller puts its own.
+#[derive(Debug)]
+struct NoWriter;
+
+impl StreamWriter for NoWriter {
+    fn append(&mut self, _: FrameKind, _: String) {}
+    fn finish(&mut self) {}
 }
 
 impl Shared {
@@ -115,26 +212,8 @@ impl Shared {
 #[async_trait]
 impl ReplayLog for InProcessLog {
     async fn open(&self, owner: Owner) -> Option<Opened> {
-        let shared = &self.0;
-        let entry = Arc::new(Entry {
-            owner,
-            log: watch::Sender::new(Log { next_seq: 1, ..Log::default() }),
-            control: watch::Sender::new(Control::default()),
-        });
-        let id = format!("cs_{:032x}", rand::random::<u128>());
-        {
-            let mut streams = shared.streams();
-            if streams.by_id.len() >= shared.max_streams {
-                // Room is made by forgetting the stream that ended first; running ones are kept.
-                let (_, oldest) = streams.ended.pop_front()?;
-                streams.by_id.remove(&oldest);
-            }
-            streams.by_id.insert(id.clone(), Arc::clone(&entry));
-        }
-        let frames = follow(Arc::clone(&entry), 0, shared.bounds);
-        let stop = Box::pin(stop_signal(entry.control.subscribe(), shared.grace));
-        let writer = Box::new(Writer { shared: Arc::clone(shared), id: id.clone(), entry });
-        Some(Opened { id, writer, stop, frames })
+        let (opened, writer) = self.open_here(owner)?;
+        Some(Opened { writer: Box::new(writer), ..opened })
     }
 
     async fn follow(&self, id: &str, owner: &Owner, after: u64) -> Result<Frames, StreamNotFound> {
@@ -153,8 +232,13 @@ impl ReplayLog for InProcessLog {
     }
 }
 
-/// Resolves when the stream is cancelled, or when nobody has been attached for `grace`.
-async fn stop_signal(mut control: watch::Receiver<Control>, grace: Duration) -> Stop {
+/// Resolves when the stream is cancelled, or when nobody has been attached for `grace`, here
+/// or (asking `elsewhere`) through another relay.
+async fn stop_signal(
+    mut control: watch::Receiver<Control>,
+    grace: Duration,
+    elsewhere: Option<(Arc<dyn Elsewhere>, String)>,
+) -> Stop {
     loop {
         let attaches = match control.wait_for(|c| c.cancelled || c.attached == 0).await {
             Ok(c) if c.cancelled => return Stop::Cancelled,
@@ -162,32 +246,44 @@ async fn stop_signal(mut control: watch::Receiver<Control>, grace: Duration) -> 
             // The entry is gone: nothing can attach or cancel any more.
             Err(_) => return Stop::Abandoned,
         };
-        let back = control.wait_for(|c| c.cancelled || c.attaches != attaches);
-        match tokio::time::timeout(grace, back).await {
-            Err(_) | Ok(Err(_)) => return Stop::Abandoned,
-            Ok(Ok(c)) if c.cancelled => return Stop::Cancelled,
-            // Someone came back (and may have left again): the grace period starts over.
-            Ok(Ok(_)) => {}
+        let mut wait = grace;
+        loop {
+            let back = control.wait_for(|c| c.cancelled || c.attaches != attaches);
+            match tokio::time::timeout(wait, back).await {
+                Ok(Err(_)) => return Stop::Abandoned,
+                Ok(Ok(c)) if c.cancelled => return Stop::Cancelled,
+                // Someone came back (and may have left again): the grace period starts over.
+                Ok(Ok(_)) => break,
+                Err(_) => {}
+            }
+            let Some((elsewhere, id)) = &elsewhere else { return Stop::Abandoned };
+            match elsewhere.check(id).await {
+                Remote::Followed(left) => wait = left.max(Duration::from_millis(1)),
+                Remote::Cancelled => return Stop::Cancelled,
+                Remote::Alone => return Stop::Abandoned,
+            }
         }
     }
 }
 
 /// The producer's end of an [`Entry`].
 #[derive(Debug)]
-struct Writer {
+pub(super) struct Writer {
     shared: Arc<Shared>,
     id: String,
     entry: Arc<Entry>,
 }
 
-impl StreamWriter for Writer {
-    fn append(&mut self, kind: FrameKind, data: String) {
+impl Writer {
+    /// Appends the next event, and returns it.
+    pub(super) fn push(&mut self, kind: FrameKind, data: String) -> Frame {
         let bounds = self.shared.bounds;
+        let mut frame = Frame { seq: 0, kind, data: Arc::from(data) };
         self.entry.log.send_modify(|log| {
-            let frame = Frame { seq: log.next_seq, kind, data: Arc::from(data) };
+            frame.seq = log.next_seq;
             log.next_seq += 1;
             log.bytes += frame.data.len();
-            log.frames.push_back(frame);
+            log.frames.push_back(frame.clone());
             // The newest event is always kept, however large.
             while log.frames.len() > 1
                 && (log.frames.len() > bounds.max_events || log.bytes > bounds.max_bytes)
@@ -197,6 +293,13 @@ impl StreamWriter for Writer {
                 }
             }
         });
+        frame
+    }
+}
+
+impl StreamWriter for Writer {
+    fn append(&mut self, kind: FrameKind, data: String) {
+        self.push(kind, data);
     }
 
     fn finish(&mut self) {
@@ -278,7 +381,7 @@ impl Following {
 }
 
 /// The notice for a follower whose next event is no longer held.
-fn truncated(after: u64, bounds: Bounds) -> Frame {
+pub(super) fn truncated(after: u64, bounds: Bounds) -> Frame {
     let message = format!(
         "the events after {after} are no longer held (a stream keeps its last {} events and {} \
          bytes); the answer cannot be resumed from there",

@@ -18,12 +18,13 @@
 //! exist, exactly as for an id that never did.
 //!
 //! [`ReplayLog`] is the seam for where logs live: [`InProcessLog`] keeps them in this relay's
-//! memory. A shared engine (a Redis stream per answer, with a TTL) would implement the same
-//! trait, so that a client may reattach through another relay.
+//! memory; [`RedisLog`] (when `[redis]` is configured) also mirrors them to a Redis stream per
+//! answer, with a TTL, so that a client may reattach through another relay.
 
 pub mod config;
 mod memory;
 mod producers;
+mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -36,9 +37,10 @@ use futures_util::Stream;
 
 pub use memory::InProcessLog;
 pub use producers::{Driver, Producers};
+pub use redis::RedisLog;
 
 /// Who may follow or cancel a stream: the caller that started it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum Owner {
     /// A page of a site: the site, the page's origin (`None`: it sent none, as native apps may)
     /// and the visitor, hashed as usage records store it.
