@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use confab_protocol::ChatRequest;
 use confab_protocol::sse::SseParser;
+use confab_providers::{EventStream, UpstreamEvent};
 use confab_server::config::{PolicyDefaults, RequestLimits};
 use confab_server::cut::Cut;
 use confab_server::limits::{InProcessLimiter, Rule, Subject};
@@ -17,7 +18,6 @@ use confab_server::policy::SitePolicy;
 use confab_server::relay::{RelayStream, Step, Timing};
 use confab_server::sitekey::{KeyKind, NewKey, PresentedKey};
 use confab_server::store::{NewSite, SiteSettings, SqliteStore, Store};
-use confab_server::upstream::{EventStream, UpstreamEvent};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// A chunk as OpenAI streams it (one or two words of text each).

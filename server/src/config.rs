@@ -567,14 +567,8 @@ impl Default for DemoConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UpstreamKind {
-    /// Any OpenAI-compatible server: OpenAI, OpenRouter, vLLM, llama.cpp, Ollama.
-    Openai,
-    /// The built-in demo (no network, no key).
-    Demo,
-}
+/// `[[upstreams]] kind`: the API an upstream speaks (see `confab_providers`).
+pub use confab_providers::ProviderKind as UpstreamKind;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -719,9 +713,10 @@ impl Config {
             if upstream.name.trim().is_empty() {
                 return Err(invalid(field("name"), "must not be empty"));
             }
-            if upstream.kind == UpstreamKind::Openai {
+            if upstream.kind.needs_base_url() {
                 let Some(url) = &upstream.base_url else {
-                    return Err(invalid(field("base_url"), "is required for kind `openai`"));
+                    let problem = format!("is required for kind `{}`", upstream.kind.as_str());
+                    return Err(invalid(field("base_url"), problem));
                 };
                 parse_http_url(url).map_err(|problem| invalid(field("base_url"), problem))?;
             }

@@ -8,28 +8,10 @@
 //! nothing from the crate. `config` re-exports them all, so `crate::config::Secret` and the
 //! like keep working.
 
-use std::fmt;
 use std::path::PathBuf;
 
-/// A secret value whose `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    /// The secret itself; call only where it is sent to the upstream.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// A secret value whose `Debug` never shows it (the providers' own type, which holds their keys).
+pub use confab_providers::Secret;
 
 /// A configuration that cannot be used, with the field at fault.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confab_protocol::ErrorEnvelope;
 
-use crate::upstream::{TimeoutKind, UpstreamError};
+use confab_providers::{TimeoutKind, UpstreamError};
 
 /// An error answered to an API client.
 #[derive(Debug, thiserror::Error)]

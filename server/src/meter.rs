@@ -28,8 +28,8 @@ use crate::journal::{Journal, Ticket};
 use crate::limits::{RateLimiter, TokenCharge};
 use crate::metrics::{ChatLabels, Metrics};
 use crate::store::{Outcome, Store, UsageRecord};
-use crate::upstream::Sent;
 use crate::webhooks::Webhooks;
+use confab_providers::Sent;
 
 /// Everything the request path needs to meter calls; part of the app state.
 #[derive(Debug)]
@@ -477,7 +477,7 @@ impl Meter {
             Charge::Estimated { text_bytes, content_chunks } => (
                 Usage::new(
                     self.ceiling.prompt_tokens,
-                    crate::estimate::estimate_answer_tokens(text_bytes, content_chunks),
+                    confab_providers::estimate::estimate_answer_tokens(text_bytes, content_chunks),
                 ),
                 true,
             ),

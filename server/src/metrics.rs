@@ -26,8 +26,8 @@ use confab_metering::{Decision, Observer};
 
 use crate::budget::Exhausted;
 use crate::limits::{Rejected, Subject};
-use crate::upstream::{TimeoutKind, UpstreamError};
 use crate::webhooks::Webhooks;
+use confab_providers::{TimeoutKind, UpstreamError};
 
 /// Every metric the relay exports, by the name it has in the exposition (counters end in
 /// `_total`). The README's "Metrics" table documents each; a test scrapes `/metrics` and checks

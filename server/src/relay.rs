@@ -29,15 +29,13 @@ use tracing::Instrument;
 use crate::config::TimeoutConfig;
 use crate::cut::CutWatch;
 use crate::error::ApiError;
-use crate::estimate::{estimate_answer_tokens, prompt_bytes, prompt_token_ceiling};
 use crate::meter::{Charge, Meter};
 use crate::metrics::OpenStream;
 use crate::resume::{FrameKind, StopSignal, StreamWriter};
 use crate::store::Outcome;
 use crate::unix_now;
-use crate::upstream::{
-    Call, EventStream, OpenAiUpstream, TimeoutKind, Upstream, UpstreamError, UpstreamEvent,
-};
+use confab_providers::estimate::{estimate_answer_tokens, prompt_bytes, prompt_token_ceiling};
+use confab_providers::{Call, EventStream, Provider, TimeoutKind, UpstreamError, UpstreamEvent};
 
 /// One upstream chunk after rewriting.
 #[derive(Debug, Clone)]
@@ -452,7 +450,7 @@ pub struct StreamPlan {
 /// Calls the upstream and waits for its first event, so that a failure before the answer starts
 /// (refused, 429, 5xx, timeout) is an error the handler can answer with a status code.
 pub async fn start(
-    upstream: &Upstream,
+    upstream: &dyn Provider,
     request: &ChatRequest,
     timeouts: &TimeoutConfig,
     meter: Option<Meter>,
@@ -612,7 +610,7 @@ pub async fn produce(plan: StreamPlan, mut writer: Box<dyn StreamWriter>, mut st
 /// reservation's worst case: the prompt and `max_tokens` of answer. So is an answer that fails
 /// after the upstream took the request (out of time, cut off, unreadable).
 pub async fn complete(
-    upstream: &OpenAiUpstream,
+    upstream: &dyn Provider,
     request: &ChatRequest,
     timeouts: &TimeoutConfig,
     meter: Option<Meter>,

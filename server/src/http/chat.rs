@@ -18,14 +18,13 @@ use super::auth::{site_visitor, visitor_hash};
 use super::{ApiJson, AppState, Caller, RequestId, streams};
 use crate::budget::{BudgetRule, Payer, ReserveError};
 use crate::error::ApiError;
-use crate::estimate::{prompt_bytes, prompt_token_ceiling};
 use crate::limits::{RateLimitStatus, Rule, Subject};
 use crate::meter::{Admitted, Ceiling, Meter};
 use crate::metrics::ChatLabels;
 use crate::policy::SitePolicy;
 use crate::relay::{self, collect_completion};
 use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
-use crate::upstream::Upstream;
+use confab_providers::estimate::{prompt_bytes, prompt_token_ceiling};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(create_chat_completion))
@@ -109,11 +108,8 @@ async fn chat_completion(
     let timeouts = &state.config.timeouts;
     // A client that wants one whole answer gets it from one upstream call that does not stream
     // either, where the upstream can answer that way (the demo only streams).
-    let whole_answer = match upstream.as_ref() {
-        Upstream::OpenAi(openai) if !stream_to_client => Some(openai),
-        _ => None,
-    };
-    if whole_answer.is_some() {
+    let whole_answer = !stream_to_client && upstream.answers_whole();
+    if whole_answer {
         upstream_request.stream = false;
         upstream_request.stream_options = None;
     }
@@ -125,9 +121,11 @@ async fn chat_completion(
         code: "usage_unrecorded",
         message: "the relay cannot record usage right now; retry later",
     })?;
-    let mut response = if let Some(openai) = whole_answer {
+    let mut response = if whole_answer {
         let cut = Some(state.cut.watch());
-        let answer = relay::complete(openai, &upstream_request, timeouts, Some(meter), cut).await?;
+        let answer =
+            relay::complete(upstream.as_ref(), &upstream_request, timeouts, Some(meter), cut)
+                .await?;
         let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
         (json, answer).into_response()
     } else {
@@ -137,7 +135,8 @@ async fn chat_completion(
             false => None,
         };
         let cut = Some(state.cut.watch());
-        let plan = relay::start(upstream, &upstream_request, timeouts, Some(meter), cut).await?;
+        let plan =
+            relay::start(upstream.as_ref(), &upstream_request, timeouts, Some(meter), cut).await?;
         if stream_to_client {
             streams::stream_answer(state, owner, plan).await
         } else {

@@ -42,7 +42,7 @@ use crate::meter::{Metering, MeteringOptions};
 use crate::metrics::{ChatLabels, Metrics};
 use crate::resume::{InProcessLog, Producers, RedisLog, ReplayLog};
 use crate::store::Store;
-use crate::upstream::Upstreams;
+use crate::upstreams::Upstreams;
 use crate::webhooks::Webhooks;
 
 /// Shared state, cloned into every handler.

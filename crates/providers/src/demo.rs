@@ -10,20 +10,38 @@ use confab_protocol::{
 };
 use futures_util::stream;
 
-use super::{EventStream, UpstreamEvent};
+use async_trait::async_trait;
+
 use crate::estimate::{estimate_tokens, prompt_bytes};
+use crate::{Call, EventStream, Provider, UpstreamError, UpstreamEvent};
 
 #[derive(Debug, Clone)]
-pub struct DemoUpstream {
+pub struct DemoProvider {
     token_delay: Duration,
 }
 
-impl DemoUpstream {
+#[async_trait]
+impl Provider for DemoProvider {
+    fn name(&self) -> &str {
+        "demo"
+    }
+
+    async fn open(
+        &self,
+        request: &ChatRequest,
+        call: Call<'_>,
+    ) -> Result<EventStream, UpstreamError> {
+        call.mark_sent();
+        Ok(self.stream(request))
+    }
+}
+
+impl DemoProvider {
     pub fn new(token_delay: Duration) -> Self {
         Self { token_delay }
     }
 
-    pub fn open(&self, request: &ChatRequest) -> EventStream {
+    fn stream(&self, request: &ChatRequest) -> EventStream {
         let model = request.model.clone().unwrap_or_default();
         let question = request
             .messages

@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use async_trait::async_trait;
 use confab_protocol::sse::{SseEvent, SseParser};
 use confab_protocol::{ChatRequest, DONE_SENTINEL};
 use futures_util::{Stream, stream};
 use tracing::Instrument;
 
-use super::http1::{self, ReadAllError};
-use super::{Call, EventStream, TimeoutKind, UpstreamError, UpstreamEvent};
-use crate::config::{ConfigError, Secret, TimeoutConfig, UpstreamConfig, parse_http_url};
+use crate::http1::{self, ReadAllError};
+use crate::{
+    Call, EventStream, Provider, Secret, Settings, SettingsError, TimeoutKind, UpstreamError,
+    UpstreamEvent,
+};
 
 /// How much of an upstream's error body is read, to log it (never to forward it).
 const ERROR_BODY_LOG_LIMIT: usize = 2048;
@@ -21,7 +24,7 @@ const ERROR_BODY_LOG_LIMIT: usize = 2048;
 /// enough that a broken upstream cannot make the relay hold an unbounded body.
 const MAX_ANSWER_BYTES: usize = 8 << 20;
 
-pub struct OpenAiUpstream {
+pub struct OpenAiProvider {
     name: String,
     endpoint: url::Url,
     /// The endpoint's path and query, as the request line names it.
@@ -32,9 +35,9 @@ pub struct OpenAiUpstream {
     client: Arc<http1::Client>,
 }
 
-impl std::fmt::Debug for OpenAiUpstream {
+impl std::fmt::Debug for OpenAiProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAiUpstream")
+        f.debug_struct("OpenAiProvider")
             .field("name", &self.name)
             .field("endpoint", &self.endpoint.as_str())
             .field("api_key", &self.api_key)
@@ -42,46 +45,42 @@ impl std::fmt::Debug for OpenAiUpstream {
     }
 }
 
-impl OpenAiUpstream {
-    pub fn new(
-        config: &UpstreamConfig,
-        api_key: Option<Secret>,
-        timeouts: &TimeoutConfig,
-        index: usize,
-    ) -> Result<Self, ConfigError> {
-        let field = |name: &str| format!("upstreams[{index}].{name}");
-        let base = config.base_url.as_deref().unwrap_or_default();
-        let mut base = parse_http_url(base)
-            .map_err(|problem| ConfigError::Invalid { field: field("base_url"), problem })?;
+impl OpenAiProvider {
+    pub fn new(settings: Settings<'_>) -> Result<Self, SettingsError> {
+        let invalid = |field, problem| SettingsError { field, problem };
+        let Some(base) = settings.base_url else {
+            return Err(invalid("base_url", "is required for kind `openai`".into()));
+        };
+        let mut base = base.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let endpoint = base.join("chat/completions").map_err(|e| ConfigError::Invalid {
-            field: field("base_url"),
-            problem: e.to_string(),
-        })?;
+        let endpoint =
+            base.join("chat/completions").map_err(|e| invalid("base_url", e.to_string()))?;
         let path = match endpoint.query() {
             Some(query) => format!("{}?{query}", endpoint.path()),
             None => endpoint.path().to_owned(),
         };
+        let api_key = settings.api_key;
         let authorization = match &api_key {
             // Header values may hold visible ASCII, spaces and tabs; a key with anything else
             // (a line break above all) would change the request itself.
             Some(key)
                 if !key.expose().bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) =>
             {
-                return Err(ConfigError::Invalid {
-                    field: field("api_key_env"),
-                    problem: "the key contains characters not allowed in an HTTP header".into(),
-                });
+                return Err(invalid(
+                    "api_key_env",
+                    "the key contains characters not allowed in an HTTP header".into(),
+                ));
             }
             Some(key) => Some(Secret::new(format!("Bearer {}", key.expose()))),
             None => None,
         };
-        let client = http1::Client::new(&endpoint, timeouts.connect(), IDLE_CONNECTION_TIMEOUT)
-            .map_err(|problem| ConfigError::Invalid { field: field("base_url"), problem })?;
+        let client =
+            http1::Client::new(&endpoint, settings.connect_timeout, IDLE_CONNECTION_TIMEOUT)
+                .map_err(|problem| invalid("base_url", problem))?;
         Ok(Self {
-            name: config.name.clone(),
+            name: settings.name.to_owned(),
             endpoint,
             path,
             api_key,
@@ -89,14 +88,17 @@ impl OpenAiUpstream {
             client: Arc::new(client),
         })
     }
+}
 
-    pub fn name(&self) -> &str {
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
         &self.name
     }
 
     /// Asks for a stream (`request.stream` must be set) and returns its events once the
     /// upstream has accepted the request.
-    pub async fn open(
+    async fn open(
         &self,
         request: &ChatRequest,
         call: Call<'_>,
@@ -105,9 +107,13 @@ impl OpenAiUpstream {
         Ok(Box::pin(upstream_events(body)))
     }
 
+    fn answers_whole(&self) -> bool {
+        true
+    }
+
     /// Asks for a whole answer (`request.stream` unset) and returns its body, the upstream's
     /// `chat.completion` as it sent it.
-    pub async fn complete(
+    async fn complete(
         &self,
         request: &ChatRequest,
         call: Call<'_>,
@@ -120,7 +126,9 @@ impl OpenAiUpstream {
             ReadAllError::Read(error) => read_error(error),
         })
     }
+}
 
+impl OpenAiProvider {
     /// Sends the request and returns the answer's body once its head says 2xx; any other
     /// answer is an error (its body is logged, scrubbed).
     async fn send(
