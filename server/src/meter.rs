@@ -6,10 +6,12 @@
 //! Settling also queues the `budget.threshold` and `request.completed` webhook events, which
 //! never makes the request wait either (see `webhooks`).
 //!
-//! The limiter and the ledger are `confab-metering`'s traits; [`Metering::start`] is the one
-//! place that chooses their engines (in process, or Redis with `[redis] url`). A meter never
-//! awaits in `Drop`: the budget and token settle is handed to the engines' `Settler`, which runs
-//! it at once in process and in a background task (retrying until Redis takes it) with Redis.
+//! Rate limits and budgets are `confab-metering`'s [`Admission`]: a request is admitted against
+//! both in one all-or-nothing step and settled against both in one step (one round trip to Redis
+//! each way). [`Metering::start`] is the one place that chooses its engine (in process, or Redis
+//! with `[redis] url`). A meter never awaits in `Drop`: the settle is handed to the engines'
+//! `Settler`, which runs it at once in process and in a background task (retrying until Redis
+//! takes it) with Redis.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,15 +19,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use confab_metering::admission::{Admission, Pass};
 use confab_metering::{Backoff, Engines, RedisSettings, Settler, SpendSource};
 use confab_protocol::Usage;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::budget::{
-    BudgetLedger, BudgetRule, Crossing, Micros, Payer, Period, PriceTable, Reservation,
-};
+use crate::budget::{BudgetRule, Crossing, Micros, Payer, Period, PriceTable, Reservation};
 use crate::journal::{Journal, Ticket};
-use crate::limits::{RateLimiter, TokenCharge};
 use crate::metrics::{ChatLabels, Metrics};
 use crate::store::{Outcome, Store, UsageRecord};
 use crate::webhooks::Webhooks;
@@ -34,8 +34,8 @@ use confab_providers::Sent;
 /// Everything the request path needs to meter calls; part of the app state.
 #[derive(Debug)]
 pub struct Metering {
-    pub limiter: Arc<dyn RateLimiter>,
-    pub ledger: Arc<dyn BudgetLedger>,
+    /// Admits requests against their rate limits and budgets, and settles them.
+    pub admission: Arc<dyn Admission>,
     /// Runs the settles of budgets and tokens after requests (see the module comment).
     pub settler: Settler,
     /// Whether Redis answers, when limits and budgets are shared through it (for `/healthz`).
@@ -151,8 +151,7 @@ impl Metering {
             }
         };
         Ok(Self {
-            limiter: engines.limiter,
-            ledger: engines.ledger,
+            admission: engines.admission,
             settler: engines.settler,
             redis_health: engines.redis_health,
             prices,
@@ -176,47 +175,23 @@ impl Metering {
         false
     }
 
-    /// Releases a reservation whose request was refused before it reached the upstream.
-    pub fn release(&self, reservation: Reservation) {
-        let ledger = Arc::clone(&self.ledger);
-        self.settler.submit(Box::pin(async move {
-            let mut backoff = Backoff::default();
-            while let Err(error) = ledger.release(&reservation).await {
-                backoff.wait(error).await;
-            }
-        }));
-    }
-
     /// Settles a request's budget with its `cost` (reporting the alert thresholds it crossed)
-    /// and its tokens with `used`, through the settler.
-    fn settle(
-        &self,
-        reservation: Option<Reservation>,
-        cost: Micros,
-        charge: TokenCharge,
-        used: u64,
-    ) {
-        let (ledger, limiter) = (Arc::clone(&self.ledger), Arc::clone(&self.limiter));
+    /// and its tokens with `used`, in one step, through the settler. A retry after an error
+    /// counts once: settling is idempotent per pass.
+    fn settle(&self, mut pass: Pass, cost: Micros, used: u64) {
+        let admission = Arc::clone(&self.admission);
         let webhooks = Arc::clone(&self.webhooks);
         self.settler.submit(Box::pin(async move {
-            if let Some(reservation) = reservation {
-                let mut backoff = Backoff::default();
-                let crossings = loop {
-                    match ledger.settle(&reservation, cost).await {
-                        Ok(crossings) => break crossings,
-                        Err(error) => backoff.wait(error).await,
-                    }
-                };
-                for crossing in crossings {
-                    log_crossing(&crossing);
-                    webhooks.budget_crossed(&crossing);
+            let mut backoff = Backoff::default();
+            let crossings = loop {
+                match admission.settle(&mut pass, cost, used).await {
+                    Ok(crossings) => break crossings,
+                    Err(error) => backoff.wait(error).await,
                 }
-            }
-            if charge.needs_settling(used) {
-                let mut backoff = Backoff::default();
-                while let Err(error) = limiter.settle_tokens(&charge, used).await {
-                    backoff.wait(error).await;
-                }
+            };
+            for crossing in crossings {
+                log_crossing(&crossing);
+                webhooks.budget_crossed(&crossing);
             }
         }));
     }
@@ -224,7 +199,9 @@ impl Metering {
 
 /// Adds the cost of the requests a crash left in the journal to the shared spend, which does
 /// not hold them: their relay never settled them, and their reservations ran out with their
-/// leases. Idempotent per request, like every settle.
+/// leases. The journal keeps the request id, not the reservation id, so these settles are keyed
+/// by the request id: idempotent per recovered request (a restart that recovers it again counts
+/// it once).
 fn count_recovered(engines: &Engines, generation: u64, recovered: &[UsageRecord]) {
     for record in recovered {
         let payer = match (&record.key_id, &record.site_id) {
@@ -347,9 +324,9 @@ pub enum Charge {
 /// One request's metering, from admission to its usage record.
 pub struct Meter {
     metering: Arc<Metering>,
-    /// What the rate limits charged at admission, settled with the tokens used.
-    charge: Option<TokenCharge>,
-    reservation: Option<Reservation>,
+    /// What admission charged to the rate limits and reserved against the budgets, settled
+    /// with the tokens used and the cost.
+    pass: Option<Pass>,
     /// Taken when the meter is settled (so it is settled once, by `finish` or by `Drop`).
     record: Option<UsageRecord>,
     ceiling: Ceiling,
@@ -374,9 +351,8 @@ impl std::fmt::Debug for Meter {
 /// What [`Meter::new`] needs beyond the metering itself.
 #[derive(Debug)]
 pub struct Admitted {
-    /// What the rate limits charged (tokens per minute at the worst case).
-    pub charge: TokenCharge,
-    pub reservation: Option<Reservation>,
+    /// What the rate limits charged (tokens per minute at the worst case) and the budgets hold.
+    pub pass: Pass,
     /// Who called, the model and the upstream; the rest is filled in at the end.
     pub record: UsageRecord,
     pub ceiling: Ceiling,
@@ -386,11 +362,10 @@ pub struct Admitted {
 
 impl Meter {
     pub fn new(metering: Arc<Metering>, admitted: Admitted) -> Self {
-        let Admitted { charge, reservation, record, ceiling, worst_cost, labels } = admitted;
+        let Admitted { pass, record, ceiling, worst_cost, labels } = admitted;
         Self {
             metering,
-            charge: Some(charge),
-            reservation,
+            pass: Some(pass),
             record: Some(record),
             ceiling,
             worst_cost,
@@ -504,8 +479,8 @@ impl Meter {
         let cost =
             metering.prices.cost(&record.model, usage.prompt_tokens, usage.completion_tokens);
         let tokens = usage.prompt_tokens.saturating_add(usage.completion_tokens);
-        if let Some(charge) = self.charge.take() {
-            metering.settle(self.reservation.take(), cost, charge, tokens);
+        if let Some(pass) = self.pass.take() {
+            metering.settle(pass, cost, tokens);
         }
         record.input_tokens = usage.prompt_tokens;
         record.output_tokens = usage.completion_tokens;

@@ -441,3 +441,50 @@ async fn decides_in_redis(relay: &TestRelay, secret: &str, limit: &str) {
     .await
     .expect("the relay never decided in Redis again");
 }
+
+/// A proxy may send the same `X-Request-Id` twice (a retry, a bug): settles are keyed by the
+/// reservation id each admission makes, not by the request's id, so both requests count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_requests_with_the_same_x_request_id_from_a_proxy_both_count_against_the_budget() {
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start().await;
+    for _ in 0..2 {
+        mock.push(Reply::answer(&["ok"], (12, 20)));
+    }
+    let database = Shared::new();
+    let relay = relay_on(&mock, &database, &redis, "behind-a-proxy")
+        .config(|c| c.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()])
+        .start()
+        .await;
+    let (key, secret) = relay
+        .create_key(key_spec(CallerLimits {
+            monthly_budget_micros: Some(2 * WORST_CASE),
+            ..Default::default()
+        }))
+        .await;
+    for _ in 0..2 {
+        let request = relay.chat_as(&secret, None).header("x-request-id", "req-from-the-proxy");
+        let response = request.json(&hello()).send().await.unwrap();
+        assert_eq!(response.headers()["x-request-id"], "req-from-the-proxy");
+        assert_eq!(response.status(), 200);
+    }
+
+    // Both settles reach Redis (from the settler, in the background): twice the cost.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let month = confab_server::budget::Period::month_of(now.as_secs());
+    let spent = format!("INCRBY confab:b:k:{}:{month}:spent 0", key.id);
+    tokio::time::timeout(confab_tests::WAIT, async {
+        while redis.command(&spent).unwrap() != format!(":{}", 2 * WORST_CASE) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("spent: {}", redis.command(&spent).unwrap()));
+    let (status, body) =
+        json_body(relay.chat_as(&secret, None).json(&hello()).send().await.unwrap()).await;
+    assert_eq!(status, 402, "both requests were counted: {body}");
+    assert_eq!(body["error"]["message"], "the key's monthly budget of $0.00 is used up");
+    let records = relay.settled_usage(2).await;
+    assert!(records.iter().all(|r| r.request_id == "req-from-the-proxy"), "{records:?}");
+    relay.stop().await;
+}

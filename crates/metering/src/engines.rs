@@ -1,6 +1,7 @@
 //! The one place where the engines are chosen: in process, or Redis. The relay calls
 //! [`Engines::in_process`] or [`Engines::redis`] once, at start-up, and from then on holds
-//! trait objects.
+//! trait objects: above all the [`Admission`], which admits and settles a request's rate limits
+//! and budget together.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::admission::redis::Scripts;
+use crate::admission::{Admission, InProcessAdmission, RedisAdmission};
 use crate::budget::{BudgetLedger, InProcessLedger, Micros, Payer, Period, RedisLedger};
 use crate::degraded::{DegradedLog, Observer};
 use crate::limits::{InProcessLimiter, RateLimiter, RedisLimiter};
@@ -58,10 +61,15 @@ pub trait SpendSource: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<HashMap<(Payer, Period), Micros>, Box<dyn std::error::Error + Send + Sync>>;
 }
 
-/// The limiter, the ledger, and the settler that settles after requests.
+/// The admission, the limiter and the ledger it is made of, and the settler that settles after
+/// requests.
 #[derive(Debug, Clone)]
 pub struct Engines {
+    /// What the request path uses: rate limits and budget in one step each way.
+    pub admission: Arc<dyn Admission>,
+    /// The admission's rate limits alone.
     pub limiter: Arc<dyn RateLimiter>,
+    /// The admission's budgets alone (what a settle outside a request needs: recovery).
     pub ledger: Arc<dyn BudgetLedger>,
     pub settler: Settler,
     /// The Redis ledger, when that is the engine (for what only it does: recovery at start).
@@ -76,9 +84,12 @@ impl Engines {
         spent: HashMap<(Payer, Period), Micros>,
         observer: Arc<dyn Observer>,
     ) -> Self {
+        let limiter = Arc::new(InProcessLimiter::new());
+        let ledger = Arc::new(InProcessLedger::new(spent));
         Self {
-            limiter: Arc::new(InProcessLimiter::new()),
-            ledger: Arc::new(InProcessLedger::new(spent)),
+            admission: Arc::new(InProcessAdmission::new(Arc::clone(&limiter), Arc::clone(&ledger))),
+            limiter,
+            ledger,
             settler: Settler::inline(observer),
             redis_ledger: None,
             redis_health: None,
@@ -101,16 +112,18 @@ impl Engines {
             settings.breaker_open,
         )?;
         let degraded = Arc::new(DegradedLog::new(Arc::clone(&observer)));
-        let limiter = RedisLimiter::new(
-            connection.clone(),
-            &settings.key_prefix,
+        let redis_health = Some(connection.health());
+        let scripts = Arc::new(Scripts::new(connection, &settings.key_prefix));
+        let limiter = Arc::new(RedisLimiter::new(
+            Arc::clone(&scripts),
             settings.expected_instances,
             Arc::clone(&degraded),
-        );
-        let redis_health = Some(connection.health());
-        let ledger = RedisLedger::new(connection, settings, spend, degraded);
+        ));
+        let ledger = RedisLedger::new(Arc::clone(&scripts), settings, spend, degraded);
+        let admission = RedisAdmission::new(Arc::clone(&limiter), Arc::clone(&ledger), scripts);
         Ok(Self {
-            limiter: Arc::new(limiter),
+            admission: Arc::new(admission),
+            limiter,
             ledger: Arc::clone(&ledger) as Arc<dyn BudgetLedger>,
             settler: Settler::background(observer),
             redis_ledger: Some(ledger),

@@ -4,12 +4,15 @@
 //! and periods they count in.
 //!
 //! Each is a trait with two engines: in process (one relay, the default) and Redis (several
-//! relays sharing one set of limits and budgets). [`Engines`] is where one or the other is
+//! relays sharing one set of limits and budgets). [`admission`] composes the two of an engine:
+//! a request is admitted against its rate limits and its budget in one all-or-nothing step (one
+//! round trip to Redis) and settled in one step after it. [`Engines`] is where one or the other is
 //! built, once, at start-up; nothing else names an engine. Work that must reach Redis after a
 //! request (settling its budget and tokens) is never done in a destructor: it is handed to the
 //! [`Settler`], a background task that retries it (idempotently) until it is done, and that
 //! shutdown waits for.
 
+pub mod admission;
 pub mod budget;
 mod degraded;
 mod engines;

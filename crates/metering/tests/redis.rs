@@ -2,7 +2,8 @@
 //! port of 127.0.0.1, stopped at the end of each test): the Lua GCRA (all or nothing across
 //! subjects, the same headers as in process, token settles given back once), the ledger
 //! (exact budgets under concurrency across two relays, idempotent settles, alerts once, leases,
-//! seeding once) and what both do while Redis is down.
+//! seeding once), admission (both in one step each way, all or nothing: the same contract run
+//! against the in-process engine too) and what all do while Redis is down.
 
 // `allow-unwrap-in-tests` covers `#[test]` functions only, not the helpers they share.
 #![expect(clippy::unwrap_used, reason = "test helpers: a failure fails the test")]
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use confab_metering::admission::{Admission, Claim, Refusal};
 use confab_metering::budget::{BudgetRule, Micros, Payer, Period, PeriodKind, ReserveError};
 use confab_metering::limits::{InProcessLimiter, RateLimitStatus, Rule, Subject, Window};
 use confab_metering::{Engines, OnStoreError, RedisSettings, SpendSource, Unobserved};
@@ -381,4 +383,180 @@ async fn with_on_store_error_open_a_call_is_admitted_unreserved_and_its_cost_sti
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(get(&redis, &spent_key(this_month())).await, Some(70));
+}
+
+// Admission: rate limits and budget in one step each way, the same contract for both engines.
+
+fn in_process() -> Engines {
+    Engines::in_process(HashMap::new(), Arc::new(Unobserved))
+}
+
+fn claim<'a>(
+    checks: Vec<(Subject, Rule)>,
+    tokens: u64,
+    payers: &'a [(Payer, BudgetRule)],
+    cost: Micros,
+) -> Claim<'a> {
+    Claim { checks, tokens, payers, cost }
+}
+
+async fn a_refused_rate_limit_reserves_no_budget(engines: Engines) {
+    let payers = [(site_payer(), monthly(1_000))];
+    let admission = &engines.admission;
+    admission.admit(claim(vec![(visitor("a"), rpm(1))], 0, &payers, 600)).await.unwrap();
+    match admission.admit(claim(vec![(visitor("a"), rpm(1))], 0, &payers, 400)).await {
+        Err(Refusal::RateLimited(rejected)) => assert_eq!(rejected.subject, visitor("a")),
+        other => panic!("{other:?}"),
+    }
+    // The refused request held nothing: the 400 left are still there, for another visitor.
+    let pass = admission.admit(claim(vec![(visitor("b"), rpm(1))], 0, &payers, 400)).await.unwrap();
+    assert!(pass.reservation().is_held());
+    assert!(matches!(
+        admission.admit(claim(vec![(visitor("c"), rpm(1))], 0, &payers, 1)).await,
+        Err(Refusal::Exhausted(_))
+    ));
+}
+
+async fn a_refused_budget_consumes_no_rate_limit_token(engines: Engines) {
+    let payers = [(site_payer(), monthly(1_000))];
+    let checks = || vec![(site(), Rule { rpm: Some(2), tpm: Some(1_000), rpd: None })];
+    let admission = &engines.admission;
+    let first = admission.admit(claim(checks(), 100, &payers, 600)).await.unwrap();
+    assert_eq!(first.status.as_ref().unwrap().remaining_rpm, Some(1));
+    match admission.admit(claim(checks(), 100, &payers, 600)).await {
+        Err(Refusal::Exhausted(exhausted)) => assert_eq!(exhausted.payer, site_payer()),
+        other => panic!("{other:?}"),
+    }
+    // The refused request took neither a request nor its tokens.
+    let second = admission.admit(claim(checks(), 100, &payers, 400)).await.unwrap();
+    let status = second.status.unwrap();
+    assert_eq!(status.remaining_rpm, Some(0), "two requests admitted, not three");
+    assert_eq!((status.limit, status.remaining), (2, 0));
+}
+
+async fn a_retried_settle_of_a_pass_counts_once(engines: Engines) {
+    let payers = [(site_payer(), monthly(1_000))];
+    let checks = || vec![(site(), Rule { tpm: Some(1_000), ..Rule::default() })];
+    let admission = &engines.admission;
+    let mut pass = admission.admit(claim(checks(), 600, &payers, 500)).await.unwrap();
+    let mut retry = pass.clone();
+    let crossings = admission.settle(&mut pass, 800, 100).await.unwrap();
+    assert_eq!(crossings.iter().map(|c| c.percent).collect::<Vec<_>>(), [80]);
+    assert_eq!(admission.settle(&mut pass, 800, 100).await.unwrap(), vec![], "a retry");
+    // A copy settled as if by another attempt: with Redis, its marker stops it; in process,
+    // nothing retries, and the copy is what would double count, so it is not tried there.
+    if engines.redis_ledger.is_some() {
+        assert_eq!(admission.settle(&mut retry, 800, 100).await.unwrap(), vec![], "a copy");
+    }
+    // 800 spent once: 200 left. 100 tokens used once: 900 left.
+    let next = admission.admit(claim(checks(), 0, &payers, 200)).await.unwrap();
+    assert_eq!(next.status.unwrap().remaining, 900);
+    assert!(matches!(
+        admission.admit(claim(checks(), 0, &payers, 1)).await,
+        Err(Refusal::Exhausted(_))
+    ));
+}
+
+async fn next_id(admission: &Arc<dyn Admission>, payers: &[(Payer, BudgetRule)]) -> String {
+    let mut pass = admission.admit(claim(vec![], 0, payers, 0)).await.unwrap();
+    let id = pass.id().to_owned();
+    admission.settle(&mut pass, 0, 0).await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn in_process_a_refused_rate_limit_reserves_no_budget() {
+    a_refused_rate_limit_reserves_no_budget(in_process()).await;
+}
+
+#[tokio::test]
+async fn in_redis_a_refused_rate_limit_reserves_no_budget() {
+    let redis = RedisServer::start();
+    a_refused_rate_limit_reserves_no_budget(relay(&settings(&redis), &Arc::default())).await;
+}
+
+#[tokio::test]
+async fn in_process_a_refused_budget_consumes_no_rate_limit_token() {
+    a_refused_budget_consumes_no_rate_limit_token(in_process()).await;
+}
+
+#[tokio::test]
+async fn in_redis_a_refused_budget_consumes_no_rate_limit_token() {
+    let redis = RedisServer::start();
+    a_refused_budget_consumes_no_rate_limit_token(relay(&settings(&redis), &Arc::default())).await;
+}
+
+#[tokio::test]
+async fn in_process_a_retried_settle_of_a_pass_counts_once() {
+    let engines = in_process();
+    let payers = [(site_payer(), monthly(1_000))];
+    assert_eq!(next_id(&engines.admission, &payers).await, "", "in process no id is needed");
+    a_retried_settle_of_a_pass_counts_once(engines).await;
+}
+
+#[tokio::test]
+async fn in_redis_a_retried_settle_of_a_pass_counts_once_even_from_another_relay() {
+    let redis = RedisServer::start();
+    let engines = relay(&settings(&redis), &Arc::default());
+    let payers = [(site_payer(), monthly(1_000))];
+    let ids =
+        (next_id(&engines.admission, &payers).await, next_id(&engines.admission, &payers).await);
+    assert_ne!(ids.0, ids.1, "every admission has a reservation id of its own");
+    assert_eq!(ids.0.len(), 32);
+    a_retried_settle_of_a_pass_counts_once(engines).await;
+    assert_eq!(get(&redis, &spent_key(this_month())).await, Some(800));
+}
+
+#[tokio::test]
+async fn an_admission_of_a_relay_that_vanished_is_released_once_its_lease_runs_out() {
+    let redis = RedisServer::start();
+    let spend = Arc::default();
+    let mut short = settings(&redis);
+    short.lease = Duration::from_millis(300);
+    let payers = [(site_payer(), monthly(1_000))];
+    let checks = || vec![(site(), rpm(100))];
+
+    let live = relay(&short, &spend);
+    let vanishing = relay(&short, &spend);
+    vanishing.admission.admit(claim(checks(), 0, &payers, 600)).await.unwrap();
+    drop(vanishing);
+    let mut kept = live.admission.admit(claim(checks(), 0, &payers, 400)).await.unwrap();
+    assert!(matches!(
+        live.admission.admit(claim(checks(), 0, &payers, 1)).await,
+        Err(Refusal::Exhausted(_))
+    ));
+
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let after = live.admission.admit(claim(checks(), 0, &payers, 600)).await.unwrap();
+    assert!(after.reservation().is_held(), "the vanished 600 were released, the live 400 not");
+    assert!(live.admission.admit(claim(checks(), 0, &payers, 1)).await.is_err());
+    live.admission.settle(&mut kept, 0, 0).await.unwrap();
+}
+
+#[tokio::test]
+async fn while_redis_is_down_an_admission_degrades_as_the_limiter_and_the_ledger_do() {
+    let mut redis = RedisServer::start();
+    let mut open = settings(&redis);
+    open.on_store_error = OnStoreError::Open;
+    let (closed, open) = (relay(&settings(&redis), &Arc::default()), relay(&open, &Arc::default()));
+    let payers = [(site_payer(), monthly(1_000))];
+    let key = Subject::Key("key-1".into());
+    closed.admission.admit(claim(vec![], 0, &payers, 1)).await.unwrap();
+    redis.stop();
+
+    match closed.admission.admit(claim(vec![(key.clone(), rpm(10))], 0, &payers, 1)).await {
+        Err(Refusal::Unavailable(unavailable)) => assert!(unavailable.retry_after > Duration::ZERO),
+        other => panic!("{other:?}"),
+    }
+    let mut admitted = 0;
+    for _ in 0..10 {
+        if let Ok(pass) =
+            open.admission.admit(claim(vec![(key.clone(), rpm(10))], 0, &payers, 1)).await
+        {
+            assert!(pass.charge().local && !pass.reservation().is_held());
+            assert_eq!(pass.status.unwrap().limit, 5, "this relay's share");
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
 }

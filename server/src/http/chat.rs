@@ -12,11 +12,12 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use confab_metering::admission::{Claim, Refusal};
 use confab_protocol::ChatRequest;
 
 use super::auth::{site_visitor, visitor_hash};
 use super::{ApiJson, AppState, Caller, RequestId, streams};
-use crate::budget::{BudgetRule, Payer, ReserveError};
+use crate::budget::{BudgetRule, Payer};
 use crate::error::ApiError;
 use crate::limits::{RateLimitStatus, Rule, Subject};
 use crate::meter::{Admitted, Ceiling, Meter};
@@ -166,9 +167,9 @@ struct Admission<'a> {
     labels: ChatLabels,
 }
 
-/// Reserves the request's worst-case cost against the caller's budgets, then charges it to the
-/// rate limits of the caller and (for a site) of the visitor; either refusal changes nothing
-/// (but for the refusal's count in the metrics). With Redis, each step is one round trip.
+/// Reserves the request's worst-case cost against the caller's budgets and charges it to the
+/// rate limits of the caller and (for a site) of the visitor, in one all-or-nothing step: a
+/// refusal changes nothing (but for its count in the metrics). With Redis, one round trip.
 async fn admit(
     state: &AppState,
     admission: Admission<'_>,
@@ -234,39 +235,27 @@ async fn admit(
     };
     let worst_cost =
         metering.prices.cost(&record.model, ceiling.prompt_tokens, ceiling.completion_tokens);
-    let reservation = match metering.ledger.reserve(&record.request_id, &[payer], worst_cost).await
-    {
-        Ok(reservation) => reservation,
-        Err(ReserveError::Exhausted(exhausted)) => {
+    // The worst case is charged to the tokens-per-minute windows too, so that concurrent
+    // requests see each other; the difference is given back when the request settles.
+    let reserved_tokens = ceiling.prompt_tokens.saturating_add(ceiling.completion_tokens);
+    let claim = Claim { checks, tokens: reserved_tokens, payers: &[payer], cost: worst_cost };
+    let pass = match metering.admission.admit(claim).await {
+        Ok(pass) => pass,
+        Err(Refusal::Exhausted(exhausted)) => {
             state.metrics.budget_refused(&exhausted);
             return Err(ApiError::InsufficientQuota(exhausted));
         }
-        Err(ReserveError::Unavailable(unavailable)) => {
+        Err(Refusal::RateLimited(rejected)) => {
+            state.metrics.limit_refused(&rejected);
+            return Err(ApiError::RateLimited(rejected));
+        }
+        Err(Refusal::Unavailable(unavailable)) => {
             let wait = unavailable.retry_after;
             let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
             return Err(ApiError::BudgetUnavailable { retry_after });
         }
     };
-    // The worst case is charged to the tokens-per-minute windows too, so that concurrent
-    // requests see each other; the difference is given back when the request settles. A
-    // refusal here releases the reservation.
-    let reserved_tokens = ceiling.prompt_tokens.saturating_add(ceiling.completion_tokens);
-    let admitted = match metering.limiter.admit(&record.request_id, checks, reserved_tokens).await {
-        Ok(admitted) => admitted,
-        Err(rejected) => {
-            metering.release(reservation);
-            state.metrics.limit_refused(&rejected);
-            return Err(ApiError::RateLimited(Box::new(rejected)));
-        }
-    };
-    let status = admitted.status;
-    let admitted = Admitted {
-        charge: admitted.charge,
-        reservation: Some(reservation),
-        record,
-        ceiling,
-        worst_cost,
-        labels,
-    };
+    let status = pass.status.clone();
+    let admitted = Admitted { pass, record, ceiling, worst_cost, labels };
     Ok((Meter::new(metering, admitted), status))
 }

@@ -89,6 +89,15 @@ impl LedgerState {
     }
 }
 
+/// Why [`InProcessLedger::reserve_with`] made no reservation.
+#[derive(Debug)]
+pub(crate) enum ReserveOr<E> {
+    /// A budget has no room.
+    Exhausted(Exhausted),
+    /// The step run with the reservation failed.
+    Other(E),
+}
+
 /// Spend and reservations per payer and period, in this process.
 #[derive(Debug, Default)]
 pub struct InProcessLedger {
@@ -115,11 +124,30 @@ impl InProcessLedger {
     /// [`BudgetLedger::reserve`] for a call made at `now_unix`.
     pub fn reserve_at(
         &self,
-        request_id: &str,
+        id: &str,
         payers: &[(Payer, BudgetRule)],
         amount: Micros,
         now_unix: u64,
     ) -> Result<Reservation, Exhausted> {
+        let also = || Ok::<(), std::convert::Infallible>(());
+        match self.reserve_with(id, payers, amount, now_unix, also) {
+            Ok((reservation, ())) => Ok(reservation),
+            Err(ReserveOr::Exhausted(exhausted)) => Err(exhausted),
+        }
+    }
+
+    /// Reserves as [`InProcessLedger::reserve_at`] does, and runs `also` once every budget is
+    /// known to have room, under the ledger's lock: the reservation is made only if `also`
+    /// succeeds, so that the two are one all-or-nothing step (admission runs the rate limits
+    /// there). `also` must not lock the ledger.
+    pub(crate) fn reserve_with<T, E>(
+        &self,
+        id: &str,
+        payers: &[(Payer, BudgetRule)],
+        amount: Micros,
+        now_unix: u64,
+        also: impl FnOnce() -> Result<T, E>,
+    ) -> Result<(Reservation, T), ReserveOr<E>> {
         let holds = holds_of(payers, now_unix);
         let mut state = self.lock();
         state.sweep(now_unix);
@@ -131,28 +159,25 @@ impl InProcessLedger {
                 .map_or((0, 0), |account| (account.spent, account.reserved));
             let committed = spent.saturating_add(reserved).saturating_add(amount);
             if spent >= budget || committed > budget {
-                return Err(Exhausted {
+                return Err(ReserveOr::Exhausted(Exhausted {
                     payer: hold.payer.clone(),
                     period: hold.period,
                     budget,
                     spent,
                     reserved,
-                });
+                }));
             }
         }
+        let also = also().map_err(ReserveOr::Other)?;
         for hold in &holds {
             let account = state.accounts.entry((hold.payer.clone(), hold.period)).or_default();
             account.reserved = account.reserved.saturating_add(amount);
             account.open += 1;
         }
         drop(state);
-        Ok(Reservation {
-            request_id: request_id.to_owned(),
-            holds,
-            amount,
-            held: true,
-            generation: 0,
-        })
+        let reservation =
+            Reservation { id: id.to_owned(), holds, amount, held: true, generation: 0 };
+        Ok((reservation, also))
     }
 
     /// [`BudgetLedger::settle`], which in process cannot fail. A reservation is settled or
@@ -192,11 +217,11 @@ impl InProcessLedger {
 impl BudgetLedger for InProcessLedger {
     async fn reserve(
         &self,
-        request_id: &str,
+        id: &str,
         payers: &[(Payer, BudgetRule)],
         amount: Micros,
     ) -> Result<Reservation, ReserveError> {
-        self.reserve_at(request_id, payers, amount, crate::budget::unix_now())
+        self.reserve_at(id, payers, amount, crate::budget::unix_now())
             .map_err(|exhausted| ReserveError::Exhausted(Box::new(exhausted)))
     }
 

@@ -142,7 +142,10 @@ pub(crate) fn reached(spent: Micros, budget: Micros, percent: u8) -> bool {
 /// reservation that is retried after a failure is counted once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
-    pub(crate) request_id: String,
+    /// Unique per admission: with Redis, a random id the relay made, which keys the lease and
+    /// the settle's idempotency (never the request's `X-Request-Id`, which a client or proxy
+    /// may repeat). Empty in process, where nothing is retried.
+    pub(crate) id: String,
     pub(crate) holds: Vec<Hold>,
     pub(crate) amount: Micros,
     /// `false` for a call admitted without a reservation while the shared store could not be
@@ -157,14 +160,10 @@ pub struct Reservation {
 impl Reservation {
     /// A call that holds nothing but whose cost counts against the budgets of `payers` in the
     /// periods of `at_unix`: for requests recovered after a crash, recorded at their worst case.
-    pub fn unheld(
-        request_id: &str,
-        payers: &[(Payer, BudgetRule)],
-        at_unix: u64,
-        generation: u64,
-    ) -> Self {
+    /// `id` keys its settle's idempotency, as a reservation id does.
+    pub fn unheld(id: &str, payers: &[(Payer, BudgetRule)], at_unix: u64, generation: u64) -> Self {
         Self {
-            request_id: request_id.to_owned(),
+            id: id.to_owned(),
             holds: holds_of(payers, at_unix),
             amount: 0,
             held: false,
@@ -177,8 +176,9 @@ impl Reservation {
         self.amount
     }
 
-    pub fn request_id(&self) -> &str {
-        &self.request_id
+    /// The reservation's id (see the field).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Whether room is held (see [`Reservation::unheld`]).
@@ -213,11 +213,12 @@ pub enum ReserveError {
 /// without room is named, in the order given, monthly before daily.
 #[async_trait]
 pub trait BudgetLedger: Send + Sync + fmt::Debug + 'static {
-    /// Reserves `amount` for the call `request_id` against the month and the day containing
-    /// now, for every payer.
+    /// Reserves `amount` for a call against the month and the day containing now, for every
+    /// payer. `id` names the reservation: unique per admission, it keys the settle's
+    /// idempotency.
     async fn reserve(
         &self,
-        request_id: &str,
+        id: &str,
         payers: &[(Payer, BudgetRule)],
         amount: Micros,
     ) -> Result<Reservation, ReserveError>;

@@ -32,6 +32,7 @@ pub mod prices;
 mod redis;
 
 pub use in_process::InProcessLedger;
+pub(crate) use in_process::ReserveOr;
 pub use ledger::{
     ALERT_PERCENTS, BudgetLedger, BudgetRule, Crossing, Exhausted, Hold, Payer, Reservation,
     ReserveError,

@@ -8,7 +8,8 @@ for j = 1, #KEYS / 2 do
   local held = tonumber(redis.call('HGET', holds, 'r:' .. id))
   if held then
     redis.call('HDEL', holds, 'r:' .. id)
-    redis.call('HINCRBY', holds, 'sum', -held)
+    -- `0 - held`, not `-held`: Lua's -0 reaches Redis as "-0", which HINCRBY refuses.
+    redis.call('HINCRBY', holds, 'sum', 0 - held)
   end
   redis.call('ZREM', leases, id)
 end

@@ -161,17 +161,13 @@ impl InProcessLimiter {
 impl RateLimiter for InProcessLimiter {
     async fn admit(
         &self,
-        request_id: &str,
+        id: &str,
         checks: Vec<(Subject, Rule)>,
         reserved_tokens: u64,
     ) -> Result<Admitted, Rejected> {
         let status = self.admit_at(&checks, reserved_tokens, Instant::now())?;
-        let charge = TokenCharge {
-            request_id: request_id.to_owned(),
-            checks,
-            reserved: reserved_tokens,
-            local: true,
-        };
+        let charge =
+            TokenCharge { id: id.to_owned(), checks, reserved: reserved_tokens, local: true };
         Ok(Admitted { status, charge })
     }
 

@@ -19,7 +19,8 @@
 //!   requests therefore see each other's reservations: a burst of N requests is not all admitted
 //!   while the window looks empty. `governor` can only refuse a charge that does not fit, and
 //!   cannot give one back.
-//! - **The same arithmetic runs in Redis**, as one Lua script per admission (`redis.rs`).
+//! - **The same arithmetic runs in Redis**, in the one Lua script that admits a request
+//!   (`admission/admit.lua`, shared with the budget's reservation: see [`crate::admission`]).
 //!
 //! # Semantics
 //!
@@ -72,6 +73,7 @@ mod gcra;
 mod in_process;
 mod redis;
 
+pub(crate) use gcra::Tats;
 pub use in_process::{InProcessLimiter, MIN_SWEEP_LEN};
 pub use redis::RedisLimiter;
 
@@ -300,8 +302,10 @@ impl std::error::Error for Rejected {}
 /// What a request was charged at admission, kept until its answer's size is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenCharge {
-    /// The request's id: settling the same charge twice (a retry) gives back once.
-    pub request_id: String,
+    /// The charge's id, unique per admission (with Redis, the reservation id the relay made):
+    /// settling the same charge twice (a retry) gives back once. Empty in process, where
+    /// nothing is retried.
+    pub id: String,
     /// The subjects and rules it was admitted under (the local share of each rule, when
     /// `local`).
     pub checks: Vec<(Subject, Rule)>,
@@ -334,10 +338,11 @@ pub trait RateLimiter: Send + Sync + fmt::Debug + 'static {
     /// (subject, rule) in `checks`, all or nothing: either every limit has room and all are
     /// charged, or nothing is charged and the refusal is returned.
     ///
-    /// Each subject should appear at most once in `checks`.
+    /// Each subject should appear at most once in `checks`. `id` identifies the charge for
+    /// [`RateLimiter::settle_tokens`]: unique per admission.
     async fn admit(
         &self,
-        request_id: &str,
+        id: &str,
         checks: Vec<(Subject, Rule)>,
         reserved_tokens: u64,
     ) -> Result<Admitted, Rejected>;

@@ -1,13 +1,13 @@
-//! The limiter several relays share: GCRA state in Redis, one Lua script per admission (one
-//! round trip, all or nothing across the request's subjects, on the Redis server's clock), and
-//! one per token settle.
+//! The limiter several relays share: GCRA state in Redis, decided by the same script that
+//! admits a whole request (`admission/admit.lua`, here with no budget): one round trip, all or
+//! nothing across the request's subjects, on the Redis server's clock. Token settles run
+//! `admission/settle.lua` likewise.
 //!
 //! Keys, under the configured prefix: `<prefix>:rl:k:<key id>`, `<prefix>:rl:s:<site id>` and
 //! `<prefix>:rl:v:<site id>:<visitor>`, each a hash of three TATs in microseconds (fields `0`,
 //! `1`, `2`: requests per minute, requests per day, tokens per minute) that expires once its
 //! longest backlog has run out (a replenished subject is the same as an absent one); and
-//! `<prefix>:rl:settled:<request id>`, the marker that makes a token settle idempotent (ten
-//! minutes).
+//! `<prefix>:settled:<charge id>`, the marker that makes a settle idempotent.
 //!
 //! While Redis cannot be reached (an error, a time limit, the breaker open), a request is
 //! checked by an in-process limiter against this relay's share of each limit,
@@ -19,87 +19,115 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use redis::Script;
 
-use super::gcra::{self, Tats, Unit};
+use super::gcra::{self, Unit};
 use super::{
-    Admitted, InProcessLimiter, RateLimiter, Rejected, Rule, Subject, TokenCharge, Window,
+    Admitted, InProcessLimiter, RateLimitStatus, RateLimiter, Rejected, Rule, Subject, TokenCharge,
+    Window,
 };
 use crate::Unavailable;
+use crate::admission::redis::{AdmitAnswer, AdmitCall, Scripts, SettleCall, TatsAt};
 use crate::degraded::{Decision, DegradedLog};
-use crate::shared::Connection;
-
-/// Larger reservations are charged as this many tokens: TATs stay exact in Lua's doubles.
-const MOST_TOKENS: u64 = 1 << 40;
 
 /// Rate limits in Redis, shared by every relay with the same server and key prefix.
 #[derive(Debug)]
 pub struct RedisLimiter {
-    connection: Connection,
-    prefix: String,
+    scripts: Arc<Scripts>,
     expected_instances: u32,
     fallback: InProcessLimiter,
     degraded: Arc<DegradedLog>,
-    admit: Script,
-    settle: Script,
 }
 
 impl RedisLimiter {
     pub(crate) fn new(
-        connection: Connection,
-        prefix: &str,
+        scripts: Arc<Scripts>,
         expected_instances: u32,
         degraded: Arc<DegradedLog>,
     ) -> Self {
         Self {
-            connection,
-            prefix: prefix.to_owned(),
+            scripts,
             expected_instances: expected_instances.max(1),
             fallback: InProcessLimiter::new(),
             degraded,
-            admit: Script::new(include_str!("gcra_admit.lua")),
-            settle: Script::new(include_str!("gcra_settle.lua")),
         }
     }
 
-    fn subject_key(&self, subject: &Subject) -> String {
-        match subject {
-            Subject::Key(id) => format!("{}:rl:k:{id}", self.prefix),
-            Subject::Site(id) => format!("{}:rl:s:{id}", self.prefix),
-            Subject::Visitor { site, visitor } => format!("{}:rl:v:{site}:{visitor}", self.prefix),
-        }
-    }
-
-    /// One attempt at Redis: `Ok(Err(_))` is a refusal, `Err(_)` an unavailable store.
-    async fn admit_shared(
+    /// The status of `checks` after an admission, from the script's TATs.
+    pub(crate) fn status(
         &self,
         checks: &[(Subject, Rule)],
-        reserved_tokens: u64,
-    ) -> Result<Result<Option<super::RateLimitStatus>, Rejected>, Unavailable> {
-        let mut script = self.admit.prepare_invoke();
-        script.arg(reserved_tokens.min(MOST_TOKENS));
-        for (subject, rule) in checks {
-            script.key(self.subject_key(subject));
-            for window in Window::ALL {
-                script.arg(rule.limit(window).map_or(-1, i64::from));
+        tats: &TatsAt,
+    ) -> Option<RateLimitStatus> {
+        gcra::status(checks, |subject| tats.of(subject), tats.now, Unit::MICROS)
+    }
+
+    /// The refusal of `checks`, from the TATs the script refused them on.
+    pub(crate) fn refusal(&self, checks: &[(Subject, Rule)], tats: &TatsAt) -> Rejected {
+        match gcra::refusal(checks, |subject| tats.of(subject), tats.now, Unit::MICROS) {
+            Err(rejected) => rejected,
+            // The script and `gcra` do the same arithmetic; were they ever to disagree, the
+            // script's refusal stands (nothing was charged), with a short retry.
+            Ok(()) => inconsistent_refusal(checks),
+        }
+    }
+
+    /// Admits `checks` in Redis, or against this relay's share in process when Redis cannot
+    /// be reached.
+    pub(crate) async fn admit_shared_or_local(
+        &self,
+        id: &str,
+        checks: Vec<(Subject, Rule)>,
+        tokens: u64,
+    ) -> Result<Admitted, Rejected> {
+        if checks.iter().all(|(_, rule)| rule.is_unlimited()) {
+            return Ok(unlimited(id, checks, tokens));
+        }
+        let call = AdmitCall {
+            id,
+            checks: &checks,
+            tokens,
+            holds: &[],
+            amount: 0,
+            lease: Default::default(),
+        };
+        match self.scripts.admit(call).await {
+            Ok(AdmitAnswer::Admitted { tats, .. }) => {
+                let status = self.status(&checks, &tats);
+                let charge =
+                    TokenCharge { id: id.to_owned(), checks, reserved: tokens, local: false };
+                Ok(Admitted { status, charge })
+            }
+            Ok(AdmitAnswer::RateLimited(tats)) => Err(self.refusal(&checks, &tats)),
+            // Without accounts the script answers neither; treated as unavailable.
+            Ok(AdmitAnswer::NotSeeded | AdmitAnswer::OverBudget { .. }) | Err(_) => {
+                self.admit_locally(id, checks, tokens)
             }
         }
-        let answer: Vec<i64> = self.connection.run(&script).await?;
-        let number = |index: usize| answer.get(index).map_or(0, |&n| u64::try_from(n).unwrap_or(0));
-        let (admitted, now) = (number(0) == 1, number(1));
-        let tats = |subject: usize| -> Tats {
-            let first = 2 + subject * 3;
-            [number(first), number(first + 1), number(first + 2)]
-        };
-        if !admitted {
-            return Ok(Err(match gcra::refusal(checks, tats, now, Unit::MICROS) {
-                Err(rejected) => rejected,
-                // The script and `gcra` do the same arithmetic; were they ever to disagree, the
-                // script's refusal stands (nothing was charged), with a short retry.
-                Ok(()) => inconsistent_refusal(checks),
-            }));
+    }
+
+    /// Admits `checks` against this relay's share of each limit, in process (Redis cannot be
+    /// reached): a degraded decision, counted and logged.
+    pub(crate) fn admit_locally(
+        &self,
+        id: &str,
+        checks: Vec<(Subject, Rule)>,
+        tokens: u64,
+    ) -> Result<Admitted, Rejected> {
+        if checks.iter().all(|(_, rule)| rule.is_unlimited()) {
+            return Ok(unlimited(id, checks, tokens));
         }
-        Ok(Ok(gcra::status(checks, tats, now, Unit::MICROS)))
+        self.degraded.record(Decision::LimitLocalShare, "Redis unavailable");
+        let local: Vec<(Subject, Rule)> =
+            checks.into_iter().map(|(subject, rule)| (subject, self.share(rule))).collect();
+        let status = self.fallback.admit_at(&local, tokens, Instant::now())?;
+        let charge =
+            TokenCharge { id: id.to_owned(), checks: local, reserved: tokens, local: true };
+        Ok(Admitted { status, charge })
+    }
+
+    /// Settles the tokens of a charge admitted in process (see `admit_locally`).
+    pub(crate) fn settle_locally(&self, charge: &TokenCharge, used: u64) {
+        self.fallback.settle_tokens_at(&charge.checks, charge.reserved, used, Instant::now());
     }
 
     /// This relay's share of a rule, for decisions taken without Redis.
@@ -111,10 +139,16 @@ impl RedisLimiter {
     }
 }
 
+/// Checks that limit nothing: admitted without asking anyone, and with no headers.
+fn unlimited(id: &str, checks: Vec<(Subject, Rule)>, tokens: u64) -> Admitted {
+    let charge = TokenCharge { id: id.to_owned(), checks, reserved: tokens, local: false };
+    Admitted { status: None, charge }
+}
+
 fn inconsistent_refusal(checks: &[(Subject, Rule)]) -> Rejected {
     let (subject, rule) = &checks[0];
     let (window, limit) = rule.windows().next().unwrap_or((Window::RequestsPerMinute, 0));
-    let status = super::RateLimitStatus {
+    let status = RateLimitStatus {
         limit,
         remaining: 0,
         reset: std::time::Duration::from_secs(1),
@@ -129,51 +163,23 @@ fn inconsistent_refusal(checks: &[(Subject, Rule)]) -> Rejected {
 impl RateLimiter for RedisLimiter {
     async fn admit(
         &self,
-        request_id: &str,
+        id: &str,
         checks: Vec<(Subject, Rule)>,
         reserved_tokens: u64,
     ) -> Result<Admitted, Rejected> {
-        let charge = |checks, local| TokenCharge {
-            request_id: request_id.to_owned(),
-            checks,
-            reserved: reserved_tokens,
-            local,
-        };
-        if checks.iter().all(|(_, rule)| rule.is_unlimited()) {
-            return Ok(Admitted { status: None, charge: charge(checks, false) });
-        }
-        match self.admit_shared(&checks, reserved_tokens).await {
-            Ok(decision) => {
-                let status = decision?;
-                Ok(Admitted { status, charge: charge(checks, false) })
-            }
-            Err(_) => {
-                self.degraded.record(Decision::LimitLocalShare, "Redis unavailable");
-                let local: Vec<(Subject, Rule)> =
-                    checks.into_iter().map(|(subject, rule)| (subject, self.share(rule))).collect();
-                let status = self.fallback.admit_at(&local, reserved_tokens, Instant::now())?;
-                Ok(Admitted { status, charge: charge(local, true) })
-            }
-        }
+        self.admit_shared_or_local(id, checks, reserved_tokens).await
     }
 
     async fn settle_tokens(&self, charge: &TokenCharge, used: u64) -> Result<(), Unavailable> {
         if charge.local {
-            self.fallback.settle_tokens_at(&charge.checks, charge.reserved, used, Instant::now());
+            self.settle_locally(charge, used);
             return Ok(());
         }
         if !charge.needs_settling(used) {
             return Ok(());
         }
-        let mut script = self.settle.prepare_invoke();
-        script.key(format!("{}:rl:settled:{}", self.prefix, charge.request_id));
-        script.arg(charge.reserved.min(MOST_TOKENS)).arg(used.min(MOST_TOKENS));
-        for (subject, rule) in &charge.checks {
-            if let Some(limit) = rule.tpm {
-                script.key(self.subject_key(subject)).arg(limit);
-            }
-        }
-        let _settled: i64 = self.connection.run(&script).await?;
+        let call = SettleCall { id: &charge.id, tokens: Some((charge, used)), budget: None };
+        self.scripts.settle(call).await?;
         Ok(())
     }
 }
