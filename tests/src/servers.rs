@@ -9,11 +9,15 @@
 //!   `postgres` user. It is stopped when the test binary exits, however it exits: it runs under
 //!   a small shell that waits on a pipe from this process and stops the server (and removes its
 //!   directory) when the pipe closes.
+//! - [`postgres_with_tls`]: another such server, which accepts TLS connections only, with a
+//!   certificate for `localhost` from an authority made for it by the `openssl` command
+//!   ([`Postgres::certificates`]).
 //! - [`RedisServer`]: one per test (it starts in milliseconds), so a test can stop and restart
 //!   it; stopped when dropped.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -76,7 +80,98 @@ fn wait_for_port(port: u16, what: &str, log: &Path) {
 /// The test binary's PostgreSQL server (started on first use).
 pub fn postgres() -> &'static Postgres {
     static SERVER: OnceLock<Postgres> = OnceLock::new();
-    SERVER.get_or_init(Postgres::start)
+    SERVER.get_or_init(|| Postgres::start(false))
+}
+
+/// The test binary's PostgreSQL server that accepts TLS connections only (started on first
+/// use): `ssl = on`, and `hostssl` as the only TCP lines of its `pg_hba.conf`, so whatever
+/// connects to it speaks TLS.
+pub fn postgres_with_tls() -> &'static Postgres {
+    static SERVER: OnceLock<Postgres> = OnceLock::new();
+    SERVER.get_or_init(|| Postgres::start(true))
+}
+
+/// The PEM files of a TLS server's authorities, for its clients' `sslrootcert`.
+#[derive(Debug, Clone)]
+pub struct Certificates {
+    /// The authority that signed the server's certificate, which names `localhost` only (not
+    /// `127.0.0.1`).
+    pub ca: PathBuf,
+    /// An authority that signed nothing of this server's.
+    pub other_ca: PathBuf,
+}
+
+impl Certificates {
+    /// Makes two authorities and a certificate for `localhost` from the first in `dir` (as
+    /// `ca.pem`, `other-ca.pem`, `server.pem` and `server.key`), with the `openssl` command.
+    fn make(dir: &Path) -> Self {
+        let openssl = find_binary("openssl", &[PathBuf::from("/usr/bin")], "openssl");
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("cannot run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        const P256: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        for (name, subject) in [("ca", "/CN=Confab test CA"), ("other-ca", "/CN=Confab other CA")] {
+            let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+            run(&[
+                &["req", "-x509", "-nodes", "-days", "2", "-subj", subject][..],
+                &P256,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &pem,
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat());
+        }
+        run(&[
+            &["req", "-nodes", "-subj", "/CN=localhost"][..],
+            &P256,
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat());
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("cannot write server.ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        // PostgreSQL refuses a key that its group or others may read.
+        std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600))
+            .expect("cannot chmod server.key");
+        Self { ca: dir.join("ca.pem"), other_ca: dir.join("other-ca.pem") }
+    }
 }
 
 /// A PostgreSQL server of this test binary.
@@ -86,6 +181,8 @@ pub struct Postgres {
     /// The server's data directory (its `postmaster.pid` names the server's process).
     data: PathBuf,
     bin: PathBuf,
+    /// Set for a server that speaks TLS.
+    certificates: Option<Certificates>,
     /// Closing it (when the process exits) stops the server.
     _lifeline: Mutex<ChildStdin>,
     /// The shell that runs the server; it outlives this process only as long as the server
@@ -96,7 +193,7 @@ pub struct Postgres {
 impl Postgres {
     /// A server of the calling test's own, which it may pause: stopped like the shared one.
     pub fn dedicated() -> Self {
-        Self::start()
+        Self::start(false)
     }
 
     /// Freezes the server and every connection to it (SIGSTOP to the postmaster and to its
@@ -120,7 +217,7 @@ impl Postgres {
         pid_file.lines().next().unwrap_or_default().trim().to_owned()
     }
 
-    fn start() -> Self {
+    fn start(tls: bool) -> Self {
         let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
             .map(|entries| entries.filter_map(|e| Some(e.ok()?.path().join("bin"))).collect())
             .unwrap_or_default();
@@ -143,6 +240,17 @@ impl Postgres {
             command.current_dir(&dir);
             command
         };
+        let certificates = tls.then(|| {
+            let tls_dir = dir.join("tls");
+            std::fs::create_dir(&tls_dir).expect("cannot create the certificates' directory");
+            // Local connections (none is made) stay possible; TCP ones must use TLS.
+            std::fs::write(
+                tls_dir.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .expect("cannot write pg_hba.conf");
+            Certificates::make(&tls_dir)
+        });
         if as_root {
             let status = Command::new("chown").args(["-R", "postgres:"]).arg(&dir).status();
             assert!(
@@ -166,7 +274,7 @@ impl Postgres {
         let port = free_port();
         // The server runs under a shell that stops it and removes its directory once this
         // process closes the shell's stdin (by exiting, whatever the way).
-        let server = format!(
+        let mut server = format!(
             "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
              -c max_connections=300 -c shared_buffers=64MB",
@@ -174,6 +282,14 @@ impl Postgres {
             data = data.display(),
             dir = dir.display(),
         );
+        if tls {
+            let tls_dir = dir.join("tls");
+            server.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.pem -c ssl_key_file={dir}/server.key \
+                 -c hba_file={dir}/pg_hba.conf",
+                dir = tls_dir.display()
+            ));
+        }
         let script = format!(
             "{server} >{log} 2>&1 & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid; \
              rm -rf {dir}",
@@ -199,6 +315,7 @@ impl Postgres {
             port,
             data: data.clone(),
             bin,
+            certificates,
             _lifeline: Mutex::new(lifeline),
             _shell: Mutex::new(child),
         };
@@ -244,11 +361,24 @@ impl Postgres {
 
     /// A new, empty database; its `postgres://` URL.
     pub fn database(&self) -> String {
+        self.database_at("127.0.0.1", "")
+    }
+
+    /// A new, empty database; its `postgres://` URL with `host` for the server's address
+    /// (`127.0.0.1`, or `localhost`, which a TLS server's certificate names) and `query` as its
+    /// parameters (for example `sslmode=verify-full`), if any.
+    pub fn database_at(&self, host: &str, query: &str) -> String {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         self.psql("postgres", &format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
-        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+        let url = format!("postgres://postgres@{host}:{}/{name}", self.port);
+        if query.is_empty() { url } else { format!("{url}?{query}") }
+    }
+
+    /// The authorities of a server that speaks TLS ([`postgres_with_tls`]).
+    pub fn certificates(&self) -> &Certificates {
+        self.certificates.as_ref().expect("this PostgreSQL server does not speak TLS")
     }
 }
 

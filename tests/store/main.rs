@@ -3,7 +3,10 @@
 //! it). Each test is written once and instantiated per engine by `contract!`; PostgreSQL runs on
 //! the test binary's real server (`confab_tests::servers::postgres`), a fresh database per test.
 //!
-//! `postgres_only` holds what only an engine shared by several relays has to do.
+//! Every test runs on PostgreSQL over TLS too (`postgres_tls`: `sslmode=verify-full` with the
+//! test's own authority, on a server that refuses connections without TLS); `tls` holds what
+//! the URL's `sslmode` and `sslrootcert` must do. `postgres_only` holds what only an engine
+//! shared by several relays has to do.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -36,6 +39,15 @@ impl Database {
         Self { url: confab_tests::servers::postgres().database(), _dir: None }
     }
 
+    /// A database of the server that speaks TLS only, reached as a relay on a managed database
+    /// would be: the certificate's chain and host name verified against the server's authority.
+    fn postgres_tls() -> Self {
+        let server = confab_tests::servers::postgres_with_tls();
+        let query =
+            format!("sslmode=verify-full&sslrootcert={}", server.certificates().ca.display());
+        Self { url: server.database_at("localhost", &query), _dir: None }
+    }
+
     fn engine(&self) -> Engine {
         Engine::of(&self.url).unwrap()
     }
@@ -62,6 +74,14 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $name() {
                     super::$name(super::Database::postgres()).await
+                }
+            )*
+        }
+        mod postgres_tls {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Database::postgres_tls()).await
                 }
             )*
         }
@@ -931,5 +951,155 @@ mod postgres_only {
         wait_until_revoked(&relay, &keys[1]).await;
         cli.revoke_api_key(&ids[2], 1).await.unwrap();
         wait_until_revoked(&relay, &keys[2]).await;
+    }
+}
+
+/// What a `postgres://` URL's `sslmode` and `sslrootcert` do, as libpq documents them, on the
+/// test binary's server that speaks TLS only and on the one that does not speak it at all.
+mod tls {
+    use super::*;
+    use confab_server::store::StoreError;
+    use confab_tests::servers::{Postgres, postgres, postgres_with_tls};
+
+    fn server() -> &'static Postgres {
+        postgres_with_tls()
+    }
+
+    /// A new database of `server`, at `host`, with `query` (in which `{ca}` and `{other_ca}`
+    /// stand for the authorities' files).
+    fn url(server: &Postgres, host: &str, query: &str) -> String {
+        let query = if query.contains('{') {
+            let certificates = server.certificates();
+            query
+                .replace("{ca}", &certificates.ca.display().to_string())
+                .replace("{other_ca}", &certificates.other_ca.display().to_string())
+        } else {
+            query.to_owned()
+        };
+        server.database_at(host, &query)
+    }
+
+    /// Opens the store as the relay does (`confab_server::store::open`).
+    async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+        let config = DatabaseConfig { url: url.to_owned(), ..DatabaseConfig::default() };
+        confab_server::store::open(&config).await
+    }
+
+    async fn refusal(url: &str) -> String {
+        match open(url).await {
+            Ok(_) => panic!("connected with {url}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    /// Whether the connection `url` makes is encrypted, and with which protocol.
+    async fn encryption(url: &str) -> (bool, Option<String>) {
+        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.unwrap();
+        sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap()
+    }
+
+    fn tls13() -> (bool, Option<String>) {
+        (true, Some("TLSv1.3".to_owned()))
+    }
+
+    const UNKNOWN_AUTHORITY: &str = "storage failure: the TLS handshake with the database \
+                                     failed: invalid peer certificate: UnknownIssuer";
+
+    #[tokio::test]
+    async fn verify_full_with_the_servers_authority_connects_over_tls() {
+        let url = url(server(), "localhost", "sslmode=verify-full&sslrootcert={ca}");
+        let store = open(&url).await.unwrap();
+        store.ping().await.unwrap();
+        assert_eq!(store.list_sites().await.unwrap(), []);
+        assert_eq!(encryption(&url).await, tls13());
+    }
+
+    #[tokio::test]
+    async fn the_tls_server_refuses_a_connection_without_tls() {
+        let url = url(server(), "127.0.0.1", "sslmode=disable");
+        let database = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+        let error = refusal(&url).await;
+        // Without the line of PostgreSQL's source that sqlx appends (` at line 544`).
+        let (error, _) = error.rsplit_once(" at line ").unwrap();
+        assert_eq!(
+            error,
+            format!(
+                "storage failure: error returned from database: no pg_hba.conf entry for host \
+                 \"127.0.0.1\", user \"postgres\", database \"{database}\", no encryption"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn verify_full_refuses_a_certificate_that_does_not_name_the_host() {
+        // The certificate names `localhost`, not `127.0.0.1`.
+        let error =
+            refusal(&url(server(), "127.0.0.1", "sslmode=verify-full&sslrootcert={ca}")).await;
+        assert_eq!(
+            error,
+            "storage failure: the TLS handshake with the database failed: invalid peer \
+             certificate: certificate not valid for name \"127.0.0.1\"; certificate is only \
+             valid for DnsName(\"localhost\")"
+        );
+    }
+
+    #[tokio::test]
+    async fn verify_ca_checks_the_chain_but_not_the_host_name() {
+        let store = open(&url(server(), "127.0.0.1", "sslmode=verify-ca&sslrootcert={ca}")).await;
+        store.unwrap().ping().await.unwrap();
+        let error =
+            refusal(&url(server(), "127.0.0.1", "sslmode=verify-ca&sslrootcert={other_ca}")).await;
+        assert_eq!(error, UNKNOWN_AUTHORITY);
+    }
+
+    #[tokio::test]
+    async fn a_certificate_from_an_authority_not_trusted_is_refused() {
+        for query in [
+            "sslmode=verify-full&sslrootcert={other_ca}",
+            // Without sslrootcert: the public authorities alone, which did not sign it.
+            "sslmode=verify-full",
+            // `system` is those public authorities too, not a file of that name.
+            "sslrootcert=system",
+        ] {
+            let error = refusal(&url(server(), "localhost", query)).await;
+            assert_eq!(error, UNKNOWN_AUTHORITY, "{query}");
+        }
+    }
+
+    #[tokio::test]
+    async fn require_encrypts_without_verifying_unless_given_an_authority() {
+        let url_without = url(server(), "127.0.0.1", "sslmode=require");
+        open(&url_without).await.unwrap().ping().await.unwrap();
+        assert_eq!(encryption(&url_without).await, tls13());
+        // With a root certificate, libpq's `require` verifies the chain, as `verify-ca` does.
+        let error =
+            refusal(&url(server(), "127.0.0.1", "sslmode=require&sslrootcert={other_ca}")).await;
+        assert_eq!(error, UNKNOWN_AUTHORITY);
+        open(&url(server(), "127.0.0.1", "sslmode=require&sslrootcert={ca}")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn require_fails_naming_tls_when_the_server_does_not_speak_it() {
+        let url = postgres().database_at("127.0.0.1", "sslmode=require").replacen(
+            "postgres@",
+            "postgres:s3cret@",
+            1,
+        );
+        assert_eq!(
+            refusal(&url).await,
+            "storage failure: error occurred while attempting to establish a TLS connection: \
+             server does not support TLS"
+        );
+    }
+
+    #[tokio::test]
+    async fn prefer_connects_with_tls_or_without_as_the_server_offers() {
+        assert_eq!(encryption(&url(server(), "127.0.0.1", "")).await, tls13());
+        let plain = postgres().database();
+        open(&plain).await.unwrap().ping().await.unwrap();
+        assert_eq!(encryption(&plain).await, (false, None));
     }
 }

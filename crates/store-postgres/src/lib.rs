@@ -14,12 +14,11 @@
 //! Like every engine it is used through `confab_store::Cached`, which answers the per-request
 //! lookups from memory: this engine does not implement them.
 
-use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 use tokio::sync::watch;
 
@@ -31,6 +30,7 @@ use confab_store::{
 
 mod api_keys;
 mod directory;
+mod options;
 mod sites;
 mod usage;
 mod webhooks;
@@ -52,17 +52,34 @@ impl PgStore {
     /// starting together migrate once). A failed migration is an error: the relay does not
     /// start on a schema it does not know.
     ///
+    /// TLS follows the URL's `sslmode` and `sslrootcert` as libpq reads them (see `options`),
+    /// for example `?sslmode=verify-full&sslrootcert=/etc/confab/db-ca.pem`.
+    ///
     /// An error never contains the URL, which may hold a password.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)?;
+        let options = options::from_url(url)?;
         // One connection first, so that a database that cannot be reached says why at once: the
         // pool retries a refused connection for 30 s, then reports only that it timed out.
-        PgConnection::connect_with(&options).await?.close().await?;
+        PgConnection::connect_with(&options).await.map_err(naming_tls)?.close().await?;
         let pool =
             PgPoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool, changes: Arc::default() })
     }
+}
+
+/// `error`, saying so when it is a failed TLS handshake: sqlx reports a certificate that fails
+/// verification as an I/O error ("error communicating with database: invalid peer
+/// certificate: UnknownIssuer"), which does not name TLS.
+fn naming_tls(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Io(io) = &error
+        && let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        return StoreError::Database(
+            format!("the TLS handshake with the database failed: {tls}").into(),
+        );
+    }
+    error.into()
 }
 
 /// Seconds since the Unix epoch, as the rows store them.

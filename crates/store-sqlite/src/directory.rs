@@ -1,8 +1,6 @@
 //! Loads the in-memory directory (`confab_store::directory`) in one read transaction, with the change
 //! counter that `migrations/sqlite/0007_directory_version.sql` keeps.
 
-use std::collections::HashMap;
-
 use confab_store::{Directory, StoreError, StoredKey, StoredSite};
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
@@ -30,20 +28,20 @@ pub async fn load(pool: &SqlitePool) -> Result<Directory, StoreError> {
     .await?;
     tx.commit().await?;
 
-    let mut origins: HashMap<String, Vec<String>> = HashMap::new();
-    for row in &origin_rows {
-        origins.entry(row.try_get("site_id")?).or_default().push(row.try_get("origin")?);
-    }
-    let mut sites = Vec::with_capacity(site_rows.len());
-    for row in &site_rows {
-        let mut site = site_from_row(row)?;
-        site.settings.origins = origins.remove(&site.id).unwrap_or_default();
-        sites.push(StoredSite {
-            site,
-            key_hash: row.try_get("key_hash")?,
-            previous_key_hash: row.try_get("previous_key_hash")?,
-        });
-    }
+    let origins = origin_rows
+        .iter()
+        .map(|row| Ok((row.try_get("site_id")?, row.try_get("origin")?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let sites = site_rows
+        .iter()
+        .map(|row| {
+            Ok(StoredSite {
+                site: site_from_row(row)?,
+                key_hash: row.try_get("key_hash")?,
+                previous_key_hash: row.try_get("previous_key_hash")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let keys = key_rows
         .iter()
         .map(|row| {
@@ -54,5 +52,5 @@ pub async fn load(pool: &SqlitePool) -> Result<Directory, StoreError> {
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(Directory::new(version, sites, keys))
+    Ok(Directory::assemble(version, sites, origins, keys))
 }

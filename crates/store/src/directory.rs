@@ -84,6 +84,25 @@ pub struct StoredKey {
 }
 
 impl Directory {
+    /// Builds the copy from rows as an engine reads them: every site without its origins,
+    /// every `(site id, origin)` pair in the order its site lists them, and every active key.
+    pub fn assemble(
+        version: i64,
+        sites: Vec<StoredSite>,
+        origins: impl IntoIterator<Item = (String, String)>,
+        keys: Vec<StoredKey>,
+    ) -> Self {
+        let mut by_site: HashMap<String, Vec<String>> = HashMap::new();
+        for (site_id, origin) in origins {
+            by_site.entry(site_id).or_default().push(origin);
+        }
+        let sites = sites.into_iter().map(|mut stored| {
+            stored.site.settings.origins = by_site.remove(&stored.site.id).unwrap_or_default();
+            stored
+        });
+        Self::new(version, sites, keys)
+    }
+
     /// Builds the copy from every site (with its origins and key hashes) and every active key.
     pub fn new(
         version: i64,
@@ -665,6 +684,26 @@ mod tests {
     fn a_current_site_key_wins_over_an_expiring_one_with_the_same_lookup_id() {
         let directory = Directory::new(1, [site("a", Some(("b", 100))), site("b", None)], []);
         assert_eq!(directory.site_by_key("b", 0).unwrap().site.id, "site_b");
+    }
+
+    #[test]
+    fn assembled_sites_get_their_own_origins_in_order() {
+        let origins = [("site_a", "https://a.example"), ("site_b", "https://b.example")]
+            .into_iter()
+            .chain([("site_a", "https://www.a.example")])
+            .map(|(site, origin)| (site.to_owned(), origin.to_owned()));
+        let directory = Directory::assemble(
+            7,
+            vec![site("a", None), site("b", None), site("c", None)],
+            origins,
+            vec![],
+        );
+        let origins_of =
+            |lookup: &str| directory.site_by_key(lookup, 0).unwrap().site.settings.origins.clone();
+        assert_eq!(origins_of("a"), ["https://a.example", "https://www.a.example"]);
+        assert_eq!(origins_of("b"), ["https://b.example"]);
+        assert!(origins_of("c").is_empty());
+        assert!(directory.origin_is_registered("https://www.a.example"));
     }
 
     #[test]
