@@ -66,6 +66,10 @@ struct Line<'a> {
     input_tokens: u64,
     output_tokens: u64,
     cost_micros: u64,
+    /// The id of the request's admission, which keys the idempotency of its budget settle in
+    /// Redis (absent in lines an earlier version wrote, and without Redis).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    reservation: Option<Cow<'a, str>>,
 }
 
 impl Line<'_> {
@@ -157,6 +161,8 @@ pub struct Journal {
 #[derive(Debug)]
 pub struct Leftovers {
     pub records: Vec<UsageRecord>,
+    /// The reservation id of each record, in the same order (see [`Journal::reserve`]).
+    pub reservations: Vec<Option<String>>,
     /// Lines that could not be read (a write cut short by the crash), skipped.
     pub unreadable: u64,
     files: Vec<PathBuf>,
@@ -198,6 +204,7 @@ impl Journal {
         files.sort();
         let next = files.last().and_then(|path| segment_number(path)).map_or(0, |n| n + 1);
         let mut records = Vec::new();
+        let mut reservations = Vec::new();
         let mut unreadable = 0;
         for path in &files {
             let file = File::open(path).map_err(io_error(path))?;
@@ -207,7 +214,10 @@ impl Journal {
                     continue;
                 }
                 match serde_json::from_slice::<Line<'_>>(&line) {
-                    Ok(line) => records.push(line.into_interrupted_record()),
+                    Ok(mut line) => {
+                        reservations.push(line.reservation.take().map(Cow::into_owned));
+                        records.push(line.into_interrupted_record());
+                    }
                     Err(_) => unreadable += 1,
                 }
             }
@@ -215,14 +225,19 @@ impl Journal {
         let active = Mutex::new(new_segment(dir, next)?);
         Ok((
             Self { dir: dir.to_owned(), active, _lock: lock },
-            Leftovers { records, unreadable, files },
+            Leftovers { records, reservations, unreadable, files },
         ))
     }
 
-    /// Appends `record` (its tokens and cost already the request's worst case) and returns the
-    /// ticket to settle once the request's final record is written. An error means the line may
-    /// not be on disk: the request must not run.
-    pub fn reserve(&self, record: &UsageRecord) -> Result<Ticket, JournalError> {
+    /// Appends `record` (its tokens and cost already the request's worst case) with the id of its
+    /// admission (`reservation`, when it has one) and returns the ticket to settle once the
+    /// request's final record is written. An error means the line may not be on disk: the
+    /// request must not run.
+    pub fn reserve(
+        &self,
+        record: &UsageRecord,
+        reservation: Option<&str>,
+    ) -> Result<Ticket, JournalError> {
         let line = Line {
             request_id: Cow::Borrowed(&record.request_id),
             at_ms: record.at_ms,
@@ -234,6 +249,7 @@ impl Journal {
             input_tokens: record.input_tokens,
             output_tokens: record.output_tokens,
             cost_micros: record.cost_micros,
+            reservation: reservation.map(Cow::Borrowed),
         };
         let mut bytes = Vec::with_capacity(256);
         bytes.push(b'\n');
@@ -327,8 +343,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (journal, leftovers) = Journal::open(dir.path()).unwrap();
         assert!(leftovers.records.is_empty());
-        let settled = journal.reserve(&record("req_a")).unwrap();
-        let _running = journal.reserve(&record("req_b")).unwrap();
+        let settled = journal.reserve(&record("req_a"), None).unwrap();
+        let _running = journal.reserve(&record("req_b"), Some("rsv_b")).unwrap();
         settled.settle();
         // A crash: nothing is closed or cleaned up, only the lock goes with the process.
         drop(journal);
@@ -339,6 +355,8 @@ mod tests {
         let ids: Vec<_> = leftovers.records.iter().map(|r| r.request_id.as_str()).collect();
         assert_eq!(ids, ["req_a", "req_b"]);
         assert_eq!(leftovers.records[1], record("req_b"));
+        // With the id of each one's admission, which keys its settle in Redis.
+        assert_eq!(leftovers.reservations, [None, Some("rsv_b".to_owned())]);
         assert_eq!(leftovers.unreadable, 0);
         leftovers.discard().unwrap();
         assert_eq!(jsonl_files(dir.path()), 1, "only the new run's segment is left");
@@ -348,7 +366,7 @@ mod tests {
     fn a_line_cut_short_by_a_crash_is_skipped_and_the_rest_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = Journal::open(dir.path()).unwrap();
-        let _a = journal.reserve(&record("req_a")).unwrap();
+        let _a = journal.reserve(&record("req_a"), None).unwrap();
         drop(journal);
         let path = segments(dir.path()).unwrap().pop().unwrap();
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
@@ -369,11 +387,11 @@ mod tests {
             let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
             std::mem::replace(&mut active.file, full)
         };
-        let error = journal.reserve(&record("req_refused")).unwrap_err();
+        let error = journal.reserve(&record("req_refused"), None).unwrap_err();
         assert!(error.to_string().contains("No space left"), "{error}");
         // The disk has room again; a partial line may be there, so the next starts on its own.
         journal.active.lock().unwrap().file = segment;
-        let _ticket = journal.reserve(&record("req_next")).unwrap();
+        let _ticket = journal.reserve(&record("req_next"), None).unwrap();
         drop(journal);
         let (_journal, leftovers) = Journal::open(dir.path()).unwrap();
         let ids: Vec<_> = leftovers.records.iter().map(|r| r.request_id.as_str()).collect();
@@ -396,10 +414,11 @@ mod tests {
         let first = journal.active.lock().unwrap().number;
         let mut tickets = Vec::new();
         while journal.active.lock().unwrap().number == first {
-            tickets.push(journal.reserve(&record(&format!("req_{}", tickets.len()))).unwrap());
+            tickets
+                .push(journal.reserve(&record(&format!("req_{}", tickets.len())), None).unwrap());
         }
         assert!(tickets.len() > 10_000, "{} lines filled a segment", tickets.len());
-        let next = journal.reserve(&record("req_next")).unwrap();
+        let next = journal.reserve(&record("req_next"), None).unwrap();
         assert_eq!(jsonl_files(dir.path()), 2, "the first segment is sealed, a second one open");
         let last = tickets.pop().unwrap();
         // All but one of the first segment's requests settle: it must stay.

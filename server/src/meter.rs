@@ -98,7 +98,8 @@ impl Metering {
                          interrupted at their worst case"
                     );
                 }
-                let recovered = leftovers.records.clone();
+                let recovered: Vec<_> =
+                    leftovers.records.iter().cloned().zip(leftovers.reservations.clone()).collect();
                 leftovers.discard()?;
                 (Some(journal), recovered)
             }
@@ -198,12 +199,16 @@ impl Metering {
 }
 
 /// Adds the cost of the requests a crash left in the journal to the shared spend, which does
-/// not hold them: their relay never settled them, and their reservations ran out with their
-/// leases. The journal keeps the request id, not the reservation id, so these settles are keyed
-/// by the request id: idempotent per recovered request (a restart that recovers it again counts
-/// it once).
-fn count_recovered(engines: &Engines, generation: u64, recovered: &[UsageRecord]) {
-    for record in recovered {
+/// not hold them unless their relay settled them just before it died: each is settled under the
+/// reservation id its admission had (in its journal line), so one that was settled already is
+/// not counted twice, and a restart that recovers it again counts it once. Lines from before
+/// the journal kept it are settled under their request id.
+fn count_recovered(
+    engines: &Engines,
+    generation: u64,
+    recovered: &[(UsageRecord, Option<String>)],
+) {
+    for (record, reservation) in recovered {
         let payer = match (&record.key_id, &record.site_id) {
             (Some(key), _) => Payer::Key(key.clone()),
             (None, Some(site)) => Payer::Site(site.clone()),
@@ -211,7 +216,8 @@ fn count_recovered(engines: &Engines, generation: u64, recovered: &[UsageRecord]
         };
         let at = u64::try_from(record.at_ms / 1000).unwrap_or(0);
         let payers = [(payer, BudgetRule::default())];
-        let reservation = Reservation::unheld(&record.request_id, &payers, at, generation);
+        let id = reservation.as_deref().unwrap_or(&record.request_id);
+        let reservation = Reservation::unheld(id, &payers, at, generation);
         let (ledger, cost) = (Arc::clone(&engines.ledger), record.cost_micros);
         engines.settler.submit(Box::pin(async move {
             let mut backoff = Backoff::default();
@@ -409,7 +415,7 @@ impl Meter {
         pending.input_tokens = worst.prompt_tokens;
         pending.output_tokens = worst.completion_tokens;
         pending.cost_micros = self.worst_cost;
-        match journal.reserve(&pending) {
+        match journal.reserve(&pending, self.pass.as_ref().map(Pass::id)) {
             Ok(ticket) => {
                 self.ticket = Some(ticket);
                 Ok(())
