@@ -498,6 +498,8 @@ async fn the_other_relay_holds_a_stream_within_the_same_bounds_and_says_what_it_
     let all = read_events(response).await;
     let last: u64 = all.last().unwrap().id.parse().unwrap();
     one.settled_usage(1).await;
+    // Nobody wanted it through another relay yet: Redis holds nothing of it.
+    assert_eq!(redis.command("KEYS confab:stream:*").unwrap(), "*0");
 
     // The last 16 events are held: from 15 before the last, the rest arrives whole.
     let from = (last - 15).to_string();

@@ -159,7 +159,23 @@ impl InProcessLog {
     }
 }
 
+/// The events of a stream after `after` that its log still holds, and whether it has ended.
+fn snapshot(entry: &Entry, after: u64) -> (Vec<Frame>, bool) {
+    let log = entry.log.borrow();
+    let frames = log.frames.iter().filter(|frame| frame.seq > after).cloned().collect();
+    (frames, log.finished)
+}
+
 impl WeakLog {
+    /// The stream `id` if it is held here: its owner, its events after `after` that are still
+    /// held, and whether it has ended.
+    pub(super) fn snapshot(&self, id: &str, after: u64) -> Option<(Owner, Vec<Frame>, bool)> {
+        let shared = self.0.upgrade()?;
+        let entry = shared.streams().by_id.get(id).cloned()?;
+        let (frames, finished) = snapshot(&entry, after);
+        Some((entry.owner.clone(), frames, finished))
+    }
+
     /// Stops the stream `id` if it is produced here, for whoever asked through another relay
     /// (which checked that they own it).
     pub(super) fn cancel_here(&self, id: &str) {
@@ -275,6 +291,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    /// The events after `after` that the log still holds, and whether it has ended.
+    pub(super) fn snapshot(&self, after: u64) -> (Vec<Frame>, bool) {
+        snapshot(&self.entry, after)
+    }
+
     /// Appends the next event, and returns it.
     pub(super) fn push(&mut self, kind: FrameKind, data: String) -> Frame {
         let bounds = self.shared.bounds;

@@ -2,8 +2,11 @@
 //! connection dropped may reattach through any of them.
 //!
 //! A stream is produced on one relay, which keeps it in its own [`InProcessLog`] for the clients
-//! that follow it there (the one that asked, above all: nothing on its path waits for Redis) and
-//! mirrors it to Redis, in order, from a task of its own:
+//! that follow it there (the one that asked, above all: nothing on its path waits for Redis).
+//! Only when a client asks for it through another relay is it mirrored to Redis: that relay
+//! publishes the stream's id on `<prefix>:streams:want`, and the producing relay writes what its
+//! log holds, then each event as it comes, in order, from a task of its own (so an answer nobody
+//! reattaches elsewhere, nearly every one, costs Redis nothing):
 //!
 //! - `<prefix>:stream:<id>`, a Redis stream whose entry `0-<seq>` is the event `seq` (fields `k`,
 //!   its kind, and `d`, its data), trimmed to `resume.max_events` and `resume.max_bytes` as the
@@ -13,19 +16,20 @@
 //! - both expire `resume.keep_ms` after the end, or `keep_ms + grace_ms` after the last event
 //!   while it runs, so that a relay that dies leaves nothing behind for long.
 //!
-//! A client that reattaches through another relay reads that stream (`XREAD BLOCK`, on a
-//! connection of its own) and says it is there by setting `<prefix>:stream:<id>:seen`, which
+//! A client that reattaches through another relay waits (up to [`WANT_WAIT`]) for that stream to
+//! appear, reads it (`XREAD BLOCK`, on a connection of its own) and says it is there by setting `<prefix>:stream:<id>:seen`, which
 //! expires `grace_ms` after its last refresh: the producing relay asks for it ([`Elsewhere`])
 //! before it stops a stream nobody follows through it. A cancellation through another relay
-//! sets `<prefix>:stream:<id>:cancel` and is published on `<prefix>:streams:cancel`, which every
-//! relay listens to; the key is what the producer finds if the message was lost.
+//! sets `<prefix>:stream:<id>:cancel` and is published on `<prefix>:streams:cancel`; every relay
+//! listens to both channels, and the key is what the producer finds if the message was lost.
 //!
 //! When Redis is unavailable, streams are still produced and followed through the relay that
 //! produces them; only reattaching through another relay fails (the stream is not found, or
 //! ends with a `stream_truncated` error where the mirror fell behind).
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,13 +52,106 @@ const BLOCK: Duration = Duration::from_secs(1);
 const READ_COUNT: usize = 512;
 /// How long `cancel` through another relay waits for the producer to stop.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
+/// How long a relay that does not hold a stream waits for the one that does to mirror it.
+const WANT_WAIT: Duration = Duration::from_secs(2);
 
-/// Replay logs mirrored to Redis.
+/// Replay logs mirrored to Redis when they are wanted elsewhere.
 #[derive(Debug, Clone)]
 pub struct RedisLog {
     local: InProcessLog,
     remote: Arc<RemoteStreams>,
+    mirrors: Mirrors,
     _listener: Arc<AbortOnDrop>,
+}
+
+/// The streams being produced here, with their mirror (started or not), by id.
+#[derive(Debug, Clone, Default)]
+struct Mirrors(Arc<Mutex<HashMap<String, Arc<Mirror>>>>);
+
+impl Mirrors {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Mirror>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One stream's mirror to Redis: not started until another relay wants the stream.
+#[derive(Debug, Default)]
+struct Mirror {
+    /// Started: the writer hands it each new event. Read on every event, so an atomic.
+    active: AtomicBool,
+    state: Mutex<MirrorState>,
+}
+
+#[derive(Debug, Default)]
+struct MirrorState {
+    /// The mirror task's queue; `None` before it starts or once it is given up.
+    tx: Option<mpsc::Sender<Mirrored>>,
+    /// The last event queued.
+    sent: u64,
+    ended: bool,
+}
+
+impl Mirror {
+    fn state(&self) -> MutexGuard<'_, MirrorState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the mirror, with what the log holds now (`snapshot`), unless it has started.
+    fn start(
+        &self,
+        remote: &Arc<RemoteStreams>,
+        id: &str,
+        owner: &Owner,
+        snapshot: impl FnOnce() -> (Vec<Frame>, bool),
+    ) {
+        let mut state = self.state();
+        if state.tx.is_some() || state.ended {
+            return;
+        }
+        // Room for every event the log keeps: past that, the mirror is too far behind to be
+        // of use, and is given up for this stream.
+        let (tx, rx) = mpsc::channel(remote.bounds.max_events + 1);
+        tokio::spawn(mirror(Arc::clone(remote), id.to_owned(), owner_json(owner), rx));
+        state.tx = Some(tx);
+        // Active before the snapshot: an event the producer appends from here on is either in
+        // the snapshot or seen by its `catch_up`.
+        self.active.store(true, Ordering::SeqCst);
+        let (frames, finished) = snapshot();
+        state.queue(frames, finished);
+    }
+
+    /// Queues what the producer's log holds past what was queued (`snapshot`).
+    fn catch_up(&self, snapshot: impl FnOnce(u64) -> (Vec<Frame>, bool)) {
+        let mut state = self.state();
+        if state.tx.is_none() {
+            return;
+        }
+        let (frames, finished) = snapshot(state.sent);
+        state.queue(frames, finished);
+    }
+}
+
+impl MirrorState {
+    fn queue(&mut self, frames: Vec<Frame>, finished: bool) {
+        let Some(tx) = self.tx.take() else { return };
+        for frame in frames {
+            if frame.seq <= self.sent {
+                continue;
+            }
+            self.sent = frame.seq;
+            if tx.try_send(Mirrored::Event(frame)).is_err() {
+                // Full (Redis is too slow or gone) or closed (the mirror failed): given up, and
+                // the mirror task marks the stream lost.
+                return;
+            }
+        }
+        if finished {
+            self.ended = true;
+            let _ = tx.try_send(Mirrored::End);
+            return;
+        }
+        self.tx = Some(tx);
+    }
 }
 
 /// The Redis side of the logs: where they are, and how to reach them.
@@ -113,8 +210,10 @@ impl RedisLog {
         });
         let local =
             InProcessLog::with_elsewhere(config, Some(Arc::clone(&remote) as Arc<dyn Elsewhere>));
-        let listener = tokio::spawn(listen_for_cancels(Arc::clone(&remote), local.downgrade()));
-        Ok(Self { local, remote, _listener: Arc::new(AbortOnDrop(listener)) })
+        let mirrors = Mirrors::default();
+        let listener =
+            tokio::spawn(listen(Arc::clone(&remote), local.downgrade(), mirrors.clone()));
+        Ok(Self { local, remote, mirrors, _listener: Arc::new(AbortOnDrop(listener)) })
     }
 }
 
@@ -139,6 +238,35 @@ impl RemoteStreams {
         format!("{}:streams:cancel", self.prefix)
     }
 
+    fn wants(&self) -> String {
+        format!("{}:streams:want", self.prefix)
+    }
+
+    /// Whether `owner` started the stream `id`, asking the relay that produces it to mirror it
+    /// first if it is not in Redis yet. `Ok(false)`: not theirs, or nobody has it.
+    async fn locate(&self, id: &str, owner: &Owner) -> Result<bool, Failed> {
+        let (stored,): (Option<String>,) =
+            self.query(redis::pipe().hget(self.meta(id), "owner")).await?;
+        let stored = match stored {
+            Some(stored) => stored,
+            None => {
+                self.query::<()>(redis::pipe().publish(self.wants(), id).ignore()).await?;
+                let deadline = tokio::time::Instant::now() + WANT_WAIT;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let (stored,): (Option<String>,) =
+                        self.query(redis::pipe().hget(self.meta(id), "owner")).await?;
+                    match stored {
+                        Some(stored) => break stored,
+                        None if tokio::time::Instant::now() >= deadline => return Ok(false),
+                        None => {}
+                    }
+                }
+            }
+        };
+        Ok(stored == owner_json(owner))
+    }
+
     /// Runs `pipe` on the shared connection, within the command time limit.
     async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Failed> {
         let mut manager = self.manager.clone();
@@ -146,13 +274,6 @@ impl RemoteStreams {
             .await
             .map_err(|_| Failed::Timeout(self.command_timeout))?
             .map_err(Failed::Redis)
-    }
-
-    /// Whether `owner` started the stream `id` (as far as Redis knows).
-    async fn owned_by(&self, id: &str, owner: &Owner) -> Result<bool, Failed> {
-        let (stored,): (Option<String>,) =
-            self.query(redis::pipe().hget(self.meta(id), "owner")).await?;
-        Ok(stored.is_some_and(|stored| stored == owner_json(owner)))
     }
 
     /// Says that a client follows the stream `id` through this relay (for the grace period).
@@ -200,14 +321,17 @@ impl Elsewhere for RemoteStreams {
 #[async_trait]
 impl ReplayLog for RedisLog {
     async fn open(&self, owner: Owner) -> Option<Opened> {
-        let stored = owner_json(&owner);
         let (opened, local) = self.local.open_here(owner)?;
-        // Room for every event the log keeps: past that, the mirror is too far behind to be
-        // of use, and is given up for this stream.
-        let (tx, rx) = mpsc::channel(self.remote.bounds.max_events);
-        tokio::spawn(mirror(Arc::clone(&self.remote), opened.id.clone(), stored, rx));
-        let writer = Box::new(Writer { local, tx: Some(tx), finished: false });
-        Some(Opened { writer, ..opened })
+        let mirror = Arc::new(Mirror::default());
+        self.mirrors.map().insert(opened.id.clone(), Arc::clone(&mirror));
+        let writer = Writer {
+            local,
+            id: opened.id.clone(),
+            mirror,
+            mirrors: self.mirrors.clone(),
+            finished: false,
+        };
+        Some(Opened { writer: Box::new(writer), ..opened })
     }
 
     async fn follow(&self, id: &str, owner: &Owner, after: u64) -> Result<Frames, StreamNotFound> {
@@ -215,7 +339,7 @@ impl ReplayLog for RedisLog {
             return self.local.follow(id, owner, after).await;
         }
         let remote = &self.remote;
-        match remote.owned_by(id, owner).await {
+        match remote.locate(id, owner).await {
             Ok(true) => {}
             Ok(false) => return Err(StreamNotFound),
             Err(error) => {
@@ -239,7 +363,7 @@ impl ReplayLog for RedisLog {
             tracing::warn!(%error, "cannot cancel a stream through Redis");
             StreamNotFound
         };
-        if !remote.owned_by(id, owner).await.map_err(unreachable)? {
+        if !remote.locate(id, owner).await.map_err(unreachable)? {
             return Err(StreamNotFound);
         }
         let linger = millis(remote.keep + remote.grace);
@@ -263,12 +387,13 @@ impl ReplayLog for RedisLog {
     }
 }
 
-/// The producer's end of a mirrored stream: the in-process log, and the queue to the mirror.
+/// The producer's end of a stream: the in-process log, and its mirror once it has started.
 #[derive(Debug)]
 struct Writer {
     local: memory::Writer,
-    /// `None` once the mirror has been given up.
-    tx: Option<mpsc::Sender<Mirrored>>,
+    id: String,
+    mirror: Arc<Mirror>,
+    mirrors: Mirrors,
     finished: bool,
 }
 
@@ -280,21 +405,17 @@ enum Mirrored {
 }
 
 impl Writer {
-    fn send(&mut self, item: Mirrored) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(item).is_err()
-        {
-            // Full (Redis is too slow or gone) or closed (the mirror failed): the stream can no
-            // longer be followed through another relay; the mirror marks it lost.
-            self.tx = None;
+    fn catch_up(&self) {
+        if self.mirror.active.load(Ordering::SeqCst) {
+            self.mirror.catch_up(|after| self.local.snapshot(after));
         }
     }
 }
 
 impl StreamWriter for Writer {
     fn append(&mut self, kind: FrameKind, data: String) {
-        let frame = self.local.push(kind, data);
-        self.send(Mirrored::Event(frame));
+        self.local.append(kind, data);
+        self.catch_up();
     }
 
     fn finish(&mut self) {
@@ -303,8 +424,9 @@ impl StreamWriter for Writer {
         }
         self.finished = true;
         self.local.finish();
-        self.send(Mirrored::End);
-        self.tx = None;
+        self.catch_up();
+        // Wanted later, the ended stream is mirrored from the log (see `listen`).
+        self.mirrors.map().remove(&self.id);
     }
 }
 
@@ -542,30 +664,47 @@ fn lost(after: u64) -> Frame {
     Frame { seq: 0, kind: FrameKind::Error, data: Arc::from(data) }
 }
 
-/// Stops the streams produced here that are cancelled through another relay.
-async fn listen_for_cancels(remote: Arc<RemoteStreams>, log: WeakLog) {
+/// Answers other relays: mirrors the streams produced here that one of them wants, and stops
+/// those cancelled through one of them.
+async fn listen(remote: Arc<RemoteStreams>, log: WeakLog, mirrors: Mirrors) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match remote.client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(remote.cancels()).await {
-                Ok(()) => {
-                    backoff = Duration::from_millis(100);
-                    let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
-                        if let Ok(id) = message.get_payload::<String>() {
-                            log.cancel_here(&id);
-                        }
+        match subscribe(&remote).await {
+            Ok(mut pubsub) => {
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    let Ok(id) = message.get_payload::<String>() else { continue };
+                    if message.get_channel_name() == remote.cancels() {
+                        log.cancel_here(&id);
+                    } else {
+                        want(&remote, &log, &mirrors, &id);
                     }
                 }
-                Err(error) => tracing::debug!(%error, "cannot subscribe to stream cancellations"),
-            },
-            Err(error) => {
-                tracing::debug!(%error, "cannot connect to Redis for stream cancellations")
             }
+            Err(error) => tracing::debug!(%error, "cannot listen to other relays through Redis"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+async fn subscribe(remote: &RemoteStreams) -> Result<redis::aio::PubSub, RedisError> {
+    let mut pubsub = remote.client.get_async_pubsub().await?;
+    pubsub.subscribe(&[remote.cancels(), remote.wants()]).await?;
+    Ok(pubsub)
+}
+
+/// Another relay wants the stream `id`: mirrors it if it is held here.
+fn want(remote: &Arc<RemoteStreams>, log: &WeakLog, mirrors: &Mirrors, id: &str) {
+    let running = mirrors.map().get(id).cloned();
+    let Some((owner, _, _)) = log.snapshot(id, u64::MAX) else { return };
+    // A stream still produced here has its mirror, which its writer then keeps up to date; one
+    // that has ended is mirrored whole, once more if it was already.
+    let mirror = running.unwrap_or_default();
+    mirror.start(remote, id, &owner, || {
+        log.snapshot(id, 0).map_or((Vec::new(), true), |(_, frames, finished)| (frames, finished))
+    });
 }
 
 /// An owner as the log stores it.
