@@ -52,6 +52,48 @@ pub struct Config {
     pub prices: std::collections::BTreeMap<String, crate::budget::Price>,
     /// LLM providers. With none configured the built-in demo upstream serves `demo.model`.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Models served by an ordered list of targets, tried in turn: `[[models]]`.
+    pub models: Vec<ModelConfig>,
+    /// When a request falls back to the next target, and when a target is left alone.
+    pub fallback: FallbackConfig,
+}
+
+/// `[[models]]`: a model that clients name, served by the first of its targets that answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The name clients use (and sites list), e.g. `support-bot`.
+    pub name: String,
+    /// `"<upstream name>:<model>"`, in the order they are tried.
+    pub targets: Vec<String>,
+}
+
+/// `[fallback]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FallbackConfig {
+    /// Retries (calls to a model's next target) allowed, as a percentage of the requests of the
+    /// last ten seconds, so that an outage of one provider does not double the load on the next.
+    pub retry_budget_percent: u32,
+    /// Retries allowed per second whatever the traffic, so that a quiet relay still falls back.
+    pub min_retries_per_second: u32,
+    /// Failures in a row (no connection, 429, 5xx, 529, no first byte in time) that open a
+    /// target's breaker: it is skipped without a connection attempt ...
+    pub breaker_failures: u32,
+    /// ... for this long; then one request probes it (half-open), and its result closes the
+    /// breaker or opens it again.
+    pub breaker_open_ms: u64,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self {
+            retry_budget_percent: 20,
+            min_retries_per_second: 3,
+            breaker_failures: 5,
+            breaker_open_ms: 30_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

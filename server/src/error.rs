@@ -224,6 +224,10 @@ impl From<&UpstreamError> for ApiError {
                 code: "relay_shutting_down",
                 message: "the relay is shutting down; the answer is incomplete",
             },
+            UpstreamError::Unavailable => Self::Unavailable {
+                code: "upstream_unavailable",
+                message: "every provider of this model is failing; retry later",
+            },
             UpstreamError::Status { status: 429, retry_after } => {
                 Self::UpstreamRateLimited { retry_after: *retry_after }
             }

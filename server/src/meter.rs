@@ -402,6 +402,19 @@ impl Meter {
         self.record.as_ref().map_or("", |record| record.request_id.as_str())
     }
 
+    /// The call went to `upstream`, asked for `model` (a target of the model the client named):
+    /// what the usage record names, and what it is priced at.
+    pub fn routed(&mut self, upstream: &str, model: &str) {
+        if let Some(record) = self.record.as_mut() {
+            if record.upstream != upstream {
+                upstream.clone_into(&mut record.upstream);
+            }
+            if record.model != model {
+                model.clone_into(&mut record.model);
+            }
+        }
+    }
+
     /// Makes the request's worst case durable before its upstream call: a line in the
     /// reservation journal (see `journal`), kept until the request's final usage record is in
     /// the database. After a crash, the line is still there and is counted at start-up. An

@@ -396,7 +396,7 @@ impl Observer for Metrics {
 }
 
 /// Every `kind` of upstream failure ([`error_kind`]).
-const ERROR_KINDS: [&str; 12] = [
+const ERROR_KINDS: [&str; 13] = [
     "connect",
     "timeout_connect",
     "timeout_first_byte",
@@ -409,6 +409,7 @@ const ERROR_KINDS: [&str; 12] = [
     "dropped",
     "protocol",
     "reported",
+    "unavailable",
 ];
 
 /// The `kind` label of an upstream failure; `None` for a cut at shutdown.
@@ -428,6 +429,7 @@ fn error_kind(error: &UpstreamError) -> Option<&'static str> {
         UpstreamError::Dropped => "dropped",
         UpstreamError::Protocol(_) => "protocol",
         UpstreamError::Reported => "reported",
+        UpstreamError::Unavailable => "unavailable",
         UpstreamError::Cut => return None,
     })
 }

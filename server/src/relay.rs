@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::sse::Event;
@@ -35,7 +36,9 @@ use crate::resume::{FrameKind, StopSignal, StreamWriter};
 use crate::store::Outcome;
 use crate::unix_now;
 use confab_providers::estimate::{estimate_answer_tokens, prompt_bytes, prompt_token_ceiling};
-use confab_providers::{Call, EventStream, Provider, TimeoutKind, UpstreamError, UpstreamEvent};
+use confab_providers::{Call, EventStream, TimeoutKind, UpstreamError, UpstreamEvent};
+
+use crate::upstreams::{RetryBudget, Route, Target};
 
 /// One upstream chunk after rewriting.
 #[derive(Debug, Clone)]
@@ -445,31 +448,130 @@ impl Drop for RelayStream {
 pub struct StreamPlan {
     relay: RelayStream,
     first: Step,
+    /// The target that answers.
+    pub target: Arc<Target>,
 }
 
-/// Calls the upstream and waits for its first event, so that a failure before the answer starts
-/// (refused, 429, 5xx, timeout) is an error the handler can answer with a status code.
+/// Where a call may go: a model's route, tried target by target within the retry budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Routing<'a> {
+    pub route: &'a Route,
+    pub budget: &'a RetryBudget,
+}
+
+/// Whether a failure before any of the answer reached the client lets the call go on to the
+/// next target: no connection, no first byte in time, 429, 5xx (529, overloaded, included).
+fn falls_back(error: &UpstreamError) -> bool {
+    matches!(
+        error,
+        UpstreamError::Connect
+            | UpstreamError::Timeout { kind: TimeoutKind::Connect | TimeoutKind::FirstByte, .. }
+            | UpstreamError::Status { status: 429 | 500..=599, .. }
+    )
+}
+
+/// The calls of one request to its model's targets: each target in turn whose breaker lets it,
+/// the next only after a failure that [`falls_back`] and only within the retry budget. Every
+/// target's breaker hears how its call went. The request is asked of each target under its
+/// own model name.
+struct Attempts<'a> {
+    routing: Routing<'a>,
+    next: usize,
+    calls: u32,
+    failed: Option<UpstreamError>,
+}
+
+impl<'a> Attempts<'a> {
+    fn new(routing: Routing<'a>) -> Self {
+        Self { routing, next: 0, calls: 0, failed: None }
+    }
+
+    /// The next target to call, with `request` set to its model; `None` when the call is over.
+    fn next(&mut self, request: &mut ChatRequest) -> Option<Arc<Target>> {
+        if self.failed.as_ref().is_some_and(|error| !falls_back(error)) {
+            return None;
+        }
+        while let Some(target) = self.routing.route.targets.get(self.next) {
+            self.next += 1;
+            if !target.breaker.allow() {
+                tracing::debug!(target = %target.label, "skipped: its breaker is open");
+                continue;
+            }
+            if self.calls > 0 && !self.routing.budget.withdraw() {
+                tracing::warn!(target = %target.label, "no fallback: the retry budget is spent");
+                return None;
+            }
+            self.calls += 1;
+            if request.model.as_deref() != Some(target.model.as_str()) {
+                request.model = Some(target.model.clone());
+            }
+            return Some(Arc::clone(target));
+        }
+        None
+    }
+
+    /// `target` answered, its first byte `started.elapsed()` after the call.
+    fn answered(target: &Target, started: Instant) {
+        target.record(Ok(started.elapsed()));
+    }
+
+    /// `target` failed with `error` before answering.
+    fn failed(&mut self, target: &Target, error: UpstreamError) {
+        if error != UpstreamError::Cut {
+            target.record(Err(()));
+            if falls_back(&error) {
+                tracing::warn!(target = %target.label, %error, "upstream target failed before answering");
+            }
+        }
+        self.failed = Some(error);
+    }
+
+    /// Why the call failed: the last target's error, or that none could be called.
+    fn error(self) -> UpstreamError {
+        self.failed.unwrap_or(UpstreamError::Unavailable)
+    }
+}
+
+/// Calls the model's targets (see [`Attempts`]) and waits for the first event, so that a
+/// failure before the answer starts (refused, 429, 5xx, timeout) is an error the handler can
+/// answer with a status code. The client sees the model it asked for (`request.model` as it
+/// comes in), whichever target answers.
 pub async fn start(
-    upstream: &dyn Provider,
-    request: &ChatRequest,
+    routing: Routing<'_>,
+    request: &mut ChatRequest,
     timeouts: &TimeoutConfig,
-    meter: Option<Meter>,
+    mut meter: Option<Meter>,
     cut: Option<CutWatch>,
 ) -> Result<StreamPlan, UpstreamError> {
     let model = request.model.clone().unwrap_or_default();
-    let requested_at = Instant::now();
     let first_byte = timeouts.first_byte();
     let mut cut_while_opening = cut.clone();
     let sent = meter.as_ref().map(|meter| meter.sent().clone());
     let request_id = meter.as_ref().map(|meter| meter.request_id().to_owned());
     let call = Call { request_id: request_id.as_deref(), sent: sent.as_ref() };
+    let mut requested_at = Instant::now();
     let opening = async {
-        tokio::time::timeout_at(requested_at + first_byte, upstream.open(request, call))
+        let mut attempts = Attempts::new(routing);
+        while let Some(target) = attempts.next(request) {
+            requested_at = Instant::now();
+            let opened = tokio::time::timeout_at(
+                requested_at + first_byte,
+                target.provider.open(request, call),
+            )
             .await
             .unwrap_or(Err(UpstreamError::Timeout {
                 kind: TimeoutKind::FirstByte,
                 after: first_byte,
-            }))
+            }));
+            match opened {
+                Ok(events) => {
+                    Attempts::answered(&target, requested_at);
+                    return Ok((target, events));
+                }
+                Err(error) => attempts.failed(&target, error),
+            }
+        }
+        Err(attempts.error())
     };
     let opened = match cut_while_opening.as_mut() {
         Some(cut) => tokio::select! {
@@ -479,8 +581,8 @@ pub async fn start(
         },
         None => opening.await,
     };
-    let events = match opened {
-        Ok(events) => events,
+    let (target, events) = match opened {
+        Ok(opened) => opened,
         Err(error) => {
             // Refused (no connection, an error status such as 429 or 5xx): it costs nothing, but
             // it is recorded. Failed after the request was written (out of time, cut off before
@@ -498,12 +600,15 @@ pub async fn start(
             return Err(error);
         }
     };
+    if let Some(meter) = meter.as_mut() {
+        meter.routed(&target.upstream, &target.model);
+    }
     let prompt_ceiling = prompt_token_ceiling(prompt_bytes(request), request.messages.len());
     let timing = Timing::new(timeouts, requested_at, cut);
     let mut relay = RelayStream::new(events, model, timing, prompt_ceiling, meter);
     match relay.step().await {
         Step::Failed(error) => Err(error),
-        first => Ok(StreamPlan { relay, first }),
+        first => Ok(StreamPlan { relay, first, target }),
     }
 }
 
@@ -511,7 +616,7 @@ pub async fn start(
 /// upstream sent one) and `[DONE]`; or, on failure, an `error` event carrying the envelope.
 pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Result<Event, Infallible>> + Send {
     let span = tracing::Span::current();
-    let StreamPlan { relay, first } = plan;
+    let StreamPlan { relay, first, .. } = plan;
     stream::unfold(Some((relay, Some(first))), move |state| {
         let span = span.clone();
         async move {
@@ -565,7 +670,7 @@ fn ending(relay: &RelayStream, failed: Option<UpstreamError>) -> Vec<(FrameKind,
 /// dropped, which settles it as interrupted at what was generated (see `Drop`), and the log
 /// ends with an `error` event saying why.
 pub async fn produce(plan: StreamPlan, mut writer: Box<dyn StreamWriter>, mut stop: StopSignal) {
-    let StreamPlan { mut relay, first } = plan;
+    let StreamPlan { mut relay, first, .. } = plan;
     let mut step = first;
     let ending = loop {
         let failed = match step {
@@ -610,13 +715,14 @@ pub async fn produce(plan: StreamPlan, mut writer: Box<dyn StreamWriter>, mut st
 /// reservation's worst case: the prompt and `max_tokens` of answer. So is an answer that fails
 /// after the upstream took the request (out of time, cut off, unreadable).
 pub async fn complete(
-    upstream: &dyn Provider,
-    request: &ChatRequest,
+    routing: Routing<'_>,
+    request: &mut ChatRequest,
     timeouts: &TimeoutConfig,
     meter: Option<Meter>,
     mut cut: Option<CutWatch>,
-) -> Result<String, UpstreamError> {
-    let model = request.model.as_deref().unwrap_or_default();
+) -> Result<(String, Arc<Target>), UpstreamError> {
+    let model = request.model.clone().unwrap_or_default();
+    let model = model.as_str();
     let prompt_ceiling = prompt_token_ceiling(prompt_bytes(request), request.messages.len());
     let sent = meter.as_ref().map(|meter| meter.sent().clone());
     let request_id = meter.as_ref().map(|meter| meter.request_id().to_owned());
@@ -624,9 +730,21 @@ pub async fn complete(
     let mut pending = PendingAnswer { meter };
     let limit = timeouts.answer();
     let answering = async {
-        tokio::time::timeout(limit, upstream.complete(request, call))
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout { kind: TimeoutKind::Answer, after: limit }))
+        let mut attempts = Attempts::new(routing);
+        while let Some(target) = attempts.next(request) {
+            let started = Instant::now();
+            let answered = tokio::time::timeout(limit, target.provider.complete(request, call))
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout { kind: TimeoutKind::Answer, after: limit }));
+            match answered {
+                Ok(body) => {
+                    Attempts::answered(&target, started);
+                    return Ok((target, body));
+                }
+                Err(error) => attempts.failed(&target, error),
+            }
+        }
+        Err(attempts.error())
     };
     let answered = match cut.as_mut() {
         Some(cut) => tokio::select! {
@@ -636,22 +754,27 @@ pub async fn complete(
         },
         None => answering.await,
     };
-    if answered == Err(UpstreamError::Cut) {
+    if matches!(answered, Err(UpstreamError::Cut)) {
         // Settled by `PendingAnswer` as interrupted: the worst case once the request was sent.
         drop(pending);
         return Err(UpstreamError::Cut);
     }
-    let answer = answered.and_then(|body| rewrite_completion(&body, model, prompt_ceiling));
+    if let (Ok((target, _)), Some(meter)) = (&answered, pending.meter.as_mut()) {
+        meter.routed(&target.upstream, &target.model);
+    }
+    let answer = answered.and_then(|(target, body)| {
+        rewrite_completion(&body, model, prompt_ceiling).map(|answer| (answer, target))
+    });
     let meter = pending.meter.take();
     match answer {
-        Ok(answer) => {
+        Ok((answer, target)) => {
             if let Some(mut meter) = meter {
                 if answer.has_text {
                     meter.text_arrived();
                 }
                 meter.finish(answer.charge, Outcome::Completed);
             }
-            Ok(answer.json)
+            Ok((answer.json, target))
         }
         Err(error) => {
             // Refused (no connection, an error status, an error in place of the answer): no
@@ -794,7 +917,7 @@ fn splice(text: &str, value: &str, replacement: &str) -> Option<String> {
 /// Reads the whole upstream stream into one `chat.completion` (upstreams that only stream: the
 /// demo).
 pub async fn collect_completion(plan: StreamPlan) -> Result<ChatCompletion, UpstreamError> {
-    let StreamPlan { mut relay, first } = plan;
+    let StreamPlan { mut relay, first, .. } = plan;
     let mut text = String::new();
     let mut finish_reason = None;
     let mut step = first;

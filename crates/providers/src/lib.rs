@@ -227,6 +227,9 @@ pub enum UpstreamError {
     /// the answer was cut short (and settled as interrupted).
     #[error("cut short: the relay is shutting down")]
     Cut,
+    /// Not called: every target of the model is failing (its breaker is open).
+    #[error("every target of the model is failing; none was called")]
+    Unavailable,
 }
 
 /// Seconds since the Unix epoch (for the `created` of chunks a provider makes itself).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -23,8 +23,9 @@ use crate::limits::{RateLimitStatus, Rule, Subject};
 use crate::meter::{Admitted, Ceiling, Meter};
 use crate::metrics::ChatLabels;
 use crate::policy::SitePolicy;
-use crate::relay::{self, collect_completion};
+use crate::relay::{self, Routing, collect_completion};
 use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
+use crate::upstreams::Route;
 use confab_providers::estimate::{prompt_bytes, prompt_token_ceiling};
 
 pub fn router() -> Router<AppState> {
@@ -100,21 +101,24 @@ async fn chat_completion(
     let labels = labels.get_or_insert_with(|| state.metrics.chat_labels(site, ""));
     labels.model = state.metrics.model(model);
     let labels = labels.clone();
-    let upstream = state
+    let route = state
         .upstreams
-        .for_model(model)
+        .route(model)
         .ok_or_else(|| ApiError::ModelUnavailable { model: model.to_owned() })?;
-    tracing::Span::current().record("upstream", upstream.name());
+    let first = &route.targets[0];
+    tracing::Span::current().record("upstream", first.upstream.as_str());
 
     let timeouts = &state.config.timeouts;
     // A client that wants one whole answer gets it from one upstream call that does not stream
-    // either, where the upstream can answer that way (the demo only streams).
-    let whole_answer = !stream_to_client && upstream.answers_whole();
+    // either, where the model's targets can answer that way (the demo only streams).
+    let whole_answer = !stream_to_client && route.answers_whole();
     if whole_answer {
         upstream_request.stream = false;
         upstream_request.stream_options = None;
     }
-    let admission = Admission { caller: &caller, peer, headers, upstream: upstream.name(), labels };
+    state.upstreams.retry_budget.deposit();
+    let routing = Routing { route, budget: &state.upstreams.retry_budget };
+    let admission = Admission { caller: &caller, peer, headers, route, labels };
     let (mut meter, status) = admit(state, admission, &upstream_request, request_id).await?;
     // The worst case is durable before the upstream sees the request, so that a crash from here
     // on cannot lose its cost (settled at start-up; see `Metering::start`).
@@ -122,13 +126,12 @@ async fn chat_completion(
         code: "usage_unrecorded",
         message: "the relay cannot record usage right now; retry later",
     })?;
-    let mut response = if whole_answer {
+    let (mut response, target) = if whole_answer {
         let cut = Some(state.cut.watch());
-        let answer =
-            relay::complete(upstream.as_ref(), &upstream_request, timeouts, Some(meter), cut)
-                .await?;
+        let (answer, target) =
+            relay::complete(routing, &mut upstream_request, timeouts, Some(meter), cut).await?;
         let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
-        (json, answer).into_response()
+        ((json, answer).into_response(), target)
     } else {
         // Who may follow the stream again, worked out before the upstream is called.
         let owner = match stream_to_client {
@@ -136,14 +139,18 @@ async fn chat_completion(
             false => None,
         };
         let cut = Some(state.cut.watch());
-        let plan =
-            relay::start(upstream.as_ref(), &upstream_request, timeouts, Some(meter), cut).await?;
-        if stream_to_client {
+        let plan = relay::start(routing, &mut upstream_request, timeouts, Some(meter), cut).await?;
+        let target = Arc::clone(&plan.target);
+        let response = if stream_to_client {
             streams::stream_answer(state, owner, plan).await
         } else {
             Json(collect_completion(plan).await?).into_response()
-        }
+        };
+        (response, target)
     };
+    if let Ok(label) = HeaderValue::from_str(&target.label) {
+        response.headers_mut().insert(X_CONFAB_UPSTREAM, label);
+    }
     if let Some(status) = status {
         status.apply(response.headers_mut());
     }
@@ -163,9 +170,14 @@ struct Admission<'a> {
     caller: &'a Caller,
     peer: Option<IpAddr>,
     headers: &'a HeaderMap,
-    upstream: &'a str,
+    /// The model's targets: the first names the upstream until one answers, and the priciest
+    /// sets the worst case.
+    route: &'a Route,
     labels: ChatLabels,
 }
+
+/// The response header that names the target that answered: `<upstream>:<model>`.
+pub const X_CONFAB_UPSTREAM: HeaderName = HeaderName::from_static("x-confab-upstream");
 
 /// Reserves the request's worst-case cost against the caller's budgets and charges it to the
 /// rate limits of the caller and (for a site) of the visitor, in one all-or-nothing step: a
@@ -176,7 +188,8 @@ async fn admit(
     request: &ChatRequest,
     RequestId(request_id): RequestId,
 ) -> Result<(Meter, Option<RateLimitStatus>), ApiError> {
-    let Admission { caller, peer, headers, upstream, labels } = admission;
+    let Admission { caller, peer, headers, route, labels } = admission;
+    let upstream = route.targets[0].upstream.as_str();
     let model = request.model.clone().unwrap_or_default();
     let mut record = UsageRecord {
         request_id: request_id.to_string(),
@@ -233,8 +246,20 @@ async fn admit(
         prompt_tokens: prompt_token_ceiling(prompt_bytes(request), request.messages.len()),
         completion_tokens: u64::from(request.max_tokens.unwrap_or_default()),
     };
-    let worst_cost =
-        metering.prices.cost(&record.model, ceiling.prompt_tokens, ceiling.completion_tokens);
+    // Whichever target answers, at its own model's price (or the requested model's, for a
+    // target without one): the priciest is what may be spent.
+    let worst_cost = route
+        .targets
+        .iter()
+        .map(|target| {
+            let model = match metering.prices.price(&target.model) {
+                Some(_) => target.model.as_str(),
+                None => record.model.as_str(),
+            };
+            metering.prices.cost(model, ceiling.prompt_tokens, ceiling.completion_tokens)
+        })
+        .max()
+        .unwrap_or_default();
     // The worst case is charged to the tokens-per-minute windows too, so that concurrent
     // requests see each other; the difference is given back when the request settles.
     let reserved_tokens = ceiling.prompt_tokens.saturating_add(ceiling.completion_tokens);

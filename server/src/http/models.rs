@@ -29,12 +29,12 @@ async fn list_models(
     let data = models
         .iter()
         .filter_map(|id| {
-            let upstream = state.upstreams.for_model(id)?;
+            let route = state.upstreams.route(id)?;
             Some(Model {
                 id: id.clone(),
                 object: "model".into(),
                 created,
-                owned_by: upstream.name().to_owned(),
+                owned_by: route.targets[0].upstream.clone(),
             })
         })
         .collect();
