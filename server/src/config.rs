@@ -796,13 +796,14 @@ impl Config {
         }
     }
 
-    /// Every model some upstream serves, in configuration order (the demo model when none is
-    /// configured). Needs no secret keys.
+    /// Every model clients may name, in configuration order: the upstreams' own, then the
+    /// `[[models]]` (the demo model when no upstream is configured). Needs no secret keys.
     pub fn served_models(&self) -> Vec<String> {
         if self.upstreams.is_empty() {
             return vec![self.demo.model.clone()];
         }
-        self.upstreams.iter().flat_map(|u| u.models.iter().cloned()).collect()
+        let own = self.upstreams.iter().flat_map(|u| u.models.iter().cloned());
+        own.chain(self.models.iter().map(|m| m.name.clone())).collect()
     }
 
     pub fn heartbeat(&self) -> Duration {

@@ -176,9 +176,10 @@ impl Breaker {
     }
 }
 
-/// How many calls may go to a model's next target: a share of the requests of the last ten
-/// seconds, and a few per second however quiet the relay is (a token bucket that each request
-/// fills by the share, and time by the floor).
+/// How many calls may go to a model's next target: a share of the requests, and a few per
+/// second however quiet the relay is. A token bucket that each request fills by the share and
+/// time by the floor, holding at most ten seconds of the floor and [`MAX_SAVED`] retries more,
+/// so that a quiet hour does not save up a burst.
 #[derive(Debug)]
 pub struct RetryBudget {
     /// Tokens added per request, in thousandths of a retry.
@@ -192,6 +193,8 @@ pub struct RetryBudget {
 
 /// Thousandths of a retry: the bucket's unit.
 const RETRY: u64 = 1_000;
+/// Retries the bucket saves up beyond ten seconds of the floor.
+const MAX_SAVED: u64 = 50 * RETRY;
 
 impl RetryBudget {
     fn new(fallback: &FallbackConfig) -> Self {
@@ -199,7 +202,7 @@ impl RetryBudget {
         Self {
             per_request: u64::from(fallback.retry_budget_percent) * RETRY / 100,
             per_second,
-            cap: per_second * 10,
+            cap: per_second * 10 + MAX_SAVED,
             bucket: Mutex::new((per_second * 10, Instant::now())),
         }
     }
@@ -207,10 +210,11 @@ impl RetryBudget {
     /// A request arrived: it adds its share.
     pub fn deposit(&self) {
         let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
-        bucket.0 = bucket.0.saturating_add(self.per_request).min(self.cap.max(self.per_request));
+        bucket.0 = bucket.0.saturating_add(self.per_request).min(self.cap);
     }
 
     /// Takes one retry if the budget has one.
+    #[must_use]
     pub fn withdraw(&self) -> bool {
         let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
@@ -219,7 +223,7 @@ impl RetryBudget {
             u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX).saturating_mul(self.per_second)
                 / 1000;
         if refill > 0 {
-            bucket.0 = bucket.0.saturating_add(refill).min(self.cap.max(bucket.0));
+            bucket.0 = bucket.0.saturating_add(refill).min(self.cap);
             bucket.1 = now;
         }
         if bucket.0 >= RETRY {
@@ -398,5 +402,113 @@ impl Upstreams {
     /// True when only the built-in demo upstream is configured.
     pub fn demo_only(&self) -> bool {
         self.demo_only
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ModelConfig, UpstreamConfig, UpstreamKind};
+
+    fn config(targets: &[&str], name: &str) -> Config {
+        let mut config = Config::default();
+        config.upstreams.push(UpstreamConfig {
+            name: "local".into(),
+            kind: UpstreamKind::Demo,
+            base_url: None,
+            api_key_env: None,
+            api_key_file: None,
+            models: vec!["m1".into(), "m2".into()],
+        });
+        config.models.push(ModelConfig {
+            name: name.into(),
+            targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+        });
+        config
+    }
+
+    fn error(config: &Config) -> String {
+        Upstreams::from_config(config).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_model_of_targets_is_a_route_that_shares_their_breakers_with_the_direct_ones() {
+        let upstreams = Upstreams::from_config(&config(&["local:m2", "local:m1"], "bot")).unwrap();
+        assert_eq!(upstreams.models(), ["m1", "m2", "bot"]);
+        let labels: Vec<_> =
+            upstreams.route("bot").unwrap().targets.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["local:m2", "local:m1"]);
+        assert_eq!(upstreams.targets().len(), 2, "one target per upstream and model");
+        assert!(Arc::ptr_eq(
+            &upstreams.route("bot").unwrap().targets[1],
+            &upstreams.route("m1").unwrap().targets[0]
+        ));
+    }
+
+    #[test]
+    fn bad_models_entries_are_refused_with_the_field_and_the_reason() {
+        assert_eq!(
+            error(&config(&["elsewhere:m1"], "bot")),
+            "invalid configuration: `models[0].targets` `elsewhere:m1` names no configured \
+             upstream `elsewhere`"
+        );
+        assert_eq!(
+            error(&config(&["m1"], "bot")),
+            "invalid configuration: `models[0].targets` `m1` is not `<upstream>:<model>`"
+        );
+        assert_eq!(
+            error(&config(&[], "bot")),
+            "invalid configuration: `models[0].targets` must list at least one \
+             `<upstream>:<model>`"
+        );
+        assert!(error(&config(&["local:m1"], "m2")).contains("`m2` is already a model"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_breaker_opens_after_its_failures_and_lets_one_probe_through_after_its_time() {
+        let fallback =
+            FallbackConfig { breaker_failures: 2, breaker_open_ms: 1_000, ..Default::default() };
+        let breaker = Breaker::new(&fallback);
+        breaker.failed();
+        assert!(breaker.allow());
+        breaker.failed();
+        assert_eq!(breaker.status(), BreakerStatus::Open);
+        assert!(!breaker.allow());
+        tokio::time::advance(Duration::from_millis(1_000)).await;
+        assert!(breaker.allow(), "the probe");
+        assert!(!breaker.allow(), "only one probe at a time");
+        assert_eq!(breaker.status(), BreakerStatus::HalfOpen);
+        breaker.failed();
+        assert!(!breaker.allow(), "a failed probe opens it again");
+        tokio::time::advance(Duration::from_millis(1_000)).await;
+        assert!(breaker.allow());
+        breaker.succeeded();
+        assert_eq!(breaker.status(), BreakerStatus::Closed);
+        assert!(breaker.allow() && breaker.allow());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_retry_budget_is_a_share_of_requests_and_a_floor_per_second() {
+        let fallback = FallbackConfig {
+            retry_budget_percent: 25,
+            min_retries_per_second: 1,
+            ..Default::default()
+        };
+        let budget = RetryBudget::new(&fallback);
+        // Ten seconds of the floor to start with.
+        for _ in 0..10 {
+            assert!(budget.withdraw());
+        }
+        assert!(!budget.withdraw());
+        // Four requests earn one retry.
+        for _ in 0..4 {
+            budget.deposit();
+        }
+        assert!(budget.withdraw());
+        assert!(!budget.withdraw());
+        // And a second of time one more.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(budget.withdraw());
+        assert!(!budget.withdraw());
     }
 }

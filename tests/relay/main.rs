@@ -13,6 +13,7 @@ mod metering;
 mod metrics;
 mod policy;
 mod resume;
+mod routes;
 mod secrets;
 mod shared;
 mod streaming;
