@@ -26,6 +26,7 @@ use confab_metering::{Decision, Observer};
 
 use crate::budget::Exhausted;
 use crate::limits::{Rejected, Subject};
+use crate::upstreams::{BreakerStatus, Target};
 use crate::webhooks::Webhooks;
 use confab_providers::{TimeoutKind, UpstreamError};
 
@@ -47,6 +48,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "confab_webhook_events_dropped_total",
     "confab_metering_degraded_total",
     "confab_metering_pending_settlements",
+    "confab_upstream_breaker_state",
+    "confab_upstream_calls_total",
+    "confab_upstream_call_failures_total",
+    "confab_upstream_first_byte_microseconds",
 ];
 
 /// The `Content-Type` of the exposition.
@@ -98,6 +103,12 @@ struct TokenLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TargetLabels {
+    /// `<upstream>:<model>` (configured, so bounded).
+    target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -142,6 +153,12 @@ pub struct Metrics {
     webhook_dropped: Counter,
     degraded: Family<DecisionLabels, Counter>,
     pending_settlements: Gauge,
+    /// Each upstream target's breaker (0 closed, 1 half-open, 2 open), calls, failures and last
+    /// time to first byte, read from the targets at each scrape.
+    target_breaker: Family<TargetLabels, Gauge>,
+    target_calls: Family<TargetLabels, Counter>,
+    target_failures: Family<TargetLabels, Counter>,
+    target_first_byte_us: Family<TargetLabels, Gauge>,
     /// The served models' label values; any other model is `other`.
     models: HashMap<Box<str>, LabelValue>,
     other_model: LabelValue,
@@ -241,6 +258,31 @@ impl Metrics {
             "Budget and token settlements waiting for Redis",
             pending_settlements.clone(),
         );
+        let target_breaker = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "confab_upstream_breaker_state",
+            "Each upstream target's circuit breaker: 0 closed, 1 half-open, 2 open",
+            target_breaker.clone(),
+        );
+        let target_calls = Family::<TargetLabels, Counter>::default();
+        registry.register(
+            "confab_upstream_calls",
+            "Calls to each upstream target",
+            target_calls.clone(),
+        );
+        let target_failures = Family::<TargetLabels, Counter>::default();
+        registry.register(
+            "confab_upstream_call_failures",
+            "Calls to each upstream target that failed before the answer started (no \
+             connection, no first byte in time, 429, 5xx)",
+            target_failures.clone(),
+        );
+        let target_first_byte_us = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "confab_upstream_first_byte_microseconds",
+            "Each upstream target's time to first byte on its last answered call",
+            target_first_byte_us.clone(),
+        );
         // The series of bounded label sets exist from the start, at 0, so that a rate over them
         // is defined before the first refusal or failure.
         for kind in ERROR_KINDS {
@@ -273,6 +315,10 @@ impl Metrics {
             webhook_dropped,
             degraded,
             pending_settlements,
+            target_breaker,
+            target_calls,
+            target_failures,
+            target_first_byte_us,
             models: models
                 .iter()
                 .map(|m| (m.as_str().into(), LabelValue::from(m.as_str())))
@@ -369,9 +415,25 @@ impl Metrics {
     }
 
     /// The exposition, with the webhook figures read now.
-    pub fn encode(&self, webhooks: &Webhooks) -> String {
+    pub fn encode(&self, webhooks: &Webhooks, targets: &[Arc<Target>]) -> String {
         self.webhook_backlog.set(i64::try_from(webhooks.backlog()).unwrap_or(i64::MAX));
         let relaxed = std::sync::atomic::Ordering::Relaxed;
+        for target in targets {
+            let labels = TargetLabels { target: target.label.clone() };
+            let state = match target.breaker.status() {
+                BreakerStatus::Closed => 0,
+                BreakerStatus::HalfOpen => 1,
+                BreakerStatus::Open => 2,
+            };
+            self.target_breaker.get_or_create(&labels).set(state);
+            let calls = target.calls.load(relaxed);
+            self.target_calls.get_or_create(&labels).inner().store(calls, relaxed);
+            let failures = target.failures.load(relaxed);
+            self.target_failures.get_or_create(&labels).inner().store(failures, relaxed);
+            let first_byte =
+                i64::try_from(target.last_first_byte_us.load(relaxed)).unwrap_or(i64::MAX);
+            self.target_first_byte_us.get_or_create(&labels).set(first_byte);
+        }
         self.webhook_failures.inner().store(webhooks.failures(), relaxed);
         self.webhook_dropped.inner().store(webhooks.dropped(), relaxed);
         let mut text = String::with_capacity(8 * 1024);

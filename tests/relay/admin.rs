@@ -230,6 +230,7 @@ async fn the_openapi_document_describes_every_admin_route() {
         ("POST", "/admin/v1/keys/{id}/rotate"),
         ("POST", "/admin/v1/keys/{id}/revoke"),
         ("GET", "/admin/v1/usage"),
+        ("GET", "/admin/v1/upstreams"),
     ];
     let mut expected: Vec<(String, String)> =
         routed.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();

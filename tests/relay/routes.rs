@@ -19,8 +19,12 @@ async fn relay_with_backup(
     fallback: FallbackConfig,
 ) -> (TestRelay, String) {
     let backup_url = backup.base_url.clone();
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), ADMIN_TOKEN).unwrap();
+    let token_file = token.into_temp_path().keep().unwrap();
     let relay = TestRelay::metered(main)
         .config(move |c| {
+            c.admin.token_file = Some(token_file);
             c.upstreams.push(UpstreamConfig {
                 name: "backup".into(),
                 kind: UpstreamKind::Openai,
@@ -49,6 +53,14 @@ async fn relay_with_backup(
     };
     let (_, secret) = relay.create_key(spec).await;
     (relay, secret)
+}
+
+const ADMIN_TOKEN: &str = "admin-token-for-the-routes-tests-0123";
+
+/// `GET path` with the admin token: its status and body as text.
+async fn admin_get(relay: &TestRelay, path: &str) -> (u16, String) {
+    let response = relay.client.get(relay.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 fn ask(stream: bool) -> Value {
@@ -137,6 +149,27 @@ async fn an_open_breaker_skips_its_target_until_a_probe_succeeds() {
     }
     assert_eq!(main.requests().len(), 2);
     assert_eq!(backup.requests().len(), 3);
+    // The operator sees it open, in the admin API and in the metrics.
+    let (status, body) = admin_get(&relay, "/admin/v1/upstreams").await;
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let main_target =
+        list["data"].as_array().unwrap().iter().find(|t| t["target"] == "mock:model-a");
+    let main_target = main_target.unwrap();
+    assert_eq!(main_target["breaker"], "open");
+    assert_eq!(
+        (main_target["calls"].as_u64(), main_target["failures"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let (_, metrics) = admin_get(&relay, "/metrics").await;
+    assert!(
+        metrics.contains("confab_upstream_breaker_state{target=\"mock:model-a\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("confab_upstream_calls_total{target=\"backup:model-z\"} 3"),
+        "{metrics}"
+    );
 
     // Once the open time is over, one request probes it; its success closes the breaker.
     tokio::time::sleep(Duration::from_millis(400)).await;

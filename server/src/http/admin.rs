@@ -39,6 +39,46 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/keys/{id}/rotate", post(rotate_key))
         .route("/admin/v1/keys/{id}/revoke", post(revoke_key))
         .route("/admin/v1/usage", get(usage))
+        .route("/admin/v1/upstreams", get(upstreams))
+}
+
+/// One upstream target as `GET /admin/v1/upstreams` shows it.
+#[derive(Debug, serde::Serialize)]
+struct UpstreamTarget {
+    /// `<upstream>:<model>`.
+    target: String,
+    upstream: String,
+    model: String,
+    /// `closed`, `half_open` or `open`.
+    breaker: &'static str,
+    calls: u64,
+    /// Calls that failed before the answer started.
+    failures: u64,
+    /// On its last answered call; `null` before one.
+    last_first_byte_ms: Option<u64>,
+}
+
+/// `GET /admin/v1/upstreams`: every upstream target, its breaker and how its calls went.
+async fn upstreams(_: Admin, State(state): State<AppState>) -> Json<serde_json::Value> {
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    let data: Vec<UpstreamTarget> = state
+        .upstreams
+        .targets()
+        .iter()
+        .map(|target| {
+            let first_byte_us = target.last_first_byte_us.load(relaxed);
+            UpstreamTarget {
+                target: target.label.clone(),
+                upstream: target.upstream.clone(),
+                model: target.model.clone(),
+                breaker: target.breaker.status().as_str(),
+                calls: target.calls.load(relaxed),
+                failures: target.failures.load(relaxed),
+                last_first_byte_ms: (first_byte_us > 0).then(|| first_byte_us.div_ceil(1000)),
+            }
+        })
+        .collect();
+    Json(serde_json::json!({ "object": "list", "data": data }))
 }
 
 /// A request carrying the admin token.

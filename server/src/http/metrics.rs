@@ -28,7 +28,7 @@ pub fn admin_only_router() -> Router<AppState> {
 }
 
 async fn exposition(State(state): State<AppState>) -> Response {
-    let text = state.metrics.encode(&state.webhooks);
+    let text = state.metrics.encode(&state.webhooks, state.upstreams.targets());
     ([(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE))], text)
         .into_response()
 }
