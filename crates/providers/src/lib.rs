@@ -16,6 +16,7 @@
 
 pub mod estimate;
 
+mod common;
 mod demo;
 mod http1;
 mod openai;
