@@ -4,12 +4,14 @@
 //! it).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use confab_protocol::sse::{SseEvent, SseParser};
 
-use crate::http1;
-use crate::{Secret, Sent, SettingsError, TimeoutKind, UpstreamError};
+use crate::http1::{self, ReadAllError};
+use crate::{Call, Secret, SettingsError, TimeoutKind, UpstreamError};
 
 /// How much of an upstream's error body is logged (never forwarded).
 const ERROR_BODY_LOG_LIMIT: usize = 2048;
@@ -18,6 +20,10 @@ const ERROR_BODY_LOG_LIMIT: usize = 2048;
 const ERROR_BODY_READ_LIMIT: usize = 2 * ERROR_BODY_LOG_LIMIT;
 /// How long an error body is waited for.
 const ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
+
+/// The largest whole answer read from an upstream: far above what any `max_tokens` allows, low
+/// enough that a broken upstream cannot make the relay hold an unbounded body.
+const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// How long an idle upstream connection is kept for the next call.
 pub(crate) const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
@@ -38,20 +44,45 @@ pub(crate) fn check_header_safe(key: &Secret) -> Result<(), SettingsError> {
     }
 }
 
-/// Sends `request` and returns the response once its head has arrived (any status), with the
-/// client's failures in the relay's terms.
-pub(crate) async fn post(
-    client: &std::sync::Arc<http1::Client>,
-    request: &http1::Request<'_>,
-    sent: Option<&Sent>,
+/// Sends `body` (JSON) to `path` as a `POST`, with the call's `X-Request-Id`, `accept`, and the
+/// provider's key header if it has one, and returns the response once its head has arrived
+/// (any status), with the client's failures in the relay's terms. `call.sent` is marked once
+/// the request is written.
+pub(crate) async fn post_json(
+    client: &Arc<http1::Client>,
+    path: &str,
+    body: &[u8],
+    accept: &'static str,
+    key_header: Option<(&'static str, &Secret)>,
+    call: Call<'_>,
 ) -> Result<http1::Response, UpstreamError> {
-    client.post_marking_sent(request, sent).await.map_err(|error| match error {
+    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(4);
+    if let Some(id) = call.request_id {
+        headers.push(("X-Request-Id", id.as_bytes()));
+    }
+    headers.push(("Content-Type", b"application/json"));
+    headers.push(("Accept", accept.as_bytes()));
+    if let Some((name, key)) = key_header {
+        headers.push((name, key.expose().as_bytes()));
+    }
+    let request = http1::Request { path, headers: &headers, body };
+    client.post_marking_sent(&request, call.sent).await.map_err(|error| match error {
         http1::Error::Connect(_) => UpstreamError::Connect,
         http1::Error::ConnectTimeout(after) => {
             UpstreamError::Timeout { kind: TimeoutKind::Connect, after }
         }
         // Connected, then the connection failed before the response head.
         other => read_error(other),
+    })
+}
+
+/// A whole answer's body, refused past [`MAX_ANSWER_BYTES`].
+pub(crate) async fn read_answer(body: &mut http1::Body) -> Result<Bytes, UpstreamError> {
+    body.read_all(MAX_ANSWER_BYTES).await.map_err(|error| match error {
+        ReadAllError::TooLarge => {
+            UpstreamError::Protocol(format!("answer larger than {MAX_ANSWER_BYTES} bytes"))
+        }
+        ReadAllError::Read(error) => read_error(error),
     })
 }
 

@@ -10,15 +10,11 @@ use confab_protocol::{ChatRequest, DONE_SENTINEL};
 use futures_util::{Stream, stream};
 use tracing::Instrument;
 
-use crate::common::{self, SseBody, log_error_body, parse_retry_after, read_error};
-use crate::http1::{self, ReadAllError};
+use crate::common::{self, SseBody, log_error_body, parse_retry_after};
+use crate::http1;
 use crate::{
     Call, EventStream, Provider, Secret, Settings, SettingsError, UpstreamError, UpstreamEvent,
 };
-
-/// The largest whole answer read from an upstream: far above what any `max_tokens` allows, low
-/// enough that a broken upstream cannot make the relay hold an unbounded body.
-const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 pub struct OpenAiProvider {
     name: String,
@@ -111,12 +107,7 @@ impl Provider for OpenAiProvider {
         call: Call<'_>,
     ) -> Result<Bytes, UpstreamError> {
         let mut body = self.send(request, "application/json", call).await?;
-        body.read_all(MAX_ANSWER_BYTES).await.map_err(|error| match error {
-            ReadAllError::TooLarge => {
-                UpstreamError::Protocol(format!("answer larger than {MAX_ANSWER_BYTES} bytes"))
-            }
-            ReadAllError::Read(error) => read_error(error),
-        })
+        common::read_answer(&mut body).await
     }
 }
 
@@ -131,17 +122,9 @@ impl OpenAiProvider {
     ) -> Result<http1::Body, UpstreamError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
-        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(4);
-        if let Some(id) = call.request_id {
-            headers.push(("X-Request-Id", id.as_bytes()));
-        }
-        headers.push(("Content-Type", b"application/json"));
-        headers.push(("Accept", accept.as_bytes()));
-        if let Some(authorization) = &self.authorization {
-            headers.push(("Authorization", authorization.expose().as_bytes()));
-        }
-        let request = http1::Request { path: &self.path, headers: &headers, body: &body };
-        let response = common::post(&self.client, &request, call.sent).await?;
+        let key_header = self.authorization.as_ref().map(|value| ("Authorization", value));
+        let response =
+            common::post_json(&self.client, &self.path, &body, accept, key_header, call).await?;
 
         if !(200..300).contains(&response.status) {
             let retry_after = response.retry_after.as_deref().and_then(parse_retry_after);
