@@ -8,6 +8,7 @@ mod answers;
 mod bad_input;
 mod clients;
 mod failures;
+mod gemini;
 mod keys;
 mod metering;
 mod metrics;

@@ -1,4 +1,6 @@
-//! A scriptable mock of an OpenAI-compatible upstream, served by axum on `127.0.0.1:0`.
+//! A scriptable mock of an OpenAI-compatible upstream, served by axum on `127.0.0.1:0`. It also
+//! answers Gemini's `/v1beta/models/{model}:generateContent` and `:streamGenerateContent`, with
+//! scripts of `Step::Raw` Gemini responses.
 //!
 //! Each test queues the replies the mock gives, in order; the mock records every request it
 //! receives (headers that matter and the JSON body) and reports when a client hangs up on a
@@ -11,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
@@ -83,6 +85,9 @@ impl Reply {
 pub struct RecordedRequest {
     pub authorization: Option<String>,
     pub body: Value,
+    /// The path and query, as the request line had them.
+    pub path: String,
+    pub headers: HeaderMap,
 }
 
 #[derive(Debug)]
@@ -116,8 +121,10 @@ impl MockUpstream {
             received: Notify::new(),
             hangups: hangup_tx,
         });
-        let app =
-            Router::new().route("/v1/chat/completions", post(chat)).with_state(Arc::clone(&state));
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1beta/models/{call}", post(chat))
+            .with_state(Arc::clone(&state));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -181,12 +188,22 @@ impl MockUpstream {
     }
 }
 
-async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// OpenAI's `/v1/chat/completions`, and Gemini's `models/{model}:streamGenerateContent?alt=sse`
+/// (a stream, whose `Step::Raw`s are its events) and `models/{model}:generateContent` (a whole
+/// answer, the `Step::Raw` its body).
+async fn chat(
+    State(state): State<Arc<MockState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let wants_stream = body["stream"] == json!(true);
+    let wants_stream =
+        body["stream"] == json!(true) || uri.path().ends_with(":streamGenerateContent");
     let authorization =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    state.requests.lock().unwrap().push(RecordedRequest { authorization, body });
+    let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), ToString::to_string);
+    state.requests.lock().unwrap().push(RecordedRequest { authorization, body, path, headers });
     state.received.notify_one();
     let reply = state.replies.lock().unwrap().pop_front();
     match reply {

@@ -180,12 +180,31 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// What `completion_tokens` is made of, where the provider says (left out otherwise, so
+    /// that an answer without it is encoded as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
 }
 
 impl Usage {
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            completion_tokens_details: None,
+        }
     }
+}
+
+/// `usage.completion_tokens_details`: the parts of an answer's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CompletionTokensDetails {
+    /// Tokens the model spent thinking before it answered (Gemini's `thoughtsTokenCount`).
+    /// They are output the client does not see, and are counted (and billed) in
+    /// `completion_tokens`.
+    #[serde(default)]
+    pub reasoning_tokens: u64,
 }
 
 /// One `chat.completion.chunk` event of a stream.
@@ -297,5 +316,20 @@ mod tests {
         .unwrap();
         assert!(chunk.choices.is_empty());
         assert_eq!(chunk.usage, Some(Usage::new(3, 4)));
+    }
+
+    #[test]
+    fn usage_without_details_is_encoded_as_before_and_with_them_keeps_them() {
+        let plain = serde_json::to_string(&Usage::new(3, 4)).unwrap();
+        assert_eq!(plain, r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#);
+
+        let details = Some(CompletionTokensDetails { reasoning_tokens: 3 });
+        let thinking = Usage { completion_tokens_details: details, ..Usage::new(3, 4) };
+        let json = serde_json::to_string(&thinking).unwrap();
+        assert_eq!(
+            json,
+            r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"completion_tokens_details":{"reasoning_tokens":3}}"#
+        );
+        assert_eq!(serde_json::from_str::<Usage>(&json).unwrap(), thinking);
     }
 }

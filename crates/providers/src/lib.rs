@@ -9,6 +9,8 @@
 //!
 //! - [`OpenAiProvider`] (`kind = "openai"`): any OpenAI-compatible server, with its events
 //!   passed through as they come (no parse, no copy beyond the SSE framing).
+//! - [`GeminiProvider`] (`kind = "gemini"`): Google's Gemini API, its `generateContent` answers
+//!   translated into OpenAI chunks.
 //! - [`DemoProvider`] (`kind = "demo"`): canned answers, no network, no key.
 //!
 //! Errors never carry a provider's own text ([`UpstreamError`]): it can echo request details or
@@ -16,7 +18,9 @@
 
 pub mod estimate;
 
+mod common;
 mod demo;
+mod gemini;
 mod http1;
 mod openai;
 
@@ -33,6 +37,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
 pub use demo::DemoProvider;
+pub use gemini::GeminiProvider;
 pub use openai::OpenAiProvider;
 
 /// A provider: one configured upstream API.
@@ -73,6 +78,9 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
 pub enum ProviderKind {
     /// Any OpenAI-compatible server: OpenAI, OpenRouter, vLLM, llama.cpp, Ollama.
     Openai,
+    /// Google's Gemini API (`generateContent`), with `base_url` its root and version, e.g.
+    /// `https://generativelanguage.googleapis.com/v1beta`.
+    Gemini,
     /// The built-in demo (no network, no key).
     Demo,
 }
@@ -82,6 +90,7 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Openai => "openai",
+            Self::Gemini => "gemini",
             Self::Demo => "demo",
         }
     }
@@ -90,6 +99,7 @@ impl ProviderKind {
     pub fn needs_base_url(self) -> bool {
         match self {
             Self::Openai => true,
+            Self::Gemini => true,
             Self::Demo => false,
         }
     }
@@ -125,6 +135,7 @@ pub fn build(
 ) -> Result<Arc<dyn Provider>, SettingsError> {
     Ok(match kind {
         ProviderKind::Openai => Arc::new(OpenAiProvider::new(settings)?),
+        ProviderKind::Gemini => Arc::new(GeminiProvider::new(settings)?),
         ProviderKind::Demo => Arc::new(DemoProvider::new(settings.demo_token_delay)),
     })
 }
