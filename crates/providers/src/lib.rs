@@ -19,6 +19,7 @@ pub mod estimate;
 mod demo;
 mod http1;
 mod openai;
+mod wire;
 
 use std::fmt;
 use std::pin::Pin;
