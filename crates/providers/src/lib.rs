@@ -16,6 +16,7 @@
 
 pub mod estimate;
 
+mod anthropic;
 mod demo;
 mod http1;
 mod openai;
@@ -33,6 +34,7 @@ use confab_protocol::ChatRequest;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
+pub use anthropic::AnthropicProvider;
 pub use demo::DemoProvider;
 pub use openai::OpenAiProvider;
 
@@ -74,6 +76,8 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
 pub enum ProviderKind {
     /// Any OpenAI-compatible server: OpenAI, OpenRouter, vLLM, llama.cpp, Ollama.
     Openai,
+    /// Anthropic's Messages API (`base_url` without `/v1`, e.g. `https://api.anthropic.com`).
+    Anthropic,
     /// The built-in demo (no network, no key).
     Demo,
 }
@@ -83,6 +87,7 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
             Self::Demo => "demo",
         }
     }
@@ -91,6 +96,7 @@ impl ProviderKind {
     pub fn needs_base_url(self) -> bool {
         match self {
             Self::Openai => true,
+            Self::Anthropic => true,
             Self::Demo => false,
         }
     }
@@ -126,6 +132,7 @@ pub fn build(
 ) -> Result<Arc<dyn Provider>, SettingsError> {
     Ok(match kind {
         ProviderKind::Openai => Arc::new(OpenAiProvider::new(settings)?),
+        ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(settings)?),
         ProviderKind::Demo => Arc::new(DemoProvider::new(settings.demo_token_delay)),
     })
 }
