@@ -192,7 +192,7 @@ impl TestRelay {
     /// [`TestRelay::builder`] with `model-a` priced at one micro-dollar per token, in and out
     /// (so costs equal token counts), and usage records written every 50 ms.
     pub fn metered(mock: &MockUpstream) -> TestRelayBuilder {
-        let price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
+        let price = Price::new(1_000_000, 1_000_000);
         Self::builder(mock).config(|c| {
             c.prices.insert("model-a".into(), price);
             c.usage.flush_ms = 50;
