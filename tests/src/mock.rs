@@ -1,4 +1,6 @@
-//! A scriptable mock of an OpenAI-compatible upstream, served by axum on `127.0.0.1:0`.
+//! A scriptable mock of an OpenAI-compatible upstream, served by axum on `127.0.0.1:0`. It also
+//! answers Anthropic's `POST /v1/messages` (at [`MockUpstream::root_url`]), with bodies the test
+//! writes itself ([`Step::Bytes`]).
 //!
 //! Each test queues the replies the mock gives, in order; the mock records every request it
 //! receives (headers that matter and the JSON body) and reports when a client hangs up on a
@@ -11,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
@@ -34,6 +36,9 @@ pub enum Step {
     Usage { prompt: u64, completion: u64 },
     /// A raw `data:` payload, sent as is.
     Raw(&'static str),
+    /// Bytes sent as they are (whole SSE events of another API, `event:` lines included); for a
+    /// request without `stream: true`, like `Raw`, the whole body.
+    Bytes(String),
     /// `data: [DONE]`.
     Done,
     /// Wait this long before the next step.
@@ -81,7 +86,12 @@ impl Reply {
 /// A request as the mock received it.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
+    /// `/v1/chat/completions` or `/v1/messages`.
+    pub path: String,
     pub authorization: Option<String>,
+    /// Anthropic's key header, `x-api-key`.
+    pub api_key: Option<String>,
+    pub anthropic_version: Option<String>,
     pub body: Value,
 }
 
@@ -116,8 +126,10 @@ impl MockUpstream {
             received: Notify::new(),
             hangups: hangup_tx,
         });
-        let app =
-            Router::new().route("/v1/chat/completions", post(chat)).with_state(Arc::clone(&state));
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/messages", post(chat))
+            .with_state(Arc::clone(&state));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -135,6 +147,12 @@ impl MockUpstream {
             hangups: tokio::sync::Mutex::new(hangup_rx),
             _shutdown: shutdown_tx,
         }
+    }
+
+    /// `http://127.0.0.1:PORT`: the API root, for APIs whose paths start with `/v1` themselves
+    /// (Anthropic's).
+    pub fn root_url(&self) -> String {
+        self.base_url.trim_end_matches("/v1").to_owned()
     }
 
     /// Queues the reply to the next request.
@@ -181,12 +199,22 @@ impl MockUpstream {
     }
 }
 
-async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(
+    State(state): State<Arc<MockState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let wants_stream = body["stream"] == json!(true);
-    let authorization =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    state.requests.lock().unwrap().push(RecordedRequest { authorization, body });
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    state.requests.lock().unwrap().push(RecordedRequest {
+        path: uri.path().to_owned(),
+        authorization: header(header::AUTHORIZATION.as_str()),
+        api_key: header("x-api-key"),
+        anthropic_version: header("anthropic-version"),
+        body,
+    });
     state.received.notify_one();
     let reply = state.replies.lock().unwrap().pop_front();
     match reply {
@@ -277,7 +305,8 @@ fn scripted_answer(
                         "total_tokens": prompt + completion,
                     }));
                 }
-                Step::Raw(data) => raw = Some(data),
+                Step::Raw(data) => raw = Some(data.to_owned()),
+                Step::Bytes(bytes) => raw = Some(bytes),
                 Step::Done => break,
                 Step::Pause(duration) => tokio::time::sleep(duration).await,
                 Step::WaitForRelease => guard.state.release.notified().await,
@@ -299,7 +328,7 @@ fn scripted_answer(
         }
         guard.finished = true;
         let body = match raw {
-            Some(raw) => raw.to_owned(),
+            Some(raw) => raw,
             None => {
                 let mut completion = json!({
                     "id": "chatcmpl-mock",
@@ -353,6 +382,7 @@ fn scripted_stream(
                     })),
                 ),
                 Step::Raw(data) => Bytes::from(format!("data: {data}\n\n")),
+                Step::Bytes(bytes) => Bytes::from(bytes),
                 Step::Done => Bytes::from_static(b"data: [DONE]\n\n"),
                 Step::Pause(duration) => {
                     tokio::time::sleep(duration).await;

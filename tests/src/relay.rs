@@ -279,6 +279,14 @@ impl TestRelay {
         .unwrap_or_else(|_| panic!("fewer than {count} settled usage records were written"))
     }
 
+    /// Waits (bounded) until the one usage record of a test's one request is settled, and
+    /// returns it.
+    pub async fn only_settled_usage(&self) -> UsageRecord {
+        let mut records = self.settled_usage(1).await;
+        assert_eq!(records.len(), 1, "one request, one record: {records:?}");
+        records.remove(0)
+    }
+
     /// Creates another site on this relay and returns its key.
     pub async fn create_site(&self, spec: SiteSpec) -> (String, String) {
         let created =
