@@ -71,6 +71,10 @@ pub enum ApiError {
     /// 429 `rate_limit_error`/`upstream_rate_limited`: the provider is limiting the relay.
     #[error("the model provider is rate limiting requests; retry later")]
     UpstreamRateLimited { retry_after: Option<u64> },
+    /// 503 `service_unavailable_error`/`upstream_overloaded`: the provider says it is
+    /// overloaded (Anthropic's 529); `Retry-After` when it sent one.
+    #[error("the model provider is overloaded; retry later")]
+    UpstreamOverloaded { retry_after: Option<u64> },
     /// 502 `upstream_error`: the provider failed or answered something unusable.
     #[error("{message}")]
     Upstream { code: &'static str, message: Cow<'static, str> },
@@ -111,7 +115,8 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ModelUnavailable { .. }
             | Self::Unavailable { .. }
-            | Self::BudgetUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::BudgetUnavailable { .. }
+            | Self::UpstreamOverloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamRateLimited { .. } | Self::RateLimited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -140,6 +145,7 @@ impl ApiError {
             Self::Unavailable { code, .. } => ("service_unavailable_error", *code),
             Self::BudgetUnavailable { .. } => ("service_unavailable_error", "budget_unavailable"),
             Self::UpstreamRateLimited { .. } => ("rate_limit_error", "upstream_rate_limited"),
+            Self::UpstreamOverloaded { .. } => ("service_unavailable_error", "upstream_overloaded"),
             Self::RateLimited(_) => ("rate_limit_error", "rate_limit_exceeded"),
             Self::InsufficientQuota(_) => ("insufficient_quota", "insufficient_quota"),
             Self::Upstream { code, .. } => ("upstream_error", *code),
@@ -162,6 +168,7 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if let Self::UpstreamRateLimited { retry_after: Some(seconds) }
+        | Self::UpstreamOverloaded { retry_after: Some(seconds) }
         | Self::BudgetUnavailable { retry_after: seconds } = &self
         {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
@@ -231,6 +238,9 @@ impl From<&UpstreamError> for ApiError {
             UpstreamError::Status { status: 429, retry_after } => {
                 Self::UpstreamRateLimited { retry_after: *retry_after }
             }
+            UpstreamError::Status { status: 529, retry_after } => {
+                Self::UpstreamOverloaded { retry_after: *retry_after }
+            }
             UpstreamError::Status { status: 401 | 403, .. } => Self::Upstream {
                 code: "upstream_auth_failed",
                 message: "the model provider rejected the relay's credentials".into(),
@@ -277,5 +287,21 @@ mod tests {
         let response = ApiError::UpstreamRateLimited { retry_after: Some(7) }.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn an_overloaded_provider_is_a_503_that_says_so() {
+        let error = ApiError::from(UpstreamError::Status { status: 529, retry_after: Some(30) });
+        assert_eq!(
+            error.envelope(),
+            ErrorEnvelope::new(
+                "service_unavailable_error",
+                "upstream_overloaded",
+                "the model provider is overloaded; retry later"
+            )
+        );
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "30");
     }
 }

@@ -21,10 +21,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use confab_metering::admission::{Admission, Pass};
 use confab_metering::{Backoff, Engines, RedisSettings, Settler, SpendSource};
-use confab_protocol::Usage;
+use confab_protocol::{PromptTokensDetails, Usage};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::budget::{BudgetRule, Crossing, Micros, Payer, Period, PriceTable, Reservation};
+use crate::budget::{
+    BudgetRule, CacheTokens, Crossing, Micros, Payer, Period, PriceTable, Reservation,
+};
 use crate::journal::{Journal, Ticket};
 use crate::metrics::{ChatLabels, Metrics};
 use crate::store::{Outcome, Store, UsageRecord};
@@ -302,13 +304,23 @@ impl Ceiling {
     }
 
     /// `usage` bounded by what the request could have produced; `true` when it had to be cut.
+    /// Its cache counts stay, bounded by the prompt they are part of.
     fn clamp(self, usage: Usage) -> (Usage, bool) {
         let prompt = usage.prompt_tokens.min(self.prompt_tokens);
         let completion = usage
             .completion_tokens
             .min(self.completion_tokens.saturating_mul(COMPLETION_MARGIN).max(1));
         let clamped = prompt != usage.prompt_tokens || completion != usage.completion_tokens;
-        (Usage::new(prompt, completion), clamped)
+        let mut bounded = Usage::new(prompt, completion);
+        bounded.prompt_tokens_details = usage.prompt_tokens_details.map(|details| {
+            let read = details.cached_tokens.map(|read| read.min(prompt));
+            let left = prompt - read.unwrap_or(0);
+            PromptTokensDetails {
+                cached_tokens: read,
+                cache_creation_tokens: details.cache_creation_tokens.map(|w| w.min(left)),
+            }
+        });
+        (bounded, clamped)
     }
 }
 
@@ -495,8 +507,14 @@ impl Meter {
                 "usage beyond what the request could produce; clamped"
             );
         }
-        let cost =
-            metering.prices.cost(&record.model, usage.prompt_tokens, usage.completion_tokens);
+        let cache =
+            CacheTokens { read: usage.cache_read_tokens(), written: usage.cache_write_tokens() };
+        let cost = metering.prices.cost_with_cache(
+            &record.model,
+            usage.prompt_tokens,
+            cache,
+            usage.completion_tokens,
+        );
         let tokens = usage.prompt_tokens.saturating_add(usage.completion_tokens);
         if let Some(pass) = self.pass.take() {
             metering.settle(pass, cost, tokens);
@@ -699,5 +717,28 @@ async fn write(store: &dyn Store, batch: &mut Batch, backlog: &AtomicUsize) -> b
             }
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(prompt: u64, completion: u64, read: u64, written: u64) -> Usage {
+        let mut usage = Usage::new(prompt, completion);
+        usage.prompt_tokens_details = Some(PromptTokensDetails {
+            cached_tokens: Some(read),
+            cache_creation_tokens: Some(written),
+        });
+        usage
+    }
+
+    #[test]
+    fn clamping_keeps_the_cache_counts_within_the_prompt() {
+        let ceiling = Ceiling { prompt_tokens: 100, completion_tokens: 10 };
+        assert_eq!(ceiling.clamp(cached(90, 5, 60, 20)), (cached(90, 5, 60, 20), false));
+        // The prompt cut to 100: reads fit, writes get what is left.
+        assert_eq!(ceiling.clamp(cached(500, 5, 70, 400)), (cached(100, 5, 70, 30), true));
+        assert_eq!(ceiling.clamp(Usage::new(90, 5)), (Usage::new(90, 5), false));
     }
 }

@@ -25,7 +25,7 @@ fn gemini_relay(mock: &MockUpstream) -> TestRelayBuilder {
     TestRelay::builder(mock).config(move |config| {
         config.upstreams[0].kind = UpstreamKind::Gemini;
         config.upstreams[0].base_url = Some(root);
-        let price = Price { input_per_million: 1_000_000, output_per_million: 3_000_000 };
+        let price = Price::new(1_000_000, 3_000_000);
         config.prices.insert("model-a".into(), price);
         config.usage.flush_ms = 50;
     })

@@ -5,6 +5,7 @@ mod access;
 mod accounting;
 mod admin;
 mod answers;
+mod anthropic;
 mod bad_input;
 mod clients;
 mod failures;

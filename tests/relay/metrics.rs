@@ -58,10 +58,7 @@ async fn metrics_count_answers_refusals_upstream_errors_and_streams() {
     let relay = TestRelay::builder(&mock)
         .config(|c| {
             c.admin.token_file = Some(token_file);
-            c.prices.insert(
-                "model-a".into(),
-                Price { input_per_million: 1_000_000, output_per_million: 2_000_000 },
-            );
+            c.prices.insert("model-a".into(), Price::new(1_000_000, 2_000_000));
         })
         .site(|s| s.limits = CallerLimits { rpm: Some(3), ..CallerLimits::default() })
         .start()

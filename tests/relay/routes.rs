@@ -37,10 +37,7 @@ async fn relay_with_backup(
                 name: "support-bot".into(),
                 targets: vec!["mock:model-a".into(), "backup:model-z".into()],
             });
-            let price = confab_server::budget::Price {
-                input_per_million: 2_000_000,
-                output_per_million: 2_000_000,
-            };
+            let price = confab_server::budget::Price::new(2_000_000, 2_000_000);
             c.prices.insert("model-z".into(), price);
             c.fallback = fallback;
         })

@@ -306,7 +306,7 @@ async fn a_budget_crossing_80_then_100_percent_sends_exactly_those_two_alerts() 
     let relay = hooked(&mock, vec![endpoint(&receiver.url, &["budget.threshold"], secrets.path())])
         .config(|c| {
             // One micro-dollar per token: costs equal token counts.
-            let price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
+            let price = Price::new(1_000_000, 1_000_000);
             c.prices.insert("model-a".into(), price);
         })
         .start()
@@ -385,7 +385,7 @@ async fn a_full_backlog_drops_request_completed_events_but_keeps_budget_alerts_a
             c.webhooks.max_backlog = 3;
             c.webhooks.max_attempts = 1_000;
             // One micro-dollar per token: costs equal token counts.
-            let price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
+            let price = Price::new(1_000_000, 1_000_000);
             c.prices.insert("model-a".into(), price);
         })
         .start()

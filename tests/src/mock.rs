@@ -1,6 +1,7 @@
 //! A scriptable mock of an OpenAI-compatible upstream, served by axum on `127.0.0.1:0`. It also
 //! answers Gemini's `/v1beta/models/{model}:generateContent` and `:streamGenerateContent`, with
-//! scripts of `Step::Raw` Gemini responses.
+//! scripts of `Step::Raw` Gemini responses, and Anthropic's `POST /v1/messages` (at
+//! [`MockUpstream::root_url`]), with bodies the test writes itself ([`Step::Bytes`]).
 //!
 //! Each test queues the replies the mock gives, in order; the mock records every request it
 //! receives (headers that matter and the JSON body) and reports when a client hangs up on a
@@ -36,6 +37,9 @@ pub enum Step {
     Usage { prompt: u64, completion: u64 },
     /// A raw `data:` payload, sent as is.
     Raw(&'static str),
+    /// Bytes sent as they are (whole SSE events of another API, `event:` lines included); for a
+    /// request without `stream: true`, like `Raw`, the whole body.
+    Bytes(String),
     /// `data: [DONE]`.
     Done,
     /// Wait this long before the next step.
@@ -84,8 +88,12 @@ impl Reply {
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
     pub authorization: Option<String>,
+    /// Anthropic's key header, `x-api-key`.
+    pub api_key: Option<String>,
+    pub anthropic_version: Option<String>,
     pub body: Value,
-    /// The path and query, as the request line had them.
+    /// The path and query, as the request line had them (`/v1/chat/completions`,
+    /// `/v1/messages`, `/v1beta/models/m:generateContent`).
     pub path: String,
     pub headers: HeaderMap,
 }
@@ -124,6 +132,7 @@ impl MockUpstream {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1beta/models/{call}", post(chat))
+            .route("/v1/messages", post(chat))
             .with_state(Arc::clone(&state));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -142,6 +151,12 @@ impl MockUpstream {
             hangups: tokio::sync::Mutex::new(hangup_rx),
             _shutdown: shutdown_tx,
         }
+    }
+
+    /// `http://127.0.0.1:PORT`: the API root, for APIs whose paths start with `/v1` themselves
+    /// (Anthropic's).
+    pub fn root_url(&self) -> String {
+        self.base_url.trim_end_matches("/v1").to_owned()
     }
 
     /// Queues the reply to the next request.
@@ -188,9 +203,9 @@ impl MockUpstream {
     }
 }
 
-/// OpenAI's `/v1/chat/completions`, and Gemini's `models/{model}:streamGenerateContent?alt=sse`
-/// (a stream, whose `Step::Raw`s are its events) and `models/{model}:generateContent` (a whole
-/// answer, the `Step::Raw` its body).
+/// OpenAI's `/v1/chat/completions`, Anthropic's `/v1/messages`, and Gemini's
+/// `models/{model}:streamGenerateContent?alt=sse` (a stream, whose `Step::Raw`s are its events)
+/// and `models/{model}:generateContent` (a whole answer, the `Step::Raw` its body).
 async fn chat(
     State(state): State<Arc<MockState>>,
     uri: Uri,
@@ -200,10 +215,19 @@ async fn chat(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let wants_stream =
         body["stream"] == json!(true) || uri.path().ends_with(":streamGenerateContent");
-    let authorization =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let authorization = header(header::AUTHORIZATION.as_str());
+    let api_key = header("x-api-key");
+    let anthropic_version = header("anthropic-version");
     let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), ToString::to_string);
-    state.requests.lock().unwrap().push(RecordedRequest { authorization, body, path, headers });
+    state.requests.lock().unwrap().push(RecordedRequest {
+        path,
+        authorization,
+        api_key,
+        anthropic_version,
+        body,
+        headers,
+    });
     state.received.notify_one();
     let reply = state.replies.lock().unwrap().pop_front();
     match reply {
@@ -294,7 +318,8 @@ fn scripted_answer(
                         "total_tokens": prompt + completion,
                     }));
                 }
-                Step::Raw(data) => raw = Some(data),
+                Step::Raw(data) => raw = Some(data.to_owned()),
+                Step::Bytes(bytes) => raw = Some(bytes),
                 Step::Done => break,
                 Step::Pause(duration) => tokio::time::sleep(duration).await,
                 Step::WaitForRelease => guard.state.release.notified().await,
@@ -316,7 +341,7 @@ fn scripted_answer(
         }
         guard.finished = true;
         let body = match raw {
-            Some(raw) => raw.to_owned(),
+            Some(raw) => raw,
             None => {
                 let mut completion = json!({
                     "id": "chatcmpl-mock",
@@ -370,6 +395,7 @@ fn scripted_stream(
                     })),
                 ),
                 Step::Raw(data) => Bytes::from(format!("data: {data}\n\n")),
+                Step::Bytes(bytes) => Bytes::from(bytes),
                 Step::Done => Bytes::from_static(b"data: [DONE]\n\n"),
                 Step::Pause(duration) => {
                     tokio::time::sleep(duration).await;

@@ -192,7 +192,7 @@ impl TestRelay {
     /// [`TestRelay::builder`] with `model-a` priced at one micro-dollar per token, in and out
     /// (so costs equal token counts), and usage records written every 50 ms.
     pub fn metered(mock: &MockUpstream) -> TestRelayBuilder {
-        let price = Price { input_per_million: 1_000_000, output_per_million: 1_000_000 };
+        let price = Price::new(1_000_000, 1_000_000);
         Self::builder(mock).config(|c| {
             c.prices.insert("model-a".into(), price);
             c.usage.flush_ms = 50;
@@ -277,6 +277,14 @@ impl TestRelay {
         })
         .await
         .unwrap_or_else(|_| panic!("fewer than {count} settled usage records were written"))
+    }
+
+    /// Waits (bounded) until the one usage record of a test's one request is settled, and
+    /// returns it.
+    pub async fn only_settled_usage(&self) -> UsageRecord {
+        let mut records = self.settled_usage(1).await;
+        assert_eq!(records.len(), 1, "one request, one record: {records:?}");
+        records.remove(0)
     }
 
     /// Creates another site on this relay and returns its key.

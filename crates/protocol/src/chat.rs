@@ -177,9 +177,19 @@ fn deserialize_content<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Str
 /// Token counts, as reported by the upstream (or estimated by the relay when it reports none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Usage {
+    /// All the prompt's tokens, those read from and written to a prompt cache included.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Where the prompt's tokens came from, when the upstream says. Absent from the JSON when
+    /// unknown (so an answer without it passes through as it came), and ignored, rather than
+    /// refused, when it has another shape: the counts above are what matter.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_details"
+    )]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
     /// What `completion_tokens` is made of, where the provider says (left out otherwise, so
     /// that an answer without it is encoded as before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,9 +202,51 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: None,
             completion_tokens_details: None,
         }
     }
+
+    /// Prompt tokens read from the provider's prompt cache (0 when not reported).
+    pub fn cache_read_tokens(&self) -> u64 {
+        self.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0)
+    }
+
+    /// Prompt tokens written to the provider's prompt cache (0 when not reported).
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.prompt_tokens_details.and_then(|d| d.cache_creation_tokens).unwrap_or(0)
+    }
+}
+
+/// `usage.prompt_tokens_details`: the part of `prompt_tokens` a provider's prompt cache served
+/// or stored, which providers bill at other prices than the rest of the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens read from the prompt cache (OpenAI's field; Anthropic's
+    /// `cache_read_input_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u64>,
+    /// Confab's extension: prompt tokens written to the prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`). OpenAI reports none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<u64>,
+}
+
+/// `prompt_tokens_details` when it has the expected shape, `None` for anything else (`null`,
+/// counts of another type, another shape altogether).
+fn lenient_details<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<PromptTokensDetails>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Lenient {
+        Details(PromptTokensDetails),
+        Other(de::IgnoredAny),
+    }
+    Ok(match Lenient::deserialize(deserializer)? {
+        Lenient::Details(details) => Some(details),
+        Lenient::Other(_) => None,
+    })
 }
 
 /// `usage.completion_tokens_details`: the parts of an answer's tokens.
@@ -331,5 +383,27 @@ mod tests {
             r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"completion_tokens_details":{"reasoning_tokens":3}}"#
         );
         assert_eq!(serde_json::from_str::<Usage>(&json).unwrap(), thinking);
+    }
+
+    #[test]
+    fn cache_details_are_read_and_odd_ones_ignored() {
+        let usage: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":30,"completion_tokens":4,"total_tokens":34,
+               "prompt_tokens_details":{"cached_tokens":20,"audio_tokens":0,"cache_creation_tokens":5}}"#,
+        )
+        .unwrap();
+        assert_eq!((usage.cache_read_tokens(), usage.cache_write_tokens()), (20, 5));
+        for odd in [r#"null"#, r#"{"cached_tokens":"many"}"#, r#""x""#] {
+            let text = format!(
+                r#"{{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"prompt_tokens_details":{odd}}}"#
+            );
+            assert_eq!(serde_json::from_str::<Usage>(&text).unwrap(), Usage::new(3, 4), "{odd}");
+        }
+    }
+
+    #[test]
+    fn usage_without_details_is_written_without_them() {
+        let json = serde_json::to_string(&Usage::new(3, 4)).unwrap();
+        assert_eq!(json, r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#);
     }
 }

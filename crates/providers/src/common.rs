@@ -1,7 +1,9 @@
-//! What every network provider does the same way: sending the request and mapping the client's
-//! failures to [`UpstreamError`]s, reading an SSE body event by event under a size cap, reading
-//! `Retry-After`, and logging an upstream's error body with the key scrubbed (never forwarding
-//! it).
+//! What every network provider does the same way: the [`Endpoint`] a provider posts to (a path
+//! under `base_url`, its keep-alive connections), sending the request and mapping the client's
+//! failures to [`UpstreamError`]s, turning an error status into an error (its body logged, never
+//! forwarded), reading an SSE body event by event under a size cap (and handing each event to a
+//! provider's [`Translate`]), reading `Retry-After`, and logging an upstream's error body with
+//! the key scrubbed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,9 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use confab_protocol::sse::{SseEvent, SseParser};
+use futures_util::stream;
+use tracing::Instrument;
 
 use crate::http1::{self, ReadAllError};
-use crate::{Call, Secret, SettingsError, TimeoutKind, UpstreamError};
+use crate::{
+    Call, EventStream, Secret, Settings, SettingsError, TimeoutKind, UpstreamError, UpstreamEvent,
+};
 
 /// How much of an upstream's error body is logged (never forwarded).
 const ERROR_BODY_LOG_LIMIT: usize = 2048;
@@ -31,6 +37,104 @@ pub(crate) const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
 /// The longest event read from an upstream (a chunk is a few hundred bytes).
 const MAX_EVENT_BYTES: usize = 1 << 20;
 
+/// How long the end of a body is waited for after its last event, to keep its connection.
+const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
+
+/// One URL a provider posts every call to (`relative` under `base_url`), and the keep-alive
+/// connections to its origin.
+pub(crate) struct Endpoint {
+    /// `[[upstreams]] name`.
+    name: String,
+    pub(crate) url: url::Url,
+    /// The URL's path and query, as the request line names it.
+    path: String,
+    api_key: Option<Secret>,
+    client: Arc<http1::Client>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("url", &self.url.as_str())
+            .field("api_key", &self.api_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// The endpoint `relative` (e.g. `chat/completions`) under the `base_url` of `settings`,
+    /// which `kind` requires; the key, if any, is checked for use in a header.
+    pub(crate) fn new(
+        settings: &Settings<'_>,
+        kind: &str,
+        relative: &str,
+    ) -> Result<Self, SettingsError> {
+        let invalid = |problem| SettingsError { field: "base_url", problem };
+        let Some(base) = settings.base_url else {
+            return Err(invalid(format!("is required for kind `{kind}`")));
+        };
+        let mut base = base.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let url = base.join(relative).map_err(|e| invalid(e.to_string()))?;
+        let path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        if let Some(key) = &settings.api_key {
+            check_header_safe(key)?;
+        }
+        let client = http1::Client::new(&url, settings.connect_timeout, IDLE_CONNECTION_TIMEOUT)
+            .map_err(invalid)?;
+        Ok(Self {
+            name: settings.name.to_owned(),
+            url,
+            path,
+            api_key: settings.api_key.clone(),
+            client: Arc::new(client),
+        })
+    }
+
+    /// `[[upstreams]] name`.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key from `api_key_env`, which error logs scrub.
+    pub(crate) fn api_key(&self) -> Option<&Secret> {
+        self.api_key.as_ref()
+    }
+
+    /// Posts `body` (see [`post_json`]) and returns the answer's body once its head says 2xx;
+    /// any other answer is an error, its body logged (scrubbed) in the background so that the
+    /// client gets its answer now.
+    pub(crate) async fn post(
+        &self,
+        body: &[u8],
+        accept: &'static str,
+        headers: &[(&str, &[u8])],
+        call: Call<'_>,
+    ) -> Result<http1::Body, UpstreamError> {
+        let response = post_json(&self.client, &self.path, body, accept, headers, call).await?;
+        if (200..300).contains(&response.status) {
+            return Ok(response.body);
+        }
+        let retry_after = response.retry_after.as_deref().and_then(parse_retry_after);
+        let name = self.name.clone();
+        let secret = self.api_key.clone();
+        let status = response.status;
+        tokio::spawn(
+            async move {
+                log_error_body(&name, secret.as_ref(), status, response.body).await;
+            }
+            .instrument(tracing::Span::current()),
+        );
+        Err(UpstreamError::Status { status, retry_after })
+    }
+}
+
 /// Checks that a key can be sent as a header value: visible ASCII, spaces and tabs. A key with
 /// anything else (a line break above all) would change the request itself.
 pub(crate) fn check_header_safe(key: &Secret) -> Result<(), SettingsError> {
@@ -45,26 +149,24 @@ pub(crate) fn check_header_safe(key: &Secret) -> Result<(), SettingsError> {
 }
 
 /// Sends `body` (JSON) to `path` as a `POST`, with the call's `X-Request-Id`, `accept`, and the
-/// provider's key header if it has one, and returns the response once its head has arrived
-/// (any status), with the client's failures in the relay's terms. `call.sent` is marked once
-/// the request is written.
+/// provider's own headers `more` (its key header if it has one, its API version), and returns
+/// the response once its head has arrived (any status), with the client's failures in the
+/// relay's terms. `call.sent` is marked once the request is written.
 pub(crate) async fn post_json(
     client: &Arc<http1::Client>,
     path: &str,
     body: &[u8],
     accept: &'static str,
-    key_header: Option<(&'static str, &Secret)>,
+    more: &[(&str, &[u8])],
     call: Call<'_>,
 ) -> Result<http1::Response, UpstreamError> {
-    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(4);
+    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(3 + more.len());
     if let Some(id) = call.request_id {
         headers.push(("X-Request-Id", id.as_bytes()));
     }
     headers.push(("Content-Type", b"application/json"));
     headers.push(("Accept", accept.as_bytes()));
-    if let Some((name, key)) = key_header {
-        headers.push((name, key.expose().as_bytes()));
-    }
+    headers.extend_from_slice(more);
     let request = http1::Request { path, headers: &headers, body };
     client.post_marking_sent(&request, call.sent).await.map_err(|error| match error {
         http1::Error::Connect(_) => UpstreamError::Connect,
@@ -139,6 +241,40 @@ impl SseBody {
     pub(crate) fn finish_in_background(self, limit: Duration) {
         self.body.finish_in_background(limit);
     }
+}
+
+/// What a provider makes of the SSE events of its body: each event becomes any number of
+/// [`UpstreamEvent`]s (or an error, which ends the stream), in order.
+pub(crate) trait Translate: Send + 'static {
+    fn event(&mut self, event: SseEvent, out: &mut VecDeque<Result<UpstreamEvent, UpstreamError>>);
+}
+
+/// The events of an SSE body, translated, in order, each as soon as its blank line has arrived.
+/// An error (translated or from the read) ends the stream with that error, and an event left
+/// unfinished at the end is dropped, as the SSE rules say. At [`UpstreamEvent::Done`] the rest
+/// of the body (the end of its chunked encoding, usually a moment later) is read in the
+/// background, so that the connection serves the next call instead of being closed and opened
+/// again, a TLS handshake each time.
+pub(crate) fn sse_stream(body: http1::Body, translate: impl Translate) -> EventStream {
+    let state = (SseBody::new(body), translate, VecDeque::new());
+    Box::pin(stream::unfold(Some(state), |state| async move {
+        let (mut events, mut translate, mut ready) = state?;
+        loop {
+            match ready.pop_front() {
+                Some(Ok(UpstreamEvent::Done)) => {
+                    events.finish_in_background(DRAIN_AFTER_DONE);
+                    return Some((Ok(UpstreamEvent::Done), None));
+                }
+                Some(Err(error)) => return Some((Err(error), None)),
+                Some(event) => return Some((event, Some((events, translate, ready)))),
+                None => {}
+            }
+            match events.next().await? {
+                Ok(event) => translate.event(event, &mut ready),
+                Err(error) => return Some((Err(error), None)),
+            }
+        }
+    }))
 }
 
 /// `Retry-After` as seconds, from either of its forms (delta-seconds or an HTTP date).

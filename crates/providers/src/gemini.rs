@@ -175,9 +175,11 @@ impl GeminiProvider {
     ) -> Result<http1::Body, UpstreamError> {
         let body = serde_json::to_vec(&GenerateContentRequest::from(request))
             .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
-        let key_header = self.api_key.as_ref().map(|key| ("x-goog-api-key", key));
+        let key_header =
+            self.api_key.as_ref().map(|key| ("x-goog-api-key", key.expose().as_bytes()));
         let response =
-            common::post_json(&self.client, path, &body, accept, key_header, call).await?;
+            common::post_json(&self.client, path, &body, accept, key_header.as_slice(), call)
+                .await?;
         if (200..300).contains(&response.status) {
             return Ok(response.body);
         }

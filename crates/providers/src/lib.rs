@@ -18,6 +18,7 @@
 
 pub mod estimate;
 
+mod anthropic;
 mod common;
 mod demo;
 mod gemini;
@@ -36,6 +37,7 @@ use confab_protocol::ChatRequest;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
+pub use anthropic::AnthropicProvider;
 pub use demo::DemoProvider;
 pub use gemini::GeminiProvider;
 pub use openai::OpenAiProvider;
@@ -81,6 +83,8 @@ pub enum ProviderKind {
     /// Google's Gemini API (`generateContent`), with `base_url` its root and version, e.g.
     /// `https://generativelanguage.googleapis.com/v1beta`.
     Gemini,
+    /// Anthropic's Messages API (`base_url` without `/v1`, e.g. `https://api.anthropic.com`).
+    Anthropic,
     /// The built-in demo (no network, no key).
     Demo,
 }
@@ -91,6 +95,7 @@ impl ProviderKind {
         match self {
             Self::Openai => "openai",
             Self::Gemini => "gemini",
+            Self::Anthropic => "anthropic",
             Self::Demo => "demo",
         }
     }
@@ -100,6 +105,7 @@ impl ProviderKind {
         match self {
             Self::Openai => true,
             Self::Gemini => true,
+            Self::Anthropic => true,
             Self::Demo => false,
         }
     }
@@ -136,6 +142,7 @@ pub fn build(
     Ok(match kind {
         ProviderKind::Openai => Arc::new(OpenAiProvider::new(settings)?),
         ProviderKind::Gemini => Arc::new(GeminiProvider::new(settings)?),
+        ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(settings)?),
         ProviderKind::Demo => Arc::new(DemoProvider::new(settings.demo_token_delay)),
     })
 }

@@ -38,7 +38,7 @@ pub use ledger::{
     ReserveError,
 };
 pub use periods::{Period, PeriodKind};
-pub use prices::{Micros, Price, PriceTable, Usd};
+pub use prices::{CacheTokens, Micros, Price, PriceTable, Usd};
 pub use redis::RedisLedger;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
