@@ -66,6 +66,9 @@ pub struct ModelConfig {
     pub name: String,
     /// `"<upstream name>:<model>"`, in the order they are tried.
     pub targets: Vec<String>,
+    /// The most tokens of prompt and answer together, shown by `GET /v1/models?detail=true`.
+    #[serde(default)]
+    pub context_length: Option<u32>,
 }
 
 /// `[fallback]`.

@@ -76,6 +76,8 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Route {
     pub targets: Vec<Arc<Target>>,
+    /// `[[models]] context_length`, when set.
+    pub context_length: Option<u32>,
 }
 
 impl Route {
@@ -350,7 +352,8 @@ impl Upstreams {
                 };
                 targets.push(upstreams.target(upstream, name, provider, &config.fallback));
             }
-            upstreams.routes.insert(model.name.clone(), Route { targets });
+            let context_length = model.context_length;
+            upstreams.routes.insert(model.name.clone(), Route { targets, context_length });
             upstreams.models.push(model.name.clone());
         }
         Ok(upstreams)
@@ -382,7 +385,7 @@ impl Upstreams {
         fallback: &FallbackConfig,
     ) {
         let target = self.target(upstream, model, &provider, fallback);
-        self.routes.insert(model.to_owned(), Route { targets: vec![target] });
+        self.routes.insert(model.to_owned(), Route { targets: vec![target], context_length: None });
         self.models.push(model.to_owned());
     }
 
@@ -423,6 +426,7 @@ mod tests {
         config.models.push(ModelConfig {
             name: name.into(),
             targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+            context_length: None,
         });
         config
     }

@@ -36,6 +36,7 @@ async fn relay_with_backup(
             c.models.push(ModelConfig {
                 name: "support-bot".into(),
                 targets: vec!["mock:model-a".into(), "backup:model-z".into()],
+                context_length: Some(128_000),
             });
             let price = confab_server::budget::Price::new(2_000_000, 2_000_000);
             c.prices.insert("model-z".into(), price);
@@ -203,4 +204,43 @@ async fn under_a_full_outage_the_retry_budget_caps_the_calls_to_the_next_target(
     assert_eq!(main.requests().len(), 40);
     // 40 requests earn 4 retries.
     assert_eq!(backup.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn models_list_their_targets_context_and_prices_on_request_only() {
+    let (main, backup) = (MockUpstream::start().await, MockUpstream::start().await);
+    let (relay, secret) = relay_with_backup(&main, &backup, FallbackConfig::default()).await;
+    let list = |query: &'static str| {
+        let request =
+            relay.client.get(relay.url(&format!("/v1/models{query}"))).bearer_auth(&secret);
+        async move { json_body(request.send().await.unwrap()).await }
+    };
+    let (status, plain) = list("").await;
+    assert_eq!(status, 200);
+    let bot = plain["data"].as_array().unwrap().iter().find(|m| m["id"] == "support-bot").unwrap();
+    assert_eq!(bot["owned_by"], "mock");
+    assert!(bot.get("detail").is_none(), "{bot}");
+
+    let (status, detailed) = list("?detail=true").await;
+    assert_eq!(status, 200);
+    let bot =
+        detailed["data"].as_array().unwrap().iter().find(|m| m["id"] == "support-bot").unwrap();
+    assert_eq!(
+        bot["detail"],
+        json!({
+            "targets": ["mock:model-a", "backup:model-z"],
+            "context_length": 128_000,
+            "pricing": {"input_per_million": 1_000_000, "output_per_million": 1_000_000},
+        })
+    );
+    let z = detailed["data"].as_array().unwrap().iter().find(|m| m["id"] == "model-z").unwrap();
+    assert_eq!(
+        z["detail"],
+        json!({"targets": ["backup:model-z"],
+        "pricing": {"input_per_million": 2_000_000, "output_per_million": 2_000_000}})
+    );
+
+    let (status, body) = list("?detail=maybe").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_value");
 }

@@ -319,6 +319,34 @@ pub struct Model {
     pub object: String,
     pub created: u64,
     pub owned_by: String,
+    /// With `?detail=true` only: what else the relay knows of the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<ModelDetail>,
+}
+
+/// `GET /v1/models?detail=true`: a model's targets, context length and prices, where
+/// configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelDetail {
+    /// The `<upstream>:<model>` targets that serve it, in the order they are tried.
+    pub targets: Vec<String>,
+    /// The most tokens of prompt and answer together, when the operator set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u32>,
+    /// What its first target costs, when priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<ModelPricing>,
+}
+
+/// A model's prices, in micro-dollars (millionths of a US dollar) per million tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelPricing {
+    pub input_per_million: u64,
+    pub output_per_million: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_million: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_million: Option<u64>,
 }
 
 #[cfg(test)]
