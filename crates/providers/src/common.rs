@@ -247,6 +247,9 @@ impl SseBody {
 /// [`UpstreamEvent`]s (or an error, which ends the stream), in order.
 pub(crate) trait Translate: Send + 'static {
     fn event(&mut self, event: SseEvent, out: &mut VecDeque<Result<UpstreamEvent, UpstreamError>>);
+
+    /// The body has ended (for a provider whose stream has no terminal event of its own).
+    fn end(&mut self, _out: &mut VecDeque<Result<UpstreamEvent, UpstreamError>>) {}
 }
 
 /// The events of an SSE body, translated, in order, each as soon as its blank line has arrived.
@@ -269,9 +272,15 @@ pub(crate) fn sse_stream(body: http1::Body, translate: impl Translate) -> EventS
                 Some(event) => return Some((event, Some((events, translate, ready)))),
                 None => {}
             }
-            match events.next().await? {
-                Ok(event) => translate.event(event, &mut ready),
-                Err(error) => return Some((Err(error), None)),
+            match events.next().await {
+                Some(Ok(event)) => translate.event(event, &mut ready),
+                Some(Err(error)) => return Some((Err(error), None)),
+                None => {
+                    translate.end(&mut ready);
+                    if ready.is_empty() {
+                        return None;
+                    }
+                }
             }
         }
     }))

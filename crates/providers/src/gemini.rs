@@ -39,15 +39,15 @@ use confab_protocol::{
     CHUNK_OBJECT, COMPLETION_OBJECT, ChatCompletionChunk, ChatRequest, ChunkChoice,
     CompletionTokensDetails, Delta, Role, Stop, Usage,
 };
-use futures_util::{Stream, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::common::{self, SseBody, log_error_body, log_error_text, parse_retry_after};
+use crate::common::{self, Translate, log_error_body, log_error_text, parse_retry_after};
 use crate::http1;
 use crate::{
     Call, EventStream, Provider, Secret, Settings, SettingsError, UpstreamError, UpstreamEvent,
 };
+use confab_protocol::sse::SseEvent;
 
 /// Gemini's temperature range.
 const MAX_TEMPERATURE: f32 = 2.0;
@@ -139,7 +139,9 @@ impl Provider for GeminiProvider {
         let path = self.path(request, "streamGenerateContent?alt=sse")?;
         let body = self.send(&path, request, "text/event-stream", call).await?;
         let translation = Translation::new(request.model.clone().unwrap_or_default());
-        Ok(Box::pin(translated_events(body, translation, self.name.clone(), self.api_key.clone())))
+        let (upstream, secret) = (self.name.clone(), self.api_key.clone());
+        let logged = Logged { translation, upstream, secret, buffer: VecDeque::new() };
+        Ok(common::sse_stream(body, logged))
     }
 
     fn answers_whole(&self) -> bool {
@@ -551,54 +553,47 @@ fn choice(delta: Delta, finish: Option<&str>) -> ChunkChoice {
     ChunkChoice { index: 0, delta, finish_reason: finish.map(Into::into) }
 }
 
-/// Gemini's SSE body as OpenAI events, each event's chunks as soon as it has arrived. Gemini
-/// closes the body after its last event, so its connection goes back to the client by itself.
-fn translated_events(
-    body: http1::Body,
+/// A Gemini stream's translation, with what it needs to log an error event. Gemini has no
+/// terminal event: the end of the body ends the answer ([`Translation::end`]).
+struct Logged {
     translation: Translation,
+    /// For the log of an error event: `[[upstreams]] name` and the key to scrub.
     upstream: String,
     secret: Option<Secret>,
-) -> impl Stream<Item = Result<UpstreamEvent, UpstreamError>> + Send + 'static {
-    let events = SseBody::new(body);
-    let reading = Reading { events, translation, out: VecDeque::new(), upstream, secret };
-    stream::unfold(Some(reading), |reading| async move {
-        let mut reading = reading?;
-        loop {
-            if let Some(event) = reading.out.pop_front() {
-                let more = event != UpstreamEvent::Done;
-                return Some((Ok(event), more.then_some(reading)));
-            }
-            let translated = match reading.events.next().await {
-                Some(Ok(event)) => {
-                    let translated = if event.is("error") {
-                        Err(UpstreamError::Reported)
-                    } else {
-                        reading.translation.event(&event.data, &mut reading.out)
-                    };
-                    if translated == Err(UpstreamError::Reported) {
-                        let secret = reading.secret.as_ref();
-                        log_error_text(&reading.upstream, secret, 200, event.data.as_bytes());
-                    }
-                    translated
-                }
-                Some(Err(error)) => Err(error),
-                None => reading.translation.end(&mut reading.out),
-            };
-            if let Err(error) = translated {
-                return Some((Err(error), None));
-            }
-        }
-    })
+    /// The chunks of one event, before they are handed on (kept to reuse its room).
+    buffer: VecDeque<UpstreamEvent>,
 }
 
-/// A Gemini stream being read: its events, the answer so far, and the chunks not yet taken.
-struct Reading {
-    events: SseBody,
-    translation: Translation,
-    out: VecDeque<UpstreamEvent>,
-    /// For the log of an error event.
-    upstream: String,
-    secret: Option<Secret>,
+impl Logged {
+    fn hand_on(
+        &mut self,
+        translated: Result<(), UpstreamError>,
+        out: &mut VecDeque<Result<UpstreamEvent, UpstreamError>>,
+    ) {
+        out.extend(self.buffer.drain(..).map(Ok));
+        if let Err(error) = translated {
+            out.push_back(Err(error));
+        }
+    }
+}
+
+impl Translate for Logged {
+    fn event(&mut self, event: SseEvent, out: &mut VecDeque<Result<UpstreamEvent, UpstreamError>>) {
+        let translated = if event.is("error") {
+            Err(UpstreamError::Reported)
+        } else {
+            self.translation.event(&event.data, &mut self.buffer)
+        };
+        if translated == Err(UpstreamError::Reported) {
+            log_error_text(&self.upstream, self.secret.as_ref(), 200, event.data.as_bytes());
+        }
+        self.hand_on(translated, out);
+    }
+
+    fn end(&mut self, out: &mut VecDeque<Result<UpstreamEvent, UpstreamError>>) {
+        let ended = self.translation.end(&mut self.buffer);
+        self.hand_on(ended, out);
+    }
 }
 
 #[cfg(test)]
