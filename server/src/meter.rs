@@ -357,6 +357,16 @@ pub struct Meter {
     first_text: Option<Duration>,
     /// The request's site and model, as the metrics label them.
     labels: ChatLabels,
+    /// Calls to targets given up on after the request was written to them (no first event in
+    /// time): what their prompts may have cost, charged on top of the answer.
+    abandoned: Abandoned,
+}
+
+/// The prompts of calls given up on (see [`Meter::abandoned`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Abandoned {
+    tokens: u64,
+    cost: u64,
 }
 
 impl std::fmt::Debug for Meter {
@@ -392,6 +402,7 @@ impl Meter {
             started: Instant::now(),
             first_text: None,
             labels,
+            abandoned: Abandoned::default(),
         }
     }
 
@@ -425,6 +436,17 @@ impl Meter {
                 model.clone_into(&mut record.model);
             }
         }
+    }
+
+    /// The call to a target of `model` was given up on after the request was written (it sent
+    /// no first event in time) and the request goes on to the next target. The provider may
+    /// well have read, and billed, the prompt: its ceiling is charged at that model's price on
+    /// top of whatever the answer costs, and the record is marked estimated.
+    pub fn abandoned(&mut self, model: &str) {
+        let tokens = self.ceiling.prompt_tokens;
+        let cost = self.metering.prices.cost(model, tokens, 0);
+        self.abandoned.tokens = self.abandoned.tokens.saturating_add(tokens);
+        self.abandoned.cost = self.abandoned.cost.saturating_add(cost);
     }
 
     /// Makes the request's worst case durable before its upstream call: a line in the
@@ -509,19 +531,21 @@ impl Meter {
         }
         let cache =
             CacheTokens { read: usage.cache_read_tokens(), written: usage.cache_write_tokens() };
-        let cost = metering.prices.cost_with_cache(
+        let answer_cost = metering.prices.cost_with_cache(
             &record.model,
             usage.prompt_tokens,
             cache,
             usage.completion_tokens,
         );
+        let cost = answer_cost.saturating_add(self.abandoned.cost);
         let tokens = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+        let tokens = tokens.saturating_add(self.abandoned.tokens);
         if let Some(pass) = self.pass.take() {
             metering.settle(pass, cost, tokens);
         }
         record.input_tokens = usage.prompt_tokens;
         record.output_tokens = usage.completion_tokens;
-        record.estimated = estimated;
+        record.estimated = estimated || self.abandoned.tokens > 0;
         record.cost_micros = cost;
         let total = self.started.elapsed();
         metering.metrics.settled(

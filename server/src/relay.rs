@@ -36,7 +36,7 @@ use crate::resume::{FrameKind, StopSignal, StreamWriter};
 use crate::store::Outcome;
 use crate::unix_now;
 use confab_providers::estimate::{estimate_answer_tokens, prompt_bytes, prompt_token_ceiling};
-use confab_providers::{Call, EventStream, TimeoutKind, UpstreamError, UpstreamEvent};
+use confab_providers::{Call, EventStream, Sent, TimeoutKind, UpstreamError, UpstreamEvent};
 
 use crate::upstreams::{RetryBudget, Route, Target};
 
@@ -205,31 +205,45 @@ impl RelayStream {
                 Ok(Some(Err(e))) => Step::Failed(e),
             };
             self.started = true;
-            match &step {
-                Step::Chunk(chunk) => {
-                    self.received = true;
-                    if !chunk.content.is_empty()
-                        && let Some(meter) = self.meter.as_mut()
-                    {
-                        meter.text_arrived();
-                    }
-                }
-                Step::Done => {
-                    self.upstream = None;
-                    self.settle(Outcome::Completed, false);
-                }
-                Step::Failed(error) => {
-                    self.upstream = None;
-                    if let Some(meter) = &self.meter {
-                        meter.metrics().upstream_error(error);
-                    }
-                    // An error in place of the answer is a refusal, like an error status.
-                    let refused = matches!(error, UpstreamError::Reported);
-                    self.settle(Outcome::UpstreamError, refused);
-                }
+            if let Step::Chunk(_) = &step {
+                self.received = true;
+            } else {
+                self.upstream = None;
             }
+            self.meter_step(&step);
             return step;
         }
+    }
+
+    /// Meters `step`: the first text's arrival, or the settlement at the end.
+    fn meter_step(&mut self, step: &Step) {
+        match step {
+            Step::Chunk(chunk) => {
+                if !chunk.content.is_empty()
+                    && let Some(meter) = self.meter.as_mut()
+                {
+                    meter.text_arrived();
+                }
+            }
+            Step::Done => self.settle(Outcome::Completed, false),
+            Step::Failed(error) => {
+                if let Some(meter) = &self.meter {
+                    meter.metrics().upstream_error(error);
+                }
+                // An error in place of the answer is a refusal, like an error status.
+                let refused = matches!(error, UpstreamError::Reported);
+                self.settle(Outcome::UpstreamError, refused);
+            }
+        }
+    }
+
+    /// Puts the stream under `meter` once its target has answered with `first` (read without
+    /// a meter, so that a target given up on does not settle the request): from here on it
+    /// counts as an open stream and settles the meter however it ends.
+    fn attach(&mut self, meter: Meter, first: &Step) {
+        self._open = Some(meter.metrics().stream_opened());
+        self.meter = Some(meter);
+        self.meter_step(first);
     }
 
     fn rewrite(&mut self, data: &str) -> Result<RelayedChunk, UpstreamError> {
@@ -479,11 +493,14 @@ struct Attempts<'a> {
     next: usize,
     calls: u32,
     failed: Option<UpstreamError>,
+    /// The model of the last call, when it was given up on after the request was written
+    /// (the provider may have billed its prompt); taken when the next call goes out.
+    abandoned: Option<String>,
 }
 
 impl<'a> Attempts<'a> {
     fn new(routing: Routing<'a>) -> Self {
-        Self { routing, next: 0, calls: 0, failed: None }
+        Self { routing, next: 0, calls: 0, failed: None, abandoned: None }
     }
 
     /// The next target to call, with `request` set to its model; `None` when the call is over.
@@ -515,14 +532,16 @@ impl<'a> Attempts<'a> {
         target.record(Ok(started.elapsed()));
     }
 
-    /// `target` failed with `error` before answering.
-    fn failed(&mut self, target: &Target, error: UpstreamError) {
+    /// `target` failed with `error` before answering; `written`: after the request was written
+    /// to it.
+    fn failed(&mut self, target: &Target, error: UpstreamError, written: bool) {
         if error != UpstreamError::Cut {
             target.record(Err(()));
             if falls_back(&error) {
                 tracing::warn!(target = %target.label, %error, "upstream target failed before answering");
             }
         }
+        self.abandoned = (written && !refused(&error)).then(|| target.model.clone());
         self.failed = Some(error);
     }
 
@@ -533,9 +552,14 @@ impl<'a> Attempts<'a> {
 }
 
 /// Calls the model's targets (see [`Attempts`]) and waits for the first event, so that a
-/// failure before the answer starts (refused, 429, 5xx, timeout) is an error the handler can
-/// answer with a status code. The client sees the model it asked for (`request.model` as it
-/// comes in), whichever target answers.
+/// failure before the answer starts (refused, 429, 5xx, no first event in time, an error in
+/// place of the first event) is an error the handler can answer with a status code, and one
+/// that [`falls_back`] goes on to the next target: a 200 head is not yet an answer. The client
+/// sees the model it asked for (`request.model` as it comes in), whichever target answers.
+///
+/// The meter joins the stream once a target has answered, so an abandoned call does not settle
+/// it; a call given up on after the request was written is charged its prompt
+/// ([`Meter::abandoned`]).
 pub async fn start(
     routing: Routing<'_>,
     request: &mut ChatRequest,
@@ -549,11 +573,17 @@ pub async fn start(
     let sent = meter.as_ref().map(|meter| meter.sent().clone());
     let request_id = meter.as_ref().map(|meter| meter.request_id().to_owned());
     let call = Call { request_id: request_id.as_deref(), sent: sent.as_ref() };
-    let mut requested_at = Instant::now();
+    let prompt_ceiling = prompt_token_ceiling(prompt_bytes(request), request.messages.len());
     let opening = async {
         let mut attempts = Attempts::new(routing);
         while let Some(target) = attempts.next(request) {
-            requested_at = Instant::now();
+            if let (Some(model), Some(meter)) = (attempts.abandoned.take(), meter.as_mut()) {
+                meter.abandoned(&model);
+            }
+            if let Some(sent) = &sent {
+                sent.clear();
+            }
+            let requested_at = Instant::now();
             let opened = tokio::time::timeout_at(
                 requested_at + first_byte,
                 target.provider.open(request, call),
@@ -563,12 +593,27 @@ pub async fn start(
                 kind: TimeoutKind::FirstByte,
                 after: first_byte,
             }));
-            match opened {
+            let first = match opened {
                 Ok(events) => {
-                    Attempts::answered(&target, requested_at);
-                    return Ok((target, events));
+                    let timing = Timing::new(timeouts, requested_at, cut.clone());
+                    let mut relay =
+                        RelayStream::new(events, model.clone(), timing, prompt_ceiling, None);
+                    match relay.step().await {
+                        Step::Failed(error) => Err(error),
+                        first => Ok((relay, first)),
+                    }
                 }
-                Err(error) => attempts.failed(&target, error),
+                Err(error) => Err(error),
+            };
+            match first {
+                Ok((relay, first)) => {
+                    Attempts::answered(&target, requested_at);
+                    return Ok((target, relay, first));
+                }
+                Err(error) => {
+                    let written = sent.as_ref().is_some_and(Sent::is_set);
+                    attempts.failed(&target, error, written);
+                }
             }
         }
         Err(attempts.error())
@@ -581,12 +626,13 @@ pub async fn start(
         },
         None => opening.await,
     };
-    let (target, events) = match opened {
+    let (target, mut relay, first) = match opened {
         Ok(opened) => opened,
         Err(error) => {
-            // Refused (no connection, an error status such as 429 or 5xx): it costs nothing, but
-            // it is recorded. Failed after the request was written (out of time, cut off before
-            // the head): the upstream may be generating, so the prompt is charged.
+            // Refused (no connection, an error status such as 429 or 5xx, an error in place of
+            // the answer): it costs nothing, but it is recorded. Failed after the request was
+            // written (out of time, cut off before the head, unreadable): the upstream may be
+            // generating, so the prompt is charged.
             if let Some(meter) = meter {
                 meter.metrics().upstream_error(&error);
                 if error == UpstreamError::Cut {
@@ -600,16 +646,11 @@ pub async fn start(
             return Err(error);
         }
     };
-    if let Some(meter) = meter.as_mut() {
+    if let Some(mut meter) = meter {
         meter.routed(&target.upstream, &target.model);
+        relay.attach(meter, &first);
     }
-    let prompt_ceiling = prompt_token_ceiling(prompt_bytes(request), request.messages.len());
-    let timing = Timing::new(timeouts, requested_at, cut);
-    let mut relay = RelayStream::new(events, model, timing, prompt_ceiling, meter);
-    match relay.step().await {
-        Step::Failed(error) => Err(error),
-        first => Ok(StreamPlan { relay, first, target }),
-    }
+    Ok(StreamPlan { relay, first, target })
 }
 
 /// The SSE events sent to the client: every chunk as it arrives, then a usage chunk (unless the
@@ -732,6 +773,9 @@ pub async fn complete(
     let answering = async {
         let mut attempts = Attempts::new(routing);
         while let Some(target) = attempts.next(request) {
+            if let Some(sent) = &sent {
+                sent.clear();
+            }
             let started = Instant::now();
             let answered = tokio::time::timeout(limit, target.provider.complete(request, call))
                 .await
@@ -741,7 +785,7 @@ pub async fn complete(
                     Attempts::answered(&target, started);
                     return Ok((target, body));
                 }
-                Err(error) => attempts.failed(&target, error),
+                Err(error) => attempts.failed(&target, error, false),
             }
         }
         Err(attempts.error())

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use confab_server::config::{FallbackConfig, ModelConfig, UpstreamConfig, UpstreamKind};
+use confab_server::config::{Config, FallbackConfig, ModelConfig, UpstreamConfig, UpstreamKind};
 use confab_server::keys::KeySpec;
 use confab_server::store::{Outcome, Scope};
 use confab_tests::{MockUpstream, Reply, Step, TestRelay, json_body, read_events};
@@ -17,6 +17,15 @@ async fn relay_with_backup(
     main: &MockUpstream,
     backup: &MockUpstream,
     fallback: FallbackConfig,
+) -> (TestRelay, String) {
+    relay_with_backup_and(main, backup, |c| c.fallback = fallback).await
+}
+
+/// [`relay_with_backup`] with its configuration changed by `configure` too.
+async fn relay_with_backup_and(
+    main: &MockUpstream,
+    backup: &MockUpstream,
+    configure: impl FnOnce(&mut Config),
 ) -> (TestRelay, String) {
     let backup_url = backup.base_url.clone();
     let token = tempfile::NamedTempFile::new().unwrap();
@@ -40,8 +49,8 @@ async fn relay_with_backup(
             });
             let price = confab_server::budget::Price::new(2_000_000, 2_000_000);
             c.prices.insert("model-z".into(), price);
-            c.fallback = fallback;
         })
+        .config(configure)
         .start()
         .await;
     let spec = KeySpec {
@@ -110,6 +119,50 @@ async fn a_failing_first_target_falls_back_to_the_next_before_the_first_byte() {
         assert_eq!(record.outcome, Outcome::Completed);
         assert_eq!(record.cost_micros, 2 * (record.input_tokens + record.output_tokens));
     }
+}
+
+/// A 200 head is not yet an answer: a target that sends its head and then nothing before the
+/// first-byte limit is given up on like one that never answers, and the next target answers.
+/// The given-up call was written, so its provider may bill the prompt: the record charges its
+/// ceiling at the first target's price on top of the answer, marked estimated.
+#[tokio::test]
+async fn a_head_without_a_first_event_in_time_falls_back_and_charges_the_abandoned_prompt() {
+    let (main, backup) = (MockUpstream::start().await, MockUpstream::start().await);
+    main.push(Reply::Stream(vec![Step::Hang]));
+    backup.push(Reply::answer(&["Saved"], (5, 1)));
+    let (relay, secret) =
+        relay_with_backup_and(&main, &backup, |c| c.timeouts.first_byte_ms = 300).await;
+
+    let response = relay.chat_as(&secret, None).json(&ask(true)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-confab-upstream"], "backup:model-z");
+    let events = read_events(response).await;
+    assert!(events.iter().any(|e| e.data.contains("Saved")), "{events:?}");
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    assert_eq!((main.requests().len(), backup.requests().len()), (1, 1));
+
+    let record = relay.only_settled_usage().await;
+    assert_eq!((record.upstream.as_str(), record.outcome), ("backup", Outcome::Completed));
+    assert_eq!((record.input_tokens, record.output_tokens), (5, 1));
+    // model-a costs one micro-dollar a token: whatever is above the answer's 2 × 6 is the
+    // abandoned prompt's ceiling, which is never less than the prompt's 5 tokens.
+    let abandoned = record.cost_micros - 2 * 6;
+    assert!(record.estimated, "{record:?}");
+    assert!((5..100).contains(&abandoned), "{record:?}");
+}
+
+/// An error in place of the first event (after a 200 head) that is not an overload is the
+/// provider's answer to this request: no fallback, and it costs nothing.
+#[tokio::test]
+async fn an_error_in_place_of_the_first_event_is_not_retried_elsewhere() {
+    let (main, backup) = (MockUpstream::start().await, MockUpstream::start().await);
+    main.push(Reply::Stream(vec![Step::Raw(r#"{"error":{"message":"bad request"}}"#)]));
+    let (relay, secret) = relay_with_backup(&main, &backup, FallbackConfig::default()).await;
+    let response = relay.chat_as(&secret, None).json(&ask(true)).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(backup.requests().is_empty());
+    let record = relay.only_settled_usage().await;
+    assert_eq!((record.outcome, record.cost_micros), (Outcome::UpstreamError, 0));
 }
 
 #[tokio::test]

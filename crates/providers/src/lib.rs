@@ -182,6 +182,12 @@ impl Sent {
     pub fn is_set(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
+
+    /// Clears the flag before the request goes to another target, so that it tells whether
+    /// that call was written.
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// What an upstream call carries beyond the request: the relay's request id (sent as
