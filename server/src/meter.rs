@@ -545,6 +545,8 @@ impl Meter {
         }
         record.input_tokens = usage.prompt_tokens;
         record.output_tokens = usage.completion_tokens;
+        record.cache_read_tokens = cache.read;
+        record.cache_write_tokens = cache.written;
         record.estimated = estimated || self.abandoned.tokens > 0;
         record.cost_micros = cost;
         let total = self.started.elapsed();

@@ -474,11 +474,13 @@ pub struct Routing<'a> {
 }
 
 /// Whether a failure before any of the answer reached the client lets the call go on to the
-/// next target: no connection, no first byte in time, 429, 5xx (529, overloaded, included).
+/// next target: no connection, the connection closed before the first event, no first event in
+/// time, 429, 5xx (529, overloaded, included).
 fn falls_back(error: &UpstreamError) -> bool {
     matches!(
         error,
         UpstreamError::Connect
+            | UpstreamError::Dropped
             | UpstreamError::Timeout { kind: TimeoutKind::Connect | TimeoutKind::FirstByte, .. }
             | UpstreamError::Status { status: 429 | 500..=599, .. }
     )
@@ -773,6 +775,10 @@ pub async fn complete(
     let answering = async {
         let mut attempts = Attempts::new(routing);
         while let Some(target) = attempts.next(request) {
+            if let (Some(model), Some(meter)) = (attempts.abandoned.take(), pending.meter.as_mut())
+            {
+                meter.abandoned(&model);
+            }
             if let Some(sent) = &sent {
                 sent.clear();
             }
@@ -785,7 +791,10 @@ pub async fn complete(
                     Attempts::answered(&target, started);
                     return Ok((target, body));
                 }
-                Err(error) => attempts.failed(&target, error, false),
+                Err(error) => {
+                    let written = sent.as_ref().is_some_and(Sent::is_set);
+                    attempts.failed(&target, error, written);
+                }
             }
         }
         Err(attempts.error())

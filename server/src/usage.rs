@@ -17,6 +17,9 @@ pub struct Totals {
     pub requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of the input tokens, those read from and written to the provider's prompt cache.
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
     pub cost_micros: u64,
 }
 
@@ -25,6 +28,8 @@ impl Totals {
         self.requests = self.requests.saturating_add(group.requests);
         self.input_tokens = self.input_tokens.saturating_add(group.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(group.output_tokens);
+        self.cache_read_tokens = self.cache_read_tokens.saturating_add(group.cache_read_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.saturating_add(group.cache_write_tokens);
         self.cost_micros = self.cost_micros.saturating_add(group.cost_micros);
     }
 }

@@ -102,6 +102,8 @@ async fn absurd_usage_rows_in_the_database_do_not_keep_the_relay_from_starting()
         upstream: "mock".into(),
         input_tokens: u64::MAX,
         output_tokens: u64::MAX,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
         estimated: false,
         cost_micros: u64::MAX,
         first_token_ms: None,

@@ -128,6 +128,7 @@ async fn a_streamed_claude_answer_reaches_the_client_as_openai_chunks_priced_wit
     let record = relay.only_settled_usage().await;
     assert_eq!(record.outcome, Outcome::Completed);
     assert_eq!((record.input_tokens, record.output_tokens, record.estimated), (35, 15, false));
+    assert_eq!((record.cache_read_tokens, record.cache_write_tokens), (20, 10));
     assert_eq!(record.cost_micros, CACHED_COST);
 }
 

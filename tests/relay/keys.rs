@@ -208,7 +208,8 @@ async fn a_key_with_the_usage_scope_reads_its_own_usage_and_nobody_else_s() {
     .expect("the key's usage never showed two requests");
     assert_eq!(
         report["totals"],
-        json!({"requests": 2, "input_tokens": 8, "output_tokens": 12, "cost_micros": 0})
+        json!({"requests": 2, "input_tokens": 8, "output_tokens": 12, "cache_read_tokens": 0,
+               "cache_write_tokens": 0, "cost_micros": 0})
     );
     assert_eq!(report["by_key"], json!({ key.id.clone(): report["totals"].clone() }));
     assert_eq!(report["days"].as_array().unwrap().len(), 7);

@@ -428,6 +428,8 @@ async fn usage_records_written_together_read_back_identically_and_in_order(db: D
         model: "m \"quoted\" ü".into(),
         input_tokens: 12,
         output_tokens: u64::MAX,
+        cache_read_tokens: 5,
+        cache_write_tokens: 7,
         estimated: true,
         cost_micros: 0,
         first_token_ms: None,
@@ -792,8 +794,10 @@ fn usage(request_id: &str, at_ms: i64, site: Option<&str>, tokens: u64) -> Usage
         visitor: None,
         model: "m".into(),
         upstream: "up".into(),
-        input_tokens: tokens,
+        input_tokens: 3 * tokens,
         output_tokens: 2 * tokens,
+        cache_read_tokens: tokens,
+        cache_write_tokens: tokens,
         estimated: false,
         cost_micros: 10 * tokens,
         first_token_ms: Some(5),
@@ -809,8 +813,10 @@ fn group(day: i64, site: Option<&str>, requests: u64, tokens: u64) -> UsageGroup
         key_id: None,
         model: "m".into(),
         requests,
-        input_tokens: tokens,
+        input_tokens: 3 * tokens,
         output_tokens: 2 * tokens,
+        cache_read_tokens: tokens,
+        cache_write_tokens: tokens,
         cost_micros: 10 * tokens,
     }
 }
@@ -866,7 +872,7 @@ async fn recovery_records_only_the_requests_a_crashed_run_did_not(db: Database) 
     let records = store.usage_since(0, None, None).await.unwrap();
     let summary: Vec<_> =
         records.iter().map(|r| (r.request_id.as_str(), r.outcome, r.input_tokens)).collect();
-    assert_eq!(summary, [("lost", Outcome::Interrupted, 100), ("written", Outcome::Completed, 1)]);
+    assert_eq!(summary, [("lost", Outcome::Interrupted, 300), ("written", Outcome::Completed, 3)]);
     let totals = store.usage_totals(0, None, None).await.unwrap();
     assert_eq!(totals, [group(20_000, Some("s"), 2, 101)]);
     assert_eq!(store.recover_usage(&[]).await.unwrap(), 0);

@@ -77,14 +77,16 @@ async fn insert(tx: &mut PgTransaction<'_>, records: &[UsageRecord]) -> Result<(
         |value: fn(&UsageRecord) -> Option<&str>| records.iter().map(value).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO usage (request_id, at_ms, site_id, key_id, visitor, model, upstream, \
-         input_tokens, output_tokens, estimated, cost_micros, first_token_ms, total_ms, \
-         outcome) \
+         input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, estimated, \
+         cost_micros, first_token_ms, total_ms, outcome) \
          SELECT request_id, at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
-         output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome \
+         output_tokens, cache_read_tokens, cache_write_tokens, estimated, cost_micros, \
+         first_token_ms, total_ms, outcome \
          FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
-         $7::text[], $8::bigint[], $9::bigint[], $10::boolean[], $11::bigint[], $12::bigint[], \
-         $13::bigint[], $14::text[]) WITH ORDINALITY AS r(request_id, at_ms, site_id, key_id, \
-         visitor, model, upstream, input_tokens, output_tokens, estimated, cost_micros, \
+         $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::boolean[], \
+         $13::bigint[], $14::bigint[], $15::bigint[], $16::text[]) WITH ORDINALITY AS \
+         r(request_id, at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
+         output_tokens, cache_read_tokens, cache_write_tokens, estimated, cost_micros, \
          first_token_ms, total_ms, outcome, n) ORDER BY n",
     )
     .bind(text(|r| &r.request_id))
@@ -96,6 +98,8 @@ async fn insert(tx: &mut PgTransaction<'_>, records: &[UsageRecord]) -> Result<(
     .bind(text(|r| &r.upstream))
     .bind(column(|r| int(r.input_tokens)))
     .bind(column(|r| int(r.output_tokens)))
+    .bind(column(|r| int(r.cache_read_tokens)))
+    .bind(column(|r| int(r.cache_write_tokens)))
     .bind(records.iter().map(|r| r.estimated).collect::<Vec<_>>())
     .bind(column(|r| int(r.cost_micros)))
     .bind(records.iter().map(|r| r.first_token_ms.map(int)).collect::<Vec<_>>())
@@ -115,17 +119,22 @@ async fn insert(tx: &mut PgTransaction<'_>, records: &[UsageRecord]) -> Result<(
         // adds to the same rows (today's, per site and model): sorted, each batch takes their
         // locks in one order, so that two batches wait for each other instead of deadlocking.
         "INSERT INTO usage_daily (day_start, site_id, key_id, model, requests, input_tokens, ",
-        "output_tokens, cost_micros) ",
+        "output_tokens, cache_read_tokens, cache_write_tokens, cost_micros) ",
         "SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], ",
-        "$5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) ",
+        "$5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) ",
         "AS g(day_start, site_id, key_id, model, requests, input_tokens, output_tokens, ",
-        "cost_micros) ORDER BY day_start, site_id, key_id, model ",
+        "cache_read_tokens, cache_write_tokens, cost_micros) ",
+        "ORDER BY day_start, site_id, key_id, model ",
         "ON CONFLICT (day_start, site_id, key_id, model) DO UPDATE SET ",
         saturating_add!(requests),
         ", ",
         saturating_add!(input_tokens),
         ", ",
         saturating_add!(output_tokens),
+        ", ",
+        saturating_add!(cache_read_tokens),
+        ", ",
+        saturating_add!(cache_write_tokens),
         ", ",
         saturating_add!(cost_micros),
     ))
@@ -136,6 +145,8 @@ async fn insert(tx: &mut PgTransaction<'_>, records: &[UsageRecord]) -> Result<(
     .bind(sums(|g| g.requests))
     .bind(sums(|g| g.input_tokens))
     .bind(sums(|g| g.output_tokens))
+    .bind(sums(|g| g.cache_read_tokens))
+    .bind(sums(|g| g.cache_write_tokens))
     .bind(sums(|g| g.cost_micros))
     .execute(&mut **tx)
     .await?;
@@ -202,8 +213,8 @@ pub async fn since(
 ) -> Result<Vec<UsageRecord>, StoreError> {
     let sql = concat!(
         "SELECT request_id, at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
-         output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome FROM usage \
-         WHERE at_ms >= $1 AND ",
+         output_tokens, cache_read_tokens, cache_write_tokens, estimated, cost_micros, \
+         first_token_ms, total_ms, outcome FROM usage WHERE at_ms >= $1 AND ",
         caller_filter!(),
         " ORDER BY at_ms, id"
     );
@@ -222,6 +233,8 @@ pub async fn since(
                 upstream: row.try_get("upstream")?,
                 input_tokens: count(row, "input_tokens")?,
                 output_tokens: count(row, "output_tokens")?,
+                cache_read_tokens: count(row, "cache_read_tokens")?,
+                cache_write_tokens: count(row, "cache_write_tokens")?,
                 estimated: row.try_get("estimated")?,
                 cost_micros: count(row, "cost_micros")?,
                 first_token_ms: first_token_ms.and_then(|v| u64::try_from(v).ok()),
@@ -243,7 +256,7 @@ pub async fn totals(
     let since_day = since_ms.div_euclid(86_400_000) * 86_400;
     let sql = concat!(
         "SELECT day_start, site_id, key_id, model, requests, input_tokens, output_tokens, \
-         cost_micros FROM usage_daily WHERE day_start >= $1 AND ",
+         cache_read_tokens, cache_write_tokens, cost_micros FROM usage_daily WHERE day_start >= $1 AND ",
         caller_filter!(),
         " ORDER BY day_start, site_id, key_id, model"
     );
@@ -259,6 +272,8 @@ pub async fn totals(
                 requests: count(row, "requests")?,
                 input_tokens: count(row, "input_tokens")?,
                 output_tokens: count(row, "output_tokens")?,
+                cache_read_tokens: count(row, "cache_read_tokens")?,
+                cache_write_tokens: count(row, "cache_write_tokens")?,
                 cost_micros: count(row, "cost_micros")?,
             })
         })

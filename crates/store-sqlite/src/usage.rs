@@ -89,6 +89,8 @@ async fn insert(
                     &r.upstream,
                     int(r.input_tokens),
                     int(r.output_tokens),
+                    int(r.cache_read_tokens),
+                    int(r.cache_write_tokens),
                     i64::from(r.estimated),
                     int(r.cost_micros),
                     r.first_token_ms.map(int),
@@ -99,11 +101,12 @@ async fn insert(
             .collect();
         sqlx::query(
             "INSERT INTO usage (request_id, at_ms, site_id, key_id, visitor, model, upstream, \
-             input_tokens, output_tokens, estimated, cost_micros, first_token_ms, total_ms, \
-             outcome) \
+             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, estimated, \
+             cost_micros, first_token_ms, total_ms, outcome) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
              value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, \
-             value ->> 11, value ->> 12, value ->> 13 FROM json_each(?) ORDER BY key",
+             value ->> 11, value ->> 12, value ->> 13, value ->> 14, value ->> 15 \
+             FROM json_each(?) ORDER BY key",
         )
         .bind(json(&rows)?)
         .execute(&mut **tx)
@@ -120,6 +123,8 @@ async fn insert(
                 int(g.requests),
                 int(g.input_tokens),
                 int(g.output_tokens),
+                int(g.cache_read_tokens),
+                int(g.cache_write_tokens),
                 int(g.cost_micros),
             )
         })
@@ -129,15 +134,20 @@ async fn insert(
         // ON CONFLICT belongs to the INSERT). Sums saturate at the largest integer.
         sqlx::query(concat!(
             "INSERT INTO usage_daily (day_start, site_id, key_id, model, requests, input_tokens, ",
-            "output_tokens, cost_micros) ",
+            "output_tokens, cache_read_tokens, cache_write_tokens, cost_micros) ",
             "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ",
-            "value ->> 5, value ->> 6, value ->> 7 FROM json_each(?) WHERE true ",
+            "value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9 ",
+            "FROM json_each(?) WHERE true ",
             "ON CONFLICT (day_start, site_id, key_id, model) DO UPDATE SET ",
             saturating_add!(requests),
             ", ",
             saturating_add!(input_tokens),
             ", ",
             saturating_add!(output_tokens),
+            ", ",
+            saturating_add!(cache_read_tokens),
+            ", ",
+            saturating_add!(cache_write_tokens),
             ", ",
             saturating_add!(cost_micros),
         ))
@@ -192,7 +202,8 @@ pub async fn since(
 ) -> Result<Vec<UsageRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT request_id, at_ms, site_id, key_id, visitor, model, upstream, input_tokens, \
-         output_tokens, estimated, cost_micros, first_token_ms, total_ms, outcome FROM usage \
+         output_tokens, cache_read_tokens, cache_write_tokens, estimated, cost_micros, \
+         first_token_ms, total_ms, outcome FROM usage \
          WHERE at_ms >= ?1 AND (?2 IS NULL OR site_id = ?2) AND (?3 IS NULL OR key_id = ?3) \
          ORDER BY at_ms, id",
     )
@@ -216,6 +227,8 @@ pub async fn since(
                 upstream: row.try_get("upstream")?,
                 input_tokens: count(row, "input_tokens")?,
                 output_tokens: count(row, "output_tokens")?,
+                cache_read_tokens: count(row, "cache_read_tokens")?,
+                cache_write_tokens: count(row, "cache_write_tokens")?,
                 estimated: row.try_get("estimated")?,
                 cost_micros: count(row, "cost_micros")?,
                 first_token_ms: first_token_ms.and_then(|v| u64::try_from(v).ok()),
@@ -236,7 +249,7 @@ pub async fn totals(
     let since_day = since_ms.div_euclid(86_400_000) * 86_400;
     let rows = sqlx::query(
         "SELECT day_start, site_id, key_id, model, requests, input_tokens, output_tokens, \
-         cost_micros FROM usage_daily \
+         cache_read_tokens, cache_write_tokens, cost_micros FROM usage_daily \
          WHERE day_start >= ?1 AND (?2 IS NULL OR site_id = ?2) AND (?3 IS NULL OR key_id = ?3) \
          ORDER BY day_start",
     )
@@ -256,6 +269,8 @@ pub async fn totals(
                 requests: count(row, "requests")?,
                 input_tokens: count(row, "input_tokens")?,
                 output_tokens: count(row, "output_tokens")?,
+                cache_read_tokens: count(row, "cache_read_tokens")?,
+                cache_write_tokens: count(row, "cache_write_tokens")?,
                 cost_micros: count(row, "cost_micros")?,
             })
         })

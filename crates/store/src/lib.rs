@@ -231,6 +231,11 @@ pub struct UsageRecord {
     pub upstream: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of the input tokens, those the provider read from its prompt cache (priced as cache
+    /// reads where the price table says so).
+    pub cache_read_tokens: u64,
+    /// Of the input tokens, those the provider wrote to its prompt cache.
+    pub cache_write_tokens: u64,
     /// The upstream reported no usage; the tokens are the relay's estimate.
     pub estimated: bool,
     pub cost_micros: u64,
@@ -250,6 +255,8 @@ pub struct UsageGroup {
     pub requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
     pub cost_micros: u64,
 }
 
@@ -330,11 +337,16 @@ pub fn daily_rollup(records: &[UsageRecord]) -> Vec<UsageGroup> {
             requests: 0,
             input_tokens: 0,
             output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             cost_micros: 0,
         });
         group.requests = group.requests.saturating_add(1);
         group.input_tokens = group.input_tokens.saturating_add(record.input_tokens);
         group.output_tokens = group.output_tokens.saturating_add(record.output_tokens);
+        group.cache_read_tokens = group.cache_read_tokens.saturating_add(record.cache_read_tokens);
+        group.cache_write_tokens =
+            group.cache_write_tokens.saturating_add(record.cache_write_tokens);
         group.cost_micros = group.cost_micros.saturating_add(record.cost_micros);
     }
     groups.into_values().collect()

@@ -201,6 +201,8 @@ async fn admit(
         upstream: upstream.to_owned(),
         input_tokens: 0,
         output_tokens: 0,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
         estimated: false,
         cost_micros: 0,
         first_token_ms: None,

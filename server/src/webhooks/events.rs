@@ -138,6 +138,8 @@ pub fn request_completed(record: &UsageRecord) -> WebhookEvent {
             "upstream": record.upstream,
             "input_tokens": record.input_tokens,
             "output_tokens": record.output_tokens,
+            "cache_read_tokens": record.cache_read_tokens,
+            "cache_write_tokens": record.cache_write_tokens,
             "estimated": record.estimated,
             "cost_micros": record.cost_micros,
             "first_token_ms": record.first_token_ms,
@@ -228,6 +230,8 @@ mod tests {
             upstream: "u".into(),
             input_tokens: 7,
             output_tokens: 3,
+            cache_read_tokens: 4,
+            cache_write_tokens: 2,
             estimated: false,
             cost_micros: 10,
             first_token_ms: Some(5),
@@ -239,7 +243,8 @@ mod tests {
             data(&event),
             json!({"at_ms": 1_700_000_000_000_i64, "site_id": null, "key_id": "key_1",
                    "visitor": null, "model": "m", "upstream": "u", "input_tokens": 7,
-                   "output_tokens": 3, "estimated": false, "cost_micros": 10,
+                   "output_tokens": 3, "cache_read_tokens": 4, "cache_write_tokens": 2,
+                   "estimated": false, "cost_micros": 10,
                    "first_token_ms": 5, "total_ms": 9, "outcome": "completed"})
         );
     }
