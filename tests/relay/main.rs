@@ -9,6 +9,7 @@ mod anthropic;
 mod bad_input;
 mod clients;
 mod failures;
+mod faults;
 mod gemini;
 mod keys;
 mod metering;

@@ -4,6 +4,7 @@
 //!
 //! Everything here talks to 127.0.0.1 only, and every wait is bounded.
 
+pub mod faults;
 pub mod mock;
 pub mod receiver;
 pub mod relay;
