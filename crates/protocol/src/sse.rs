@@ -92,6 +92,12 @@ impl SseParser {
         self.feed_lines(bytes, &mut emit);
     }
 
+    /// Bytes held for the event not yet complete: its data so far and the line not yet ended
+    /// (what a reader bounds, so that an endless event cannot grow it without end).
+    pub fn unfinished_len(&self) -> usize {
+        self.pending.len() + self.fields.data.len()
+    }
+
     fn feed_lines(&mut self, bytes: &[u8], emit: &mut impl FnMut(SseEvent)) {
         self.after_cr = false;
         let mut start = 0;
@@ -173,6 +179,19 @@ mod tests {
 
     fn error(data: &str) -> SseEvent {
         SseEvent { event: Some("error".into()), data: data.into(), id: None }
+    }
+
+    #[test]
+    fn what_is_held_for_an_unfinished_event_is_counted_across_lines_and_reads() {
+        let mut parser = SseParser::default();
+        assert!(parser.push(b"data: abc\ndata: de").is_empty());
+        // The data so far ("abc") and the line not yet ended.
+        assert_eq!(parser.unfinished_len(), "abc".len() + "data: de".len());
+        assert!(parser.push(b"f\n").is_empty());
+        assert_eq!(parser.unfinished_len(), "abc\ndef".len());
+        // The end of one event and the start of the next in one read: only the next is held.
+        assert_eq!(parser.push(b"\ndata: xy").len(), 1);
+        assert_eq!(parser.unfinished_len(), "data: xy".len());
     }
 
     /// Every way of cutting `stream` into two reads gives `expected`.

@@ -202,13 +202,11 @@ pub(crate) struct SseBody {
     body: http1::Body,
     parser: SseParser,
     ready: VecDeque<SseEvent>,
-    /// Bytes read since the last complete event.
-    unfinished: usize,
 }
 
 impl SseBody {
     pub(crate) fn new(body: http1::Body) -> Self {
-        Self { body, parser: SseParser::default(), ready: VecDeque::new(), unfinished: 0 }
+        Self { body, parser: SseParser::default(), ready: VecDeque::new() }
     }
 
     /// The next event, `None` at the end of the body, or the read error that ends it.
@@ -219,13 +217,16 @@ impl SseBody {
             }
             match self.body.read().await {
                 Ok(Some(bytes)) => {
-                    let ready = &mut self.ready;
-                    self.parser.feed(&bytes, |event| ready.push_back(event));
+                    let (ready, mut oversize) = (&mut self.ready, false);
+                    self.parser.feed(&bytes, |event| {
+                        oversize |= event.data.len() > MAX_EVENT_BYTES;
+                        ready.push_back(event);
+                    });
                     // Bytes that have made no event yet are held by the parser: an upstream
-                    // that sends an endless line must not grow them without end.
-                    self.unfinished =
-                        if self.ready.is_empty() { self.unfinished + bytes.len() } else { 0 };
-                    if self.unfinished > MAX_EVENT_BYTES {
+                    // that sends an endless line must not grow them without end. Every event,
+                    // whole or not yet, is held to the cap (the bytes of a read that finish one
+                    // event and start the next count towards each).
+                    if oversize || self.parser.unfinished_len() > MAX_EVENT_BYTES {
                         let problem = format!("an event longer than {MAX_EVENT_BYTES} bytes");
                         return Some(Err(UpstreamError::Protocol(problem)));
                     }
