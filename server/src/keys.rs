@@ -52,7 +52,7 @@ pub async fn create_key(
         return Err(invalid("name", "must not be empty"));
     }
     if spec.scopes.is_empty() {
-        return Err(invalid("scope", "give at least one scope (chat, models, usage)"));
+        return Err(invalid("scope", format!("give at least one scope ({})", Scope::names())));
     }
     let mut scopes = spec.scopes;
     scopes.sort();

@@ -9,9 +9,15 @@
 //!   size (`context_messages`, `context_bytes`): the latest user turn and what follows it are
 //!   always kept, then the client's instructions (newest first), then older turns (newest
 //!   first), while they fit;
-//! - message count and size limits are enforced (a request over them is rejected, not trimmed).
+//! - message count and size limits are enforced (a request over them is rejected, not trimmed);
+//! - tools and structured output only for secret keys with the `tools` scope, checked for
+//!   shape (`tools`).
+
+mod tools;
 
 use confab_protocol::{ChatMessage, ChatRequest, Role, Stop, StreamOptions};
+
+pub use tools::ToolAccess;
 
 use crate::config::{ClientInstructions, PolicyDefaults, RequestLimits};
 use crate::error::ApiError;
@@ -57,6 +63,8 @@ pub struct SitePolicy<'a> {
     pub context_bytes: u32,
     pub client_instructions: ClientInstructions,
     pub limits: &'a RequestLimits,
+    /// Whether the caller may use tools and `response_format`.
+    pub tools: ToolAccess,
 }
 
 impl<'a> SitePolicy<'a> {
@@ -74,11 +82,13 @@ impl<'a> SitePolicy<'a> {
             context_bytes: defaults.context_bytes,
             client_instructions: site.client_instructions.unwrap_or(defaults.client_instructions),
             limits,
+            tools: ToolAccess::Site,
         }
     }
 
     /// The policy for a secret key: the configured defaults, over `models` (the key's own, or
-    /// every model the relay serves). A server-side caller sets its own system prompt.
+    /// every model the relay serves). A server-side caller sets its own system prompt. Tools
+    /// are not granted: set `tools` for a key with the `tools` scope.
     pub fn for_key(
         models: &'a [String],
         defaults: &PolicyDefaults,
@@ -93,14 +103,16 @@ impl<'a> SitePolicy<'a> {
             context_bytes: defaults.context_bytes,
             client_instructions: defaults.client_instructions,
             limits,
+            tools: ToolAccess::NotGranted,
         }
     }
 
     /// Turns a client's request into the request sent upstream.
-    pub fn apply(&self, request: ChatRequest) -> Result<ChatRequest, ApiError> {
+    pub fn apply(&self, mut request: ChatRequest) -> Result<ChatRequest, ApiError> {
         let model = self.choose_model(request.model.as_deref())?;
         self.check_limits(&request.messages)?;
         check_sampling(&request)?;
+        tools::check(self.tools, &mut request)?;
 
         let max_tokens = match (request.max_tokens, request.max_completion_tokens) {
             (Some(0), _) | (_, Some(0)) => {
@@ -169,6 +181,10 @@ impl<'a> SitePolicy<'a> {
             frequency_penalty: request.frequency_penalty,
             stop: request.stop,
             user: None,
+            tools: request.tools,
+            tool_choice: request.tool_choice,
+            parallel_tool_calls: request.parallel_tool_calls,
+            response_format: request.response_format,
         })
     }
 
@@ -216,8 +232,8 @@ impl<'a> SitePolicy<'a> {
     /// Keeps what fits the message and byte budgets, which the client's instructions share
     /// with the conversation: first the conversation from the last user message on (always
     /// kept), then the instructions, newest first, then older turns, newest first, each while
-    /// it fits. Leading assistant turns are then dropped so the conversation opens with the
-    /// user. Participant `name`s are not forwarded: they are not counted by the limits and a
+    /// it fits. Leading assistant turns (and tool results, whose calls were dropped) are then
+    /// dropped so the conversation opens with the user. Participant `name`s are not forwarded: they are not counted by the limits and a
     /// widget's conversation has no use for them.
     fn trim(
         &self,
@@ -236,18 +252,18 @@ impl<'a> SitePolicy<'a> {
             size: 0,
         };
         for message in &conversation[conversation.len() - must_keep..] {
-            budget.take(message.content.len());
+            budget.take(message.prompt_bytes());
         }
         let instructions_kept =
             instructions.iter().rev().take_while(|m| budget.try_take(m.content.len())).count();
         let older = &conversation[..conversation.len() - must_keep];
         let older_kept =
-            older.iter().rev().take_while(|m| budget.try_take(m.content.len())).count();
+            older.iter().rev().take_while(|m| budget.try_take(m.prompt_bytes())).count();
         instructions.drain(..instructions.len() - instructions_kept);
 
         conversation.iter_mut().for_each(|m| m.name = None);
         let mut start = conversation.len() - must_keep - older_kept;
-        while start < conversation.len() && conversation[start].role == Role::Assistant {
+        while start < conversation.len() && conversation[start].role != Role::User {
             start += 1;
         }
         conversation.drain(..start);
@@ -292,6 +308,7 @@ mod tests {
             context_bytes: 1000,
             client_instructions: ClientInstructions::Layer,
             limits,
+            tools: ToolAccess::Site,
         }
     }
 

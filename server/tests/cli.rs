@@ -611,7 +611,7 @@ async fn creating_a_key_without_a_scope_or_with_a_bad_budget_fails_and_says_why(
         .await
         .assert_failure();
     assert!(
-        bad_scope.stderr.contains("unknown scope `admin` (known: chat, models, usage)"),
+        bad_scope.stderr.contains("unknown scope `admin` (known: chat, models, usage, tools)"),
         "{}",
         bad_scope.stderr
     );

@@ -168,7 +168,7 @@ async fn keys_are_created_rotated_and_revoked_over_the_admin_api() {
     .await;
     assert_eq!(
         (status, &body["error"]["message"]),
-        (400, &json!("scopes: unknown scope `admin` (known: chat, models, usage)"))
+        (400, &json!("scopes: unknown scope `admin` (known: chat, models, usage, tools)"))
     );
     let (status, list) = admin(&relay, Method::GET, "/admin/v1/keys", None).await;
     assert_eq!(status, 200);

@@ -62,7 +62,7 @@ async fn each_kind_of_bad_input_gets_a_precise_error() {
             400,
             envelope(
                 "invalid_field",
-                "invalid `messages[0].role`: unknown variant `hacker`, expected one of `system`, `developer`, `user`, `assistant` at line 1 column 31",
+                "invalid `messages[0].role`: unknown variant `hacker`, expected one of `system`, `developer`, `user`, `assistant`, `tool` at line 1 column 31",
             ),
         ),
         (
@@ -78,7 +78,7 @@ async fn each_kind_of_bad_input_gets_a_precise_error() {
             400,
             envelope(
                 "invalid_field",
-                "invalid `messages[0].content`: invalid type: integer `42`, expected a string or an array of text parts at line 1 column 44",
+                "invalid `messages[0].content`: invalid type: integer `42`, expected a string, an array of text parts or null at line 1 column 44",
             ),
         ),
         (

@@ -20,6 +20,7 @@ mod routes;
 mod secrets;
 mod shared;
 mod streaming;
+mod tools;
 mod visitors;
 mod webhooks;
 mod widget;

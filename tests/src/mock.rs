@@ -92,6 +92,8 @@ pub struct RecordedRequest {
     pub api_key: Option<String>,
     pub anthropic_version: Option<String>,
     pub body: Value,
+    /// The body's bytes as they arrived (for what must be passed on byte for byte).
+    pub raw_body: Bytes,
     /// The path and query, as the request line had them (`/v1/chat/completions`,
     /// `/v1/messages`, `/v1beta/models/m:generateContent`).
     pub path: String,
@@ -212,6 +214,7 @@ async fn chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let raw_body = body.clone();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let wants_stream =
         body["stream"] == json!(true) || uri.path().ends_with(":streamGenerateContent");
@@ -226,6 +229,7 @@ async fn chat(
         api_key,
         anthropic_version,
         body,
+        raw_body,
         headers,
     });
     state.received.notify_one();

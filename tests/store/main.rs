@@ -94,6 +94,7 @@ contract!(
     every_site_setting_reads_back_as_it_was_set,
     a_site_keeps_its_origins_in_order_and_each_once,
     a_change_made_through_the_store_is_seen_by_its_next_lookup,
+    a_key_with_every_scope_reads_back_with_every_scope,
     a_change_made_by_another_process_is_seen_after_a_poll,
     a_change_made_by_another_process_is_announced_by_an_engine_that_listens,
     recording_when_a_key_was_used_does_not_count_as_a_change,
@@ -170,6 +171,20 @@ async fn deleting_a_site_removes_its_origins(db: Database) {
     assert!(!store.delete_site(&created.id).await.unwrap());
     assert!(!store.origin_is_registered("https://shop.example").await.unwrap());
     assert!(store.list_sites().await.unwrap().is_empty());
+}
+
+/// Every scope's name (`tools` included, which came later than the others) is stored and read
+/// back by each engine, by another store too (as another relay or the CLI would read it).
+async fn a_key_with_every_scope_reads_back_with_every_scope(db: Database) {
+    let store = db.open().await;
+    let secret = NewKey::generate(KeyKind::Secret);
+    let spec = NewApiKey { scopes: Scope::ALL.to_vec(), ..new_key(&secret) };
+    let created = store.create_api_key(spec).await.unwrap();
+    assert_eq!(created.scopes, Scope::ALL);
+    let other = db.open().await;
+    let found = other.api_key_by_lookup(&secret.lookup_id, 0).await.unwrap().unwrap();
+    assert_eq!(found.key.scopes, Scope::ALL);
+    assert!(found.key.has_scope(Scope::Tools));
 }
 
 async fn a_change_made_through_the_store_is_seen_by_its_next_lookup(db: Database) {

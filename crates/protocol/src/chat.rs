@@ -3,7 +3,10 @@
 use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
+
+use crate::tools::{RawJson, ToolCallDelta};
 
 /// The `object` value of a streamed chunk.
 pub const CHUNK_OBJECT: &str = "chat.completion.chunk";
@@ -48,6 +51,40 @@ pub struct ChatRequest {
     pub stop: Option<Stop>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Functions the model may call (secret keys with the `tools` scope only). Kept as sent:
+    /// an OpenAI-compatible upstream gets it byte for byte; see [`crate::Tool`] for its shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<RawJson>,
+    /// Whether and which tool the model must call; see [`crate::ToolChoice`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<RawJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    /// JSON mode or structured output; see [`crate::ResponseFormat`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<RawJson>,
+}
+
+impl ChatRequest {
+    /// The first parameter that asks for tools or structured output, if any: what a caller
+    /// without the `tools` scope is refused for, named as the client wrote it.
+    pub fn tool_parameter(&self) -> Option<&'static str> {
+        if self.tools.is_some() {
+            Some("tools")
+        } else if self.tool_choice.is_some() {
+            Some("tool_choice")
+        } else if self.parallel_tool_calls.is_some() {
+            Some("parallel_tool_calls")
+        } else if self.response_format.is_some() {
+            Some("response_format")
+        } else if self.messages.iter().any(|m| m.tool_calls.is_some()) {
+            Some("messages[].tool_calls")
+        } else if self.messages.iter().any(|m| m.role == Role::Tool) {
+            Some("messages[].role: \"tool\"")
+        } else {
+            None
+        }
+    }
 }
 
 fn null_as_false<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
@@ -69,8 +106,7 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
-/// Who wrote a message. Tool and function roles are not part of a chat widget's conversation and
-/// are rejected as unknown.
+/// Who wrote a message. The legacy `function` role is rejected as unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -79,22 +115,26 @@ pub enum Role {
     Developer,
     User,
     Assistant,
+    /// The result of a tool call (`tool_call_id` names the call): server-side callers with the
+    /// `tools` scope only. Never part of a widget's conversation.
+    Tool,
 }
 
 impl Role {
-    /// The wire name (what serde writes): `system`, `developer`, `user`, `assistant`.
+    /// The wire name (what serde writes): `system`, `developer`, `user`, `assistant`, `tool`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::System => "system",
             Role::Developer => "developer",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 
     /// The role with this wire name.
     pub fn from_name(name: &str) -> Option<Role> {
-        [Role::System, Role::Developer, Role::User, Role::Assistant]
+        [Role::System, Role::Developer, Role::User, Role::Assistant, Role::Tool]
             .into_iter()
             .find(|role| role.as_str() == name)
     }
@@ -105,20 +145,60 @@ impl Role {
     }
 }
 
-/// One message of a conversation. Content may arrive as a string or as an array of text parts;
-/// it is always text once parsed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One message of a conversation. Content may arrive as a string, as an array of text parts or
+/// as `null` (an assistant message that only calls tools); it is always text once parsed, and
+/// `null` is empty text.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ChatMessage {
     pub role: Role,
     #[serde(deserialize_with = "deserialize_content")]
     pub content: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub name: Option<String>,
+    /// An assistant message's calls (see [`crate::ToolCall`]), kept as sent.
+    #[serde(default)]
+    pub tool_calls: Option<RawJson>,
+    /// A `tool` message's answer to this call.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into(), name: None }
+        Self { role, content: content.into(), name: None, tool_calls: None, tool_call_id: None }
+    }
+
+    /// The bytes it adds to a prompt: its text and its calls' JSON.
+    pub fn prompt_bytes(&self) -> usize {
+        self.content.len() + self.tool_calls.as_ref().map_or(0, |calls| calls.get().len())
+    }
+}
+
+/// Written as OpenAI writes it: an assistant message with calls and no text has `content: null`,
+/// and absent options are left out.
+impl Serialize for ChatMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = 2
+            + usize::from(self.name.is_some())
+            + usize::from(self.tool_calls.is_some())
+            + usize::from(self.tool_call_id.is_some());
+        let mut message = serializer.serialize_struct("ChatMessage", fields)?;
+        message.serialize_field("role", &self.role)?;
+        if self.content.is_empty() && self.tool_calls.is_some() {
+            message.serialize_field("content", &Option::<&str>::None)?;
+        } else {
+            message.serialize_field("content", &self.content)?;
+        }
+        if let Some(name) = &self.name {
+            message.serialize_field("name", name)?;
+        }
+        if let Some(calls) = &self.tool_calls {
+            message.serialize_field("tool_calls", calls)?;
+        }
+        if let Some(id) = &self.tool_call_id {
+            message.serialize_field("tool_call_id", id)?;
+        }
+        message.end()
     }
 }
 
@@ -139,7 +219,7 @@ fn deserialize_content<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Str
         type Value = String;
 
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a string or an array of text parts")
+            f.write_str("a string, an array of text parts or null")
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
@@ -148,6 +228,14 @@ fn deserialize_content<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Str
 
         fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
             Ok(v)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<String, E> {
+            Ok(String::new())
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<String, E> {
+            Ok(String::new())
         }
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
@@ -286,6 +374,9 @@ pub struct Delta {
     pub role: Option<Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Calls the model is making, a fragment at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 /// A whole `chat.completion` (the answer to a request without `stream`).
@@ -359,7 +450,7 @@ mod tests {
             assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
             assert_eq!(Role::from_name(role.as_str()), Some(role));
         }
-        assert_eq!(Role::from_name("tool"), None);
+        assert_eq!(Role::from_name("function"), None);
     }
 
     #[test]
@@ -382,9 +473,34 @@ mod tests {
 
     #[test]
     fn unknown_roles_are_rejected() {
-        let err =
-            serde_json::from_str::<ChatMessage>(r#"{"role":"tool","content":"x"}"#).unwrap_err();
-        assert!(err.to_string().starts_with("unknown variant `tool`"), "{err}");
+        let err = serde_json::from_str::<ChatMessage>(r#"{"role":"function","content":"x"}"#)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("unknown variant `function`"), "{err}");
+    }
+
+    #[test]
+    fn tool_messages_round_trip_in_openai_shape() {
+        for text in [
+            r#"{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]}"#,
+            r#"{"role":"tool","content":"22 C","tool_call_id":"call_1"}"#,
+            r#"{"role":"user","content":"hi","name":"ann"}"#,
+        ] {
+            let message: ChatMessage = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&message).unwrap(), text);
+        }
+        let request: ChatRequest = serde_json::from_str(
+            r#"{"messages":[{"role":"user","content":"hi"}],"tools":[ {"type":"function"} ],"response_format":{"type":"json_object"}}"#,
+        )
+        .unwrap();
+        assert_eq!(request.tools.as_ref().unwrap().get(), r#"[ {"type":"function"} ]"#);
+        assert_eq!(request.tool_parameter(), Some("tools"));
+        let plain = ChatRequest { messages: vec![ChatMessage::new(Role::User, "hi")], ..request };
+        let plain = ChatRequest { tools: None, response_format: None, ..plain };
+        assert_eq!(plain.tool_parameter(), None);
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#"{"messages":[{"role":"user","content":"hi"}]}"#
+        );
     }
 
     #[test]

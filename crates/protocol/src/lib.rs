@@ -7,8 +7,10 @@
 mod chat;
 mod error;
 pub mod sse;
+mod tools;
 mod widget;
 
 pub use chat::*;
 pub use error::*;
+pub use tools::*;
 pub use widget::*;

@@ -7,16 +7,26 @@
 //!
 //! The request: system and developer messages are joined into the top-level `system`;
 //! consecutive messages of one role are merged (the API wants user and assistant turns to
-//! alternate); `max_tokens` is always sent (the request's, else [`DEFAULT_MAX_TOKENS`]);
+//! alternate), and a conversation that opens with the assistant (a widget's greeting) gets a
+//! minimal user turn (`.`) before it, since the first message must be the user's; `max_tokens` is always sent (the request's, else [`DEFAULT_MAX_TOKENS`]);
 //! `temperature` is clamped into Anthropic's `[0, 1]` (OpenAI's range is `[0, 2]`); `top_p`
 //! is passed; `stop` becomes `stop_sequences`; `user` becomes `metadata.user_id`. Penalties have
-//! no Anthropic equivalent and are dropped.
+//! no Anthropic equivalent and are dropped. Tools (secret keys with the `tools` scope only):
+//! `tools` become Anthropic's (`input_schema`), `tool_choice` `auto`/`none`/`required`/a function
+//! becomes `auto`/`none`/`any`/`tool` (with `disable_parallel_tool_use` for
+//! `parallel_tool_calls: false`), an assistant's `tool_calls` become `tool_use` blocks and `tool`
+//! messages `tool_result` blocks of a user turn (consecutive results in one). A
+//! `response_format` asking for JSON becomes a tool, [`JSON_TOOL_NAME`], with the format's
+//! schema, which the model is made to call (LiteLLM's approach: the API has no JSON mode); its
+//! input is the answer's text.
 //!
 //! The stream ([`StreamTranslator`]) is read by the JSON `type` of each event rather than by
 //! its `event:` name: `message_start` gives the message id and the input token counts (cache
 //! writes and reads included) and becomes the first chunk (`role: assistant`);
-//! `content_block_delta` with a `text_delta` becomes a content chunk, and every other block
-//! (thinking, tool use, whose arguments the relay's requests never ask for) is skipped;
+//! `content_block_delta` with a `text_delta` becomes a content chunk; a `tool_use` block becomes
+//! OpenAI's `delta.tool_calls`, a first entry with its id and name at `content_block_start`,
+//! then its `input_json_delta` fragments as `arguments` (the format tool's fragments are content
+//! instead); every other block (thinking) is skipped;
 //! `message_delta` gives the stop reason and usage, whose counts are cumulative (the last one
 //! wins, an absent count keeps the one before); `message_stop` becomes the finish chunk, the
 //! usage chunk (`choices: []`) and the end; `ping` and event types Anthropic adds later are
@@ -36,9 +46,11 @@ use bytes::Bytes;
 use confab_protocol::sse::SseEvent;
 use confab_protocol::{
     CHUNK_OBJECT, COMPLETION_OBJECT, ChatCompletion, ChatCompletionChunk, ChatMessage, ChatRequest,
-    ChunkChoice, CompletionChoice, Delta, PromptTokensDetails, Role, Stop, Usage,
+    ChunkChoice, CompletionChoice, Delta, FunctionCall, FunctionCallDelta, PromptTokensDetails,
+    RawJson, ResponseFormat, Role, Stop, ToolCall, ToolCallDelta, ToolChoice, ToolKind, Usage,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::common::{self, Endpoint, Translate, log_error_text};
 use crate::{
@@ -117,7 +129,8 @@ impl Provider for AnthropicProvider {
     ) -> Result<EventStream, UpstreamError> {
         let body = self.send(request, true, call).await?;
         let model = request.model.clone().unwrap_or_default();
-        let translator = StreamTranslator::new(model);
+        let mut translator = StreamTranslator::new(model);
+        translator.json_mode = json_format(request).is_some();
         let upstream = self.endpoint.name().to_owned();
         let secret = self.endpoint.api_key().cloned();
         Ok(common::sse_stream(body, Logged { translator, upstream, secret }))
@@ -135,7 +148,7 @@ impl Provider for AnthropicProvider {
         let mut body = self.send(request, false, call).await?;
         let body = common::read_answer(&mut body).await?;
         let model = request.model.as_deref().unwrap_or_default();
-        completion_from_message(&body, model).inspect_err(|error| {
+        completion_from_message(&body, model, json_format(request).is_some()).inspect_err(|error| {
             if *error == UpstreamError::Reported {
                 log_error_text(self.endpoint.name(), self.endpoint.api_key(), 200, &body);
             }
@@ -166,7 +179,7 @@ impl Translate for Logged {
 // The request.
 
 /// A Messages API request body.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize)]
 struct MessagesRequest<'a> {
     model: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,42 +194,160 @@ struct MessagesRequest<'a> {
     stop_sequences: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<Metadata<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<AnthropicTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<AnthropicToolChoice<'a>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: Cow<'a, str>,
+    content: MessageContent<'a>,
+}
+
+/// A message's content: plain text, or blocks once it holds tool calls or their results.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum MessageContent<'a> {
+    Text(Cow<'a, str>),
+    Blocks(Vec<Block<'a>>),
+}
+
+impl<'a> MessageContent<'a> {
+    /// Adds `more` after what is there: text to text joined by a blank line, anything else as
+    /// blocks.
+    fn append(&mut self, more: MessageContent<'a>) {
+        match (&mut *self, more) {
+            (MessageContent::Text(text), MessageContent::Text(more)) => join(text.to_mut(), &more),
+            (MessageContent::Blocks(blocks), more) => blocks.extend(more.into_blocks()),
+            (MessageContent::Text(_), more) => {
+                let text = std::mem::replace(self, MessageContent::Blocks(Vec::new()));
+                let mut blocks = text.into_blocks();
+                blocks.extend(more.into_blocks());
+                *self = MessageContent::Blocks(blocks);
+            }
+        }
+    }
+
+    fn into_blocks(self) -> Vec<Block<'a>> {
+        match self {
+            MessageContent::Text(text) => vec![Block::Text { text }],
+            MessageContent::Blocks(blocks) => blocks,
+        }
+    }
+}
+
+/// A content block of a request's message.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block<'a> {
+    Text {
+        text: Cow<'a, str>,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Object<'a>,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        content: &'a str,
+    },
+}
+
+/// A JSON object sent on: as the client wrote it, or one of two of the adapter's own.
+#[derive(Debug)]
+enum Object<'a> {
+    Given(Cow<'a, RawValue>),
+    /// `{"type":"object"}`: the schema of any object.
+    AnySchema,
+    /// `{}`.
+    Empty,
+}
+
+impl Serialize for Object<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Object::Given(raw) => raw.serialize(serializer),
+            Object::AnySchema => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("type", "object")?;
+                map.end()
+            }
+            Object::Empty => serializer.serialize_map(Some(0))?.end(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct AnthropicTool<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    input_schema: Object<'a>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
+struct AnthropicToolChoice<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    disable_parallel_tool_use: bool,
+}
+
+#[derive(Debug, Serialize)]
 struct Metadata<'a> {
     user_id: &'a str,
 }
+
+/// The tool a `response_format` becomes: Anthropic's Messages API has no JSON mode, so, as
+/// LiteLLM does, the model is made to call a tool whose input schema is the format's, and the
+/// call's input comes back to the client as the answer's text.
+pub(crate) const JSON_TOOL_NAME: &str = "json_tool_call";
 
 impl<'a> MessagesRequest<'a> {
     fn from_chat(request: &'a ChatRequest, stream: bool) -> Self {
         let mut system: Option<String> = None;
         let mut messages: Vec<Message<'a>> = Vec::with_capacity(request.messages.len());
         for message in &request.messages {
-            // Anthropic refuses empty text: a blank message adds nothing to the conversation.
-            if message.content.trim().is_empty() {
-                continue;
-            }
-            let role = match message.role {
+            let (role, content) = match message.role {
                 Role::System | Role::Developer => {
-                    join(system.get_or_insert_with(String::new), &message.content);
+                    if !message.content.trim().is_empty() {
+                        join(system.get_or_insert_with(String::new), &message.content);
+                    }
                     continue;
                 }
-                Role::User => "user",
-                Role::Assistant => "assistant",
+                Role::User => ("user", text_content(message)),
+                Role::Assistant => ("assistant", assistant_content(message)),
+                // A tool's result goes back in a user turn, as a block answering the call.
+                Role::Tool => (
+                    "user",
+                    Some(MessageContent::Blocks(vec![Block::ToolResult {
+                        tool_use_id: message.tool_call_id.as_deref().unwrap_or_default(),
+                        content: &message.content,
+                    }])),
+                ),
             };
+            // Anthropic refuses empty text: a blank message adds nothing to the conversation.
+            let Some(content) = content else { continue };
             match messages.last_mut() {
-                Some(last) if last.role == role => join(last.content.to_mut(), &message.content),
-                _ => messages.push(Message { role, content: Cow::Borrowed(&message.content) }),
+                Some(last) if last.role == role => last.content.append(content),
+                _ => messages.push(Message { role, content }),
             }
+        }
+        // The first message must be the user's: a conversation that opens with the assistant
+        // (a widget's greeting) gets a minimal user turn before it, as LiteLLM does, which keeps
+        // what the assistant said.
+        if messages.first().is_some_and(|first| first.role == "assistant") {
+            let opening = Message { role: "user", content: MessageContent::Text(".".into()) };
+            messages.insert(0, opening);
         }
         let max_tokens = match (request.max_tokens, request.max_completion_tokens) {
             (Some(a), Some(b)) => a.min(b),
@@ -227,6 +358,7 @@ impl<'a> MessagesRequest<'a> {
             Some(Stop::One(one)) => vec![one.as_str()],
             Some(Stop::Many(many)) => many.iter().map(String::as_str).collect(),
         };
+        let (tools, tool_choice) = tools(request);
         Self {
             model: request.model.as_deref().unwrap_or_default(),
             system,
@@ -236,7 +368,164 @@ impl<'a> MessagesRequest<'a> {
             top_p: request.top_p,
             stop_sequences,
             metadata: request.user.as_deref().map(|user_id| Metadata { user_id }),
+            tools,
+            tool_choice,
             stream,
+        }
+    }
+}
+
+/// A user message's text, `None` when blank.
+fn text_content(message: &ChatMessage) -> Option<MessageContent<'_>> {
+    (!message.content.trim().is_empty())
+        .then(|| MessageContent::Text(message.content.as_str().into()))
+}
+
+/// An assistant message: its text, then a `tool_use` block per call (the arguments, OpenAI's
+/// JSON text, as the block's `input` object; arguments that are not an object become `{}`).
+fn assistant_content(message: &ChatMessage) -> Option<MessageContent<'_>> {
+    // The relay's policy checked the calls' shape; calls of another shape are left out.
+    let calls: Vec<RawCall<'_>> = message
+        .tool_calls
+        .as_ref()
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or_default();
+    if calls.is_empty() {
+        return text_content(message);
+    }
+    let mut blocks = Vec::with_capacity(calls.len() + 1);
+    if !message.content.trim().is_empty() {
+        blocks.push(Block::Text { text: message.content.as_str().into() });
+    }
+    for call in calls {
+        let input = object_input(&call.function.arguments);
+        blocks.push(Block::ToolUse { id: call.id, name: call.function.name, input });
+    }
+    Some(MessageContent::Blocks(blocks))
+}
+
+/// A tool call as it is sent back, borrowed from the message's text.
+#[derive(Deserialize)]
+struct RawCall<'a> {
+    #[serde(borrow)]
+    id: &'a str,
+    #[serde(borrow)]
+    function: RawFunction<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawFunction<'a> {
+    #[serde(borrow)]
+    name: &'a str,
+    #[serde(default)]
+    arguments: Cow<'a, str>,
+}
+
+/// OpenAI's arguments (JSON text) as Anthropic's `input` (a JSON object); `{}` for arguments
+/// that are not one.
+fn object_input(arguments: &str) -> Object<'static> {
+    let arguments = arguments.trim();
+    match serde_json::from_str::<Box<RawValue>>(arguments) {
+        Ok(input) if arguments.starts_with('{') => Object::Given(Cow::Owned(input)),
+        _ => Object::Empty,
+    }
+}
+
+/// The request's tools and tool choice in Anthropic's shapes, with `response_format` as the
+/// forced [`JSON_TOOL_NAME`] tool.
+fn tools(request: &ChatRequest) -> (Vec<AnthropicTool<'_>>, Option<AnthropicToolChoice<'_>>) {
+    let defined: Vec<RawTool<'_>> = request
+        .tools
+        .as_ref()
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or_default();
+    let mut tools: Vec<AnthropicTool<'_>> = defined
+        .into_iter()
+        .map(|tool| AnthropicTool {
+            name: tool.function.name,
+            description: tool.function.description,
+            input_schema: tool
+                .function
+                .parameters
+                .map_or(Object::AnySchema, |schema| Object::Given(Cow::Borrowed(schema))),
+        })
+        .collect();
+    let no_parallel = request.parallel_tool_calls == Some(false);
+    let choice = |kind, name| AnthropicToolChoice {
+        kind,
+        name,
+        disable_parallel_tool_use: no_parallel && kind != "none",
+    };
+    let mut tool_choice = match request.tool_choice.as_ref().map(ToolChoice::parse) {
+        Some(Ok(ToolChoice::None)) => Some(choice("none", None)),
+        Some(Ok(ToolChoice::Auto)) => Some(choice("auto", None)),
+        Some(Ok(ToolChoice::Required)) => Some(choice("any", None)),
+        Some(Ok(ToolChoice::Function(name))) => {
+            let name = tools.iter().find(|t| t.name == name).map(|t| t.name);
+            name.map(|name| choice("tool", Some(name)))
+        }
+        Some(Err(_)) | None if no_parallel && !tools.is_empty() => Some(choice("auto", None)),
+        Some(Err(_)) | None => None,
+    };
+    if let Some((description, schema)) = json_format(request) {
+        let forced = tools.is_empty();
+        tools.push(AnthropicTool { name: JSON_TOOL_NAME, description, input_schema: schema });
+        // Alone, the format's tool is forced; beside the client's tools, the model must call one
+        // of them or answer in the format, unless the client chose otherwise.
+        match &tool_choice {
+            _ if forced => tool_choice = Some(choice("tool", Some(JSON_TOOL_NAME))),
+            None => tool_choice = Some(choice("any", None)),
+            Some(AnthropicToolChoice { kind: "auto", .. }) => {
+                tool_choice = Some(choice("any", None))
+            }
+            Some(_) => {}
+        }
+    }
+    (tools, tool_choice)
+}
+
+/// A tool as sent, borrowed from the request's text.
+#[derive(Deserialize)]
+struct RawTool<'a> {
+    #[serde(borrow)]
+    function: RawDefinition<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawDefinition<'a> {
+    #[serde(borrow)]
+    name: &'a str,
+    #[serde(borrow, default)]
+    description: Option<&'a str>,
+    #[serde(borrow, default)]
+    parameters: Option<&'a RawValue>,
+}
+
+/// A `response_format` that asks for JSON: the format tool's description and input schema.
+fn json_format(request: &ChatRequest) -> Option<(Option<&str>, Object<'_>)> {
+    match ResponseFormat::parse(request.response_format.as_ref()?).ok()? {
+        ResponseFormat::Text => None,
+        ResponseFormat::JsonObject => Some((None, Object::AnySchema)),
+        ResponseFormat::JsonSchema(_) => {
+            #[derive(Deserialize)]
+            struct Format<'a> {
+                #[serde(borrow)]
+                json_schema: Schema<'a>,
+            }
+            #[derive(Deserialize)]
+            struct Schema<'a> {
+                #[serde(borrow, default)]
+                description: Option<&'a str>,
+                #[serde(borrow, default)]
+                schema: Option<&'a RawValue>,
+            }
+            let format: Format<'_> =
+                serde_json::from_str(request.response_format.as_ref()?.get()).ok()?;
+            let schema = format
+                .json_schema
+                .schema
+                .map_or(Object::AnySchema, |schema| Object::Given(Cow::Borrowed(schema)));
+            Some((format.json_schema.description, schema))
         }
     }
 }
@@ -311,7 +600,15 @@ enum StreamEvent {
     MessageStart {
         message: MessageStart,
     },
+    ContentBlockStart {
+        #[serde(default)]
+        index: u32,
+        #[serde(default)]
+        content_block: Option<StartBlock>,
+    },
     ContentBlockDelta {
+        #[serde(default)]
+        index: u32,
         delta: BlockDelta,
     },
     MessageDelta {
@@ -322,7 +619,7 @@ enum StreamEvent {
     },
     MessageStop,
     Error,
-    /// `ping`, `content_block_start`, `content_block_stop`, and any type added later.
+    /// `ping`, `content_block_stop`, and any type added later.
     #[serde(other)]
     Other,
 }
@@ -341,9 +638,36 @@ enum BlockDelta {
     TextDelta {
         text: String,
     },
-    /// Thinking, signatures, tool arguments (`input_json_delta`), citations.
+    /// A fragment of a tool call's input (JSON text).
+    InputJsonDelta {
+        #[serde(default)]
+        partial_json: String,
+    },
+    /// Thinking, signatures, citations.
     #[serde(other)]
     Other,
+}
+
+/// The block a `content_block_start` opens, as far as the translation cares.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StartBlock {
+    ToolUse {
+        id: String,
+        name: String,
+    },
+    /// Text (whose deltas carry it), thinking, and the rest.
+    #[serde(other)]
+    Other,
+}
+
+/// What an open `tool_use` block becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ToolBlock {
+    /// The client's function: OpenAI's tool call of this index.
+    Call(u32),
+    /// The format tool ([`JSON_TOOL_NAME`]): its input is the answer's text.
+    Json,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -364,6 +688,12 @@ pub(crate) struct StreamTranslator {
     stop_reason: Option<String>,
     /// Whether `message_start` came, and with it the first chunk.
     started: bool,
+    /// The request asked for JSON through the format tool ([`JSON_TOOL_NAME`]).
+    pub(crate) json_mode: bool,
+    /// The `tool_use` blocks opened so far, by their Anthropic index.
+    tool_blocks: Vec<(u32, ToolBlock)>,
+    /// The client's tool calls so far.
+    calls: u32,
 }
 
 impl StreamTranslator {
@@ -375,6 +705,9 @@ impl StreamTranslator {
             usage: AnthropicUsage::default(),
             stop_reason: None,
             started: false,
+            json_mode: false,
+            tool_blocks: Vec::new(),
+            calls: 0,
         }
     }
 
@@ -412,14 +745,69 @@ impl StreamTranslator {
                     self.usage.update(usage);
                 }
                 self.started = true;
-                let delta = Delta { role: Some(Role::Assistant), content: Some(String::new()) };
+                let delta = Delta {
+                    role: Some(Role::Assistant),
+                    content: Some(String::new()),
+                    tool_calls: None,
+                };
                 out.push_back(self.chunk(delta, None));
             }
-            StreamEvent::ContentBlockDelta { delta: BlockDelta::TextDelta { text } } => {
+            StreamEvent::ContentBlockStart {
+                index,
+                content_block: Some(StartBlock::ToolUse { id, name }),
+            } => {
                 self.check_started()?;
-                out.push_back(self.chunk(Delta { role: None, content: Some(text) }, None));
+                if self.json_mode && name == JSON_TOOL_NAME {
+                    self.tool_blocks.push((index, ToolBlock::Json));
+                    return Ok(());
+                }
+                let call = self.calls;
+                self.calls += 1;
+                self.tool_blocks.push((index, ToolBlock::Call(call)));
+                let opened = ToolCallDelta {
+                    index: call,
+                    id: Some(id),
+                    kind: Some(ToolKind::Function),
+                    function: FunctionCallDelta {
+                        name: Some(name),
+                        arguments: Some(String::new()),
+                    },
+                };
+                out.push_back(self.chunk(calls_delta(opened), None));
             }
-            StreamEvent::ContentBlockDelta { delta: BlockDelta::Other } => {}
+            StreamEvent::ContentBlockStart { .. } => {}
+            StreamEvent::ContentBlockDelta { delta: BlockDelta::TextDelta { text }, .. } => {
+                self.check_started()?;
+                out.push_back(self.chunk(text_delta(text), None));
+            }
+            StreamEvent::ContentBlockDelta {
+                index,
+                delta: BlockDelta::InputJsonDelta { partial_json },
+            } => {
+                self.check_started()?;
+                let block = self.tool_blocks.iter().rev().find(|(at, _)| *at == index);
+                match block.map(|(_, block)| *block) {
+                    _ if partial_json.is_empty() => {}
+                    Some(ToolBlock::Json) => {
+                        out.push_back(self.chunk(text_delta(partial_json), None));
+                    }
+                    Some(ToolBlock::Call(call)) => {
+                        let more = ToolCallDelta {
+                            index: call,
+                            id: None,
+                            kind: None,
+                            function: FunctionCallDelta {
+                                name: None,
+                                arguments: Some(partial_json),
+                            },
+                        };
+                        out.push_back(self.chunk(calls_delta(more), None));
+                    }
+                    // Input of a block that was never opened as a tool call: nothing to add to.
+                    None => {}
+                }
+            }
+            StreamEvent::ContentBlockDelta { delta: BlockDelta::Other, .. } => {}
             StreamEvent::MessageDelta { delta, usage } => {
                 self.check_started()?;
                 if delta.stop_reason.is_some() {
@@ -431,7 +819,11 @@ impl StreamTranslator {
             }
             StreamEvent::MessageStop => {
                 self.check_started()?;
-                let reason = finish_reason(self.stop_reason.as_deref());
+                let mut reason = finish_reason(self.stop_reason.as_deref());
+                if self.json_mode && reason == "tool_calls" && self.calls == 0 {
+                    // Only the format tool was called: to the client, a finished JSON answer.
+                    reason = "stop";
+                }
                 out.push_back(self.chunk(Delta::default(), Some(reason)));
                 out.push_back(self.encode(Vec::new(), Some(self.usage.to_openai())));
                 out.push_back(Ok(UpstreamEvent::Done));
@@ -479,6 +871,14 @@ impl StreamTranslator {
     }
 }
 
+fn text_delta(text: String) -> Delta {
+    Delta { content: Some(text), ..Delta::default() }
+}
+
+fn calls_delta(call: ToolCallDelta) -> Delta {
+    Delta { tool_calls: Some(vec![call]), ..Delta::default() }
+}
+
 /// A whole Messages answer, as far as the relay reads it.
 #[derive(Debug, Deserialize)]
 struct WholeMessage {
@@ -500,13 +900,25 @@ enum ContentBlock {
     Text {
         text: String,
     },
-    /// Thinking, tool use and the rest: not part of the text answer.
+    /// (A tree rather than raw text: a tagged enum's fields are buffered, which raw text
+    /// cannot be.)
+    ToolUse {
+        id: String,
+        name: String,
+        input: serde_json::Value,
+    },
+    /// Thinking and the rest: not part of the answer.
     #[serde(other)]
     Other,
 }
 
-/// A whole Messages answer as an OpenAI `chat.completion` for `model`.
-fn completion_from_message(body: &[u8], model: &str) -> Result<Bytes, UpstreamError> {
+/// A whole Messages answer as an OpenAI `chat.completion` for `model`; with `json_mode`, the
+/// format tool's input is the answer's text.
+fn completion_from_message(
+    body: &[u8],
+    model: &str,
+    json_mode: bool,
+) -> Result<Bytes, UpstreamError> {
     let message: WholeMessage = serde_json::from_slice(body).map_err(|e| {
         UpstreamError::Protocol(format!("an Anthropic answer that cannot be read: {e}"))
     })?;
@@ -517,11 +929,32 @@ fn completion_from_message(body: &[u8], model: &str) -> Result<Bytes, UpstreamEr
         return Err(UpstreamError::Protocol("an Anthropic answer without content".into()));
     };
     let mut text = String::new();
+    let mut calls = Vec::new();
     for block in content {
-        if let ContentBlock::Text { text: more } = block {
-            text.push_str(&more);
+        match block {
+            ContentBlock::Text { text: more } => text.push_str(&more),
+            ContentBlock::ToolUse { name, input, .. } if json_mode && name == JSON_TOOL_NAME => {
+                text.push_str(&input.to_string());
+            }
+            ContentBlock::ToolUse { id, name, input } => calls.push(ToolCall {
+                id,
+                kind: ToolKind::Function,
+                function: FunctionCall { name, arguments: input.to_string() },
+            }),
+            ContentBlock::Other => {}
         }
     }
+    let mut finish = finish_reason(message.stop_reason.as_deref());
+    if json_mode && finish == "tool_calls" && calls.is_empty() {
+        finish = "stop";
+    }
+    let tool_calls = match calls.is_empty() {
+        true => None,
+        false => Some(
+            RawJson::encode(&calls)
+                .map_err(|e| UpstreamError::Protocol(format!("cannot encode tool calls: {e}")))?,
+        ),
+    };
     let completion = ChatCompletion {
         id: message.id.unwrap_or_default(),
         object: COMPLETION_OBJECT.into(),
@@ -529,8 +962,8 @@ fn completion_from_message(body: &[u8], model: &str) -> Result<Bytes, UpstreamEr
         model: model.to_owned(),
         choices: vec![CompletionChoice {
             index: 0,
-            message: ChatMessage::new(Role::Assistant, text),
-            finish_reason: Some(finish_reason(message.stop_reason.as_deref()).to_owned()),
+            message: ChatMessage { tool_calls, ..ChatMessage::new(Role::Assistant, text) },
+            finish_reason: Some(finish.to_owned()),
         }],
         usage: message.usage.unwrap_or_default().to_openai(),
     };
@@ -718,7 +1151,7 @@ data: {"type": "message_stop"}
     }
 
     #[test]
-    fn thinking_and_tool_use_blocks_are_skipped_and_text_kept() {
+    fn thinking_blocks_are_skipped_and_tool_use_becomes_tool_call_chunks() {
         // The extended thinking docs' and the tool use docs' block sequences.
         let head = &BASIC[..BASIC.find("event: content_block_start").unwrap()];
         let tail = &BASIC[BASIC.find("event: content_block_delta").unwrap()..];
@@ -736,7 +1169,18 @@ data: {"type": "message_stop"}
         );
         let events = translate(&sse);
         assert_eq!(content(&events), "Hello!");
-        assert_eq!(events.len(), 6, "{events:?}");
+        assert_eq!(events.len(), 8, "{events:?}");
+        let calls: Vec<&Value> =
+            events[1..3].iter().map(|e| &e.as_ref().unwrap()["choices"][0]["delta"]).collect();
+        assert_eq!(
+            calls,
+            [
+                &json!({"tool_calls": [{"index": 0, "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+                    "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+                &json!({"tool_calls": [{"index": 0,
+                    "function": {"arguments": "{\"location\": \"San Fra"}}]}),
+            ]
+        );
         assert_eq!(ending(&events).0, "tool_calls");
     }
 
@@ -849,7 +1293,7 @@ data: {"type": "message_stop"}
     fn a_whole_answer_becomes_a_chat_completion() {
         // The Messages API docs' example answer, with cache counts.
         let body = br#"{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","content":[{"type":"thinking","thinking":"...","signature":"x"},{"type":"text","text":"Hello!"}],"model":"claude-opus-4-6","stop_reason":"max_tokens","stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":null,"cache_read_input_tokens":30,"output_tokens":6}}"#;
-        let answer = completion_from_message(body, "claude-test").unwrap();
+        let answer = completion_from_message(body, "claude-test", false).unwrap();
         let answer: Value = serde_json::from_slice(&answer).unwrap();
         assert!(answer["created"].as_u64().unwrap() > 0);
         assert_eq!(
@@ -870,8 +1314,192 @@ data: {"type": "message_stop"}
         );
         let error =
             br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
-        assert_eq!(completion_from_message(error, "m"), Err(UpstreamError::Reported));
-        assert!(matches!(completion_from_message(b"{}", "m"), Err(UpstreamError::Protocol(_))));
+        assert_eq!(completion_from_message(error, "m", false), Err(UpstreamError::Reported));
+        assert!(matches!(
+            completion_from_message(b"{}", "m", false),
+            Err(UpstreamError::Protocol(_))
+        ));
+    }
+
+    fn weather_tools() -> Value {
+        json!([
+            {"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+            {"type": "function", "function": {"name": "get_time"}},
+        ])
+    }
+
+    #[test]
+    fn tools_and_tool_choice_are_translated() {
+        let base = json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "tools": weather_tools()});
+        let translated = messages_request(&chat(base.clone()), true);
+        assert_eq!(
+            translated["tools"],
+            json!([
+                {"name": "get_weather", "description": "Weather now",
+                 "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+                {"name": "get_time", "input_schema": {"type": "object"}},
+            ])
+        );
+        assert_eq!(translated.get("tool_choice"), None);
+        for (choice, expected) in [
+            (json!("auto"), json!({"type": "auto"})),
+            (json!("none"), json!({"type": "none"})),
+            (json!("required"), json!({"type": "any"})),
+            (
+                json!({"type": "function", "function": {"name": "get_time"}}),
+                json!({"type": "tool", "name": "get_time"}),
+            ),
+        ] {
+            let mut request = base.clone();
+            request["tool_choice"] = choice;
+            assert_eq!(messages_request(&chat(request), true)["tool_choice"], expected);
+        }
+        let mut serial = base.clone();
+        serial["parallel_tool_calls"] = json!(false);
+        assert_eq!(
+            messages_request(&chat(serial), true)["tool_choice"],
+            json!({"type": "auto", "disable_parallel_tool_use": true})
+        );
+    }
+
+    #[test]
+    fn calls_and_results_become_tool_use_and_tool_result_blocks() {
+        let request = chat(json!({
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "Weather in Paris and Oslo?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+                    {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
+                ]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "22 C"},
+                {"role": "tool", "tool_call_id": "toolu_2", "content": "8 C"},
+                {"role": "user", "content": "Thanks; which is warmer?"},
+            ],
+            "tools": weather_tools(),
+        }));
+        assert_eq!(
+            messages_request(&request, true)["messages"],
+            json!([
+                {"role": "user", "content": "Weather in Paris and Oslo?"},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                    {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "22 C"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": "8 C"},
+                    {"type": "text", "text": "Thanks; which is warmer?"},
+                ]},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_conversation_that_opens_with_the_assistant_gets_a_user_turn_first() {
+        let request = chat(json!({"messages": [
+            {"role": "system", "content": "Be kind."},
+            {"role": "assistant", "content": "Hello! How can I help?"},
+            {"role": "assistant", "content": "Ask me anything."},
+            {"role": "user", "content": "Hours?"},
+        ]}));
+        assert_eq!(
+            messages_request(&request, false)["messages"],
+            json!([
+                {"role": "user", "content": "."},
+                {"role": "assistant", "content": "Hello! How can I help?\n\nAsk me anything."},
+                {"role": "user", "content": "Hours?"},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_response_format_becomes_the_forced_json_tool() {
+        let format = json!({"type": "json_schema", "json_schema": {"name": "city", "description": "A city",
+            "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}});
+        let request = chat(
+            json!({"messages": [{"role": "user", "content": "Capital of France?"}], "response_format": format}),
+        );
+        let translated = messages_request(&request, true);
+        assert_eq!(
+            translated["tools"],
+            json!([{"name": "json_tool_call", "description": "A city",
+                    "input_schema": {"type": "object", "properties": {"name": {"type": "string"}}}}])
+        );
+        assert_eq!(translated["tool_choice"], json!({"type": "tool", "name": "json_tool_call"}));
+        let object = chat(
+            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"},
+            "tools": weather_tools()}),
+        );
+        let translated = messages_request(&object, true);
+        assert_eq!(
+            translated["tools"][2],
+            json!({"name": "json_tool_call", "input_schema": {"type": "object"}})
+        );
+        assert_eq!(translated["tool_choice"], json!({"type": "any"}));
+    }
+
+    /// A stream whose one block is a `tool_use` named `name`, its input in two fragments.
+    fn tool_use_stream(name: &str) -> String {
+        let head = &BASIC[..BASIC.find("event: content_block_start").unwrap()];
+        format!(
+            "{head}{}{}{}{}{}{}",
+            format_args!(
+                "data: {{\"type\": \"content_block_start\", \"index\": 0, \"content_block\": {{\"type\": \"tool_use\", \"id\": \"toolu_9\", \"name\": \"{name}\", \"input\": {{}}}}}}\n\n"
+            ),
+            "data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"input_json_delta\", \"partial_json\": \"\"}}\n\n",
+            "data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"input_json_delta\", \"partial_json\": \"{\\\"name\\\": \"}}\n\n",
+            "data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"input_json_delta\", \"partial_json\": \"\\\"Paris\\\"}\"}}\n\n",
+            "data: {\"type\": \"message_delta\", \"delta\": {\"stop_reason\": \"tool_use\"}, \"usage\": {\"output_tokens\": 9}}\n\n",
+            "data: {\"type\": \"message_stop\"}\n\n",
+        )
+    }
+
+    #[test]
+    fn the_json_tool_streams_back_as_the_answer_text() {
+        let mut translator = StreamTranslator::new("claude-test".into());
+        translator.json_mode = true;
+        let mut out = VecDeque::new();
+        for event in SseParser::default().push(tool_use_stream(JSON_TOOL_NAME).as_bytes()) {
+            translator.event(&event, &mut out).unwrap();
+        }
+        let chunks: Vec<Value> = out
+            .into_iter()
+            .filter_map(|e| match e.unwrap() {
+                UpstreamEvent::Data(data) => Some(serde_json::from_str(&data).unwrap()),
+                UpstreamEvent::Done => None,
+            })
+            .collect();
+        let text: String =
+            chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        assert_eq!(text, r#"{"name": "Paris"}"#);
+        assert!(chunks.iter().all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()));
+        assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "stop");
+        // Without JSON mode, a tool of that name is the client's own.
+        let events = translate(&tool_use_stream(JSON_TOOL_NAME));
+        assert_eq!(ending(&events).0, "tool_calls");
+    }
+
+    #[test]
+    fn a_whole_answer_with_tool_use_has_tool_calls_and_no_text() {
+        let body = br#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}],"stop_reason":"tool_use","usage":{"input_tokens":12,"output_tokens":6}}"#;
+        let answer: Value =
+            serde_json::from_slice(&completion_from_message(body, "m", false).unwrap()).unwrap();
+        assert_eq!(
+            answer["choices"][0],
+            json!({"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}})
+        );
+        let json_body = String::from_utf8_lossy(body).replace("get_weather", JSON_TOOL_NAME);
+        let answer: Value = serde_json::from_slice(
+            &completion_from_message(json_body.as_bytes(), "m", true).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            answer["choices"][0],
+            json!({"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{\"city\":\"Paris\"}"}})
+        );
     }
 
     #[test]

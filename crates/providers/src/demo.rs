@@ -81,12 +81,12 @@ impl DemoProvider {
 
         let mut events = VecDeque::with_capacity(words.len() + 4);
         events.push_back(chunk(
-            Delta { role: Some(Role::Assistant), content: Some(String::new()) },
+            Delta { role: Some(Role::Assistant), content: Some(String::new()), tool_calls: None },
             None,
             None,
         ));
         for word in words {
-            events.push_back(chunk(Delta { role: None, content: Some(word) }, None, None));
+            events.push_back(chunk(Delta { content: Some(word), ..Delta::default() }, None, None));
         }
         events.push_back(chunk(Delta::default(), Some(finish_reason), None));
         if request.stream_options.is_some_and(|o| o.include_usage) {

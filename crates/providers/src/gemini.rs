@@ -11,11 +11,17 @@
 //! (Gemini wants turns to alternate); `max_tokens` becomes `maxOutputTokens` (which bounds the
 //! model's thoughts and its answer together, so the relay's reservation at `max_tokens` covers
 //! both), `temperature` is clamped to Gemini's `[0, 2]`, `stop` becomes `stopSequences`, and one
-//! candidate is asked for.
+//! candidate is asked for. Tools (secret keys with the `tools` scope only): `tools` become one
+//! tool of `functionDeclarations`, `tool_choice` becomes `toolConfig.functionCallingConfig`,
+//! an assistant's calls `functionCall` parts and `tool` messages `functionResponse` parts of a
+//! user turn (named after the call they answer); `response_format` becomes `responseMimeType`
+//! and `responseSchema`. Schemas lose the JSON Schema keywords Gemini refuses.
 //!
 //! The answer: each SSE event is a whole `GenerateContentResponse`, turned into OpenAI chunks by
 //! [`Translation`]: a first chunk with the role, one per event with text (parts marked
-//! `thought` are the model's thinking and are not shown), a finish chunk at `finishReason`.
+//! `thought` are the model's thinking and are not shown), one with `delta.tool_calls` per event
+//! with `functionCall` parts (each call whole, with an id the adapter makes unless Gemini sent
+//! one), a finish chunk at `finishReason` (`tool_calls` once functions were called).
 //! `usageMetadata` is cumulative: each count the latest event reports wins, and an event without
 //! it changes nothing. Thought tokens are output: `completion_tokens` is
 //! `candidatesTokenCount + thoughtsTokenCount`, with the thoughts also in
@@ -30,6 +36,7 @@
 //! `retryDelay` when no `Retry-After` came. An `error` object inside a 200 stream is
 //! [`UpstreamError::Reported`].
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -37,10 +44,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use confab_protocol::{
     CHUNK_OBJECT, COMPLETION_OBJECT, ChatCompletionChunk, ChatRequest, ChunkChoice,
-    CompletionTokensDetails, Delta, Role, Stop, Usage,
+    CompletionTokensDetails, Delta, FunctionCallDelta, ResponseFormat, Role, Stop, ToolCallDelta,
+    ToolChoice, ToolKind, Usage,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use crate::common::{self, Translate, log_error_body, log_error_text, parse_retry_after};
 use crate::http1;
@@ -234,23 +243,70 @@ struct GenerateContentRequest<'a> {
     contents: Vec<Content<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     system_instruction: Option<Instruction<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<GeminiTools<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<ToolConfig<'a>>,
     generation_config: GenerationConfig<'a>,
 }
 
 #[derive(Debug, Serialize)]
 struct Content<'a> {
     role: &'static str,
-    parts: Vec<TextPart<'a>>,
+    parts: Vec<RequestPart<'a>>,
 }
 
 #[derive(Debug, Serialize)]
 struct Instruction<'a> {
-    parts: Vec<TextPart<'a>>,
+    parts: Vec<RequestPart<'a>>,
+}
+
+/// A part of a request's turn: text, a call the model made, or a call's result.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+enum RequestPart<'a> {
+    FunctionCall {
+        name: &'a str,
+        args: Value,
+    },
+    FunctionResponse {
+        name: &'a str,
+        response: Value,
+    },
+    #[serde(untagged)]
+    Text {
+        text: &'a str,
+    },
+}
+
+/// `tools[]`: Gemini groups function declarations in one tool.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiTools<'a> {
+    function_declarations: Vec<FunctionDeclaration<'a>>,
 }
 
 #[derive(Debug, Serialize)]
-struct TextPart<'a> {
-    text: &'a str,
+struct FunctionDeclaration<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolConfig<'a> {
+    function_calling_config: FunctionCallingConfig<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FunctionCallingConfig<'a> {
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allowed_function_names: Vec<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -265,26 +321,79 @@ struct GenerationConfig<'a> {
     top_p: Option<f32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     stop_sequences: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_schema: Option<Value>,
+}
+
+/// A tool call as it is sent back, borrowed from the message's text.
+#[derive(Deserialize)]
+struct RawCall<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    function: RawFunction<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawFunction<'a> {
+    #[serde(borrow)]
+    name: &'a str,
+    #[serde(default)]
+    arguments: String,
 }
 
 impl<'a> From<&'a ChatRequest> for GenerateContentRequest<'a> {
     fn from(request: &'a ChatRequest) -> Self {
         let mut instructions = Vec::new();
         let mut contents: Vec<Content<'a>> = Vec::new();
-        // Empty messages are left out: Gemini refuses a part with empty text.
-        for message in request.messages.iter().filter(|m| !m.content.is_empty()) {
-            let part = TextPart { text: &message.content };
+        // Which function each call id named: a tool's result names the function, not the call.
+        let mut called: Vec<(Cow<'a, str>, &'a str)> = Vec::new();
+        for message in &request.messages {
+            let mut parts = Vec::new();
+            // Empty texts are left out: Gemini refuses a part with empty text.
+            if !message.content.is_empty() && message.role != Role::Tool {
+                parts.push(RequestPart::Text { text: &message.content });
+            }
             let role = match message.role {
                 Role::System | Role::Developer => {
-                    instructions.push(part);
+                    instructions.extend(parts);
                     continue;
                 }
                 Role::User => "user",
-                Role::Assistant => "model",
+                Role::Assistant => {
+                    let calls: Vec<RawCall<'a>> = message
+                        .tool_calls
+                        .as_ref()
+                        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                        .unwrap_or_default();
+                    for call in calls {
+                        let args = arguments_object(&call.function.arguments);
+                        parts.push(RequestPart::FunctionCall { name: call.function.name, args });
+                        called.push((call.id, call.function.name));
+                    }
+                    "model"
+                }
+                // A result goes back in a user turn; its `response` must be an object, so the
+                // tool's text is its `content`, as LiteLLM sends it.
+                Role::Tool => {
+                    let id = message.tool_call_id.as_deref().unwrap_or_default();
+                    let name = called.iter().rev().find(|(call, _)| call == id).map(|c| c.1);
+                    let response = json!({"content": message.content});
+                    parts.push(RequestPart::FunctionResponse {
+                        name: name.unwrap_or_default(),
+                        response,
+                    });
+                    "user"
+                }
             };
+            if parts.is_empty() {
+                continue;
+            }
             match contents.last_mut() {
-                Some(turn) if turn.role == role => turn.parts.push(part),
-                _ => contents.push(Content { role, parts: vec![part] }),
+                Some(turn) if turn.role == role => turn.parts.extend(parts),
+                _ => contents.push(Content { role, parts }),
             }
         }
         let stop_sequences = match &request.stop {
@@ -292,17 +401,155 @@ impl<'a> From<&'a ChatRequest> for GenerateContentRequest<'a> {
             Some(Stop::Many(many)) => many.iter().map(String::as_str).collect(),
             None => Vec::new(),
         };
+        let (response_mime_type, response_schema) = response_format(request);
         GenerateContentRequest {
             contents,
             system_instruction: (!instructions.is_empty())
                 .then_some(Instruction { parts: instructions }),
+            tools: function_declarations(request),
+            tool_config: tool_config(request),
             generation_config: GenerationConfig {
                 candidate_count: 1,
                 max_output_tokens: request.max_completion_tokens.or(request.max_tokens),
                 temperature: request.temperature.map(|t| t.clamp(0.0, MAX_TEMPERATURE)),
                 top_p: request.top_p,
                 stop_sequences: stop_sequences.into_iter().filter(|s| !s.is_empty()).collect(),
+                response_mime_type,
+                response_schema,
             },
+        }
+    }
+}
+
+/// OpenAI's arguments (JSON text) as Gemini's `args` (an object); `{}` for arguments that are
+/// not one.
+fn arguments_object(arguments: &str) -> Value {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(object @ Value::Object(_)) => object,
+        _ => json!({}),
+    }
+}
+
+/// A tool as sent, borrowed from the request's text.
+#[derive(Deserialize)]
+struct RawTool<'a> {
+    #[serde(borrow)]
+    function: RawDefinition<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawDefinition<'a> {
+    #[serde(borrow)]
+    name: &'a str,
+    #[serde(borrow, default)]
+    description: Option<&'a str>,
+    #[serde(default)]
+    parameters: Option<Value>,
+}
+
+/// The request's functions as one tool of `functionDeclarations`, their schemas cut down to
+/// what Gemini reads.
+fn function_declarations(request: &ChatRequest) -> Vec<GeminiTools<'_>> {
+    let defined: Vec<RawTool<'_>> = request
+        .tools
+        .as_ref()
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or_default();
+    if defined.is_empty() {
+        return Vec::new();
+    }
+    let function_declarations = defined
+        .into_iter()
+        .map(|tool| FunctionDeclaration {
+            name: tool.function.name,
+            description: tool.function.description,
+            parameters: tool.function.parameters.map(gemini_schema),
+        })
+        .collect();
+    vec![GeminiTools { function_declarations }]
+}
+
+/// `tool_choice` as `toolConfig.functionCallingConfig`: `AUTO`, `NONE`, or `ANY` (limited to
+/// the named function, for a named choice).
+fn tool_config(request: &ChatRequest) -> Option<ToolConfig<'_>> {
+    let choice = ToolChoice::parse(request.tool_choice.as_ref()?).ok()?;
+    let (mode, allowed_function_names) = match &choice {
+        ToolChoice::None => ("NONE", Vec::new()),
+        ToolChoice::Auto => ("AUTO", Vec::new()),
+        ToolChoice::Required => ("ANY", Vec::new()),
+        ToolChoice::Function(_) => {
+            // Borrowed from the request rather than from the parsed choice.
+            #[derive(Deserialize)]
+            struct Named<'a> {
+                #[serde(borrow)]
+                function: Name<'a>,
+            }
+            #[derive(Deserialize)]
+            struct Name<'a> {
+                #[serde(borrow)]
+                name: &'a str,
+            }
+            let named: Named<'_> =
+                serde_json::from_str(request.tool_choice.as_ref()?.get()).ok()?;
+            ("ANY", vec![named.function.name])
+        }
+    };
+    Some(ToolConfig {
+        function_calling_config: FunctionCallingConfig { mode, allowed_function_names },
+    })
+}
+
+/// `response_format` as `responseMimeType` (JSON) and `responseSchema`.
+fn response_format(request: &ChatRequest) -> (Option<&'static str>, Option<Value>) {
+    let format = request.response_format.as_ref().and_then(|raw| ResponseFormat::parse(raw).ok());
+    match format {
+        None | Some(ResponseFormat::Text) => (None, None),
+        Some(ResponseFormat::JsonObject) => (Some("application/json"), None),
+        Some(ResponseFormat::JsonSchema(format)) => {
+            let schema = format.schema.and_then(|raw| raw.parse::<Value>().ok());
+            (Some("application/json"), schema.map(gemini_schema))
+        }
+    }
+}
+
+/// A JSON Schema cut down to the OpenAPI subset Gemini accepts, as LiteLLM does: the keywords
+/// it refuses (`$schema`, `$id`, `additionalProperties`, ...) are removed at every level, and a
+/// `type` list with `"null"` becomes the type and `nullable`. Property names are left alone.
+fn gemini_schema(mut schema: Value) -> Value {
+    strip_schema(&mut schema);
+    schema
+}
+
+/// Keywords of JSON Schema that Gemini's `Schema` refuses.
+const UNSUPPORTED_KEYWORDS: [&str; 6] =
+    ["$schema", "$id", "$comment", "additionalProperties", "strict", "unevaluatedProperties"];
+
+fn strip_schema(schema: &mut Value) {
+    let Value::Object(object) = schema else { return };
+    for keyword in UNSUPPORTED_KEYWORDS {
+        object.remove(keyword);
+    }
+    if let Some(Value::Array(types)) = object.get("type") {
+        let nullable = types.iter().any(|t| t == "null");
+        let rest: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+        if let [only] = rest.as_slice() {
+            object.insert("type".into(), only.clone());
+            if nullable {
+                object.insert("nullable".into(), Value::Bool(true));
+            }
+        }
+    }
+    for (keyword, value) in object.iter_mut() {
+        match (keyword.as_str(), value) {
+            // Maps from names to schemas: each schema is stripped, the names kept.
+            ("properties" | "$defs" | "definitions", Value::Object(map)) => {
+                map.values_mut().for_each(strip_schema);
+            }
+            ("items" | "not" | "additionalItems", value) => strip_schema(value),
+            ("anyOf" | "oneOf" | "allOf" | "prefixItems", Value::Array(list)) => {
+                list.iter_mut().for_each(strip_schema);
+            }
+            _ => {}
         }
     }
 }
@@ -349,6 +596,20 @@ struct Part {
     /// Set on the model's thinking, which is not part of the answer.
     #[serde(default)]
     thought: Option<bool>,
+    /// A call the model makes, whole (Gemini does not stream a call's arguments).
+    #[serde(default, rename = "functionCall")]
+    function_call: Option<GeminiCall>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GeminiCall {
+    /// Set by some Gemini APIs; OpenAI clients need one, so the adapter makes one otherwise.
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    args: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -418,11 +679,18 @@ struct Translation {
     /// The OpenAI finish reason, once Gemini gave one (or blocked the prompt).
     finish: Option<&'static str>,
     usage: UsageMetadata,
+    /// The calls the model made so far (their OpenAI indexes).
+    calls: u32,
+    /// What the ids the adapter makes for calls start with: `call_` and a random part, so
+    /// that calls of two answers in one conversation are told apart.
+    call_prefix: String,
 }
 
 /// What one `GenerateContentResponse` added.
 struct Step {
     text: String,
+    /// The calls it made, as OpenAI tool calls with their index, id, name and arguments.
+    calls: Vec<ToolCallDelta>,
     /// Set by the response that ended the answer.
     finish: Option<&'static str>,
 }
@@ -436,6 +704,8 @@ impl Translation {
             started: false,
             finish: None,
             usage: UsageMetadata::default(),
+            calls: 0,
+            call_prefix: format!("call_{:08x}", rand::random::<u32>()),
         }
     }
 
@@ -455,27 +725,49 @@ impl Translation {
         if let Some(usage) = response.usage_metadata {
             self.usage.update(usage);
         }
-        let mut step = Step { text: String::new(), finish: None };
+        let mut step = Step { text: String::new(), calls: Vec::new(), finish: None };
         let blocked = response.prompt_feedback.and_then(|feedback| feedback.block_reason);
         let candidate = response.candidates.and_then(|candidates| candidates.into_iter().next());
         if let Some(candidate) = candidate {
             let parts = candidate.content.and_then(|content| content.parts).unwrap_or_default();
             for part in parts.into_iter().filter(|part| part.thought != Some(true)) {
                 step.text.push_str(part.text.as_deref().unwrap_or_default());
+                if let Some(call) = part.function_call
+                    && self.finish.is_none()
+                {
+                    step.calls.push(self.call(call));
+                }
             }
             step.finish = candidate.finish_reason.as_deref().map(finish_reason);
+            // An answer that called functions ends for the client to run them.
+            if step.finish == Some("stop") && self.calls > 0 {
+                step.finish = Some("tool_calls");
+            }
         } else if blocked.is_some() {
             step.finish = Some("content_filter");
         }
         if self.finish.is_some() {
             // Nothing is added to an answer that has ended; its usage still counts.
-            return Ok(Step { text: String::new(), finish: None });
+            return Ok(Step { text: String::new(), calls: Vec::new(), finish: None });
         }
         self.finish = step.finish;
         Ok(step)
     }
 
-    /// The chunks one SSE event makes: the role first, then its text, then its finish.
+    /// A call as an OpenAI tool call, whole: Gemini sends each call's arguments at once.
+    fn call(&mut self, call: GeminiCall) -> ToolCallDelta {
+        let index = self.calls;
+        self.calls += 1;
+        let arguments = call.args.map_or_else(|| "{}".to_owned(), |args| args.get().to_owned());
+        ToolCallDelta {
+            index,
+            id: Some(call.id.unwrap_or_else(|| format!("{}_{index}", self.call_prefix))),
+            kind: Some(ToolKind::Function),
+            function: FunctionCallDelta { name: Some(call.name), arguments: Some(arguments) },
+        }
+    }
+
+    /// The chunks one SSE event makes: the role first, then its text, its calls, its finish.
     fn event(
         &mut self,
         data: &str,
@@ -484,12 +776,20 @@ impl Translation {
         let step = self.absorb(data.as_bytes())?;
         if !self.started {
             self.started = true;
-            let role = Delta { role: Some(Role::Assistant), content: Some(String::new()) };
+            let role = Delta {
+                role: Some(Role::Assistant),
+                content: Some(String::new()),
+                tool_calls: None,
+            };
             out.push_back(self.chunk(vec![choice(role, None)], None));
         }
         if !step.text.is_empty() {
-            let text = Delta { role: None, content: Some(step.text) };
+            let text = Delta { content: Some(step.text), ..Delta::default() };
             out.push_back(self.chunk(vec![choice(text, None)], None));
+        }
+        if !step.calls.is_empty() {
+            let calls = Delta { tool_calls: Some(step.calls), ..Delta::default() };
+            out.push_back(self.chunk(vec![choice(calls, None)], None));
         }
         if let Some(finish) = step.finish {
             out.push_back(self.chunk(vec![choice(Delta::default(), Some(finish))], None));
@@ -529,16 +829,27 @@ impl Translation {
         let finish = step.finish.ok_or_else(|| {
             UpstreamError::Protocol("a Gemini answer with neither a candidate nor a block".into())
         })?;
+        let mut message = json!({"role": "assistant", "content": step.text});
+        if !step.calls.is_empty() {
+            let calls: Vec<Value> = step
+                .calls
+                .into_iter()
+                .map(|call| {
+                    json!({"id": call.id, "type": "function", "function": {
+                        "name": call.function.name, "arguments": call.function.arguments}})
+                })
+                .collect();
+            if step.text.is_empty() {
+                message["content"] = Value::Null;
+            }
+            message["tool_calls"] = Value::Array(calls);
+        }
         let mut completion = json!({
             "id": self.id,
             "object": COMPLETION_OBJECT,
             "created": self.created,
             "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": step.text},
-                "finish_reason": finish,
-            }],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         });
         if let Some(usage) = self.usage.usage() {
             completion["usage"] = json!(usage);
@@ -833,6 +1144,124 @@ mod tests {
         let mut translation = Translation::new("m".into());
         let error = br#"{"error": {"code": 503, "status": "UNAVAILABLE"}}"#;
         assert_eq!(translation.completion(error), Err(UpstreamError::Reported));
+    }
+
+    fn translated(body: Value) -> Value {
+        let chat: ChatRequest = serde_json::from_value(body).unwrap();
+        serde_json::to_value(GenerateContentRequest::from(&chat)).unwrap()
+    }
+
+    fn weather_tools() -> Value {
+        json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+            "parameters": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                "additionalProperties": false,
+                "properties": {"city": {"type": "string"}, "unit": {"type": ["string", "null"]},
+                    "additionalProperties": {"type": "boolean"}},
+                "required": ["city"]}}}])
+    }
+
+    #[test]
+    fn tools_become_function_declarations_with_schemas_gemini_accepts() {
+        let request = translated(json!({"messages": [{"role": "user", "content": "Hi"}],
+            "tools": weather_tools(), "tool_choice": "required"}));
+        assert_eq!(
+            request["tools"],
+            json!([{"functionDeclarations": [{"name": "get_weather", "description": "Weather now",
+                "parameters": {"type": "object",
+                    "properties": {"city": {"type": "string"}, "unit": {"type": "string", "nullable": true},
+                        "additionalProperties": {"type": "boolean"}},
+                    "required": ["city"]}}]}])
+        );
+        assert_eq!(request["toolConfig"], json!({"functionCallingConfig": {"mode": "ANY"}}));
+        for (choice, expected) in [
+            (json!("auto"), json!({"mode": "AUTO"})),
+            (json!("none"), json!({"mode": "NONE"})),
+            (
+                json!({"type": "function", "function": {"name": "get_weather"}}),
+                json!({"mode": "ANY", "allowedFunctionNames": ["get_weather"]}),
+            ),
+        ] {
+            let request = translated(json!({"messages": [{"role": "user", "content": "Hi"}],
+                "tools": weather_tools(), "tool_choice": choice}));
+            assert_eq!(request["toolConfig"]["functionCallingConfig"], expected);
+        }
+    }
+
+    #[test]
+    fn calls_and_results_become_function_call_and_function_response_parts() {
+        let request = translated(json!({
+            "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": "Let me look.", "tool_calls": [
+                    {"id": "call_a_0", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_a_0", "content": "22 C"},
+                {"role": "user", "content": "And tomorrow?"},
+            ],
+            "tools": weather_tools(),
+        }));
+        assert_eq!(
+            request["contents"],
+            json!([
+                {"role": "user", "parts": [{"text": "Weather in Paris?"}]},
+                {"role": "model", "parts": [{"text": "Let me look."},
+                    {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]},
+                {"role": "user", "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"content": "22 C"}}},
+                    {"text": "And tomorrow?"}]},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_response_format_sets_the_mime_type_and_schema() {
+        let object = translated(json!({"messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_object"}}));
+        assert_eq!(object["generationConfig"]["responseMimeType"], "application/json");
+        assert_eq!(object["generationConfig"].get("responseSchema"), None);
+        let schema = translated(json!({"messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "city", "strict": true,
+                "schema": {"type": "object", "additionalProperties": false,
+                    "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string", "$comment": "x"}}}}}}}));
+        assert_eq!(schema["generationConfig"]["responseMimeType"], "application/json");
+        assert_eq!(
+            schema["generationConfig"]["responseSchema"],
+            json!({"type": "object", "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}}})
+        );
+    }
+
+    const CALL: &str = r#"{"candidates": [{"content": {"parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}, {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}], "role": "model"}, "finishReason": "STOP", "index": 0}], "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 12, "totalTokenCount": 42}, "responseId": "r1"}"#;
+
+    #[test]
+    fn streamed_function_calls_become_tool_call_chunks_ending_in_tool_calls() {
+        let chunks = translate(&[CALL]).unwrap();
+        let calls = &chunks[1]["choices"][0]["delta"]["tool_calls"];
+        let id = calls[0]["id"].as_str().unwrap();
+        assert!(id.starts_with("call_") && id.ends_with("_0"), "{id}");
+        assert_eq!(
+            calls,
+            &json!([
+                {"index": 0, "id": id, "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+                {"index": 1, "id": id.replace("_0", "_1"), "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}},
+            ])
+        );
+        let (text, finish, usage) = answer(&chunks);
+        assert_eq!((text.as_str(), finish.as_deref()), ("", Some("tool_calls")));
+        assert_eq!(usage.unwrap()["completion_tokens"], 12);
+    }
+
+    #[test]
+    fn a_whole_answer_with_function_calls_has_tool_calls_and_null_content() {
+        let mut translation = Translation::new("m".into());
+        let answer: Value =
+            serde_json::from_slice(&translation.completion(CALL.as_bytes()).unwrap()).unwrap();
+        let choice = &answer["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], Value::Null);
+        assert_eq!(
+            choice["message"]["tool_calls"][1]["function"],
+            json!({"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"})
+        );
+        assert_eq!(choice["message"]["tool_calls"][1]["type"], "function");
     }
 
     fn request(messages: Vec<ChatMessage>) -> ChatRequest {

@@ -137,17 +137,27 @@ pub enum Scope {
     Models,
     /// `GET /v1/usage` (the key's own usage).
     Usage,
+    /// With `chat`: function calling and structured output in chat requests (`tools`,
+    /// `tool_choice`, `parallel_tool_calls`, `response_format`, messages with `tool_calls` and
+    /// `tool` messages). Never given unless asked for; site keys can never have it.
+    Tools,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Chat, Scope::Models, Scope::Usage];
+    pub const ALL: [Scope; 4] = [Scope::Chat, Scope::Models, Scope::Usage, Scope::Tools];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Chat => "chat",
             Scope::Models => "models",
             Scope::Usage => "usage",
+            Scope::Tools => "tools",
         }
+    }
+
+    /// Every scope's name, for messages: `chat, models, usage, tools`.
+    pub fn names() -> String {
+        Scope::ALL.map(Scope::as_str).join(", ")
     }
 
     pub fn from_name(name: &str) -> Option<Scope> {

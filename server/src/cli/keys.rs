@@ -42,7 +42,8 @@ pub struct CreateKeyArgs {
     /// A name for people (shown in listings).
     #[arg(long)]
     pub name: String,
-    /// What the key may do: chat, models, usage (repeatable).
+    /// What the key may do: chat, models, usage, tools (repeatable). `tools` lets its chat
+    /// requests use function calling and `response_format`.
     #[arg(long = "scope", value_name = "SCOPE", value_parser = parse_scope, required = true)]
     pub scopes: Vec<Scope>,
     /// A model the key may use (repeatable) [default: every model the relay serves].
@@ -56,10 +57,8 @@ pub struct CreateKeyArgs {
 }
 
 fn parse_scope(text: &str) -> Result<Scope, String> {
-    Scope::from_name(text).ok_or_else(|| {
-        let known: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
-        format!("unknown scope `{text}` (known: {})", known.join(", "))
-    })
+    Scope::from_name(text)
+        .ok_or_else(|| format!("unknown scope `{text}` (known: {})", Scope::names()))
 }
 
 /// US dollars (`25`, `12.5`, `0.000001`) as micro-dollars, without going through a float.

@@ -452,7 +452,7 @@ async fn create_key(
             Scope::from_name(name).ok_or_else(|| {
                 ApiError::invalid(
                     "invalid_value",
-                    format!("scopes: unknown scope `{name}` (known: chat, models, usage)"),
+                    format!("scopes: unknown scope `{name}` (known: {})", Scope::names()),
                 )
             })
         })

@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::limits::{RateLimitStatus, Rule, Subject};
 use crate::meter::{Admitted, Ceiling, Meter};
 use crate::metrics::ChatLabels;
-use crate::policy::SitePolicy;
+use crate::policy::{SitePolicy, ToolAccess};
 use crate::relay::{self, Routing, collect_completion};
 use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
 use crate::upstreams::Route;
@@ -94,6 +94,12 @@ async fn chat_completion(
             SitePolicy::for_key(state.upstreams.models(), defaults, limits)
         }
         Caller::Key(key) => SitePolicy::for_key(&key.models, defaults, limits),
+    };
+    let policy = match &caller {
+        Caller::Key(key) if key.has_scope(Scope::Tools) => {
+            SitePolicy { tools: ToolAccess::Granted, ..policy }
+        }
+        _ => policy,
     };
     let stream_to_client = request.stream;
     let mut upstream_request = policy.apply(request)?;
