@@ -30,8 +30,11 @@
 //! `message_delta` gives the stop reason and usage, whose counts are cumulative (the last one
 //! wins, an absent count keeps the one before); `message_stop` becomes the finish chunk, the
 //! usage chunk (`choices: []`) and the end; `ping` and event types Anthropic adds later are
-//! ignored, as its docs ask; an `error` event after the 200 ends the stream with
-//! [`UpstreamError::Reported`], its text logged (scrubbed), never forwarded.
+//! ignored, as its docs ask; an `error` event after the 200 ends the stream, its text logged
+//! (scrubbed), never forwarded: as the status Anthropic would have answered with for the errors
+//! that have one (`overloaded_error` 529, `api_error` 500, `rate_limit_error` 429), so that
+//! before the first event they fall back like that status, and as [`UpstreamError::Reported`]
+//! otherwise.
 //!
 //! Usage is reported in the OpenAI shape: `prompt_tokens` counts every input token (uncached,
 //! written to the cache, read from it), `prompt_tokens_details.cached_tokens` the cache reads
@@ -149,7 +152,7 @@ impl Provider for AnthropicProvider {
         let body = common::read_answer(&mut body).await?;
         let model = request.model.as_deref().unwrap_or_default();
         completion_from_message(&body, model, json_format(request).is_some()).inspect_err(|error| {
-            if *error == UpstreamError::Reported {
+            if matches!(error, UpstreamError::Reported | UpstreamError::Status { .. }) {
                 log_error_text(self.endpoint.name(), self.endpoint.api_key(), 200, &body);
             }
         })
@@ -168,7 +171,7 @@ struct Logged {
 impl Translate for Logged {
     fn event(&mut self, event: SseEvent, out: &mut VecDeque<Result<UpstreamEvent, UpstreamError>>) {
         if let Err(error) = self.translator.event(&event, out)
-            && error == UpstreamError::Reported
+            && matches!(error, UpstreamError::Reported | UpstreamError::Status { .. })
         {
             log_error_text(&self.upstream, self.secret.as_ref(), 200, event.data.as_bytes());
         }
@@ -731,7 +734,7 @@ impl StreamTranslator {
         out: &mut VecDeque<Result<UpstreamEvent, UpstreamError>>,
     ) -> Result<(), UpstreamError> {
         if event.is("error") {
-            return Err(UpstreamError::Reported);
+            return Err(reported(event.data.as_bytes()));
         }
         let parsed: StreamEvent = serde_json::from_str(&event.data).map_err(|e| {
             UpstreamError::Protocol(format!("an Anthropic event that cannot be read: {e}"))
@@ -828,7 +831,7 @@ impl StreamTranslator {
                 out.push_back(self.encode(Vec::new(), Some(self.usage.to_openai())));
                 out.push_back(Ok(UpstreamEvent::Done));
             }
-            StreamEvent::Error => return Err(UpstreamError::Reported),
+            StreamEvent::Error => return Err(reported(event.data.as_bytes())),
             StreamEvent::Other => {}
         }
         Ok(())
@@ -879,6 +882,32 @@ fn calls_delta(call: ToolCallDelta) -> Delta {
     Delta { tool_calls: Some(vec![call]), ..Delta::default() }
 }
 
+/// What an `error` in place of an answer or an event says, by its `error.type`: the errors
+/// Anthropic also answers with a status (overloaded, an API error, a rate limit) are reported as
+/// that status, so that before the first event they fall back to the next target like a 529,
+/// a 500 or a 429 head; any other (or an unreadable one) is [`UpstreamError::Reported`].
+fn reported(data: &[u8]) -> UpstreamError {
+    #[derive(Deserialize)]
+    struct Report {
+        error: Detail,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let status = match serde_json::from_slice::<Report>(data) {
+        Ok(report) => match report.error.kind.as_str() {
+            "overloaded_error" => 529,
+            "api_error" => 500,
+            "rate_limit_error" => 429,
+            _ => return UpstreamError::Reported,
+        },
+        Err(_) => return UpstreamError::Reported,
+    };
+    UpstreamError::Status { status, retry_after: None }
+}
+
 /// A whole Messages answer, as far as the relay reads it.
 #[derive(Debug, Deserialize)]
 struct WholeMessage {
@@ -923,7 +952,7 @@ fn completion_from_message(
         UpstreamError::Protocol(format!("an Anthropic answer that cannot be read: {e}"))
     })?;
     if message.kind.as_deref() == Some("error") {
-        return Err(UpstreamError::Reported);
+        return Err(reported(body));
     }
     let Some(content) = message.content else {
         return Err(UpstreamError::Protocol("an Anthropic answer without content".into()));
@@ -1189,16 +1218,27 @@ data: {"type": "message_stop"}
         let head = &BASIC[..BASIC.find("event: content_block_stop").unwrap()];
         let error = "event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n";
         let events = translate(&format!("{head}{error}"));
-        assert_eq!(events.last(), Some(&Err(UpstreamError::Reported)));
+        // Overloaded: reported as Anthropic's 529 status would be.
+        let overloaded = UpstreamError::Status { status: 529, retry_after: None };
+        assert_eq!(events.last(), Some(&Err(overloaded.clone())));
         assert_eq!(content(&events), "Hello!");
         // Told by its type alone too, and by its event name alone.
         let unnamed = error.trim_start_matches("event: error\n");
-        assert_eq!(
-            translate(&format!("{head}{unnamed}")).last(),
-            Some(&Err(UpstreamError::Reported))
-        );
+        assert_eq!(translate(&format!("{head}{unnamed}")).last(), Some(&Err(overloaded)));
         let odd = "event: error\ndata: Overloaded\n\n";
         assert_eq!(translate(&format!("{head}{odd}")).last(), Some(&Err(UpstreamError::Reported)));
+        // The errors Anthropic also answers with a status, as that status; any other, reported.
+        for (kind, expected) in [
+            ("api_error", UpstreamError::Status { status: 500, retry_after: None }),
+            ("rate_limit_error", UpstreamError::Status { status: 429, retry_after: None }),
+            ("invalid_request_error", UpstreamError::Reported),
+            ("permission_error", UpstreamError::Reported),
+        ] {
+            let error = format!(
+                "event: error\ndata: {{\"type\": \"error\", \"error\": {{\"type\": \"{kind}\"}}}}\n\n"
+            );
+            assert_eq!(translate(&format!("{head}{error}")).last(), Some(&Err(expected)), "{kind}");
+        }
     }
 
     #[test]
@@ -1314,7 +1354,10 @@ data: {"type": "message_stop"}
         );
         let error =
             br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
-        assert_eq!(completion_from_message(error, "m", false), Err(UpstreamError::Reported));
+        let overloaded = UpstreamError::Status { status: 529, retry_after: None };
+        assert_eq!(completion_from_message(error, "m", false), Err(overloaded));
+        let refused = br#"{"type":"error","error":{"type":"invalid_request_error"}}"#;
+        assert_eq!(completion_from_message(refused, "m", false), Err(UpstreamError::Reported));
         assert!(matches!(
             completion_from_message(b"{}", "m", false),
             Err(UpstreamError::Protocol(_))

@@ -1241,7 +1241,7 @@ mod tests {
             calls,
             &json!([
                 {"index": 0, "id": id, "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
-                {"index": 1, "id": id.replace("_0", "_1"), "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}},
+                {"index": 1, "id": format!("{}_1", id.strip_suffix("_0").unwrap()), "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}},
             ])
         );
         let (text, finish, usage) = answer(&chunks);
