@@ -177,8 +177,8 @@ async fn an_error_event_after_the_200_ends_the_stream_without_the_providers_word
     assert_eq!(last.event, "error");
     assert_eq!(
         serde_json::from_str::<Value>(&last.data).unwrap(),
-        json!({"error": {"message": "the model provider reported an error while answering",
-                         "type": "upstream_error", "code": "upstream_error"}})
+        json!({"error": {"message": "the model provider is overloaded; retry later",
+                         "type": "service_unavailable_error", "code": "upstream_overloaded"}})
     );
     assert!(events.iter().all(|e| e.data != "[DONE]" && !e.data.contains("nobody outside")));
     // The operator reads it in the log.

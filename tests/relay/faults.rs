@@ -221,6 +221,20 @@ const REPORTED: &str = "the model provider reported an error while answering";
 const RATE_LIMITED: &str = "the model provider is rate limiting requests; retry later";
 const OVERLOADED: &str = "the model provider is overloaded; retry later";
 
+/// What the client gets for the provider's error inside a 200 (`after_text`: once some of the
+/// answer was sent): Anthropic's is an `overloaded_error`, which is its 529; the others' are
+/// reported errors.
+fn reported(kind: ApiKind, after_text: bool) -> Expect {
+    match (kind, after_text) {
+        (ApiKind::Anthropic, false) => status(503, "upstream_overloaded", OVERLOADED),
+        (ApiKind::Anthropic, true) => {
+            error_event("service_unavailable_error", "upstream_overloaded", OVERLOADED)
+        }
+        (_, false) => status(502, "upstream_error", REPORTED),
+        (_, true) => error_event("upstream_error", "upstream_error", REPORTED),
+    }
+}
+
 fn failed_with(status: u16) -> String {
     format!("the model provider failed (HTTP {status})")
 }
@@ -285,7 +299,7 @@ fn before_head_cases(stream: bool) -> Vec<Case> {
 }
 
 /// Every fault of a streamed answer.
-fn stream_cases() -> Vec<Case> {
+fn stream_cases(kind: ApiKind) -> Vec<Case> {
     let first_byte =
         format!("the model provider did not start answering within {}", limit(FIRST_BYTE_MS));
     let idle = format!(
@@ -330,7 +344,7 @@ fn stream_cases() -> Vec<Case> {
             name: "the provider's error as the first event",
             fault: Some(Fault::Reported { events: 0 }),
             stream: true,
-            expect: status(502, "upstream_error", REPORTED),
+            expect: reported(kind, false),
             charged: Charged::Nothing,
         },
         Case {
@@ -365,7 +379,7 @@ fn stream_cases() -> Vec<Case> {
             name: "the provider's error after text",
             fault: Some(Fault::Reported { events: 2 }),
             stream: true,
-            expect: error_event("upstream_error", "upstream_error", REPORTED),
+            expect: reported(kind, true),
             charged: Charged::Prompt,
         },
         Case {
@@ -387,7 +401,7 @@ fn stream_cases() -> Vec<Case> {
 }
 
 /// Every fault of a whole answer.
-fn whole_cases() -> Vec<Case> {
+fn whole_cases(kind: ApiKind) -> Vec<Case> {
     let answer =
         format!("the model provider did not finish its answer within {}", limit(ANSWER_MS));
     let mut cases = before_head_cases(false);
@@ -424,7 +438,7 @@ fn whole_cases() -> Vec<Case> {
             name: "the provider's error in a 200",
             fault: Some(Fault::Reported { events: 0 }),
             stream: false,
-            expect: status(502, "upstream_error", REPORTED),
+            expect: reported(kind, false),
             charged: Charged::Nothing,
         },
         Case {
@@ -575,12 +589,14 @@ where
 }
 
 async fn stream_table(kind: ApiKind) {
-    let cases = stream_cases().into_iter().map(|case| (case.name, run_case(kind, case))).collect();
+    let cases =
+        stream_cases(kind).into_iter().map(|case| (case.name, run_case(kind, case))).collect();
     run_table(&format!("{kind:?} streams"), cases).await;
 }
 
 async fn whole_table(kind: ApiKind) {
-    let cases = whole_cases().into_iter().map(|case| (case.name, run_case(kind, case))).collect();
+    let cases =
+        whole_cases(kind).into_iter().map(|case| (case.name, run_case(kind, case))).collect();
     run_table(&format!("{kind:?} whole answers"), cases).await;
 }
 
