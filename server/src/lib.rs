@@ -17,6 +17,7 @@ pub mod relay;
 pub mod resume;
 pub mod sitekey;
 pub mod sites;
+pub mod sse;
 pub mod store;
 pub mod upstreams;
 pub mod usage;

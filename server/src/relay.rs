@@ -10,16 +10,15 @@
 //! one that was cancelled or that nobody followed for the grace period.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::sse::Event;
+use bytes::{Bytes, BytesMut};
 use confab_protocol::{
     CHUNK_OBJECT, COMPLETION_OBJECT, ChatCompletion, ChatCompletionChunk, ChatMessage, ChatRequest,
     CompletionChoice, DONE_SENTINEL, Role, Usage,
 };
-use futures_util::{Stream, StreamExt, stream};
+use futures_util::{FutureExt, Stream, StreamExt, stream};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
@@ -33,6 +32,7 @@ use crate::error::ApiError;
 use crate::meter::{Charge, Meter};
 use crate::metrics::OpenStream;
 use crate::resume::{FrameKind, StopSignal, StreamWriter};
+use crate::sse;
 use crate::store::Outcome;
 use crate::unix_now;
 use confab_providers::estimate::{estimate_answer_tokens, prompt_bytes, prompt_token_ceiling};
@@ -655,39 +655,54 @@ pub async fn start(
     Ok(StreamPlan { relay, first, target })
 }
 
-/// The SSE events sent to the client: every chunk as it arrives, then a usage chunk (unless the
-/// upstream sent one) and `[DONE]`; or, on failure, an `error` event carrying the envelope.
-pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+impl RelayStream {
+    /// The next step if it is ready without waiting: the next event of the upstream read that
+    /// gave the last one (or an end already known). `None` when it would have to wait; nothing
+    /// is lost then, since `step` keeps nothing across its wait but the upstream stream, which
+    /// keeps its own place.
+    pub fn step_ready(&mut self) -> Option<Step> {
+        self.step().now_or_never()
+    }
+}
+
+/// The SSE body sent to the client, a batch at a time: every chunk as it arrives, then a usage
+/// chunk (unless the upstream sent one) and `[DONE]`; or, on failure, an `error` event carrying
+/// the envelope. A batch is every step ready at once (all that one upstream read delivered),
+/// written as one buffer; an event never waits for the next read.
+pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Bytes> + Send {
     let span = tracing::Span::current();
     let StreamPlan { relay, first, .. } = plan;
     stream::unfold(Some((relay, Some(first))), move |state| {
         let span = span.clone();
         async move {
             let (mut relay, next) = state?;
-            let step = match next {
+            let mut step = match next {
                 Some(step) => step,
                 None => relay.step().instrument(span.clone()).await,
             };
-            let end = match step {
-                Step::Chunk(chunk) => {
-                    return Some((vec![Event::default().data(chunk.json)], Some((relay, None))));
+            let mut body = BytesMut::new();
+            loop {
+                let end = match step {
+                    Step::Chunk(chunk) => {
+                        sse::write_event(&mut body, FrameKind::Data, 0, &chunk.json);
+                        match span.in_scope(|| relay.step_ready()) {
+                            Some(next) => {
+                                step = next;
+                                continue;
+                            }
+                            None => return Some((body.freeze(), Some((relay, None)))),
+                        }
+                    }
+                    Step::Done => None,
+                    Step::Failed(error) => Some(error),
+                };
+                for (kind, data) in span.in_scope(|| ending(&relay, end)) {
+                    sse::write_event(&mut body, kind, 0, &data);
                 }
-                Step::Done => None,
-                Step::Failed(error) => Some(error),
-            };
-            let events = span
-                .in_scope(|| ending(&relay, end))
-                .into_iter()
-                .map(|(kind, data)| match kind {
-                    FrameKind::Data => Event::default().data(data),
-                    FrameKind::Error => Event::default().event("error").data(data),
-                })
-                .collect();
-            Some((events, None))
+                return Some((body.freeze(), None));
+            }
         }
     })
-    .flat_map(stream::iter)
-    .map(Ok)
 }
 
 /// The events that end a stream: the usage chunk (unless the upstream sent one) and `[DONE]`
@@ -715,10 +730,17 @@ fn ending(relay: &RelayStream, failed: Option<UpstreamError>) -> Vec<(FrameKind,
 pub async fn produce(plan: StreamPlan, mut writer: Box<dyn StreamWriter>, mut stop: StopSignal) {
     let StreamPlan { mut relay, first, .. } = plan;
     let mut step = first;
+    // The events ready at once, appended together (see `StreamWriter::append_all`).
+    let mut batch = Vec::new();
     let ending = loop {
         let failed = match step {
             Step::Chunk(chunk) => {
-                writer.append(FrameKind::Data, chunk.json);
+                batch.push((FrameKind::Data, chunk.json));
+                if let Some(next) = relay.step_ready() {
+                    step = next;
+                    continue;
+                }
+                writer.append_all(&mut batch);
                 let next = tokio::select! {
                     biased;
                     stop = &mut stop => Err(stop),
@@ -742,9 +764,8 @@ pub async fn produce(plan: StreamPlan, mut writer: Box<dyn StreamWriter>, mut st
     };
     // Gone (and settled) before a follower sees the end.
     drop(relay);
-    for (kind, data) in ending {
-        writer.append(kind, data);
-    }
+    batch.extend(ending);
+    writer.append_all(&mut batch);
     writer.finish();
 }
 

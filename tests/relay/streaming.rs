@@ -95,6 +95,91 @@ async fn each_chunk_reaches_the_client_before_the_upstream_sends_the_next() {
     assert_eq!(second["choices"][0]["delta"]["content"], "second");
 }
 
+/// Both ways a stream is sent: resumable (the default, through a replay log) and passed
+/// through as it is read (`resume.grace_ms = 0`).
+const GRACE_PERIODS: [u64; 2] = [60_000, 0];
+
+#[tokio::test]
+async fn events_that_arrive_in_one_read_leave_the_relay_in_one_body_frame() {
+    for grace_ms in GRACE_PERIODS {
+        let mock = MockUpstream::start().await;
+        // Seven events in one write of the upstream: four words, the finish, usage, `[DONE]`.
+        let chunk = |choices: Value, usage: Option<Value>| {
+            let mut chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
+                "model": MOCK_MODEL_NAME, "choices": choices});
+            if let Some(usage) = usage {
+                chunk["usage"] = usage;
+            }
+            format!("data: {chunk}\n\n")
+        };
+        let mut body: String = ["one", "two", "three", "four"]
+            .iter()
+            .map(|word| chunk(json!([{"index": 0, "delta": {"content": word}}]), None))
+            .collect();
+        body += &chunk(json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]), None);
+        let usage = json!({"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5});
+        body += &chunk(json!([]), Some(usage));
+        body += "data: [DONE]\n\n";
+        mock.push(Reply::Stream(vec![Step::Bytes(body)]));
+        let relay =
+            TestRelay::builder(&mock).config(|c| c.resume.grace_ms = grace_ms).start().await;
+
+        let response = relay.send_chat(hello()).await;
+        let frames: Vec<bytes::Bytes> = tokio::time::timeout(
+            confab_tests::WAIT,
+            response.bytes_stream().map(Result::unwrap).collect(),
+        )
+        .await
+        .unwrap();
+        let events: Vec<_> =
+            futures_util::stream::iter(frames.iter().cloned().map(Ok::<_, String>))
+                .eventsource()
+                .map(Result::unwrap)
+                .collect()
+                .await;
+        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data.len(), 7, "grace_ms = {grace_ms}: {data:#?}");
+        assert_eq!(data[6], "[DONE]");
+        // One body frame for all of them (each a chunk of its own before): the first event
+        // alone, then the rest, at most, should a read split them.
+        assert!(frames.len() <= 2, "grace_ms = {grace_ms}: {} body frames", frames.len());
+    }
+}
+
+#[tokio::test]
+async fn on_either_path_an_event_is_sent_before_the_upstream_sends_the_next() {
+    for grace_ms in GRACE_PERIODS {
+        let mock = MockUpstream::start().await;
+        mock.push(Reply::Stream(vec![
+            Step::Content("first"),
+            Step::Content("also first"),
+            Step::WaitForRelease,
+            Step::Content("second"),
+            Step::WaitForRelease,
+            Step::Finish("stop"),
+            Step::Usage { prompt: 1, completion: 2 },
+            Step::Done,
+        ]));
+        let relay =
+            TestRelay::builder(&mock).config(|c| c.resume.grace_ms = grace_ms).start().await;
+
+        let response = relay.send_chat(hello()).await;
+        let mut events = response.bytes_stream().eventsource();
+        let mut next = async || {
+            let event = tokio::time::timeout(confab_tests::WAIT, events.next()).await;
+            let event = event.unwrap().unwrap().unwrap();
+            serde_json::from_str::<Value>(&event.data).unwrap()["choices"][0]["delta"]["content"]
+                .clone()
+        };
+        // The upstream holds "second" until released: what came before it was not held back.
+        assert_eq!(next().await, "first", "grace_ms = {grace_ms}");
+        assert_eq!(next().await, "also first", "grace_ms = {grace_ms}");
+        mock.release();
+        assert_eq!(next().await, "second", "grace_ms = {grace_ms}");
+        mock.release();
+    }
+}
+
 #[tokio::test]
 async fn estimates_usage_when_the_upstream_reports_none() {
     let mock = MockUpstream::start().await;

@@ -5,16 +5,15 @@
 //! and answer 404 `stream_not_found` to any caller but the one that started the stream
 //! (`resume::Owner`). The logs themselves are `resume`'s.
 
-use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use tracing::Instrument;
 
@@ -23,7 +22,8 @@ use super::chat::Peer;
 use super::{AppState, Caller};
 use crate::error::ApiError;
 use crate::relay::{self, StreamPlan};
-use crate::resume::{Frame, FrameKind, Opened, Owner, ReplayLog};
+use crate::resume::{Frame, Opened, Owner, ReplayLog};
+use crate::sse;
 use crate::store::Scope;
 
 /// The header that names a resumable stream.
@@ -56,7 +56,7 @@ pub(super) async fn stream_answer(
     };
     let producer = relay::produce(plan, writer, stop).instrument(tracing::Span::current());
     let frames = state.producers.start(&id, producer).frames(frames);
-    sse_response(frames.map(|frame| Ok(event(&frame))), state, Some(&id))
+    sse_response(frames.map(|frames| batch(&frames)), state, Some(&id))
 }
 
 /// Who may follow a stream the caller starts: `None` when the relay keeps no replay logs.
@@ -123,7 +123,7 @@ async fn follow_stream(
         Some(driver) => driver.frames(frames),
         None => frames,
     };
-    Ok(sse_response(frames.map(|frame| Ok(event(&frame))), &state, Some(&id)))
+    Ok(sse_response(frames.map(|frames| batch(&frames)), &state, Some(&id)))
 }
 
 /// `POST /v1/chat/streams/{id}/cancel`: stops the stream's upstream call (settled as
@@ -152,39 +152,23 @@ async fn cancel_stream(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// One event of a replay log as SSE.
-fn event(frame: &Frame) -> Event {
-    let event = match frame.kind {
-        FrameKind::Data => Event::default(),
-        FrameKind::Error => Event::default().event("error"),
-    };
-    let event = if frame.seq > 0 { event.id(decimal(frame.seq, &mut [0; 20])) } else { event };
-    event.data(&*frame.data)
-}
-
-/// `n` in decimal, written into `digits` (no allocation: this is done for every event).
-fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &str {
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// Events of a replay log taken at once, as SSE in one buffer (one body frame).
+fn batch(frames: &[Frame]) -> Bytes {
+    let mut body = BytesMut::with_capacity(frames.iter().map(|f| f.data.len() + 32).sum());
+    for frame in frames {
+        sse::write_event(&mut body, frame.kind, frame.seq, &frame.data);
     }
-    std::str::from_utf8(&digits[start..]).unwrap_or_default()
+    body.freeze()
 }
 
-/// An SSE response with heartbeats, that proxies are asked not to buffer, naming its stream
-/// when it is resumable.
+/// An SSE response (see `sse`) with heartbeats, that proxies are asked not to buffer, naming
+/// its stream when it is resumable.
 fn sse_response(
-    events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    batches: impl Stream<Item = Bytes> + Send + 'static,
     state: &AppState,
     stream: Option<&str>,
 ) -> Response {
-    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(state.config.heartbeat()));
-    let mut response = sse.into_response();
+    let mut response = sse::response(batches, state.config.heartbeat());
     let headers = response.headers_mut();
     headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
     if let Some(id) = stream.and_then(|id| HeaderValue::from_str(id).ok()) {

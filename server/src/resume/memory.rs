@@ -296,15 +296,16 @@ impl Writer {
         snapshot(&self.entry, after)
     }
 
-    /// Appends the next event, and returns it.
-    pub(super) fn push(&mut self, kind: FrameKind, data: String) -> Frame {
+    /// Appends `events` in order, in one change of the log (one wake-up of its followers).
+    fn push(&mut self, events: impl Iterator<Item = (FrameKind, String)>) {
         let bounds = self.shared.bounds;
-        let mut frame = Frame { seq: 0, kind, data: Arc::from(data) };
         self.entry.log.send_modify(|log| {
-            frame.seq = log.next_seq;
-            log.next_seq += 1;
-            log.bytes += frame.data.len();
-            log.frames.push_back(frame.clone());
+            for (kind, data) in events {
+                let frame = Frame { seq: log.next_seq, kind, data: Arc::from(data) };
+                log.next_seq += 1;
+                log.bytes += frame.data.len();
+                log.frames.push_back(frame);
+            }
             // The newest event is always kept, however large.
             while log.frames.len() > 1
                 && (log.frames.len() > bounds.max_events || log.bytes > bounds.max_bytes)
@@ -314,13 +315,18 @@ impl Writer {
                 }
             }
         });
-        frame
     }
 }
 
 impl StreamWriter for Writer {
     fn append(&mut self, kind: FrameKind, data: String) {
-        self.push(kind, data);
+        self.push(std::iter::once((kind, data)));
+    }
+
+    fn append_all(&mut self, batch: &mut Vec<(FrameKind, String)>) {
+        if !batch.is_empty() {
+            self.push(batch.drain(..));
+        }
     }
 
     fn finish(&mut self) {
@@ -367,8 +373,9 @@ fn follow(entry: Arc<Entry>, after: u64, bounds: Bounds) -> Frames {
     let following = Following { entry, log, after, done: false };
     Box::pin(stream::unfold(following, move |mut f| async move {
         while !f.done {
-            if let Some(frame) = f.next(bounds) {
-                return Some((frame, f));
+            let frames = f.next(bounds);
+            if !frames.is_empty() {
+                return Some((frames, f));
             }
             if !f.done && f.log.changed().await.is_err() {
                 f.done = true;
@@ -379,25 +386,22 @@ fn follow(entry: Arc<Entry>, after: u64, bounds: Bounds) -> Frames {
 }
 
 impl Following {
-    /// The event after `after`, if the log holds it yet; notes when there will be no other.
-    fn next(&mut self, bounds: Bounds) -> Option<Frame> {
+    /// Every event after `after` that the log holds yet (empty if none); notes when there will
+    /// be no other.
+    fn next(&mut self, bounds: Bounds) -> Vec<Frame> {
         let log = self.log.borrow_and_update();
         let first = log.frames.front().map_or(log.next_seq, |frame| frame.seq);
         if self.after + 1 < first {
             self.done = true;
-            return Some(truncated(self.after, bounds));
+            return vec![truncated(self.after, bounds)];
         }
         let index = usize::try_from(self.after + 1 - first).unwrap_or(usize::MAX);
-        match log.frames.get(index) {
-            Some(frame) => {
-                self.after = frame.seq;
-                Some(frame.clone())
-            }
-            None => {
-                self.done = log.finished;
-                None
-            }
+        let frames: Vec<Frame> = log.frames.range(index.min(log.frames.len())..).cloned().collect();
+        if let Some(last) = frames.last() {
+            self.after = last.seq;
         }
+        self.done = log.finished;
+        frames
     }
 }
 
@@ -432,7 +436,8 @@ mod tests {
     }
 
     async fn collect(frames: Frames) -> Vec<(u64, String)> {
-        frames.map(|frame| (frame.seq, frame.data.to_string())).collect().await
+        let batches: Vec<Vec<Frame>> = frames.collect().await;
+        batches.into_iter().flatten().map(|frame| (frame.seq, frame.data.to_string())).collect()
     }
 
     fn data(seqs: std::ops::RangeInclusive<u64>) -> Vec<(u64, String)> {
@@ -454,6 +459,22 @@ mod tests {
         // After its end it can still be read, from anywhere.
         let again = log.follow(&id, &owner("v"), 4).await.unwrap();
         assert_eq!(collect(again).await, []);
+    }
+
+    #[tokio::test]
+    async fn a_follower_takes_every_event_appended_since_it_last_looked_in_one_batch() {
+        let log = InProcessLog::new(&config());
+        let Opened { mut writer, mut frames, .. } = log.open(owner("v")).await.unwrap();
+        writer.append(FrameKind::Data, "e1".into());
+        let mut batch = vec![(FrameKind::Data, "e2".into()), (FrameKind::Error, "e3".into())];
+        writer.append_all(&mut batch);
+        assert!(batch.is_empty());
+        let seqs = |frames: Vec<Frame>| frames.iter().map(|f| f.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(frames.next().await.unwrap()), [1, 2, 3]);
+        writer.append(FrameKind::Data, "e4".into());
+        writer.finish();
+        assert_eq!(seqs(frames.next().await.unwrap()), [4]);
+        assert!(frames.next().await.is_none());
     }
 
     #[tokio::test]

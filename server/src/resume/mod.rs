@@ -98,10 +98,11 @@ impl Stop {
     }
 }
 
-/// The events of a stream for one follower: those after the position it asked for, then each
-/// one as it is appended, until the stream's last. The follower counts as attached (see
-/// [`Stop::Abandoned`]) until this is dropped.
-pub type Frames = Pin<Box<dyn Stream<Item = Frame> + Send>>;
+/// The events of a stream for one follower: those after the position it asked for, then those
+/// appended since, until the stream's last; each item is every event there was to take at
+/// once (never empty), so that a follower sends them on together. The follower counts as
+/// attached (see [`Stop::Abandoned`]) until this is dropped.
+pub type Frames = Pin<Box<dyn Stream<Item = Vec<Frame>> + Send>>;
 
 /// Resolves when the producer must stop (see [`Stop`]).
 pub type StopSignal = Pin<Box<dyn Future<Output = Stop> + Send>>;
@@ -154,6 +155,14 @@ pub trait StreamWriter: Send + fmt::Debug {
     /// Appends the next event. Never waits: it is on the path of every chunk (an engine that
     /// must do I/O queues the event for a writer of its own, in order).
     fn append(&mut self, kind: FrameKind, data: String);
+
+    /// Appends the events of `batch` in order, leaving it empty: the events that arrived
+    /// together, which followers then find together (one wake-up for all of them).
+    fn append_all(&mut self, batch: &mut Vec<(FrameKind, String)>) {
+        for (kind, data) in batch.drain(..) {
+            self.append(kind, data);
+        }
+    }
 
     /// The stream has ended: followers get what is left and their response ends; the log stays
     /// readable for `resume.keep_ms`. A writer dropped without it finishes the same way.

@@ -195,9 +195,9 @@ struct Driven {
 }
 
 impl Stream for Driven {
-    type Item = Frame;
+    type Item = Vec<Frame>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Vec<Frame>>> {
         // What the producer appends now is in the log by the time the log is looked at.
         let _ = Pin::new(&mut self.driver).poll(cx);
         self.frames.as_mut().poll_next(cx)
@@ -284,11 +284,12 @@ mod tests {
                 let _ = log_tx.send(frame);
             }
         });
-        let frames: Frames = Box::pin(tokio_stream_from(log_rx));
+        let frames: Frames = Box::pin(tokio_stream_from(log_rx).map(|frame| vec![frame]));
         let mut driven = driver.frames(frames);
         tx.send(frame).unwrap();
         let next = driven.next().now_or_never();
-        assert!(matches!(next, Some(Some(Frame { seq: 1, .. }))), "{next:?}");
+        let first = next.as_ref().and_then(|next| next.as_deref());
+        assert!(matches!(first, Some([Frame { seq: 1, .. }])), "{next:?}");
     }
 
     fn tokio_stream_from(

@@ -418,6 +418,11 @@ impl StreamWriter for Writer {
         self.catch_up();
     }
 
+    fn append_all(&mut self, batch: &mut Vec<(FrameKind, String)>) {
+        self.local.append_all(batch);
+        self.catch_up();
+    }
+
     fn finish(&mut self) {
         if self.finished {
             return;
@@ -555,8 +560,9 @@ fn follow_remote(
     };
     stream::unfold(following, |mut f| async move {
         loop {
-            if let Some(frame) = f.ready.pop_front() {
-                return Some((frame, f));
+            if !f.ready.is_empty() {
+                let frames = f.ready.drain(..).collect();
+                return Some((frames, f));
             }
             if f.done {
                 return None;

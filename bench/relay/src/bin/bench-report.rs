@@ -203,7 +203,37 @@ fn targets(runs: &[RunResult], capacity: Option<&CapacityResult>) -> String {
         added(runs, Mode::Stream, 1, "p99", p99, 0.3),
         ratio(runs, Mode::Stream, 32, rps, true, 0.9),
         added(runs, Mode::Stream, 32, "TTFB p50", ttfb, 0.2),
+        // Issue 13's bounds for the stream path.
+        ratio(runs, Mode::Stream, 32, rps, true, 0.6),
+        ratio(runs, Mode::Stream, 32, cpu, false, 3.0),
     ];
+    // What translating Anthropic's stream costs over passing an OpenAI one through.
+    for c in [1, 32] {
+        let name = format!("streaming c={c}: CPU per stream, confab-anthropic ÷ confab");
+        let (Some(anthropic), Some(openai)) = (
+            find(runs, "confab-anthropic", Mode::Stream, c),
+            find(runs, "confab", Mode::Stream, c),
+        ) else {
+            continue;
+        };
+        let (Some(translated), Some(passed)) =
+            (anthropic.cpu_us_per_request, openai.cpu_us_per_request)
+        else {
+            verdicts.push(missing(name, "≤ 1.3"));
+            continue;
+        };
+        let value = translated / passed;
+        verdicts.push(Verdict {
+            name,
+            measured: format!(
+                "{translated:.1} µs ÷ {passed:.1} µs = **{value:.2}** ({}/s against {}/s)",
+                thousands(anthropic.requests_per_sec),
+                thousands(openai.requests_per_sec)
+            ),
+            bound: "≤ 1.3".into(),
+            pass: Some(value <= 1.3),
+        });
+    }
     let name = "streaming c=32: Confab's peak RSS".to_owned();
     verdicts.push(match find(runs, "confab", Mode::Stream, 32).and_then(|run| run.peak_rss_kib) {
         Some(kib) => {

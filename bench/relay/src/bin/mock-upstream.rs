@@ -4,7 +4,9 @@
 //! `"stream": true`, an SSE stream of `--chunks` `chat.completion.chunk` events, a usage chunk
 //! (`choices: []`) and `data: [DONE]`, with `--delay-ms` between two chunks. `GET /v1/models`
 //! lists the model. The `x-mock-chunks` and `x-mock-delay-ms` request headers override the flags
-//! for one request.
+//! for one request. `POST /v1/messages` is the same answer in Anthropic's Messages API: for
+//! `"stream": true`, `message_start`, a text block of the same `--chunks` deltas, `message_delta`
+//! with the usage and `message_stop`; otherwise one `message`.
 //!
 //! It must cost far less than what it serves: every answer is serialised once at start-up and
 //! sent as shared `Bytes`; the request body is only scanned for its `stream` flag.
@@ -63,6 +65,9 @@ struct Answers {
     chunks: usize,
     /// `data: {chunk}\n\n` for each chunk, then the usage chunk, then `data: [DONE]\n\n`.
     events: Vec<Bytes>,
+    /// The same answer as one Anthropic `message`, and as the events of its stream.
+    message: Bytes,
+    anthropic_events: Vec<Bytes>,
     delay: Duration,
 }
 
@@ -115,6 +120,42 @@ fn events(chunks: usize) -> Vec<Bytes> {
     events
 }
 
+/// The events of an Anthropic Messages stream with the same text as [`events`].
+fn anthropic_events(chunks: usize) -> Vec<Bytes> {
+    let event = |name: &str, data: serde_json::Value| {
+        Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+    };
+    let mut events = Vec::with_capacity(chunks + 6);
+    events.push(event(
+        "message_start",
+        json!({"type": "message_start", "message": {
+            "id": "msg_mock", "type": "message", "role": "assistant", "content": [],
+            "model": confab_bench::MODEL, "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1},
+        }}),
+    ));
+    events.push(event(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ));
+    events.push(event("ping", json!({"type": "ping"})));
+    for index in 0..chunks {
+        events.push(event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": piece(index)}}),
+        ));
+    }
+    events.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    events.push(event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": chunks}}),
+    ));
+    events.push(event("message_stop", json!({"type": "message_stop"})));
+    events
+}
+
 impl Answers {
     fn new(chunks: usize, delay: Duration) -> Self {
         let text: String = (0..chunks).map(piece).collect();
@@ -139,11 +180,19 @@ impl Answers {
             "object": "list",
             "data": [{ "id": confab_bench::MODEL, "object": "model", "created": CREATED, "owned_by": "mock" }],
         });
+        let message = json!({
+            "id": "msg_mock", "type": "message", "role": "assistant",
+            "content": [{"type": "text", "text": text}],
+            "model": confab_bench::MODEL, "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": chunks},
+        });
         Self {
             completion: Bytes::from(completion.to_string()),
             models: Bytes::from(models.to_string()),
             chunks,
             events: events(chunks),
+            message: Bytes::from(message.to_string()),
+            anthropic_events: anthropic_events(chunks),
             delay,
         }
     }
@@ -190,6 +239,16 @@ async fn handle(
                 full(StatusCode::OK, "application/json", completion)
             }
         }
+        (&Method::POST, "/v1/messages") => {
+            let Ok(body) = request.into_body().collect().await else {
+                return Ok(full(StatusCode::BAD_REQUEST, "text/plain", Bytes::new()));
+            };
+            if wants_stream(&body.to_bytes()) {
+                events_response(answers.anthropic_events.clone(), answers.chunks, answers.delay)
+            } else {
+                full(StatusCode::OK, "application/json", answers.message.clone())
+            }
+        }
         (&Method::GET, "/v1/models") => {
             full(StatusCode::OK, "application/json", answers.models.clone())
         }
@@ -200,6 +259,12 @@ async fn handle(
 
 fn stream_response(answers: &Answers, chunks: usize, delay: Duration) -> Response<Body> {
     let events = if chunks == answers.chunks { answers.events.clone() } else { events(chunks) };
+    events_response(events, chunks, delay)
+}
+
+/// `events` as an SSE body: all at once, or the first at once and then one every `delay` up to
+/// the `chunks`-th, the rest right after it.
+fn events_response(events: Vec<Bytes>, chunks: usize, delay: Duration) -> Response<Body> {
     let body: Body = if delay.is_zero() {
         BoxBody::new(StreamBody::new(stream::iter(
             events.into_iter().map(|event| Ok(Frame::data(event))),
