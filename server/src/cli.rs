@@ -607,6 +607,7 @@ async fn run_sites(
                 widget: args.widget.apply_to(SiteWidget::default()),
                 limits,
                 visitor_limits,
+                conversations: Default::default(),
             };
             let created = sites::create_site(store, config, spec, false).await?;
             if json_output {

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod config_base;
+pub mod conversations;
 pub mod cut;
 pub mod error;
 pub mod http;

@@ -145,6 +145,7 @@ fn widget_config_from(text: &str) -> Option<WidgetConfig> {
             primary_color: json::string(&json::get(&config, "theme"), "primary_color"),
         },
         max_message_bytes: json::get(&config, "max_message_bytes").as_f64()? as u32,
+        conversations: None,
     })
 }
 
@@ -563,6 +564,7 @@ mod tests {
     #[wasm_bindgen_test]
     fn the_site_config_is_read_from_the_relays_json() {
         let config = confab_protocol::WidgetConfig {
+            conversations: None,
             title: "T".into(),
             greeting: "G".into(),
             suggestions: vec!["a".into(), "b".into()],

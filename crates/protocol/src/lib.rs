@@ -5,12 +5,14 @@
 //! `wasm32-unknown-unknown`; it never depends on tokio, axum or anything with I/O.
 
 mod chat;
+mod conversation;
 mod error;
 pub mod sse;
 mod tools;
 mod widget;
 
 pub use chat::*;
+pub use conversation::*;
 pub use error::*;
 pub use tools::*;
 pub use widget::*;

@@ -13,6 +13,20 @@ pub struct WidgetConfig {
     pub theme: WidgetTheme,
     /// The longest message the relay accepts from a visitor, in UTF-8 bytes.
     pub max_message_bytes: u32,
+    /// Present when the site keeps transcripts: the line the widget shows visitors, and
+    /// whether a person can be asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<ConversationsConfig>,
+}
+
+/// What the widget needs to know of a site that keeps transcripts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ConversationsConfig {
+    /// Shown in the panel: visitors are told their conversation is kept.
+    pub notice: String,
+    /// Offer "talk to a person".
+    #[serde(default)]
+    pub handoff: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

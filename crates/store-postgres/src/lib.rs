@@ -23,12 +23,17 @@ use sqlx::{Connection, Row};
 use tokio::sync::watch;
 
 use confab_store::{
+    Conversation, ConversationFilter, ConversationSettings, Conversations, Feedback, Holder,
+    Message, NewMessage, Turn,
+};
+use confab_store::{
     ApiKey, CallerLimits, ClientInstructions, Directory, NewApiKey, NewSite, NewWebhookDelivery,
     Site, SiteWidget, Store, StoreError, UsageGroup, UsageRecord, Verification, VisitorLimits,
     WebhookDelivery, WebhookEvent,
 };
 
 mod api_keys;
+mod conversations;
 mod directory;
 mod options;
 mod sites;
@@ -128,6 +133,61 @@ fn money_column(value: Option<u64>) -> Result<Option<i64>, StoreError> {
 }
 
 #[async_trait]
+impl Conversations for PgStore {
+    async fn record_turns(&self, turns: &[Turn]) -> Result<(), StoreError> {
+        conversations::record_turns(&self.pool, turns).await
+    }
+
+    async fn add_message(&self, message: &NewMessage) -> Result<Option<Message>, StoreError> {
+        conversations::add_message(&self.pool, message).await
+    }
+
+    async fn set_holder(&self, id: &str, holder: Holder, at_ms: i64) -> Result<bool, StoreError> {
+        conversations::set_holder(&self.pool, id, holder, at_ms).await
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        conversations::conversation(&self.pool, id).await
+    }
+
+    async fn messages(
+        &self,
+        id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        conversations::messages(&self.pool, id, after_seq, limit).await
+    }
+
+    async fn list_conversations(
+        &self,
+        filter: &ConversationFilter,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        conversations::list(&self.pool, filter).await
+    }
+
+    async fn record_feedback(&self, feedback: &Feedback) -> Result<(), StoreError> {
+        conversations::record_feedback(&self.pool, feedback).await
+    }
+
+    async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError> {
+        conversations::delete_conversation(&self.pool, id).await
+    }
+
+    async fn delete_visitor(
+        &self,
+        visitor: &str,
+        site_id: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        conversations::delete_visitor(&self.pool, visitor, site_id).await
+    }
+
+    async fn prune_conversations(&self, site_id: &str, before_ms: i64) -> Result<u64, StoreError> {
+        conversations::prune(&self.pool, site_id, before_ms).await
+    }
+}
+
+#[async_trait]
 impl Store for PgStore {
     async fn create_site(&self, site: NewSite) -> Result<Site, StoreError> {
         sites::create(&self.pool, site).await
@@ -157,6 +217,14 @@ impl Store for PgStore {
 
     async fn set_site_widget(&self, id: &str, widget: &SiteWidget) -> Result<bool, StoreError> {
         sites::set_widget(&self.pool, id, widget).await
+    }
+
+    async fn set_site_conversations(
+        &self,
+        id: &str,
+        settings: &ConversationSettings,
+    ) -> Result<bool, StoreError> {
+        sites::set_conversations(&self.pool, id, settings).await
     }
 
     async fn set_site_limits(

@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 
 use confab_store::{
-    CallerLimits, ClientInstructions, NewSite, Site, SiteSettings, SiteWidget, StoreError,
+    CallerLimits, ClientInstructions, ConversationSettings, NewSite, Site, SiteSettings, SiteWidget, StoreError,
     Verification, VisitorLimits, new_id,
 };
 
@@ -20,7 +20,7 @@ macro_rules! select_sites {
             "monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, ",
             "visitor_secret, require_verified_visitor, visitor_token_mode, verified_rpm, ",
             "verified_rpd, client_instructions, previous_key_prefix, previous_key_hash, ",
-            "previous_expires_at FROM sites ",
+            "previous_expires_at, conversations FROM sites ",
             $tail
         )
     };
@@ -63,6 +63,10 @@ pub(crate) fn site_from_row(row: &PgRow) -> Result<Site, StoreError> {
                 rpd: limit("visitor_rpd")?,
                 verified_rpm: limit("verified_rpm")?,
                 verified_rpd: limit("verified_rpd")?,
+            },
+            conversations: {
+                let column: Option<String> = row.try_get("conversations")?;
+                ConversationSettings::from_column(column.as_deref())?
             },
         },
         is_demo: row.try_get("is_demo")?,
@@ -115,9 +119,9 @@ pub async fn create(pool: &PgPool, new: NewSite) -> Result<Site, StoreError> {
          system_prompt, max_tokens, temperature_max, context_messages, is_demo, created_at, \
          widget_title, widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, \
          tpm, monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, \
-         verified_rpm, verified_rpd, client_instructions) \
+         verified_rpm, verified_rpd, client_instructions, conversations) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22, $23, $24, $25, $26)",
+         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
     )
     .bind(&site.id)
     .bind(&settings.name)
@@ -145,6 +149,7 @@ pub async fn create(pool: &PgPool, new: NewSite) -> Result<Site, StoreError> {
     .bind(settings.visitor_limits.verified_rpm.map(i64::from))
     .bind(settings.visitor_limits.verified_rpd.map(i64::from))
     .bind(settings.client_instructions.map(ClientInstructions::as_str))
+    .bind(settings.conversations.to_column())
     .execute(&mut *tx)
     .await?;
     insert_origins(&mut tx, &site.id, &settings.origins).await?;
@@ -185,7 +190,28 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<Site>, StoreError> {
 }
 
 pub async fn delete(pool: &PgPool, id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM sites WHERE id = $1").bind(id).execute(pool).await?;
+    let mut tx = pool.begin().await?;
+    // A deleted site's conversations go with it.
+    sqlx::query("DELETE FROM conversation_feedback WHERE site_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM conversations WHERE site_id = $1").bind(id).execute(&mut *tx).await?;
+    let done = sqlx::query("DELETE FROM sites WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn set_conversations(
+    pool: &PgPool,
+    id: &str,
+    settings: &ConversationSettings,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("UPDATE sites SET conversations = $1 WHERE id = $2")
+        .bind(settings.to_column())
+        .bind(id)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected() > 0)
 }
 

@@ -15,9 +15,14 @@ use sqlx::sqlite::{
 use sqlx::{Row, migrate::Migrator};
 
 mod api_keys;
+mod conversations;
 mod usage;
 mod webhooks;
 
+use confab_store::{
+    Conversation, ConversationFilter, ConversationSettings, Conversations, Feedback, Holder,
+    Message, NewMessage, Turn,
+};
 use confab_store::{
     ApiKey, CallerLimits, NewApiKey, NewSite, Site, SiteSettings, SiteWidget, Store, StoreError,
     UsageGroup, UsageRecord, Verification, VisitorLimits,
@@ -82,7 +87,7 @@ macro_rules! select_sites {
             "monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, ",
             "visitor_secret, require_verified_visitor, visitor_token_mode, verified_rpm, ",
             "verified_rpd, client_instructions, previous_key_prefix, previous_key_hash, ",
-            "previous_expires_at FROM sites ",
+            "previous_expires_at, conversations FROM sites ",
             $tail
         )
     };
@@ -160,6 +165,10 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
                 verified_rpm: as_u32("verified_rpm")?,
                 verified_rpd: as_u32("verified_rpd")?,
             },
+            conversations: {
+                let column: Option<String> = row.try_get("conversations")?;
+                ConversationSettings::from_column(column.as_deref())?
+            },
         },
         is_demo: row.try_get("is_demo")?,
         verification: Verification {
@@ -202,6 +211,61 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 #[async_trait]
+impl Conversations for SqliteStore {
+    async fn record_turns(&self, turns: &[Turn]) -> Result<(), StoreError> {
+        conversations::record_turns(&self.pool, turns).await
+    }
+
+    async fn add_message(&self, message: &NewMessage) -> Result<Option<Message>, StoreError> {
+        conversations::add_message(&self.pool, message).await
+    }
+
+    async fn set_holder(&self, id: &str, holder: Holder, at_ms: i64) -> Result<bool, StoreError> {
+        conversations::set_holder(&self.pool, id, holder, at_ms).await
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        conversations::conversation(&self.pool, id).await
+    }
+
+    async fn messages(
+        &self,
+        id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        conversations::messages(&self.pool, id, after_seq, limit).await
+    }
+
+    async fn list_conversations(
+        &self,
+        filter: &ConversationFilter,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        conversations::list(&self.pool, filter).await
+    }
+
+    async fn record_feedback(&self, feedback: &Feedback) -> Result<(), StoreError> {
+        conversations::record_feedback(&self.pool, feedback).await
+    }
+
+    async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError> {
+        conversations::delete_conversation(&self.pool, id).await
+    }
+
+    async fn delete_visitor(
+        &self,
+        visitor: &str,
+        site_id: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        conversations::delete_visitor(&self.pool, visitor, site_id).await
+    }
+
+    async fn prune_conversations(&self, site_id: &str, before_ms: i64) -> Result<u64, StoreError> {
+        conversations::prune(&self.pool, site_id, before_ms).await
+    }
+}
+
+#[async_trait]
 impl Store for SqliteStore {
     async fn create_site(&self, new: NewSite) -> Result<Site, StoreError> {
         let site = Site {
@@ -223,8 +287,8 @@ impl Store for SqliteStore {
              system_prompt, max_tokens, temperature_max, context_messages, is_demo, created_at, \
              widget_title, widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, \
              tpm, monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, \
-             verified_rpm, verified_rpd, client_instructions) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             verified_rpm, verified_rpd, client_instructions, conversations) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&site.id)
         .bind(&settings.name)
@@ -252,6 +316,7 @@ impl Store for SqliteStore {
         .bind(settings.visitor_limits.verified_rpm.map(i64::from))
         .bind(settings.visitor_limits.verified_rpd.map(i64::from))
         .bind(settings.client_instructions.map(ClientInstructions::as_str))
+        .bind(settings.conversations.to_column())
         .execute(&mut *tx)
         .await?;
         for origin in &settings.origins {
@@ -285,8 +350,28 @@ impl Store for SqliteStore {
     }
 
     async fn delete_site(&self, id: &str) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM sites WHERE id = ?").bind(id).execute(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        // A deleted site's conversations go with it.
+        sqlx::query("DELETE FROM conversation_feedback WHERE site_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM conversations WHERE site_id = ?").bind(id).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM sites WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_site_conversations(
+        &self,
+        id: &str,
+        settings: &ConversationSettings,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE sites SET conversations = ? WHERE id = ?")
+            .bind(settings.to_column())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 

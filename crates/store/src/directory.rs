@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    ApiKey, ApiKeyCredentials, NewApiKey, NewSite, NewWebhookDelivery, Site, SiteCredentials,
+    ApiKey, ApiKeyCredentials, Conversation, ConversationFilter, ConversationSettings,
+    Conversations, Feedback, Holder, Message, NewMessage, Turn, NewApiKey, NewSite, NewWebhookDelivery, Site, SiteCredentials,
     SiteWidget, Store, StoreError, UsageGroup, UsageRecord, Verification, VisitorLimits,
     WebhookDelivery, WebhookEvent,
 };
@@ -372,6 +373,62 @@ impl Cached {
     }
 }
 
+/// Conversations are not in the directory: every call goes to the engine.
+#[async_trait]
+impl Conversations for Cached {
+    async fn record_turns(&self, turns: &[Turn]) -> Result<(), StoreError> {
+        self.engine().record_turns(turns).await
+    }
+
+    async fn add_message(&self, message: &NewMessage) -> Result<Option<Message>, StoreError> {
+        self.engine().add_message(message).await
+    }
+
+    async fn set_holder(&self, id: &str, holder: Holder, at_ms: i64) -> Result<bool, StoreError> {
+        self.engine().set_holder(id, holder, at_ms).await
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        self.engine().conversation(id).await
+    }
+
+    async fn messages(
+        &self,
+        id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.engine().messages(id, after_seq, limit).await
+    }
+
+    async fn list_conversations(
+        &self,
+        filter: &ConversationFilter,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.engine().list_conversations(filter).await
+    }
+
+    async fn record_feedback(&self, feedback: &Feedback) -> Result<(), StoreError> {
+        self.engine().record_feedback(feedback).await
+    }
+
+    async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError> {
+        self.engine().delete_conversation(id).await
+    }
+
+    async fn delete_visitor(
+        &self,
+        visitor: &str,
+        site_id: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        self.engine().delete_visitor(visitor, site_id).await
+    }
+
+    async fn prune_conversations(&self, site_id: &str, before_ms: i64) -> Result<u64, StoreError> {
+        self.engine().prune_conversations(site_id, before_ms).await
+    }
+}
+
 #[async_trait]
 impl Store for Cached {
     async fn site_by_key(
@@ -462,6 +519,14 @@ impl Store for Cached {
 
     async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError> {
         self.changed(self.engine().set_site_origins(id, origins).await).await
+    }
+
+    async fn set_site_conversations(
+        &self,
+        id: &str,
+        settings: &ConversationSettings,
+    ) -> Result<bool, StoreError> {
+        self.changed(self.engine().set_site_conversations(id, settings).await).await
     }
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {

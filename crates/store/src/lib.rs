@@ -6,6 +6,7 @@
 //! Nothing public here names an engine's types: [`StoreError`] carries a database failure as an
 //! opaque source. The `sqlx` feature only adds `From<sqlx::Error>` for the engines.
 
+pub mod conversations;
 pub mod directory;
 mod settings;
 mod time;
@@ -14,6 +15,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use conversations::{
+    Author, Conversation, ConversationFilter, ConversationSettings, Conversations, Feedback,
+    Holder, Message, NewMessage, Rating, Turn,
+};
 pub use directory::{Cached, Directory, StoredKey, StoredSite};
 pub use settings::{ClientInstructions, TokenMode, UnknownTokenMode};
 pub use time::rfc3339;
@@ -64,6 +69,8 @@ pub struct SiteSettings {
     pub limits: CallerLimits,
     /// Limits per visitor; unset ones fall back to the `[visitors]` defaults.
     pub visitor_limits: VisitorLimits,
+    /// Transcripts, their retention and privacy, and hand-off to a person.
+    pub conversations: ConversationSettings,
 }
 
 /// How a site verifies its visitors.
@@ -376,7 +383,7 @@ pub fn new_id(prefix: &str) -> String {
 /// `origin_is_registered`) have default implementations that load the whole directory: correct
 /// but slow, so an engine is always used through [`Cached`], which answers them from memory.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: Conversations + Send + Sync + std::fmt::Debug + 'static {
     async fn create_site(&self, site: NewSite) -> Result<Site, StoreError>;
     async fn list_sites(&self) -> Result<Vec<Site>, StoreError>;
     async fn site(&self, id: &str) -> Result<Option<Site>, StoreError>;
@@ -422,6 +429,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         id: &str,
         verification: &Verification,
+    ) -> Result<bool, StoreError>;
+    /// Replaces a site's conversation settings; `false` when there is no such site.
+    async fn set_site_conversations(
+        &self,
+        id: &str,
+        settings: &ConversationSettings,
     ) -> Result<bool, StoreError>;
     /// Replaces a site's origins; `false` when there is no such site.
     async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError>;

@@ -315,6 +315,7 @@ async fn create_site(
         },
         limits,
         visitor_limits,
+        conversations: Default::default(),
     };
     let created = sites::create_site(state.store.as_ref(), &state.config, spec, false).await?;
     let mut view = sites::site_view(&created.site);

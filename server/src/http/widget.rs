@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use confab_protocol::{WidgetConfig, WidgetTheme};
+use confab_protocol::{ConversationsConfig, WidgetConfig, WidgetTheme};
 
 use super::{AppState, SiteAuth};
 
@@ -15,6 +15,7 @@ pub fn router() -> Router<AppState> {
 async fn widget_config(State(state): State<AppState>, auth: SiteAuth) -> Json<WidgetConfig> {
     let defaults = &state.config.widget;
     let own = &auth.site.settings.widget;
+    let kept = &auth.site.settings.conversations;
     Json(WidgetConfig {
         title: own.title.as_ref().unwrap_or(&defaults.title).clone(),
         greeting: own.greeting.as_ref().unwrap_or(&defaults.greeting).clone(),
@@ -23,5 +24,9 @@ async fn widget_config(State(state): State<AppState>, auth: SiteAuth) -> Json<Wi
             primary_color: own.primary_color.as_ref().or(defaults.primary_color.as_ref()).cloned(),
         },
         max_message_bytes: state.config.limits.max_message_bytes,
+        conversations: kept.transcripts.then(|| ConversationsConfig {
+            notice: kept.notice.clone().unwrap_or_else(|| crate::conversations::NOTICE.into()),
+            handoff: kept.handoff,
+        }),
     })
 }
