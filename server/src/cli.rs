@@ -1,5 +1,6 @@
 //! The command line: `confab serve`, `confab sites ...` and `confab keys ...`.
 
+mod conversations;
 mod keys;
 
 use std::io::Write;
@@ -53,6 +54,9 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Show usage: totals and a per-day series by site, key and model.
     Usage(UsageArgs),
+    /// Conversations kept for sites with transcripts on: list, show, delete, erase a visitor.
+    #[command(subcommand)]
+    Conversations(conversations::ConversationsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +111,8 @@ pub enum SitesCommand {
         /// Remove the site's suggested questions (the [widget] default applies again).
         #[arg(long, conflicts_with = "suggestions")]
         no_suggestions: bool,
+        #[command(flatten)]
+        conversations: conversations::SettingsArgs,
     },
     /// Change a site's limits and budgets. Options not given keep their current value;
     /// `--clear LIMIT` removes one (unlimited again, or the [visitors] default for visitor
@@ -363,7 +369,9 @@ pub struct CreateSiteArgs {
 pub fn init_tracing(command: &Command, format: LogFormat) {
     let default = match command {
         Command::Serve(_) => "info",
-        Command::Sites(_) | Command::Keys(_) | Command::Usage(_) => "warn",
+        Command::Sites(_) | Command::Keys(_) | Command::Usage(_) | Command::Conversations(_) => {
+            "warn"
+        }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -389,7 +397,9 @@ pub fn init_tracing(command: &Command, format: LogFormat) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let listen = match &cli.command {
         Command::Serve(args) => args.listen,
-        Command::Sites(_) | Command::Keys(_) | Command::Usage(_) => None,
+        Command::Sites(_) | Command::Keys(_) | Command::Usage(_) | Command::Conversations(_) => {
+            None
+        }
     };
     let sources = ConfigSources { file: cli.config, database_url: cli.database, listen };
     let config = Config::load(&sources)?;
@@ -402,6 +412,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sites(command) => run_sites(command, &config, store.as_ref()).await,
         Command::Keys(command) => keys::run(command, &config, store.as_ref()).await,
         Command::Usage(args) => run_usage(args, store.as_ref()).await,
+        Command::Conversations(command) => conversations::run(command, store.as_ref()).await,
     }
 }
 
@@ -658,7 +669,7 @@ async fn run_sites(
                 print_flush(&format!("{}\n", describe(&site)));
             }
         }
-        SitesCommand::Update { id, widget, client_instructions, no_suggestions } => {
+        SitesCommand::Update { id, widget, client_instructions, no_suggestions, conversations } => {
             let Some(site) = store.site(&id).await? else {
                 bail!("no site with id `{id}` (see `confab sites list`)");
             };
@@ -669,6 +680,9 @@ async fn run_sites(
             sites::update_widget(store, &id, updated).await?;
             if let Some(setting) = client_instructions {
                 store.set_site_client_instructions(&id, Some(setting)).await?;
+            }
+            if let Some(change) = conversations.change() {
+                sites::change_conversations(store, &id, change).await?;
             }
             let site = store.site(&id).await?.unwrap_or(site);
             print_flush(&format!("{}\n", describe(&site)));
@@ -821,7 +835,7 @@ fn describe(site: &Site) -> String {
          models:       {models}\n  system prompt: {prompt}\n  max_tokens:   {max_tokens}\n  \
          temperature:  <= {temperature}\n  context:      {context} messages\n  \
          client instructions: {instructions}\n  widget:       {widget}\n  limits:       {limits}\n  per visitor:  {visitor}\n  \
-         created:      {created}",
+         conversations: {conversations}\n  created:      {created}",
         id = site.id,
         name = settings.name,
         key = public_prefix(&site.key_lookup_id),
@@ -838,6 +852,7 @@ fn describe(site: &Site) -> String {
         widget = widget_text(&settings.widget),
         limits = keys::limits_text(&settings.limits),
         visitor = visitor_limits_text(&settings.visitor_limits),
+        conversations = conversations::settings_text(&settings.conversations),
         created = crate::rfc3339(site.created_at),
     )
 }

@@ -33,6 +33,8 @@ pub struct Config {
     pub visitors: VisitorDefaults,
     /// Usage records.
     pub usage: UsageConfig,
+    /// Conversations of the sites that keep transcripts.
+    pub conversations: ConversationsConfig,
     /// The admin API (`/admin/v1/...`).
     pub admin: AdminConfig,
     /// Prometheus metrics (`GET /metrics`).
@@ -216,6 +218,26 @@ pub struct VisitorDefaults {
 impl Default for VisitorDefaults {
     fn default() -> Self {
         Self { rpm: 20, rpd: 500, verified_rpm: 60, verified_rpd: 2_000 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConversationsConfig {
+    /// Turns are written in batches, at most this long after their request ended.
+    pub flush_ms: u64,
+    /// How often conversations past their site's retention are looked for and deleted.
+    pub sweep_every_ms: u64,
+    /// How often a visitor's open event stream looks in the database for a person's replies
+    /// written through another relay (replies through this relay arrive at once).
+    pub poll_ms: u64,
+    /// How long the console link in a `conversation.handoff` webhook works, in hours.
+    pub link_ttl_hours: u32,
+}
+
+impl Default for ConversationsConfig {
+    fn default() -> Self {
+        Self { flush_ms: 500, sweep_every_ms: 600_000, poll_ms: 1_000, link_ttl_hours: 168 }
     }
 }
 
@@ -711,6 +733,10 @@ impl Config {
             ("server.heartbeat_ms", self.server.heartbeat_ms),
             ("keys.last_used_flush_ms", self.keys.last_used_flush_ms),
             ("usage.flush_ms", self.usage.flush_ms),
+            ("conversations.flush_ms", self.conversations.flush_ms),
+            ("conversations.sweep_every_ms", self.conversations.sweep_every_ms),
+            ("conversations.poll_ms", self.conversations.poll_ms),
+            ("conversations.link_ttl_hours", u64::from(self.conversations.link_ttl_hours)),
             ("visitors.rpm", u64::from(self.visitors.rpm)),
             ("visitors.rpd", u64::from(self.visitors.rpd)),
             ("visitors.verified_rpm", u64::from(self.visitors.verified_rpm)),

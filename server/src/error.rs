@@ -41,6 +41,10 @@ pub enum ApiError {
     /// 403 `permission_error`: a valid key used from somewhere it may not be.
     #[error("{message}")]
     PermissionDenied { code: &'static str, message: Cow<'static, str> },
+    /// 409 `invalid_request_error`: the request does not fit the resource's state (a person
+    /// holds the conversation the bot was asked to answer).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: Cow<'static, str> },
     /// 404 `invalid_request_error`/`model_not_found`: the key may not use the model it named.
     #[error("the model `{model}` does not exist or this key may not use it")]
     ModelNotFound { model: String },
@@ -104,6 +108,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
@@ -130,7 +135,9 @@ impl ApiError {
     /// The envelope a client sees. Also used for the `error` event that ends a failed stream.
     pub fn envelope(&self) -> ErrorEnvelope {
         let (kind, code) = match self {
-            Self::InvalidRequest { code, .. } => ("invalid_request_error", *code),
+            Self::InvalidRequest { code, .. } | Self::Conflict { code, .. } => {
+                ("invalid_request_error", *code)
+            }
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "body_too_large"),
             Self::RequestTimeout { .. } => ("invalid_request_error", "request_timeout"),
             Self::Unauthenticated { code, .. } => ("authentication_error", *code),

@@ -24,6 +24,8 @@ use confab_metering::{Backoff, Engines, RedisSettings, Settler, SpendSource};
 use confab_protocol::{PromptTokensDetails, Usage};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::conversations::Transcript;
+
 use crate::budget::{
     BudgetRule, CacheTokens, Crossing, Micros, Payer, Period, PriceTable, Reservation,
 };
@@ -360,6 +362,8 @@ pub struct Meter {
     /// Calls to targets given up on after the request was written to them (no first event in
     /// time): what their prompts may have cost, charged on top of the answer.
     abandoned: Abandoned,
+    /// The request's turn of its conversation, on a site that keeps transcripts.
+    transcript: Option<Transcript>,
 }
 
 /// The prompts of calls given up on (see [`Meter::abandoned`]).
@@ -403,6 +407,27 @@ impl Meter {
             first_text: None,
             labels,
             abandoned: Abandoned::default(),
+            transcript: None,
+        }
+    }
+
+    /// The request's usage record as admitted (who, which model, when).
+    ///
+    /// # Panics
+    /// Never: a meter's record is taken only when it settles, which consumes it.
+    pub fn record(&self) -> &UsageRecord {
+        self.record.as_ref().unwrap_or_else(|| unreachable!("a live meter has its record"))
+    }
+
+    /// Keeps the request's question and answer in its conversation once it settles.
+    pub fn keep_transcript(&mut self, transcript: Transcript) {
+        self.transcript = Some(transcript);
+    }
+
+    /// Text of the answer, as it reaches the client (for the transcript, if one is kept).
+    pub fn answered(&mut self, text: &str) {
+        if let Some(transcript) = self.transcript.as_mut() {
+            transcript.answered(text);
         }
     }
 
@@ -562,6 +587,9 @@ impl Meter {
         record.total_ms = u64::try_from(total.as_millis()).unwrap_or(u64::MAX);
         record.outcome = outcome;
         metering.webhooks.request_completed(&record);
+        if let Some(transcript) = self.transcript.take() {
+            transcript.finish(&record);
+        }
         metering.recorder.record(record, self.ticket.take());
     }
 }

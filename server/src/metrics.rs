@@ -125,6 +125,11 @@ struct DecisionLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RatingLabels {
+    rating: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct PeriodLabels {
     period: &'static str,
 }
@@ -151,6 +156,8 @@ pub struct Metrics {
     webhook_backlog: Gauge,
     webhook_failures: Counter,
     webhook_dropped: Counter,
+    feedback: Family<RatingLabels, Counter>,
+    handoffs: Counter,
     degraded: Family<DecisionLabels, Counter>,
     pending_settlements: Gauge,
     /// Each upstream target's breaker (0 closed, 1 half-open, 2 open), calls, failures and last
@@ -245,6 +252,18 @@ impl Metrics {
             "Webhook events dropped to keep the backlog under webhooks.max_backlog",
             webhook_dropped.clone(),
         );
+        let feedback = Family::<RatingLabels, Counter>::default();
+        registry.register(
+            "confab_feedback",
+            "Visitors' ratings of answers, by rating (up or down)",
+            feedback.clone(),
+        );
+        let handoffs = Counter::default();
+        registry.register(
+            "confab_handoffs",
+            "Conversations whose visitor asked for a person",
+            handoffs.clone(),
+        );
         let degraded = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "confab_metering_degraded",
@@ -299,6 +318,9 @@ impl Metrics {
         for decision in Decision::ALL {
             drop(degraded.get_or_create(&DecisionLabels { decision: decision.as_str() }));
         }
+        for rating in ["up", "down"] {
+            drop(feedback.get_or_create(&RatingLabels { rating }));
+        }
         Self {
             registry,
             requests,
@@ -313,6 +335,8 @@ impl Metrics {
             webhook_backlog,
             webhook_failures,
             webhook_dropped,
+            feedback,
+            handoffs,
             degraded,
             pending_settlements,
             target_breaker,
@@ -406,6 +430,16 @@ impl Metrics {
     pub fn budget_refused(&self, exhausted: &Exhausted) {
         let period = exhausted.period_kind().as_str();
         self.budget_refusals.get_or_create(&PeriodLabels { period }).inc();
+    }
+
+    /// A visitor rated an answer (`up` or `down`).
+    pub fn feedback(&self, rating: &'static str) {
+        self.feedback.get_or_create(&RatingLabels { rating }).inc();
+    }
+
+    /// A visitor asked for a person.
+    pub fn handoff(&self) {
+        self.handoffs.inc();
     }
 
     /// Counts a stream as open until the returned guard is dropped.

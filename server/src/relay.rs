@@ -223,6 +223,7 @@ impl RelayStream {
                     && let Some(meter) = self.meter.as_mut()
                 {
                     meter.text_arrived();
+                    meter.answered(&chunk.content);
                 }
             }
             Step::Done => self.settle(Outcome::Completed, false),
@@ -843,8 +844,9 @@ pub async fn complete(
     match answer {
         Ok((answer, target)) => {
             if let Some(mut meter) = meter {
-                if answer.has_text {
+                if !answer.text.is_empty() {
                     meter.text_arrived();
+                    meter.answered(&answer.text);
                 }
                 meter.finish(answer.charge, Outcome::Completed);
             }
@@ -898,7 +900,8 @@ struct Answer {
     /// The upstream's usage, or the relay's estimate when it reported none (which the answer
     /// then carries as its `usage`).
     charge: Charge,
-    has_text: bool,
+    /// The text of its choices.
+    text: String,
 }
 
 /// The fields of a `chat.completion` the relay reads, borrowed from its text.
@@ -938,14 +941,11 @@ fn rewrite_completion(
         && let Ok(model_json) = serde_json::to_string(model)
         && let Some(json) = splice(text, raw_model.get(), &model_json)
     {
-        let has_text = choices.iter().any(|choice| {
-            choice
-                .message
-                .as_ref()
-                .and_then(|m| m.content.as_deref())
-                .is_some_and(|t| !t.is_empty())
-        });
-        return Ok(Answer { json, charge: Charge::Reported(usage), has_text });
+        let text = choices
+            .iter()
+            .filter_map(|choice| choice.message.as_ref().and_then(|m| m.content.as_deref()))
+            .collect();
+        return Ok(Answer { json, charge: Charge::Reported(usage), text });
     }
 
     let mut object = with_model(text, model, "answer")?;
@@ -953,11 +953,11 @@ fn rewrite_completion(
         .get("choices")
         .and_then(Value::as_array)
         .ok_or_else(|| UpstreamError::Protocol("answer has no choices".into()))?;
-    let content_bytes: usize = choices
+    let text: String = choices
         .iter()
         .filter_map(|choice| choice.pointer("/message/content").and_then(Value::as_str))
-        .map(str::len)
-        .sum();
+        .collect();
+    let content_bytes = text.len();
     let charge = match reported_usage(&object) {
         Some(usage) => Charge::Reported(usage),
         None => {
@@ -970,7 +970,7 @@ fn rewrite_completion(
     };
     let json = serde_json::to_string(&object)
         .map_err(|e| UpstreamError::Protocol(format!("cannot re-encode answer: {e}")))?;
-    Ok(Answer { json, charge, has_text: content_bytes > 0 })
+    Ok(Answer { json, charge, text })
 }
 
 /// `text` with `value` replaced by `replacement`. `value` is a value borrowed from `text` by the
@@ -1097,7 +1097,10 @@ mod tests {
         let body = r#"{"id":"c1","object":"chat.completion","created":7,"model":"gpt-\"x\"","choices":[{"index":0,"message":{"role":"assistant","content":"Hi \u00e9","tool_calls":[]},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5},"service_tier":"default"}"#;
         let answer = rewrite_completion(body.as_bytes(), "site \"model\"", 0).unwrap();
         assert_eq!(answer.json, body.replace(r#""gpt-\"x\"""#, r#""site \"model\"""#));
-        assert_eq!((answer.charge, answer.has_text), (Charge::Reported(Usage::new(3, 2)), true));
+        assert_eq!(
+            (answer.charge, answer.text.as_str()),
+            (Charge::Reported(Usage::new(3, 2)), "Hi é")
+        );
     }
 
     #[test]
@@ -1113,12 +1116,12 @@ mod tests {
         assert_eq!(json["usage"], usage);
         assert_eq!(json["choices"][0]["message"]["content"], "nine byte");
         let estimated = Charge::Estimated { text_bytes: 9, content_chunks: 0 };
-        assert_eq!((answer.charge, answer.has_text), (estimated, true));
+        assert_eq!((answer.charge, answer.text.as_str()), (estimated, "nine byte"));
         // Usage of an odd type is not trusted either.
         let body = r#"{"model":"x","choices":[],"usage":"lots"}"#;
         let answer = rewrite_completion(body.as_bytes(), "m", 0).unwrap();
         let estimated = Charge::Estimated { text_bytes: 0, content_chunks: 0 };
-        assert_eq!((answer.charge, answer.has_text), (estimated, false));
+        assert_eq!((answer.charge, answer.text.as_str()), (estimated, ""));
     }
 
     #[test]

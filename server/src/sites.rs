@@ -3,8 +3,10 @@
 use crate::config::{Config, is_hex_color};
 use crate::keys::check_limits;
 use crate::sitekey::{KeyKind, NewKey};
+use crate::store::conversations::MAX_RETENTION_DAYS;
 use crate::store::{
-    CallerLimits, NewSite, Site, SiteSettings, SiteWidget, Store, StoreError, VisitorLimits,
+    CallerLimits, ConversationSettings, NewSite, Site, SiteSettings, SiteWidget, Store, StoreError,
+    VisitorLimits,
 };
 
 /// What an operator asks for when creating a site: the settings the site will have, before
@@ -391,6 +393,73 @@ fn validate_widget(widget: SiteWidget) -> Result<SiteWidget, SiteError> {
     Ok(SiteWidget { title, greeting, suggestions, primary_color })
 }
 
+/// A change to a site's conversation settings: what is `None` (or `Keep`) stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationsChange {
+    pub transcripts: Option<bool>,
+    pub retention_days: Option<u32>,
+    pub mask_contacts: Option<bool>,
+    /// `Clear`: the relay's default notice.
+    pub notice: Change<String>,
+    pub handoff: Option<bool>,
+}
+
+impl ConversationsChange {
+    /// The settings after this change, checked.
+    pub fn apply(self, current: &ConversationSettings) -> Result<ConversationSettings, SiteError> {
+        let notice = match self.notice {
+            Change::Keep => current.notice.clone(),
+            Change::Clear => None,
+            Change::Set(text) => {
+                let text = text.trim().to_owned();
+                if text.is_empty() {
+                    None
+                } else if text.chars().count() > 300 {
+                    return Err(invalid("notice", "must be at most 300 characters"));
+                } else if text.chars().any(char::is_control) {
+                    return Err(invalid("notice", "must be one line without control characters"));
+                } else {
+                    Some(text)
+                }
+            }
+        };
+        let settings = ConversationSettings {
+            transcripts: self.transcripts.unwrap_or(current.transcripts),
+            retention_days: self.retention_days.unwrap_or(current.retention_days),
+            mask_contacts: self.mask_contacts.unwrap_or(current.mask_contacts),
+            notice,
+            handoff: self.handoff.unwrap_or(current.handoff),
+        };
+        if !(1..=MAX_RETENTION_DAYS).contains(&settings.retention_days) {
+            return Err(invalid(
+                "retention_days",
+                format!("must be from 1 to {MAX_RETENTION_DAYS} days"),
+            ));
+        }
+        if settings.handoff && !settings.transcripts {
+            return Err(invalid(
+                "handoff",
+                "needs transcripts on: the person who takes over reads the conversation",
+            ));
+        }
+        Ok(settings)
+    }
+}
+
+/// Changes a site's conversation settings; `Ok(None)` when there is no such site.
+pub async fn change_conversations(
+    store: &dyn Store,
+    id: &str,
+    change: ConversationsChange,
+) -> Result<Option<Site>, SiteError> {
+    let Some(site) = store.site(id).await? else { return Ok(None) };
+    let settings = change.apply(&site.settings.conversations)?;
+    if !store.set_site_conversations(id, &settings).await? {
+        return Ok(None);
+    }
+    Ok(store.site(id).await?)
+}
+
 /// The demo site for `public_url`: created on first start, and on every later start re-keyed
 /// (its key is printed and embedded in the demo page, and only a hash of it is ever stored) and
 /// moved to the origin of the current public URL, which changes with `--listen`.
@@ -492,6 +561,13 @@ pub fn site_view(site: &Site) -> serde_json::Value {
             "visitor_rpd": settings.visitor_limits.rpd,
             "verified_rpm": settings.visitor_limits.verified_rpm,
             "verified_rpd": settings.visitor_limits.verified_rpd,
+        },
+        "conversations": {
+            "transcripts": settings.conversations.transcripts,
+            "retention_days": settings.conversations.retention_days,
+            "mask_contacts": settings.conversations.mask_contacts,
+            "notice": settings.conversations.notice,
+            "handoff": settings.conversations.handoff,
         },
         "verification": {
             "enabled": site.verification.secret.is_some(),

@@ -23,13 +23,13 @@ use sqlx::{Connection, Row};
 use tokio::sync::watch;
 
 use confab_store::{
-    Conversation, ConversationFilter, ConversationSettings, Conversations, Feedback, Holder,
-    Message, NewMessage, Turn,
-};
-use confab_store::{
     ApiKey, CallerLimits, ClientInstructions, Directory, NewApiKey, NewSite, NewWebhookDelivery,
     Site, SiteWidget, Store, StoreError, UsageGroup, UsageRecord, Verification, VisitorLimits,
     WebhookDelivery, WebhookEvent,
+};
+use confab_store::{
+    Conversation, ConversationFilter, ConversationSettings, Conversations, Feedback, Holder,
+    Message, NewMessage, Turn,
 };
 
 mod api_keys;
@@ -144,6 +144,17 @@ impl Conversations for PgStore {
 
     async fn set_holder(&self, id: &str, holder: Holder, at_ms: i64) -> Result<bool, StoreError> {
         conversations::set_holder(&self.pool, id, holder, at_ms).await
+    }
+
+    async fn open_conversation(
+        &self,
+        id: &str,
+        site_id: &str,
+        visitor: Option<&str>,
+        page_url: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        conversations::open(&self.pool, id, site_id, visitor, page_url, at_ms).await
     }
 
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {

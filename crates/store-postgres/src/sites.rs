@@ -4,8 +4,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 
 use confab_store::{
-    CallerLimits, ClientInstructions, ConversationSettings, NewSite, Site, SiteSettings, SiteWidget, StoreError,
-    Verification, VisitorLimits, new_id,
+    CallerLimits, ClientInstructions, ConversationSettings, NewSite, Site, SiteSettings,
+    SiteWidget, StoreError, Verification, VisitorLimits, new_id,
 };
 
 use crate::{caller_limits, limit_column, money_column};

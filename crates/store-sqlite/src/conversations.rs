@@ -31,8 +31,10 @@ macro_rules! select_conversations {
             "c.updated_at_ms, c.messages, c.input_tokens, c.output_tokens, c.cost_micros, ",
             "c.outcome, c.holder, c.handoff_at_ms, ",
             "(SELECT COUNT(*) FROM conversation_feedback f WHERE f.conversation_id = c.id ",
+            "AND f.site_id = c.site_id ",
             "AND f.rating = 'up') AS feedback_up, ",
             "(SELECT COUNT(*) FROM conversation_feedback f WHERE f.conversation_id = c.id ",
+            "AND f.site_id = c.site_id ",
             "AND f.rating = 'down') AS feedback_down FROM conversations c ",
             $tail
         )
@@ -102,10 +104,11 @@ async fn ensure(
     .bind(at_ms)
     .execute(&mut **tx)
     .await?;
-    let owner: Option<String> = sqlx::query_scalar("SELECT site_id FROM conversations WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT site_id FROM conversations WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
     Ok(owner.as_deref() == Some(site_id))
 }
 
@@ -139,6 +142,20 @@ async fn append(
     .execute(&mut **tx)
     .await?;
     Ok(seq)
+}
+
+pub async fn open(
+    pool: &SqlitePool,
+    id: &str,
+    site_id: &str,
+    visitor: Option<&str>,
+    page_url: Option<&str>,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let owned = ensure(&mut tx, id, site_id, visitor, page_url, at_ms).await?;
+    tx.commit().await?;
+    Ok(owned)
 }
 
 pub async fn record_turns(pool: &SqlitePool, turns: &[Turn]) -> Result<(), StoreError> {
@@ -245,7 +262,8 @@ pub async fn set_holder(
 }
 
 pub async fn conversation(pool: &SqlitePool, id: &str) -> Result<Option<Conversation>, StoreError> {
-    let row = sqlx::query(select_conversations!("WHERE c.id = ?")).bind(id).fetch_optional(pool).await?;
+    let row =
+        sqlx::query(select_conversations!("WHERE c.id = ?")).bind(id).fetch_optional(pool).await?;
     row.as_ref().map(conversation_from_row).transpose()
 }
 
@@ -259,6 +277,7 @@ pub async fn messages(
         "SELECT m.seq, m.at_ms, m.author, m.content, m.request_id, f.rating, f.comment \
          FROM conversation_messages m LEFT JOIN conversation_feedback f \
          ON f.conversation_id = m.conversation_id AND f.request_id = m.request_id \
+         AND f.site_id = (SELECT site_id FROM conversations WHERE id = m.conversation_id) \
          WHERE m.conversation_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?",
     )
     .bind(id)
@@ -273,8 +292,7 @@ pub async fn list(
     pool: &SqlitePool,
     filter: &ConversationFilter,
 ) -> Result<Vec<Conversation>, StoreError> {
-    let mut query: QueryBuilder<Sqlite> =
-        QueryBuilder::new(select_conversations!("WHERE 1"));
+    let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(select_conversations!("WHERE 1"));
     if let Some(site) = &filter.site_id {
         query.push(" AND c.site_id = ").push_bind(site);
     }
@@ -291,7 +309,7 @@ pub async fn list(
         query
             .push(
                 " AND EXISTS (SELECT 1 FROM conversation_feedback f \
-                 WHERE f.conversation_id = c.id AND f.rating = ",
+                 WHERE f.conversation_id = c.id AND f.site_id = c.site_id AND f.rating = ",
             )
             .push_bind(rating.as_str())
             .push(")");
@@ -315,7 +333,9 @@ pub async fn list(
             .push_bind(id)
             .push("))");
     }
-    query.push(" ORDER BY c.updated_at_ms DESC, c.id DESC LIMIT ").push_bind(i64::from(filter.limit));
+    query
+        .push(" ORDER BY c.updated_at_ms DESC, c.id DESC LIMIT ")
+        .push_bind(i64::from(filter.limit));
     let rows = query.build().fetch_all(pool).await?;
     rows.iter().map(conversation_from_row).collect()
 }

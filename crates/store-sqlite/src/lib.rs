@@ -20,12 +20,12 @@ mod usage;
 mod webhooks;
 
 use confab_store::{
-    Conversation, ConversationFilter, ConversationSettings, Conversations, Feedback, Holder,
-    Message, NewMessage, Turn,
-};
-use confab_store::{
     ApiKey, CallerLimits, NewApiKey, NewSite, Site, SiteSettings, SiteWidget, Store, StoreError,
     UsageGroup, UsageRecord, Verification, VisitorLimits,
+};
+use confab_store::{
+    Conversation, ConversationFilter, ConversationSettings, Conversations, Feedback, Holder,
+    Message, NewMessage, Turn,
 };
 
 use confab_store::{NewWebhookDelivery, WebhookDelivery, WebhookEvent};
@@ -224,6 +224,17 @@ impl Conversations for SqliteStore {
         conversations::set_holder(&self.pool, id, holder, at_ms).await
     }
 
+    async fn open_conversation(
+        &self,
+        id: &str,
+        site_id: &str,
+        visitor: Option<&str>,
+        page_url: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        conversations::open(&self.pool, id, site_id, visitor, page_url, at_ms).await
+    }
+
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
         conversations::conversation(&self.pool, id).await
     }
@@ -356,7 +367,10 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM conversations WHERE site_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM conversations WHERE site_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM sites WHERE id = ?").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)

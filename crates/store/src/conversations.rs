@@ -250,6 +250,16 @@ pub trait Conversations: Send + Sync {
     /// Adds one message; the conversation is created for a visitor's message, and must exist
     /// (of that site) for an operator's. `None` when it does not.
     async fn add_message(&self, message: &NewMessage) -> Result<Option<Message>, StoreError>;
+    /// Makes sure the conversation exists (created at `at_ms` for this visitor and page when it
+    /// does not); `false` when it belongs to another site.
+    async fn open_conversation(
+        &self,
+        id: &str,
+        site_id: &str,
+        visitor: Option<&str>,
+        page_url: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Sets who answers the conversation (`Waiting` also notes when); `false` when there is none.
     async fn set_holder(&self, id: &str, holder: Holder, at_ms: i64) -> Result<bool, StoreError>;
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError>;

@@ -28,9 +28,9 @@ use async_trait::async_trait;
 
 use super::{
     ApiKey, ApiKeyCredentials, Conversation, ConversationFilter, ConversationSettings,
-    Conversations, Feedback, Holder, Message, NewMessage, Turn, NewApiKey, NewSite, NewWebhookDelivery, Site, SiteCredentials,
-    SiteWidget, Store, StoreError, UsageGroup, UsageRecord, Verification, VisitorLimits,
-    WebhookDelivery, WebhookEvent,
+    Conversations, Feedback, Holder, Message, NewApiKey, NewMessage, NewSite, NewWebhookDelivery,
+    Site, SiteCredentials, SiteWidget, Store, StoreError, Turn, UsageGroup, UsageRecord,
+    Verification, VisitorLimits, WebhookDelivery, WebhookEvent,
 };
 
 /// How often a relay looks for changes made by other processes.
@@ -386,6 +386,17 @@ impl Conversations for Cached {
 
     async fn set_holder(&self, id: &str, holder: Holder, at_ms: i64) -> Result<bool, StoreError> {
         self.engine().set_holder(id, holder, at_ms).await
+    }
+
+    async fn open_conversation(
+        &self,
+        id: &str,
+        site_id: &str,
+        visitor: Option<&str>,
+        page_url: Option<&str>,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.engine().open_conversation(id, site_id, visitor, page_url, at_ms).await
     }
 
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {

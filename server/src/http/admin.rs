@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/keys/{id}/revoke", post(revoke_key))
         .route("/admin/v1/usage", get(usage))
         .route("/admin/v1/upstreams", get(upstreams))
+        .merge(super::conversations::admin_router())
 }
 
 /// One upstream target as `GET /admin/v1/upstreams` shows it.
@@ -120,7 +121,7 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn not_found(what: &'static str, id: &str) -> ApiError {
+pub(super) fn not_found(what: &'static str, id: &str) -> ApiError {
     ApiError::NotFound { what, id: id.to_owned() }
 }
 

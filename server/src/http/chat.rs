@@ -13,11 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use confab_metering::admission::{Claim, Refusal};
-use confab_protocol::ChatRequest;
+use confab_protocol::{ChatRequest, Role};
 
 use super::auth::{site_visitor, visitor_hash};
 use super::{ApiJson, AppState, Caller, RequestId, streams};
 use crate::budget::{BudgetRule, Payer};
+use crate::conversations::{self, Transcript};
 use crate::error::ApiError;
 use crate::limits::{RateLimitStatus, Rule, Subject};
 use crate::meter::{Admitted, Ceiling, Meter};
@@ -102,6 +103,22 @@ async fn chat_completion(
         _ => policy,
     };
     let stream_to_client = request.stream;
+    // The conversation the request belongs to, on a site that keeps transcripts; refused
+    // before anything is charged when a person holds it.
+    let conversation = match &caller {
+        Caller::Site(site) => match conversations::context_of(site, headers)? {
+            Some(context) => {
+                conversations::ensure_bot_answers(state.store.as_ref(), site, &context).await?;
+                Some(context)
+            }
+            None => None,
+        },
+        Caller::Key(_) => None,
+    };
+    let question = conversation.as_ref().map(|_| {
+        let last = request.messages.iter().rev().find(|m| m.role == Role::User);
+        last.map(|m| m.content.clone()).unwrap_or_default()
+    });
     let mut upstream_request = policy.apply(request)?;
     let model = upstream_request.model.as_deref().unwrap_or_default();
     let labels = labels.get_or_insert_with(|| state.metrics.chat_labels(site, ""));
@@ -126,6 +143,11 @@ async fn chat_completion(
     let routing = Routing { route, budget: &state.upstreams.retry_budget };
     let admission = Admission { caller: &caller, peer, headers, route, labels };
     let (mut meter, status) = admit(state, admission, &upstream_request, request_id).await?;
+    if let (Caller::Site(site), Some(context), Some(question)) = (&caller, conversation, question) {
+        let turns = state.turns.clone();
+        let transcript = Transcript::new(site, context, meter.record(), question, turns);
+        meter.keep_transcript(transcript);
+    }
     // The worst case is durable before the upstream sees the request, so that a crash from here
     // on cannot lose its cost (settled at start-up; see `Metering::start`).
     meter.write_pending().map_err(|_| ApiError::Unavailable {

@@ -8,6 +8,7 @@ mod admin;
 mod assets;
 mod auth;
 mod chat;
+mod conversations;
 mod health;
 mod json;
 mod metrics;
@@ -35,6 +36,7 @@ pub use serve::{serve, serve_admin, serve_metrics};
 
 use crate::budget::PriceTable;
 use crate::config::Config;
+use crate::conversations::{Live, TurnRecorder};
 use crate::cut::Cut;
 use crate::error::{ApiError, ErrorDetail};
 use crate::keys::KeyActivity;
@@ -75,6 +77,13 @@ pub struct AppInner {
     /// The producers of resumable streams, which their followers drive, and those on their
     /// own (no follower left), which shutdown waits for.
     pub producers: Arc<Producers>,
+    /// Writes conversation turns of the sites that keep transcripts, in batches.
+    pub turns: TurnRecorder,
+    /// Wakes visitors' conversation event streams on this relay.
+    pub live: Live,
+    /// Signs the links to conversations that `conversation.handoff` webhooks carry (kept in
+    /// the database, so every relay signs and checks alike).
+    pub link_secret: Vec<u8>,
 }
 
 /// The demo site's key and the relay's public URL, for the demo page.
@@ -122,8 +131,13 @@ impl AppState {
             .await?,
         );
         let visitor_salt = store.relay_secret("visitor_salt", 32).await?;
+        let link_secret = store.relay_secret("conversation_links", 32).await?;
         let admin_token = config.admin.load_token()?;
         let key_activity = Arc::new(KeyActivity::default());
+        let turns = TurnRecorder::start(
+            Arc::clone(&store),
+            Duration::from_millis(config.conversations.flush_ms),
+        );
         // Replay logs in this relay's memory, mirrored to Redis when it is configured.
         let replay: Option<Arc<dyn ReplayLog>> = match (&config.redis.url, config.resume.enabled())
         {
@@ -150,6 +164,9 @@ impl AppState {
             cut: Cut::new(),
             replay,
             producers: Arc::default(),
+            turns,
+            live: Live::default(),
+            link_secret,
         })))
     }
 
@@ -166,6 +183,7 @@ impl AppState {
             written = false;
         }
         written &= self.metering.recorder.flush().await;
+        written &= self.turns.flush().await;
         written &= self.webhooks.flush().await;
         written
     }
@@ -222,6 +240,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin)
         .merge(metrics)
         .merge(chat::router())
+        .merge(conversations::router())
         .merge(streams::router())
         .merge(models::router())
         .merge(widget::router())
@@ -240,9 +259,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Headers a browser script may read from a relay response: `Retry-After`, the
-/// `X-RateLimit-*` family, and `X-Confab-Stream` (the id to resume a stream with).
+/// `X-RateLimit-*` family, `X-Confab-Stream` (the id to resume a stream with) and
+/// `X-Request-Id` (what feedback on an answer names).
 fn exposed_headers() -> Vec<HeaderName> {
-    crate::limits::HEADERS.into_iter().chain([streams::X_CONFAB_STREAM]).collect()
+    crate::limits::HEADERS.into_iter().chain([streams::X_CONFAB_STREAM, X_REQUEST_ID]).collect()
 }
 
 /// CORS. For the API, a preflight carries no key, so it is answered for any origin that some site

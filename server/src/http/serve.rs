@@ -53,6 +53,10 @@ pub async fn serve(
     let (stop_flusher, flusher_stopped) = oneshot::channel();
     let flusher = tokio::spawn(flush_periodically(state.clone(), flusher_stopped));
     let deliveries = tokio::spawn(Arc::clone(&state.webhooks).deliver());
+    let sweeper = tokio::spawn(crate::conversations::sweep(
+        Arc::clone(&state.store),
+        Duration::from_millis(state.config.conversations.sweep_every_ms),
+    ));
     let producers = Some(&*state.producers);
     let result = serve_app(router(state.clone()), &state, listener, shutdown, producers).await;
     // The periodic flush is stopped between two flushes, never in the middle of one.
@@ -62,6 +66,8 @@ pub async fn serve(
     // task to end makes sure this relay sends nothing more once `serve` has returned.
     deliveries.abort();
     let _ = deliveries.await;
+    sweeper.abort();
+    let _ = sweeper.await;
     if !state.flush().await {
         tracing::error!("records batched in memory could not all be written at shutdown");
         return Err(std::io::Error::other(

@@ -7,7 +7,7 @@ use sha2::Sha256;
 
 use crate::budget::{Crossing, Payer};
 use crate::sitekey::KeyKind;
-use crate::store::{ApiKey, UsageRecord, WebhookEvent};
+use crate::store::{ApiKey, Conversation, Message, UsageRecord, WebhookEvent};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,17 +18,24 @@ pub enum EventKind {
     KeyRevoked,
     /// A chat request ended (completed, interrupted or failed upstream).
     RequestCompleted,
+    /// A visitor asked for a person.
+    ConversationHandoff,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 3] =
-        [EventKind::BudgetThreshold, EventKind::KeyRevoked, EventKind::RequestCompleted];
+    pub const ALL: [EventKind; 4] = [
+        EventKind::BudgetThreshold,
+        EventKind::KeyRevoked,
+        EventKind::RequestCompleted,
+        EventKind::ConversationHandoff,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::BudgetThreshold => "budget.threshold",
             EventKind::KeyRevoked => "key.revoked",
             EventKind::RequestCompleted => "request.completed",
+            EventKind::ConversationHandoff => "conversation.handoff",
         }
     }
 
@@ -145,6 +152,37 @@ pub fn request_completed(record: &UsageRecord) -> WebhookEvent {
             "first_token_ms": record.first_token_ms,
             "total_ms": record.total_ms,
             "outcome": record.outcome.as_str(),
+        }),
+    )
+}
+
+/// `conversation.handoff`: the conversation (who, where, what it cost), its latest messages,
+/// and a signed link that opens it read-only until `link_expires` (unix seconds).
+pub fn conversation_handoff(
+    conversation: &Conversation,
+    messages: &[Message],
+    link: &str,
+    link_expires: i64,
+) -> WebhookEvent {
+    let messages: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({"seq": m.seq, "author": m.author.as_str(), "content": m.content, "at_ms": m.at_ms})
+        })
+        .collect();
+    event(
+        EventKind::ConversationHandoff,
+        Some(conversation.site_id.clone()),
+        json!({
+            "conversation_id": conversation.id,
+            "site_id": conversation.site_id,
+            "visitor": conversation.visitor,
+            "page_url": conversation.page_url,
+            "started_at_ms": conversation.started_at_ms,
+            "cost_micros": conversation.cost_micros,
+            "messages": messages,
+            "link": link,
+            "link_expires": link_expires,
         }),
     )
 }

@@ -172,6 +172,19 @@ impl Webhooks {
         }
     }
 
+    /// Queues `conversation.handoff` for the outbox; never waits.
+    pub fn conversation_handoff(
+        &self,
+        conversation: &crate::store::Conversation,
+        messages: &[crate::store::Message],
+        link: &str,
+        link_expires: i64,
+    ) {
+        if self.wanted(EventKind::ConversationHandoff, Some(&conversation.site_id)) {
+            self.enqueue(events::conversation_handoff(conversation, messages, link, link_expires));
+        }
+    }
+
     /// Resolves once every event queued before the call is in the outbox: `true`, or could not
     /// be written (logged at error): `false`.
     pub async fn flush(&self) -> bool {
