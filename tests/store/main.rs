@@ -21,6 +21,9 @@ use confab_server::store::{
 };
 use confab_tests::WAIT;
 
+mod conversations;
+use conversations::*;
+
 /// A fresh database of one engine; each `open` is another independent store on it (as another
 /// relay or the CLI would be).
 struct Database {
@@ -116,6 +119,11 @@ contract!(
     pruning_keeps_webhook_events_with_deliveries_still_to_make,
     an_event_dispatched_by_two_stores_at_once_gets_its_deliveries_once,
     concurrent_claims_from_two_stores_never_return_the_same_delivery,
+    a_sites_conversation_settings_read_back_as_set,
+    turns_make_a_conversation_with_its_cost_and_feedback,
+    a_person_takes_over_and_hands_back,
+    conversations_are_listed_newest_first_filtered_and_paged,
+    deleting_conversations_takes_their_messages_and_feedback,
 );
 
 fn new_site(key: &NewKey) -> NewSite {

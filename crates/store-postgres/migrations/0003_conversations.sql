@@ -39,5 +39,5 @@ CREATE TABLE conversation_feedback (
     rating          TEXT NOT NULL,
     comment         TEXT,
     at_ms           BIGINT NOT NULL,
-    PRIMARY KEY (conversation_id, request_id)
+    PRIMARY KEY (conversation_id, request_id, site_id)
 );

@@ -263,7 +263,7 @@ pub async fn set_holder(
 
 pub async fn conversation(pool: &PgPool, id: &str) -> Result<Option<Conversation>, StoreError> {
     let row =
-        sqlx::query(select_conversations!("WHERE c.id = ?")).bind(id).fetch_optional(pool).await?;
+        sqlx::query(select_conversations!("WHERE c.id = $1")).bind(id).fetch_optional(pool).await?;
     row.as_ref().map(conversation_from_row).transpose()
 }
 
@@ -318,7 +318,7 @@ pub async fn list(
         query
             .push(
                 " AND EXISTS (SELECT 1 FROM conversation_messages m \
-                 WHERE m.conversation_id = c.id AND m.content LIKE ",
+                 WHERE m.conversation_id = c.id AND m.content ILIKE ",
             )
             .push_bind(like_pattern(text))
             .push(" ESCAPE '\\')");
@@ -343,9 +343,9 @@ pub async fn list(
 pub async fn record_feedback(pool: &PgPool, feedback: &Feedback) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO conversation_feedback (conversation_id, request_id, site_id, rating, \
-         comment, at_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (conversation_id, request_id) \
+         comment, at_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (conversation_id, request_id, site_id) \
          DO UPDATE SET rating = excluded.rating, comment = excluded.comment, \
-         at_ms = excluded.at_ms WHERE conversation_feedback.site_id = excluded.site_id",
+         at_ms = excluded.at_ms",
     )
     .bind(&feedback.conversation_id)
     .bind(&feedback.request_id)

@@ -36,7 +36,8 @@ CREATE TABLE conversation_messages (
 ) STRICT, WITHOUT ROWID;
 
 -- Feedback may arrive before its answer's turn is written (turns are written in batches), so
--- it is keyed by the answer's request id, not by a message row.
+-- it is keyed by the answer's request id, not by a message row; and by site, since ids are
+-- chosen by browsers: another site naming the conversation cannot touch its feedback.
 CREATE TABLE conversation_feedback (
     conversation_id TEXT NOT NULL,
     request_id      TEXT NOT NULL,
@@ -44,5 +45,5 @@ CREATE TABLE conversation_feedback (
     rating          TEXT NOT NULL,
     comment         TEXT,
     at_ms           INTEGER NOT NULL,
-    PRIMARY KEY (conversation_id, request_id)
+    PRIMARY KEY (conversation_id, request_id, site_id)
 ) STRICT, WITHOUT ROWID;

@@ -343,9 +343,9 @@ pub async fn list(
 pub async fn record_feedback(pool: &SqlitePool, feedback: &Feedback) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO conversation_feedback (conversation_id, request_id, site_id, rating, \
-         comment, at_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, request_id) \
+         comment, at_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, request_id, site_id) \
          DO UPDATE SET rating = excluded.rating, comment = excluded.comment, \
-         at_ms = excluded.at_ms WHERE conversation_feedback.site_id = excluded.site_id",
+         at_ms = excluded.at_ms",
     )
     .bind(&feedback.conversation_id)
     .bind(&feedback.request_id)

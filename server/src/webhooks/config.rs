@@ -308,7 +308,8 @@ mod tests {
         assert_eq!(
             error_of(&with(vec![bad])),
             "invalid configuration: `webhooks.endpoints[0].events` has an unknown event \
-             `key.created` (known: budget.threshold, key.revoked, request.completed)"
+             `key.created` (known: budget.threshold, key.revoked, request.completed, \
+             conversation.handoff)"
         );
     }
 
