@@ -52,6 +52,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "confab_upstream_calls_total",
     "confab_upstream_call_failures_total",
     "confab_upstream_first_byte_microseconds",
+    "confab_feedback_total",
+    "confab_handoffs_total",
 ];
 
 /// The `Content-Type` of the exposition.

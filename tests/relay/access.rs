@@ -62,7 +62,7 @@ async fn grants_the_site_origin_on_the_response_itself() {
     assert_eq!(
         response.headers()["access-control-expose-headers"],
         "x-ratelimit-limit,x-ratelimit-remaining,x-ratelimit-reset,x-ratelimit-remaining-rpm,\
-         x-ratelimit-remaining-rpd,retry-after,x-confab-stream"
+         x-ratelimit-remaining-rpd,retry-after,x-confab-stream,x-request-id"
     );
     // Every visitor of a site is limited by default ([visitors] rpm = 20, rpd = 500).
     assert_eq!(response.headers()["x-ratelimit-remaining-rpm"], "19");

@@ -231,6 +231,14 @@ async fn the_openapi_document_describes_every_admin_route() {
         ("POST", "/admin/v1/keys/{id}/revoke"),
         ("GET", "/admin/v1/usage"),
         ("GET", "/admin/v1/upstreams"),
+        ("GET", "/admin/v1/conversations"),
+        ("DELETE", "/admin/v1/conversations"),
+        ("GET", "/admin/v1/conversations/{id}"),
+        ("DELETE", "/admin/v1/conversations/{id}"),
+        ("POST", "/admin/v1/conversations/{id}/messages"),
+        ("POST", "/admin/v1/conversations/{id}/release"),
+        ("GET", "/admin/v1/shared/conversations/{id}"),
+        ("PATCH", "/admin/v1/sites/{id}/conversations"),
     ];
     let mut expected: Vec<(String, String)> =
         routed.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();

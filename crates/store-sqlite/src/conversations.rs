@@ -82,6 +82,13 @@ fn message_from_row(row: &SqliteRow) -> Result<Message, StoreError> {
     })
 }
 
+/// A write transaction that takes SQLite's write lock at once (waiting for it under the busy
+/// timeout): these transactions read before they write, and a deferred one whose snapshot is
+/// overtaken by another writer (the usage or turn writer) fails with `SQLITE_BUSY` at once.
+async fn begin(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
 /// Makes sure the conversation exists for `site_id` (creating it at `at_ms`); `false` when it
 /// belongs to another site.
 async fn ensure(
@@ -152,7 +159,7 @@ pub async fn open(
     page_url: Option<&str>,
     at_ms: i64,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(pool).await?;
     let owned = ensure(&mut tx, id, site_id, visitor, page_url, at_ms).await?;
     tx.commit().await?;
     Ok(owned)
@@ -162,7 +169,7 @@ pub async fn record_turns(pool: &SqlitePool, turns: &[Turn]) -> Result<(), Store
     if turns.is_empty() {
         return Ok(());
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(pool).await?;
     for turn in turns {
         let id = turn.conversation_id.as_str();
         let owned = ensure(
@@ -206,7 +213,7 @@ pub async fn add_message(
     pool: &SqlitePool,
     message: &NewMessage,
 ) -> Result<Option<Message>, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(pool).await?;
     let id = message.conversation_id.as_str();
     let owned = if message.author == Author::Visitor {
         ensure(
@@ -371,7 +378,7 @@ async fn delete_ids(tx: &mut Transaction<'_, Sqlite>, ids: &[String]) -> Result<
 }
 
 pub async fn delete_conversation(pool: &SqlitePool, id: &str) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(pool).await?;
     let found: Option<String> = sqlx::query_scalar("SELECT id FROM conversations WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -391,7 +398,7 @@ pub async fn delete_visitor(
     visitor: &str,
     site_id: Option<&str>,
 ) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(pool).await?;
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM conversations WHERE visitor = ? AND (? IS NULL OR site_id = ?)",
     )
@@ -406,7 +413,7 @@ pub async fn delete_visitor(
 }
 
 pub async fn prune(pool: &SqlitePool, site_id: &str, before_ms: i64) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(pool).await?;
     let ids: Vec<String> =
         sqlx::query_scalar("SELECT id FROM conversations WHERE site_id = ? AND updated_at_ms < ?")
             .bind(site_id)

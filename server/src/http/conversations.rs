@@ -16,7 +16,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -34,7 +34,7 @@ use subtle::ConstantTimeEq;
 use super::admin::{Admin, not_found};
 use super::auth::{site_visitor, visitor_hash};
 use super::chat::Peer;
-use super::json::OptionalApiJson;
+use super::json::{ApiQuery, OptionalApiJson};
 use super::{ApiJson, AppState, SiteAuth};
 use crate::conversations::{MAX_COMMENT_BYTES, mask::mask_contacts, page_url};
 use crate::error::ApiError;
@@ -279,7 +279,7 @@ async fn events(
     State(state): State<AppState>,
     SiteAuth { site }: SiteAuth,
     Path(id): Path<String>,
-    Query(query): Query<EventsQuery>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let id = conversation_id(&id)?.to_owned();
     keeping(&site)?;
@@ -288,7 +288,7 @@ async fn events(
     let heartbeat = state.config.heartbeat();
     let follow = Follow {
         changes: state.live.subscribe(),
-        cut: state.cut.watch(),
+        draining: state.draining.watch(),
         state,
         id,
         after: query.after.max(0),
@@ -313,7 +313,9 @@ async fn events(
 struct Follow {
     state: AppState,
     changes: tokio::sync::broadcast::Receiver<std::sync::Arc<str>>,
-    cut: crate::cut::CutWatch,
+    /// Fires when the relay begins to shut down: the stream ends at once (the widget follows
+    /// again, through another relay).
+    draining: crate::cut::CutWatch,
     id: String,
     /// The last person's message sent.
     after: i64,
@@ -326,8 +328,8 @@ struct Follow {
 }
 
 impl Follow {
-    /// The next batch of events; `None` when the stream ends (its time is up, the relay shuts
-    /// down, the conversation is gone).
+    /// The next batch of events; `None` when the stream ends (its time is up, the relay begins
+    /// to shut down, the conversation is gone).
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(holder) = self.first.take() {
@@ -340,7 +342,7 @@ impl Follow {
             }
             let deadline = tokio::time::Instant::now() + self.poll;
             tokio::select! {
-                () = self.cut.fired() => return None,
+                () = self.draining.fired() => return None,
                 () = tokio::time::sleep_until(self.ends) => return None,
                 () = tokio::time::sleep_until(deadline) => {}
                 changed = self.changes.recv() => match changed {
@@ -450,7 +452,7 @@ struct SharedQuery {
 async fn shared(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<SharedQuery>,
+    ApiQuery(query): ApiQuery<SharedQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = conversation_id(&id)?;
     let expected = link_signature(&state.link_secret, id, query.expires);
@@ -534,7 +536,7 @@ const MAX_PAGE: u32 = 200;
 async fn list(
     _: Admin,
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -630,7 +632,7 @@ struct EraseQuery {
 async fn erase_visitor(
     _: Admin,
     State(state): State<AppState>,
-    Query(query): Query<EraseQuery>,
+    ApiQuery(query): ApiQuery<EraseQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let visitor = query.visitor.trim();
     if visitor.is_empty() {

@@ -72,6 +72,9 @@ pub struct AppInner {
     pub demo: Option<DemoPage>,
     /// Fired by `serve` when shutdown's grace period is over: ends the answers still open.
     pub cut: Cut,
+    /// Fired by `serve` when shutdown begins: ends what has nothing to finish (visitors'
+    /// conversation event streams, which their widgets open again elsewhere).
+    pub draining: Cut,
     /// Where resumable streams are kept; `None` when `resume.grace_ms` is 0.
     pub replay: Option<Arc<dyn ReplayLog>>,
     /// The producers of resumable streams, which their followers drive, and those on their
@@ -162,6 +165,7 @@ impl AppState {
             admin_token,
             demo: None,
             cut: Cut::new(),
+            draining: Cut::new(),
             replay,
             producers: Arc::default(),
             turns,

@@ -146,6 +146,7 @@ async fn serve_app(
     }
 
     drop(listener);
+    state.draining.fire();
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
     // Once the connections are closed no request can start a producer, so the producers are
     // waited for after them (an answer nobody follows any more is still being produced).
