@@ -22,6 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use bytes::{BufMut, Bytes, BytesMut};
+use confab_admin_api::{
+    ConversationSettingsPatch, ConversationView, FeedbackCounts, MessageView, OperatorMessage, Page,
+};
 use confab_protocol::{
     ConversationEvent, FeedbackRequest, HolderEvent, VisitorMessage, is_conversation_id,
 };
@@ -453,7 +456,7 @@ async fn shared(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<SharedQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationView>, ApiError> {
     let id = conversation_id(&id)?;
     let expected = link_signature(&state.link_secret, id, query.expires);
     let valid: bool = expected.as_bytes().ct_eq(query.sig.as_bytes()).into();
@@ -466,49 +469,50 @@ async fn shared(
     full_view(&state, id).await.map(Json)
 }
 
-fn conversation_view(conversation: &Conversation) -> Value {
-    json!({
-        "id": conversation.id,
-        "site_id": conversation.site_id,
-        "visitor": conversation.visitor,
-        "page_url": conversation.page_url,
-        "model": conversation.model,
-        "started_at_ms": conversation.started_at_ms,
-        "updated_at_ms": conversation.updated_at_ms,
-        "messages_count": conversation.messages,
-        "input_tokens": conversation.input_tokens,
-        "output_tokens": conversation.output_tokens,
-        "cost_micros": conversation.cost_micros,
-        "outcome": conversation.outcome.map(|o| o.as_str()),
-        "holder": conversation.holder.as_str(),
-        "handoff_at_ms": conversation.handoff_at_ms,
-        "feedback": {"up": conversation.feedback_up, "down": conversation.feedback_down},
-    })
+fn conversation_view(conversation: &Conversation) -> ConversationView {
+    ConversationView {
+        id: conversation.id.clone(),
+        site_id: conversation.site_id.clone(),
+        visitor: conversation.visitor.clone(),
+        page_url: conversation.page_url.clone(),
+        model: conversation.model.clone(),
+        started_at_ms: conversation.started_at_ms,
+        updated_at_ms: conversation.updated_at_ms,
+        messages_count: conversation.messages,
+        input_tokens: conversation.input_tokens,
+        output_tokens: conversation.output_tokens,
+        cost_micros: conversation.cost_micros,
+        outcome: conversation.outcome.map(|o| o.as_str().to_owned()),
+        holder: conversation.holder.as_str().to_owned(),
+        handoff_at_ms: conversation.handoff_at_ms,
+        feedback: FeedbackCounts { up: conversation.feedback_up, down: conversation.feedback_down },
+        messages: None,
+    }
 }
 
-fn message_view(message: &Message) -> Value {
-    json!({
-        "seq": message.seq,
-        "author": message.author.as_str(),
-        "content": message.content,
-        "at": message.at_ms,
-        "request_id": message.request_id,
-        "rating": message.rating.map(Rating::as_str),
-        "comment": message.comment,
-    })
+fn message_view(message: &Message) -> MessageView {
+    MessageView {
+        seq: message.seq,
+        author: message.author.as_str().to_owned(),
+        content: message.content.clone(),
+        at: message.at_ms,
+        request_id: message.request_id.clone(),
+        rating: message.rating.map(|r| r.as_str().to_owned()),
+        comment: message.comment.clone(),
+    }
 }
 
 /// Messages per page of `GET /admin/v1/conversations/{id}`.
 const MESSAGES_PAGE: u32 = 1000;
 
 /// A conversation with its messages (the first 1,000 after `after`).
-async fn full_view(state: &AppState, id: &str) -> Result<Value, ApiError> {
+async fn full_view(state: &AppState, id: &str) -> Result<ConversationView, ApiError> {
     let store = state.store.as_ref();
     let conversation = store.conversation(id).await.map_err(ApiError::internal)?;
     let conversation = conversation.ok_or_else(|| not_found("conversation", id))?;
     let messages = store.messages(id, 0, MESSAGES_PAGE).await.map_err(ApiError::internal)?;
     let mut view = conversation_view(&conversation);
-    view["messages"] = messages.iter().map(message_view).collect();
+    view.messages = Some(messages.iter().map(message_view).collect());
     Ok(view)
 }
 
@@ -537,7 +541,7 @@ async fn list(
     _: Admin,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<ConversationView>>, ApiError> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid("invalid_limit", format!("`limit` is 1 to {MAX_PAGE}")));
@@ -592,18 +596,14 @@ async fn list(
     let next = (page.len() == usize::try_from(limit).unwrap_or(usize::MAX))
         .then(|| page.last().map(|c| format!("{}.{}", c.updated_at_ms, c.id)))
         .flatten();
-    Ok(Json(json!({
-        "object": "list",
-        "data": page.iter().map(conversation_view).collect::<Vec<_>>(),
-        "next": next,
-    })))
+    Ok(Json(Page::new(page.iter().map(conversation_view).collect(), next)))
 }
 
 async fn show(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationView>, ApiError> {
     full_view(&state, conversation_id(&id)?).await.map(Json)
 }
 
@@ -644,12 +644,6 @@ async fn erase_visitor(
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(json!({ "deleted": deleted })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OperatorMessage {
-    content: String,
 }
 
 /// `POST /admin/v1/conversations/{id}/messages`: a person's reply. The person holds the
@@ -702,29 +696,12 @@ async fn release(
     Ok(Json(json!({ "holder": Holder::Bot.as_str() })))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettingsBody {
-    transcripts: Option<bool>,
-    retention_days: Option<u32>,
-    mask_contacts: Option<bool>,
-    /// `null` or `""`: the relay's default notice.
-    #[serde(default, deserialize_with = "present")]
-    notice: Option<Option<String>>,
-    handoff: Option<bool>,
-}
-
-/// A field that is present (even as `null`) is `Some`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
 /// `PATCH /admin/v1/sites/{id}/conversations`: the fields given change, the others stay.
 async fn change_settings(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<SettingsBody>,
+    ApiJson(body): ApiJson<ConversationSettingsPatch>,
 ) -> Result<Json<Value>, ApiError> {
     let change = ConversationsChange {
         transcripts: body.transcripts,
