@@ -138,13 +138,24 @@ pub struct AdminConfig {
     pub token_env: String,
     /// Or a file holding it (takes precedence when set).
     pub token_file: Option<PathBuf>,
-    /// Serve the admin API on this address only, instead of on `server.listen`.
+    /// Serve the admin API (and the console) on this address only, instead of on
+    /// `server.listen`.
     pub listen: Option<SocketAddr>,
+    /// The console's files (the output of `scripts/build-console`), served at `/console/`.
+    pub console_dir: PathBuf,
+    /// How long a console login lasts.
+    pub session_hours: u32,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { token_env: "CONFAB_ADMIN_TOKEN".into(), token_file: None, listen: None }
+        Self {
+            token_env: "CONFAB_ADMIN_TOKEN".into(),
+            token_file: None,
+            listen: None,
+            console_dir: PathBuf::from("dist/console"),
+            session_hours: 12,
+        }
     }
 }
 
@@ -737,6 +748,7 @@ impl Config {
             ("conversations.sweep_every_ms", self.conversations.sweep_every_ms),
             ("conversations.poll_ms", self.conversations.poll_ms),
             ("conversations.link_ttl_hours", u64::from(self.conversations.link_ttl_hours)),
+            ("admin.session_hours", u64::from(self.admin.session_hours)),
             ("visitors.rpm", u64::from(self.visitors.rpm)),
             ("visitors.rpd", u64::from(self.visitors.rpd)),
             ("visitors.verified_rpm", u64::from(self.visitors.verified_rpm)),

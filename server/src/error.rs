@@ -35,6 +35,9 @@ pub enum ApiError {
     /// 404 `invalid_request_error`/`not_found`: no such site or key (admin API).
     #[error("no {what} with id `{id}`")]
     NotFound { what: &'static str, id: String },
+    /// 429 `rate_limit_error`/`too_many_attempts`: too many wrong admin tokens from one address.
+    #[error("too many wrong admin tokens; wait ten minutes")]
+    TooManyAttempts,
     /// 402 `insufficient_quota`: the request does not fit the key's or site's budget.
     #[error("{0}")]
     InsufficientQuota(Box<crate::budget::Exhausted>),
@@ -126,6 +129,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::InsufficientQuota(_) => StatusCode::PAYMENT_REQUIRED,
+            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -154,6 +158,7 @@ impl ApiError {
             Self::UpstreamRateLimited { .. } => ("rate_limit_error", "upstream_rate_limited"),
             Self::UpstreamOverloaded { .. } => ("service_unavailable_error", "upstream_overloaded"),
             Self::RateLimited(_) => ("rate_limit_error", "rate_limit_exceeded"),
+            Self::TooManyAttempts => ("rate_limit_error", "too_many_attempts"),
             Self::InsufficientQuota(_) => ("insufficient_quota", "insufficient_quota"),
             Self::Upstream { code, .. } => ("upstream_error", *code),
             Self::UpstreamTimeout { .. } => ("timeout_error", "upstream_timeout"),

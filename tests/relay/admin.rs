@@ -239,6 +239,11 @@ async fn the_openapi_document_describes_every_admin_route() {
         ("POST", "/admin/v1/conversations/{id}/release"),
         ("GET", "/admin/v1/shared/conversations/{id}"),
         ("PATCH", "/admin/v1/sites/{id}/conversations"),
+        ("GET", "/admin/v1/webhooks/deliveries"),
+        ("POST", "/admin/v1/webhooks/deliveries/{id}/redeliver"),
+        ("GET", "/admin/v1/session"),
+        ("POST", "/admin/v1/session"),
+        ("DELETE", "/admin/v1/session"),
     ];
     let mut expected: Vec<(String, String)> =
         routed.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();

@@ -8,6 +8,7 @@ mod answers;
 mod anthropic;
 mod bad_input;
 mod clients;
+mod console;
 mod conversations;
 mod failures;
 mod faults;

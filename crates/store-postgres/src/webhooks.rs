@@ -181,6 +181,30 @@ pub async fn list(pool: &PgPool, limit: u32) -> Result<Vec<WebhookDelivery>, Sto
     rows.iter().map(delivery_from_row).collect()
 }
 
+pub async fn redeliver(
+    pool: &PgPool,
+    id: &str,
+    due_ms: i64,
+) -> Result<Option<WebhookDelivery>, StoreError> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at_ms = $1, attempts = 0, \
+         delivered_at_ms = NULL, failed_at_ms = NULL, last_error = NULL WHERE id = $2",
+    )
+    .bind(due_ms)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    let row = sqlx::query(
+        "SELECT d.id, d.event_id, e.type, e.payload, d.endpoint, d.attempts, e.created_at_ms, \
+         d.delivered_at_ms, d.failed_at_ms, d.last_error \
+         FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id WHERE d.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(delivery_from_row).transpose()
+}
+
 pub async fn prune(pool: &PgPool, before_ms: i64) -> Result<u64, StoreError> {
     // Deleting an event deletes its deliveries (ON DELETE CASCADE).
     let done = sqlx::query(

@@ -643,6 +643,14 @@ impl Store for SqliteStore {
         webhooks::list(&self.pool, limit).await
     }
 
+    async fn redeliver_webhook(
+        &self,
+        id: &str,
+        due_ms: i64,
+    ) -> Result<Option<WebhookDelivery>, StoreError> {
+        webhooks::redeliver(&self.pool, id, due_ms).await
+    }
+
     async fn prune_webhook_events(&self, before_ms: i64) -> Result<u64, StoreError> {
         webhooks::prune(&self.pool, before_ms).await
     }

@@ -203,6 +203,24 @@ pub async fn list(pool: &SqlitePool, limit: u32) -> Result<Vec<WebhookDelivery>,
     rows.iter().map(delivery_from_row).collect()
 }
 
+pub async fn redeliver(
+    pool: &SqlitePool,
+    id: &str,
+    due_ms: i64,
+) -> Result<Option<WebhookDelivery>, StoreError> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at_ms = ?, attempts = 0, \
+         delivered_at_ms = NULL, failed_at_ms = NULL, last_error = NULL WHERE id = ?",
+    )
+    .bind(due_ms)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    let row =
+        sqlx::query(select_deliveries!("WHERE d.id = ?")).bind(id).fetch_optional(pool).await?;
+    row.as_ref().map(delivery_from_row).transpose()
+}
+
 pub async fn prune(pool: &SqlitePool, before_ms: i64) -> Result<u64, StoreError> {
     // Deleting an event deletes its deliveries (ON DELETE CASCADE).
     let done = sqlx::query(

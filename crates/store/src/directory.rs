@@ -661,6 +661,14 @@ impl Store for Cached {
         self.engine().webhook_deliveries(limit).await
     }
 
+    async fn redeliver_webhook(
+        &self,
+        id: &str,
+        due_ms: i64,
+    ) -> Result<Option<WebhookDelivery>, StoreError> {
+        self.engine().redeliver_webhook(id, due_ms).await
+    }
+
     async fn prune_webhook_events(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.engine().prune_webhook_events(before_ms).await
     }

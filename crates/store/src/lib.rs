@@ -550,6 +550,14 @@ pub trait Store: Conversations + Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(), StoreError>;
     /// Deliveries, newest first, at most `limit`.
     async fn webhook_deliveries(&self, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Makes a delivery due again at `due_ms` as a new series of attempts (delivered or given
+    /// up before, or not): an operator's redelivery. The delivery as it is then; `None` when
+    /// there is no such delivery.
+    async fn redeliver_webhook(
+        &self,
+        id: &str,
+        due_ms: i64,
+    ) -> Result<Option<WebhookDelivery>, StoreError>;
     /// Deletes the events recorded before `before_ms` whose deliveries are all over (accepted
     /// or given up), with those deliveries; returns how many events were deleted.
     async fn prune_webhook_events(&self, before_ms: i64) -> Result<u64, StoreError>;

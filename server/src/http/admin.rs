@@ -3,9 +3,10 @@
 //! OpenAPI document at `/admin/v1/openapi.json`. The rules are the CLI's (`sites`, `keys`,
 //! `usage`): the two front ends never disagree.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -13,16 +14,16 @@ use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use super::json::OptionalApiJson;
+use super::console;
+use super::json::{ApiQuery, OptionalApiJson};
 use super::{ApiJson, AppState, usage::days_param};
 use crate::config::ClientInstructions;
 use crate::error::ApiError;
 use crate::keys::{self, KeyError, KeySpec};
 use crate::sites::{self, Change, LimitsChange, SiteError, SiteSpec};
 use crate::store::{CallerLimits, Scope, SiteWidget, VisitorLimits};
+use confab_admin_api::{DeliveryView, Page};
 
 /// The OpenAPI 3.1 description of this module's routes (kept in step by a test).
 pub const OPENAPI: &str = include_str!("admin_openapi.json");
@@ -40,7 +41,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/keys/{id}/revoke", post(revoke_key))
         .route("/admin/v1/usage", get(usage))
         .route("/admin/v1/upstreams", get(upstreams))
+        .route("/admin/v1/webhooks/deliveries", get(deliveries))
+        .route("/admin/v1/webhooks/deliveries/{id}/redeliver", post(redeliver))
         .merge(super::conversations::admin_router())
+        .merge(super::console::session_router())
 }
 
 /// One upstream target as `GET /admin/v1/upstreams` shows it.
@@ -82,6 +86,62 @@ async fn upstreams(_: Admin, State(state): State<AppState>) -> Json<serde_json::
     Json(serde_json::json!({ "object": "list", "data": data }))
 }
 
+fn delivery_view(delivery: &crate::store::WebhookDelivery) -> DeliveryView {
+    let status = if delivery.delivered_at_ms.is_some() {
+        "delivered"
+    } else if delivery.failed_at_ms.is_some() {
+        "failed"
+    } else {
+        "pending"
+    };
+    DeliveryView {
+        id: delivery.id.clone(),
+        event_id: delivery.event_id.clone(),
+        event: delivery.kind.clone(),
+        endpoint: delivery.endpoint.clone(),
+        attempts: delivery.attempts,
+        status: status.into(),
+        created_at_ms: delivery.created_at_ms,
+        delivered_at_ms: delivery.delivered_at_ms,
+        failed_at_ms: delivery.failed_at_ms,
+        last_error: delivery.last_error.clone(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveriesQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /admin/v1/webhooks/deliveries?limit=N`: the latest deliveries (50; at most 500).
+async fn deliveries(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<DeliveriesQuery>,
+) -> Result<Json<Page<DeliveryView>>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", "`limit` is 1 to 500"));
+    }
+    let list = state.store.webhook_deliveries(limit).await.map_err(ApiError::internal)?;
+    Ok(Json(Page::new(list.iter().map(delivery_view).collect(), None)))
+}
+
+/// `POST /admin/v1/webhooks/deliveries/{id}/redeliver`: attempted again at once, as a new
+/// series of attempts (receivers deduplicate by its `Confab-Delivery` id).
+async fn redeliver(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryView>, ApiError> {
+    let now = crate::unix_now_ms();
+    match state.store.redeliver_webhook(&id, now).await.map_err(ApiError::internal)? {
+        Some(delivery) => Ok(Json(delivery_view(&delivery))),
+        None => Err(not_found("webhook delivery", &id)),
+    }
+}
+
 /// A request carrying the admin token.
 #[derive(Debug)]
 pub struct Admin;
@@ -89,35 +149,59 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
+    /// The admin token as a bearer token, or the console's session cookie (with the relay's
+    /// own `Origin` on a change; see `console`).
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(expected) = &state.admin_token else {
-            return Err(ApiError::PermissionDenied {
-                code: "admin_disabled",
-                message: "the admin API is off: set its token (see [admin] in the configuration)"
-                    .into(),
-            });
-        };
-        let presented = parts
+        if state.admin_token.is_none() {
+            return Err(disabled());
+        }
+        let bearer = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or(ApiError::Unauthenticated {
-                code: "missing_admin_token",
-                message: "missing admin token; send `Authorization: Bearer <admin token>`",
-            })?;
-        // Hashing first makes the comparison constant-time whatever the lengths.
-        let matches: bool = Sha256::digest(presented.as_bytes())
-            .ct_eq(&Sha256::digest(expected.expose().as_bytes()))
-            .into();
-        if !matches {
+            .map(str::trim);
+        let Some(presented) = bearer else {
+            return from_session(parts, state);
+        };
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        state.sessions.admit(peer)?;
+        if !console::is_admin_token(state, presented) {
+            state.sessions.failed(peer).await;
             return Err(ApiError::Unauthenticated {
                 code: "invalid_admin_token",
                 message: "the admin token is not valid",
             });
         }
         Ok(Admin)
+    }
+}
+
+/// A request of the console, authenticated by its session cookie.
+fn from_session(parts: &Parts, state: &AppState) -> Result<Admin, ApiError> {
+    let now = crate::unix_now_ms() / 1000;
+    let valid = console::cookie(&parts.headers, console::COOKIE)
+        .and_then(|value| state.sessions.check(value, now));
+    if valid.is_none() {
+        return Err(ApiError::Unauthenticated {
+            code: "missing_admin_token",
+            message: "missing admin token; send `Authorization: Bearer <admin token>`",
+        });
+    }
+    if !console::same_origin(&parts.method, &parts.headers) {
+        return Err(ApiError::PermissionDenied {
+            code: "bad_origin",
+            message: "a change made with the console's session must come from the console".into(),
+        });
+    }
+    Ok(Admin)
+}
+
+/// 403 `admin_disabled`: no admin token is configured.
+pub(super) fn disabled() -> ApiError {
+    ApiError::PermissionDenied {
+        code: "admin_disabled",
+        message: "the admin API is off: set its token (see [admin] in the configuration)".into(),
     }
 }
 

@@ -8,6 +8,7 @@ mod admin;
 mod assets;
 mod auth;
 mod chat;
+mod console;
 mod conversations;
 mod health;
 mod json;
@@ -87,6 +88,8 @@ pub struct AppInner {
     /// Signs the links to conversations that `conversation.handoff` webhooks carry (kept in
     /// the database, so every relay signs and checks alike).
     pub link_secret: Vec<u8>,
+    /// The console's sessions and the wrong admin tokens seen lately.
+    pub sessions: Arc<console::Sessions>,
 }
 
 /// The demo site's key and the relay's public URL, for the demo page.
@@ -135,6 +138,10 @@ impl AppState {
         );
         let visitor_salt = store.relay_secret("visitor_salt", 32).await?;
         let link_secret = store.relay_secret("conversation_links", 32).await?;
+        let sessions = Arc::new(console::Sessions::new(
+            store.relay_secret("console_sessions", 32).await?,
+            Duration::from_secs(u64::from(config.admin.session_hours) * 3600),
+        ));
         let admin_token = config.admin.load_token()?;
         let key_activity = Arc::new(KeyActivity::default());
         let turns = TurnRecorder::start(
@@ -171,6 +178,7 @@ impl AppState {
             turns,
             live: Live::default(),
             link_secret,
+            sessions,
         })))
     }
 
@@ -206,6 +214,7 @@ pub fn admin_router(state: AppState) -> Router {
         if state.config.metrics.listen.is_none() { metrics::open_router() } else { Router::new() };
     Router::new()
         .merge(admin::router())
+        .merge(console::router(&state))
         .merge(metrics)
         .route_layer(middleware::from_fn(note_route))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
@@ -234,7 +243,11 @@ pub fn metrics_router(state: AppState) -> Router {
 /// `/metrics` for the admin token, unless it is served on another listener).
 pub fn router(state: AppState) -> Router {
     let (admin_listen, metrics_listen) = (&state.config.admin.listen, &state.config.metrics.listen);
-    let admin = if admin_listen.is_none() { admin::router() } else { Router::new() };
+    let admin = if admin_listen.is_none() {
+        admin::router().merge(console::router(&state))
+    } else {
+        Router::new()
+    };
     let metrics = if admin_listen.is_none() && metrics_listen.is_none() {
         metrics::admin_only_router()
     } else {
