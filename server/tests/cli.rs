@@ -438,6 +438,10 @@ async fn a_created_site_is_listed_shown_and_deleted_without_its_secret_ever_show
             "visitor_rpm": null, "visitor_rpd": null,
             "verified_rpm": null, "verified_rpd": null,
         },
+        "conversations": {
+            "transcripts": false, "retention_days": 30, "mask_contacts": false,
+            "notice": null, "handoff": false,
+        },
         "verification": {"enabled": false, "required": false, "mode": "hmac"},
         "created_at": created_at,
     });
@@ -643,6 +647,56 @@ async fn what_happens_to_client_instructions_is_set_at_creation_and_changed_by_u
         .await
         .assert_failure();
     assert!(bad.stderr.contains("possible values: layer, drop, reject"), "{}", bad.stderr);
+}
+
+#[tokio::test]
+async fn conversation_settings_are_changed_by_update_and_conversations_managed_by_the_cli() {
+    let work = Workdir::new();
+    let created =
+        work.create_site(&["--name", "Shop", "--origin", "https://shop.example"], &[]).await;
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(created["conversations"]["transcripts"], false);
+    // Hand-off needs transcripts: refused, and nothing changes.
+    let bad = work.run(&["sites", "update", id, "--handoff", "on"], &[]).await.assert_failure();
+    assert!(bad.stderr.contains("handoff: needs transcripts on"), "{}", bad.stderr);
+    let args = [
+        "sites",
+        "update",
+        id,
+        "--transcripts",
+        "on",
+        "--handoff",
+        "on",
+        "--retention-days",
+        "7",
+        "--mask-contacts",
+        "on",
+        "--notice",
+        "We keep chats for 7 days.",
+    ];
+    let shown = work.run(&args, &[]).await.assert_success();
+    assert!(
+        shown.stdout.contains("conversations: kept 7 days, contacts masked, hand-off"),
+        "{}",
+        shown.stdout
+    );
+    let shown = work.run(&["sites", "show", id, "--json"], &[]).await.assert_success().json();
+    assert_eq!(
+        shown["conversations"],
+        json!({"transcripts": true, "retention_days": 7, "mask_contacts": true,
+               "notice": "We keep chats for 7 days.", "handoff": true})
+    );
+    let bad =
+        work.run(&["sites", "update", id, "--retention-days", "0"], &[]).await.assert_failure();
+    assert!(bad.stderr.contains("retention_days"), "{}", bad.stderr);
+
+    let listed = work.run(&["conversations", "list", "--json"], &[]).await.assert_success().json();
+    assert_eq!(listed["data"], json!([]));
+    let erased =
+        work.run(&["conversations", "delete", "--visitor", "nobody"], &[]).await.assert_success();
+    assert!(erased.stdout.contains("Deleted 0 conversation(s)"), "{}", erased.stdout);
+    let missing = work.run(&["conversations", "show", "c_none_0000000000000"], &[]).await;
+    assert!(missing.assert_failure().stderr.contains("no conversation"));
 }
 
 #[tokio::test]
