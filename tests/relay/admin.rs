@@ -239,6 +239,8 @@ async fn the_openapi_document_describes_every_admin_route() {
         ("POST", "/admin/v1/conversations/{id}/release"),
         ("GET", "/admin/v1/shared/conversations/{id}"),
         ("PATCH", "/admin/v1/sites/{id}/conversations"),
+        ("PATCH", "/admin/v1/sites/{id}"),
+        ("POST", "/admin/v1/sites/{id}/verification"),
         ("GET", "/admin/v1/webhooks/deliveries"),
         ("POST", "/admin/v1/webhooks/deliveries/{id}/redeliver"),
         ("GET", "/admin/v1/session"),
@@ -482,4 +484,52 @@ async fn a_rekeyed_site_accepts_both_keys_during_the_grace_period_and_only_the_n
     assert_eq!(again["previous_key_prefix"], Value::Null);
     let missing = admin(&relay, Method::POST, "/admin/v1/sites/site_none/rekey", None).await;
     assert_eq!(missing.0, 404);
+}
+
+#[tokio::test]
+async fn a_sites_widget_instructions_and_verification_are_changed_over_the_admin_api() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let path = format!("/admin/v1/sites/{}", relay.site_id);
+    let body = json!({
+        "widget": {"title": "Help", "suggestions": ["Where is my order?"], "primary_color": "#1A73E8"},
+        "client_instructions": "drop",
+    });
+    let (status, site) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!(status, 200, "{site}");
+    assert_eq!(
+        site["widget"],
+        json!({"title": "Help", "greeting": null, "suggestions": ["Where is my order?"], "primary_color": "#1a73e8"})
+    );
+    assert_eq!(site["client_instructions"], "drop");
+    // What the body leaves out stays; null goes back to the default.
+    let body = json!({"widget": {"title": null}, "client_instructions": null});
+    let (_, site) = admin(&relay, Method::PATCH, &path, Some(body)).await;
+    assert_eq!(
+        (&site["widget"]["title"], &site["widget"]["primary_color"]),
+        (&json!(null), &json!("#1a73e8"))
+    );
+    assert_eq!(site["client_instructions"], json!(null));
+    for bad in [
+        json!({"widget": {"primary_color": "red; background: url(x)"}}),
+        json!({"client_instructions": "obey"}),
+        json!({"widget": {"font": "x"}}),
+    ] {
+        let (status, error) = admin(&relay, Method::PATCH, &path, Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad} → {error}");
+    }
+    let (_, unchanged) = admin(&relay, Method::GET, &path, None).await;
+    assert_eq!(unchanged["widget"]["primary_color"], "#1a73e8");
+
+    let verification = format!("{path}/verification");
+    let (status, error) =
+        admin(&relay, Method::POST, &verification, Some(json!({"required": true}))).await;
+    assert_eq!(status, 400, "no secret yet: {error}");
+    let body = json!({"new_secret": true, "required": true, "mode": "jwt"});
+    let (status, site) = admin(&relay, Method::POST, &verification, Some(body)).await;
+    assert_eq!(status, 200, "{site}");
+    assert!(site["visitor_secret"].as_str().unwrap().len() >= 32);
+    assert_eq!(site["verification"], json!({"enabled": true, "required": true, "mode": "jwt"}));
+    let (_, shown) = admin(&relay, Method::GET, &path, None).await;
+    assert!(shown.get("visitor_secret").is_none(), "shown once");
 }

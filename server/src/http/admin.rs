@@ -32,7 +32,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/v1/openapi.json", get(openapi))
         .route("/admin/v1/sites", get(list_sites).post(create_site))
-        .route("/admin/v1/sites/{id}", get(show_site).delete(delete_site))
+        .route("/admin/v1/sites/{id}", get(show_site).patch(change_site).delete(delete_site))
+        .route("/admin/v1/sites/{id}/verification", post(change_site_verification))
         .route("/admin/v1/sites/{id}/limits", put(replace_site_limits).patch(change_site_limits))
         .route("/admin/v1/sites/{id}/origins", patch(change_site_origins))
         .route("/admin/v1/sites/{id}/rekey", post(rekey_site))
@@ -140,6 +141,135 @@ async fn redeliver(
         Some(delivery) => Ok(Json(delivery_view(&delivery))),
         None => Err(not_found("webhook delivery", &id)),
     }
+}
+
+/// A change to a site's widget (each field given replaces the site's own; `null` falls back to
+/// the `[widget]` default) and to what happens to its visitors' own instructions, as `confab
+/// sites update` makes it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteChangeBody {
+    #[serde(default)]
+    widget: Option<WidgetChangeBody>,
+    /// `layer`, `drop` or `reject`; `null`: the `[policy]` default.
+    #[serde(default, deserialize_with = "present_instructions")]
+    client_instructions: Option<Option<ClientInstructions>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WidgetChangeBody {
+    #[serde(default, deserialize_with = "present")]
+    title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    greeting: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present_list")]
+    suggestions: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    primary_color: Option<Option<String>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+fn present_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<Vec<String>>>, D::Error> {
+    Option::<Vec<String>>::deserialize(d).map(Some)
+}
+
+fn present_instructions<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<ClientInstructions>>, D::Error> {
+    let name = Option::<String>::deserialize(d)?;
+    match name {
+        None => Ok(Some(None)),
+        Some(name) => {
+            ClientInstructions::from_name(&name).map(|c| Some(Some(c))).ok_or_else(|| {
+                serde::de::Error::custom(format!("`{name}` is not layer, drop or reject"))
+            })
+        }
+    }
+}
+
+/// `PATCH /admin/v1/sites/{id}`: the widget fields and the client instructions given change;
+/// what the body leaves out stays.
+async fn change_site(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SiteChangeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.store.as_ref();
+    let site = store.site(&id).await.map_err(ApiError::internal)?;
+    let site = site.ok_or_else(|| not_found("site", &id))?;
+    if let Some(change) = body.widget {
+        let mut widget = site.settings.widget.clone();
+        if let Some(title) = change.title {
+            widget.title = title;
+        }
+        if let Some(greeting) = change.greeting {
+            widget.greeting = greeting;
+        }
+        if let Some(suggestions) = change.suggestions {
+            widget.suggestions = suggestions;
+        }
+        if let Some(color) = change.primary_color {
+            widget.primary_color = color;
+        }
+        sites::update_widget(store, &id, widget).await?;
+    }
+    if let Some(setting) = body.client_instructions {
+        store.set_site_client_instructions(&id, setting).await.map_err(ApiError::internal)?;
+    }
+    let site = store.site(&id).await.map_err(ApiError::internal)?;
+    Ok(Json(sites::site_view(&site.ok_or_else(|| not_found("site", &id))?)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerificationBody {
+    #[serde(default)]
+    new_secret: bool,
+    #[serde(default)]
+    off: bool,
+    required: Option<bool>,
+    /// `hmac` or `jwt`.
+    mode: Option<String>,
+}
+
+/// `POST /admin/v1/sites/{id}/verification`: as `confab sites verification`; a new visitor
+/// secret is in the answer once (`visitor_secret`).
+async fn change_site_verification(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<VerificationBody>,
+) -> Result<Response, ApiError> {
+    let mode = body
+        .mode
+        .map(|mode| {
+            mode.parse::<crate::visitor::TokenMode>()
+                .map_err(|_| ApiError::invalid("invalid_value", "`mode` is hmac or jwt"))
+        })
+        .transpose()?;
+    let change = sites::VerificationChange {
+        new_secret: body.new_secret,
+        off: body.off,
+        required: body.required,
+        mode,
+    };
+    let Some((site, secret)) =
+        sites::change_verification(state.store.as_ref(), &id, change).await?
+    else {
+        return Err(not_found("site", &id));
+    };
+    let mut view = sites::site_view(&site);
+    if let Some(secret) = secret {
+        view["visitor_secret"] = json!(secret.reveal());
+    }
+    Ok(with_secret(StatusCode::OK, view))
 }
 
 /// A request carrying the admin token.
