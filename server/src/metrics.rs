@@ -12,6 +12,7 @@
 //! [`METRIC_NAMES`], which the documentation and the tests share.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -55,6 +56,14 @@ pub const METRIC_NAMES: &[&str] = &[
     "confab_feedback_total",
     "confab_handoffs_total",
 ];
+
+/// What this relay counted since it started, summed over labels.
+#[derive(Debug, Default)]
+pub struct SinceStart {
+    pub upstream_errors: AtomicU64,
+    pub limit_refusals: AtomicU64,
+    pub budget_refusals: AtomicU64,
+}
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -160,6 +169,8 @@ pub struct Metrics {
     webhook_dropped: Counter,
     feedback: Family<RatingLabels, Counter>,
     handoffs: Counter,
+    /// Sums of some labelled counters, for the console's overview (a `Family` cannot be summed).
+    pub since_start: SinceStart,
     degraded: Family<DecisionLabels, Counter>,
     pending_settlements: Gauge,
     /// Each upstream target's breaker (0 closed, 1 half-open, 2 open), calls, failures and last
@@ -339,6 +350,7 @@ impl Metrics {
             webhook_dropped,
             feedback,
             handoffs,
+            since_start: SinceStart::default(),
             degraded,
             pending_settlements,
             target_breaker,
@@ -414,6 +426,7 @@ impl Metrics {
     pub fn upstream_error(&self, error: &UpstreamError) {
         if let Some(kind) = error_kind(error) {
             self.upstream_errors.get_or_create(&KindLabels { kind }).inc();
+            self.since_start.upstream_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -426,12 +439,14 @@ impl Metrics {
         };
         let labels = LimitLabels { rule: rejected.window.code(), subject };
         self.limit_refusals.get_or_create(&labels).inc();
+        self.since_start.limit_refusals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request refused by a budget.
     pub fn budget_refused(&self, exhausted: &Exhausted) {
         let period = exhausted.period_kind().as_str();
         self.budget_refusals.get_or_create(&PeriodLabels { period }).inc();
+        self.since_start.budget_refusals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A visitor rated an answer (`up` or `down`).

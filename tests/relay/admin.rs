@@ -240,6 +240,7 @@ async fn the_openapi_document_describes_every_admin_route() {
         ("GET", "/admin/v1/shared/conversations/{id}"),
         ("PATCH", "/admin/v1/sites/{id}/conversations"),
         ("PATCH", "/admin/v1/sites/{id}"),
+        ("GET", "/admin/v1/overview"),
         ("POST", "/admin/v1/sites/{id}/verification"),
         ("GET", "/admin/v1/webhooks/deliveries"),
         ("POST", "/admin/v1/webhooks/deliveries/{id}/redeliver"),
@@ -532,4 +533,39 @@ async fn a_sites_widget_instructions_and_verification_are_changed_over_the_admin
     assert_eq!(site["verification"], json!({"enabled": true, "required": true, "mode": "jwt"}));
     let (_, shown) = admin(&relay, Method::GET, &path, None).await;
     assert!(shown.get("visitor_secret").is_none(), "shown once");
+}
+
+#[tokio::test]
+async fn the_overview_shows_spend_against_budgets_and_refusals() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let relay = TestRelay::metered(&mock)
+        .config(|c| c.admin.token_file = Some(token_file))
+        .site(|site| {
+            site.limits.monthly_budget_micros = Some(1_000_000);
+            site.visitor_limits.rpm = Some(1);
+        })
+        .start()
+        .await;
+    mock.push(confab_tests::Reply::answer(&["Hi"], (7, 3)));
+    let hello = json!({"messages": [{"role": "user", "content": "Hi"}]});
+    relay.send_chat(hello.clone()).await.text().await.unwrap();
+    // The visitor's second request in the minute is refused.
+    assert_eq!(relay.send_chat(hello).await.status(), 429);
+    relay.settled_usage(1).await;
+    let (status, overview) = admin(&relay, Method::GET, "/admin/v1/overview", None).await;
+    assert_eq!(status, 200, "{overview}");
+    assert_eq!(overview["today"], json!({"requests": 1, "cost_micros": 10}));
+    assert_eq!(overview["month"], json!({"requests": 1, "cost_micros": 10}));
+    assert_eq!(overview["days"].as_array().unwrap().len(), 30);
+    assert_eq!(overview["days"][29]["cost_micros"], 10);
+    assert_eq!(
+        overview["budgets"],
+        json!([{"payer": "site", "id": relay.site_id, "name": "Shop", "period": "monthly",
+                "budget_micros": 1_000_000, "spent_micros": 10}])
+    );
+    assert_eq!(overview["since_start"]["rate_limit_refusals"], 1);
+    assert_eq!(overview["since_start"]["upstream_errors"], 0);
 }

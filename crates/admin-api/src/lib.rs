@@ -143,6 +143,55 @@ pub struct DeliveryView {
     pub last_error: Option<String>,
 }
 
+/// Requests and spend over a period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendView {
+    pub requests: u64,
+    pub cost_micros: u64,
+}
+
+/// One UTC day of the overview's chart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayView {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub requests: u64,
+    pub cost_micros: u64,
+}
+
+/// A budget and what was spent against it in its current period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetView {
+    /// `site` or `key`.
+    pub payer: String,
+    pub id: String,
+    pub name: String,
+    /// `monthly` or `daily`.
+    pub period: String,
+    pub budget_micros: u64,
+    pub spent_micros: u64,
+}
+
+/// What this relay counted since it started (counters of its metrics, summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinceStartView {
+    pub upstream_errors: u64,
+    pub rate_limit_refusals: u64,
+    pub budget_refusals: u64,
+}
+
+/// `GET /admin/v1/overview`: today and this month (UTC), every budget against its spend, the
+/// last 30 days, and the relay's error and refusal counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverviewView {
+    pub today: SpendView,
+    pub month: SpendView,
+    pub budgets: Vec<BudgetView>,
+    /// The last 30 days, oldest first (days without requests are zeros).
+    pub days: Vec<DayView>,
+    pub since_start: SinceStartView,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/webhooks/deliveries/{id}/redeliver", post(redeliver))
         .merge(super::conversations::admin_router())
         .merge(super::console::session_router())
+        .merge(super::overview::router())
 }
 
 /// One upstream target as `GET /admin/v1/upstreams` shows it.

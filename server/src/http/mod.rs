@@ -14,6 +14,7 @@ mod health;
 mod json;
 mod metrics;
 mod models;
+mod overview;
 mod serve;
 mod streams;
 mod usage;
