@@ -1,0 +1,337 @@
+//! Conversations: the searchable list (site, text, rating and holder filters, a page at a time
+//! through the relay's `next` cursor) and one conversation's transcript, with a reply box and
+//! "Hand back to the bot" while a person holds it (refreshed every 2 s meanwhile).
+
+use std::time::Duration;
+
+use confab_admin_api::{ConversationView, MessageView, Page};
+use leptos::ev;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use super::{ErrorNote, Loaded, LoadingNote};
+use crate::api::{self, ConversationFilter, SiteView};
+use crate::format::{dollars, grouped, timestamp};
+use crate::route::Route;
+
+/// How the holder reads.
+fn holder_label(holder: &str) -> &'static str {
+    match holder {
+        "waiting" => "Waiting for a person",
+        "person" => "A person is answering",
+        _ => "Bot",
+    }
+}
+
+/// How an author reads.
+fn author_label(author: &str) -> &'static str {
+    match author {
+        "visitor" => "Visitor",
+        "bot" => "Bot",
+        _ => "Person",
+    }
+}
+
+fn site_name(sites: &[SiteView], id: &str) -> String {
+    sites.iter().find(|s| s.id == id).map(|s| s.name.clone()).unwrap_or_else(|| id.to_owned())
+}
+
+#[component]
+pub fn ConversationList() -> impl IntoView {
+    let sites = RwSignal::new(Vec::<SiteView>::new());
+    spawn_local(async move {
+        if let Ok(list) = api::sites().await {
+            sites.set(list);
+        }
+    });
+
+    // The form's fields, and the filter of the page shown (applied on submit).
+    let site = RwSignal::new(String::new());
+    let q = RwSignal::new(String::new());
+    let rating = RwSignal::new(String::new());
+    let holder = RwSignal::new(String::new());
+    let applied = RwSignal::new(ConversationFilter::default());
+    // The cursors of the pages before the one shown (the first page's is empty), and its own.
+    let previous = RwSignal::new(Vec::<String>::new());
+    let cursor = RwSignal::new(String::new());
+    let page = RwSignal::new(Loaded::<Page<ConversationView>>::None);
+
+    let load = move || {
+        let filter = applied.get_untracked();
+        let at = cursor.get_untracked();
+        page.set(None);
+        spawn_local(async move { page.set(Some(api::conversations(&filter, &at).await)) });
+    };
+    load();
+
+    let search = move |ev: ev::SubmitEvent| {
+        ev.prevent_default();
+        applied.set(ConversationFilter {
+            site: site.get_untracked(),
+            q: q.get_untracked().trim().to_owned(),
+            rating: rating.get_untracked(),
+            holder: holder.get_untracked(),
+        });
+        previous.set(Vec::new());
+        cursor.set(String::new());
+        load();
+    };
+    let next = move |_| {
+        let Some(Ok(shown)) = page.get_untracked() else { return };
+        let Some(next) = shown.next else { return };
+        previous.update(|p| p.push(cursor.get_untracked()));
+        cursor.set(next);
+        load();
+    };
+    let back = move |_| {
+        let Some(before) = previous.try_update(|p| p.pop()).flatten() else { return };
+        cursor.set(before);
+        load();
+    };
+
+    view! {
+        <h1>"Conversations"</h1>
+        <form class="filters" role="search" on:submit=search>
+            <div class="field">
+                <label for="f-site">"Site"</label>
+                <select id="f-site" on:change=move |ev| site.set(event_target_value(&ev))>
+                    <option value="">"All sites"</option>
+                    {move || {
+                        sites
+                            .get()
+                            .into_iter()
+                            .map(|s| view! { <option value=s.id.clone()>{s.name.clone()}</option> })
+                            .collect_view()
+                    }}
+                </select>
+            </div>
+            <div class="field grow">
+                <label for="f-q">"Text"</label>
+                <input
+                    id="f-q"
+                    type="search"
+                    maxlength="200"
+                    prop:value=move || q.get()
+                    on:input=move |ev| q.set(event_target_value(&ev))
+                />
+            </div>
+            <div class="field">
+                <label for="f-rating">"Feedback"</label>
+                <select id="f-rating" on:change=move |ev| rating.set(event_target_value(&ev))>
+                    <option value="">"Any"</option>
+                    <option value="up">"Rated up"</option>
+                    <option value="down">"Rated down"</option>
+                </select>
+            </div>
+            <div class="field">
+                <label for="f-holder">"Holder"</label>
+                <select id="f-holder" on:change=move |ev| holder.set(event_target_value(&ev))>
+                    <option value="">"Any"</option>
+                    <option value="bot">"Bot"</option>
+                    <option value="waiting">"Waiting for a person"</option>
+                    <option value="person">"A person"</option>
+                </select>
+            </div>
+            <button type="submit" class="primary">"Search"</button>
+        </form>
+        {move || match page.get() {
+            None => view! { <LoadingNote /> }.into_any(),
+            Some(Err(e)) => view! { <ErrorNote message=e.message /> }.into_any(),
+            Some(Ok(shown)) if shown.data.is_empty() => {
+                view! { <p class="muted">"No conversations match."</p> }.into_any()
+            }
+            Some(Ok(shown)) => {
+                let known = sites.get();
+                view! {
+                    <ul class="cards conversations">
+                        {shown
+                            .data
+                            .into_iter()
+                            .map(|c| conversation_card(c, &known))
+                            .collect_view()}
+                    </ul>
+                }
+                    .into_any()
+            }
+        }}
+        <div class="pager">
+            <button type="button" on:click=back disabled=move || previous.with(Vec::is_empty)>
+                "Previous page"
+            </button>
+            <button
+                type="button"
+                on:click=next
+                disabled=move || !page.with(|p| matches!(p, Some(Ok(Page { next: Some(_), .. }))))
+            >
+                "Next page"
+            </button>
+        </div>
+    }
+}
+
+fn conversation_card(c: ConversationView, sites: &[SiteView]) -> impl IntoView + use<> {
+    let href = Route::Conversation(c.id.clone()).href();
+    let held = c.holder != "bot";
+    view! {
+        <li class="card" data-conversation=c.id.clone()>
+            <div class="card-head">
+                <a href=href>{format!("{} · {}", site_name(sites, &c.site_id), timestamp(c.updated_at_ms))}</a>
+                <span class=if held { "badge attention" } else { "badge" }>{holder_label(&c.holder)}</span>
+            </div>
+            <p class="meta">
+                {format!(
+                    "{} messages · {} · up {} / down {}",
+                    c.messages_count,
+                    dollars(c.cost_micros),
+                    c.feedback.up,
+                    c.feedback.down
+                )}
+            </p>
+        </li>
+    }
+}
+
+#[component]
+pub fn Transcript(id: String) -> impl IntoView {
+    let conversation = RwSignal::new(Loaded::<ConversationView>::None);
+    let sites = RwSignal::new(Vec::<SiteView>::new());
+    let id = StoredValue::new(id);
+    spawn_local(async move {
+        if let Ok(list) = api::sites().await {
+            sites.set(list);
+        }
+    });
+    let refresh = move || {
+        let id = id.get_value();
+        spawn_local(async move {
+            let loaded = api::conversation(&id).await;
+            // A refresh that fails keeps what is shown; the first load shows the error.
+            if loaded.is_ok() || conversation.with_untracked(|c| !matches!(c, Some(Ok(_)))) {
+                conversation.set(Some(loaded));
+            }
+        });
+    };
+    refresh();
+
+    // While a person holds the conversation, the visitor's new messages come in every 2 s.
+    let handed_off = move || conversation.with(|c| matches!(c, Some(Ok(c)) if c.holder != "bot"));
+    if let Ok(handle) = set_interval_with_handle(
+        move || {
+            if conversation.with_untracked(|c| matches!(c, Some(Ok(c)) if c.holder != "bot")) {
+                refresh();
+            }
+        },
+        Duration::from_secs(2),
+    ) {
+        on_cleanup(move || handle.clear());
+    }
+
+    let reply = RwSignal::new(String::new());
+    let reply_error = RwSignal::new(None::<String>);
+    let release_error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let send = move |ev: ev::SubmitEvent| {
+        ev.prevent_default();
+        let content = reply.get_untracked();
+        if content.trim().is_empty() || busy.get_untracked() {
+            reply_error.set(Some("Write a reply first.".into()));
+            return;
+        }
+        busy.set(true);
+        reply_error.set(None);
+        spawn_local(async move {
+            match api::reply(&id.get_value(), content).await {
+                Ok(message) => {
+                    reply.set(String::new());
+                    conversation.update(|c| {
+                        if let Some(Ok(c)) = c {
+                            c.holder = "person".into();
+                            c.messages.get_or_insert_with(Vec::new).push(message);
+                        }
+                    });
+                }
+                Err(e) => reply_error.set(Some(e.message)),
+            }
+            busy.set(false);
+        });
+    };
+    let hand_back = move |_| {
+        release_error.set(None);
+        spawn_local(async move {
+            match api::release(&id.get_value()).await {
+                Ok(()) => refresh(),
+                Err(e) => release_error.set(Some(e.message)),
+            }
+        });
+    };
+
+    view! {
+        <p><a href=Route::Conversations.href()>"← All conversations"</a></p>
+        <h1>"Conversation"</h1>
+        {move || match conversation.get() {
+            None => view! { <LoadingNote /> }.into_any(),
+            Some(Err(e)) => view! { <ErrorNote message=e.message /> }.into_any(),
+            Some(Ok(c)) => {
+                let site = site_name(&sites.get(), &c.site_id);
+                view! {
+                    <dl class="facts">
+                        <div><dt>"Site"</dt><dd>{site}</dd></div>
+                        <div><dt>"Holder"</dt><dd data-holder=c.holder.clone()>{holder_label(&c.holder)}</dd></div>
+                        <div><dt>"Started"</dt><dd>{timestamp(c.started_at_ms)}</dd></div>
+                        <div><dt>"Model"</dt><dd>{c.model.clone().unwrap_or_else(|| "—".into())}</dd></div>
+                        <div><dt>"Tokens"</dt><dd>{format!("{} in, {} out", grouped(c.input_tokens), grouped(c.output_tokens))}</dd></div>
+                        <div><dt>"Cost"</dt><dd>{dollars(c.cost_micros)}</dd></div>
+                        <div><dt>"Page"</dt><dd class="wrap">{c.page_url.clone().unwrap_or_else(|| "—".into())}</dd></div>
+                    </dl>
+                    <ol class="transcript" aria-label="Messages">
+                        {c.messages.unwrap_or_default().into_iter().map(message_item).collect_view()}
+                    </ol>
+                }
+                    .into_any()
+            }
+        }}
+        <Show when=handed_off>
+            <form class="reply" on:submit=send>
+                <label for="reply">"Reply as a person"</label>
+                <textarea
+                    id="reply"
+                    rows="3"
+                    aria-describedby="reply-error"
+                    prop:value=move || reply.get()
+                    on:input=move |ev| reply.set(event_target_value(&ev))
+                ></textarea>
+                <p id="reply-error" class="field-error" role="alert">{move || reply_error.get()}</p>
+                <div class="actions">
+                    <button type="submit" class="primary" disabled=move || busy.get()>"Send reply"</button>
+                    <button type="button" on:click=hand_back>"Hand back to the bot"</button>
+                </div>
+                <p class="field-error" role="alert">{move || release_error.get()}</p>
+            </form>
+        </Show>
+    }
+}
+
+fn message_item(m: MessageView) -> impl IntoView {
+    let class = format!("message {}", m.author);
+    let rating = m.rating.as_deref().map(|r| if r == "up" { "Rated up" } else { "Rated down" });
+    let is_bot = m.author == "bot";
+    view! {
+        <li class=class data-seq=m.seq.to_string()>
+            <p class="author">
+                <strong>{author_label(&m.author)}</strong>
+                " "
+                <span class="muted">{timestamp(m.at)}</span>
+            </p>
+            <p class="content">{m.content}</p>
+            {(is_bot && (rating.is_some() || m.comment.is_some()))
+                .then(|| {
+                    view! {
+                        <p class="feedback">
+                            {rating.map(|r| view! { <span class="badge">{r}</span> })}
+                            {m.comment.map(|c| view! { " " <q>{c}</q> })}
+                        </p>
+                    }
+                })}
+        </li>
+    }
+}
