@@ -1,0 +1,301 @@
+// The operator's console (dist/console, served by the relay at /console/ under its strict CSP),
+// in headless Chromium against a real relay (demo upstream) with an admin token: logging in
+// (a wrong token first), every page, and a conversation handed to a person end to end: found,
+// opened, answered (the reply reaches the transcript), refreshed while held, handed back.
+// Screenshots of every page land in artifacts/console-<page>.png.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { WAIT, artifacts, launchBrowser, startRelay, watchErrors } from "./harness.mjs";
+
+const TOKEN = "console-e2e-admin-token-0123456789abcdef";
+let relay, browser;
+before(async () => {
+  relay = await startRelay({ CONFAB_ADMIN_TOKEN: TOKEN });
+  browser = await launchBrowser();
+}, { timeout: 60000 });
+after(async () => {
+  await browser?.close();
+  await relay?.close();
+});
+
+/** An admin API call with the bearer token, as a script would make it; the parsed body. */
+async function admin(method, path, body) {
+  const response = await fetch(relay.url + path, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await response.text();
+  assert.ok(response.ok, `${method} ${path}: ${response.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** A visitor's call with the site key from the relay's own origin, as the widget makes it. */
+async function visitor(key, path, body, headers = {}) {
+  const response = await fetch(relay.url + path, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, origin: relay.url, "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert.ok(response.ok, `POST ${path}: ${response.status} ${text}`);
+  return { response, text };
+}
+
+/** A site that keeps transcripts and offers a person, with one conversation handed off. */
+async function seedConversation() {
+  const site = await admin("POST", "/admin/v1/sites", { name: "Corner Shop", origins: [relay.url] });
+  await admin("PATCH", `/admin/v1/sites/${site.id}/conversations`, { transcripts: true, handoff: true });
+  const conversation = "e2e_" + randomBytes(12).toString("hex");
+  const { response } = await visitor(site.key, "/v1/chat/completions",
+    { stream: true, messages: [{ role: "user", content: "Where is my order 4411?" }] },
+    { "X-Confab-Conversation": conversation, "X-Confab-Page": relay.url + "/orders" });
+  const requestId = response.headers.get("x-request-id");
+  // The turn is recorded off the request path: wait until the relay lists it.
+  for (let i = 0; ; i++) {
+    const page = await admin("GET", `/admin/v1/conversations?site=${site.id}`);
+    if (page.data.some((c) => c.id === conversation && c.messages_count >= 2)) break;
+    assert.ok(i < 100, "the conversation was never recorded");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  // So is its usage, in batches.
+  for (let i = 0; (await admin("GET", "/admin/v1/usage?days=1")).totals.requests < 1; i++) {
+    assert.ok(i < 200, "the request's usage was never recorded");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await visitor(site.key, "/v1/feedback",
+    { conversation, message: requestId, rating: "down", comment: "It did not know my order" });
+  await visitor(site.key, `/v1/conversations/${conversation}/handoff`, {});
+  return { site, conversation };
+}
+
+const shot = (page, name) => page.screenshot({ path: join(artifacts, `console-${name}.png`), fullPage: true });
+
+/** Every page fits the window's width: nothing scrolls sideways. */
+async function assertFits(page, what) {
+  const { scroll, width } = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    width: window.innerWidth,
+  }));
+  assert.ok(scroll <= width, `${what}: ${scroll} px wide in a ${width} px window`);
+}
+
+async function logIn(page) {
+  await page.goto(relay.url + "/console/");
+  await page.getByLabel("Admin token").fill(TOKEN);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("button", { name: "Log out" }).waitFor(WAIT);
+}
+
+test("the console: log in, every page, a conversation answered by a person and handed back", { timeout: 120000 }, async (t) => {
+  const { site, conversation } = await seedConversation();
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  context.setDefaultTimeout(15000);
+  t.after(() => context.close());
+  const page = await context.newPage();
+  const errors = watchErrors(page);
+  const violations = [];
+  await page.exposeFunction("__cspViolation", (v) => violations.push(v));
+  await page.addInitScript(() => document.addEventListener("securitypolicyviolation",
+    (e) => window.__cspViolation(`${e.violatedDirective} ${e.blockedURI}`)));
+
+  // The page itself: CSP from the relay, nothing inline.
+  const served = await fetch(relay.url + "/console/");
+  assert.equal(served.status, 200);
+  assert.match(served.headers.get("content-security-policy") ?? "", /script-src 'self' 'wasm-unsafe-eval'/);
+  const html = await served.text();
+  assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/, "an inline script");
+  assert.doesNotMatch(html, /<style|\sstyle=/, "an inline style");
+
+  // 1. Login: a wrong token is refused next to the field, then the right one.
+  await page.goto(relay.url + "/console/");
+  const token = page.getByLabel("Admin token");
+  await token.fill("not-the-token-not-the-token-0000");
+  await page.getByRole("button", { name: "Log in" }).click();
+  const tokenError = page.locator("#token-error");
+  await tokenError.filter({ hasText: /\S/ }).waitFor(WAIT);
+  assert.equal(await token.getAttribute("aria-invalid"), "true");
+  await shot(page, "login");
+  await token.fill(TOKEN);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("heading", { name: "Overview", level: 1 }).waitFor(WAIT);
+  const cookies = await context.cookies();
+  const session = cookies.find((c) => c.name === "confab_console");
+  assert.ok(session?.httpOnly, `the session cookie is HttpOnly: ${JSON.stringify(cookies)}`);
+
+  // 2. Overview: today's figures and the 30 bars.
+  await page.locator("[data-stat=today-requests]").waitFor(WAIT);
+  assert.equal(await page.locator("[data-stat=today-requests]").textContent(), "1");
+  assert.equal(await page.locator(".chart svg g").count(), 30);
+  assert.match(await page.locator(".chart svg").getAttribute("aria-label"), /^Spend per day over the last 30 days/);
+  await shot(page, "overview");
+
+  // 3. Conversations: find it by its text, open it.
+  await page.getByRole("link", { name: "Conversations" }).click();
+  await page.getByRole("heading", { name: "Conversations", level: 1 }).waitFor(WAIT);
+  await page.getByLabel("Text").fill("order 4411");
+  await page.getByLabel("Holder").selectOption("waiting");
+  await page.getByLabel("Feedback").selectOption("down");
+  await page.getByRole("button", { name: "Search" }).click();
+  const card = page.locator(`[data-conversation="${conversation}"]`);
+  await card.waitFor(WAIT);
+  assert.equal(await page.locator("[data-conversation]").count(), 1);
+  assert.match(await card.textContent(), /Corner Shop.*Waiting for a person.*2 messages.*down 1/s);
+  await shot(page, "conversations");
+  await card.getByRole("link").click();
+  await page.getByRole("heading", { name: "Conversation", level: 1 }).waitFor(WAIT);
+  const messages = page.locator(".transcript li");
+  await messages.nth(1).waitFor(WAIT);
+  assert.match(await messages.nth(0).textContent(), /^Visitor.*Where is my order 4411\?/s);
+  assert.match(await messages.nth(1).textContent(), /^Bot/);
+  assert.match(await messages.nth(1).locator(".feedback").textContent(), /Rated down.*It did not know my order/s);
+  assert.equal(await page.locator("[data-holder]").getAttribute("data-holder"), "waiting");
+
+  // A person's reply: in the transcript, stored as the operator's, and the person holds it.
+  await page.getByLabel("Reply as a person").fill("A person here: your order ships today.");
+  await page.getByRole("button", { name: "Send reply" }).click();
+  await page.locator(".transcript li.operator", { hasText: "your order ships today" }).waitFor(WAIT);
+  assert.equal(await page.getByLabel("Reply as a person").inputValue(), "");
+  const stored = await admin("GET", `/admin/v1/conversations/${conversation}`);
+  assert.equal(stored.holder, "person");
+  assert.deepEqual(stored.messages.at(-1).author, "operator");
+  // The visitor answers from the widget: the open transcript shows it within its 2 s refresh.
+  await visitor(site.key, `/v1/conversations/${conversation}/messages`, { content: "Thank you, person!" });
+  await page.locator(".transcript li.visitor", { hasText: "Thank you, person!" }).waitFor(WAIT);
+  await shot(page, "transcript");
+
+  // Hand back: the reply box goes, the bot holds it again.
+  await page.getByRole("button", { name: "Hand back to the bot" }).click();
+  await page.locator("[data-holder=bot]").waitFor(WAIT);
+  assert.equal(await page.getByLabel("Reply as a person").count(), 0);
+  assert.equal((await admin("GET", `/admin/v1/conversations/${conversation}`)).holder, "bot");
+
+  // 4. Sites: settings saved through the PATCH; a new site's snippet carries its key.
+  await page.getByRole("link", { name: "Sites" }).click();
+  const siteCard = page.locator(`[data-site="${site.id}"]`);
+  await siteCard.waitFor(WAIT);
+  await siteCard.getByLabel("Mask contact details").check();
+  await siteCard.getByLabel("Retention (days)").fill("14");
+  await siteCard.getByRole("button", { name: "Save settings" }).click();
+  await siteCard.getByText("Saved.").waitFor(WAIT);
+  const saved = await admin("GET", `/admin/v1/sites/${site.id}`);
+  assert.equal(saved.conversations.mask_contacts, true);
+  assert.equal(saved.conversations.retention_days, 14);
+  assert.equal(saved.conversations.handoff, true);
+  await page.getByLabel("Name").fill("Blog");
+  await page.getByLabel("Origin").fill("https://blog.example");
+  await page.getByRole("button", { name: "Create site" }).click();
+  const snippet = page.locator("[data-snippet]", { hasText: "confab_pk_" });
+  await snippet.waitFor(WAIT);
+  assert.match(await snippet.textContent(),
+    new RegExp(`^<script src="${relay.url}/confab.js" data-site="confab_pk_\\S+" async></script>$`));
+  await shot(page, "sites");
+
+  // 5. Keys: a new key's secret once, then revoked (asked twice).
+  await page.getByRole("link", { name: "Keys" }).click();
+  await page.getByRole("heading", { name: "Secret keys", level: 1 }).waitFor(WAIT);
+  await page.getByLabel("Name").fill("reporting");
+  await page.getByLabel("usage").check();
+  await page.getByRole("button", { name: "Create key" }).click();
+  const secret = page.locator("[data-secret]");
+  await secret.waitFor(WAIT);
+  assert.match(await secret.textContent(), /^confab_sk_/);
+  const keyCard = page.locator("[data-key]", { hasText: "reporting" });
+  await keyCard.waitFor(WAIT);
+  assert.match(await keyCard.textContent(), /scopes: chat, usage/);
+  await keyCard.getByRole("button", { name: "Revoke" }).click();
+  await keyCard.getByRole("button", { name: "Confirm: revoke now" }).click();
+  await page.locator("[data-key]", { hasText: "reporting" }).getByText(/^Revoked/).waitFor(WAIT);
+  await shot(page, "keys");
+
+  // 6. Webhooks: the deliveries (none are configured here).
+  await page.getByRole("link", { name: "Webhooks" }).click();
+  await page.getByRole("heading", { name: "Webhooks", level: 1 }).waitFor(WAIT);
+  await page.getByText("No deliveries yet.").waitFor(WAIT);
+  await shot(page, "webhooks");
+
+  // 7. Usage: stacked bars and the CSV.
+  await page.getByRole("link", { name: "Usage" }).click();
+  await page.getByRole("heading", { name: "Tokens per day" }).waitFor(WAIT);
+  await page.getByLabel("Site").selectOption(site.id);
+  await page.getByLabel("Days").selectOption("7");
+  await page.getByRole("button", { name: "Show" }).click();
+  await page.locator(".chart svg g").nth(6).waitFor(WAIT);
+  assert.equal(await page.locator(".chart svg g").count(), 7);
+  assert.equal(await page.locator(".chart svg g").last().locator("rect").count(), 2);
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("link", { name: "Download CSV" }).click(),
+  ]);
+  const csv = readFileSync(await download.path(), "utf8").trim().split("\n");
+  assert.equal(csv[0], "date,requests,input_tokens,output_tokens,cost_micros");
+  assert.equal(csv.length, 8);
+  assert.match(csv.at(-1), /^\d{4}-\d\d-\d\d,1,\d+,\d+,\d+$/);
+  await shot(page, "usage");
+
+  // Logging out ends the session on the relay too.
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.getByLabel("Admin token").waitFor(WAIT);
+  const after = await page.evaluate(() => fetch("/admin/v1/session").then((r) => r.status));
+  assert.equal(after, 401);
+
+  assert.deepEqual(violations, []);
+  assert.deepEqual(errors.filter((e) => !/status of 401/.test(e)), []);
+});
+
+test("a lost session sends the operator back to the login form", async (t) => {
+  const context = await browser.newContext();
+  context.setDefaultTimeout(15000);
+  t.after(() => context.close());
+  const page = await context.newPage();
+  await logIn(page);
+  await context.clearCookies();
+  await page.getByRole("link", { name: "Sites" }).click();
+  await page.getByLabel("Admin token").waitFor(WAIT);
+});
+
+test("on a 390 px phone every page fits the screen", async (t) => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  context.setDefaultTimeout(15000);
+  t.after(() => context.close());
+  const page = await context.newPage();
+  await page.goto(relay.url + "/console/");
+  await page.getByLabel("Admin token").waitFor(WAIT);
+  await assertFits(page, "login");
+  await logIn(page);
+  for (const [hash, heading] of [["#/", "Overview"], ["#/conversations", "Conversations"], ["#/sites", "Sites"],
+    ["#/keys", "Secret keys"], ["#/webhooks", "Webhooks"], ["#/usage", "Usage"]]) {
+    await page.goto(relay.url + "/console/" + hash);
+    await page.getByRole("heading", { name: heading, level: 1 }).waitFor(WAIT);
+    await page.locator("[role=status]", { hasText: "Loading" }).waitFor({ state: "detached", ...WAIT });
+    await assertFits(page, heading);
+  }
+  await shot(page, "phone");
+});
+
+test("the keyboard alone logs in and reaches every page", async (t) => {
+  const context = await browser.newContext();
+  context.setDefaultTimeout(15000);
+  t.after(() => context.close());
+  const page = await context.newPage();
+  await page.goto(relay.url + "/console/");
+  await page.getByLabel("Admin token").waitFor(WAIT);
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "token");
+  await page.keyboard.type(TOKEN);
+  await page.keyboard.press("Enter");
+  await page.getByRole("button", { name: "Log out" }).waitFor(WAIT);
+  // Tab through the header: brand, six pages, logout.
+  const reached = [];
+  for (let i = 0; i < 8; i++) {
+    await page.keyboard.press("Tab");
+    reached.push(await page.evaluate(() => document.activeElement.textContent.trim()));
+  }
+  assert.deepEqual(reached, ["Confab", "Overview", "Conversations", "Sites", "Secret keys", "Webhooks", "Usage", "Log out"]);
+  await page.keyboard.press("Shift+Tab");
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Usage", level: 1 }).waitFor(WAIT);
+});
