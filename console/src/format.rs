@@ -103,15 +103,19 @@ pub fn stacked_bars(series: &[Vec<u64>]) -> Vec<Vec<Bar>> {
         .enumerate()
         .map(|(i, stack)| {
             let x = i as u64 * slot + gap / 2;
-            let mut top = CHART_HEIGHT;
+            // Segments end at their scaled running sums, so that a stack is as tall as its
+            // total scaled once (not the sum of each segment rounded down).
+            let (mut sum, mut drawn) = (0u128, 0u64);
             stack
                 .iter()
                 .map(|&value| {
-                    let scaled =
-                        (u128::from(value) * u128::from(CHART_HEIGHT) / u128::from(max)) as u64;
-                    let height = if value > 0 { scaled.max(1) } else { 0 }.min(top);
-                    top -= height;
-                    Bar { x, y: top, width: slot - gap, height }
+                    sum += u128::from(value);
+                    let end = (sum * u128::from(CHART_HEIGHT) / u128::from(max)) as u64;
+                    let end = end.max(drawn + u64::from(value > 0)).min(CHART_HEIGHT);
+                    let bar =
+                        Bar { x, y: CHART_HEIGHT - end, width: slot - gap, height: end - drawn };
+                    drawn = end;
+                    bar
                 })
                 .collect()
         })
