@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use confab_admin_api::{
     ConversationSettingsPatch, ConversationSettingsView, ConversationView, DeliveryView,
-    LoginRequest, MessageView, OperatorMessage, Page, SessionView,
+    LoginRequest, MessageView, OperatorMessage, OverviewView, Page, SessionView,
 };
 use leptos::prelude::window;
 use serde::de::DeserializeOwned;
@@ -351,6 +351,11 @@ pub struct UsageView {
 pub async fn usage(days: u32, site: &str, key: &str) -> Result<UsageView, ApiError> {
     let days = days.to_string();
     get(&with_query("/admin/v1/usage", &[("days", &days), ("site", site), ("key", key)])).await
+}
+
+/// `GET /admin/v1/overview`: today, this month, budgets, the last 30 days.
+pub async fn overview() -> Result<OverviewView, ApiError> {
+    get("/admin/v1/overview").await
 }
 
 // ----- webhooks ------------------------------------------------------------------------------

@@ -60,23 +60,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// Today's and this month's totals from a daily series that ends today: the last day, and the
-/// days of the last day's month.
-pub fn today_and_month(days: &[DayView]) -> (crate::api::Totals, crate::api::Totals) {
-    let mut month = crate::api::Totals::default();
-    let Some(last) = days.last() else {
-        return (month, month);
-    };
-    let prefix = last.date.get(..7).unwrap_or_default();
-    for day in days.iter().filter(|d| d.date.starts_with(prefix)) {
-        month.requests += day.totals.requests;
-        month.input_tokens += day.totals.input_tokens;
-        month.output_tokens += day.totals.output_tokens;
-        month.cost_micros += day.totals.cost_micros;
-    }
-    (last.totals, month)
-}
-
 /// The plot area of the console's bar charts, in SVG user units.
 pub const CHART_WIDTH: u64 = 600;
 pub const CHART_HEIGHT: u64 = 160;
@@ -172,15 +155,6 @@ mod tests {
         assert_eq!(timestamp(0), "1970-01-01 00:00 UTC");
         assert_eq!(timestamp(1_796_172_805_000), "2026-12-02 00:53 UTC");
         assert_eq!(rfc3339("2026-12-03T00:53:25Z"), "2026-12-03 00:53 UTC");
-    }
-
-    #[test]
-    fn today_is_the_last_day_and_the_month_is_its_days() {
-        let days = [day("2026-11-30", 5, 500), day("2026-12-01", 1, 10), day("2026-12-02", 2, 20)];
-        let (today, month) = today_and_month(&days);
-        assert_eq!((today.requests, today.cost_micros), (2, 20));
-        assert_eq!((month.requests, month.cost_micros), (3, 30));
-        assert_eq!(today_and_month(&[]).0, Totals::default());
     }
 
     #[test]
