@@ -6,21 +6,60 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { WAIT, artifacts, launchBrowser, root, startRelay, watchErrors } from "./harness.mjs";
 
 const TOKEN = "console-e2e-admin-token-0123456789abcdef";
-let relay, browser;
+let relay, browser, hook;
 before(async () => {
-  // The relay runs in a temporary directory: point it at the built console (scripts/build-console).
-  relay = await startRelay({ CONFAB_ADMIN_TOKEN: TOKEN, CONFAB__ADMIN__CONSOLE_DIR: join(root, "dist", "console") });
+  // A webhook receiver on 127.0.0.1 that fails until told otherwise.
+  hook = { status: 500, received: 0 };
+  hook.server = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      hook.received++;
+      res.writeHead(hook.status).end();
+    });
+  });
+  await new Promise((resolve) => hook.server.listen(0, "127.0.0.1", resolve));
+  // The relay (demo upstream) in a temporary directory whose confab.toml names the receiver for
+  // key.revoked, tried once; pointed at the built console (scripts/build-console).
+  const dir = mkdtempSync(join(tmpdir(), "confab-e2e-console-"));
+  writeFileSync(join(dir, "confab.toml"), [
+    "[webhooks]",
+    "max_attempts = 1",
+    "poll_ms = 100",
+    "[[webhooks.endpoints]]",
+    `url = "http://127.0.0.1:${hook.server.address().port}/hook"`,
+    'secret_env = "CONFAB_E2E_WEBHOOK_SECRET"',
+    'events = ["key.revoked"]',
+    "",
+  ].join("\n"));
+  relay = await startRelay({
+    CONFAB_ADMIN_TOKEN: TOKEN,
+    CONFAB_E2E_WEBHOOK_SECRET: "e2e-webhook-secret-0123456789",
+    CONFAB__ADMIN__CONSOLE_DIR: join(root, "dist", "console"),
+  }, dir);
   browser = await launchBrowser();
 }, { timeout: 60000 });
 after(async () => {
   await browser?.close();
   await relay?.close();
+  await new Promise((resolve) => hook?.server.close(resolve));
 });
+
+/** Polls `fn` (async) every 50 ms until it returns something truthy, for at most 10 s. */
+async function until(fn, what) {
+  for (let i = 0; ; i++) {
+    const value = await fn();
+    if (value) return value;
+    assert.ok(i < 200, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 /** An admin API call with the bearer token, as a script would make it; the parsed body. */
 async function admin(method, path, body) {
@@ -214,11 +253,22 @@ test("the console: log in, every page, a conversation answered by a person and h
   await page.locator("[data-key]", { hasText: "reporting" }).getByText(/^Revoked/).waitFor(WAIT);
   await shot(page, "keys");
 
-  // 6. Webhooks: the deliveries (none are configured here).
+  // 6. Webhooks: the revocation's delivery failed (the receiver answered 500); redelivered once
+  //    the receiver works, it is delivered.
+  const failed = await until(async () => (await admin("GET", "/admin/v1/webhooks/deliveries?limit=10"))
+    .data.find((d) => d.event === "key.revoked" && d.status === "failed"), "the failed delivery");
   await page.getByRole("link", { name: "Webhooks" }).click();
   await page.getByRole("heading", { name: "Webhooks", level: 1 }).waitFor(WAIT);
-  await page.getByText("No deliveries yet.").waitFor(WAIT);
+  const delivery = page.locator(`[data-delivery="${failed.id}"]`);
+  await delivery.waitFor(WAIT);
+  assert.match(await delivery.textContent(), /key\.revoked.*failed.*Last error: /s);
   await shot(page, "webhooks");
+  hook.status = 200;
+  await delivery.getByRole("button", { name: "Redeliver" }).click();
+  await until(async () => (await admin("GET", "/admin/v1/webhooks/deliveries?limit=10"))
+    .data.some((d) => d.id === failed.id && d.status === "delivered"), "the redelivery");
+  await page.reload();
+  await page.locator(`[data-delivery="${failed.id}"] .badge`, { hasText: "delivered" }).waitFor(WAIT);
 
   // 7. Usage: stacked bars and the CSV.
   await page.getByRole("link", { name: "Usage" }).click();
