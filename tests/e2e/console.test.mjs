@@ -227,7 +227,13 @@ test("the console: log in, every page, a conversation answered by a person and h
   assert.equal(saved.conversations.mask_contacts, true);
   assert.equal(saved.conversations.retention_days, 14);
   assert.equal(saved.conversations.handoff, true);
+  // The relay's error for a bad origin is shown next to the form, and nothing is created.
+  const sitesBefore = await page.locator("[data-site]").count();
   await page.getByLabel("Name").fill("Blog");
+  await page.getByLabel("Origin").fill("ftp://blog.example/path");
+  await page.getByRole("button", { name: "Create site" }).click();
+  await page.locator("#site-error").filter({ hasText: /\S/ }).waitFor(WAIT);
+  assert.equal(await page.locator("[data-site]").count(), sitesBefore);
   await page.getByLabel("Origin").fill("https://blog.example");
   await page.getByRole("button", { name: "Create site" }).click();
   const snippet = page.locator("[data-snippet]", { hasText: "confab_pk_" });
@@ -296,7 +302,8 @@ test("the console: log in, every page, a conversation answered by a person and h
   assert.equal(after, 401);
 
   assert.deepEqual(violations, []);
-  assert.deepEqual(errors.filter((e) => !/status of 401/.test(e)), []);
+  // The refused token (401) and the refused origin (400) are the only failed loads.
+  assert.deepEqual(errors.filter((e) => !/status of (401|400)/.test(e)), []);
 });
 
 test("a lost session sends the operator back to the login form", async (t) => {
