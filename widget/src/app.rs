@@ -480,22 +480,23 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                     question = conversation.last().map(|m| m.content.clone());
                     // Named, the answer can be followed again after a reload; in a kept
                     // conversation, its request id is what feedback on it names.
+                    // (The relay sends a request id with every answer: outside a kept
+                    // conversation it is not kept, and the answer cannot be rated.)
+                    let named = id.as_deref();
                     let head = |name: Option<&str>, id: Option<&str>| {
+                        let id = named.and(id);
                         *request.borrow_mut() = id.map(str::to_owned);
                         if let Some(name) = name {
                             *stream.borrow_mut() = Some(name.to_owned());
                             storage::save_stream(&key, &asker, Some((name, id)));
                         }
                     };
-                    let named = id.as_deref();
-                    api::stream_chat(caller, conversation, named, &signal, head, on_text)
-                        .await
-                        .map(|()| named.is_some())
+                    api::stream_chat(caller, conversation, named, &signal, head, on_text).await
                 }
                 Ask::Resume(id, asked) => {
                     *stream.borrow_mut() = Some(id.clone());
                     *request.borrow_mut() = asked;
-                    api::resume_chat(caller, &id, &signal, on_text).await.map(|()| true)
+                    api::resume_chat(caller, &id, &signal, on_text).await
                 }
             };
             storage::save_stream(&key, &asker, None);
@@ -506,10 +507,8 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             busy.set(false);
             controller.set_value(None);
             match result {
-                Ok(kept) => {
-                    if kept {
-                        answer.request.set(request.take());
-                    }
+                Ok(()) => {
+                    answer.request.set(request.take());
                     let text = answer.text.get_untracked();
                     announce.set(text.clone());
                     emit("message", &text);
