@@ -155,6 +155,9 @@ test("feedback, a person's replies and the hand back, in a conversation the rela
   await answer.locator(".quiet", { hasText: "Thanks for your feedback." }).waitFor(WAIT);
   await page.screenshot({ path: join(artifacts, "conversations-feedback.png") });
   assert.equal(await comment.isVisible(), false);
+  // The focus goes back to the thumb, not to the page.
+  assert.equal(await page.evaluate(() =>
+    document.querySelector("[data-confab]").shadowRoot.activeElement?.getAttribute("aria-label")), "Bad answer");
   const requestId = (await kept(page)).messages.find((m) => m.role === "assistant")?.request;
   assert.ok(requestId, "the answer's request id is kept with it");
   assert.equal((await kept(page)).messages.find((m) => m.request === requestId).rating, "down");

@@ -93,10 +93,19 @@ pub fn show_rating(row: &Element, rating: Option<Rating>) {
     }
 }
 
-/// Shows or hides the comment form.
+/// Shows or hides the comment form. Hidden once sent, it hands the focus back to the
+/// thumbs-down it came from (rather than to the page).
 pub fn show_comment(row: &Element, shown: bool) {
     if let Ok(Some(form)) = row.query_selector("form") {
+        let had_focus = form.matches(":focus-within").unwrap_or_default();
         let _ = form.set_attribute("class", if shown { "comment" } else { "comment hidden" });
+        if had_focus
+            && !shown
+            && let Ok(Some(thumb)) = row.query_selector("[data-rating=down]")
+            && let Ok(thumb) = thumb.dyn_into::<web_sys::HtmlElement>()
+        {
+            let _ = thumb.focus();
+        }
     }
 }
 
