@@ -73,8 +73,11 @@
       if (widget) widget.reset();
       else {
         try {
-          localStorage.removeItem(slot(identity(visitorToken)));
-          localStorage.removeItem(slot(""));
+          // The conversation, and its id on the relay (a new one is made for the next visitor).
+          for (const id of [slot(identity(visitorToken)), slot("")]) {
+            localStorage.removeItem(id);
+            localStorage.removeItem(id + "#conversation");
+          }
         } catch {
           // Storage disabled: there is nothing stored to forget.
         }

@@ -141,9 +141,10 @@ export const SITE = {
  * The whole setup of a real website: the mock upstream, the host pages on their own origin,
  * two relays in front of the mock on one database and one Redis (the pages use the first; a
  * test may send requests to the other, as a load balancer would), and one site registered for
- * the host's origin. Resolves to { mock, hosts, relay, other, key, close }.
+ * the host's origin. `env` is more of the relays' environment (an admin token, say). Resolves to
+ * { mock, hosts, relay, other, key, site (its id), close }.
  */
-export async function startStack() {
+export async function startStack(env = {}) {
   const stopped = [];
   const close = async () => {
     for (const stop of stopped.reverse()) await stop();
@@ -175,7 +176,7 @@ export async function startStack() {
     const visitorSecret = secretText.match(/^\s+([0-9a-f]{64})$/m)[1];
     const redis = await startRedis();
     stopped.push(() => redis.close());
-    const shared = { CONFAB__REDIS__URL: redis.url };
+    const shared = { CONFAB__REDIS__URL: redis.url, ...env };
     const relay = await startRelay(shared, dir);
     stopped.push(() => relay.close());
     // The second relay: the same directory (its confab.toml and database), a reservation
@@ -187,7 +188,7 @@ export async function startStack() {
     hosts.vars.SITE_KEY = created.key;
     hosts.vars.VERIFIED_KEY = verified.key;
     hosts.vars.VISITOR_TOKEN = visitorToken(visitorSecret, "alice@example.com");
-    return { mock, hosts, relay, other, key: created.key, visitorSecret, close };
+    return { mock, hosts, relay, other, key: created.key, site: created.id, visitorSecret, close };
   } catch (error) {
     await close();
     throw error;

@@ -1,10 +1,17 @@
 //! Talking to the relay: the widget config, and a streamed chat completion read chunk by chunk
 //! through `fetch`'s body reader, followed again after a lost connection when the relay names
-//! it (`X-Confab-Stream`), from the last event received.
+//! it (`X-Confab-Stream`), from the last event received. For a site that keeps conversations:
+//! feedback on answers, asking for a person, what the visitor says to that person, and the
+//! person's replies as they come (an SSE stream read the same way, followed again while the
+//! person holds the conversation).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
-use confab_protocol::{ChatMessage, WidgetConfig, WidgetTheme};
+use confab_protocol::sse::SseEvent;
+use confab_protocol::{
+    CONVERSATION_HEADER, ChatMessage, ConversationEvent, ConversationsConfig, PAGE_HEADER,
+    WidgetConfig, WidgetTheme,
+};
 use js_sys::{Array, Promise, Reflect, Uint8Array};
 use leptos::prelude::{document, window};
 use wasm_bindgen::closure::Closure;
@@ -12,7 +19,8 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, ReadableStreamDefaultReader, RequestInit, Response};
 
-use crate::json;
+use crate::conversation::{self, Holder, Rating};
+use crate::{json, text};
 use confab_protocol::sse::SseParser;
 
 /// Why an answer did not arrive, in the words a visitor sees.
@@ -34,33 +42,24 @@ pub enum ChatError {
     TooLong {
         limit: usize,
     },
+    /// A person holds the conversation: the model does not answer it (`409
+    /// conversation_with_person`).
+    WithPerson,
     Other(String),
 }
 
 impl ChatError {
     pub fn message(&self) -> String {
         match self {
-            Self::Aborted => "Stopped.".into(),
-            Self::RateLimited { retry_after: Some(s) } => {
-                format!("Too many messages right now. Please wait {s} s and try again.")
-            }
-            Self::RateLimited { retry_after: None } => {
-                "Too many messages right now. Please wait a moment and try again.".into()
-            }
-            Self::BudgetExhausted => {
-                "The assistant is unavailable for now (its usage limit is reached).".into()
-            }
-            Self::UpstreamDown => {
-                "The assistant could not answer just now. Please try again.".into()
-            }
-            Self::Offline => "You seem to be offline. Check your connection and retry.".into(),
-            Self::NotVerified { expired: true } => {
-                "Your session has expired. Reload the page to keep chatting.".into()
-            }
-            Self::NotVerified { expired: false } => "Please sign in to chat with us.".into(),
-            Self::TooLong { limit } => {
-                format!("That message is too long: please keep it under {limit} characters.")
-            }
+            Self::Aborted => text::STOPPED.into(),
+            Self::RateLimited { retry_after } => text::rate_limited(*retry_after),
+            Self::BudgetExhausted => text::BUDGET_EXHAUSTED.into(),
+            Self::UpstreamDown => text::UPSTREAM_DOWN.into(),
+            Self::Offline => text::OFFLINE.into(),
+            Self::NotVerified { expired: true } => text::SESSION_EXPIRED.into(),
+            Self::NotVerified { expired: false } => text::SIGN_IN.into(),
+            Self::TooLong { limit } => text::too_long(*limit),
+            Self::WithPerson => text::WITH_PERSON_NOW.into(),
             Self::Other(message) => message.clone(),
         }
     }
@@ -78,11 +77,11 @@ impl ChatError {
                 Self::NotVerified { expired: false }
             }
             (402, _) | (_, Some("insufficient_quota")) => Self::BudgetExhausted,
+            (409, Some("conversation_with_person")) => Self::WithPerson,
             // A lost answer that can no longer be followed.
             (502..=504, _) | (_, Some("stream_not_found")) => Self::UpstreamDown,
             _ => Self::Other(
-                json::string(&error, "message")
-                    .unwrap_or_else(|| format!("Something went wrong (HTTP {status}).")),
+                json::string(&error, "message").unwrap_or_else(|| text::http_error(status)),
             ),
         }
     }
@@ -117,18 +116,26 @@ async fn error_of(response: &Response) -> ChatError {
     ChatError::from_envelope(response.status(), retry_after, body.as_deref().unwrap_or_default())
 }
 
-/// `GET /v1/widget/config`.
-pub async fn widget_config(relay: &str, key: &str) -> Result<WidgetConfig, ChatError> {
-    let init = Caller { relay, key, visitor: None }.request("GET", &[], None)?;
-    let response = fetch(&format!("{relay}/v1/widget/config"), &init).await?;
+/// The body of a successful response, or the error a failed one stands for.
+async fn text_of(response: Response) -> Result<String, ChatError> {
     if !response.ok() {
         return Err(error_of(&response).await);
     }
     let text = JsFuture::from(response.text().map_err(|_| ChatError::Offline)?)
         .await
         .map_err(|_| ChatError::Offline)?;
-    widget_config_from(&text.as_string().unwrap_or_default())
-        .ok_or_else(|| ChatError::Other("Unexpected answer from the relay.".into()))
+    Ok(text.as_string().unwrap_or_default())
+}
+
+fn unexpected() -> ChatError {
+    ChatError::Other(text::UNEXPECTED.into())
+}
+
+/// `GET /v1/widget/config`.
+pub async fn widget_config(relay: &str, key: &str) -> Result<WidgetConfig, ChatError> {
+    let init = Caller { relay, key, visitor: None }.request("GET", &[], None)?;
+    let response = fetch(&[relay, "/v1/widget/config"].concat(), &init).await?;
+    widget_config_from(&text_of(response).await?).ok_or_else(unexpected)
 }
 
 /// The fields of `GET /v1/widget/config`'s answer (`WidgetConfig` on the relay's side).
@@ -145,7 +152,16 @@ fn widget_config_from(text: &str) -> Option<WidgetConfig> {
             primary_color: json::string(&json::get(&config, "theme"), "primary_color"),
         },
         max_message_bytes: json::get(&config, "max_message_bytes").as_f64()? as u32,
-        conversations: None,
+        conversations: conversations_from(&json::get(&config, "conversations")),
+    })
+}
+
+/// `WidgetConfig.conversations`: present (an object with a `notice`) when the site keeps
+/// transcripts.
+fn conversations_from(value: &JsValue) -> Option<ConversationsConfig> {
+    Some(ConversationsConfig {
+        notice: json::string(value, "notice")?,
+        handoff: json::get(value, "handoff").as_bool() == Some(true),
     })
 }
 
@@ -205,27 +221,39 @@ impl Caller<'_> {
     }
 }
 
-/// Streams an answer, calling `on_stream` with the relay's name for it (`X-Confab-Stream`) when
-/// it gives one, and `on_text` with each piece of text as it arrives. A named answer survives a
-/// lost connection: it is followed again from the last event received (see [`follow`]).
+/// Streams an answer, calling `on_head` with the relay's name for it (`X-Confab-Stream`) and
+/// its request id (`X-Request-Id`) when it gives them, and `on_text` with each piece of text as
+/// it arrives. A named answer survives a lost connection: it is followed again from the last
+/// event received (see [`follow`]). With `conversation` (a site that keeps transcripts), the
+/// request names the conversation and the page it is asked from; without, it is what it always
+/// was.
 pub async fn stream_chat(
     caller: Caller<'_>,
     messages: Vec<ChatMessage>,
+    conversation: Option<&str>,
     signal: &AbortSignal,
-    on_stream: impl FnOnce(&str),
+    on_head: impl FnOnce(Option<&str>, Option<&str>),
     mut on_text: impl FnMut(&str),
 ) -> Result<(), ChatError> {
-    let init = caller.request("POST", &[("Content-Type", "application/json")], Some(signal))?;
+    let page;
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(id) = conversation {
+        page = conversation::page_url();
+        headers.extend([(CONVERSATION_HEADER, id), (PAGE_HEADER, page.as_str())]);
+    }
+    let init = caller.request("POST", &headers, Some(signal))?;
     init.set_body(&JsValue::from_str(&chat_request(&messages)));
-    let response = fetch(&format!("{}/v1/chat/completions", caller.relay), &init).await?;
+    let response = fetch(&[caller.relay, "/v1/chat/completions"].concat(), &init).await?;
     if !response.ok() {
         return Err(error_of(&response).await);
     }
-    let Some(stream) = response.headers().get("X-Confab-Stream").ok().flatten() else {
+    let header = |name: &str| response.headers().get(name).ok().flatten();
+    let stream = header("X-Confab-Stream");
+    on_head(stream.as_deref(), header("X-Request-Id").as_deref());
+    let Some(stream) = stream else {
         // The relay keeps no replay of it: read it once, as it comes.
         return read(response, &mut 0, None, &mut on_text).await.map_err(Read::error);
     };
-    on_stream(&stream);
     follow(caller, &stream, Some(response), signal, &mut on_text).await
 }
 
@@ -244,6 +272,156 @@ pub async fn resume_chat(
 pub async fn cancel(caller: Caller<'_>, stream: &str) {
     if let Ok(init) = caller.request("POST", &[], None) {
         let _ = fetch(&format!("{}/v1/chat/streams/{stream}/cancel", caller.relay), &init).await;
+    }
+}
+
+/// POSTs `body` (JSON) as `caller` to the relay's `path` (given in pieces): the answer's body.
+async fn post(caller: Caller<'_>, path: &[&str], body: &str) -> Result<String, ChatError> {
+    let init = caller.request("POST", &[("Content-Type", "application/json")], None)?;
+    init.set_body(&JsValue::from_str(body));
+    let mut url = caller.relay.to_owned();
+    path.iter().for_each(|piece| url.push_str(piece));
+    text_of(fetch(&url, &init).await?).await
+}
+
+/// The body of `POST /v1/feedback` (a `FeedbackRequest`): the comment, if any, cut to
+/// [`conversation::MAX_COMMENT_CHARS`].
+fn feedback_request(
+    conversation: &str,
+    message: &str,
+    rating: Rating,
+    comment: Option<&str>,
+) -> String {
+    let mut fields = vec![
+        ("conversation", conversation.into()),
+        ("message", message.into()),
+        ("rating", rating.as_str().into()),
+    ];
+    if let Some(comment) =
+        comment.map(|c| conversation::comment(c.trim())).filter(|c| !c.is_empty())
+    {
+        fields.push(("comment", comment.into()));
+    }
+    json::stringify(&json::object(&fields))
+}
+
+/// `POST /v1/feedback`: the visitor's verdict on the answer `message` (its request id).
+pub async fn feedback(
+    caller: Caller<'_>,
+    conversation: &str,
+    message: &str,
+    rating: Rating,
+    comment: Option<&str>,
+) -> Result<(), ChatError> {
+    let body = feedback_request(conversation, message, rating, comment);
+    post(caller, &["/v1/feedback"], &body).await.map(drop)
+}
+
+/// `POST /v1/conversations/{id}/handoff`: asks for a person; who holds the conversation now.
+pub async fn hand_off(caller: Caller<'_>, conversation: &str) -> Result<Holder, ChatError> {
+    let body = post(caller, &["/v1/conversations/", conversation, "/handoff"], "{}").await?;
+    holder_from(&body).ok_or_else(unexpected)
+}
+
+/// A `HolderEvent`'s holder.
+fn holder_from(text: &str) -> Option<Holder> {
+    Holder::from_name(&json::string(&json::parse(text)?, "holder")?)
+}
+
+/// The body of `POST /v1/conversations/{id}/messages` (a `VisitorMessage`).
+fn visitor_message(content: &str) -> String {
+    json::stringify(&json::object(&[("content", content.into())]))
+}
+
+/// `POST /v1/conversations/{id}/messages`: what the visitor says to the person holding the
+/// conversation.
+pub async fn tell_person(
+    caller: Caller<'_>,
+    conversation: &str,
+    content: &str,
+) -> Result<(), ChatError> {
+    let body = visitor_message(content);
+    post(caller, &["/v1/conversations/", conversation, "/messages"], &body).await.map(drop)
+}
+
+/// What a conversation's events tell the widget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Live {
+    /// Who holds the conversation now (the first event of every connection).
+    Holder(Holder),
+    /// A message of the conversation (by a person: the relay sends no other).
+    Message(ConversationEvent),
+}
+
+/// An event of `GET /v1/conversations/{id}/events`: `holder` with a `HolderEvent`, `message`
+/// with a `ConversationEvent`. Anything else is not for the widget.
+fn live_event(event: &SseEvent) -> Option<Live> {
+    let data = json::parse(&event.data)?;
+    match event.event.as_deref() {
+        Some("holder") => holder_from(&event.data).map(Live::Holder),
+        None | Some("message") => Some(Live::Message(ConversationEvent {
+            seq: json::get(&data, "seq").as_f64()? as i64,
+            author: json::string(&data, "author")?,
+            content: json::string(&data, "content")?,
+            at: json::get(&data, "at").as_f64().unwrap_or_default() as i64,
+        })),
+        _ => None,
+    }
+}
+
+/// Follows the events of `conversation` from the message after `seq` (moving `seq` on as
+/// messages arrive, so that none is shown twice), handing each to `on_event` until it returns
+/// `false` (`Ok`) or `signal` is aborted. A lost connection is followed again, with
+/// [`backoff_ms`] between failures and at once when the browser is back online or the page is
+/// shown again, for as long as it takes; a refusal (4xx) ends it.
+pub async fn follow_conversation(
+    caller: Caller<'_>,
+    conversation: &str,
+    seq: &Cell<i64>,
+    signal: &AbortSignal,
+    on_event: &mut dyn FnMut(Live) -> bool,
+) -> Result<(), ChatError> {
+    let mut failures = 0;
+    loop {
+        if failures > 0 {
+            pause(backoff_ms(failures)).await;
+        }
+        if signal.aborted() {
+            return Err(ChatError::Aborted);
+        }
+        let init = caller.request("GET", &[], Some(signal))?;
+        let after = seq.get().to_string();
+        let url =
+            [caller.relay, "/v1/conversations/", conversation, "/events?after=", &after].concat();
+        match fetch(&url, &init).await {
+            Ok(response) if response.ok() => {
+                let mut heard = false;
+                let read = read_events(response, Some(&nudged()), &mut |event| {
+                    let live = live_event(&event)?;
+                    heard = true;
+                    if let Live::Message(message) = &live {
+                        if message.seq <= seq.get() {
+                            return None;
+                        }
+                        seq.set(message.seq);
+                    }
+                    (!on_event(live)).then_some(Ok(()))
+                })
+                .await;
+                match read {
+                    Ok(()) => return Ok(()),
+                    Err(Read::Ended(error)) => return Err(error),
+                    // A connection that worked and was lost is followed again soon; one that
+                    // never said anything backs off further.
+                    Err(Read::Lost(_)) => failures = if heard { 1 } else { failures + 1 },
+                    Err(Read::Nudged) => failures = 0,
+                }
+            }
+            Ok(response) if response.status() < 500 => return Err(error_of(&response).await),
+            Err(ChatError::Aborted) => return Err(ChatError::Aborted),
+            Err(_) if offline() => failures = failures.max(5),
+            _ => failures += 1,
+        }
     }
 }
 
@@ -337,6 +515,35 @@ async fn read(
     nudge: Option<&Promise>,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<(), Read> {
+    read_events(response, nudge, &mut |event| {
+        if let Some(seq) = event.id.as_deref().and_then(|id| id.parse::<u64>().ok()) {
+            if seq <= *last {
+                return None;
+            }
+            *last = seq;
+        }
+        if event.is("error") {
+            return Some(Err(Read::Ended(ChatError::UpstreamDown)));
+        }
+        if event.data == confab_protocol::DONE_SENTINEL {
+            return Some(Ok(()));
+        }
+        let text = chunk_text(&event.data);
+        if !text.is_empty() {
+            on_text(&text);
+        }
+        None
+    })
+    .await
+}
+
+/// Reads the SSE events of `response` into `on_event` until it returns how reading ends (or
+/// the body ends: the connection was lost). Given `nudge`, a nudge gives the connection up.
+async fn read_events(
+    response: Response,
+    nudge: Option<&Promise>,
+    on_event: &mut dyn FnMut(SseEvent) -> Option<Result<(), Read>>,
+) -> Result<(), Read> {
     let body = response.body().ok_or(Read::Lost(ChatError::UpstreamDown))?;
     let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let mut parser = SseParser::default();
@@ -356,28 +563,17 @@ async fn read(
             Err(_) => return Err(Read::Lost(ChatError::Offline)),
         };
         if Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()) == Some(true) {
-            // The relay always ends a complete answer with [DONE] or an error event.
+            // The relay always ends a complete answer with [DONE] or an error event, and never
+            // ends a conversation's events.
             return Err(Read::Lost(ChatError::UpstreamDown));
         }
         let bytes = Reflect::get(&chunk, &"value".into())
             .map(|v| v.unchecked_into::<Uint8Array>().to_vec())
             .unwrap_or_default();
         for event in parser.push(&bytes) {
-            if let Some(seq) = event.id.as_deref().and_then(|id| id.parse::<u64>().ok()) {
-                if seq <= *last {
-                    continue;
-                }
-                *last = seq;
-            }
-            if event.is("error") {
-                return Err(Read::Ended(ChatError::UpstreamDown));
-            }
-            if event.data == confab_protocol::DONE_SENTINEL {
-                return Ok(());
-            }
-            let text = chunk_text(&event.data);
-            if !text.is_empty() {
-                on_text(&text);
+            if let Some(end) = on_event(event) {
+                let _ = reader.cancel();
+                return end;
             }
         }
     }
@@ -574,5 +770,142 @@ mod tests {
         let text = serde_json::to_string(&config).unwrap();
         assert_eq!(widget_config_from(&text), Some(config));
         assert_eq!(widget_config_from(r#"{"title":"only"}"#), None);
+    }
+
+    #[wasm_bindgen_test]
+    fn a_site_that_keeps_conversations_says_so_in_its_config() {
+        for handoff in [true, false] {
+            let config = confab_protocol::WidgetConfig {
+                conversations: Some(ConversationsConfig {
+                    notice: "This conversation is recorded <b>here</b>.".into(),
+                    handoff,
+                }),
+                title: "T".into(),
+                greeting: "G".into(),
+                max_message_bytes: 100,
+                ..Default::default()
+            };
+            let text = serde_json::to_string(&config).unwrap();
+            assert_eq!(widget_config_from(&text), Some(config));
+        }
+        let base = r#""title":"T","greeting":"G","max_message_bytes":1"#;
+        let read = |more: &str| widget_config_from(&["{", base, more, "}"].concat()).unwrap();
+        // Without `handoff`, no person is offered; without a notice, nothing is kept.
+        let notice_only = read(r#","conversations":{"notice":"n"}"#).conversations;
+        assert_eq!(notice_only, Some(ConversationsConfig { notice: "n".into(), handoff: false }));
+        assert_eq!(read("").conversations, None);
+        assert_eq!(read(r#","conversations":null"#).conversations, None);
+        assert_eq!(read(r#","conversations":{"handoff":true}"#).conversations, None);
+    }
+
+    #[wasm_bindgen_test]
+    fn feedback_is_a_feedback_request_with_its_comment_cut_to_500_characters() {
+        let body =
+            feedback_request("c_0123456789abcdef", "req_1", Rating::Down, Some("  too vague "));
+        let parsed: confab_protocol::FeedbackRequest = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            parsed,
+            confab_protocol::FeedbackRequest {
+                conversation: "c_0123456789abcdef".into(),
+                message: "req_1".into(),
+                rating: "down".into(),
+                comment: Some("too vague".into()),
+            }
+        );
+        let up: confab_protocol::FeedbackRequest =
+            serde_json::from_str(&feedback_request("c_x", "req_2", Rating::Up, Some(" "))).unwrap();
+        assert_eq!((up.rating.as_str(), up.comment), ("up", None));
+        let long = "é".repeat(700);
+        let cut: confab_protocol::FeedbackRequest =
+            serde_json::from_str(&feedback_request("c_x", "r", Rating::Down, Some(&long))).unwrap();
+        assert_eq!(cut.comment.unwrap().chars().count(), 500);
+    }
+
+    #[wasm_bindgen_test]
+    fn what_a_visitor_tells_a_person_is_a_visitor_message() {
+        let parsed: confab_protocol::VisitorMessage =
+            serde_json::from_str(&visitor_message("hi \"Ana\"\n")).unwrap();
+        assert_eq!(parsed.content, "hi \"Ana\"\n");
+        assert_eq!(holder_from(r#"{"holder":"waiting"}"#), Some(Holder::Waiting));
+        assert_eq!(holder_from(r#"{"holder":"someone"}"#), None);
+    }
+
+    #[wasm_bindgen_test]
+    fn a_conversation_with_a_person_refuses_chat_requests() {
+        let refused = r#"{"error":{"message":"a person is answering","type":"invalid_request_error","code":"conversation_with_person"}}"#;
+        assert_eq!(ChatError::from_envelope(409, None, refused), ChatError::WithPerson);
+    }
+
+    #[wasm_bindgen_test]
+    fn a_conversations_events_are_holders_and_messages() {
+        let message = confab_protocol::ConversationEvent {
+            seq: 4,
+            author: "operator".into(),
+            content: "Hi, I am <b>Ana</b>".into(),
+            at: 1_795_000_000_123,
+        };
+        let stream = [
+            ": keep-alive\n\n",
+            "event: holder\ndata: {\"holder\":\"person\"}\n\n",
+            "event: message\nid: 4\ndata: ",
+            &serde_json::to_string(&message).unwrap(),
+            "\n\nevent: holder\ndata: {\"holder\":\"bot\"}\n\n",
+            "event: typing\ndata: {}\n\nevent: holder\ndata: nope\n\n",
+        ]
+        .concat();
+        let mut parser = SseParser::default();
+        // Split anywhere, as a network does.
+        let (head, tail) = stream.as_bytes().split_at(40);
+        let events: Vec<Live> =
+            [parser.push(head), parser.push(tail)].concat().iter().filter_map(live_event).collect();
+        assert_eq!(
+            events,
+            [Live::Holder(Holder::Person), Live::Message(message), Live::Holder(Holder::Bot)]
+        );
+    }
+
+    async fn follow_body(body: &str, seq: i64) -> (Result<(), Read>, Vec<Live>, i64) {
+        let response = Response::new_with_opt_str(Some(body)).unwrap();
+        let seq = Cell::new(seq);
+        let mut seen = Vec::new();
+        let read = read_events(response, None, &mut |event| {
+            let live = live_event(&event)?;
+            if let Live::Message(m) = &live {
+                if m.seq <= seq.get() {
+                    return None;
+                }
+                seq.set(m.seq);
+            }
+            let go_on = live != Live::Holder(Holder::Bot);
+            seen.push(live);
+            (!go_on).then_some(Ok(()))
+        })
+        .await;
+        (read, seen, seq.get())
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_person_message_already_shown_is_not_shown_again_and_the_bot_ends_the_stream() {
+        let event = |seq: i64, content: &str| {
+            format!(
+                "event: message\nid: {seq}\ndata: {{\"seq\":{seq},\"author\":\"operator\",\"content\":\"{content}\",\"at\":1}}\n\n"
+            )
+        };
+        let body = [
+            event(2, "old"),
+            event(3, "new"),
+            "event: holder\ndata: {\"holder\":\"bot\"}\n\n".into(),
+            event(4, "after"),
+        ]
+        .concat();
+        let (read, seen, seq) = follow_body(&body, 2).await;
+        assert!(read.is_ok());
+        assert_eq!(seq, 3);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(matches!(&seen[0], Live::Message(m) if m.content == "new"));
+        // A stream that just ends was lost: it is followed again.
+        let (read, seen, _) = follow_body(&event(5, "x"), 3).await;
+        assert!(matches!(read, Err(Read::Lost(_))));
+        assert_eq!(seen.len(), 1);
     }
 }

@@ -1,6 +1,7 @@
-//! The chat UI: launcher, panel, message list and input, in Leptos.
+//! The chat UI: launcher, panel, message list and input, in Leptos; and, for a site that keeps
+//! conversations, the notice, feedback on answers and the hand-off to a person.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use confab_protocol::{ChatMessage, Role, WidgetConfig};
@@ -8,10 +9,13 @@ use leptos::prelude::*;
 use leptos::reactive::owner::LocalStorage;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
 use web_sys::AbortController;
 
-use crate::api::{self, ChatError};
-use crate::{markdown, storage};
+use crate::api::{self, ChatError, Live};
+use crate::conversation::{self, Holder, Rating};
+use crate::storage::{self, Entry};
+use crate::{feedback, markdown, text};
 
 /// How the page embedded the widget (`data-*` attributes of the script tag, resolved by the
 /// loader). Visual settings here override the site's config from the relay.
@@ -83,8 +87,9 @@ impl Flight {
 enum Ask {
     /// The conversation, ending with the visitor's question.
     Question(Vec<ChatMessage>),
-    /// The answer the relay was streaming when the page was left (reloaded, navigated).
-    Resume(String),
+    /// The answer the relay was streaming when the page was left (reloaded, navigated), with
+    /// its request id if the relay keeps the conversation.
+    Resume(String, Option<String>),
 }
 
 impl Controls {
@@ -135,6 +140,23 @@ struct Message {
     id: usize,
     role: Role,
     text: RwSignal<String>,
+    /// A complete answer of a conversation the relay keeps: its request id (feedback names it).
+    request: RwSignal<Option<String>>,
+    rating: RwSignal<Option<Rating>>,
+    /// Written by a person, not the model.
+    person: bool,
+}
+
+impl Message {
+    fn entry(&self) -> Entry {
+        Entry {
+            role: self.role,
+            content: self.text.get_untracked(),
+            request: self.request.get_untracked(),
+            rating: self.rating.get_untracked(),
+            person: self.person,
+        }
+    }
 }
 
 /// `#rgb` or `#rrggbb` as 0..=255 channels; anything else is not a colour we can reason about.
@@ -186,20 +208,102 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     let embed = StoredValue::new(embed);
     let site_key = embed.with_value(|e| e.site_key.clone());
     let site_key = StoredValue::new(site_key);
+    let identity = controls.identity;
+    // Where the conversation shown is stored: the site key and the identity.
+    let slot = move || (site_key.get_value(), identity.get_untracked());
 
+    // The conversation on the relay (a site that keeps transcripts): its id, made when it is
+    // first needed; who answers it; the latest message by a person shown; whether the visitor's
+    // last message seemed to ask for a person; the stream of its events while a person is
+    // asked for or answering (and the panel open), with the id it follows.
+    let conversation = RwSignal::new(None::<String>);
+    let holder = RwSignal::new(Holder::Bot);
+    let seq = StoredValue::new(0usize);
+    let suggest_person = RwSignal::new(false);
+    let asking_person = RwSignal::new(false);
+    let person_error = RwSignal::new(None::<String>);
+    let live = StoredValue::new_local(None::<(String, AbortController)>);
+    let kept = move || config.with(|c| c.as_ref().and_then(|c| c.conversations.clone()));
+    let handoff = move || kept().is_some_and(|c| c.handoff);
+    // What the hand-off bar says: who answers, and what went wrong asking for a person.
+    let holder_line = move || {
+        let mut line = String::from(match holder.get() {
+            Holder::Bot => "",
+            Holder::Waiting => text::WAITING_FOR_PERSON,
+            Holder::Person => text::CHATTING_WITH_PERSON,
+        });
+        if let Some(error) = person_error.get() {
+            line.push(' ');
+            line.push_str(&error);
+        }
+        line
+    };
+
+    // The relay, the site key and the visitor token, as one request's caller needs them.
+    let caller_parts = move || {
+        let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
+        (relay, key, controls.visitor_token.get_untracked())
+    };
+    let save_conversation = move || {
+        let state = conversation.get_untracked().map(|id| storage::Conversation {
+            id,
+            holder: holder.get_untracked(),
+            seq: seq.get_value() as i64,
+        });
+        let (key, who) = slot();
+        storage::save_conversation(&key, &who, state.as_ref());
+    };
+    // Forgets the conversation on the relay: the next message starts a new one.
+    let new_conversation = move || {
+        conversation.set(None);
+        holder.set(Holder::Bot);
+        seq.set_value(0);
+        suggest_person.set(false);
+        person_error.set(None);
+        save_conversation();
+    };
+
+    // Resolves once the site's config is known (or could not be): a chat request waits for it,
+    // since whether it names a conversation depends on it.
+    let mut loaded = None;
+    let config_ready = js_sys::Promise::new(&mut |resolve, _| loaded = Some(resolve));
+    let config_ready = StoredValue::new_local(config_ready);
     spawn_local(async move {
         let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
         match api::widget_config(&relay, &key).await {
-            Ok(loaded) => config.set(Some(loaded)),
+            Ok(site) => {
+                let keeps = site.conversations.is_some();
+                config.set(Some(site));
+                if !keeps && conversation.get_untracked().is_some() {
+                    // The site no longer keeps conversations.
+                    new_conversation();
+                }
+            }
             Err(e) => error.set(Some(e)),
         }
+        if let Some(resolve) = loaded {
+            let _ = resolve.call0(&wasm_bindgen::JsValue::UNDEFINED);
+        }
     });
+    // The conversation's id, made (and kept) if the site keeps conversations and it has none.
+    let conversation_id = move || -> Option<String> {
+        kept()?;
+        if let Some(id) = conversation.get_untracked() {
+            return Some(id);
+        }
+        let id = conversation::new_id()?;
+        conversation.set(Some(id.clone()));
+        holder.set(Holder::Bot);
+        seq.set_value(0);
+        save_conversation();
+        Some(id)
+    };
 
     let title = move || {
         embed
             .with_value(|e| e.title.clone())
             .or_else(|| config.with(|c| c.as_ref().map(|c| c.title.clone())))
-            .unwrap_or_else(|| "Chat".into())
+            .unwrap_or_else(|| text::DEFAULT_TITLE.into())
     };
     let greeting = move || {
         embed
@@ -211,40 +315,116 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     // Messages outlive whatever view created them (a suggestion button disappears as soon as
     // it is clicked), so their signals belong to the chat itself.
     let owner = StoredValue::new_local(Owner::current());
-    let push = move |role: Role, text: String| {
+    let push = move |entry: Entry| {
         let id = next_id.get_value();
         next_id.set_value(id + 1);
-        let text = owner.with_value(|owner| match owner {
-            Some(owner) => owner.with(|| RwSignal::new(text)),
-            None => RwSignal::new(text),
+        let signals = || {
+            (
+                RwSignal::new(entry.content),
+                RwSignal::new(entry.request),
+                RwSignal::new(entry.rating),
+            )
+        };
+        let (text, request, rating) = owner.with_value(|owner| match owner {
+            Some(owner) => owner.with(signals),
+            None => signals(),
         });
-        let message = Message { id, role, text };
+        let message = Message { id, role: entry.role, text, request, rating, person: entry.person };
         messages.update(|list| list.push(message));
         message
     };
-    let history = move || -> Vec<ChatMessage> {
-        messages.with_untracked(|list| {
-            list.iter().map(|m| ChatMessage::new(m.role, m.text.get_untracked())).collect()
-        })
+    let entries = move || -> Vec<Entry> {
+        messages.with_untracked(|list| list.iter().map(Message::entry).collect())
     };
-    let identity = controls.identity;
+    let history = move || -> Vec<ChatMessage> { entries().iter().map(Entry::message).collect() };
     let remember = move || {
-        site_key.with_value(|key| identity.with_untracked(|id| storage::save(key, id, &history())))
+        let (key, who) = slot();
+        storage::save(&key, &who, &entries());
     };
     // The conversation so far of this visitor on this site (this page or another one of it).
     let restore = move || {
-        let stored =
-            site_key.with_value(|key| identity.with_untracked(|id| storage::load(key, id)));
-        for message in stored {
-            push(message.role, message.content);
+        let (key, who) = slot();
+        let (stored, kept) = (storage::load(&key, &who), storage::conversation(&key, &who));
+        for entry in stored {
+            push(entry);
         }
+        holder.set(kept.as_ref().map_or(Holder::Bot, |c| c.holder));
+        seq.set_value(kept.as_ref().map_or(0, |c| c.seq as usize));
+        conversation.set(kept.map(|c| c.id));
+        suggest_person.set(false);
+        person_error.set(None);
     };
     restore();
+
+    // The events of the conversation while a person is asked for or answers, for as long as
+    // the panel is open: a person's messages join the chat, and the holder follows the relay's.
+    let stop_live = move || {
+        if let Some((_, abort)) = live.try_get_value().flatten() {
+            abort.abort();
+            live.set_value(None);
+        }
+    };
+    let start_live = move |id: String| {
+        let Ok(abort) = AbortController::new() else { return };
+        let signal = abort.signal();
+        live.set_value(Some((id.clone(), abort)));
+        let (relay, key, visitor) = caller_parts();
+        let generation = controls.generation.get_value();
+        spawn_local(async move {
+            let caller = api::Caller { relay: &relay, key: &key, visitor: visitor.as_deref() };
+            let after = Cell::new(seq.get_value() as i64);
+            let mut on_event = |event: Live| {
+                if controls.generation.get_value() != generation {
+                    return false;
+                }
+                match event {
+                    Live::Holder(now) => holder.set(now),
+                    Live::Message(message) => {
+                        seq.set_value(message.seq as usize);
+                        if message.author == "operator" {
+                            announce.set(message.content.clone());
+                            push(Entry {
+                                person: true,
+                                ..Entry::new(Role::Assistant, message.content)
+                            });
+                            remember();
+                        }
+                    }
+                }
+                save_conversation();
+                holder.get_untracked() != Holder::Bot
+            };
+            let result =
+                api::follow_conversation(caller, &id, &after, &signal, &mut on_event).await;
+            if signal.aborted() || controls.generation.get_value() != generation {
+                return;
+            }
+            // Ended by itself (back to the bot, or refused): nothing follows it any more.
+            live.try_set_value(None);
+            if let Err(e) = result {
+                person_error.set(Some(e.message()));
+            }
+        });
+    };
+    Effect::new(move |_| {
+        let (id, open, holder) = (conversation.get(), open.get(), holder.get());
+        let wanted = id.filter(|_| open && holder != Holder::Bot);
+        let following = live.get_value().map(|(id, _)| id);
+        if wanted != following {
+            stop_live();
+            if let Some(id) = wanted {
+                start_live(id);
+            }
+        }
+    });
+    on_cleanup(stop_live);
+
     // Another identity, or a reset: nothing of the conversation shown may stay on screen or be
     // sent again (`switch_to` has aborted the request in flight).
     Effect::new(move |previous: Option<()>| {
         controls.switched.track();
         if previous.is_some() {
+            stop_live();
             messages.set(Vec::new());
             error.set(None);
             announce.set(String::new());
@@ -255,33 +435,67 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         }
     });
 
+    // Sends what the visitor says to the person holding the conversation.
+    let tell_person = move |text: String| {
+        let Some(id) = conversation.get_untracked() else { return };
+        let (relay, key, visitor) = caller_parts();
+        let generation = controls.generation.get_value();
+        spawn_local(async move {
+            let caller = api::Caller { relay: &relay, key: &key, visitor: visitor.as_deref() };
+            let result = api::tell_person(caller, &id, &text).await;
+            if controls.generation.get_value() == generation
+                && let Err(e) = result
+            {
+                error.set(Some(e));
+            }
+        });
+    };
+
     // Streams an answer into `answer`, for as long as its stream can be followed.
     let stream_answer = move |answer: Message, ask: Ask| {
         busy.set(true);
         stick_to_bottom.set_value(true);
         let Ok(abort) = AbortController::new() else { return };
         let signal = abort.signal();
-        let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
-        let visitor = controls.visitor_token.get_untracked();
+        let (relay, key, visitor) = caller_parts();
         let stream = Rc::new(RefCell::new(None));
         let caller = (relay.clone(), key.clone(), visitor.clone());
         controller.set_value(Some(Flight { abort, caller, stream: Rc::clone(&stream) }));
         let generation = controls.generation.get_value();
         let asker = identity.get_untracked();
+        let ready = config_ready.get_value();
         spawn_local(async move {
             let caller = api::Caller { relay: &relay, key: &key, visitor: visitor.as_deref() };
             let on_text = |piece: &str| answer.text.update(|t| t.push_str(piece));
+            let request = Rc::new(RefCell::new(None::<String>));
+            let mut question = None;
             let result = match ask {
                 Ask::Question(conversation) => {
-                    // Named, the answer can be followed again after a reload.
-                    let named = |id: &str| {
-                        *stream.borrow_mut() = Some(id.to_owned());
-                        storage::save_stream(&key, &asker, Some(id));
+                    let _ = JsFuture::from(ready).await;
+                    let id = if controls.generation.get_value() == generation {
+                        conversation_id()
+                    } else {
+                        None
                     };
-                    api::stream_chat(caller, conversation, &signal, named, on_text).await
+                    question = conversation.last().map(|m| m.content.clone());
+                    // Named, the answer can be followed again after a reload; in a kept
+                    // conversation, its request id is what feedback on it names.
+                    // (The relay sends a request id with every answer: outside a kept
+                    // conversation it is not kept, and the answer cannot be rated.)
+                    let named = id.as_deref();
+                    let head = |name: Option<&str>, id: Option<&str>| {
+                        let id = named.and(id);
+                        *request.borrow_mut() = id.map(str::to_owned);
+                        if let Some(name) = name {
+                            *stream.borrow_mut() = Some(name.to_owned());
+                            storage::save_stream(&key, &asker, Some((name, id)));
+                        }
+                    };
+                    api::stream_chat(caller, conversation, named, &signal, head, on_text).await
                 }
-                Ask::Resume(id) => {
+                Ask::Resume(id, asked) => {
                     *stream.borrow_mut() = Some(id.clone());
+                    *request.borrow_mut() = asked;
                     api::resume_chat(caller, &id, &signal, on_text).await
                 }
             };
@@ -294,9 +508,21 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             controller.set_value(None);
             match result {
                 Ok(()) => {
+                    answer.request.set(request.take());
                     let text = answer.text.get_untracked();
                     announce.set(text.clone());
                     emit("message", &text);
+                }
+                Err(ChatError::WithPerson) => {
+                    // A person holds the conversation: the question goes to them instead.
+                    messages.update(|list| list.retain(|m| m.id != answer.id));
+                    if holder.get_untracked() == Holder::Bot {
+                        holder.set(Holder::Waiting);
+                        save_conversation();
+                    }
+                    if let Some(question) = question {
+                        tell_person(question);
+                    }
                 }
                 Err(e) => {
                     if answer.text.with_untracked(String::is_empty) {
@@ -310,14 +536,14 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     };
     // An answer that was streaming when the page was left is followed again from its start,
     // if the conversation shown still waits for it.
-    let waiting = site_key.with_value(|key| identity.with_untracked(|id| storage::stream(key, id)));
-    if let Some(stream) = waiting {
+    let (key, who) = slot();
+    let waiting = storage::stream(&key, &who);
+    if let Some((stream, request)) = waiting {
         if messages.with_untracked(|list| list.last().is_some_and(|m| m.role == Role::User)) {
-            stream_answer(push(Role::Assistant, String::new()), Ask::Resume(stream));
+            let answer = push(Entry::new(Role::Assistant, String::new()));
+            stream_answer(answer, Ask::Resume(stream, request));
         } else {
-            site_key.with_value(|key| {
-                identity.with_untracked(|id| storage::save_stream(key, id, None))
-            });
+            storage::save_stream(&key, &who, None);
         }
     }
 
@@ -332,14 +558,87 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             return;
         }
         error.set(None);
+        draft.set(String::new());
+        if holder.get_untracked() != Holder::Bot && conversation.get_untracked().is_some() {
+            // A person is asked for or answers: the model does not see this.
+            push(Entry::new(Role::User, text.clone()));
+            remember();
+            stick_to_bottom.set_value(true);
+            tell_person(text);
+            return;
+        }
+        if conversation::wants_person(&text) {
+            suggest_person.set(true);
+        }
         let mut conversation = history();
         conversation.push(ChatMessage::new(Role::User, text.clone()));
-        push(Role::User, text);
-        let answer = push(Role::Assistant, String::new());
+        push(Entry::new(Role::User, text));
+        let answer = push(Entry::new(Role::Assistant, String::new()));
         remember();
-        draft.set(String::new());
         stream_answer(answer, Ask::Question(conversation));
     };
+
+    // "Talk to a person".
+    let ask_person = move |_| {
+        if asking_person.get_untracked() {
+            // Already asked: the relay's answer is on its way.
+            return;
+        }
+        let Some(id) = conversation_id() else { return };
+        asking_person.set(true);
+        person_error.set(None);
+        let (relay, key, visitor) = caller_parts();
+        let generation = controls.generation.get_value();
+        spawn_local(async move {
+            let caller = api::Caller { relay: &relay, key: &key, visitor: visitor.as_deref() };
+            let result = api::hand_off(caller, &id).await;
+            if controls.generation.get_value() != generation {
+                return;
+            }
+            asking_person.set(false);
+            match result {
+                Ok(now) => {
+                    suggest_person.set(false);
+                    holder.set(now);
+                    save_conversation();
+                }
+                Err(e) => person_error.set(Some(e.message())),
+            }
+        });
+    };
+
+    // A verdict on `message` (with a comment, after a thumbs-down), told to the relay.
+    // `said` (the row's quiet line) gets what the relay answered, in words: thanks, or its error.
+    let rate =
+        move |message: Message, rating: Rating, comment: Option<String>, said: web_sys::Element| {
+            let (Some(id), Some(request)) =
+                (conversation.get_untracked(), message.request.get_untracked())
+            else {
+                return;
+            };
+            let before = message.rating.get_untracked();
+            message.rating.set(Some(rating));
+            said.set_text_content(None);
+            let (relay, key, visitor) = caller_parts();
+            let generation = controls.generation.get_value();
+            spawn_local(async move {
+                let caller = api::Caller { relay: &relay, key: &key, visitor: visitor.as_deref() };
+                let result = api::feedback(caller, &id, &request, rating, comment.as_deref()).await;
+                if controls.generation.get_value() != generation {
+                    return;
+                }
+                match result {
+                    Ok(()) => {
+                        said.set_text_content(Some(text::THANKS));
+                        remember();
+                    }
+                    Err(e) => {
+                        message.rating.try_set(before);
+                        said.set_text_content(Some(&e.message()));
+                    }
+                }
+            });
+        };
 
     // `Confab.send(text)` from the page.
     Effect::new(move |_| {
@@ -430,10 +729,13 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     };
     let clear = move |_| {
         stop(());
+        stop_live();
         messages.set(Vec::new());
         error.set(None);
         announce.set(String::new());
         remember();
+        // A new conversation, on the relay too.
+        new_conversation();
         if let Some(input) = input_ref.get_untracked() {
             let _ = input.focus();
         }
@@ -463,16 +765,19 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                 >
                     <header>
                         <h2>{title}</h2>
-                        <button class="clear" type="button" on:click=clear>"Clear"</button>
+                        <button class="clear" type="button" on:click=clear>{text::CLEAR}</button>
                         <button
                             class="close"
                             type="button"
-                            aria-label="Close chat"
+                            aria-label=text::CLOSE_CHAT
                             on:click=move |_| close()
                         >
                             "×"
                         </button>
                     </header>
+                    <p class="notice" class:hidden=move || kept().is_none() dir="auto">
+                        {move || kept().map(|kept| kept.notice).unwrap_or_default()}
+                    </p>
                     <ol
                         class="messages"
                         node_ref=list_ref
@@ -487,7 +792,14 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         <For each=move || messages.get() key=|m| m.id let:message>
                             {match message.role {
                                 Role::User => view! { <li class="user" dir="auto">{move || message.text.get()}</li> }.into_any(),
-                                _ => view! { <li class="assistant" dir="auto"><Answer text=message.text rendered/></li> }.into_any(),
+                                // A person's message is shown like an answer (through the same safe
+                                // renderer), under their label.
+                                _ => view! {
+                                    <li class="assistant" class:person=message.person dir="auto">
+                                        {message.person.then(|| view! { <span class="from">{text::FROM_PERSON}</span> })}
+                                        <Answer message rendered rate/>
+                                    </li>
+                                }.into_any(),
                             }}
                         </For>
                     </ol>
@@ -513,17 +825,29 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                     <Show when=move || error.with(Option::is_some)>
                         <p class="error" role="alert">
                             {move || error.with(|e| e.as_ref().map(ChatError::message))}
-                            <button class="retry" type="button" on:click=retry>"Retry"</button>
+                            <button class="retry" type="button" on:click=retry>{text::RETRY}</button>
                         </p>
                     </Show>
+                    <div class="handoff" class:hidden=move || !handoff()>
+                        <p class="holder" role="status">{holder_line}</p>
+                        <button
+                            class="ask-person"
+                            class:hidden=move || holder.get() != Holder::Bot
+                            class:suggested=move || suggest_person.get()
+                            type="button"
+                            on:click=ask_person
+                        >
+                            {text::TALK_TO_PERSON}
+                        </button>
+                    </div>
                     <form on:submit=move |ev| {
                         ev.prevent_default();
                         send(draft.get_untracked());
                     }>
                         <textarea
-                            aria-label="Your message"
+                            aria-label=text::YOUR_MESSAGE
                             dir="auto"
-                            placeholder="Ask a question…"
+                            placeholder=text::PLACEHOLDER
                             rows="1"
                             node_ref=input_ref
                             prop:value=move || draft.get()
@@ -537,9 +861,9 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         ></textarea>
                         <Show
                             when=move || busy.get()
-                            fallback=|| view! { <button class="send" type="submit">"Send"</button> }
+                            fallback=|| view! { <button class="send" type="submit">{text::SEND}</button> }
                         >
-                            <button class="stop" type="button" on:click=move |_| stop(())>"Stop"</button>
+                            <button class="stop" type="button" on:click=move |_| stop(())>{text::STOP}</button>
                         </Show>
                     </form>
                 </section>
@@ -548,7 +872,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                 class="launcher"
                 type="button"
                 node_ref=launcher_ref
-                aria-label=move || if open.get() { "Close chat" } else { "Open chat" }
+                aria-label=move || if open.get() { text::CLOSE_CHAT } else { text::OPEN_CHAT }
                 aria-expanded=move || open.get().to_string()
                 on:click=move |_| open.update(|o| *o = !*o)
             >
@@ -560,17 +884,27 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     }
 }
 
-/// An answer, rendered from its markdown as its text grows: at most once per animation frame
-/// however fast tokens arrive, and only what changed (`markdown::Rendered`). `rendered` is
-/// notified after each render.
+/// An answer (or a person's message), rendered from its markdown as its text grows: at most
+/// once per animation frame however fast tokens arrive, and only what changed
+/// (`markdown::Rendered`). `rendered` is notified after each render. Under it, the feedback row
+/// (see `feedback`), filled once the answer is complete in a conversation the relay keeps (and
+/// empty, hidden by CSS, otherwise); `rate` tells the relay the visitor's verdict and says what
+/// it answered on the row's quiet line.
 #[component]
-fn Answer(text: RwSignal<String>, rendered: Trigger) -> impl IntoView {
+fn Answer<F>(message: Message, rendered: Trigger, rate: F) -> impl IntoView
+where
+    F: Fn(Message, Rating, Option<String>, web_sys::Element) + Copy + Send + Sync + 'static,
+{
+    let text = message.text;
     let node = NodeRef::<leptos::html::Div>::new();
+    let row = NodeRef::<leptos::html::Div>::new();
     let shown = StoredValue::new_local(markdown::Rendered::default());
     let pending = StoredValue::new(false);
     Effect::new(move |_| {
         text.track();
         node.track();
+        message.request.track();
+        message.rating.track();
         if pending.get_value() {
             return;
         }
@@ -583,10 +917,45 @@ fn Answer(text: RwSignal<String>, rendered: Trigger) -> impl IntoView {
             text.try_with_untracked(|text| {
                 shown.try_update_value(|shown| shown.update(&element, text))
             });
+            if let Some(row) = row.try_get_untracked().flatten() {
+                let complete = message.request.try_get_untracked().flatten().is_some();
+                if complete && row.child_element_count() == 0 {
+                    let _ = feedback::build(&row);
+                }
+                feedback::show_rating(&row, message.rating.try_get_untracked().flatten());
+            }
             rendered.notify();
         });
     });
-    view! { <div class="md" node_ref=node></div> }
+    let rated = move |rating: Rating, comment: Option<String>| {
+        if let Some(row) = row.get_untracked()
+            && let Some(line) = feedback::line(&row)
+        {
+            feedback::show_comment(&row, comment.is_none() && rating == Rating::Down);
+            rate(message, rating, comment, line);
+        }
+    };
+    view! {
+        <div class="md" node_ref=node></div>
+        <div
+            class="feedback"
+            node_ref=row
+            on:click=move |ev| {
+                if let Some(rating) = feedback::thumb_of(ev.target())
+                    && message.rating.get_untracked() != Some(rating)
+                {
+                    rated(rating, None);
+                }
+            }
+            on:submit=move |ev| {
+                ev.prevent_default();
+                let comment = feedback::comment_of(ev.target());
+                if !comment.trim().is_empty() {
+                    rated(Rating::Down, Some(comment));
+                }
+            }
+        ></div>
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,12 @@
 
 pub mod api;
 mod app;
+pub mod conversation;
+mod feedback;
 mod json;
 pub mod markdown;
 pub mod storage;
+pub mod text;
 
 use js_sys::Reflect;
 use leptos::prelude::{GetUntracked, Set, WithUntracked};
@@ -53,12 +56,13 @@ impl Widget {
         }
     }
     /// `Confab.reset()` (the site's visitor signed out): forgets the conversation, stored and
-    /// shown, and the identity, and aborts the answer in flight. The anonymous conversation is
-    /// forgotten too, so that the widget shows what a reload would: nothing.
+    /// shown (and its id on the relay: the next message starts a new one), and the identity,
+    /// and aborts the answer in flight. The anonymous conversation is forgotten too, so that the
+    /// widget shows what a reload would: nothing.
     pub fn reset(&self) {
         let identity = self.controls.identity.get_untracked();
-        storage::save(&self.site_key, &identity, &[]);
-        storage::save(&self.site_key, "", &[]);
+        storage::forget(&self.site_key, &identity);
+        storage::forget(&self.site_key, "");
         self.controls.visitor_token.set(None);
         self.controls.switch_to(String::new());
     }

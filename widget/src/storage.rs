@@ -3,10 +3,13 @@
 //! never sees another identity's conversation. Capped (messages and bytes, oldest dropped first)
 //! so that a long chat never fills the host page's storage quota, and tolerant of anything it
 //! finds there: storage that is disabled (private modes, sandboxed frames), full, or holding
-//! garbage is simply no memory.
+//! garbage is simply no memory. Next to the messages: the answer streaming when the page was
+//! left, and, on a site that keeps transcripts, the conversation's id on the relay and who
+//! answers it.
 
-use confab_protocol::{ChatMessage, Role};
+use confab_protocol::{ChatMessage, Role, is_conversation_id};
 
+use crate::conversation::{Holder, Rating};
 use crate::json;
 
 /// The most messages kept.
@@ -35,18 +38,53 @@ fn legacy_key(site_key: &str) -> String {
     String::from("confab:v1:") + site_key
 }
 
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// `User` or `Assistant` (a person's message is an assistant's for the model).
+    pub role: Role,
+    pub content: String,
+    /// For an answer of a conversation the relay keeps: its chat request's id (`X-Request-Id`),
+    /// which feedback on it names. Only complete answers have one.
+    pub request: Option<String>,
+    /// The visitor's verdict on the answer.
+    pub rating: Option<Rating>,
+    /// Written by a person (an operator), not the model.
+    pub person: bool,
+}
+
+impl Entry {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into(), request: None, rating: None, person: false }
+    }
+
+    /// As the model sees it.
+    pub fn message(&self) -> ChatMessage {
+        ChatMessage::new(self.role, self.content.as_str())
+    }
+}
+
 /// The JSON stored for `messages`: the latest ones that fit both caps. Only visitor and
 /// assistant messages are kept, and never an empty one (an answer that was stopped before
-/// its first token).
-pub fn encode(messages: &[ChatMessage]) -> String {
+/// its first token). `request`, `rating` and `person` are written only when set, so that a site
+/// without transcripts stores exactly what it always did.
+pub fn encode(messages: &[Entry]) -> String {
     let parts: Vec<String> = messages
         .iter()
         .filter(|m| matches!(m.role, Role::User | Role::Assistant) && !m.content.is_empty())
         .map(|m| {
-            json::stringify(&json::object(&[
-                ("role", m.role.as_str().into()),
-                ("content", m.content.as_str().into()),
-            ]))
+            let mut fields =
+                vec![("role", m.role.as_str().into()), ("content", m.content.as_str().into())];
+            if let Some(request) = &m.request {
+                fields.push(("request", request.as_str().into()));
+            }
+            if let Some(rating) = m.rating {
+                fields.push(("rating", rating.as_str().into()));
+            }
+            if m.person {
+                fields.push(("person", true.into()));
+            }
+            json::stringify(&json::object(&fields))
         })
         .collect();
     // Take messages from the newest back while they fit: `[` + parts joined by `,` + `]`.
@@ -56,12 +94,16 @@ pub fn encode(messages: &[ChatMessage]) -> String {
         start -= 1;
         length += parts[start].len() + 1;
     }
-    format!("[{}]", parts[start..].join(","))
+    let mut json = String::with_capacity(length);
+    json.push('[');
+    json.push_str(&parts[start..].join(","));
+    json.push(']');
+    json
 }
 
 /// The messages in a stored value. Entries that are not a visitor's or an assistant's message
 /// are skipped; anything unreadable gives an empty conversation.
-pub fn decode(text: &str) -> Vec<ChatMessage> {
+pub fn decode(text: &str) -> Vec<Entry> {
     let Some(list) = json::parse(text) else { return Vec::new() };
     if !js_sys::Array::is_array(&list) {
         return Vec::new();
@@ -71,7 +113,13 @@ pub fn decode(text: &str) -> Vec<ChatMessage> {
         .filter_map(|entry| {
             let role = Role::from_name(&json::string(&entry, "role")?)?;
             let content = json::string(&entry, "content")?;
-            matches!(role, Role::User | Role::Assistant).then(|| ChatMessage::new(role, content))
+            matches!(role, Role::User | Role::Assistant).then(|| Entry {
+                role,
+                content,
+                request: json::string(&entry, "request"),
+                rating: json::string(&entry, "rating").and_then(|r| Rating::from_name(&r)),
+                person: json::get(&entry, "person").as_bool() == Some(true),
+            })
         })
         .collect()
 }
@@ -82,7 +130,7 @@ fn local_storage() -> Option<web_sys::Storage> {
 }
 
 /// The conversation stored for `identity` on the site, oldest first.
-pub fn load(site_key: &str, identity: &str) -> Vec<ChatMessage> {
+pub fn load(site_key: &str, identity: &str) -> Vec<Entry> {
     let Some(storage) = local_storage() else { return Vec::new() };
     let _ = storage.remove_item(&legacy_key(site_key));
     storage
@@ -95,32 +143,94 @@ pub fn load(site_key: &str, identity: &str) -> Vec<ChatMessage> {
 
 /// Stores the conversation of `identity` (an empty one removes the entry). Failures (quota,
 /// disabled storage) are ignored: the chat goes on, it is only not remembered.
-pub fn save(site_key: &str, identity: &str, messages: &[ChatMessage]) {
+pub fn save(site_key: &str, identity: &str, messages: &[Entry]) {
     let Some(storage) = local_storage() else { return };
     let json = encode(messages);
     let key = key(site_key, identity);
     let _ = if json == "[]" { storage.remove_item(&key) } else { storage.set_item(&key, &json) };
 }
 
-/// Where the relay's name for the answer streaming for `identity` is kept while it streams.
-fn stream_key(site_key: &str, identity: &str) -> String {
-    key(site_key, identity) + "#stream"
+/// Forgets everything kept for `identity` on the site: its messages, the answer streaming for
+/// it and its conversation on the relay (`Confab.reset()`).
+pub fn forget(site_key: &str, identity: &str) {
+    let Some(storage) = local_storage() else { return };
+    let key = key(site_key, identity);
+    for suffix in ["", STREAM, CONVERSATION] {
+        let _ = storage.remove_item(&(key.clone() + suffix));
+    }
 }
 
-/// Notes (`Some`) or forgets (`None`) the stream of the answer streaming for `identity`, so that
-/// a reload mid-answer can follow it again.
-pub fn save_stream(site_key: &str, identity: &str, stream: Option<&str>) {
+/// Appended to [`key`]: where the answer streaming for an identity is noted.
+const STREAM: &str = "#stream";
+/// Appended to [`key`]: where an identity's conversation on the relay is noted. The loader
+/// removes it too on `Confab.reset()`.
+const CONVERSATION: &str = "#conversation";
+
+/// Notes (`Some`) or forgets (`None`) the stream of the answer streaming for `identity`, with
+/// its request id if the relay keeps the conversation, so that a reload mid-answer can follow
+/// it again (and the answer can still be rated).
+pub fn save_stream(site_key: &str, identity: &str, stream: Option<(&str, Option<&str>)>) {
     let Some(storage) = local_storage() else { return };
-    let key = stream_key(site_key, identity);
+    let key = key(site_key, identity) + STREAM;
     let _ = match stream {
-        Some(stream) => storage.set_item(&key, stream),
+        // Stream names and request ids never hold a space.
+        Some((stream, request)) => {
+            storage.set_item(&key, &[stream, request.unwrap_or_default()].join(" "))
+        }
         None => storage.remove_item(&key),
     };
 }
 
-/// The stream of the answer that was streaming for `identity` when the page was left.
-pub fn stream(site_key: &str, identity: &str) -> Option<String> {
-    local_storage()?.get_item(&stream_key(site_key, identity)).ok().flatten()
+/// The stream (and request id) of the answer that was streaming for `identity` when the page
+/// was left.
+pub fn stream(site_key: &str, identity: &str) -> Option<(String, Option<String>)> {
+    let noted = local_storage()?.get_item(&(key(site_key, identity) + STREAM)).ok().flatten()?;
+    let (stream, request) = noted.split_once(' ').unwrap_or((&noted, ""));
+    Some((stream.to_owned(), (!request.is_empty()).then(|| request.to_owned())))
+}
+
+/// A conversation the relay keeps, as the widget remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    /// What the widget sends as `X-Confab-Conversation` (`is_conversation_id`).
+    pub id: String,
+    pub holder: Holder,
+    /// The `seq` of the latest message by a person shown (`events?after=`).
+    pub seq: i64,
+}
+
+impl Conversation {
+    fn encode(&self) -> String {
+        json::stringify(&json::object(&[
+            ("id", self.id.as_str().into()),
+            ("holder", self.holder.as_str().into()),
+            ("seq", (self.seq as f64).into()),
+        ]))
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let value = json::parse(text)?;
+        let id = json::string(&value, "id").filter(|id| is_conversation_id(id))?;
+        let holder = json::string(&value, "holder").and_then(|h| Holder::from_name(&h));
+        let seq = json::get(&value, "seq").as_f64().unwrap_or_default();
+        Some(Self { id, holder: holder.unwrap_or_default(), seq: seq.max(0.0) as i64 })
+    }
+}
+
+/// The conversation on the relay that `identity`'s messages belong to, if there is one.
+pub fn conversation(site_key: &str, identity: &str) -> Option<Conversation> {
+    let key = key(site_key, identity) + CONVERSATION;
+    Conversation::decode(&local_storage()?.get_item(&key).ok().flatten()?)
+}
+
+/// Notes (`Some`) or forgets (`None`, a new conversation) `identity`'s conversation on the relay.
+pub fn save_conversation(site_key: &str, identity: &str, conversation: Option<&Conversation>) {
+    let Some(storage) = local_storage() else { return };
+    let key = key(site_key, identity) + CONVERSATION;
+    let _ = match conversation {
+        Some(conversation) => storage.set_item(&key, &conversation.encode()),
+        None => storage.remove_item(&key),
+    };
 }
 
 // The browser's JSON and `localStorage`: these run in headless Chromium only.
@@ -131,25 +241,82 @@ mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    fn user(text: &str) -> ChatMessage {
-        ChatMessage::new(Role::User, text)
+    fn user(text: &str) -> Entry {
+        Entry::new(Role::User, text)
     }
 
     #[wasm_bindgen_test]
     fn the_stream_of_an_answer_in_flight_is_kept_per_identity_until_forgotten() {
-        save_stream("confab_pk_s", "", Some("cs_1"));
-        save_stream("confab_pk_s", "alice", Some("cs_2"));
-        assert_eq!(stream("confab_pk_s", "").as_deref(), Some("cs_1"));
-        assert_eq!(stream("confab_pk_s", "alice").as_deref(), Some("cs_2"));
+        save_stream("confab_pk_s", "", Some(("cs_1", None)));
+        save_stream("confab_pk_s", "alice", Some(("cs_2", Some("req_2"))));
+        assert_eq!(stream("confab_pk_s", ""), Some(("cs_1".into(), None)));
+        assert_eq!(stream("confab_pk_s", "alice"), Some(("cs_2".into(), Some("req_2".into()))));
         save_stream("confab_pk_s", "", None);
         assert_eq!(stream("confab_pk_s", ""), None);
-        assert_eq!(stream("confab_pk_s", "alice").as_deref(), Some("cs_2"));
+        assert!(stream("confab_pk_s", "alice").is_some());
         save_stream("confab_pk_s", "alice", None);
     }
 
     #[wasm_bindgen_test]
+    fn answers_keep_their_request_id_rating_and_author() {
+        let rated = Entry {
+            request: Some("req_0123".into()),
+            rating: Some(Rating::Down),
+            ..Entry::new(Role::Assistant, "an answer")
+        };
+        let by_person = Entry { person: true, ..Entry::new(Role::Assistant, "Hi, I am Ana") };
+        let unrated =
+            Entry { request: Some("req_4567".into()), ..Entry::new(Role::Assistant, "b") };
+        let messages = vec![user("q"), rated, by_person, unrated];
+        assert_eq!(decode(&encode(&messages)), messages);
+        // A site without transcripts stores what it always did, and reads it back.
+        let plain = [user("q"), Entry::new(Role::Assistant, "a")];
+        assert_eq!(
+            encode(&plain),
+            r#"[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]"#
+        );
+        // A rating the widget does not know is no rating.
+        let odd = r#"[{"role":"assistant","content":"a","rating":"meh","person":"yes"}]"#;
+        assert_eq!(decode(odd), vec![Entry::new(Role::Assistant, "a")]);
+    }
+
+    #[wasm_bindgen_test]
+    fn a_conversation_on_the_relay_is_kept_per_identity_until_a_new_one() {
+        let site = "confab_pk_test_conversations";
+        let waiting = Conversation {
+            id: "c_0123456789abcdef0123456789abcdef".into(),
+            holder: Holder::Waiting,
+            seq: 7,
+        };
+        save_conversation(site, "", Some(&waiting));
+        assert_eq!(conversation(site, ""), Some(waiting.clone()));
+        assert_eq!(conversation(site, "alice"), None);
+        save_conversation(site, "", None);
+        assert_eq!(conversation(site, ""), None);
+        // An id the relay would refuse is no conversation; an unknown holder is the bot.
+        let storage = local_storage().unwrap();
+        let slot = key(site, "") + CONVERSATION;
+        storage.set_item(&slot, r#"{"id":"short","holder":"bot","seq":1}"#).unwrap();
+        assert_eq!(conversation(site, ""), None);
+        let odd = r#"{"id":"c_0123456789abcdef0123456789abcdef","holder":"x"}"#;
+        storage.set_item(&slot, odd).unwrap();
+        assert_eq!(
+            conversation(site, ""),
+            Some(Conversation { holder: Holder::Bot, seq: 0, ..waiting.clone() })
+        );
+        // Forgetting an identity forgets its messages, its stream and its conversation.
+        save(site, "", &[user("q")]);
+        save_stream(site, "", Some(("cs_1", None)));
+        save_conversation(site, "", Some(&waiting));
+        forget(site, "");
+        assert!(load(site, "").is_empty());
+        assert_eq!(stream(site, ""), None);
+        assert_eq!(conversation(site, ""), None);
+    }
+
+    #[wasm_bindgen_test]
     fn a_conversation_round_trips() {
-        let messages = vec![user("hi"), ChatMessage::new(Role::Assistant, "hello *there*")];
+        let messages = vec![user("hi"), Entry::new(Role::Assistant, "hello *there*")];
         assert_eq!(decode(&encode(&messages)), messages);
     }
 
@@ -178,9 +345,9 @@ mod tests {
     #[wasm_bindgen_test]
     fn instructions_and_empty_answers_are_not_stored() {
         let messages = vec![
-            ChatMessage::new(Role::System, "secret prompt"),
+            Entry::new(Role::System, "secret prompt"),
             user("q"),
-            ChatMessage::new(Role::Assistant, ""),
+            Entry::new(Role::Assistant, ""),
         ];
         assert_eq!(decode(&encode(&messages)), vec![user("q")]);
     }
@@ -205,12 +372,9 @@ mod tests {
         #[wasm_bindgen_test]
         fn a_saved_conversation_is_loaded_back_per_site() {
             let (a, b) = ("confab_pk_test_a", "confab_pk_test_b");
-            save(a, "", &[user("for a"), ChatMessage::new(Role::Assistant, "answer a")]);
+            save(a, "", &[user("for a"), Entry::new(Role::Assistant, "answer a")]);
             save(b, "", &[user("for b")]);
-            assert_eq!(
-                load(a, ""),
-                vec![user("for a"), ChatMessage::new(Role::Assistant, "answer a")]
-            );
+            assert_eq!(load(a, ""), vec![user("for a"), Entry::new(Role::Assistant, "answer a")]);
             assert_eq!(load(b, ""), vec![user("for b")]);
             assert!(raw(a).is_some_and(|json| json.contains("answer a")));
             // Clearing the conversation removes the entry instead of storing `[]`.
