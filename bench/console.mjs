@@ -15,6 +15,7 @@
 // Everything runs on 127.0.0.1: the real `confab` binary (target/debug/confab) in demo mode and
 // Debian's Chromium, from tests/e2e/harness.mjs. Exits non-zero when it cannot measure.
 import { readFileSync, readdirSync } from "node:fs";
+import http from "node:http";
 import { join } from "node:path";
 import { brotliCompressSync, constants as zlibConstants, gzipSync } from "node:zlib";
 import { launchBrowser, root, startRelay } from "../tests/e2e/harness.mjs";
@@ -55,11 +56,19 @@ async function sizes(relay) {
     const gzip = gzipSync(bytes, { level: 9 }).length;
     const br = brotliCompressSync(bytes, { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11 } }).length;
     const path = file === "index.html" ? "/console/" : `/console/${file}`;
-    const response = await fetch(relay.url + path, { headers: { "accept-encoding": "br" } });
-    if (!response.ok) throw new Error(`GET ${path}: ${response.status}`);
-    const served = (await response.arrayBuffer()).byteLength;
+    // node:http, not fetch: fetch decodes brotli on the fly, and the bytes on the wire are wanted.
+    const response = await new Promise((resolve, reject) => {
+      http.get(relay.url + path, { headers: { "accept-encoding": "br" } }, (res) => {
+        let length = 0;
+        res.on("data", (chunk) => (length += chunk.length));
+        res.on("end", () => resolve({ status: res.statusCode, length, encoding: res.headers["content-encoding"] }));
+        res.on("error", reject);
+      }).on("error", reject);
+    });
+    if (response.status !== 200) throw new Error(`GET ${path}: ${response.status}`);
+    const served = response.length;
     totals = { raw: totals.raw + bytes.length, gzip: totals.gzip + gzip, br: totals.br + br };
-    console.log(`${file.padEnd(45)} ${kb(bytes.length)} ${kb(gzip)} ${kb(br)}    ${kb(served)} (${response.headers.get("content-encoding") ?? "identity"})`);
+    console.log(`${file.padEnd(45)} ${kb(bytes.length)} ${kb(gzip)} ${kb(br)}    ${kb(served)} (${response.encoding ?? "identity"})`);
   }
   console.log(`${"everything".padEnd(45)} ${kb(totals.raw)} ${kb(totals.gzip)} ${kb(totals.br)}`);
 }
