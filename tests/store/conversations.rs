@@ -247,10 +247,17 @@ pub async fn deleting_conversations_takes_their_messages_and_feedback(db: Databa
     assert_eq!(store.conversation(C1).await.unwrap(), None);
     assert!(store.conversation(C3).await.unwrap().is_some());
 
-    // Retention: only the site's conversations last updated before the cut.
+    // Retention: only the site's conversations last updated before the cut, and feedback on
+    // a conversation that never got a turn (at 5 ms).
+    const ORPHAN: &str = "conv_orphan_000000000";
+    store.record_feedback(&feedback(ORPHAN, &site_a, "r0", Rating::Down)).await.unwrap();
     store.record_turns(&[turn(C2, &site_b, "r2", 90_000, 1)]).await.unwrap();
     assert_eq!(store.prune_conversations(&site_a, 500).await.unwrap(), 0);
     assert_eq!(store.prune_conversations(&site_a, 1_001).await.unwrap(), 1);
+    // The orphan's feedback is gone: a turn written now starts without it.
+    store.record_turns(&[turn(ORPHAN, &site_a, "r0", 95_000, 1)]).await.unwrap();
+    let orphan = store.conversation(ORPHAN).await.unwrap().unwrap();
+    assert_eq!((orphan.feedback_up, orphan.feedback_down), (0, 0));
     assert_eq!(store.conversation(C3).await.unwrap(), None);
     assert!(store.conversation(C2).await.unwrap().is_some());
 

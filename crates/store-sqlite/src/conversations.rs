@@ -421,6 +421,16 @@ pub async fn prune(pool: &SqlitePool, site_id: &str, before_ms: i64) -> Result<u
             .fetch_all(&mut *tx)
             .await?;
     let deleted = delete_ids(&mut tx, &ids).await?;
+    // Feedback on a conversation whose turns were never written (the relay stopped first)
+    // expires too: a comment may say who the visitor is.
+    sqlx::query(
+        "DELETE FROM conversation_feedback WHERE site_id = ? AND at_ms < ? \
+         AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.id = conversation_id)",
+    )
+    .bind(site_id)
+    .bind(before_ms)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(deleted)
 }
