@@ -96,9 +96,14 @@ pub struct ConversationSettingsPatch {
     pub handoff: Option<bool>,
 }
 
-/// A field that is present (even as `null`) is `Some`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>`: a field
+/// that is present, even as `null`, is `Some`; a missing one stays `None` (the default).
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A site's conversation settings, as the site's view shows them (`conversations`).

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::keys::{self, KeyError, KeySpec};
 use crate::sites::{self, Change, LimitsChange, SiteError, SiteSpec};
 use crate::store::{CallerLimits, Scope, SiteWidget, VisitorLimits};
-use confab_admin_api::{DeliveryView, Page};
+use confab_admin_api::{DeliveryView, Page, present};
 
 /// The OpenAPI 3.1 description of this module's routes (kept in step by a test).
 pub const OPENAPI: &str = include_str!("admin_openapi.json");
@@ -164,20 +164,10 @@ struct WidgetChangeBody {
     title: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     greeting: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present_list")]
+    #[serde(default, deserialize_with = "present")]
     suggestions: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     primary_color: Option<Option<String>>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
-fn present_list<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<Vec<String>>>, D::Error> {
-    Option::<Vec<String>>::deserialize(d).map(Some)
 }
 
 fn present_instructions<'de, D: serde::Deserializer<'de>>(

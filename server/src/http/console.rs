@@ -24,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use confab_admin_api::{LoginRequest, SessionView};
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::services::ServeDir;
@@ -32,6 +31,7 @@ use tower_http::services::ServeDir;
 use super::chat::Peer;
 use super::{ApiJson, AppState};
 use crate::error::ApiError;
+use crate::webhooks::events::hmac_hex;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "confab_console";
@@ -88,20 +88,13 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(600);
 /// What each wrong token waits before its answer.
 const FAILURE_DELAY: Duration = Duration::from_secs(1);
 
-type HmacSha256 = Hmac<Sha256>;
-
 impl Sessions {
     pub fn new(secret: Vec<u8>, lifetime: Duration) -> Self {
         Self { secret, lifetime, revoked: Mutex::default(), failures: Mutex::default() }
     }
 
     fn sign(&self, id: &str, expires: i64) -> String {
-        let mut mac = HmacSha256::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        mac.update(id.as_bytes());
-        mac.update(b".");
-        mac.update(expires.to_string().as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        hmac_hex(&self.secret, &[id.as_bytes(), expires.to_string().as_bytes()])
     }
 
     /// A new session's cookie value and expiry (unix seconds).

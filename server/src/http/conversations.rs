@@ -28,10 +28,8 @@ use confab_admin_api::{
 use confab_protocol::{
     ConversationEvent, FeedbackRequest, HolderEvent, VisitorMessage, is_conversation_id,
 };
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::admin::{Admin, not_found};
@@ -45,6 +43,7 @@ use crate::sites::{self, Change, ConversationsChange, SiteError};
 use crate::store::{
     Author, Conversation, ConversationFilter, Feedback, Holder, Message, NewMessage, Rating, Site,
 };
+use crate::webhooks::events::hmac_hex;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -418,16 +417,9 @@ fn named_event(batch: &mut BytesMut, name: &str, id: Option<i64>, data: &str) {
     batch.put_slice(b"\n\n");
 }
 
-type HmacSha256 = Hmac<Sha256>;
-
 /// The signature of a shared link to conversation `id` until `expires` (unix seconds).
 fn link_signature(secret: &[u8], id: &str, expires: i64) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(expires.to_string().as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hmac_hex(secret, &[id.as_bytes(), expires.to_string().as_bytes()])
 }
 
 /// A link that opens conversation `id` read-only for `conversations.link_ttl_hours`, and when

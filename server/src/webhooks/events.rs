@@ -47,7 +47,7 @@ impl EventKind {
 type HmacSha256 = Hmac<Sha256>;
 
 /// The hex HMAC-SHA256, under `secret`, of `parts` joined by dots.
-fn hmac_hex(secret: &[u8], parts: &[&[u8]]) -> String {
+pub(crate) fn hmac_hex(secret: &[u8], parts: &[&[u8]]) -> String {
     let mut mac = HmacSha256::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
     for (i, part) in parts.iter().enumerate() {
