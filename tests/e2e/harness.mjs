@@ -141,10 +141,11 @@ export const SITE = {
  * The whole setup of a real website: the mock upstream, the host pages on their own origin,
  * two relays in front of the mock on one database and one Redis (the pages use the first; a
  * test may send requests to the other, as a load balancer would), and one site registered for
- * the host's origin. `env` is more of the relays' environment (an admin token, say). Resolves to
+ * the host's origin. `env` is more of the relays' environment (an admin token, say) and `config`
+ * more lines of their confab.toml (prices, say). Resolves to
  * { mock, hosts, relay, other, key, site (its id), close }.
  */
-export async function startStack(env = {}) {
+export async function startStack(env = {}, config = []) {
   const stopped = [];
   const close = async () => {
     for (const stop of stopped.reverse()) await stop();
@@ -162,6 +163,7 @@ export async function startStack(env = {}) {
       'kind = "openai"',
       `base_url = "${mock.url}"`,
       `models = ["${MODEL}"]`,
+      ...config,
       "",
     ].join("\n"));
     const created = JSON.parse(await confab(["sites", "create", "--name", "e2e", "--origin", hosts.url,
