@@ -469,15 +469,16 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
     } else {
         out.push_str(&format!("Models: {}\n", state.upstreams.models().join(", ")));
     }
-    match (&state.admin_token, &admin_listener) {
-        (None, _) => {}
-        (Some(_), Some(admin)) => out.push_str(&format!(
-            "Admin API: http://{}/admin/v1/ (token from the configuration)\n",
-            admin.local_addr()?
-        )),
-        (Some(_), None) => out.push_str(&format!(
-            "Admin API: {public_url}/admin/v1/ (token from the configuration)\n"
-        )),
+    let admin_base = match (&state.admin_token, &admin_listener) {
+        (None, _) => None,
+        (Some(_), Some(admin)) => Some(format!("http://{}", admin.local_addr()?)),
+        (Some(_), None) => Some(public_url.clone()),
+    };
+    if let Some(base) = &admin_base {
+        out.push_str(&format!("Admin API: {base}/admin/v1/ (token from the configuration)\n"));
+        if state.config.admin.console_dir.join("index.html").exists() {
+            out.push_str(&format!("Console: {base}/console/ (log in with the admin token)\n"));
+        }
     }
     match (&metrics_listener, &admin_listener, &state.admin_token) {
         (Some(metrics), _, _) => {

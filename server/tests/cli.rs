@@ -1107,10 +1107,20 @@ async fn the_admin_api_can_listen_on_its_own_address_and_only_there() {
     let work = Workdir::new();
     let token = "an-admin-token-of-enough-length";
     let envs = [("CONFAB_ADMIN_TOKEN", token), ("CONFAB__ADMIN__LISTEN", "127.0.0.1:0")];
+    // A built console where `admin.console_dir` looks by default.
+    std::fs::create_dir_all(work.path().join("dist/console")).unwrap();
+    std::fs::write(work.path().join("dist/console/index.html"), "<!DOCTYPE html><title>c</title>")
+        .unwrap();
     let mut relay = Relay::start(&work, &envs).await;
     let admin = relay.line_starting_with("Admin API: ").await;
     let admin = admin.split_whitespace().next().unwrap().trim_end_matches('/').to_owned();
     let client = http_client();
+    // The start-up text says where the console is: on the admin listener.
+    let console = relay.line_starting_with("Console: ").await;
+    let console = console.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(console, format!("{}/console/", admin.trim_end_matches("/admin/v1")));
+    let page = client.get(&console).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
     let sites = client.get(format!("{admin}/sites")).bearer_auth(token).send().await.unwrap();
     assert_eq!(sites.status(), StatusCode::OK);
     let listed = json_body(sites).await;
