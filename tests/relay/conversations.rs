@@ -376,6 +376,70 @@ async fn a_person_takes_over_replies_live_and_hands_back() {
     relay.stop().await;
 }
 
+/// A visitor's conversation calls count against their limits in a window of their own: a
+/// visitor out of questions to the bot can still ask for and talk to a person, but a flood of
+/// messages, feedback or event streams is refused with 429, and nothing of it is written.
+#[tokio::test]
+async fn a_visitors_conversation_calls_are_rate_limited_apart_from_their_questions() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = builder(&mock, &dir).config(|c| c.visitors.rpm = 3).start().await;
+    configure(&relay, json!({"transcripts": true, "handoff": true})).await;
+
+    // Three questions use the visitor's minute; the fourth is refused.
+    let mut request_id = String::new();
+    for question in ["One?", "Two?", "Three?"] {
+        mock.push(Reply::answer(&["Yes."], (3, 1)));
+        let response = ask(&relay, question).await;
+        assert_eq!(response.status(), 200);
+        request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        response.text().await.unwrap();
+    }
+    let (status, error) = json_body(ask(&relay, "Four?").await).await;
+    assert_eq!((status, &error["error"]["code"]), (429, &json!("rate_limit_exceeded")));
+    conversation_with(&relay, 6).await;
+
+    // The person is still there: a hand-off, a message, a rating (three calls of the minute).
+    let handoff = format!("/v1/conversations/{CONVERSATION}/handoff");
+    let response = visitor(&relay, Method::POST, &handoff).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let messages = format!("/v1/conversations/{CONVERSATION}/messages");
+    let response = visitor(&relay, Method::POST, &messages)
+        .json(&json!({"content": "Please help"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let rating = json!({"conversation": CONVERSATION, "message": request_id, "rating": "down"});
+    let response = visitor(&relay, Method::POST, "/v1/feedback").json(&rating).send().await;
+    assert_eq!(response.unwrap().status(), 202);
+
+    // The fourth of the minute, whichever it is, is refused with Retry-After; nothing is added.
+    let flood = visitor(&relay, Method::POST, &messages)
+        .json(&json!({"content": "Hello??"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(flood.headers().contains_key("retry-after"), "{:?}", flood.headers());
+    let (status, error) = json_body(flood).await;
+    assert_eq!((status, &error["error"]["code"]), (429, &json!("rate_limit_exceeded")));
+    let events = format!("/v1/conversations/{CONVERSATION}/events");
+    let response = visitor(&relay, Method::GET, &events).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    let again = json!({"conversation": CONVERSATION, "message": request_id, "rating": "up"});
+    let response = visitor(&relay, Method::POST, "/v1/feedback").json(&again).send().await;
+    assert_eq!(response.unwrap().status(), 429);
+
+    let path = format!("/admin/v1/conversations/{CONVERSATION}");
+    let (_, view) = admin(&relay, Method::GET, &path, None).await;
+    let messages = view["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 7, "{view}");
+    assert_eq!(messages[6]["content"], "Please help");
+    assert_eq!(view["feedback"], json!({"up": 0, "down": 1}), "{view}");
+    assert!(metrics(&relay).await.contains("confab_feedback_total{rating=\"down\"} 1"));
+    relay.stop().await;
+}
+
 #[tokio::test]
 async fn a_reply_written_through_another_relay_reaches_the_visitor() {
     let mock = MockUpstream::start().await;

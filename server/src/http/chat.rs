@@ -25,8 +25,9 @@ use crate::meter::{Admitted, Ceiling, Meter};
 use crate::metrics::ChatLabels;
 use crate::policy::{SitePolicy, ToolAccess};
 use crate::relay::{self, Routing, collect_completion};
-use crate::store::{CallerLimits, Outcome, Scope, UsageRecord};
+use crate::store::{CallerLimits, Outcome, Scope, Site, UsageRecord};
 use crate::upstreams::Route;
+use crate::visitor::Visitor;
 use confab_providers::estimate::{prompt_bytes, prompt_token_ceiling};
 
 pub fn router() -> Router<AppState> {
@@ -207,6 +208,45 @@ struct Admission<'a> {
 /// The response header that names the target that answered: `<upstream>:<model>`.
 pub const X_CONFAB_UPSTREAM: HeaderName = HeaderName::from_static("x-confab-upstream");
 
+/// A visitor's requests per minute and per day on `site`: the site's own visitor limits, or
+/// the `[visitors]` defaults; verified visitors have theirs.
+pub(super) fn visitor_rule(state: &AppState, site: &Site, visitor: &Visitor) -> Rule {
+    let (visitors, own) = (&state.config.visitors, &site.settings.visitor_limits);
+    if visitor.is_verified() {
+        Rule {
+            rpm: Some(own.verified_rpm.unwrap_or(visitors.verified_rpm)),
+            rpd: Some(own.verified_rpd.unwrap_or(visitors.verified_rpd)),
+            tpm: None,
+        }
+    } else {
+        Rule {
+            rpm: Some(own.rpm.unwrap_or(visitors.rpm)),
+            rpd: Some(own.rpd.unwrap_or(visitors.rpd)),
+            tpm: None,
+        }
+    }
+}
+
+/// The error for a refused admission (402, 429 or 503, each with its headers), counted in the
+/// metrics.
+pub(super) fn refused(state: &AppState, refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Exhausted(exhausted) => {
+            state.metrics.budget_refused(&exhausted);
+            ApiError::InsufficientQuota(exhausted)
+        }
+        Refusal::RateLimited(rejected) => {
+            state.metrics.limit_refused(&rejected);
+            ApiError::RateLimited(rejected)
+        }
+        Refusal::Unavailable(unavailable) => {
+            let wait = unavailable.retry_after;
+            let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            ApiError::BudgetUnavailable { retry_after }
+        }
+    }
+}
+
 /// Reserves the request's worst-case cost against the caller's budgets and charges it to the
 /// rate limits of the caller and (for a site) of the visitor, in one all-or-nothing step: a
 /// refusal changes nothing (but for its count in the metrics). With Redis, one round trip.
@@ -244,22 +284,9 @@ async fn admit(
             record.visitor = Some(visitor_hash(state, site, &visitor));
             record.site_id = Some(site.id.clone());
             checks.push((Subject::Site(site.id.clone()), rule(&site.settings.limits)));
-            let (visitors, own) = (&state.config.visitors, &site.settings.visitor_limits);
             checks.push((
                 Subject::Visitor { site: site.id.clone(), visitor: visitor.limit_key() },
-                if visitor.is_verified() {
-                    Rule {
-                        rpm: Some(own.verified_rpm.unwrap_or(visitors.verified_rpm)),
-                        rpd: Some(own.verified_rpd.unwrap_or(visitors.verified_rpd)),
-                        tpm: None,
-                    }
-                } else {
-                    Rule {
-                        rpm: Some(own.rpm.unwrap_or(visitors.rpm)),
-                        rpd: Some(own.rpd.unwrap_or(visitors.rpd)),
-                        tpm: None,
-                    }
-                },
+                visitor_rule(state, site, &visitor),
             ));
             (Payer::Site(site.id.clone()), budget_rule(&site.settings.limits))
         }
@@ -294,22 +321,7 @@ async fn admit(
     // requests see each other; the difference is given back when the request settles.
     let reserved_tokens = ceiling.prompt_tokens.saturating_add(ceiling.completion_tokens);
     let claim = Claim { checks, tokens: reserved_tokens, payers: &[payer], cost: worst_cost };
-    let pass = match metering.admission.admit(claim).await {
-        Ok(pass) => pass,
-        Err(Refusal::Exhausted(exhausted)) => {
-            state.metrics.budget_refused(&exhausted);
-            return Err(ApiError::InsufficientQuota(exhausted));
-        }
-        Err(Refusal::RateLimited(rejected)) => {
-            state.metrics.limit_refused(&rejected);
-            return Err(ApiError::RateLimited(rejected));
-        }
-        Err(Refusal::Unavailable(unavailable)) => {
-            let wait = unavailable.retry_after;
-            let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-            return Err(ApiError::BudgetUnavailable { retry_after });
-        }
-    };
+    let pass = metering.admission.admit(claim).await.map_err(|r| refused(state, r))?;
     let status = pass.status.clone();
     let admitted = Admitted { pass, record, ceiling, worst_cost, labels };
     Ok((Meter::new(metering, admitted), status))

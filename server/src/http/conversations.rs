@@ -34,16 +34,19 @@ use subtle::ConstantTimeEq;
 
 use super::admin::{Admin, not_found};
 use super::auth::{site_visitor, visitor_hash};
-use super::chat::Peer;
+use super::chat::{Peer, refused, visitor_rule};
 use super::json::{ApiQuery, OptionalApiJson};
 use super::{ApiJson, AppState, SiteAuth};
 use crate::conversations::{MAX_COMMENT_BYTES, mask::mask_contacts, page_url};
 use crate::error::ApiError;
+use crate::limits::Subject;
 use crate::sites::{self, Change, ConversationsChange, SiteError};
 use crate::store::{
     Author, Conversation, ConversationFilter, Feedback, Holder, Message, NewMessage, Rating, Site,
 };
+use crate::visitor::Visitor;
 use crate::webhooks::events::hmac_hex;
+use confab_metering::admission::Claim;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -131,6 +134,8 @@ fn event_of(message: &Message) -> ConversationEvent {
 async fn feedback(
     State(state): State<AppState>,
     SiteAuth { site }: SiteAuth,
+    Peer(peer): Peer,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<FeedbackRequest>,
 ) -> Result<Response, ApiError> {
     let id = conversation_id(&body.conversation)?;
@@ -150,6 +155,7 @@ async fn feedback(
         None | Some("") => None,
         Some(text) => Some(message_text(text, "comment", MAX_COMMENT_BYTES)?),
     };
+    visitor_of(&state, &site, peer, &headers).await?;
     state.metrics.feedback(rating.as_str());
     let kept = &site.settings.conversations;
     if kept.transcripts {
@@ -167,15 +173,36 @@ async fn feedback(
     Ok((StatusCode::ACCEPTED, Json(json!({"stored": kept.transcripts}))).into_response())
 }
 
-/// The hashed visitor of a request (as usage records have it).
-fn visitor_of(
+/// The hashed visitor of a request (as usage records have it), once the call is counted
+/// against the visitor's limits (see [`count_call`]).
+async fn visitor_of(
     state: &AppState,
     site: &Site,
     peer: Option<IpAddr>,
     headers: &HeaderMap,
 ) -> Result<String, ApiError> {
     let visitor = site_visitor(state, site, peer, headers)?;
+    count_call(state, site, &visitor).await?;
     Ok(visitor_hash(state, site, &visitor))
+}
+
+/// Counts one of a visitor's conversation calls (feedback, a hand-off, a message to a person,
+/// opening the events stream) against the visitor's requests per minute and per day, as the
+/// relay counts their chat requests (on every relay, with Redis), but in a window of its own:
+/// a visitor who used up the day's questions to the bot can still talk to a person. Refused
+/// with 429 and `Retry-After` like a chat request; nothing is written then.
+async fn count_call(state: &AppState, site: &Site, visitor: &Visitor) -> Result<(), ApiError> {
+    let rule = visitor_rule(state, site, visitor);
+    let subject = Subject::Visitor {
+        site: site.id.clone(),
+        visitor: format!("{}#talk", visitor.limit_key()),
+    };
+    let claim = Claim { checks: vec![(subject, rule)], tokens: 0, payers: &[], cost: 0 };
+    let admission = &state.metering.admission;
+    let mut pass = admission.admit(claim).await.map_err(|r| refused(state, r))?;
+    // Nothing was reserved; settling at once only closes the admission.
+    admission.settle(&mut pass, 0, 0).await.ok();
+    Ok(())
 }
 
 /// `POST /v1/conversations/{id}/handoff`: the visitor asks for a person. The bot stops
@@ -196,7 +223,7 @@ async fn handoff(
             message: "this site does not offer a person to talk to".into(),
         });
     }
-    let visitor = visitor_of(&state, &site, peer, &headers)?;
+    let visitor = visitor_of(&state, &site, peer, &headers).await?;
     let now = crate::unix_now_ms();
     let store = state.store.as_ref();
     let page = page_url(&headers);
@@ -229,6 +256,8 @@ async fn handoff(
 async fn visitor_message(
     State(state): State<AppState>,
     SiteAuth { site }: SiteAuth,
+    Peer(peer): Peer,
+    headers: HeaderMap,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<VisitorMessage>,
 ) -> Result<Response, ApiError> {
@@ -247,6 +276,7 @@ async fn visitor_message(
     if site.settings.conversations.mask_contacts {
         content = mask_contacts(&content);
     }
+    visitor_of(&state, &site, peer, &headers).await?;
     let message = NewMessage {
         conversation_id: id.to_owned(),
         site_id: site.id.clone(),
@@ -280,12 +310,15 @@ const EVENTS_FOR: Duration = Duration::from_secs(30 * 60);
 async fn events(
     State(state): State<AppState>,
     SiteAuth { site }: SiteAuth,
+    Peer(peer): Peer,
+    headers: HeaderMap,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let id = conversation_id(&id)?.to_owned();
     keeping(&site)?;
     let conversation = of_site(&state, &site, &id).await?;
+    visitor_of(&state, &site, peer, &headers).await?;
     let poll = Duration::from_millis(state.config.conversations.poll_ms);
     let heartbeat = state.config.heartbeat();
     let follow = Follow {
