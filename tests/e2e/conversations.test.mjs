@@ -218,3 +218,34 @@ test("feedback, a person's replies and the hand back, in a conversation the rela
   assert.equal((await kept(page)).conversation.holder, "bot");
   assert.deepEqual(errors, []);
 });
+
+test("a person's reply to a closed panel counts on the launcher until the visitor opens it", BOUND, async (t) => {
+  await admin("PATCH", `/admin/v1/sites/${stack.site}/conversations`, { transcripts: true, handoff: true });
+  const { page, errors } = await visit(t);
+  await ask(page, "Is anyone there?");
+  await page.locator(W("button.ask-person")).click();
+  await status(page).filter({ hasText: "Waiting for a person…" }).waitFor(WAIT);
+  const id = (await kept(page)).conversation.id;
+
+  // The visitor closes the panel and goes on reading the page; the widget still listens.
+  const launcher = page.locator(W("button.launcher"));
+  await page.locator(W("button.close")).click();
+  await page.locator(W(".panel")).waitFor({ state: "hidden", ...WAIT });
+  assert.equal(await page.locator(W(".unread")).count(), 0);
+  await admin("POST", `/admin/v1/conversations/${id}/messages`, { content: "Hello, I am Sam." });
+  await page.locator(W(".unread"), { hasText: /^1$/ }).waitFor(WAIT);
+  assert.equal(await launcher.getAttribute("aria-label"), "Open chat (1 new message from a person)");
+  await admin("POST", `/admin/v1/conversations/${id}/messages`, { content: "How can I help?" });
+  await page.locator(W(".unread"), { hasText: /^2$/ }).waitFor(WAIT);
+  assert.equal(await launcher.getAttribute("aria-label"), "Open chat (2 new messages from a person)");
+  await page.screenshot({ path: join(artifacts, "conversations-unread.png") });
+
+  // Opened, the replies are there and the count is gone.
+  await launcher.click();
+  await page.locator(W("li.person"), { hasText: "How can I help?" }).waitFor(WAIT);
+  assert.equal(await page.locator(W("li.person")).count(), 2);
+  assert.equal(await page.locator(W(".unread")).count(), 0);
+  assert.equal(await launcher.getAttribute("aria-label"), "Close chat");
+  await admin("POST", `/admin/v1/conversations/${id}/release`);
+  assert.deepEqual(errors, []);
+});

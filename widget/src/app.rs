@@ -356,8 +356,10 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     };
     restore();
 
-    // The events of the conversation while a person is asked for or answers, for as long as
-    // the panel is open: a person's messages join the chat, and the holder follows the relay's.
+    // The events of the conversation while a person is asked for or answers, with the panel
+    // open or closed: a person's messages join the chat (and, while the panel is closed, count
+    // on the launcher until it opens), and the holder follows the relay's.
+    let unread = RwSignal::new(0u32);
     let stop_live = move || {
         if let Some((_, abort)) = live.try_get_value().flatten() {
             abort.abort();
@@ -382,6 +384,9 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                     Live::Message(message) => {
                         seq.set_value(message.seq as usize);
                         if message.author == "operator" {
+                            if !open.get_untracked() {
+                                unread.update(|n| *n = n.saturating_add(1));
+                            }
                             announce.set(message.content.clone());
                             push(Entry {
                                 person: true,
@@ -407,8 +412,8 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         });
     };
     Effect::new(move |_| {
-        let (id, open, holder) = (conversation.get(), open.get(), holder.get());
-        let wanted = id.filter(|_| open && holder != Holder::Bot);
+        let (id, holder) = (conversation.get(), holder.get());
+        let wanted = id.filter(|_| holder != Holder::Bot);
         let following = live.get_value().map(|(id, _)| id);
         if wanted != following {
             stop_live();
@@ -664,6 +669,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         if !open.get() {
             return;
         }
+        unread.set(0);
         if quiet_open.get_value() {
             quiet_open.set_value(false);
             return;
@@ -872,13 +878,20 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                 class="launcher"
                 type="button"
                 node_ref=launcher_ref
-                aria-label=move || if open.get() { text::CLOSE_CHAT } else { text::OPEN_CHAT }
+                aria-label=move || match (open.get(), unread.get()) {
+                    (true, _) => text::CLOSE_CHAT.to_owned(),
+                    (false, 0) => text::OPEN_CHAT.to_owned(),
+                    (false, n) => text::open_chat_unread(n),
+                }
                 aria-expanded=move || open.get().to_string()
                 on:click=move |_| open.update(|o| *o = !*o)
             >
                 <svg viewBox="0 0 24 24" aria-hidden="true" fill="currentColor">
                     <path d="M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"></path>
                 </svg>
+                <Show when=move || unread.get() != 0 && !open.get()>
+                    <span class="unread" aria-hidden="true">{move || unread.get().min(99).to_string()}</span>
+                </Show>
             </button>
         </div>
     }

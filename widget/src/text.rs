@@ -52,6 +52,14 @@ pub const CHATTING_WITH_PERSON: &str = "You are chatting with a person";
 /// The label on a person's message.
 pub const FROM_PERSON: &str = "Person";
 
+/// The launcher's name while a person's replies wait unread in the closed panel.
+pub fn open_chat_unread(count: u32) -> String {
+    match count {
+        1 => "Open chat (1 new message from a person)".into(),
+        n => format!("Open chat ({n} new messages from a person)"),
+    }
+}
+
 /// Words that, alone in a visitor's message, suggest they want a person (`conversation::
 /// wants_person`), in lower case.
 pub const PERSON_WORDS: &[&str] =
