@@ -180,6 +180,52 @@ async fn a_session_cookie_stands_for_the_token_until_logout() {
     assert_eq!(forged.unwrap().status(), 401);
 }
 
+/// Two relays on one database: a session opened on one works on the other, and a logout on
+/// either ends it on both.
+#[tokio::test]
+async fn a_logout_ends_the_session_on_every_relay_of_the_database() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let start = |journal: &str| {
+        let (token_file, journal) = (token_file.clone(), dir.path().join(journal));
+        TestRelay::builder(&mock)
+            .database(dir.path())
+            .config(|c| {
+                c.admin.token_file = Some(token_file);
+                c.usage.journal_dir = Some(journal);
+            })
+            .start()
+    };
+    let (first, second) = (start("first").await, start("second").await);
+    let cookie = session_cookie(&login(&first, TOKEN).await);
+    let sites = |relay: &TestRelay| {
+        relay.client.get(relay.url("/admin/v1/sites")).header("Cookie", &cookie).send()
+    };
+    assert_eq!(sites(&first).await.unwrap().status(), 200);
+    assert_eq!(sites(&second).await.unwrap().status(), 200);
+
+    let logout = second
+        .client
+        .delete(second.url("/admin/v1/session"))
+        .header("Cookie", &cookie)
+        .header("Origin", own_origin(&second))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    for relay in [&first, &second] {
+        let (status, error) = json_body(sites(relay).await.unwrap()).await;
+        assert_eq!((status, &error["error"]["code"]), (401, &json!("missing_admin_token")));
+        let session =
+            relay.client.get(relay.url("/admin/v1/session")).header("Cookie", &cookie).send();
+        assert_eq!(session.await.unwrap().status(), 401);
+    }
+    first.stop().await;
+    second.stop().await;
+}
+
 #[tokio::test]
 async fn ten_wrong_tokens_from_one_address_are_refused_for_a_while() {
     let mock = MockUpstream::start().await;

@@ -105,6 +105,7 @@ contract!(
     a_revoked_key_can_be_neither_rotated_nor_revoked_again,
     a_rekeyed_site_keeps_its_previous_key_only_for_its_grace_period,
     a_relay_secret_is_made_once_and_then_kept,
+    a_logged_out_console_session_is_refused_through_every_store_until_it_expires,
     usage_records_written_together_read_back_identically_and_in_order,
     pending_usage_left_by_a_crash_is_settled_as_interrupted,
     usage_totals_are_summed_per_utc_day_caller_and_model,
@@ -441,6 +442,23 @@ async fn a_relay_secret_is_made_once_and_then_kept(db: Database) {
     let other = first.relay_secret("other", 32).await.unwrap();
     assert_ne!(other, a);
     assert_eq!(second.relay_secret("other", 32).await.unwrap(), other);
+}
+
+async fn a_logged_out_console_session_is_refused_through_every_store_until_it_expires(
+    db: Database,
+) {
+    let (first, second) = (db.open().await, db.open().await);
+    assert!(!second.console_session_revoked("s1").await.unwrap());
+    first.revoke_console_session("s1", 2_000, 1_000).await.unwrap();
+    // Seen by another relay's store; revoking again changes nothing.
+    assert!(second.console_session_revoked("s1").await.unwrap());
+    second.revoke_console_session("s1", 2_000, 1_001).await.unwrap();
+    assert!(first.console_session_revoked("s1").await.unwrap());
+    assert!(!first.console_session_revoked("s2").await.unwrap());
+    // Once it would have expired anyway, the next logout forgets it.
+    first.revoke_console_session("s2", 9_000, 2_000).await.unwrap();
+    assert!(!second.console_session_revoked("s1").await.unwrap());
+    assert!(second.console_session_revoked("s2").await.unwrap());
 }
 
 async fn usage_records_written_together_read_back_identically_and_in_order(db: Database) {

@@ -558,6 +558,34 @@ impl Store for SqliteStore {
         Ok(value)
     }
 
+    async fn revoke_console_session(
+        &self,
+        id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM console_revocations WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT OR IGNORE INTO console_revocations (id, expires_at) VALUES (?, ?)")
+            .bind(id)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn console_session_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        let found = sqlx::query_scalar::<_, i64>("SELECT 1 FROM console_revocations WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
         let created = api_keys::create(&self.pool, key).await?;
         Ok(created)

@@ -619,6 +619,19 @@ impl Store for Cached {
         self.engine().relay_secret(name, len).await
     }
 
+    async fn revoke_console_session(
+        &self,
+        id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.engine().revoke_console_session(id, expires_at, now).await
+    }
+
+    async fn console_session_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        self.engine().console_session_revoked(id).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.engine().ping().await
     }

@@ -499,6 +499,17 @@ pub trait Store: Conversations + Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<UsageGroup>, StoreError>;
     /// A secret the relay keeps for itself, created (`len` random bytes) on first use.
     async fn relay_secret(&self, name: &str, len: usize) -> Result<Vec<u8>, StoreError>;
+    /// Remembers that console session `id` was logged out, so that every relay on this store
+    /// refuses its cookie until it expires at `expires_at` (unix seconds); revocations expired
+    /// by `now` are forgotten. Revoking again changes nothing.
+    async fn revoke_console_session(
+        &self,
+        id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Whether console session `id` was logged out (on any relay).
+    async fn console_session_revoked(&self, id: &str) -> Result<bool, StoreError>;
     /// A cheap round trip for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
     /// When the in-memory directory has not been confirmed current for longer than its maximum

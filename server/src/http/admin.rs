@@ -283,7 +283,7 @@ impl FromRequestParts<AppState> for Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let Some(presented) = bearer else {
-            return from_session(parts, state);
+            return from_session(parts, state).await;
         };
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         state.sessions.admit(peer)?;
@@ -299,10 +299,11 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 /// A request of the console, authenticated by its session cookie.
-fn from_session(parts: &Parts, state: &AppState) -> Result<Admin, ApiError> {
-    let now = crate::unix_now_ms() / 1000;
-    let valid = console::cookie(&parts.headers, console::COOKIE)
-        .and_then(|value| state.sessions.check(value, now));
+async fn from_session(parts: &Parts, state: &AppState) -> Result<Admin, ApiError> {
+    let valid = match console::cookie(&parts.headers, console::COOKIE) {
+        Some(value) => console::valid_session(state, value).await?,
+        None => None,
+    };
     if valid.is_none() {
         return Err(ApiError::Unauthenticated {
             code: "missing_admin_token",

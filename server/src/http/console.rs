@@ -5,9 +5,9 @@
 //! cookie that stands for the token on every `/admin/v1/...` route until it expires
 //! (`admin.session_hours`) or is logged out (`DELETE /admin/v1/session`). The cookie is
 //! `<session id>.<expiry>.<HMAC>` under a secret kept in the database, so every relay sharing
-//! the database accepts it; a logout is remembered by the relay that received it (the console
-//! is served on one relay's admin listener). With the cookie, a request that changes something
-//! must also carry an `Origin` of the relay itself.
+//! the database accepts it; a logout is written to the database too
+//! (`Store::revoke_console_session`), so every relay refuses the cookie from then on. With the
+//! cookie, a request that changes something must also carry an `Origin` of the relay itself.
 //!
 //! Wrong admin tokens, on login or as a bearer token, are slowed down: each waits a second, and
 //! a client address with ten in ten minutes is refused (429) for the rest of that window.
@@ -199,6 +199,17 @@ fn now() -> i64 {
     crate::unix_now_ms() / 1000
 }
 
+/// The session id and expiry of a cookie value that is valid, unexpired and not logged out on
+/// any relay of this store (this relay's own logouts are known without asking it).
+pub async fn valid_session(
+    state: &AppState,
+    value: &str,
+) -> Result<Option<(String, i64)>, ApiError> {
+    let Some((id, expires)) = state.sessions.check(value, now()) else { return Ok(None) };
+    let revoked = state.store.console_session_revoked(&id).await.map_err(ApiError::internal)?;
+    Ok((!revoked).then_some((id, expires)))
+}
+
 async fn login(
     State(state): State<AppState>,
     Peer(peer): Peer,
@@ -246,23 +257,31 @@ async fn session(
     headers: HeaderMap,
 ) -> Result<Json<SessionView>, ApiError> {
     let value = cookie(&headers, COOKIE).ok_or_else(not_logged_in)?;
-    let (_, expires_at) = state.sessions.check(value, now()).ok_or_else(not_logged_in)?;
+    let (_, expires_at) = valid_session(&state, value).await?.ok_or_else(not_logged_in)?;
     Ok(Json(SessionView { expires_at }))
 }
 
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// Ends the session on every relay of this store: at once on this one, and on the others at
+/// their next request (they ask the store). Should the store not take it, the answer is an
+/// error and the cookie stays, so that the console can try again.
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if same_origin(&Method::DELETE, &headers)
         && let Some(value) = cookie(&headers, COOKIE)
         && let Some((id, expires)) = state.sessions.check(value, now())
     {
-        state.sessions.revoke(id, expires, now());
+        state.sessions.revoke(id.clone(), expires, now());
+        state
+            .store
+            .revoke_console_session(&id, expires, now())
+            .await
+            .map_err(ApiError::internal)?;
     }
     let clear = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(clear) = HeaderValue::from_str(&clear) {
         response.headers_mut().insert(header::SET_COOKIE, clear);
     }
-    response
+    Ok(response)
 }
 
 /// The sessions a relay keeps, for tests of the rules above.
