@@ -145,6 +145,9 @@ pub struct AdminConfig {
     pub console_dir: PathBuf,
     /// How long a console login lasts.
     pub session_hours: u32,
+    /// The URL operators reach the admin listener (and the console) at, for the links that
+    /// webhooks carry. Unset: `server.public_url` when the admin API shares the public listener.
+    pub public_url: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -155,6 +158,7 @@ impl Default for AdminConfig {
             listen: None,
             console_dir: PathBuf::from("dist/console"),
             session_hours: 12,
+            public_url: None,
         }
     }
 }
@@ -740,6 +744,9 @@ impl Config {
         if let Some(url) = &self.server.public_url {
             parse_http_url(url).map_err(|problem| invalid("server.public_url", problem))?;
         }
+        if let Some(url) = &self.admin.public_url {
+            parse_http_url(url).map_err(|problem| invalid("admin.public_url", problem))?;
+        }
         for (field, value) in [
             ("server.heartbeat_ms", self.server.heartbeat_ms),
             ("keys.last_used_flush_ms", self.keys.last_used_flush_ms),
@@ -835,6 +842,17 @@ impl Config {
             None if bound.ip().is_unspecified() => format!("http://127.0.0.1:{}", bound.port()),
             None => format!("http://{bound}"),
         }
+    }
+
+    /// The URL operators reach the admin listener at, without a trailing `/`, when known:
+    /// `admin.public_url`, or `server.public_url` when the admin API has no listener of its own.
+    pub fn admin_public_url(&self) -> Option<String> {
+        let url = match (&self.admin.public_url, self.admin.listen) {
+            (Some(url), _) => url,
+            (None, None) => self.server.public_url.as_ref()?,
+            (None, Some(_)) => return None,
+        };
+        Some(url.trim_end_matches('/').to_owned())
     }
 
     /// Every model clients may name, in configuration order: the upstreams' own, then the
@@ -934,6 +952,21 @@ mod tests {
             serde_json::to_value(&example).unwrap(),
             serde_json::to_value(Config::default()).unwrap()
         );
+    }
+
+    #[test]
+    fn links_for_operators_point_where_the_admin_api_is_reached() {
+        let url = |toml: &str| load_toml(toml).unwrap().admin_public_url();
+        assert_eq!(url(""), None);
+        let shared = "[server]\npublic_url = \"https://chat.example/\"\n";
+        assert_eq!(url(shared).as_deref(), Some("https://chat.example"));
+        // An admin listener of its own is not reached at the public URL.
+        let own = format!("{shared}[admin]\nlisten = \"127.0.0.1:8081\"\n");
+        assert_eq!(url(&own), None);
+        let named = format!("{own}public_url = \"https://ops.example\"\n");
+        assert_eq!(url(&named).as_deref(), Some("https://ops.example"));
+        let bad = load_toml("[admin]\npublic_url = \"ftp://ops.example\"\n").unwrap_err();
+        assert!(bad.to_string().contains("admin.public_url"), "{bad}");
     }
 
     #[test]

@@ -303,8 +303,11 @@ async fn a_person_takes_over_replies_live_and_hands_back() {
     let data = &event["data"];
     assert_eq!(data["conversation_id"], CONVERSATION);
     assert_eq!(data["messages"][0]["content"], "Can I talk to a human?");
-    let link = data["link"].as_str().unwrap();
+    let link = data["api_link"].as_str().unwrap();
     assert!(link.starts_with(&format!("/admin/v1/shared/conversations/{CONVERSATION}?")), "{link}");
+    let query = link.split_once('?').unwrap().1;
+    let console = format!("/console/#/shared/{CONVERSATION}?{query}");
+    assert_eq!(data["link"], console.as_str(), "the console's page of the same link");
     let shared = relay.client.get(relay.url(link)).send().await.unwrap();
     let (status, view) = json_body(shared).await;
     assert_eq!((status, &view["holder"]), (200, &json!("waiting")));

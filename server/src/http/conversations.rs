@@ -45,7 +45,7 @@ use crate::store::{
     Author, Conversation, ConversationFilter, Feedback, Holder, Message, NewMessage, Rating, Site,
 };
 use crate::visitor::Visitor;
-use crate::webhooks::events::hmac_hex;
+use crate::webhooks::events::{SharedLink, hmac_hex};
 use confab_metering::admission::Claim;
 
 pub fn router() -> Router<AppState> {
@@ -245,8 +245,7 @@ async fn handoff(
     if conversation.holder == Holder::Bot {
         let messages = store.messages(id, 0, 1000).await.map_err(ApiError::internal)?;
         let latest = &messages[messages.len().saturating_sub(20)..];
-        let (link, expires) = shared_link(&state, id);
-        state.webhooks.conversation_handoff(&conversation, latest, &link, expires);
+        state.webhooks.conversation_handoff(&conversation, latest, &shared_link(&state, id));
     }
     Ok(Json(HolderEvent { holder: Holder::Waiting.as_str().into() }))
 }
@@ -457,15 +456,20 @@ fn link_signature(secret: &[u8], id: &str, expires: i64) -> String {
 
 /// A link that opens conversation `id` read-only for `conversations.link_ttl_hours`, and when
 /// it expires: absolute under `server.public_url` when that is set, a path otherwise.
-fn shared_link(state: &AppState, id: &str) -> (String, i64) {
+/// The signed links of a `conversation.handoff` event, under the URL operators reach the
+/// admin listener at (`admin.public_url`; `server.public_url` when the admin API shares the
+/// public listener; relative otherwise).
+fn shared_link(state: &AppState, id: &str) -> SharedLink {
     let hours = i64::from(state.config.conversations.link_ttl_hours);
     let expires = crate::unix_now_ms() / 1000 + hours * 3600;
     let signature = link_signature(&state.link_secret, id, expires);
-    let base = state.config.server.public_url.as_deref().unwrap_or("").trim_end_matches('/');
-    (
-        format!("{base}/admin/v1/shared/conversations/{id}?expires={expires}&sig={signature}"),
+    let base = state.config.admin_public_url().unwrap_or_default();
+    let query = format!("expires={expires}&sig={signature}");
+    SharedLink {
+        console: format!("{base}/console/#/shared/{id}?{query}"),
+        api: format!("{base}/admin/v1/shared/conversations/{id}?{query}"),
         expires,
-    )
+    }
 }
 
 #[derive(Debug, Deserialize)]

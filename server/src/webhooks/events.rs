@@ -156,13 +156,23 @@ pub fn request_completed(record: &UsageRecord) -> WebhookEvent {
     )
 }
 
+/// Where a `conversation.handoff` event sends operators: the conversation in the console, and
+/// the same as JSON, both signed and valid until `expires` (unix seconds), no login needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedLink {
+    pub console: String,
+    pub api: String,
+    pub expires: i64,
+}
+
 /// `conversation.handoff`: the conversation (who, where, what it cost), its latest messages,
-/// and a signed link that opens it read-only until `link_expires` (unix seconds).
+/// and signed links that open it read-only until `link_expires` (unix seconds): `link` in the
+/// console, `api_link` as JSON.
+
 pub fn conversation_handoff(
     conversation: &Conversation,
     messages: &[Message],
-    link: &str,
-    link_expires: i64,
+    link: &SharedLink,
 ) -> WebhookEvent {
     let messages: Vec<Value> = messages
         .iter()
@@ -181,8 +191,9 @@ pub fn conversation_handoff(
             "started_at_ms": conversation.started_at_ms,
             "cost_micros": conversation.cost_micros,
             "messages": messages,
-            "link": link,
-            "link_expires": link_expires,
+            "link": link.console,
+            "api_link": link.api,
+            "link_expires": link.expires,
         }),
     )
 }

@@ -177,11 +177,10 @@ impl Webhooks {
         &self,
         conversation: &crate::store::Conversation,
         messages: &[crate::store::Message],
-        link: &str,
-        link_expires: i64,
+        link: &events::SharedLink,
     ) {
         if self.wanted(EventKind::ConversationHandoff, Some(&conversation.site_id)) {
-            self.enqueue(events::conversation_handoff(conversation, messages, link, link_expires));
+            self.enqueue(events::conversation_handoff(conversation, messages, link));
         }
     }
 
