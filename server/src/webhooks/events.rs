@@ -168,7 +168,6 @@ pub struct SharedLink {
 /// `conversation.handoff`: the conversation (who, where, what it cost), its latest messages,
 /// and signed links that open it read-only until `link_expires` (unix seconds): `link` in the
 /// console, `api_link` as JSON.
-
 pub fn conversation_handoff(
     conversation: &Conversation,
     messages: &[Message],
