@@ -23,6 +23,8 @@ use confab_tests::WAIT;
 
 mod conversations;
 use conversations::*;
+mod knowledge;
+use knowledge::*;
 
 /// A fresh database of one engine; each `open` is another independent store on it (as another
 /// relay or the CLI would be).
@@ -125,6 +127,11 @@ contract!(
     a_person_takes_over_and_hands_back,
     conversations_are_listed_newest_first_filtered_and_paged,
     deleting_conversations_takes_their_messages_and_feedback,
+    a_document_reads_back_with_its_passages_in_order,
+    putting_a_source_again_replaces_it_and_the_same_content_changes_nothing,
+    a_document_past_the_caps_is_refused_and_changes_nothing,
+    removing_a_document_or_its_site_takes_its_passages,
+    two_relays_adding_at_once_both_respect_the_caps,
 );
 
 fn new_site(key: &NewKey) -> NewSite {

@@ -31,10 +31,14 @@ use confab_store::{
     Conversation, ConversationFilter, ConversationSettings, Conversations, Feedback, Holder,
     Message, NewMessage, Turn,
 };
+use confab_store::{
+    Knowledge, KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, Passage, PutOutcome,
+};
 
 mod api_keys;
 mod conversations;
 mod directory;
+mod knowledge;
 mod options;
 mod sites;
 mod usage;
@@ -130,6 +134,40 @@ fn money_column(value: Option<u64>) -> Result<Option<i64>, StoreError> {
     value
         .map(|v| i64::try_from(v).map_err(|_| StoreError::Corrupt("budget too large".into())))
         .transpose()
+}
+
+#[async_trait]
+impl Knowledge for PgStore {
+    async fn put_document(
+        &self,
+        document: &NewDocument,
+        caps: KnowledgeCaps,
+    ) -> Result<PutOutcome, StoreError> {
+        knowledge::put_document(&self.pool, document, caps).await
+    }
+
+    async fn knowledge_documents(
+        &self,
+        site_id: &str,
+    ) -> Result<Vec<KnowledgeDocument>, StoreError> {
+        knowledge::documents(&self.pool, site_id).await
+    }
+
+    async fn remove_document(&self, site_id: &str, id: i64) -> Result<bool, StoreError> {
+        knowledge::remove_document(&self.pool, site_id, id).await
+    }
+
+    async fn site_passages(&self, site_id: &str) -> Result<Vec<Passage>, StoreError> {
+        knowledge::site_passages(&self.pool, site_id).await
+    }
+
+    async fn passages(&self, site_id: &str, ids: &[i64]) -> Result<Vec<Passage>, StoreError> {
+        knowledge::passages(&self.pool, site_id, ids).await
+    }
+
+    async fn knowledge_versions(&self) -> Result<Vec<KnowledgeVersion>, StoreError> {
+        knowledge::versions(&self.pool).await
+    }
 }
 
 #[async_trait]

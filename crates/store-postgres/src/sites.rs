@@ -197,6 +197,7 @@ pub async fn delete(pool: &PgPool, id: &str) -> Result<bool, StoreError> {
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM conversations WHERE site_id = $1").bind(id).execute(&mut *tx).await?;
+    crate::knowledge::delete_site(&mut tx, id).await?;
     let done = sqlx::query("DELETE FROM sites WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(done.rows_affected() > 0)

@@ -16,6 +16,7 @@ use sqlx::{Row, migrate::Migrator};
 
 mod api_keys;
 mod conversations;
+mod knowledge;
 mod usage;
 mod webhooks;
 
@@ -28,6 +29,9 @@ use confab_store::{
     Message, NewMessage, Turn,
 };
 
+use confab_store::{
+    Knowledge, KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, Passage, PutOutcome,
+};
 use confab_store::{NewWebhookDelivery, WebhookDelivery, WebhookEvent};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -277,6 +281,40 @@ impl Conversations for SqliteStore {
 }
 
 #[async_trait]
+impl Knowledge for SqliteStore {
+    async fn put_document(
+        &self,
+        document: &NewDocument,
+        caps: KnowledgeCaps,
+    ) -> Result<PutOutcome, StoreError> {
+        knowledge::put_document(&self.pool, document, caps).await
+    }
+
+    async fn knowledge_documents(
+        &self,
+        site_id: &str,
+    ) -> Result<Vec<KnowledgeDocument>, StoreError> {
+        knowledge::documents(&self.pool, site_id).await
+    }
+
+    async fn remove_document(&self, site_id: &str, id: i64) -> Result<bool, StoreError> {
+        knowledge::remove_document(&self.pool, site_id, id).await
+    }
+
+    async fn site_passages(&self, site_id: &str) -> Result<Vec<Passage>, StoreError> {
+        knowledge::site_passages(&self.pool, site_id).await
+    }
+
+    async fn passages(&self, site_id: &str, ids: &[i64]) -> Result<Vec<Passage>, StoreError> {
+        knowledge::passages(&self.pool, site_id, ids).await
+    }
+
+    async fn knowledge_versions(&self) -> Result<Vec<KnowledgeVersion>, StoreError> {
+        knowledge::versions(&self.pool).await
+    }
+}
+
+#[async_trait]
 impl Store for SqliteStore {
     async fn create_site(&self, new: NewSite) -> Result<Site, StoreError> {
         let site = Site {
@@ -371,6 +409,7 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        knowledge::delete_site(&mut tx, id).await?;
         let done = sqlx::query("DELETE FROM sites WHERE id = ?").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)

@@ -32,6 +32,9 @@ use super::{
     Site, SiteCredentials, SiteWidget, Store, StoreError, Turn, UsageGroup, UsageRecord,
     Verification, VisitorLimits, WebhookDelivery, WebhookEvent,
 };
+use crate::knowledge::{
+    Knowledge, KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, Passage, PutOutcome,
+};
 
 /// How often a relay looks for changes made by other processes.
 const POLL: Duration = Duration::from_millis(250);
@@ -437,6 +440,40 @@ impl Conversations for Cached {
 
     async fn prune_conversations(&self, site_id: &str, before_ms: i64) -> Result<u64, StoreError> {
         self.engine().prune_conversations(site_id, before_ms).await
+    }
+}
+
+#[async_trait]
+impl Knowledge for Cached {
+    async fn put_document(
+        &self,
+        document: &NewDocument,
+        caps: KnowledgeCaps,
+    ) -> Result<PutOutcome, StoreError> {
+        self.engine().put_document(document, caps).await
+    }
+
+    async fn knowledge_documents(
+        &self,
+        site_id: &str,
+    ) -> Result<Vec<KnowledgeDocument>, StoreError> {
+        self.engine().knowledge_documents(site_id).await
+    }
+
+    async fn remove_document(&self, site_id: &str, id: i64) -> Result<bool, StoreError> {
+        self.engine().remove_document(site_id, id).await
+    }
+
+    async fn site_passages(&self, site_id: &str) -> Result<Vec<Passage>, StoreError> {
+        self.engine().site_passages(site_id).await
+    }
+
+    async fn passages(&self, site_id: &str, ids: &[i64]) -> Result<Vec<Passage>, StoreError> {
+        self.engine().passages(site_id, ids).await
+    }
+
+    async fn knowledge_versions(&self) -> Result<Vec<KnowledgeVersion>, StoreError> {
+        self.engine().knowledge_versions().await
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod conversations;
 pub mod directory;
+pub mod knowledge;
 mod settings;
 mod time;
 
@@ -20,6 +21,10 @@ pub use conversations::{
     Holder, Message, NewMessage, Rating, Turn,
 };
 pub use directory::{Cached, Directory, StoredKey, StoredSite};
+pub use knowledge::{
+    Knowledge, KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, NewPassage,
+    Passage, PutOutcome,
+};
 pub use settings::{ClientInstructions, TokenMode, UnknownTokenMode};
 pub use time::rfc3339;
 
@@ -383,7 +388,7 @@ pub fn new_id(prefix: &str) -> String {
 /// `origin_is_registered`) have default implementations that load the whole directory: correct
 /// but slow, so an engine is always used through [`Cached`], which answers them from memory.
 #[async_trait]
-pub trait Store: Conversations + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: Conversations + Knowledge + Send + Sync + std::fmt::Debug + 'static {
     async fn create_site(&self, site: NewSite) -> Result<Site, StoreError>;
     async fn list_sites(&self) -> Result<Vec<Site>, StoreError>;
     async fn site(&self, id: &str) -> Result<Option<Site>, StoreError>;
