@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod journal;
 pub mod keys;
+pub mod knowledge;
 pub mod logsafe;
 pub mod meter;
 pub mod metrics;
