@@ -340,9 +340,14 @@ test("the console edits every setting of a site and a key, previews the widget, 
   const context = await browser.newContext({ viewport: { width: 1100, height: 900 },
     permissions: ["clipboard-read", "clipboard-write"] });
   context.setDefaultTimeout(15000);
-  t.after(() => context.close());
   const page = await context.newPage();
   const errors = watchErrors(page);
+  // What the page said and how it looked last (where a failure stopped it), then the end.
+  t.after(async () => {
+    if (errors.length) t.diagnostic(errors.join("\n"));
+    await page.screenshot({ path: join(artifacts, "console-settings-last.png"), fullPage: true }).catch(() => {});
+    await context.close();
+  });
   const violations = [];
   await page.exposeFunction("__cspViolation", (v) => violations.push(v));
   await page.addInitScript(() => document.addEventListener("securitypolicyviolation",
