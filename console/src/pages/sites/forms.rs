@@ -362,12 +362,14 @@ fn settle(
     }
 }
 
+/// "Saved." as a status (`{id}`), an error as an alert (`{id}-error`, which the section's submit
+/// button names in its `aria-describedby`).
 #[component]
 fn StatusLine(id: String, status: Status) -> impl IntoView {
+    let error = Signal::derive(move || status.get().and_then(Result::err));
     view! {
-        <p id=id role="status" class=move || match status.get() { Some(Err(_)) => "field-error", _ => "ok" }>
-            {move || status.get().map(|s| s.map(str::to_owned).unwrap_or_else(|e| e))}
-        </p>
+        <p id=id.clone() role="status" class="ok">{move || status.get().and_then(Result::ok)}</p>
+        <FieldError id=format!("{id}-error") message=error />
     }
 }
 
@@ -509,7 +511,7 @@ pub fn WidgetSection(site: RwSignal<SiteView>, changed: Callback<SiteView>) -> i
                     <InstructionsSelect id=format!("{}-instructions", site.with_untracked(|s| s.id.clone())) value=instructions />
                     <p class="hint">"Empty fields use the relay's defaults."</p>
                     <div class="actions">
-                        <button type="submit" class="primary">"Save widget"</button>
+                        <button type="submit" class="primary" aria-describedby=format!("{status_id}-error")>"Save widget"</button>
                     </div>
                     <StatusLine id=status_id status />
                 </form>
@@ -560,7 +562,7 @@ pub fn LimitsSection(site: RwSignal<SiteView>, changed: Callback<SiteView>) -> i
                     <LimitsFields prefix=id.clone() values errors />
                 </div>
                 <div class="actions">
-                    <button type="submit" class="primary">"Save limits"</button>
+                    <button type="submit" class="primary" aria-describedby=format!("{id}-limits-status-error")>"Save limits"</button>
                 </div>
                 <StatusLine id=format!("{id}-limits-status") status />
             </form>
@@ -642,7 +644,7 @@ pub fn VerificationSection(site: RwSignal<SiteView>, changed: Callback<SiteView>
                     {option("jwt")}
                 </select>
                 <div class="actions">
-                    <button type="submit" class="primary">"Save verification"</button>
+                    <button type="submit" class="primary" aria-describedby=format!("{id}-verification-status-error")>"Save verification"</button>
                     <button type="button" on:click=new_secret>"Make a new visitor secret"</button>
                     <Show when=move || site.with(|s| s.verification.enabled)>
                         <AskTwice label="Remove the secret" confirm="Confirm: turn verification off" action=off />
