@@ -131,27 +131,23 @@ fn round_trips<T: serde::de::DeserializeOwned + serde::Serialize>(value: &Value)
 #[tokio::test]
 async fn the_console_reads_sites_keys_and_usage_as_the_admin_api_types_describe_them() {
     use confab_admin_api::{KeyView, List, SiteView, UsageReport};
+    // Every setting a site has, so that every field of the view holds a value.
+    let docs = json!({
+        "name": "Docs",
+        "origins": ["https://docs.example", "https://www.docs.example"],
+        "allow_no_origin": true,
+        "models": ["model-b"],
+        "system_prompt": "Answer from the docs.",
+        "max_tokens": 300,
+        "temperature_max": 0.7,
+        "context_messages": 8,
+        "client_instructions": "drop",
+        "widget": {"title": "Ask the docs", "suggestions": ["Install"], "primary_color": "#112233"},
+        "limits": {"rpm": 10, "daily_budget_micros": 500000, "verified_rpd": 40},
+    });
     let mock = MockUpstream::start().await;
     let (relay, _dir) = relay_with_admin(&mock).await;
-    let (status, created) = admin(
-        &relay,
-        Method::POST,
-        "/admin/v1/sites",
-        Some(json!({
-            "name": "Docs",
-            "origins": ["https://docs.example", "https://www.docs.example"],
-            "allow_no_origin": true,
-            "models": ["model-b"],
-            "system_prompt": "Answer from the docs.",
-            "max_tokens": 300,
-            "temperature_max": 0.7,
-            "context_messages": 8,
-            "client_instructions": "drop",
-            "widget": {"title": "Ask the docs", "suggestions": ["Install"], "primary_color": "#112233"},
-            "limits": {"rpm": 10, "daily_budget_micros": 500000, "verified_rpd": 40},
-        })),
-    )
-    .await;
+    let (status, created) = admin(&relay, Method::POST, "/admin/v1/sites", Some(docs)).await;
     assert_eq!(status, 201, "{created}");
     let site: SiteView = round_trips(&created);
     assert_eq!(site.temperature_max, Some(0.7));
