@@ -1,17 +1,18 @@
 //! Talking to the relay's admin API, same-origin with the session cookie: one `fetch` wrapper,
-//! the error envelope, and the shapes the console reads that `confab-admin-api` does not have
-//! yet (sites, keys, usage), kept to the fields the console shows.
+//! the error envelope, and one function per call, in and out through `confab-admin-api`'s
+//! types (the relay's tests read its answers through the same types).
 //!
 //! A 401 from anything but the login itself means the session is gone: the hook set with
 //! [`on_unauthorized`] sends the operator back to the login form.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 use confab_admin_api::{
-    ConversationSettingsPatch, ConversationSettingsView, ConversationView, DeliveryView,
-    LoginRequest, MessageView, OperatorMessage, OverviewView, Page, SessionView,
+    ConversationSettingsPatch, ConversationView, DeliveryView, LimitsPatch, List, LoginRequest,
+    MessageView, NewKey, NewSite, OperatorMessage, OriginsPatch, OverviewView, Page, SessionView,
+    SitePatch, VerificationChange,
 };
+pub use confab_admin_api::{KeyView, SiteView, UsageReport};
 use leptos::prelude::window;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -187,6 +188,10 @@ pub struct ConversationFilter {
     pub q: String,
     pub rating: String,
     pub holder: String,
+    /// Updated within this many days (empty: any time).
+    pub days: String,
+    /// The visitor's hash.
+    pub visitor: String,
 }
 
 pub const CONVERSATIONS_PER_PAGE: &str = "20";
@@ -199,6 +204,8 @@ pub fn conversations_path(filter: &ConversationFilter, cursor: &str) -> String {
             ("q", &filter.q),
             ("rating", &filter.rating),
             ("holder", &filter.holder),
+            ("days", &filter.days),
+            ("visitor", &filter.visitor),
             ("limit", CONVERSATIONS_PER_PAGE),
             ("cursor", cursor),
         ],
@@ -226,87 +233,84 @@ pub async fn release(id: &str) -> Result<(), ApiError> {
     call("POST", &path, None).await.map(|_| ())
 }
 
-// ----- sites ---------------------------------------------------------------------------------
-
-/// A site as `GET /admin/v1/sites` lists it (the fields the console shows).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct SiteView {
-    pub id: String,
-    pub name: String,
-    pub key_prefix: String,
-    #[serde(default)]
-    pub origins: Vec<String>,
-    /// The full site key: only in the answers to creation and re-key.
-    #[serde(default)]
-    pub key: Option<String>,
-    pub conversations: ConversationSettingsView,
+pub async fn delete_conversation(id: &str) -> Result<(), ApiError> {
+    call("DELETE", &format!("/admin/v1/conversations/{}", encode(id)), None).await.map(|_| ())
 }
 
-#[derive(Debug, Clone, Deserialize)]
-struct List<T> {
-    data: Vec<T>,
+/// Erases every conversation of a visitor (by hash); resolves to how many went.
+pub async fn erase_visitor(visitor: &str) -> Result<u64, ApiError> {
+    #[derive(Deserialize)]
+    struct Erased {
+        deleted: u64,
+    }
+    let path = with_query("/admin/v1/conversations", &[("visitor", visitor)]);
+    let (_, text) = call("DELETE", &path, None).await?;
+    serde_json::from_str::<Erased>(&text).map(|e| e.deleted).map_err(|_| ApiError::unreadable())
+}
+
+// ----- sites ---------------------------------------------------------------------------------
+
+fn site_path(id: &str, rest: &str) -> String {
+    format!("/admin/v1/sites/{}{rest}", encode(id))
 }
 
 pub async fn sites() -> Result<Vec<SiteView>, ApiError> {
     get::<List<SiteView>>("/admin/v1/sites").await.map(|l| l.data)
 }
 
-#[derive(Debug, Serialize)]
-struct NewSite<'a> {
-    name: &'a str,
-    origins: Vec<&'a str>,
+pub async fn create_site(site: &NewSite) -> Result<SiteView, ApiError> {
+    send("POST", "/admin/v1/sites", site).await
 }
 
-pub async fn create_site(name: &str, origin: &str) -> Result<SiteView, ApiError> {
-    let origins = if origin.is_empty() { vec![] } else { vec![origin] };
-    send("POST", "/admin/v1/sites", &NewSite { name, origins }).await
+pub async fn change_site(id: &str, patch: &SitePatch) -> Result<SiteView, ApiError> {
+    send("PATCH", &site_path(id, ""), patch).await
+}
+
+pub async fn change_site_limits(id: &str, patch: &LimitsPatch) -> Result<SiteView, ApiError> {
+    send("PATCH", &site_path(id, "/limits"), patch).await
+}
+
+pub async fn change_site_origins(id: &str, patch: &OriginsPatch) -> Result<SiteView, ApiError> {
+    send("PATCH", &site_path(id, "/origins"), patch).await
+}
+
+pub async fn change_verification(
+    id: &str,
+    change: &VerificationChange,
+) -> Result<SiteView, ApiError> {
+    send("POST", &site_path(id, "/verification"), change).await
 }
 
 pub async fn rekey_site(id: &str) -> Result<SiteView, ApiError> {
-    let path = format!("/admin/v1/sites/{}/rekey", encode(id));
-    send("POST", &path, &serde_json::json!({})).await
+    send("POST", &site_path(id, "/rekey"), &serde_json::json!({})).await
+}
+
+pub async fn delete_site(id: &str) -> Result<(), ApiError> {
+    call("DELETE", &site_path(id, ""), None).await.map(|_| ())
 }
 
 pub async fn change_conversation_settings(
     id: &str,
     patch: &ConversationSettingsPatch,
 ) -> Result<(), ApiError> {
-    let path = format!("/admin/v1/sites/{}/conversations", encode(id));
     let body = serde_json::to_string(patch).map_err(|_| ApiError::unreadable())?;
-    call("PATCH", &path, Some(body)).await.map(|_| ())
+    call("PATCH", &site_path(id, "/conversations"), Some(body)).await.map(|_| ())
 }
 
 // ----- keys ----------------------------------------------------------------------------------
-
-/// A secret key as `GET /admin/v1/keys` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct KeyView {
-    pub id: String,
-    pub name: String,
-    pub key_prefix: String,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
-    pub active: bool,
-    pub revoked_at: Option<String>,
-    /// The full secret: only in the answers to creation and rotation.
-    #[serde(default)]
-    pub key: Option<String>,
-}
 
 pub async fn keys() -> Result<Vec<KeyView>, ApiError> {
     get::<List<KeyView>>("/admin/v1/keys").await.map(|l| l.data)
 }
 
-#[derive(Debug, Serialize)]
-struct NewKey<'a> {
-    name: &'a str,
-    scopes: &'a [String],
+pub async fn create_key(key: &NewKey) -> Result<KeyView, ApiError> {
+    send("POST", "/admin/v1/keys", key).await
 }
 
-pub async fn create_key(name: &str, scopes: &[String]) -> Result<KeyView, ApiError> {
-    send("POST", "/admin/v1/keys", &NewKey { name, scopes }).await
+/// A new secret for the key (the old one keeps working for the relay's grace period).
+pub async fn rotate_key(id: &str) -> Result<KeyView, ApiError> {
+    let path = format!("/admin/v1/keys/{}/rotate", encode(id));
+    send("POST", &path, &serde_json::json!({})).await
 }
 
 pub async fn revoke_key(id: &str) -> Result<(), ApiError> {
@@ -316,41 +320,25 @@ pub async fn revoke_key(id: &str) -> Result<(), ApiError> {
 
 // ----- usage ---------------------------------------------------------------------------------
 
-/// Counts for one group of requests; money in micro-dollars.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct Totals {
-    pub requests: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_micros: u64,
+/// The filters of the usage report (empty: all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    pub days: u32,
+    pub site: String,
+    pub key: String,
+    pub model: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct DayView {
-    /// `YYYY-MM-DD`, UTC.
-    pub date: String,
-    #[serde(flatten)]
-    pub totals: Totals,
+pub fn usage_path(filter: &UsageFilter) -> String {
+    let days = filter.days.to_string();
+    with_query(
+        "/admin/v1/usage",
+        &[("days", &days), ("site", &filter.site), ("key", &filter.key), ("model", &filter.model)],
+    )
 }
 
-/// `GET /admin/v1/usage`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct UsageView {
-    pub since: String,
-    pub days: Vec<DayView>,
-    pub totals: Totals,
-    #[serde(default)]
-    pub by_site: BTreeMap<String, Totals>,
-    #[serde(default)]
-    pub by_key: BTreeMap<String, Totals>,
-    #[serde(default)]
-    pub by_model: BTreeMap<String, Totals>,
-}
-
-pub async fn usage(days: u32, site: &str, key: &str) -> Result<UsageView, ApiError> {
-    let days = days.to_string();
-    get(&with_query("/admin/v1/usage", &[("days", &days), ("site", site), ("key", key)])).await
+pub async fn usage(filter: &UsageFilter) -> Result<UsageReport, ApiError> {
+    get(&usage_path(filter)).await
 }
 
 /// `GET /admin/v1/overview`: today, this month, budgets, the last 30 days.
@@ -400,8 +388,14 @@ mod tests {
     }
 
     #[test]
+    fn usage_asks_for_a_model_escaped() {
+        let filter = UsageFilter { days: 7, model: "openai:gpt-4o".into(), ..Default::default() };
+        assert_eq!(usage_path(&filter), "/admin/v1/usage?days=7&model=openai%3Agpt-4o");
+    }
+
+    #[test]
     fn usage_reads_the_relays_report_with_flattened_days() {
-        let report: UsageView = serde_json::from_str(
+        let report: UsageReport = serde_json::from_str(
             r#"{"since":"2026-12-01","days":[{"date":"2026-12-01","requests":2,"input_tokens":10,
             "output_tokens":5,"cache_read_tokens":0,"cache_write_tokens":0,"cost_micros":30}],
             "totals":{"requests":2,"input_tokens":10,"output_tokens":5,"cache_read_tokens":0,

@@ -91,8 +91,27 @@ fn Login(session: RwSignal<Session>) -> impl IntoView {
     }
 }
 
+/// Focuses the page's heading (made focusable from script only, `tabindex=-1`).
+fn focus_heading() {
+    use wasm_bindgen::JsCast;
+    let heading = document().query_selector("main h1").ok().flatten();
+    if let Some(heading) = heading.and_then(|h| h.dyn_into::<web_sys::HtmlElement>().ok()) {
+        let _ = heading.set_attribute("tabindex", "-1");
+        let _ = heading.focus();
+    }
+}
+
 #[component]
 fn Shell(session: RwSignal<Session>, route: RwSignal<Route>) -> impl IntoView {
+    // A new page takes the focus on its heading, so that a screen reader announces it and the
+    // next Tab starts from the page; not on the first page shown (the focus stays at the top).
+    Effect::new(move |shown_before: Option<()>| {
+        route.track();
+        if shown_before.is_some() {
+            // After this render pass, once the new page's heading is in the document.
+            request_animation_frame(focus_heading);
+        }
+    });
     let logout = move |_| {
         spawn_local(async move {
             // Whatever the relay says, this browser is logged out now; a failure to reach it

@@ -1,7 +1,7 @@
 //! How numbers, money and times read in the console, the geometry of its bar charts, and the
 //! usage CSV. Pure functions of integers, tested natively.
 
-use crate::api::DayView;
+use confab_admin_api::UsageDay as DayView;
 
 /// Micro-dollars as dollars: `$0.000123` below a cent, `$12.34` above.
 pub fn dollars(micros: u64) -> String {
@@ -134,7 +134,7 @@ pub fn usage_csv(days: &[DayView]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Totals;
+    use confab_admin_api::UsageTotals as Totals;
 
     fn day(date: &str, requests: u64, cost_micros: u64) -> DayView {
         DayView { date: date.into(), totals: Totals { requests, cost_micros, ..Totals::default() } }

@@ -11,6 +11,7 @@ pub mod api;
 mod app;
 mod chart;
 pub mod format;
+pub mod input;
 mod pages;
 pub mod route;
 

@@ -2,7 +2,9 @@
 // in headless Chromium against a real relay (demo upstream) with an admin token: logging in
 // (a wrong token first), every page, and a conversation handed to a person end to end: found,
 // opened, answered (the reply reaches the transcript), refreshed while held, handed back.
-// Screenshots of every page land in artifacts/console-<page>.png.
+// Then every setting of a site and a key edited through the console's forms (checked through
+// the admin API), the widget's live preview, copying the snippet, and deleting a conversation
+// and a visitor's data. Screenshots of every page land in artifacts/console-<page>.png.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -71,6 +73,13 @@ async function admin(method, path, body) {
   const text = await response.text();
   assert.ok(response.ok, `${method} ${path}: ${response.status} ${text}`);
   return text ? JSON.parse(text) : null;
+}
+
+/** An admin API call's status alone (for what must be gone: 404). */
+async function adminStatus(method, path) {
+  const response = await fetch(relay.url + path, { method, headers: { authorization: `Bearer ${TOKEN}` } });
+  await response.arrayBuffer();
+  return response.status;
 }
 
 /** A visitor's call with the site key from the relay's own origin, as the widget makes it. */
@@ -230,11 +239,12 @@ test("the console: log in, every page, a conversation answered by a person and h
   // The relay's error for a bad origin is shown next to the form, and nothing is created.
   const sitesBefore = await page.locator("[data-site]").count();
   await page.getByLabel("Name").fill("Blog");
-  await page.getByLabel("Origin").fill("ftp://blog.example/path");
+  // (exact: each card's "Add origin" and the "no Origin" checkbox also mention origins)
+  await page.getByLabel("Origin", { exact: true }).fill("ftp://blog.example/path");
   await page.getByRole("button", { name: "Create site" }).click();
   await page.locator("#site-error").filter({ hasText: /\S/ }).waitFor(WAIT);
   assert.equal(await page.locator("[data-site]").count(), sitesBefore);
-  await page.getByLabel("Origin").fill("https://blog.example");
+  await page.getByLabel("Origin", { exact: true }).fill("https://blog.example");
   await page.getByRole("button", { name: "Create site" }).click();
   const snippet = page.locator("[data-snippet]", { hasText: "confab_pk_" });
   await snippet.waitFor(WAIT);
@@ -304,6 +314,248 @@ test("the console: log in, every page, a conversation answered by a person and h
   assert.deepEqual(violations, []);
   // The refused token (401) and the refused origin (400) are the only failed loads.
   assert.deepEqual(errors.filter((e) => !/status of (401|400)/.test(e)), []);
+});
+
+test("the console edits every setting of a site and a key, previews the widget, and erases conversations", { timeout: 120000 }, async (t) => {
+  // A site that keeps transcripts, with two conversations of one visitor (the relay's own
+  // origin, the demo upstream answering), and the model the relay serves.
+  const shop = await admin("POST", "/admin/v1/sites", { name: "Erase Shop", origins: [relay.url] });
+  await admin("PATCH", `/admin/v1/sites/${shop.id}/conversations`, { transcripts: true });
+  const model = shop.models[0];
+  const talks = [];
+  for (const text of ["My address is 1 Main St", "Call me back please"]) {
+    const id = "e2e_" + randomBytes(12).toString("hex");
+    await visitor(shop.key, "/v1/chat/completions", { stream: true, messages: [{ role: "user", content: text }] },
+      { "X-Confab-Conversation": id });
+    talks.push(id);
+  }
+  const recorded = await until(async () => {
+    const page = await admin("GET", `/admin/v1/conversations?site=${shop.id}`);
+    return page.data.filter((c) => c.messages_count >= 2).length === 2 && page.data;
+  }, "both conversations recorded");
+  const visitorHash = recorded[0].visitor;
+  assert.match(visitorHash, /^[0-9a-f]{16,}$/);
+  assert.equal(recorded[1].visitor, visitorHash, "one visitor");
+
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 },
+    permissions: ["clipboard-read", "clipboard-write"] });
+  context.setDefaultTimeout(15000);
+  const page = await context.newPage();
+  const errors = watchErrors(page);
+  // What the page said and how it looked last (where a failure stopped it), then the end.
+  t.after(async () => {
+    if (errors.length) t.diagnostic(errors.join("\n"));
+    await page.screenshot({ path: join(artifacts, "console-settings-last.png"), fullPage: true }).catch(() => {});
+    await context.close();
+  });
+  const violations = [];
+  await page.exposeFunction("__cspViolation", (v) => violations.push(v));
+  await page.addInitScript(() => document.addEventListener("securitypolicyviolation",
+    (e) => window.__cspViolation(`${e.violatedDirective} ${e.blockedURI}`)));
+  await logIn(page);
+
+  // 1. A new site with two origins, a model, limits and a widget title, from the form.
+  await page.getByRole("link", { name: "Sites" }).click();
+  await page.getByRole("heading", { name: "Sites", level: 1 }).waitFor(WAIT);
+  const form = page.locator("section", { has: page.getByRole("heading", { name: "New site" }) });
+  await form.getByLabel("Name", { exact: true }).fill("Docs");
+  await form.getByLabel("Origin", { exact: true }).fill("https://docs.example,\nhttps://www.docs.example");
+  await form.getByLabel("Models").fill(model);
+  await form.getByLabel("Max tokens").fill("400");
+  await form.getByLabel("Client instructions").selectOption("drop");
+  await form.getByLabel("Widget title").fill("Docs help");
+  await form.locator("summary", { hasText: "Limits" }).click();
+  await form.getByLabel("Requests per minute", { exact: true }).fill("30");
+  await form.getByLabel("Monthly budget ($)").fill("12.5");
+  await form.getByLabel("Requests per day, each visitor", { exact: true }).fill("50");
+  await form.getByRole("button", { name: "Create site" }).click();
+  await page.locator("[data-snippet]", { hasText: "confab_pk_" }).waitFor(WAIT);
+  const docs = (await admin("GET", "/admin/v1/sites")).data.find((s) => s.name === "Docs");
+  assert.ok(docs, "the site was created");
+  assert.deepEqual(docs.origins, ["https://docs.example", "https://www.docs.example"]);
+  assert.deepEqual(docs.models, [model]);
+  assert.equal(docs.max_tokens, 400);
+  assert.equal(docs.client_instructions, "drop");
+  assert.equal(docs.widget.title, "Docs help");
+  assert.deepEqual(docs.limits, { rpm: 30, rpd: null, tpm: null, monthly_budget_micros: 12500000,
+    daily_budget_micros: null, visitor_rpm: null, visitor_rpd: 50, verified_rpm: null, verified_rpd: null });
+  const card = page.locator(`[data-site="${docs.id}"]`);
+  const snippetText = await card.locator("[data-snippet]").textContent();
+  assert.match(snippetText, /data-site="confab_pk_\S+"/);
+
+  // The snippet, copied, is on the clipboard.
+  await card.getByRole("button", { name: "Copy snippet" }).click();
+  await card.getByText("Copied.").waitFor(WAIT);
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), snippetText);
+
+  // 2. The widget: the preview follows the form before anything is saved.
+  await card.locator("summary", { hasText: "Widget" }).click();
+  const preview = card.locator("[data-preview]");
+  assert.equal(await preview.getAttribute("aria-label"), "Widget preview");
+  assert.equal(await preview.locator(".preview-head").textContent(), "Docs help");
+  await card.getByLabel("Title", { exact: true }).fill("Docs desk");
+  await card.getByLabel("Greeting").fill("Ask about the API.");
+  await card.getByLabel("Suggested questions (one per line)").fill("How do I install it?\nPricing");
+  await card.getByLabel("Primary colour").fill("#2a7d4f");
+  await preview.locator(".preview-head", { hasText: "Docs desk" }).waitFor(WAIT);
+  assert.equal(await preview.locator(".preview-bubble").textContent(), "Ask about the API.");
+  assert.deepEqual(await preview.locator(".preview-chips li").allTextContents(), ["How do I install it?", "Pricing"]);
+  const background = (selector) => preview.locator(selector).evaluate((e) => getComputedStyle(e).backgroundColor);
+  assert.equal(await background(".preview-head"), "rgb(42, 125, 79)");
+  assert.equal(await background(".preview-launcher"), "rgb(42, 125, 79)");
+  assert.equal((await admin("GET", `/admin/v1/sites/${docs.id}`)).widget.title, "Docs help", "not saved yet");
+  await shot(page, "site-widget");
+  // A colour that is not one is refused next to its field, before anything is sent.
+  await card.getByLabel("Primary colour").fill("green");
+  await card.getByRole("button", { name: "Save widget" }).click();
+  const colourError = card.locator(`[id="${docs.id}-primary_color-error"]`);
+  await colourError.filter({ hasText: /colour like/ }).waitFor(WAIT);
+  assert.equal(await card.getByLabel("Primary colour").getAttribute("aria-invalid"), "true");
+  assert.equal(await card.getByLabel("Primary colour").getAttribute("aria-describedby"), `${docs.id}-primary_color-error`);
+  await card.getByLabel("Primary colour").fill("#2a7d4f");
+  await card.getByRole("button", { name: "Save widget" }).click();
+  await card.locator(`[id="${docs.id}-widget-status"]`, { hasText: "Saved." }).waitFor(WAIT);
+  const widget = (await admin("GET", `/admin/v1/sites/${docs.id}`)).widget;
+  assert.deepEqual(widget, { title: "Docs desk", greeting: "Ask about the API.",
+    suggestions: ["How do I install it?", "Pricing"], primary_color: "#2a7d4f" });
+
+  // 3. Limits: one changed, one cleared, one set; a bad amount refused next to its field.
+  await card.locator("summary", { hasText: "Limits" }).click();
+  assert.equal(await card.getByLabel("Monthly budget ($)").inputValue(), "12.5");
+  await card.getByLabel("Requests per minute", { exact: true }).fill("45");
+  await card.getByLabel("Monthly budget ($)").fill("");
+  await card.getByLabel("Daily budget ($)").fill("two");
+  await card.getByRole("button", { name: "Save limits" }).click();
+  await card.locator(`[id="${docs.id}-daily_budget_micros-error"]`, { hasText: "dollars" }).waitFor(WAIT);
+  await card.getByLabel("Daily budget ($)").fill("2");
+  await card.getByRole("button", { name: "Save limits" }).click();
+  await card.locator(`[id="${docs.id}-limits-status"]`, { hasText: "Saved." }).waitFor(WAIT);
+  const limits = (await admin("GET", `/admin/v1/sites/${docs.id}`)).limits;
+  assert.equal(limits.rpm, 45);
+  assert.equal(limits.monthly_budget_micros, null);
+  assert.equal(limits.daily_budget_micros, 2000000);
+  assert.equal(limits.visitor_rpd, 50, "kept");
+
+  // 4. Origins: the relay's error next to the field, then one added and one removed.
+  await card.locator("summary", { hasText: "Origins" }).click();
+  const addOrigin = card.getByLabel("Add origin");
+  await addOrigin.fill("ftp://files.docs.example/path");
+  await card.getByRole("button", { name: "Add", exact: true }).click();
+  const originError = card.locator(`[id="${docs.id}-add-origin-error"]`);
+  await originError.filter({ hasText: /must start with http/ }).waitFor(WAIT);
+  assert.equal(await addOrigin.getAttribute("aria-invalid"), "true");
+  await shot(page, "site-origin-error");
+  await addOrigin.fill("https://help.docs.example");
+  await card.getByRole("button", { name: "Add", exact: true }).click();
+  await card.locator(".origins li", { hasText: "https://help.docs.example" }).waitFor(WAIT);
+  await card.getByRole("button", { name: "Remove https://www.docs.example" }).click();
+  await card.locator(".origins li", { hasText: "https://www.docs.example" }).waitFor({ state: "detached", ...WAIT });
+  assert.deepEqual((await admin("GET", `/admin/v1/sites/${docs.id}`)).origins,
+    ["https://docs.example", "https://help.docs.example"]);
+
+  // 5. Verification: a visitor secret shown once, then required.
+  await card.locator("summary", { hasText: "Verification" }).click();
+  await card.getByRole("button", { name: "Make a new visitor secret" }).click();
+  const visitorSecret = card.locator("[data-visitor-secret]");
+  await visitorSecret.waitFor(WAIT);
+  assert.match(await visitorSecret.textContent(), /^\S{32,}$/);
+  await card.getByLabel("Refuse visitors without a valid token").check();
+  await card.getByRole("button", { name: "Save verification" }).click();
+  await card.locator("[data-verification]", { hasText: /^Required/ }).waitFor(WAIT);
+  const verified = await admin("GET", `/admin/v1/sites/${docs.id}`);
+  assert.deepEqual(verified.verification, { enabled: true, required: true, mode: "hmac" });
+  assert.equal(verified.visitor_secret, undefined, "the secret is shown once");
+  await shot(page, "site-sections");
+
+  // 6. A key with models and limits; rotated, its new secret shown once and different.
+  await page.getByRole("link", { name: "Keys" }).click();
+  await page.getByRole("heading", { name: "Secret keys", level: 1 }).waitFor(WAIT);
+  await page.getByLabel("Name", { exact: true }).fill("rotating");
+  await page.getByLabel("Allowed models").fill(model);
+  await page.locator("summary", { hasText: "Limits" }).click();
+  await page.getByLabel("Requests per minute").fill("10");
+  await page.getByLabel("Monthly budget ($)").fill("3");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const created = await page.locator("[data-secret]").textContent({ timeout: 15000 });
+  assert.match(created, /^confab_sk_/);
+  const keyCard = page.locator("[data-key]", { hasText: "rotating" });
+  await keyCard.waitFor(WAIT);
+  assert.match(await keyCard.locator("[data-limits]").textContent(), new RegExp(`Models: ${model} · Limits: 10 rpm · \\$3\\.00 a month`));
+  const key = (await admin("GET", "/admin/v1/keys")).data.find((k) => k.name === "rotating");
+  assert.deepEqual([key.models, key.rpm, key.monthly_budget_micros], [[model], 10, 3000000]);
+  await keyCard.getByRole("button", { name: "Rotate secret" }).click();
+  const rotated = keyCard.locator("[data-rotated]");
+  await rotated.waitFor(WAIT);
+  assert.match(await rotated.textContent(), /^confab_sk_/);
+  assert.notEqual(await rotated.textContent(), created);
+  assert.match(await keyCard.locator(".reveal").textContent(), /new secret of rotating, shown this once/);
+  assert.ok((await admin("GET", "/admin/v1/keys")).data.find((k) => k.id === key.id).previous_key_prefix);
+  await shot(page, "key-rotated");
+
+  // 7. A conversation deleted (asked twice), then its visitor's other one erased.
+  await page.goto(`${relay.url}/console/#/conversations/${talks[0]}`);
+  await page.locator(".transcript li").nth(1).waitFor(WAIT);
+  assert.equal(await page.locator("[data-visitor]").getAttribute("data-visitor"), visitorHash);
+  await page.getByRole("button", { name: "Delete conversation" }).click();
+  await page.getByRole("button", { name: "Confirm: delete this conversation" }).click();
+  await page.getByRole("heading", { name: "Conversations", level: 1 }).waitFor(WAIT);
+  assert.equal(await adminStatus("GET", `/admin/v1/conversations/${talks[0]}`), 404);
+  // The other one, found by its visitor.
+  await page.getByLabel("Visitor").fill(visitorHash);
+  await page.getByLabel("Updated").selectOption("1");
+  await page.getByRole("button", { name: "Search" }).click();
+  const other = page.locator(`[data-conversation="${talks[1]}"]`);
+  await other.waitFor(WAIT);
+  assert.equal(await page.locator("[data-conversation]").count(), 1);
+  await other.getByRole("link").click();
+  await page.getByRole("heading", { name: "Conversation", level: 1 }).waitFor(WAIT);
+  await page.getByRole("button", { name: "Erase this visitor's data" }).click();
+  await shot(page, "erase-visitor");
+  await page.getByRole("button", { name: "Confirm: erase every conversation of this visitor" }).click();
+  await page.getByRole("heading", { name: "Conversations", level: 1 }).waitFor(WAIT);
+  assert.deepEqual((await admin("GET", `/admin/v1/conversations?visitor=${visitorHash}`)).data, []);
+  assert.equal(await adminStatus("GET", `/admin/v1/conversations/${talks[1]}`), 404);
+
+  // 8. The site deleted, asked twice.
+  await page.getByRole("link", { name: "Sites" }).click();
+  await card.waitFor(WAIT);
+  await card.getByRole("button", { name: "Delete site" }).click();
+  await card.getByRole("button", { name: "Confirm: delete the site and its key" }).click();
+  await card.waitFor({ state: "detached", ...WAIT });
+  assert.equal(await adminStatus("GET", `/admin/v1/sites/${docs.id}`), 404);
+
+  // 9. Usage by model: a model the relay has served, and one it has not (nothing).
+  const served = Object.keys((await admin("GET", "/admin/v1/usage?days=1")).by_model);
+  assert.ok(served.length >= 1, "the chats above were metered");
+  await page.getByRole("link", { name: "Usage" }).click();
+  await page.getByRole("heading", { name: "Tokens per day" }).waitFor(WAIT);
+  const modelFilter = page.getByLabel("Model", { exact: true });
+  await modelFilter.locator(`option[value="${served[0]}"]`).waitFor({ state: "attached", ...WAIT });
+  await modelFilter.selectOption(served[0]);
+  await page.getByRole("button", { name: "Show" }).click();
+  const models = page.locator("section[aria-labelledby=models-heading] .card strong");
+  await until(async () => (await models.allTextContents()).join() === served[0], "the report of one model");
+  assert.equal(await modelFilter.inputValue(), served[0], "the filter stays chosen");
+  await shot(page, "usage-model");
+
+  assert.deepEqual(violations, []);
+  // The session check before logging in (401) and the relay's refusal of the ftp origin (400)
+  // are the only failed loads.
+  assert.deepEqual(errors.filter((e) => !/status of (401|400)/.test(e)), []);
+});
+
+test("a new page takes the focus on its heading, the first one does not", async (t) => {
+  const context = await browser.newContext();
+  context.setDefaultTimeout(15000);
+  t.after(() => context.close());
+  const page = await context.newPage();
+  await logIn(page);
+  assert.equal(await page.evaluate(() => document.activeElement.tagName), "BODY");
+  await page.getByRole("link", { name: "Secret keys" }).click();
+  await page.getByRole("heading", { name: "Secret keys", level: 1 }).waitFor(WAIT);
+  await until(() => page.evaluate(() => document.activeElement.tagName === "H1"
+    && document.activeElement.textContent === "Secret keys"), "the focus on the heading");
+  assert.equal(await page.locator("h1").getAttribute("tabindex"), "-1");
 });
 
 test("a lost session sends the operator back to the login form", async (t) => {

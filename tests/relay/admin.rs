@@ -120,6 +120,98 @@ async fn sites_are_created_listed_limited_and_deleted_over_the_admin_api() {
     );
 }
 
+/// `value` read as `T` and written back is `value` again: the admin API's type has every field
+/// the relay sends, and no other.
+fn round_trips<T: serde::de::DeserializeOwned + serde::Serialize>(value: &Value) -> T {
+    let typed: T = serde_json::from_value(value.clone()).unwrap();
+    assert_eq!(&serde_json::to_value(&typed).unwrap(), value);
+    typed
+}
+
+#[tokio::test]
+async fn the_console_reads_sites_keys_and_usage_as_the_admin_api_types_describe_them() {
+    use confab_admin_api::{KeyView, List, SiteView, UsageReport};
+    // Every setting a site has, so that every field of the view holds a value.
+    let docs = json!({
+        "name": "Docs",
+        "origins": ["https://docs.example", "https://www.docs.example"],
+        "allow_no_origin": true,
+        "models": ["model-b"],
+        "system_prompt": "Answer from the docs.",
+        "max_tokens": 300,
+        "temperature_max": 0.7,
+        "context_messages": 8,
+        "client_instructions": "drop",
+        "widget": {"title": "Ask the docs", "suggestions": ["Install"], "primary_color": "#112233"},
+        "limits": {"rpm": 10, "daily_budget_micros": 500000, "verified_rpd": 40},
+    });
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay_with_admin(&mock).await;
+    let (status, created) = admin(&relay, Method::POST, "/admin/v1/sites", Some(docs)).await;
+    assert_eq!(status, 201, "{created}");
+    let site: SiteView = round_trips(&created);
+    assert_eq!(site.temperature_max, Some(0.7));
+    assert_eq!(site.limits.daily_budget_micros, Some(500_000));
+    assert!(site.key.is_some());
+    let verification = format!("/admin/v1/sites/{}/verification", site.id);
+    let (_, verified) =
+        admin(&relay, Method::POST, &verification, Some(json!({"new_secret": true}))).await;
+    assert!(round_trips::<SiteView>(&verified).visitor_secret.is_some());
+    let (_, list) = admin(&relay, Method::GET, "/admin/v1/sites", None).await;
+    round_trips::<List<SiteView>>(&list);
+
+    let (status, key) = admin(
+        &relay,
+        Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"name": "Reports", "scopes": ["usage"], "models": ["model-a"], "tpm": 900,
+                    "monthly_budget_micros": 3000000})),
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    let key: KeyView = round_trips(&key);
+    assert_eq!((key.tpm, key.monthly_budget_micros), (Some(900), Some(3_000_000)));
+    let (_, list) = admin(&relay, Method::GET, "/admin/v1/keys", None).await;
+    round_trips::<List<KeyView>>(&list);
+    let (_, usage) = admin(&relay, Method::GET, "/admin/v1/usage?days=2", None).await;
+    round_trips::<UsageReport>(&usage);
+}
+
+#[tokio::test]
+async fn the_usage_report_picks_one_model_when_asked() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let relay =
+        TestRelay::metered(&mock).config(|c| c.admin.token_file = Some(token_file)).start().await;
+    mock.push(confab_tests::Reply::answer(&["Hi"], (7, 3)));
+    mock.push(confab_tests::Reply::answer(&["Hello"], (20, 5)));
+    let hello =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "Hi"}]});
+    relay.send_chat(hello("model-a")).await.text().await.unwrap();
+    relay.send_chat(hello("model-b")).await.text().await.unwrap();
+    relay.settled_usage(2).await;
+
+    let (status, all) = admin(&relay, Method::GET, "/admin/v1/usage?days=1", None).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["totals"]["requests"], 2);
+    let model_b = all["by_model"].as_object().unwrap().keys().find(|m| m.contains("model-b"));
+    let model_b = model_b.unwrap().clone();
+
+    let path = format!("/admin/v1/usage?days=1&model={}", model_b.replace(':', "%3A"));
+    let (status, only) = admin(&relay, Method::GET, &path, None).await;
+    assert_eq!(status, 200, "{only}");
+    assert_eq!(only["totals"]["requests"], 1);
+    assert_eq!(only["totals"]["input_tokens"], 20);
+    assert_eq!(only["by_model"].as_object().unwrap().keys().collect::<Vec<_>>(), [&model_b]);
+    assert_eq!(only["days"][0]["output_tokens"], 5);
+
+    let (_, none) = admin(&relay, Method::GET, "/admin/v1/usage?days=1&model=nope", None).await;
+    assert_eq!(none["totals"]["requests"], 0);
+    assert_eq!(none["by_model"], json!({}));
+}
+
 #[tokio::test]
 async fn keys_are_created_rotated_and_revoked_over_the_admin_api() {
     let mock = MockUpstream::start().await;

@@ -1,6 +1,7 @@
-//! Conversations: the searchable list (site, text, rating and holder filters, a page at a time
-//! through the relay's `next` cursor) and one conversation's transcript, with a reply box and
-//! "Hand back to the bot" while a person holds it (refreshed every 2 s meanwhile).
+//! Conversations: the searchable list (site, text, rating, holder, recent days and visitor
+//! filters, a page at a time through the relay's `next` cursor) and one conversation's
+//! transcript, with a reply box and "Hand back to the bot" while a person holds it (refreshed
+//! every 2 s meanwhile), and deleting it or erasing its visitor's data (each asked twice).
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use leptos::ev;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use super::{ErrorNote, Loaded, LoadingNote};
+use super::{AskTwice, Choice, ErrorNote, FieldError, Loaded, LoadingNote};
 use crate::api::{self, ConversationFilter, SiteView};
 use crate::format::{dollars, grouped, timestamp};
 use crate::route::Route;
@@ -36,6 +37,12 @@ fn site_name(sites: &[SiteView], id: &str) -> String {
     sites.iter().find(|s| s.id == id).map(|s| s.name.clone()).unwrap_or_else(|| id.to_owned())
 }
 
+const RATINGS: &[(&str, &str)] = &[("", "Any"), ("up", "Rated up"), ("down", "Rated down")];
+const HOLDERS: &[(&str, &str)] =
+    &[("", "Any"), ("bot", "Bot"), ("waiting", "Waiting for a person"), ("person", "A person")];
+const UPDATED: &[(&str, &str)] =
+    &[("", "Any time"), ("1", "Last 24 hours"), ("7", "Last 7 days"), ("30", "Last 30 days")];
+
 #[component]
 pub fn ConversationList() -> impl IntoView {
     let sites = RwSignal::new(Vec::<SiteView>::new());
@@ -50,6 +57,8 @@ pub fn ConversationList() -> impl IntoView {
     let q = RwSignal::new(String::new());
     let rating = RwSignal::new(String::new());
     let holder = RwSignal::new(String::new());
+    let days = RwSignal::new(String::new());
+    let visitor = RwSignal::new(String::new());
     let applied = RwSignal::new(ConversationFilter::default());
     // The cursors of the pages before the one shown (the first page's is empty), and its own.
     let previous = RwSignal::new(Vec::<String>::new());
@@ -71,6 +80,8 @@ pub fn ConversationList() -> impl IntoView {
             q: q.get_untracked().trim().to_owned(),
             rating: rating.get_untracked(),
             holder: holder.get_untracked(),
+            days: days.get_untracked(),
+            visitor: visitor.get_untracked().trim().to_owned(),
         });
         previous.set(Vec::new());
         cursor.set(String::new());
@@ -115,22 +126,17 @@ pub fn ConversationList() -> impl IntoView {
                     on:input=move |ev| q.set(event_target_value(&ev))
                 />
             </div>
+            <Choice id="f-rating" label="Feedback" options=RATINGS value=rating />
+            <Choice id="f-holder" label="Holder" options=HOLDERS value=holder />
+            <Choice id="f-days" label="Updated" options=UPDATED value=days />
             <div class="field">
-                <label for="f-rating">"Feedback"</label>
-                <select id="f-rating" on:change=move |ev| rating.set(event_target_value(&ev))>
-                    <option value="">"Any"</option>
-                    <option value="up">"Rated up"</option>
-                    <option value="down">"Rated down"</option>
-                </select>
-            </div>
-            <div class="field">
-                <label for="f-holder">"Holder"</label>
-                <select id="f-holder" on:change=move |ev| holder.set(event_target_value(&ev))>
-                    <option value="">"Any"</option>
-                    <option value="bot">"Bot"</option>
-                    <option value="waiting">"Waiting for a person"</option>
-                    <option value="person">"A person"</option>
-                </select>
+                <label for="f-visitor">"Visitor"</label>
+                <input
+                    id="f-visitor"
+                    placeholder="the visitor's hash"
+                    prop:value=move || visitor.get()
+                    on:input=move |ev| visitor.set(event_target_value(&ev))
+                />
             </div>
             <button type="submit" class="primary">"Search"</button>
         </form>
@@ -255,6 +261,35 @@ pub fn Transcript(id: String) -> impl IntoView {
             busy.set(false);
         });
     };
+    let gone_error = RwSignal::new(None::<String>);
+    let back_to_list = move || {
+        let _ = window().location().set_hash(&Route::Conversations.href());
+    };
+    let delete = Callback::new(move |()| {
+        gone_error.set(None);
+        spawn_local(async move {
+            match api::delete_conversation(&id.get_value()).await {
+                Ok(()) => back_to_list(),
+                Err(e) => gone_error.set(Some(e.message)),
+            }
+        });
+    });
+    let erase = Callback::new(move |()| {
+        gone_error.set(None);
+        let visitor = conversation.with_untracked(|c| match c {
+            Some(Ok(c)) => c.visitor.clone(),
+            _ => None,
+        });
+        let Some(visitor) = visitor else { return };
+        spawn_local(async move {
+            match api::erase_visitor(&visitor).await {
+                Ok(_) => back_to_list(),
+                Err(e) => gone_error.set(Some(e.message)),
+            }
+        });
+    });
+    let has_visitor =
+        move || conversation.with(|c| matches!(c, Some(Ok(c)) if c.visitor.is_some()));
     let hand_back = move |_| {
         release_error.set(None);
         spawn_local(async move {
@@ -282,6 +317,7 @@ pub fn Transcript(id: String) -> impl IntoView {
                         <div><dt>"Tokens"</dt><dd>{format!("{} in, {} out", grouped(c.input_tokens), grouped(c.output_tokens))}</dd></div>
                         <div><dt>"Cost"</dt><dd>{dollars(c.cost_micros)}</dd></div>
                         <div><dt>"Page"</dt><dd class="wrap">{c.page_url.clone().unwrap_or_else(|| "—".into())}</dd></div>
+                        <div><dt>"Visitor"</dt><dd class="wrap" data-visitor=c.visitor.clone().unwrap_or_default()>{c.visitor.clone().unwrap_or_else(|| "—".into())}</dd></div>
                     </dl>
                     <ol class="transcript" aria-label="Messages">
                         {c.messages.unwrap_or_default().into_iter().map(message_item).collect_view()}
@@ -307,6 +343,18 @@ pub fn Transcript(id: String) -> impl IntoView {
                 </div>
                 <p class="field-error" role="alert">{move || release_error.get()}</p>
             </form>
+        </Show>
+        <Show when=move || matches!(conversation.get(), Some(Ok(_)))>
+            <section class="panel danger-zone" aria-labelledby="erase-heading">
+                <h2 id="erase-heading">"Delete"</h2>
+                <div class="actions">
+                    <AskTwice label="Delete conversation" confirm="Confirm: delete this conversation" action=delete />
+                    <Show when=has_visitor>
+                        <AskTwice label="Erase this visitor's data" confirm="Confirm: erase every conversation of this visitor" action=erase />
+                    </Show>
+                </div>
+                <FieldError id="erase-error" message=gone_error />
+            </section>
         </Show>
     }
 }

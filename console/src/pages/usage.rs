@@ -1,4 +1,4 @@
-//! Usage: by site, key and number of days; input and output tokens per day as stacked bars,
+//! Usage: by site, key, model and number of days; input and output tokens per day as stacked bars,
 //! spend and requests per day, totals by model, and the series as a CSV download (a Blob).
 
 use leptos::ev;
@@ -7,7 +7,7 @@ use leptos::task::spawn_local;
 use web_sys::{Blob, BlobPropertyBag, Url};
 
 use super::{ErrorNote, Loaded, LoadingNote};
-use crate::api::{self, KeyView, SiteView, UsageView};
+use crate::api::{self, KeyView, SiteView, UsageFilter, UsageReport};
 use crate::chart::{BarChart, Column};
 use crate::format::{dollars, grouped, usage_csv};
 
@@ -34,14 +34,29 @@ pub fn Usage() -> impl IntoView {
     });
     let site = RwSignal::new(String::new());
     let key = RwSignal::new(String::new());
+    let model = RwSignal::new(String::new());
     let days = RwSignal::new(30u32);
-    let report = RwSignal::new(Loaded::<UsageView>::None);
+    // Every model a report has named, for the Model filter.
+    let models = RwSignal::new(std::collections::BTreeSet::<String>::new());
+    let report = RwSignal::new(Loaded::<UsageReport>::None);
     let download = RwSignal::new(None::<String>);
     let load = move || {
         report.set(None);
-        let (d, s, k) = (days.get_untracked(), site.get_untracked(), key.get_untracked());
+        let filter = UsageFilter {
+            days: days.get_untracked(),
+            site: site.get_untracked(),
+            key: key.get_untracked(),
+            model: model.get_untracked(),
+        };
         spawn_local(async move {
-            let loaded = api::usage(d, &s, &k).await;
+            let loaded = api::usage(&filter).await;
+            if let Ok(r) = &loaded {
+                let seen = r.by_model.keys().filter(|m| !models.with_untracked(|s| s.contains(*m)));
+                let seen: Vec<String> = seen.cloned().collect();
+                if !seen.is_empty() {
+                    models.update(|s| s.extend(seen));
+                }
+            }
             let url = loaded.as_ref().ok().and_then(|r| csv_url(&usage_csv(&r.days)));
             if let Some(old) = download.get_untracked() {
                 let _ = Url::revoke_object_url(&old);
@@ -79,6 +94,16 @@ pub fn Usage() -> impl IntoView {
                 </select>
             </div>
             <div class="field">
+                <label for="u-model">"Model"</label>
+                <select id="u-model" on:change=move |ev| model.set(event_target_value(&ev))>
+                    <option value="">"All models"</option>
+                    {move || models.get().into_iter().map(|m| {
+                        let (chosen, text) = (m.clone(), m.clone());
+                        view! { <option value=m selected=move || model.get() == chosen>{text}</option> }
+                    }).collect_view()}
+                </select>
+            </div>
+            <div class="field">
                 <label for="u-days">"Days"</label>
                 <select id="u-days" on:change=move |ev| days.set(event_target_value(&ev).parse().unwrap_or(30))>
                     <option value="7">"7"</option>
@@ -96,7 +121,7 @@ pub fn Usage() -> impl IntoView {
     }
 }
 
-fn details(report: UsageView, download: Option<String>) -> impl IntoView {
+fn details(report: UsageReport, download: Option<String>) -> impl IntoView {
     let columns: Vec<Column> = report
         .days
         .iter()

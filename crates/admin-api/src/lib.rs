@@ -5,6 +5,8 @@
 //! The OpenAPI document (`server/src/http/admin_openapi.json`) describes these shapes; a test
 //! keeps the routes and the document in step.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// A page of a listing: `next` is the cursor of the following page (`None` on the last).
@@ -197,6 +199,287 @@ pub struct OverviewView {
     pub since_start: SinceStartView,
 }
 
+/// A listing that is not paged: `{"data": [...]}` (`GET /admin/v1/sites`, `/admin/v1/keys`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+}
+
+// ----- sites ---------------------------------------------------------------------------------
+
+/// What happens to instructions a visitor's client sends (a `system` message): added under the
+/// site's own (`layer`), dropped, or the request refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientInstructions {
+    Layer,
+    Drop,
+    Reject,
+}
+
+/// A site's own widget settings; `None`: the relay's `[widget]` default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WidgetSettings {
+    pub title: Option<String>,
+    pub greeting: Option<String>,
+    pub suggestions: Option<Vec<String>>,
+    /// `#rrggbb`.
+    pub primary_color: Option<String>,
+}
+
+/// A site's limits, as its view shows them and as a new site sets them; `None`: unlimited (or,
+/// for the visitor limits, the `[visitors]` default). Money in micro-dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteLimits {
+    pub rpm: Option<u32>,
+    pub rpd: Option<u32>,
+    pub tpm: Option<u32>,
+    pub monthly_budget_micros: Option<u64>,
+    pub daily_budget_micros: Option<u64>,
+    pub visitor_rpm: Option<u32>,
+    pub visitor_rpd: Option<u32>,
+    pub verified_rpm: Option<u32>,
+    pub verified_rpd: Option<u32>,
+}
+
+/// How a site verifies its visitors (the secret itself is shown once, when made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationView {
+    /// A visitor secret exists: visitor tokens are accepted.
+    pub enabled: bool,
+    /// Visitors without a valid token are refused.
+    pub required: bool,
+    /// `hmac` or `jwt`.
+    pub mode: String,
+}
+
+/// A site as `GET /admin/v1/sites` and `GET /admin/v1/sites/{id}` show it, and as every change
+/// to it answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteView {
+    pub id: String,
+    pub name: String,
+    pub key_prefix: String,
+    /// The key replaced by a re-key, still accepted until `previous_key_expires_at`.
+    pub previous_key_prefix: Option<String>,
+    pub previous_key_expires_at: Option<String>,
+    pub origins: Vec<String>,
+    pub allow_no_origin: bool,
+    pub models: Vec<String>,
+    pub system_prompt: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub temperature_max: Option<f32>,
+    pub context_messages: Option<u32>,
+    /// `None`: the `[policy]` default.
+    pub client_instructions: Option<ClientInstructions>,
+    pub widget: WidgetSettings,
+    pub limits: SiteLimits,
+    pub conversations: ConversationSettingsView,
+    pub verification: VerificationView,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The full site key: only in the answers to creation and re-key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A new visitor secret: only in the answer to `POST .../verification` that made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitor_secret: Option<String>,
+}
+
+/// `POST /admin/v1/sites`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSite {
+    pub name: String,
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// Accept calls without an `Origin` header (native apps).
+    #[serde(default)]
+    pub allow_no_origin: bool,
+    /// The first is the site's default.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_max: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_messages: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_instructions: Option<ClientInstructions>,
+    #[serde(default)]
+    pub widget: WidgetSettings,
+    #[serde(default)]
+    pub limits: SiteLimits,
+}
+
+/// `PATCH /admin/v1/sites/{id}`: what is given changes, what is left out stays.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SitePatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widget: Option<WidgetPatch>,
+    /// `Some(None)` (`null`): the `[policy]` default.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub client_instructions: Option<Option<ClientInstructions>>,
+}
+
+/// The widget fields of a [`SitePatch`]: `Some(None)` (`null`) falls back to the `[widget]`
+/// default, `None` (left out) keeps the site's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WidgetPatch {
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub greeting: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub suggestions: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub primary_color: Option<Option<String>>,
+}
+
+/// `PATCH /admin/v1/sites/{id}/limits`: `Some(None)` (`null`) removes a limit, `Some(n)` sets
+/// it, `None` (left out) keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsPatch {
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub rpd: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub monthly_budget_micros: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub daily_budget_micros: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub visitor_rpm: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub visitor_rpd: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub verified_rpm: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub verified_rpd: Option<Option<u32>>,
+}
+
+/// `PATCH /admin/v1/sites/{id}/origins`: origins to add and to remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginsPatch {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// `POST /admin/v1/sites/{id}/verification`, as `confab sites verification`: a new visitor
+/// secret (in the answer once, `visitor_secret`), verification off (the secret removed),
+/// required or not, and the token's form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationChange {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_secret: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub off: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+    /// `hmac` or `jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+// ----- keys ----------------------------------------------------------------------------------
+
+/// A secret key as `GET /admin/v1/keys` lists it and its changes answer. Limits `None`:
+/// unlimited; money in micro-dollars.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub key_prefix: String,
+    pub scopes: Vec<String>,
+    /// Empty: every model.
+    pub models: Vec<String>,
+    pub rpm: Option<u32>,
+    pub rpd: Option<u32>,
+    pub tpm: Option<u32>,
+    pub monthly_budget_micros: Option<u64>,
+    pub daily_budget_micros: Option<u64>,
+    /// RFC 3339, as are the other times.
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub active: bool,
+    pub revoked_at: Option<String>,
+    /// The secret replaced by a rotation, still accepted until `previous_expires_at`.
+    pub previous_key_prefix: Option<String>,
+    pub previous_expires_at: Option<String>,
+    /// The full secret: only in the answers to creation and rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `POST /admin/v1/keys`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    /// `chat`, `models`, `usage`, `tools`.
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpd: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_budget_micros: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_budget_micros: Option<u64>,
+}
+
+// ----- usage ---------------------------------------------------------------------------------
+
+/// Counts for one group of requests; money in micro-dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Of the input tokens, those read from and written to the provider's prompt cache.
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cost_micros: u64,
+}
+
+/// One UTC day of a usage report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageDay {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+/// `GET /admin/v1/usage` (and `GET /v1/usage`, `confab usage --json`): totals and a per-day
+/// series over the last N days, by site, key and model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// First day covered, `YYYY-MM-DD` (UTC).
+    pub since: String,
+    pub days: Vec<UsageDay>,
+    pub totals: UsageTotals,
+    pub by_site: BTreeMap<String, UsageTotals>,
+    pub by_key: BTreeMap<String, UsageTotals>,
+    pub by_model: BTreeMap<String, UsageTotals>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +493,37 @@ mod tests {
         assert_eq!((kept.notice, kept.handoff), (None, Some(true)));
         assert!(serde_json::from_str::<ConversationSettingsPatch>(r#"{"x":1}"#).is_err());
         assert_eq!(serde_json::to_string(&cleared).unwrap(), r#"{"notice":null}"#);
+    }
+
+    #[test]
+    fn a_limits_patch_sends_null_to_clear_and_leaves_out_what_it_keeps() {
+        let patch = LimitsPatch { rpm: Some(Some(5)), tpm: Some(None), ..Default::default() };
+        assert_eq!(serde_json::to_string(&patch).unwrap(), r#"{"rpm":5,"tpm":null}"#);
+        let back: LimitsPatch = serde_json::from_str(r#"{"rpm":5,"tpm":null}"#).unwrap();
+        assert_eq!(back, patch);
+    }
+
+    #[test]
+    fn a_widget_patch_clears_with_null_and_names_client_instructions_in_lowercase() {
+        let patch = SitePatch {
+            widget: Some(WidgetPatch {
+                title: Some(Some("Ask us".into())),
+                primary_color: Some(None),
+                ..Default::default()
+            }),
+            client_instructions: Some(Some(ClientInstructions::Reject)),
+        };
+        let text = serde_json::to_string(&patch).unwrap();
+        assert_eq!(
+            text,
+            r#"{"widget":{"title":"Ask us","primary_color":null},"client_instructions":"reject"}"#
+        );
+        assert_eq!(serde_json::from_str::<SitePatch>(&text).unwrap(), patch);
+    }
+
+    #[test]
+    fn a_verification_change_sends_only_what_it_changes() {
+        let change = VerificationChange { new_secret: true, ..Default::default() };
+        assert_eq!(serde_json::to_string(&change).unwrap(), r#"{"new_secret":true}"#);
     }
 }

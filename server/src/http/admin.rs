@@ -702,28 +702,27 @@ async fn revoke_key(
     key.map(|key| Json(keys::key_view(&key))).ok_or_else(|| not_found("key", &id))
 }
 
-/// `?days=N&site=ID&key=ID`.
+/// `?days=N&site=ID&key=ID&model=NAME`.
 async fn usage(
     _: Admin,
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<crate::usage::UsageReport>, ApiError> {
     let days = days_param(query.as_deref())?;
+    // Decoded, as the console percent-encodes values (a model may be `provider:name`).
     let param = |name: &str| {
-        query.as_deref().unwrap_or_default().split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            (key == name && !value.is_empty()).then(|| value.to_owned())
-        })
+        url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
+            .find_map(|(key, value)| (key == name && !value.is_empty()).then(|| value.into_owned()))
     };
-    let (site, key) = (param("site"), param("key"));
-    let report = crate::usage::report(
-        state.store.as_ref(),
-        days,
-        site.as_deref(),
-        key.as_deref(),
-        crate::unix_now(),
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let (site, key, model) = (param("site"), param("key"), param("model"));
+    let filter = crate::usage::UsageFilter {
+        site: site.as_deref(),
+        key: key.as_deref(),
+        model: model.as_deref(),
+    };
+    let report =
+        crate::usage::filtered_report(state.store.as_ref(), days, filter, crate::unix_now())
+            .await
+            .map_err(ApiError::internal)?;
     Ok(Json(report))
 }
