@@ -468,7 +468,9 @@ impl Store for SqliteStore {
     }
 
     async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // Reads, then writes: taken as a writer from the start, or SQLite refuses the upgrade at
+        // once (SQLITE_BUSY, no busy wait) while another writer holds the database.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sites WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)

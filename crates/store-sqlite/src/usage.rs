@@ -37,7 +37,8 @@ pub async fn record(pool: &SqlitePool, records: &[UsageRecord]) -> Result<(), St
 /// Records what a crashed run left unsettled, but for the requests whose record it did write.
 pub async fn recover(pool: &SqlitePool, records: &[UsageRecord]) -> Result<u64, StoreError> {
     let Some(oldest) = records.iter().map(|r| r.at_ms).min() else { return Ok(0) };
-    let mut tx = pool.begin().await?;
+    // Reads, then writes: a writer from the start (see `set_site_origins`).
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let written: HashSet<String> = sqlx::query_scalar(
         "SELECT request_id FROM usage WHERE at_ms >= ? AND request_id IS NOT NULL",
     )
