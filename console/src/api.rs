@@ -223,6 +223,12 @@ pub async fn conversation(id: &str) -> Result<ConversationView, ApiError> {
     get(&format!("/admin/v1/conversations/{}", encode(id))).await
 }
 
+/// A conversation through a hand-off link's signature (`query`: its `expires=…&sig=…`), no
+/// session needed.
+pub async fn shared_conversation(id: &str, query: &str) -> Result<ConversationView, ApiError> {
+    get(&format!("/admin/v1/shared/conversations/{}?{query}", encode(id))).await
+}
+
 pub async fn reply(id: &str, content: String) -> Result<MessageView, ApiError> {
     let path = format!("/admin/v1/conversations/{}/messages", encode(id));
     send("POST", &path, &OperatorMessage { content }).await

@@ -38,11 +38,21 @@ pub fn App() -> impl IntoView {
         document().set_title(&format!("{} · Confab console", route.get().title()));
     });
 
+    // Only a change to or from a hand-off link redraws the whole page (a memo: moving between
+    // the other pages does not touch it).
+    let shared = Memo::new(move |_| match route.get() {
+        Route::Shared { id, query } => Some((id, query)),
+        _ => None,
+    });
     view! {
-        {move || match session.get() {
-            Session::Checking => view! { <main class="center"><p role="status">"Loading…"</p></main> }.into_any(),
-            Session::LoggedOut => view! { <Login session=session /> }.into_any(),
-            Session::LoggedIn => view! { <Shell session=session route=route /> }.into_any(),
+        {move || match (shared.get(), session.get()) {
+            // A hand-off link opens its conversation read-only, logged in or not.
+            (Some((id, query)), _) => {
+                view! { <pages::conversations::SharedTranscript id=id query=query /> }.into_any()
+            }
+            (_, Session::Checking) => view! { <main class="center"><p role="status">"Loading…"</p></main> }.into_any(),
+            (_, Session::LoggedOut) => view! { <Login session=session /> }.into_any(),
+            (_, Session::LoggedIn) => view! { <Shell session=session route=route /> }.into_any(),
         }}
     }
 }
@@ -150,7 +160,9 @@ fn Shell(session: RwSignal<Session>, route: RwSignal<Route>) -> impl IntoView {
             {move || match route.get() {
                 Route::Overview => view! { <pages::overview::Overview /> }.into_any(),
                 Route::Conversations => view! { <pages::conversations::ConversationList /> }.into_any(),
-                Route::Conversation(id) => view! { <pages::conversations::Transcript id /> }.into_any(),
+                Route::Conversation(id) | Route::Shared { id, .. } => {
+                    view! { <pages::conversations::Transcript id /> }.into_any()
+                }
                 Route::Sites => view! { <pages::sites::Sites /> }.into_any(),
                 Route::Keys => view! { <pages::keys::Keys /> }.into_any(),
                 Route::Webhooks => view! { <pages::webhooks::Webhooks /> }.into_any(),

@@ -6,6 +6,11 @@ pub enum Route {
     Overview,
     Conversations,
     Conversation(String),
+    /// A conversation opened by a hand-off link: its id and the link's `expires=…&sig=…`.
+    Shared {
+        id: String,
+        query: String,
+    },
     Sites,
     Keys,
     Webhooks,
@@ -20,6 +25,10 @@ impl Route {
         match (parts.next().unwrap_or_default(), parts.next()) {
             ("conversations", Some(id)) if !id.is_empty() => Self::Conversation(id.to_owned()),
             ("conversations", _) => Self::Conversations,
+            ("shared", Some(rest)) => {
+                let (id, query) = rest.split_once('?').unwrap_or((rest, ""));
+                Self::Shared { id: id.to_owned(), query: query.to_owned() }
+            }
             ("sites", _) => Self::Sites,
             ("keys", _) => Self::Keys,
             ("webhooks", _) => Self::Webhooks,
@@ -34,6 +43,7 @@ impl Route {
             Self::Overview => "#/".into(),
             Self::Conversations => "#/conversations".into(),
             Self::Conversation(id) => format!("#/conversations/{id}"),
+            Self::Shared { id, query } => format!("#/shared/{id}?{query}"),
             Self::Sites => "#/sites".into(),
             Self::Keys => "#/keys".into(),
             Self::Webhooks => "#/webhooks".into(),
@@ -46,7 +56,7 @@ impl Route {
         match self {
             Self::Overview => "Overview",
             Self::Conversations => "Conversations",
-            Self::Conversation(_) => "Conversation",
+            Self::Conversation(_) | Self::Shared { .. } => "Conversation",
             Self::Sites => "Sites",
             Self::Keys => "Secret keys",
             Self::Webhooks => "Webhooks",
@@ -57,7 +67,7 @@ impl Route {
     /// The navigation entry this page belongs under.
     pub fn section(&self) -> Self {
         match self {
-            Self::Conversation(_) => Self::Conversations,
+            Self::Conversation(_) | Self::Shared { .. } => Self::Conversations,
             other => other.clone(),
         }
     }
@@ -85,7 +95,9 @@ mod tests {
         let conversation = Route::parse("#/conversations/conv_1");
         assert_eq!(conversation, Route::Conversation("conv_1".into()));
         assert_eq!(conversation.section(), Route::Conversations);
-        for route in NAVIGATION.iter().chain([&conversation]) {
+        let shared = Route::parse("#/shared/c_1?expires=9&sig=ab");
+        assert_eq!(shared, Route::Shared { id: "c_1".into(), query: "expires=9&sig=ab".into() });
+        for route in NAVIGATION.iter().chain([&conversation, &shared]) {
             assert_eq!(&Route::parse(&route.href()), route);
         }
     }

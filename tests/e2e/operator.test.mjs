@@ -4,10 +4,12 @@
 // the hand-off on; the shop pastes the console's snippet into its page (another origin); a
 // visitor chats there, rates the answer and asks for a person; the operator finds the
 // conversation, answers as a person, and the reply arrives live in the visitor's widget; the
-// operator sees the visitor's answer, the feedback and the cost, and hands back to the bot.
+// operator sees the visitor's answer, the feedback and the cost, and hands back to the bot. The
+// hand-off webhook's link opens the conversation read-only in the console, without a login.
 // Screenshots land in artifacts/operator-*.png.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { WAIT, artifacts, lastAnswer, launchBrowser, root, startStack, watchErrors } from "./harness.mjs";
@@ -18,14 +20,36 @@ const TOKEN = "operator-e2e-admin-token-0123456789abcdef";
 const INPUT_PER_MILLION = 3_000_000_000;
 const OUTPUT_PER_MILLION = 6_000_000_000;
 
-let stack, browser;
+let stack, browser, hook;
 before(async () => {
+  // The team's webhook receiver, on 127.0.0.1: what it is sent, parsed.
+  hook = { events: [] };
+  hook.server = createServer((req, res) => {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (d) => (body += d));
+    req.on("end", () => {
+      hook.events.push(JSON.parse(body));
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise((resolve) => hook.server.listen(0, "127.0.0.1", resolve));
   stack = await startStack(
-    { CONFAB_ADMIN_TOKEN: TOKEN, CONFAB__ADMIN__CONSOLE_DIR: join(root, "dist", "console") },
+    {
+      CONFAB_ADMIN_TOKEN: TOKEN,
+      CONFAB__ADMIN__CONSOLE_DIR: join(root, "dist", "console"),
+      CONFAB_E2E_HOOK_SECRET: "operator-e2e-webhook-secret-0123",
+    },
     [
       `[prices."${MODEL}"]`,
       `input_per_million = ${INPUT_PER_MILLION}`,
       `output_per_million = ${OUTPUT_PER_MILLION}`,
+      "[webhooks]",
+      "poll_ms = 100",
+      "[[webhooks.endpoints]]",
+      `url = "http://127.0.0.1:${hook.server.address().port}/hook"`,
+      'secret_env = "CONFAB_E2E_HOOK_SECRET"',
+      'events = ["conversation.handoff"]',
     ],
   );
   browser = await launchBrowser();
@@ -33,6 +57,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await stack?.close();
+  await new Promise((resolve) => hook?.server.close(resolve));
 });
 
 /** An admin API call with the bearer token: the parsed body (throws on a failure). */
@@ -141,6 +166,24 @@ test("an operator sets a site up in the console, and answers its visitor as a pe
   }, "the conversation, its feedback and its cost to be stored");
   assert.equal(stored.site_id, siteId);
   assert.equal(stored.page_url, stack.hosts.url + "/snippet.html");
+
+  // The team hears of it: the hand-off webhook's link opens the conversation in the console,
+  // read-only, for someone who is not logged in.
+  const handoff = await until(() => hook.events.find((e) => e.type === "conversation.handoff"
+    && e.data.conversation_id === conversation), "the hand-off webhook");
+  assert.match(handoff.data.link, new RegExp(`^/console/#/shared/${conversation}\\?expires=\\d+&sig=[0-9a-f]+$`));
+  const colleague = await newPage({ width: 1000, height: 800 });
+  t.after(() => colleague.context.close());
+  await colleague.page.goto(stack.relay.url + handoff.data.link);
+  await colleague.page.getByRole("heading", { name: "Conversation", level: 1 }).waitFor(WAIT);
+  await colleague.page.locator(".transcript li.visitor", { hasText: question }).waitFor(WAIT);
+  assert.equal(await colleague.page.locator("[data-holder]").getAttribute("data-holder"), "waiting");
+  assert.equal(await colleague.page.getByLabel("Admin token").count(), 0);
+  assert.equal(await colleague.page.getByLabel("Reply as a person").count(), 0);
+  await colleague.page.screenshot({ path: join(artifacts, "operator-shared-link.png") });
+  // A tampered link shows the relay's refusal instead.
+  await colleague.page.goto(stack.relay.url + handoff.data.link.replace(/sig=(.)/, (_, c) => `sig=${c === "0" ? "1" : "0"}`));
+  await colleague.page.locator("[role=alert]", { hasText: "not valid or has expired" }).waitFor(WAIT);
 
   // 4. The operator finds it among the conversations waiting for a person, and opens it.
   await console_.getByRole("link", { name: "Conversations" }).click();

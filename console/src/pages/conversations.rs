@@ -308,22 +308,7 @@ pub fn Transcript(id: String) -> impl IntoView {
             Some(Err(e)) => view! { <ErrorNote message=e.message /> }.into_any(),
             Some(Ok(c)) => {
                 let site = site_name(&sites.get(), &c.site_id);
-                view! {
-                    <dl class="facts">
-                        <div><dt>"Site"</dt><dd>{site}</dd></div>
-                        <div><dt>"Holder"</dt><dd data-holder=c.holder.clone()>{holder_label(&c.holder)}</dd></div>
-                        <div><dt>"Started"</dt><dd>{timestamp(c.started_at_ms)}</dd></div>
-                        <div><dt>"Model"</dt><dd>{c.model.clone().unwrap_or_else(|| "—".into())}</dd></div>
-                        <div><dt>"Tokens"</dt><dd>{format!("{} in, {} out", grouped(c.input_tokens), grouped(c.output_tokens))}</dd></div>
-                        <div><dt>"Cost"</dt><dd>{dollars(c.cost_micros)}</dd></div>
-                        <div><dt>"Page"</dt><dd class="wrap">{c.page_url.clone().unwrap_or_else(|| "—".into())}</dd></div>
-                        <div><dt>"Visitor"</dt><dd class="wrap" data-visitor=c.visitor.clone().unwrap_or_default()>{c.visitor.clone().unwrap_or_else(|| "—".into())}</dd></div>
-                    </dl>
-                    <ol class="transcript" aria-label="Messages">
-                        {c.messages.unwrap_or_default().into_iter().map(message_item).collect_view()}
-                    </ol>
-                }
-                    .into_any()
+                conversation_facts(c, site).into_any()
             }
         }}
         <Show when=handed_off>
@@ -356,6 +341,53 @@ pub fn Transcript(id: String) -> impl IntoView {
                 <FieldError id="erase-error" message=gone_error />
             </section>
         </Show>
+    }
+}
+
+/// A conversation's facts (site, holder, cost...) and its messages.
+fn conversation_facts(c: ConversationView, site: String) -> impl IntoView {
+    view! {
+        <dl class="facts">
+            <div><dt>"Site"</dt><dd>{site}</dd></div>
+            <div><dt>"Holder"</dt><dd data-holder=c.holder.clone()>{holder_label(&c.holder)}</dd></div>
+            <div><dt>"Started"</dt><dd>{timestamp(c.started_at_ms)}</dd></div>
+            <div><dt>"Model"</dt><dd>{c.model.clone().unwrap_or_else(|| "—".into())}</dd></div>
+            <div><dt>"Tokens"</dt><dd>{format!("{} in, {} out", grouped(c.input_tokens), grouped(c.output_tokens))}</dd></div>
+            <div><dt>"Cost"</dt><dd>{dollars(c.cost_micros)}</dd></div>
+            <div><dt>"Page"</dt><dd class="wrap">{c.page_url.clone().unwrap_or_else(|| "—".into())}</dd></div>
+            <div><dt>"Visitor"</dt><dd class="wrap" data-visitor=c.visitor.clone().unwrap_or_default()>{c.visitor.clone().unwrap_or_else(|| "—".into())}</dd></div>
+        </dl>
+        <ol class="transcript" aria-label="Messages">
+            {c.messages.unwrap_or_default().into_iter().map(message_item).collect_view()}
+        </ol>
+    }
+}
+
+/// A conversation opened from the signed link of a `conversation.handoff` webhook
+/// (`#/shared/{id}?expires=…&sig=…`): read-only, without a session; answering it needs one.
+#[component]
+pub fn SharedTranscript(id: String, query: String) -> impl IntoView {
+    let conversation = RwSignal::new(Loaded::<ConversationView>::None);
+    let answer_at = Route::Conversation(id.clone()).href();
+    spawn_local(async move {
+        conversation.set(Some(api::shared_conversation(&id, &query).await));
+    });
+    view! {
+        <main id="main" class="shared">
+            <h1>"Conversation"</h1>
+            <p class="muted">
+                "Shared by a hand-off link, read-only. "
+                <a href=answer_at>"Log in to answer it"</a>
+            </p>
+            {move || match conversation.get() {
+                None => view! { <LoadingNote /> }.into_any(),
+                Some(Err(e)) => view! { <ErrorNote message=e.message /> }.into_any(),
+                Some(Ok(c)) => {
+                    let site = c.site_id.clone();
+                    conversation_facts(c, site).into_any()
+                }
+            }}
+        </main>
     }
 }
 
