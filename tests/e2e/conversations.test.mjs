@@ -178,6 +178,9 @@ test("feedback, a person's replies and the hand back, in a conversation the rela
   await status(page).filter({ hasText: "Waiting for a person…" }).waitFor(WAIT);
   assert.equal(await page.locator(W("button.ask-person")).isVisible(), false);
   assert.equal((await conversation(id)).holder, "waiting");
+  // It names the page too: it may be what makes the conversation on the relay.
+  const asked = requests.find((r) => r.url().endsWith(`/v1/conversations/${id}/handoff`));
+  assert.equal((await asked.allHeaders())["x-confab-page"], stack.hosts.url + "/plain.html");
 
   // The person's reply arrives live, marked as a person's.
   await admin("POST", `/admin/v1/conversations/${id}/messages`, { content: "Hi, I am Ana" });

@@ -277,7 +277,11 @@ pub async fn cancel(caller: Caller<'_>, stream: &str) {
 
 /// POSTs `body` (JSON) as `caller` to the relay's `path` (given in pieces): the answer's body.
 async fn post(caller: Caller<'_>, path: &[&str], body: &str) -> Result<String, ChatError> {
-    let init = caller.request("POST", &[("Content-Type", "application/json")], None)?;
+    // Every such call is about a conversation, and may be the one that makes it on the relay
+    // (a hand-off before the first answer is written): it names the page, as a chat request does.
+    let page = conversation::page_url();
+    let headers = [("Content-Type", "application/json"), (PAGE_HEADER, page.as_str())];
+    let init = caller.request("POST", &headers, None)?;
     init.set_body(&JsValue::from_str(body));
     let mut url = caller.relay.to_owned();
     path.iter().for_each(|piece| url.push_str(piece));
