@@ -403,3 +403,21 @@ fn markup_leftovers_make_no_passage_and_nothing_at_all_is_empty() {
     .unwrap_err();
     assert_eq!(error.to_string(), "blank.html: no text found");
 }
+
+#[test]
+fn pathological_markdown_parses_in_bounded_time_without_a_stack_overflow() {
+    let limits = Limits::default();
+    let inputs = [
+        ("quotes.md", format!("{} deep quote\n", ">".repeat(100_000))),
+        ("lists.md", (0..20_000).map(|depth| format!("{}- item\n", "  ".repeat(depth))).collect()),
+        ("brackets.md", format!("{}text{}", "[".repeat(200_000), "](x)".repeat(1_000))),
+        ("emphasis.md", "*_".repeat(500_000)),
+        ("backticks.md", "`a``".repeat(300_000)),
+    ];
+    for (name, source) in inputs {
+        match ingest(name, None, source.as_bytes(), &limits) {
+            Ok(ingested) => assert!(!ingested.passages.is_empty(), "{name}"),
+            Err(error) => assert!(error.to_string().starts_with(name), "{error}"),
+        }
+    }
+}
