@@ -15,6 +15,7 @@
 
 use std::cell::RefCell;
 
+use html5ever::LocalName;
 use html5ever::tendril::StrTendril;
 use html5ever::tokenizer::states::RawKind;
 use html5ever::tokenizer::{
@@ -120,8 +121,9 @@ struct State {
     max_depth: usize,
     max_elements: usize,
     elements: usize,
-    /// Names of the open elements, outermost first.
-    open: Vec<String>,
+    /// Names of the open elements, outermost first (interned atoms: pushing one allocates
+    /// nothing for a known tag name).
+    open: Vec<LocalName>,
     /// How many open elements are in [`SKIPPED`], in `<main>`/`<article>`, in `<pre>`.
     skipped: usize,
     in_main: usize,
@@ -220,7 +222,7 @@ impl State {
             self.refusal = Some(format!("elements nested more than {} deep", self.max_depth));
             return TokenSinkResult::Continue;
         }
-        self.open.push(name.to_owned());
+        self.open.push(tag.name.clone());
         self.entered(name);
         match name {
             "script" => TokenSinkResult::RawData(RawKind::ScriptData),
@@ -240,7 +242,8 @@ impl State {
         match name {
             "main" | "article" => self.in_main += 1,
             "pre" => self.in_pre += 1,
-            "title" if self.title.is_none() => {
+            // An SVG's `<title>` names a drawing, not the page.
+            "title" if self.title.is_none() && !self.open.iter().any(|open| open == "svg") => {
                 self.in_title = true;
                 self.title = Some(String::new());
             }
@@ -272,10 +275,10 @@ impl State {
 
     fn pop(&mut self) {
         let Some(name) = self.open.pop() else { return };
-        if SKIPPED.contains(&name.as_str()) {
+        if SKIPPED.contains(&&*name) {
             self.skipped -= 1;
         }
-        match name.as_str() {
+        match &*name {
             "main" | "article" => {
                 self.end_paragraph();
                 self.in_main -= 1;

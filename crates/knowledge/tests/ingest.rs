@@ -104,7 +104,7 @@ fn html_main_wins_and_navigation_scripts_and_footers_never_appear() {
 
 #[test]
 fn html_without_main_uses_the_body_without_its_navigation() {
-    let page = "<html><body><nav>Menu</nav><h1>Prices</h1><div>Basic costs 5&euro;.<br>Pro costs 9&#8364;.</div><footer>(c) Acme</footer></body></html>";
+    let page = "<html><body><svg><title>Logo</title></svg><nav>Menu</nav><h1>Prices</h1><div>Basic costs 5&euro;.<br>Pro costs 9&#8364;.</div><footer>(c) Acme</footer></body></html>";
     let document = parse("prices", page.as_bytes(), Format::Html, &Limits::default()).unwrap();
     assert_eq!(document.title, "Prices");
     assert_eq!(document.sections, vec![section(&["Prices"], "Basic costs 5€. Pro costs 9€.")]);
