@@ -39,6 +39,9 @@ const MAX_QUERY_TERMS: usize = 32;
 /// Bytes of the query read at most (a long message's opening says what it is about).
 const MAX_QUERY_BYTES: usize = 4_096;
 
+/// How much a word of the earlier messages weighs against one of the latest message.
+pub const CONTEXT_WEIGHT: f32 = 0.3;
+
 const TITLE_BOOST: f32 = 1.5;
 const HEADINGS_BOOST: f32 = 1.5;
 
@@ -180,12 +183,27 @@ impl SiteIndex {
     /// will do: a query with nothing to search for (only stop words or punctuation) finds
     /// nothing.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>, IndexError> {
-        let terms = self.terms(query);
+        self.search_conversation(query, "", k)
+    }
+
+    /// Like [`SiteIndex::search`] for the latest message of a conversation, with words of the
+    /// `earlier` messages (the caller picks how much) weighing [`CONTEXT_WEIGHT`] as much, so
+    /// that a follow-up such as "how long does that take?" still finds what the conversation
+    /// is about, while the latest message decides.
+    pub fn search_conversation(
+        &self,
+        latest: &str,
+        earlier: &str,
+        k: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let mut terms = Vec::new();
+        self.terms(latest, 1.0, &mut terms);
+        self.terms(earlier, CONTEXT_WEIGHT, &mut terms);
         if terms.is_empty() || k == 0 {
             return Ok(Vec::new());
         }
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(terms.len() * 3);
-        for term in &terms {
+        for (term, weight) in &terms {
             for (field, boost) in [
                 (self.fields.text, 1.0),
                 (self.fields.title, TITLE_BOOST),
@@ -195,7 +213,10 @@ impl SiteIndex {
                     Term::from_field_text(field, term),
                     IndexRecordOption::WithFreqs,
                 );
-                clauses.push((Occur::Should, Box::new(BoostQuery::new(Box::new(query), boost))));
+                clauses.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(query), boost * weight)),
+                ));
             }
         }
         let searcher = self.reader.searcher();
@@ -211,22 +232,21 @@ impl SiteIndex {
         Ok(hits)
     }
 
-    /// The query's distinct analysed terms, in order, at most [`MAX_QUERY_TERMS`].
-    fn terms(&self, query: &str) -> Vec<String> {
-        let mut end = query.len().min(MAX_QUERY_BYTES);
-        while !query.is_char_boundary(end) {
+    /// Adds the text's analysed terms not already in `terms`, with `weight`, in order, until
+    /// there are [`MAX_QUERY_TERMS`].
+    fn terms(&self, text: &str, weight: f32, terms: &mut Vec<(String, f32)>) {
+        let mut end = text.len().min(MAX_QUERY_BYTES);
+        while !text.is_char_boundary(end) {
             end -= 1;
         }
         let mut analyzer = self.analyzer.clone();
-        let mut stream = analyzer.token_stream(&query[..end]);
-        let mut terms: Vec<String> = Vec::new();
+        let mut stream = analyzer.token_stream(&text[..end]);
         while terms.len() < MAX_QUERY_TERMS && stream.advance() {
-            let text = &stream.token().text;
-            if !terms.iter().any(|term| term == text) {
-                terms.push(text.clone());
+            let token = &stream.token().text;
+            if !terms.iter().any(|(term, _)| term == token) {
+                terms.push((token.clone(), weight));
             }
         }
-        terms
     }
 }
 

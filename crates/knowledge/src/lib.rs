@@ -28,7 +28,7 @@ mod split;
 
 pub use document::{Document, Format, Limits, Section, parse};
 pub use error::IngestError;
-pub use index::{Hit, IndexError, IndexedPassage, SiteIndex};
+pub use index::{CONTEXT_WEIGHT, Hit, IndexError, IndexedPassage, SiteIndex};
 pub use split::{Passage, passages};
 
 /// A document ingested: its title and its passages.

@@ -64,6 +64,24 @@ fn a_fact_is_found_at_rank_one_by_another_inflection_of_its_words() {
 }
 
 #[test]
+fn a_follow_up_finds_what_the_conversation_is_about_while_the_latest_message_decides() {
+    let index = SiteIndex::new().unwrap();
+    index.add(&shop()).unwrap();
+    assert!(
+        index.search("how long does that take?", 5).unwrap().first().is_none_or(|hit| hit.id != 2)
+    );
+    let hits = index
+        .search_conversation("how long does that take?", "Do you deliver to Mexico?", 5)
+        .unwrap();
+    assert_eq!(hits[0].id, 2, "{hits:?}");
+    // A new subject in the latest message outweighs the earlier one.
+    let hits = index
+        .search_conversation("and how do I reset my password?", "Do you deliver to Mexico?", 5)
+        .unwrap();
+    assert_eq!(hits[0].id, 5, "{hits:?}");
+}
+
+#[test]
 fn a_removed_document_is_never_returned_again() {
     let index = SiteIndex::new().unwrap();
     index.add(&shop()).unwrap();
