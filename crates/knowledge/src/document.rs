@@ -184,7 +184,10 @@ fn decode_text(name: &str, bytes: &[u8], format: Format) -> Result<String, Inges
     if let Some(at) = bytes.iter().position(|&b| b == 0) {
         return Err(binary(format!("a NUL byte at offset {at}")));
     }
-    let text = String::from_utf8_lossy(bytes);
+    let text = match declared_charset(bytes, format) {
+        Some(encoding) => encoding.decode_without_bom_handling(bytes).0,
+        None => String::from_utf8_lossy(bytes),
+    };
     if let std::borrow::Cow::Owned(lossy) = &text {
         let (invalid, total) = lossy.chars().fold((0usize, 0usize), |(invalid, total), c| {
             (invalid + usize::from(c == char::REPLACEMENT_CHARACTER), total + 1)
@@ -195,6 +198,26 @@ fn decode_text(name: &str, bytes: &[u8], format: Format) -> Result<String, Inges
         }
     }
     Ok(text.trim_start_matches('\u{feff}').replace("\r\n", "\n").replace('\r', "\n"))
+}
+
+/// The legacy encoding an HTML page that is not UTF-8 declares in its head (`<meta
+/// charset=...>` or `content="text/html; charset=..."`), if there is one: old sites are often
+/// windows-1252, which would otherwise read as binary.
+fn declared_charset(bytes: &[u8], format: Format) -> Option<&'static encoding_rs::Encoding> {
+    if format != Format::Html || std::str::from_utf8(bytes).is_ok() {
+        return None;
+    }
+    let head = bytes[..bytes.len().min(2048)].to_ascii_lowercase();
+    let at = head.windows(8).position(|window| window == b"charset=")? + 8;
+    let label: Vec<u8> = head[at..]
+        .iter()
+        .copied()
+        .skip_while(|&b| b == b'"' || b == b'\'')
+        .take_while(|&b| {
+            b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b':' || b == b'.'
+        })
+        .collect();
+    encoding_rs::Encoding::for_label(&label).filter(|encoding| *encoding != encoding_rs::UTF_8)
 }
 
 /// The name's last path segment without its extension: the title of a document that has none.

@@ -111,6 +111,20 @@ fn html_without_main_uses_the_body_without_its_navigation() {
 }
 
 #[test]
+fn an_html_page_in_a_declared_legacy_charset_is_decoded() {
+    let page = b"<html><head><meta charset=\"windows-1252\"><title>Caf\xe9</title></head><body><p>Cr\xe8me br\xfbl\xe9e \x80 5</p></body></html>";
+    let document = parse("menu.html", page, Format::Html, &Limits::default()).unwrap();
+    assert_eq!(document.title, "Café");
+    assert_eq!(document.sections, vec![section(&[], "Crème brûlée € 5")]);
+    // Undeclared, the same bytes are mostly not UTF-8: binary.
+    let page = b"<p>\xe9\xe8\xfb\xe9</p>";
+    assert!(matches!(
+        parse("menu.html", page, Format::Html, &Limits::default()),
+        Err(IngestError::Binary { .. })
+    ));
+}
+
+#[test]
 fn plain_text_is_one_section_of_paragraphs() {
     let document = parse(
         "notes.txt",
