@@ -19,6 +19,11 @@
 //! and element count (no tree, no recursion), PDF decompression is bounded and its parser's
 //! panics are caught, and a document may make at most [`Limits::max_passages_per_document`]
 //! passages of at most [`Limits::max_passage_chars`] characters.
+//!
+//! What this leaves to callers: a 1 GB file is refused here only once it is in memory, so a
+//! caller reads at most `max_document_bytes + 1` bytes of a file or a response (and passes
+//! what it read, so the error reports the size as over the limit); and a site's total size
+//! (documents, passages) is a store policy, not a per-document limit.
 
 mod document;
 mod error;

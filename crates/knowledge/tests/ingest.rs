@@ -141,8 +141,13 @@ fn plain_text_is_one_section_of_paragraphs() {
 }
 
 /// A one-page PDF with a title in its information dictionary, written with lopdf.
-#[expect(clippy::unwrap_used, reason = "a test fixture; writing to a Vec does not fail")]
 fn tiny_pdf(text: &str) -> Vec<u8> {
+    pdf_with_padding(text, 0)
+}
+
+/// A one-page PDF whose (compressed) page content ends with `padding` spaces.
+#[expect(clippy::unwrap_used, reason = "a test fixture; writing to a Vec does not fail")]
+fn pdf_with_padding(text: &str, padding: usize) -> Vec<u8> {
     use lopdf::content::{Content, Operation};
     use lopdf::{Document, Object, Stream, dictionary};
     let mut doc = Document::with_version("1.5");
@@ -159,7 +164,9 @@ fn tiny_pdf(text: &str) -> Vec<u8> {
             Operation::new("ET", vec![]),
         ],
     };
-    let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
+    let mut content = content.encode().unwrap();
+    content.resize(content.len() + padding, b' ');
+    let content_id = doc.add_object(Stream::new(dictionary! {}, content));
     let page_id = doc
         .add_object(dictionary! {"Type" => "Page", "Parent" => pages_id, "Contents" => content_id});
     doc.objects.insert(
@@ -173,6 +180,7 @@ fn tiny_pdf(text: &str) -> Vec<u8> {
     let info_id = doc.add_object(dictionary! {"Title" => Object::string_literal("Warranty terms")});
     doc.trailer.set("Root", catalog_id);
     doc.trailer.set("Info", info_id);
+    doc.compress();
     let mut bytes = Vec::new();
     doc.save_to(&mut bytes).unwrap();
     bytes
@@ -302,6 +310,19 @@ fn malformed_pdfs_are_errors_naming_the_file_not_panics() {
     let error =
         parse("garbage.pdf", b"%PDF-1.7\n nope", Format::Pdf, &Limits::default()).unwrap_err();
     assert!(error.to_string().starts_with("garbage.pdf: malformed PDF: "), "{error}");
+}
+
+#[test]
+fn a_pdf_whose_page_inflates_past_the_bound_is_refused() {
+    // 60 MB of spaces deflate to some 60 KB: a small file, a large page.
+    let bytes = pdf_with_padding("Bomb.", 60_000_000);
+    assert!(bytes.len() < 1_000_000, "{}", bytes.len());
+    let error = parse("bomb.pdf", &bytes, Format::Pdf, &Limits::default()).unwrap_err();
+    assert_eq!(error.to_string(), "bomb.pdf: malformed PDF: couldn't decompress stream");
+    // The same page within the bound is read.
+    let bytes = pdf_with_padding("Not a bomb.", 1_000_000);
+    let document = parse("padded.pdf", &bytes, Format::Pdf, &Limits::default()).unwrap();
+    assert_eq!(document.sections[0].text, "Not a bomb.");
 }
 
 /// Random prose: paragraphs of sentences of words, some paragraphs far longer than a passage.
