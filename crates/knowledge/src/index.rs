@@ -1,0 +1,265 @@
+//! [`SiteIndex`]: one site's passages in an in-RAM tantivy index, searched with BM25.
+//!
+//! The index holds no text of its own to return: it answers passage ids, and the caller reads
+//! the passages from the store (or a cache of them). Its searchable fields are the document
+//! title, the heading path and the text, each analysed the same way (words split on anything
+//! not a letter or digit, accents folded, lower-cased, English stop words dropped, English
+//! stems), so "shipping" finds "ships". Title and headings weigh a little more than the text:
+//! a passage under "Returns" is about returns even where its text says "send it back".
+//!
+//! A query is a visitor's words, never query syntax: it goes through the same analyser and
+//! becomes an OR of term queries, so quotes, `AND`, `(` or a lone `-` can never be an error.
+
+use std::sync::Mutex;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
+    StopWordFilter, TextAnalyzer,
+};
+use tantivy::{Index, IndexReader, ReloadPolicy, TantivyDocument, Term, doc};
+
+/// The analyser's name in the index's tokenizer manager.
+const ANALYZER: &str = "confab_en";
+
+/// Memory the writer may fill before it writes a segment. 30 MB holds a 10,000-passage site
+/// (some 10 MB of text) in one segment, so a rebuild at start-up makes one segment and needs no
+/// merge; tantivy refuses less than 15 MB per indexing thread. The arena grows as it is used,
+/// so a small update costs far less, and the writer exists only during an update.
+const WRITER_MEMORY_BYTES: usize = 30_000_000;
+
+/// Distinct query terms used at most: a visitor's message may be long, and each term is a
+/// posting list to walk. The first ones are kept.
+const MAX_QUERY_TERMS: usize = 32;
+
+/// Bytes of the query read at most (a long message's opening says what it is about).
+const MAX_QUERY_BYTES: usize = 4_096;
+
+/// How much a word of the earlier messages weighs against one of the latest message.
+pub const CONTEXT_WEIGHT: f32 = 0.3;
+
+const TITLE_BOOST: f32 = 1.5;
+const HEADINGS_BOOST: f32 = 1.5;
+
+/// A passage to index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedPassage {
+    /// The passage's id in the store: what [`SiteIndex::search`] answers.
+    pub id: u64,
+    /// The id of the document it comes from: what [`SiteIndex::remove_document`] takes.
+    pub document: u64,
+    pub title: String,
+    pub heading_path: Vec<String>,
+    pub text: String,
+}
+
+/// A passage found by a search, best first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    pub id: u64,
+    pub score: f32,
+}
+
+/// The index failed. In RAM this is not expected; the source says why.
+#[derive(Debug, thiserror::Error)]
+#[error("knowledge index: {0}")]
+pub struct IndexError(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+impl From<tantivy::TantivyError> for IndexError {
+    fn from(error: tantivy::TantivyError) -> Self {
+        Self(Box::new(error))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    id: Field,
+    document: Field,
+    title: Field,
+    headings: Field,
+    text: Field,
+}
+
+/// One site's passages, searchable. `Send + Sync`: searches run concurrently with each other
+/// and with an update, and see an update once the call that made it has returned.
+pub struct SiteIndex {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+    analyzer: TextAnalyzer,
+    /// Held for the length of an update: tantivy allows one writer per index at a time.
+    updating: Mutex<()>,
+}
+
+impl std::fmt::Debug for SiteIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteIndex").field("passages", &self.len()).finish_non_exhaustive()
+    }
+}
+
+impl SiteIndex {
+    /// An empty index.
+    pub fn new() -> Result<Self, IndexError> {
+        let mut schema = Schema::builder();
+        let text_options = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(ANALYZER)
+                // No positions: no phrase queries, so a smaller index and faster updates.
+                .set_index_option(IndexRecordOption::WithFreqs),
+        );
+        let fields = Fields {
+            id: schema.add_u64_field("id", NumericOptions::default().set_fast()),
+            document: schema.add_u64_field("document", NumericOptions::default().set_indexed()),
+            title: schema.add_text_field("title", text_options.clone()),
+            headings: schema.add_text_field("headings", text_options.clone()),
+            text: schema.add_text_field("text", text_options),
+        };
+        let index = Index::create_in_ram(schema.build());
+        let analyzer = analyzer();
+        index.tokenizers().register(ANALYZER, analyzer.clone());
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(Self { index, reader, fields, analyzer, updating: Mutex::new(()) })
+    }
+
+    /// Add passages. Passages are not deduplicated by id: to change a document, use
+    /// [`SiteIndex::replace_document`].
+    pub fn add(&self, passages: &[IndexedPassage]) -> Result<(), IndexError> {
+        self.update(None, passages)
+    }
+
+    /// Remove every passage of a document.
+    pub fn remove_document(&self, document: u64) -> Result<(), IndexError> {
+        self.update(Some(document), &[])
+    }
+
+    /// Replace a document's passages with `passages` in one step: no search sees the
+    /// document missing or twice.
+    pub fn replace_document(
+        &self,
+        document: u64,
+        passages: &[IndexedPassage],
+    ) -> Result<(), IndexError> {
+        self.update(Some(document), passages)
+    }
+
+    fn update(&self, remove: Option<u64>, add: &[IndexedPassage]) -> Result<(), IndexError> {
+        // A panic while updating leaves the index as it was (nothing committed), so a poisoned
+        // lock is safe to take.
+        let _updating = self.updating.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut writer =
+            self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY_BYTES)?;
+        if let Some(document) = remove {
+            writer.delete_term(Term::from_field_u64(self.fields.document, document));
+        }
+        for passage in add {
+            writer.add_document(doc!(
+                self.fields.id => passage.id,
+                self.fields.document => passage.document,
+                self.fields.title => passage.title.as_str(),
+                self.fields.headings => passage.heading_path.join("\n"),
+                self.fields.text => passage.text.as_str(),
+            ))?;
+        }
+        writer.commit()?;
+        writer.wait_merging_threads()?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// The passages in the index.
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `k` passages that best match `query` (a visitor's words), best first. Any words
+    /// will do: a query with nothing to search for (only stop words or punctuation) finds
+    /// nothing.
+    pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>, IndexError> {
+        self.search_conversation(query, "", k)
+    }
+
+    /// Like [`SiteIndex::search`] for the latest message of a conversation, with words of the
+    /// `earlier` messages (the caller picks how much) weighing [`CONTEXT_WEIGHT`] as much, so
+    /// that a follow-up such as "how long does that take?" still finds what the conversation
+    /// is about, while the latest message decides.
+    pub fn search_conversation(
+        &self,
+        latest: &str,
+        earlier: &str,
+        k: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let mut terms = Vec::new();
+        self.terms(latest, 1.0, &mut terms);
+        self.terms(earlier, CONTEXT_WEIGHT, &mut terms);
+        if terms.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(terms.len() * 3);
+        for (term, weight) in &terms {
+            for (field, boost) in [
+                (self.fields.text, 1.0),
+                (self.fields.title, TITLE_BOOST),
+                (self.fields.headings, HEADINGS_BOOST),
+            ] {
+                let query = TermQuery::new(
+                    Term::from_field_text(field, term),
+                    IndexRecordOption::WithFreqs,
+                );
+                clauses.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(query), boost * weight)),
+                ));
+            }
+        }
+        let searcher = self.reader.searcher();
+        let top = searcher
+            .search(&BooleanQuery::new(clauses), &TopDocs::with_limit(k).order_by_score())?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let ids = searcher.segment_reader(address.segment_ord).fast_fields().u64("id")?;
+            if let Some(id) = ids.first(address.doc_id) {
+                hits.push(Hit { id, score });
+            }
+        }
+        Ok(hits)
+    }
+
+    /// Adds the text's analysed terms not already in `terms`, with `weight`, in order, until
+    /// there are [`MAX_QUERY_TERMS`].
+    fn terms(&self, text: &str, weight: f32, terms: &mut Vec<(String, f32)>) {
+        let mut end = text.len().min(MAX_QUERY_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(&text[..end]);
+        while terms.len() < MAX_QUERY_TERMS && stream.advance() {
+            let token = &stream.token().text;
+            if !terms.iter().any(|(term, _)| term == token) {
+                terms.push((token.clone(), weight));
+            }
+        }
+    }
+}
+
+/// Words split on anything not a letter or digit, tokens over 40 bytes dropped (hashes and
+/// base64, never words), accents folded, lower-cased, English stop words dropped, stemmed.
+fn analyzer() -> TextAnalyzer {
+    let stop_words = StopWordFilter::new(Language::English)
+        .unwrap_or_else(|| StopWordFilter::remove(Vec::new()));
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(AsciiFoldingFilter)
+        .filter(LowerCaser)
+        .filter(stop_words)
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
