@@ -434,3 +434,209 @@ mod tests {
         }
     }
 }
+
+/// The fetcher against a real HTTP server on 127.0.0.1 playing a small site.
+#[cfg(test)]
+mod http_tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::extract::{Request, State};
+    use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+    use tokio::time::Instant;
+    use url::Url;
+
+    use super::{FetchError, FetchLimits, Fetcher};
+
+    type Log = Arc<Mutex<Vec<(String, Instant)>>>;
+
+    /// Serves the test site; `robots` is the status of its robots.txt (200 with rules, or not).
+    async fn site(robots: StatusCode) -> (Url, Log) {
+        let log: Log = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let app = Router::new()
+            .fallback(move |State(log): State<Log>, request: Request| async move {
+                let path = request.uri().path().to_owned();
+                log.lock().unwrap().push((path.clone(), Instant::now()));
+                page(&path, robots)
+            })
+            .with_state(log.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (base, log)
+    }
+
+    fn xml(body: &str) -> Response {
+        ([(header::CONTENT_TYPE, "application/xml")], body.to_owned()).into_response()
+    }
+
+    fn page(path: &str, robots: StatusCode) -> Response {
+        let urlset = |locs: &[&str]| {
+            let entries: String =
+                locs.iter().map(|l| format!("<url><loc>{l}</loc></url>")).collect();
+            xml(&format!(
+                "<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">{entries}</urlset>"
+            ))
+        };
+        let index = |locs: &[&str]| {
+            let entries: String =
+                locs.iter().map(|l| format!("<sitemap><loc>{l}</loc></sitemap>")).collect();
+            xml(&format!("<sitemapindex>{entries}</sitemapindex>"))
+        };
+        match path {
+            "/robots.txt" if robots == StatusCode::OK => {
+                "User-agent: *\nDisallow: /private\n".into_response()
+            }
+            "/robots.txt" => robots.into_response(),
+            "/sitemap.xml" => urlset(&["/a", "b", "/a"]),
+            "/index.xml" => index(&["/sitemap.xml", "/more.xml"]),
+            "/more.xml" => urlset(&["/c"]),
+            "/loop.xml" => index(&["/loop2.xml"]),
+            "/loop2.xml" => index(&["/loop.xml"]),
+            "/deep0.xml" => index(&["/deep1.xml"]),
+            "/deep1.xml" => index(&["/deep2.xml"]),
+            "/deep2.xml" => index(&["/deep3.xml"]),
+            "/deep3.xml" => index(&["/deep4.xml"]),
+            "/deep4.xml" => urlset(&["/a"]),
+            "/off.xml" => urlset(&["/a", "http://elsewhere.example/x"]),
+            "/html.xml" => "<html><body>not a sitemap</body></html>".into_response(),
+            "/big" => "x".repeat(2048).into_response(),
+            "/redirect-in" => {
+                (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, "/a")]).into_response()
+            }
+            "/redirect-off" => {
+                (StatusCode::FOUND, [(header::LOCATION, "http://elsewhere.example/x")])
+                    .into_response()
+            }
+            "/gzipped" => {
+                let mut headers = HeaderMap::new();
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                (headers, vec![0x1f_u8, 0x8b, 8, 0]).into_response()
+            }
+            "/a" | "/b" | "/c" | "/private/p" => (
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                format!("<html><body><main><h1>Page {path}</h1></main></body></html>"),
+            )
+                .into_response(),
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+
+    fn limits() -> FetchLimits {
+        FetchLimits {
+            max_bytes: 1024,
+            max_sitemap_bytes: 64 * 1024,
+            max_pages: 3,
+            interval: Duration::from_millis(40),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn fetcher(base: &Url) -> Fetcher {
+        Fetcher::new(&[base.origin().ascii_serialization()], limits()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_sitemap_index_lists_its_sitemaps_pages_once_in_order() {
+        let (base, _) = site(StatusCode::OK).await;
+        let pages = fetcher(&base).sitemap(&base.join("/index.xml").unwrap()).await.unwrap();
+        let paths: Vec<&str> = pages.iter().map(Url::path).collect();
+        assert_eq!(paths, ["/a", "/b", "/c"]);
+    }
+
+    #[tokio::test]
+    async fn sitemaps_that_loop_nest_too_deep_list_too_much_or_leave_the_site_are_refused() {
+        let (base, _) = site(StatusCode::OK).await;
+        let at = |path: &str| base.join(path).unwrap();
+        let mut fetcher = fetcher(&base);
+        let error = fetcher.sitemap(&at("/loop.xml")).await.unwrap_err();
+        assert_eq!(error, FetchError::SitemapLoop { url: at("/loop.xml").to_string() });
+        let error = fetcher.sitemap(&at("/deep0.xml")).await.unwrap_err();
+        assert_eq!(error, FetchError::SitemapTooDeep { url: at("/deep4.xml").to_string() });
+        let error = fetcher.sitemap(&at("/off.xml")).await.unwrap_err();
+        assert_eq!(
+            error,
+            FetchError::OffOrigin {
+                url: "http://elsewhere.example/x".into(),
+                origins: base.origin().ascii_serialization()
+            }
+        );
+        let mut small = Fetcher::new(
+            &[base.origin().ascii_serialization()],
+            FetchLimits { max_pages: 2, ..limits() },
+        )
+        .unwrap();
+        let error = small.sitemap(&at("/index.xml")).await.unwrap_err();
+        assert_eq!(error, FetchError::TooManyPages { url: at("/more.xml").to_string(), limit: 2 });
+        let error = fetcher.sitemap(&at("/html.xml")).await.unwrap_err();
+        assert!(matches!(error, FetchError::NotASitemap { .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn pages_are_fetched_only_where_the_site_and_its_robots_txt_allow() {
+        let (base, _) = site(StatusCode::OK).await;
+        let at = |path: &str| base.join(path).unwrap();
+        let mut fetcher = fetcher(&base);
+        let page = fetcher.page(&at("/redirect-in")).await.unwrap();
+        assert_eq!(page.url, at("/a"));
+        assert_eq!(page.content_type.as_deref(), Some("text/html; charset=utf-8"));
+        assert!(String::from_utf8_lossy(&page.body).contains("Page /a"));
+        let refused = [
+            ("/private/p", FetchError::Disallowed { url: at("/private/p").to_string() }),
+            ("/big", FetchError::TooLarge { url: at("/big").to_string(), limit: 1024 }),
+            ("/missing", FetchError::Status { url: at("/missing").to_string(), status: 404 }),
+            (
+                "/gzipped",
+                FetchError::Compressed { url: at("/gzipped").to_string(), encoding: "gzip".into() },
+            ),
+            (
+                "/redirect-off",
+                FetchError::OffOrigin {
+                    url: "http://elsewhere.example/x".into(),
+                    origins: base.origin().ascii_serialization(),
+                },
+            ),
+        ];
+        for (path, expected) in refused {
+            assert_eq!(fetcher.page(&at(path)).await.unwrap_err(), expected, "{path}");
+        }
+        let other = Url::parse("http://elsewhere.example/a").unwrap();
+        assert!(matches!(fetcher.page(&other).await, Err(FetchError::OffOrigin { .. })));
+        let ftp = Url::parse("ftp://127.0.0.1/a").unwrap();
+        assert!(matches!(fetcher.page(&ftp).await, Err(FetchError::NotHttp { .. })));
+    }
+
+    #[tokio::test]
+    async fn robots_txt_is_read_once_and_requests_are_spaced_out() {
+        let (base, log) = site(StatusCode::OK).await;
+        let mut fetcher = fetcher(&base);
+        for path in ["/a", "/b", "/c"] {
+            fetcher.page(&base.join(path).unwrap()).await.unwrap();
+        }
+        let log = log.lock().unwrap().clone();
+        let paths: Vec<&str> = log.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["/robots.txt", "/a", "/b", "/c"]);
+        for pair in log.windows(2) {
+            let gap = pair[1].1 - pair[0].1;
+            assert!(gap >= Duration::from_millis(35), "{} after {gap:?}", pair[1].0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_robots_txt_allows_everything_and_a_failing_one_stops_the_fetch() {
+        let (open, _) = site(StatusCode::NOT_FOUND).await;
+        let page = fetcher(&open).page(&open.join("/private/p").unwrap()).await;
+        assert!(page.is_ok(), "{page:?}");
+        let (broken, _) = site(StatusCode::INTERNAL_SERVER_ERROR).await;
+        let error = fetcher(&broken).page(&broken.join("/a").unwrap()).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: robots.txt could not be read (the server answered 500); nothing is fetched without it",
+                broken.join("/robots.txt").unwrap()
+            )
+        );
+    }
+}
