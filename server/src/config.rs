@@ -50,6 +50,8 @@ pub struct Config {
     pub budgets: BudgetsConfig,
     /// Streamed answers that survive a dropped connection.
     pub resume: crate::resume::config::ResumeConfig,
+    /// Sites' knowledge: caps, retrieval and fetching.
+    pub knowledge: crate::knowledge::config::KnowledgeConfig,
     /// Model prices, for budgets and usage costs: `[prices."model"]`.
     pub prices: std::collections::BTreeMap<String, crate::budget::Price>,
     /// LLM providers. With none configured the built-in demo upstream serves `demo.model`.
@@ -777,6 +779,7 @@ impl Config {
         self.webhooks.validate()?;
         self.redis.validate()?;
         self.resume.validate()?;
+        self.knowledge.validate()?;
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
         }
