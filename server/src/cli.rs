@@ -17,7 +17,9 @@ use crate::config::{ClientInstructions, Config, ConfigSources, LogFormat};
 use crate::http::{AppState, DemoPage, serve, serve_admin, serve_metrics};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
-use crate::store::{CallerLimits, Site, SiteSettings, SiteWidget, Store, VisitorLimits};
+use crate::store::{
+    CallerLimits, Grounding, Site, SiteSettings, SiteWidget, Store, VisitorLimits,
+};
 use crate::visitor::TokenMode;
 
 /// Confab: an AI chat assistant on any website, behind a relay that keeps the provider key.
@@ -27,6 +29,13 @@ fn client_instructions_parser() -> impl clap::builder::TypedValueParser<Value = 
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(["layer", "drop", "reject"])
         .map(|name| ClientInstructions::from_name(&name).unwrap_or_default())
+}
+
+/// `prefer` or `strict`, listed in `--help` and in the error for anything else.
+fn grounding_parser() -> impl clap::builder::TypedValueParser<Value = Grounding> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["prefer", "strict"])
+        .map(|name| Grounding::from_name(&name).unwrap_or_default())
 }
 
 #[derive(Debug, Parser)]
@@ -108,6 +117,10 @@ pub enum SitesCommand {
         /// What happens to a visitor's own system/developer messages: layer, drop or reject.
         #[arg(long, value_parser = client_instructions_parser())]
         client_instructions: Option<ClientInstructions>,
+        /// How the site answers once it has knowledge: prefer its sources, or answer strictly
+        /// from them (saying when they do not cover a question).
+        #[arg(long, value_parser = grounding_parser())]
+        grounding: Option<Grounding>,
         /// Remove the site's suggested questions (the [widget] default applies again).
         #[arg(long, conflicts_with = "suggestions")]
         no_suggestions: bool,
@@ -353,6 +366,10 @@ pub struct CreateSiteArgs {
     /// [default: policy.client_instructions].
     #[arg(long, value_parser = client_instructions_parser())]
     pub client_instructions: Option<ClientInstructions>,
+    /// How the site answers once it has knowledge (`confab knowledge add`): prefer its
+    /// sources, or answer strictly from them [default: prefer].
+    #[arg(long, value_parser = grounding_parser())]
+    pub grounding: Option<Grounding>,
     #[command(flatten)]
     pub widget: WidgetArgs,
     #[command(flatten)]
@@ -620,6 +637,7 @@ async fn run_sites(
                 limits,
                 visitor_limits,
                 conversations: Default::default(),
+                grounding: args.grounding.unwrap_or_default(),
             };
             let created = sites::create_site(store, config, spec, false).await?;
             if json_output {
@@ -670,7 +688,14 @@ async fn run_sites(
                 print_flush(&format!("{}\n", describe(&site)));
             }
         }
-        SitesCommand::Update { id, widget, client_instructions, no_suggestions, conversations } => {
+        SitesCommand::Update {
+            id,
+            widget,
+            client_instructions,
+            grounding,
+            no_suggestions,
+            conversations,
+        } => {
             let Some(site) = store.site(&id).await? else {
                 bail!("no site with id `{id}` (see `confab sites list`)");
             };
@@ -681,6 +706,9 @@ async fn run_sites(
             sites::update_widget(store, &id, updated).await?;
             if let Some(setting) = client_instructions {
                 store.set_site_client_instructions(&id, Some(setting)).await?;
+            }
+            if let Some(grounding) = grounding {
+                store.set_site_grounding(&id, grounding).await?;
             }
             if let Some(change) = conversations.change() {
                 sites::change_conversations(store, &id, change).await?;
@@ -835,7 +863,7 @@ fn describe(site: &Site) -> String {
         "Site {id} \"{name}\"\n  key:          {key}\n  origins:      {origins}\n  \
          models:       {models}\n  system prompt: {prompt}\n  max_tokens:   {max_tokens}\n  \
          temperature:  <= {temperature}\n  context:      {context} messages\n  \
-         client instructions: {instructions}\n  widget:       {widget}\n  limits:       {limits}\n  per visitor:  {visitor}\n  \
+         client instructions: {instructions}\n  grounding:    {grounding}\n  widget:       {widget}\n  limits:       {limits}\n  per visitor:  {visitor}\n  \
          conversations: {conversations}\n  created:      {created}",
         id = site.id,
         name = settings.name,
@@ -850,6 +878,7 @@ fn describe(site: &Site) -> String {
         temperature = optional(settings.temperature_max.map(|v| v.to_string())),
         context = optional(settings.context_messages.map(|v| v.to_string())),
         instructions = optional(settings.client_instructions.map(|c| c.as_str().to_owned())),
+        grounding = settings.grounding.as_str(),
         widget = widget_text(&settings.widget),
         limits = keys::limits_text(&settings.limits),
         visitor = visitor_limits_text(&settings.visitor_limits),

@@ -65,6 +65,9 @@ pub struct SitePolicy<'a> {
     pub limits: &'a RequestLimits,
     /// Whether the caller may use tools and `response_format`.
     pub tools: ToolAccess,
+    /// The site's knowledge retrieved for this request (`knowledge::grounding`): a system
+    /// message after the site's prompt, counted against `context_bytes` before the conversation.
+    pub sources: Option<&'a str>,
 }
 
 impl<'a> SitePolicy<'a> {
@@ -83,6 +86,7 @@ impl<'a> SitePolicy<'a> {
             client_instructions: site.client_instructions.unwrap_or(defaults.client_instructions),
             limits,
             tools: ToolAccess::Site,
+            sources: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl<'a> SitePolicy<'a> {
             client_instructions: defaults.client_instructions,
             limits,
             tools: ToolAccess::NotGranted,
+            sources: None,
         }
     }
 
@@ -145,7 +150,7 @@ impl<'a> SitePolicy<'a> {
             ));
         }
 
-        let mut messages = Vec::with_capacity(conversation.len() + 2);
+        let mut messages = Vec::with_capacity(conversation.len() + 3);
         let client_instructions = instructions
             .into_iter()
             .map(|m| m.content)
@@ -165,6 +170,12 @@ impl<'a> SitePolicy<'a> {
             }
             (None, false) => messages.push(ChatMessage::new(Role::System, client_instructions)),
             (None, true) => {}
+        }
+        // Beneath the site's prompt and above the client's instructions: a page cannot lift a
+        // strict site's "answer only from the sources".
+        if let Some(sources) = self.sources {
+            let at = usize::from(self.system_prompt.is_some());
+            messages.insert(at, ChatMessage::new(Role::System, sources));
         }
         messages.extend(conversation);
 
@@ -251,6 +262,9 @@ impl<'a> SitePolicy<'a> {
             kept: 0,
             size: 0,
         };
+        if let Some(sources) = self.sources {
+            budget.size = sources.len();
+        }
         for message in &conversation[conversation.len() - must_keep..] {
             budget.take(message.prompt_bytes());
         }
@@ -309,6 +323,7 @@ mod tests {
             client_instructions: ClientInstructions::Layer,
             limits,
             tools: ToolAccess::Site,
+            sources: None,
         }
     }
 
@@ -400,5 +415,29 @@ mod tests {
         let out = p.apply(request(vec![user("aaaa"), assistant("bbbb"), user("cccccc")])).unwrap();
         assert_eq!(out.messages.last().unwrap().content, "cccccc");
         assert_eq!(out.messages.len(), 2);
+    }
+
+    #[test]
+    fn sources_sit_under_the_site_prompt_above_client_instructions_and_take_context_first() {
+        let models = vec!["m".to_owned()];
+        let limits = RequestLimits::default();
+        let mut p = policy(&models, &limits);
+        let sources = "s".repeat(900);
+        p.sources = Some(&sources);
+        let system = |text: &str| ChatMessage::new(Role::System, text);
+        let out = p
+            .apply(request(vec![user(&"o".repeat(200)), assistant("a"), system("page"), user("q")]))
+            .unwrap();
+        let contents: Vec<&str> = out.messages.iter().map(|m| m.content.as_str()).collect();
+        // 1000 bytes: the sources (900), the question and the page's line leave no room for the
+        // 200-byte turn (and the reply without its question is dropped).
+        assert_eq!(contents[0], "You are the shop's assistant.");
+        assert_eq!(contents[1], sources);
+        assert!(contents[2].ends_with("page"), "{contents:?}");
+        assert_eq!(contents[3..], ["q"]);
+        // Without a site prompt the sources come first.
+        p.system_prompt = None;
+        let out = p.apply(request(vec![user("q")])).unwrap();
+        assert_eq!(out.messages[0].content, sources);
     }
 }

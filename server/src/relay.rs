@@ -29,6 +29,7 @@ use tracing::Instrument;
 use crate::config::TimeoutConfig;
 use crate::cut::CutWatch;
 use crate::error::ApiError;
+use crate::knowledge::grounding::{Citations, Source};
 use crate::meter::{Charge, Meter};
 use crate::metrics::OpenStream;
 use crate::resume::{FrameKind, StopSignal, StreamWriter};
@@ -117,6 +118,8 @@ pub struct RelayStream {
     model_json: Option<String>,
     /// Counts this stream in `confab_open_streams` while it lives.
     _open: Option<OpenStream>,
+    /// The knowledge sources the answer was given, and which it cites (`knowledge::grounding`).
+    citations: Option<Citations>,
 }
 
 impl std::fmt::Debug for RelayStream {
@@ -157,6 +160,7 @@ impl RelayStream {
             meter,
             model_json: None,
             _open: open,
+            citations: None,
         }
     }
 
@@ -262,6 +266,9 @@ impl RelayStream {
             self.usage_chunk_sent |= usage_only;
         }
         self.finished |= finish_reason.is_some();
+        if let Some(citations) = self.citations.as_mut() {
+            citations.read(&content);
+        }
         self.content_bytes += content.len();
         self.content_chunks += u64::from(!content.is_empty());
         if self.id.is_none() {
@@ -340,6 +347,13 @@ impl RelayStream {
 
     /// The OpenAI usage chunk (`choices: []`), for streams whose upstream sent none of its own
     /// (it reported no usage, or reported it on a chunk that also had choices).
+    /// The chunk naming the knowledge sources the answer used, if it had any.
+    fn sources_chunk(&self) -> Option<String> {
+        let citations = self.citations.as_ref()?;
+        let created = self.created.unwrap_or_else(unix_now);
+        citations.chunk(self.id.as_deref().unwrap_or_default(), created, &self.model)
+    }
+
     fn usage_chunk(&self) -> Option<String> {
         if self.usage_chunk_sent {
             return None;
@@ -465,6 +479,18 @@ pub struct StreamPlan {
     first: Step,
     /// The target that answers.
     pub target: Arc<Target>,
+}
+
+impl StreamPlan {
+    /// Has the stream name the knowledge `sources` the answer used, in a chunk before its
+    /// usage chunk (see `knowledge::grounding`).
+    pub fn cite(&mut self, sources: Vec<Source>) {
+        let mut citations = Citations::new(sources);
+        if let Step::Chunk(chunk) = &self.first {
+            citations.read(&chunk.content);
+        }
+        self.relay.citations = Some(citations);
+    }
 }
 
 /// Where a call may go: a model's route, tried target by target within the retry budget.
@@ -706,13 +732,15 @@ pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Bytes> + Send {
     })
 }
 
-/// The events that end a stream: the usage chunk (unless the upstream sent one) and `[DONE]`
-/// when it ended cleanly (`failed` is `None`), or an `error` event carrying the envelope.
+/// The events that end a stream: the chunk naming the knowledge sources used (if it had any),
+/// the usage chunk (unless the upstream sent one) and `[DONE]` when it ended cleanly (`failed` is `None`), or an `error` event carrying the envelope.
 fn ending(relay: &RelayStream, failed: Option<UpstreamError>) -> Vec<(FrameKind, String)> {
     match failed {
         None => {
+            let sources = relay.sources_chunk().map(|json| (FrameKind::Data, json));
             let usage = relay.usage_chunk().map(|json| (FrameKind::Data, json));
-            usage.into_iter().chain([(FrameKind::Data, DONE_SENTINEL.to_owned())]).collect()
+            let done = (FrameKind::Data, DONE_SENTINEL.to_owned());
+            sources.into_iter().chain(usage).chain([done]).collect()
         }
         Some(error) => {
             tracing::warn!(%error, "upstream failed mid-answer");

@@ -545,6 +545,7 @@ pub fn site_view(site: &Site) -> serde_json::Value {
         "temperature_max": settings.temperature_max,
         "context_messages": settings.context_messages,
         "client_instructions": settings.client_instructions.map(|c| c.as_str()),
+        "grounding": settings.grounding.as_str(),
         "widget": {
             "title": settings.widget.title,
             "greeting": settings.widget.greeting,

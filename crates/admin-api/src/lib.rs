@@ -217,6 +217,16 @@ pub enum ClientInstructions {
     Reject,
 }
 
+/// How a site with knowledge answers: from its sources where they help (`prefer`), or only from
+/// them, saying when they do not cover the question (`strict`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grounding {
+    #[default]
+    Prefer,
+    Strict,
+}
+
 /// A site's own widget settings; `None`: the relay's `[widget]` default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WidgetSettings {
@@ -272,6 +282,9 @@ pub struct SiteView {
     pub context_messages: Option<u32>,
     /// `None`: the `[policy]` default.
     pub client_instructions: Option<ClientInstructions>,
+    /// How the site answers once it has knowledge.
+    #[serde(default)]
+    pub grounding: Grounding,
     pub widget: WidgetSettings,
     pub limits: SiteLimits,
     pub conversations: ConversationSettingsView,
@@ -309,6 +322,9 @@ pub struct NewSite {
     pub context_messages: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_instructions: Option<ClientInstructions>,
+    /// `None`: `prefer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<Grounding>,
     #[serde(default)]
     pub widget: WidgetSettings,
     #[serde(default)]
@@ -324,6 +340,8 @@ pub struct SitePatch {
     /// `Some(None)` (`null`): the `[policy]` default.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub client_instructions: Option<Option<ClientInstructions>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<Grounding>,
 }
 
 /// The widget fields of a [`SitePatch`]: `Some(None)` (`null`) falls back to the `[widget]`

@@ -23,7 +23,7 @@ use sqlx::{Connection, Row};
 use tokio::sync::watch;
 
 use confab_store::{
-    ApiKey, CallerLimits, ClientInstructions, Directory, NewApiKey, NewSite, NewWebhookDelivery,
+    ApiKey, CallerLimits, ClientInstructions, Directory, Grounding, NewApiKey, NewSite, NewWebhookDelivery,
     Site, SiteWidget, Store, StoreError, UsageGroup, UsageRecord, Verification, VisitorLimits,
     WebhookDelivery, WebhookEvent,
 };
@@ -291,6 +291,10 @@ impl Store for PgStore {
         setting: Option<ClientInstructions>,
     ) -> Result<bool, StoreError> {
         sites::set_client_instructions(&self.pool, id, setting).await
+    }
+
+    async fn set_site_grounding(&self, id: &str, grounding: Grounding) -> Result<bool, StoreError> {
+        sites::set_grounding(&self.pool, id, grounding).await
     }
 
     async fn set_site_verification(

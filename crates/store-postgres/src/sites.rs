@@ -4,7 +4,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 
 use confab_store::{
-    CallerLimits, ClientInstructions, ConversationSettings, NewSite, Site, SiteSettings,
+    CallerLimits, ClientInstructions, ConversationSettings, Grounding, NewSite, Site, SiteSettings,
+    grounding_column,
     SiteWidget, StoreError, Verification, VisitorLimits, new_id,
 };
 
@@ -20,7 +21,7 @@ macro_rules! select_sites {
             "monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, ",
             "visitor_secret, require_verified_visitor, visitor_token_mode, verified_rpm, ",
             "verified_rpd, client_instructions, previous_key_prefix, previous_key_hash, ",
-            "previous_expires_at, conversations FROM sites ",
+            "previous_expires_at, conversations, grounding FROM sites ",
             $tail
         )
     };
@@ -68,6 +69,7 @@ pub(crate) fn site_from_row(row: &PgRow) -> Result<Site, StoreError> {
                 let column: Option<String> = row.try_get("conversations")?;
                 ConversationSettings::from_column(column.as_deref())?
             },
+            grounding: grounding_column(row.try_get("grounding")?)?,
         },
         is_demo: row.try_get("is_demo")?,
         verification: Verification {
@@ -119,9 +121,9 @@ pub async fn create(pool: &PgPool, new: NewSite) -> Result<Site, StoreError> {
          system_prompt, max_tokens, temperature_max, context_messages, is_demo, created_at, \
          widget_title, widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, \
          tpm, monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, \
-         verified_rpm, verified_rpd, client_instructions, conversations) \
+         verified_rpm, verified_rpd, client_instructions, conversations, grounding) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
+         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
     )
     .bind(&site.id)
     .bind(&settings.name)
@@ -150,6 +152,7 @@ pub async fn create(pool: &PgPool, new: NewSite) -> Result<Site, StoreError> {
     .bind(settings.visitor_limits.verified_rpd.map(i64::from))
     .bind(settings.client_instructions.map(ClientInstructions::as_str))
     .bind(settings.conversations.to_column())
+    .bind(settings.grounding.as_str())
     .execute(&mut *tx)
     .await?;
     insert_origins(&mut tx, &site.id, &settings.origins).await?;
@@ -305,6 +308,15 @@ pub async fn set_client_instructions(
 ) -> Result<bool, StoreError> {
     let updated = sqlx::query("UPDATE sites SET client_instructions = $1 WHERE id = $2")
         .bind(setting.map(ClientInstructions::as_str))
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(updated.rows_affected() > 0)
+}
+
+pub async fn set_grounding(pool: &PgPool, id: &str, grounding: Grounding) -> Result<bool, StoreError> {
+    let updated = sqlx::query("UPDATE sites SET grounding = $1 WHERE id = $2")
+        .bind(grounding.as_str())
         .bind(id)
         .execute(pool)
         .await?;

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use confab_store::{ClientInstructions, Directory, new_id};
+use confab_store::{ClientInstructions, Directory, Grounding, grounding_column, new_id};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -91,7 +91,7 @@ macro_rules! select_sites {
             "monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, ",
             "visitor_secret, require_verified_visitor, visitor_token_mode, verified_rpm, ",
             "verified_rpd, client_instructions, previous_key_prefix, previous_key_hash, ",
-            "previous_expires_at, conversations FROM sites ",
+            "previous_expires_at, conversations, grounding FROM sites ",
             $tail
         )
     };
@@ -173,6 +173,7 @@ fn site_from_row(row: &SqliteRow) -> Result<Site, StoreError> {
                 let column: Option<String> = row.try_get("conversations")?;
                 ConversationSettings::from_column(column.as_deref())?
             },
+            grounding: grounding_column(row.try_get("grounding")?)?,
         },
         is_demo: row.try_get("is_demo")?,
         verification: Verification {
@@ -336,8 +337,8 @@ impl Store for SqliteStore {
              system_prompt, max_tokens, temperature_max, context_messages, is_demo, created_at, \
              widget_title, widget_greeting, widget_suggestions, widget_primary_color, rpm, rpd, \
              tpm, monthly_budget_micros, daily_budget_micros, visitor_rpm, visitor_rpd, \
-             verified_rpm, verified_rpd, client_instructions, conversations) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             verified_rpm, verified_rpd, client_instructions, conversations, grounding) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&site.id)
         .bind(&settings.name)
@@ -366,6 +367,7 @@ impl Store for SqliteStore {
         .bind(settings.visitor_limits.verified_rpd.map(i64::from))
         .bind(settings.client_instructions.map(ClientInstructions::as_str))
         .bind(settings.conversations.to_column())
+        .bind(settings.grounding.as_str())
         .execute(&mut *tx)
         .await?;
         for origin in &settings.origins {
@@ -526,6 +528,15 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let updated = sqlx::query("UPDATE sites SET client_instructions = ? WHERE id = ?")
             .bind(setting.map(ClientInstructions::as_str))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    async fn set_site_grounding(&self, id: &str, grounding: Grounding) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE sites SET grounding = ? WHERE id = ?")
+            .bind(grounding.as_str())
             .bind(id)
             .execute(&self.pool)
             .await?;

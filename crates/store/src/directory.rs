@@ -557,6 +557,14 @@ impl Store for Cached {
         self.changed(self.engine().set_site_client_instructions(id, value).await).await
     }
 
+    async fn set_site_grounding(
+        &self,
+        id: &str,
+        grounding: crate::Grounding,
+    ) -> Result<bool, StoreError> {
+        self.changed(self.engine().set_site_grounding(id, grounding).await).await
+    }
+
     async fn set_site_verification(
         &self,
         id: &str,

@@ -25,7 +25,7 @@ pub use knowledge::{
     Knowledge, KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, NewPassage,
     Passage, PutOutcome,
 };
-pub use settings::{ClientInstructions, TokenMode, UnknownTokenMode};
+pub use settings::{ClientInstructions, Grounding, TokenMode, UnknownTokenMode, grounding_column};
 pub use time::rfc3339;
 
 /// A website that embeds the widget, and the policy it runs under.
@@ -76,6 +76,8 @@ pub struct SiteSettings {
     pub visitor_limits: VisitorLimits,
     /// Transcripts, their retention and privacy, and hand-off to a person.
     pub conversations: ConversationSettings,
+    /// How a site with knowledge answers (`prefer` its sources, or `strict`ly from them).
+    pub grounding: Grounding,
 }
 
 /// How a site verifies its visitors.
@@ -441,6 +443,8 @@ pub trait Store: Conversations + Knowledge + Send + Sync + std::fmt::Debug + 'st
         id: &str,
         settings: &ConversationSettings,
     ) -> Result<bool, StoreError>;
+    /// Sets how a site with knowledge answers; `false` when there is no such site.
+    async fn set_site_grounding(&self, id: &str, grounding: Grounding) -> Result<bool, StoreError>;
     /// Replaces a site's origins; `false` when there is no such site.
     async fn set_site_origins(&self, id: &str, origins: &[String]) -> Result<bool, StoreError>;
     /// True when at least one site lists this origin (answers CORS preflights, which carry no key).

@@ -38,6 +38,49 @@ impl std::str::FromStr for ClientInstructions {
     }
 }
 
+/// How a site with knowledge answers: from its sources where they help, or only from them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grounding {
+    /// The model is given the sources that match the question and asked to use and cite them;
+    /// it may still answer what they do not cover.
+    #[default]
+    Prefer,
+    /// The model is told to answer only from the sources and to say when they do not cover the
+    /// question (offering a person, where the site has hand-off).
+    Strict,
+}
+
+impl Grounding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prefer => "prefer",
+            Self::Strict => "strict",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Prefer, Self::Strict].into_iter().find(|g| g.as_str() == name)
+    }
+}
+
+/// A `sites.grounding` column as stored (`NULL` from before the column had a default: `prefer`).
+pub fn grounding_column(value: Option<String>) -> Result<Grounding, crate::StoreError> {
+    match value {
+        None => Ok(Grounding::default()),
+        Some(name) => Grounding::from_name(&name)
+            .ok_or_else(|| crate::StoreError::Corrupt(format!("sites.grounding `{name}`"))),
+    }
+}
+
+impl std::str::FromStr for Grounding {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::from_name(text).ok_or_else(|| format!("`{text}` is not one of prefer, strict"))
+    }
+}
+
 /// Which form of visitor token a site's backend issues, and so the only one the relay accepts
 /// for that site (see the relay's `visitor::tokens` for why not both).
 ///

@@ -22,7 +22,7 @@ use crate::config::ClientInstructions;
 use crate::error::ApiError;
 use crate::keys::{self, KeyError, KeySpec};
 use crate::sites::{self, Change, LimitsChange, SiteError, SiteSpec};
-use crate::store::{CallerLimits, Scope, SiteWidget, VisitorLimits};
+use crate::store::{CallerLimits, Grounding, Scope, SiteWidget, VisitorLimits};
 use confab_admin_api::{DeliveryView, Page, present};
 
 /// The OpenAPI 3.1 description of this module's routes (kept in step by a test).
@@ -155,6 +155,9 @@ struct SiteChangeBody {
     /// `layer`, `drop` or `reject`; `null`: the `[policy]` default.
     #[serde(default, deserialize_with = "present_instructions")]
     client_instructions: Option<Option<ClientInstructions>>,
+    /// `prefer` or `strict`: how the site answers once it has knowledge.
+    #[serde(default)]
+    grounding: Option<Grounding>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +216,9 @@ async fn change_site(
     }
     if let Some(setting) = body.client_instructions {
         store.set_site_client_instructions(&id, setting).await.map_err(ApiError::internal)?;
+    }
+    if let Some(grounding) = body.grounding {
+        store.set_site_grounding(&id, grounding).await.map_err(ApiError::internal)?;
     }
     let site = store.site(&id).await.map_err(ApiError::internal)?;
     Ok(Json(sites::site_view(&site.ok_or_else(|| not_found("site", &id))?)))
@@ -488,6 +494,8 @@ struct CreateSiteBody {
     context_messages: Option<u32>,
     client_instructions: Option<ClientInstructions>,
     #[serde(default)]
+    grounding: Grounding,
+    #[serde(default)]
     widget: WidgetBody,
     #[serde(default)]
     limits: LimitsBody,
@@ -523,6 +531,7 @@ async fn create_site(
         limits,
         visitor_limits,
         conversations: Default::default(),
+        grounding: body.grounding,
     };
     let created = sites::create_site(state.store.as_ref(), &state.config, spec, false).await?;
     let mut view = sites::site_view(&created.site);

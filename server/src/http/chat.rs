@@ -20,6 +20,7 @@ use super::{ApiJson, AppState, Caller, RequestId, streams};
 use crate::budget::{BudgetRule, Payer};
 use crate::conversations::{self, Transcript};
 use crate::error::ApiError;
+use crate::knowledge::grounding::Sources;
 use crate::limits::{RateLimitStatus, Rule, Subject};
 use crate::meter::{Admitted, Ceiling, Meter};
 use crate::metrics::ChatLabels;
@@ -120,6 +121,13 @@ async fn chat_completion(
         let last = request.messages.iter().rev().find(|m| m.role == Role::User);
         last.map(|m| m.content.clone()).unwrap_or_default()
     });
+    // What the site's own documents say about the question, for a site that has knowledge; a
+    // site without any sends the same request as before knowledge existed.
+    let sources = match &caller {
+        Caller::Site(site) => ground(state, site, &request, policy.context_bytes).await?,
+        Caller::Key(_) => None,
+    };
+    let policy = SitePolicy { sources: sources.as_ref().map(|s| s.block.as_str()), ..policy };
     let mut upstream_request = policy.apply(request)?;
     let model = upstream_request.model.as_deref().unwrap_or_default();
     let labels = labels.get_or_insert_with(|| state.metrics.chat_labels(site, ""));
@@ -168,7 +176,11 @@ async fn chat_completion(
             false => None,
         };
         let cut = Some(state.cut.watch());
-        let plan = relay::start(routing, &mut upstream_request, timeouts, Some(meter), cut).await?;
+        let mut plan =
+            relay::start(routing, &mut upstream_request, timeouts, Some(meter), cut).await?;
+        if let Some(sources) = sources {
+            plan.cite(sources.sources);
+        }
         let target = Arc::clone(&plan.target);
         let response = if stream_to_client {
             streams::stream_answer(state, owner, plan).await
@@ -184,6 +196,47 @@ async fn chat_completion(
         status.apply(response.headers_mut());
     }
     Ok(response)
+}
+
+/// The sources block for a request of `site`: the passages of its knowledge that best answer
+/// the latest user message (with the earlier ones for follow-ups), within the `[knowledge]`
+/// token budget and at most half of the context (`context_bytes`), which the conversation then
+/// shares. `None` for a site without knowledge (or a `prefer` site where nothing matched).
+async fn ground(
+    state: &AppState,
+    site: &Site,
+    request: &ChatRequest,
+    context_bytes: u32,
+) -> Result<Option<Sources>, ApiError> {
+    if !state.knowledge.has(&site.id) {
+        return Ok(None);
+    }
+    let questions: Vec<&str> = request
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content.as_str())
+        .collect();
+    if questions.is_empty() {
+        return Ok(None);
+    }
+    let config = &state.config.knowledge;
+    let found = state.knowledge.retrieve(&site.id, &questions, config.top_k).await;
+    let found = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return Ok(None),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the site's knowledge");
+            return Err(ApiError::Unavailable {
+                code: "knowledge_unavailable",
+                message: "the site's knowledge cannot be read right now; retry later",
+            });
+        }
+    };
+    let max_bytes = (config.max_context_tokens as usize).saturating_mul(4);
+    let max_bytes = max_bytes.min(context_bytes as usize / 2);
+    let settings = &site.settings;
+    Ok(Sources::build(&found.passages, settings.grounding, settings.conversations.handoff, max_bytes))
 }
 
 fn rule(limits: &CallerLimits) -> Rule {

@@ -45,6 +45,7 @@ use crate::keys::KeyActivity;
 use crate::meter::{Metering, MeteringOptions};
 use crate::metrics::{ChatLabels, Metrics};
 use crate::resume::{InProcessLog, Producers, RedisLog, ReplayLog};
+use crate::knowledge::library::Library;
 use crate::store::Store;
 use crate::upstreams::Upstreams;
 use crate::webhooks::Webhooks;
@@ -91,6 +92,8 @@ pub struct AppInner {
     pub link_secret: Vec<u8>,
     /// The console's sessions and the wrong admin tokens seen lately.
     pub sessions: Arc<console::Sessions>,
+    /// The search indexes of the sites' knowledge (polled by `serve`).
+    pub knowledge: Arc<Library>,
 }
 
 /// The demo site's key and the relay's public URL, for the demo page.
@@ -161,6 +164,11 @@ impl AppState {
                 Duration::from_millis(config.redis.command_timeout_ms),
             )?)),
         };
+        let knowledge = Arc::new(Library::new(Arc::clone(&store)));
+        let sites = knowledge.load().await?;
+        if sites > 0 {
+            tracing::info!(sites, "knowledge indexes built");
+        }
         Ok(Self(Arc::new(AppInner {
             config,
             store,
@@ -180,6 +188,7 @@ impl AppState {
             live: Live::default(),
             link_secret,
             sessions,
+            knowledge,
         })))
     }
 

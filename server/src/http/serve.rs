@@ -57,6 +57,7 @@ pub async fn serve(
         Arc::clone(&state.store),
         Duration::from_millis(state.config.conversations.sweep_every_ms),
     ));
+    let knowledge = tokio::spawn(Arc::clone(&state.knowledge).poll(state.config.knowledge.poll()));
     let producers = Some(&*state.producers);
     let result = serve_app(router(state.clone()), &state, listener, shutdown, producers).await;
     // The periodic flush is stopped between two flushes, never in the middle of one.
@@ -68,6 +69,8 @@ pub async fn serve(
     let _ = deliveries.await;
     sweeper.abort();
     let _ = sweeper.await;
+    knowledge.abort();
+    let _ = knowledge.await;
     if !state.flush().await {
         tracing::error!("records batched in memory could not all be written at shutdown");
         return Err(std::io::Error::other(

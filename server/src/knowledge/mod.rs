@@ -3,3 +3,5 @@
 
 pub mod config;
 pub mod fetch;
+pub mod grounding;
+pub mod library;

@@ -1,0 +1,186 @@
+//! [`Library`]: this relay's search indexes of every site's knowledge, built from the store at
+//! start and rebuilt for a site whenever its knowledge version changes (another relay or the
+//! CLI changed it: see [`Library::poll`]; this relay's admin API: [`Library::site_changed`]).
+//!
+//! **Architecture Invariant:** the index only proposes passage ids; what reaches a prompt is read
+//! from the store by those ids at the moment of the request ([`Library::retrieve`]). A removed
+//! document is therefore never retrieved again, on any relay, even before that relay has
+//! rebuilt its index; and the relay keeps no second copy of every site's text in memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use confab_knowledge::{IndexedPassage, SiteIndex};
+use confab_store::knowledge::Passage;
+
+use crate::store::{Store, StoreError};
+
+/// One site's index.
+struct SiteShelf {
+    /// The knowledge version it was built from.
+    version: i64,
+    index: Arc<SiteIndex>,
+}
+
+/// Every site's index on this relay. Sites without knowledge have none, and their requests
+/// are not touched.
+pub struct Library {
+    store: Arc<dyn Store>,
+    shelves: RwLock<HashMap<String, SiteShelf>>,
+    /// One rebuild at a time: a poll and an admin change of the same site never race to
+    /// install an older index over a newer one.
+    rebuilding: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Library {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sites = self.shelves.read().map(|s| s.len()).unwrap_or_default();
+        f.debug_struct("Library").field("sites", &sites).finish_non_exhaustive()
+    }
+}
+
+/// Passages found for a question, best first, as they are in the store now.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub passages: Vec<Passage>,
+}
+
+impl Library {
+    /// An empty library; [`Library::load`] fills it.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            shelves: RwLock::new(HashMap::new()),
+            rebuilding: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Builds the index of every site whose knowledge changed since it was last built, and
+    /// drops those of sites that have none any more; how many sites were (re)built.
+    pub async fn load(&self) -> Result<usize, StoreError> {
+        let _one = self.rebuilding.lock().await;
+        let versions = self.store.knowledge_versions().await?;
+        let known: HashMap<String, i64> = {
+            let shelves = self.shelves.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            shelves.iter().map(|(site, shelf)| (site.clone(), shelf.version)).collect()
+        };
+        let mut rebuilt = 0;
+        for version in &versions {
+            if known.get(&version.site_id) != Some(&version.version) {
+                self.rebuild(&version.site_id, version.version).await?;
+                rebuilt += 1;
+            }
+        }
+        let mut shelves = self.shelves.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        shelves.retain(|site, _| versions.iter().any(|v| &v.site_id == site));
+        Ok(rebuilt)
+    }
+
+    /// This relay changed `site`'s knowledge: its index is rebuilt now rather than at the next
+    /// poll.
+    pub async fn site_changed(&self, site: &str) {
+        if let Err(error) = self.load().await {
+            tracing::warn!(%site, %error, "cannot rebuild the knowledge index; the next poll retries");
+        }
+    }
+
+    /// Reads the site's passages (at `version` or later) and installs a new index of them, or
+    /// drops the site's index when it has none.
+    async fn rebuild(&self, site: &str, version: i64) -> Result<(), StoreError> {
+        let passages = self.store.site_passages(site).await?;
+        if passages.is_empty() {
+            self.shelves.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(site);
+            return Ok(());
+        }
+        let count = passages.len();
+        let started = std::time::Instant::now();
+        // Indexing is CPU work (about 0.1 s per 1,000 passages): off the async workers.
+        let built = tokio::task::spawn_blocking(move || {
+            let index = SiteIndex::new()?;
+            let indexed: Vec<IndexedPassage> = passages.into_iter().map(indexed).collect();
+            index.add(&indexed)?;
+            Ok::<_, confab_knowledge::IndexError>(index)
+        })
+        .await;
+        let index = match built {
+            Ok(Ok(index)) => index,
+            Ok(Err(error)) => return Err(StoreError::Corrupt(format!("knowledge index: {error}"))),
+            Err(join) => return Err(StoreError::Corrupt(format!("knowledge index: {join}"))),
+        };
+        tracing::info!(%site, passages = count, ms = started.elapsed().as_millis() as u64, "knowledge index built");
+        let shelf = SiteShelf { version, index: Arc::new(index) };
+        self.shelves
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(site.to_owned(), shelf);
+        Ok(())
+    }
+
+    /// Whether `site` has knowledge on this relay.
+    pub fn has(&self, site: &str) -> bool {
+        self.index(site).is_some()
+    }
+
+    fn index(&self, site: &str) -> Option<Arc<SiteIndex>> {
+        let shelves = self.shelves.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        shelves.get(site).map(|shelf| Arc::clone(&shelf.index))
+    }
+
+    /// The `k` passages of `site` that best answer the latest of `user_messages` (oldest first;
+    /// the earlier ones help with follow-ups), best first, read from the store. `None`: the site
+    /// has no knowledge here. Passages removed since the index was built are left out.
+    pub async fn retrieve(
+        &self,
+        site: &str,
+        user_messages: &[&str],
+        k: usize,
+    ) -> Result<Option<Found>, StoreError> {
+        let Some(index) = self.index(site) else { return Ok(None) };
+        let hits = search(&index, user_messages, k).map_err(|error| {
+            StoreError::Corrupt(format!("knowledge index of site {site}: {error}"))
+        })?;
+        if hits.is_empty() {
+            return Ok(Some(Found { passages: Vec::new() }));
+        }
+        let ids: Vec<i64> = hits.iter().filter_map(|hit| i64::try_from(hit.id).ok()).collect();
+        let mut stored = self.store.passages(site, &ids).await?;
+        // Best first, as the index ranked them.
+        stored.sort_by_key(|p| ids.iter().position(|id| *id == p.id).unwrap_or(usize::MAX));
+        Ok(Some(Found { passages: stored }))
+    }
+
+    /// Polls the store every `every` for knowledge changed elsewhere, until dropped.
+    pub async fn poll(self: Arc<Self>, every: Duration) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if let Err(error) = self.load().await {
+                tracing::warn!(%error, "cannot look for changed knowledge; will retry");
+            }
+        }
+    }
+}
+
+/// The index searched with the latest message, and the two before it as context.
+fn search(
+    index: &SiteIndex,
+    user_messages: &[&str],
+    k: usize,
+) -> Result<Vec<confab_knowledge::Hit>, confab_knowledge::IndexError> {
+    let Some((latest, earlier)) = user_messages.split_last() else { return Ok(Vec::new()) };
+    let start = earlier.len().saturating_sub(2);
+    index.search_conversation(latest, &earlier[start..].join("\n"), k)
+}
+
+fn indexed(passage: Passage) -> IndexedPassage {
+    IndexedPassage {
+        id: passage.id as u64,
+        document: passage.document_id as u64,
+        title: passage.title,
+        heading_path: passage.heading_path,
+        text: passage.text,
+    }
+}
