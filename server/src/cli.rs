@@ -17,9 +17,7 @@ use crate::config::{ClientInstructions, Config, ConfigSources, LogFormat};
 use crate::http::{AppState, DemoPage, serve, serve_admin, serve_metrics};
 use crate::sitekey::public_prefix;
 use crate::sites::{self, CreatedSite, SiteSpec};
-use crate::store::{
-    CallerLimits, Grounding, Site, SiteSettings, SiteWidget, Store, VisitorLimits,
-};
+use crate::store::{CallerLimits, Grounding, Site, SiteSettings, SiteWidget, Store, VisitorLimits};
 use crate::visitor::TokenMode;
 
 /// Confab: an AI chat assistant on any website, behind a relay that keeps the provider key.

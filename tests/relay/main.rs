@@ -13,6 +13,7 @@ mod conversations;
 mod failures;
 mod faults;
 mod gemini;
+mod grounding;
 mod keys;
 mod metering;
 mod metrics;

@@ -124,6 +124,7 @@ impl TestRelayBuilder {
         let created = sites::create_site(store.as_ref(), &config, self.site, false).await.unwrap();
         let state = AppState::new(config.clone(), Arc::clone(&store)).await.unwrap();
         let webhooks = Arc::clone(&state.webhooks);
+        let knowledge = Arc::clone(&state.knowledge);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -137,6 +138,7 @@ impl TestRelayBuilder {
             config,
             store,
             webhooks,
+            knowledge,
             client: reqwest::Client::new(),
             _dir: dir,
             shutdown: shutdown_tx,
@@ -156,6 +158,9 @@ pub struct TestRelay {
     pub store: Arc<dyn Store>,
     /// The relay's webhooks handle, for what it reports (`backlog`, `failures`, `dropped`).
     pub webhooks: Arc<Webhooks>,
+    /// The relay's knowledge indexes: `site_changed` after writing knowledge to `store`
+    /// directly, as the admin API does after its changes.
+    pub knowledge: Arc<confab_server::knowledge::library::Library>,
     pub client: reqwest::Client,
     _dir: tempfile::TempDir,
     shutdown: oneshot::Sender<()>,

@@ -23,9 +23,9 @@ use sqlx::{Connection, Row};
 use tokio::sync::watch;
 
 use confab_store::{
-    ApiKey, CallerLimits, ClientInstructions, Directory, Grounding, NewApiKey, NewSite, NewWebhookDelivery,
-    Site, SiteWidget, Store, StoreError, UsageGroup, UsageRecord, Verification, VisitorLimits,
-    WebhookDelivery, WebhookEvent,
+    ApiKey, CallerLimits, ClientInstructions, Directory, Grounding, NewApiKey, NewSite,
+    NewWebhookDelivery, Site, SiteWidget, Store, StoreError, UsageGroup, UsageRecord, Verification,
+    VisitorLimits, WebhookDelivery, WebhookEvent,
 };
 use confab_store::{
     Conversation, ConversationFilter, ConversationSettings, Conversations, Feedback, Holder,

@@ -5,8 +5,7 @@ use sqlx::postgres::{PgPool, PgRow};
 
 use confab_store::{
     CallerLimits, ClientInstructions, ConversationSettings, Grounding, NewSite, Site, SiteSettings,
-    grounding_column,
-    SiteWidget, StoreError, Verification, VisitorLimits, new_id,
+    SiteWidget, StoreError, Verification, VisitorLimits, grounding_column, new_id,
 };
 
 use crate::{caller_limits, limit_column, money_column};
@@ -314,7 +313,11 @@ pub async fn set_client_instructions(
     Ok(updated.rows_affected() > 0)
 }
 
-pub async fn set_grounding(pool: &PgPool, id: &str, grounding: Grounding) -> Result<bool, StoreError> {
+pub async fn set_grounding(
+    pool: &PgPool,
+    id: &str,
+    grounding: Grounding,
+) -> Result<bool, StoreError> {
     let updated = sqlx::query("UPDATE sites SET grounding = $1 WHERE id = $2")
         .bind(grounding.as_str())
         .bind(id)

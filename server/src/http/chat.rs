@@ -236,7 +236,12 @@ async fn ground(
     let max_bytes = (config.max_context_tokens as usize).saturating_mul(4);
     let max_bytes = max_bytes.min(context_bytes as usize / 2);
     let settings = &site.settings;
-    Ok(Sources::build(&found.passages, settings.grounding, settings.conversations.handoff, max_bytes))
+    Ok(Sources::build(
+        &found.passages,
+        settings.grounding,
+        settings.conversations.handoff,
+        max_bytes,
+    ))
 }
 
 fn rule(limits: &CallerLimits) -> Rule {
