@@ -20,6 +20,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, ReadableStreamDefaultReader, RequestInit, Response};
 
 use crate::conversation::{self, Holder, Rating};
+use crate::sources::{self, SourceLink};
 use crate::{json, text};
 use confab_protocol::sse::SseParser;
 
@@ -180,6 +181,15 @@ fn chat_request(messages: &[ChatMessage]) -> String {
     json::stringify(&json::object(&[("messages", list.into()), ("stream", true.into())]))
 }
 
+/// What a chunk of an answer adds to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delta<'a> {
+    /// Text of the answer.
+    Text(&'a str),
+    /// The site's documents it is grounded in (see `sources`).
+    Sources(Vec<SourceLink>),
+}
+
 /// The text a chunk (`chat.completion.chunk`) adds to the answer.
 fn chunk_text(data: &str) -> String {
     let Some(chunk) = json::parse(data) else { return String::new() };
@@ -222,8 +232,9 @@ impl Caller<'_> {
 }
 
 /// Streams an answer, calling `on_head` with the relay's name for it (`X-Confab-Stream`) and
-/// its request id (`X-Request-Id`) when it gives them, and `on_text` with each piece of text as
-/// it arrives. A named answer survives a lost connection: it is followed again from the last
+/// its request id (`X-Request-Id`) when it gives them, and `on_delta` with each piece of text as
+/// it arrives, and with the sources it is grounded in when the relay names them. A named
+/// answer survives a lost connection: it is followed again from the last
 /// event received (see [`follow`]). With `conversation` (a site that keeps transcripts), the
 /// request names the conversation and the page it is asked from; without, it is what it always
 /// was.
@@ -233,7 +244,7 @@ pub async fn stream_chat(
     conversation: Option<&str>,
     signal: &AbortSignal,
     on_head: impl FnOnce(Option<&str>, Option<&str>),
-    mut on_text: impl FnMut(&str),
+    mut on_delta: impl FnMut(Delta<'_>),
 ) -> Result<(), ChatError> {
     let page;
     let mut headers = vec![("Content-Type", "application/json")];
@@ -252,9 +263,9 @@ pub async fn stream_chat(
     on_head(stream.as_deref(), header("X-Request-Id").as_deref());
     let Some(stream) = stream else {
         // The relay keeps no replay of it: read it once, as it comes.
-        return read(response, &mut 0, None, &mut on_text).await.map_err(Read::error);
+        return read(response, &mut 0, None, &mut on_delta).await.map_err(Read::error);
     };
-    follow(caller, &stream, Some(response), signal, &mut on_text).await
+    follow(caller, &stream, Some(response), signal, &mut on_delta).await
 }
 
 /// Follows the answer the relay named `stream` from its first event: the page was reloaded
@@ -263,9 +274,9 @@ pub async fn resume_chat(
     caller: Caller<'_>,
     stream: &str,
     signal: &AbortSignal,
-    mut on_text: impl FnMut(&str),
+    mut on_delta: impl FnMut(Delta<'_>),
 ) -> Result<(), ChatError> {
-    follow(caller, stream, None, signal, &mut on_text).await
+    follow(caller, stream, None, signal, &mut on_delta).await
 }
 
 /// Stops the answer `stream` on the relay, so that its generation ends too (the stop button).
@@ -467,13 +478,13 @@ async fn follow(
     stream: &str,
     mut response: Option<Response>,
     signal: &AbortSignal,
-    on_text: &mut dyn FnMut(&str),
+    on_delta: &mut dyn FnMut(Delta<'_>),
 ) -> Result<(), ChatError> {
     let (mut last, mut failures) = (0, 0);
     loop {
         if let Some(answer) = response.take() {
             let before = last;
-            match read(answer, &mut last, Some(&nudged()), on_text).await {
+            match read(answer, &mut last, Some(&nudged()), on_delta).await {
                 Ok(()) => return Ok(()),
                 Err(Read::Ended(error)) => return Err(error),
                 Err(Read::Lost(_)) if last == before => failures += 1,
@@ -517,7 +528,7 @@ async fn read(
     response: Response,
     last: &mut u64,
     nudge: Option<&Promise>,
-    on_text: &mut dyn FnMut(&str),
+    on_delta: &mut dyn FnMut(Delta<'_>),
 ) -> Result<(), Read> {
     read_events(response, nudge, &mut |event| {
         if let Some(seq) = event.id.as_deref().and_then(|id| id.parse::<u64>().ok()) {
@@ -534,7 +545,9 @@ async fn read(
         }
         let text = chunk_text(&event.data);
         if !text.is_empty() {
-            on_text(&text);
+            on_delta(Delta::Text(&text));
+        } else if let Some(sources) = sources::from_chunk(&event.data) {
+            on_delta(Delta::Sources(sources));
         }
         None
     })

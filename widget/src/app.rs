@@ -14,6 +14,7 @@ use web_sys::AbortController;
 
 use crate::api::{self, ChatError, Live};
 use crate::conversation::{self, Holder, Rating};
+use crate::sources::SourceLink;
 use crate::storage::{self, Entry};
 use crate::{feedback, markdown, text};
 
@@ -145,6 +146,8 @@ struct Message {
     rating: RwSignal<Option<Rating>>,
     /// Written by a person, not the model.
     person: bool,
+    /// The site's documents the answer is grounded in, shown under it.
+    sources: RwSignal<Vec<SourceLink>>,
 }
 
 impl Message {
@@ -155,6 +158,7 @@ impl Message {
             request: self.request.get_untracked(),
             rating: self.rating.get_untracked(),
             person: self.person,
+            sources: self.sources.get_untracked(),
         }
     }
 }
@@ -323,13 +327,15 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                 RwSignal::new(entry.content),
                 RwSignal::new(entry.request),
                 RwSignal::new(entry.rating),
+                RwSignal::new(entry.sources),
             )
         };
-        let (text, request, rating) = owner.with_value(|owner| match owner {
+        let (text, request, rating, sources) = owner.with_value(|owner| match owner {
             Some(owner) => owner.with(signals),
             None => signals(),
         });
-        let message = Message { id, role: entry.role, text, request, rating, person: entry.person };
+        let person = entry.person;
+        let message = Message { id, role: entry.role, text, request, rating, person, sources };
         messages.update(|list| list.push(message));
         message
     };
@@ -471,7 +477,10 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         let ready = config_ready.get_value();
         spawn_local(async move {
             let caller = api::Caller { relay: &relay, key: &key, visitor: visitor.as_deref() };
-            let on_text = |piece: &str| answer.text.update(|t| t.push_str(piece));
+            let on_text = |delta: api::Delta<'_>| match delta {
+                api::Delta::Text(piece) => answer.text.update(|t| t.push_str(piece)),
+                api::Delta::Sources(sources) => answer.sources.set(sources),
+            };
             let request = Rc::new(RefCell::new(None::<String>));
             let mut question = None;
             let result = match ask {
@@ -948,8 +957,33 @@ where
             rate(message, rating, comment, line);
         }
     };
+    let sources = message.sources;
     view! {
         <div class="md" node_ref=node></div>
+        <Show when=move || sources.with(|s| !s.is_empty())>
+            <div class="sources">
+                <span class="sources-label" aria-hidden="true">{text::SOURCES}</span>
+                <ul aria-label=text::SOURCES>
+                    {move || {
+                        sources
+                            .get()
+                            .into_iter()
+                            .map(|source| match source.href {
+                                Some(href) => view! {
+                                    <li>
+                                        <a href=href target="_blank" rel="noopener noreferrer">
+                                            {source.title}
+                                        </a>
+                                    </li>
+                                }
+                                .into_any(),
+                                None => view! { <li>{source.title}</li> }.into_any(),
+                            })
+                            .collect_view()
+                    }}
+                </ul>
+            </div>
+        </Show>
         <div
             class="feedback"
             node_ref=row

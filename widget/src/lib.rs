@@ -8,6 +8,7 @@ pub mod conversation;
 mod feedback;
 mod json;
 pub mod markdown;
+pub mod sources;
 pub mod storage;
 pub mod text;
 

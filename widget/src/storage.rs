@@ -11,6 +11,7 @@ use confab_protocol::{ChatMessage, Role, is_conversation_id};
 
 use crate::conversation::{Holder, Rating};
 use crate::json;
+use crate::sources::{self, SourceLink};
 
 /// The most messages kept.
 pub const MAX_MESSAGES: usize = 50;
@@ -51,11 +52,20 @@ pub struct Entry {
     pub rating: Option<Rating>,
     /// Written by a person (an operator), not the model.
     pub person: bool,
+    /// The site's documents the answer is grounded in.
+    pub sources: Vec<SourceLink>,
 }
 
 impl Entry {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into(), request: None, rating: None, person: false }
+        Self {
+            role,
+            content: content.into(),
+            request: None,
+            rating: None,
+            person: false,
+            sources: Vec::new(),
+        }
     }
 
     /// As the model sees it.
@@ -83,6 +93,9 @@ pub fn encode(messages: &[Entry]) -> String {
             }
             if m.person {
                 fields.push(("person", true.into()));
+            }
+            if !m.sources.is_empty() {
+                fields.push(("sources", sources::to_list(&m.sources)));
             }
             json::stringify(&json::object(&fields))
         })
@@ -119,6 +132,7 @@ pub fn decode(text: &str) -> Vec<Entry> {
                 request: json::string(&entry, "request"),
                 rating: json::string(&entry, "rating").and_then(|r| Rating::from_name(&r)),
                 person: json::get(&entry, "person").as_bool() == Some(true),
+                sources: sources::from_list(&entry, "sources"),
             })
         })
         .collect()
@@ -267,7 +281,14 @@ mod tests {
         let by_person = Entry { person: true, ..Entry::new(Role::Assistant, "Hi, I am Ana") };
         let unrated =
             Entry { request: Some("req_4567".into()), ..Entry::new(Role::Assistant, "b") };
-        let messages = vec![user("q"), rated, by_person, unrated];
+        let grounded = Entry {
+            sources: vec![
+                SourceLink { title: "Returns".into(), href: Some("https://e.example/r".into()) },
+                SourceLink { title: "Notes".into(), href: None },
+            ],
+            ..Entry::new(Role::Assistant, "c [1]")
+        };
+        let messages = vec![user("q"), rated, by_person, unrated, grounded];
         assert_eq!(decode(&encode(&messages)), messages);
         // A site without transcripts stores what it always did, and reads it back.
         let plain = [user("q"), Entry::new(Role::Assistant, "a")];

@@ -11,6 +11,8 @@ pub const PLACEHOLDER: &str = "Ask a question…";
 pub const SEND: &str = "Send";
 pub const STOP: &str = "Stop";
 pub const RETRY: &str = "Retry";
+/// Above the links to the site's documents an answer is grounded in.
+pub const SOURCES: &str = "Sources";
 
 // Why an answer did not arrive (`api::ChatError::message`).
 pub const STOPPED: &str = "Stopped.";
