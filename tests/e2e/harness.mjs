@@ -143,7 +143,7 @@ export const SITE = {
  * test may send requests to the other, as a load balancer would), and one site registered for
  * the host's origin. `env` is more of the relays' environment (an admin token, say) and `config`
  * more lines of their confab.toml (prices, say). Resolves to
- * { mock, hosts, relay, other, key, site (its id), close }.
+ * { mock, hosts, relay, other, key, site (its id), dir (the relays' working directory), close }.
  */
 export async function startStack(env = {}, config = []) {
   const stopped = [];
@@ -190,7 +190,7 @@ export async function startStack(env = {}, config = []) {
     hosts.vars.SITE_KEY = created.key;
     hosts.vars.VERIFIED_KEY = verified.key;
     hosts.vars.VISITOR_TOKEN = visitorToken(visitorSecret, "alice@example.com");
-    return { mock, hosts, relay, other, key: created.key, site: created.id, visitorSecret, close };
+    return { mock, hosts, relay, other, key: created.key, site: created.id, visitorSecret, dir, close };
   } catch (error) {
     await close();
     throw error;
