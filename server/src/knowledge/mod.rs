@@ -1,5 +1,7 @@
 //! A site's knowledge (issue 15): the documents an operator ingests for it, which the relay
-//! retrieves from to ground its answers. `fetch` brings the site's own pages and sitemaps.
+//! retrieves from to ground its answers. `fetch` brings the site's own pages and sitemaps;
+//! `ingest` fills and empties a site's knowledge (the CLI's and the admin API's one pipeline).
 
 pub mod config;
 pub mod fetch;
+pub mod ingest;
