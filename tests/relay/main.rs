@@ -14,6 +14,7 @@ mod failures;
 mod faults;
 mod gemini;
 mod keys;
+mod knowledge;
 mod metering;
 mod metrics;
 mod policy;
