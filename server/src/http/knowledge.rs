@@ -1,7 +1,7 @@
 //! `/admin/v1/sites/{id}/knowledge`: a site's knowledge over the admin API, through the same
 //! pipeline as `confab knowledge` (`knowledge::ingest`). The relay fetches the pages and sitemaps
-//! it is given (own origins only) and reads uploaded documents; files on the relay's disk are the
-//! CLI's alone.
+//! it is given (own origins only) and reads uploaded documents; it takes no file paths (only the
+//! CLI adds files, which a refresh reads again).
 //!
 //! An add is synchronous: the answer comes when every page is fetched and stored, which for a
 //! large sitemap takes as long as its pages at `[knowledge] fetch_interval_ms` apart. An add is
