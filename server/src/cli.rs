@@ -1,7 +1,9 @@
-//! The command line: `confab serve`, `confab sites ...` and `confab keys ...`.
+//! The command line: `confab serve`, `confab sites ...`, `confab keys ...`, `confab knowledge
+//! ...` and the rest.
 
 mod conversations;
 mod keys;
+mod knowledge;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -64,6 +66,10 @@ pub enum Command {
     /// Conversations kept for sites with transcripts on: list, show, delete, erase a visitor.
     #[command(subcommand)]
     Conversations(conversations::ConversationsCommand),
+    /// A site's knowledge, which its assistant answers from: add files, directories, pages and
+    /// sitemaps; list, remove, refresh.
+    #[command(subcommand)]
+    Knowledge(knowledge::KnowledgeCommand),
 }
 
 #[derive(Debug, Args)]
@@ -384,9 +390,11 @@ pub struct CreateSiteArgs {
 pub fn init_tracing(command: &Command, format: LogFormat) {
     let default = match command {
         Command::Serve(_) => "info",
-        Command::Sites(_) | Command::Keys(_) | Command::Usage(_) | Command::Conversations(_) => {
-            "warn"
-        }
+        Command::Sites(_)
+        | Command::Keys(_)
+        | Command::Usage(_)
+        | Command::Conversations(_)
+        | Command::Knowledge(_) => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -412,9 +420,11 @@ pub fn init_tracing(command: &Command, format: LogFormat) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let listen = match &cli.command {
         Command::Serve(args) => args.listen,
-        Command::Sites(_) | Command::Keys(_) | Command::Usage(_) | Command::Conversations(_) => {
-            None
-        }
+        Command::Sites(_)
+        | Command::Keys(_)
+        | Command::Usage(_)
+        | Command::Conversations(_)
+        | Command::Knowledge(_) => None,
     };
     let sources = ConfigSources { file: cli.config, database_url: cli.database, listen };
     let config = Config::load(&sources)?;
@@ -428,6 +438,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(command, &config, store.as_ref()).await,
         Command::Usage(args) => run_usage(args, store.as_ref()).await,
         Command::Conversations(command) => conversations::run(command, store.as_ref()).await,
+        Command::Knowledge(command) => knowledge::run(command, &config, store.as_ref()).await,
     }
 }
 

@@ -2,23 +2,32 @@
 
 use confab_server::sites::{self, VerificationChange};
 use confab_server::visitor::TokenMode;
-use confab_tests::{MockUpstream, TestRelay, json_body};
+use confab_tests::{MockUpstream, TestRelay, TestRelayBuilder, json_body};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "admin-token-for-the-tests-0123456789";
+pub(crate) const TOKEN: &str = "admin-token-for-the-tests-0123456789";
 
 /// A relay whose admin token is read from a file (as an operator would mount a secret).
 async fn relay_with_admin(mock: &MockUpstream) -> (TestRelay, tempfile::TempDir) {
+    let (builder, dir) = with_admin_token(TestRelay::builder(mock));
+    (builder.start().await, dir)
+}
+
+/// `builder` with the admin token ([`TOKEN`]) in a file of the returned directory.
+pub(crate) fn with_admin_token(builder: TestRelayBuilder) -> (TestRelayBuilder, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let relay =
-        TestRelay::builder(mock).config(|c| c.admin.token_file = Some(token_file)).start().await;
-    (relay, dir)
+    (builder.config(|c| c.admin.token_file = Some(token_file)), dir)
 }
 
-async fn admin(relay: &TestRelay, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) async fn admin(
+    relay: &TestRelay,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut request = relay.client.request(method, relay.url(path)).bearer_auth(TOKEN);
     if let Some(body) = body {
         request = request.json(&body);
@@ -339,6 +348,10 @@ async fn the_openapi_document_describes_every_admin_route() {
         ("GET", "/admin/v1/session"),
         ("POST", "/admin/v1/session"),
         ("DELETE", "/admin/v1/session"),
+        ("GET", "/admin/v1/sites/{id}/knowledge"),
+        ("POST", "/admin/v1/sites/{id}/knowledge"),
+        ("POST", "/admin/v1/sites/{id}/knowledge/refresh"),
+        ("DELETE", "/admin/v1/sites/{id}/knowledge/{doc_id}"),
     ];
     let mut expected: Vec<(String, String)> =
         routed.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();

@@ -15,6 +15,7 @@ mod faults;
 mod gemini;
 mod grounding;
 mod keys;
+mod knowledge;
 mod metering;
 mod metrics;
 mod policy;

@@ -205,6 +205,75 @@ pub struct List<T> {
     pub data: Vec<T>,
 }
 
+// ----- knowledge -----------------------------------------------------------------------------
+
+/// A document of a site's knowledge, as `GET /admin/v1/sites/{id}/knowledge` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnowledgeDocumentView {
+    pub id: i64,
+    /// A file's canonical path, a page's URL (after redirects), or an upload's name.
+    pub source: String,
+    pub title: String,
+    /// SHA-256 of the bytes it was read from (hex).
+    pub content_hash: String,
+    pub passages: u64,
+    /// Characters of its passages' text.
+    pub chars: u64,
+    pub added_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// `POST /admin/v1/sites/{id}/knowledge`: pages or sitemaps of the site's own origins for the
+/// relay to fetch, and documents handed in; at least one of either.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeAdd {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub documents: Vec<KnowledgeUpload>,
+}
+
+/// A document handed in: a file name (no `/`) and its content, as `text` (Markdown, HTML, plain
+/// text) or as `base64` (any format, PDF included); exactly one of the two.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeUpload {
+    pub name: String,
+    /// Like `text/markdown`; without it, the name's extension (then the content) says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+}
+
+/// What an add or a refresh did to one document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnowledgeResult {
+    pub source: String,
+    /// `added`, `replaced`, `unchanged`, `failed` or `skipped` (an upload, on refresh).
+    pub status: String,
+    /// The stored document (not for a failed one).
+    pub document: Option<KnowledgeDocumentView>,
+    /// Why it failed, naming it.
+    pub error: Option<String>,
+}
+
+/// The answer of `POST /admin/v1/sites/{id}/knowledge` and `.../knowledge/refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnowledgeReport {
+    pub added: u64,
+    pub replaced: u64,
+    pub unchanged: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub results: Vec<KnowledgeResult>,
+    /// What was passed over, and why.
+    pub notes: Vec<String>,
+}
+
 // ----- sites ---------------------------------------------------------------------------------
 
 /// What happens to instructions a visitor's client sends (a `system` message): added under the

@@ -45,6 +45,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/webhooks/deliveries", get(deliveries))
         .route("/admin/v1/webhooks/deliveries/{id}/redeliver", post(redeliver))
         .merge(super::conversations::admin_router())
+        .merge(super::knowledge::router())
         .merge(super::console::session_router())
         .merge(super::overview::router())
 }

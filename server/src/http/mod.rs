@@ -12,6 +12,7 @@ mod console;
 mod conversations;
 mod health;
 mod json;
+mod knowledge;
 mod metrics;
 mod models;
 mod overview;
