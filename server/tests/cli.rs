@@ -1374,6 +1374,15 @@ async fn the_official_openai_python_client_works_against_the_relay() {
     assert_eq!(site["allow_no_origin"], true);
     assert_eq!(site["origins"], json!([]));
     let key = site["key"].as_str().unwrap().to_owned();
+    // A second one with knowledge: its streamed answers carry the sources chunk.
+    let grounded = work.create_site(&["--name", "Grounded app", "--allow-no-origin"], &[]).await;
+    let grounded_key = grounded["key"].as_str().unwrap().to_owned();
+    let notes = work.path().join("conformance.md");
+    std::fs::write(&notes, "# Conformance\n\nThe conformance check asks the relay a question.\n")
+        .unwrap();
+    let grounded_id = grounded["id"].as_str().unwrap();
+    let notes_path = notes.to_str().unwrap();
+    work.run(&["knowledge", "add", grounded_id, notes_path], &[]).await.assert_success();
 
     let relay = Relay::start(&work, &[("CONFAB__DEMO__TOKEN_DELAY_MS", "1")]).await;
     let mut command = Command::new(&python);
@@ -1382,6 +1391,7 @@ async fn the_official_openai_python_client_works_against_the_relay() {
         .current_dir(work.path())
         .env("CONFAB_BASE_URL", relay.url("/v1"))
         .env("CONFAB_API_KEY", &key)
+        .env("CONFAB_GROUNDED_API_KEY", &grounded_key)
         .stdin(Stdio::null())
         .kill_on_drop(true);
     // Loopback traffic must not go through a proxy from the environment.

@@ -3,8 +3,10 @@
 `server/tests/cli.rs` runs this script with a relay serving the built-in demo upstream and a site
 that accepts calls without an Origin header (as native apps make them). It reads:
 
-    CONFAB_BASE_URL  the relay's API root, for example http://127.0.0.1:PORT/v1
-    CONFAB_API_KEY   that site's key
+    CONFAB_BASE_URL          the relay's API root, for example http://127.0.0.1:PORT/v1
+    CONFAB_API_KEY           that site's key
+    CONFAB_GROUNDED_API_KEY  (optional) the key of a site with knowledge, whose streamed
+                             answers end with the relay's sources chunk
 
 It exits 0 when every check passes, and otherwise prints what failed to stderr and exits 1.
 Checks raise `CheckFailed` rather than using `assert`, which `python -O` would strip.
@@ -86,6 +88,29 @@ def streaming(client, expected_text, expected_usage):
     return len(chunks)
 
 
+def grounded_streaming(client):
+    """A site with knowledge: the sources chunk (no choices, an extra `confab` field) passes
+    through the client like the usage chunk, and the answer's text is whole."""
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(QUESTION in text, f"the grounded answer does not repeat the question: {text!r}")
+    extras = [c for c in chunks if not c.choices and getattr(c, "confab", None)]
+    check(len(extras) == 1, f"{len(extras)} sources chunks, not 1")
+    sources = extras[0].confab.get("sources") if isinstance(extras[0].confab, dict) else None
+    check(
+        isinstance(sources, list) and sources and sources[0].get("title") == "Conformance",
+        f"sources are {sources!r}",
+    )
+    check(chunks[-1].usage is not None, "the last chunk has no usage")
+    return len(sources)
+
+
 def models(client):
     ids = [model.id for model in client.models.list()]
     check(ids == [MODEL], f"models are {ids!r}, not [{MODEL!r}]")
@@ -125,6 +150,12 @@ def main():
         step = "streaming completion with usage"
         count = streaming(client, text, usage)
         print(f"ok: {step} ({count} chunks)")
+        grounded_key = os.environ.get("CONFAB_GROUNDED_API_KEY")
+        if grounded_key:
+            step = "streaming a grounded answer"
+            grounded = OpenAI(base_url=base_url, api_key=grounded_key, timeout=30.0, max_retries=0)
+            sources = grounded_streaming(grounded)
+            print(f"ok: {step} ({sources} source)")
         step = "model list"
         models(client)
         print(f"ok: {step}")
