@@ -232,6 +232,18 @@ impl SiteIndex {
         Ok(hits)
     }
 
+    /// The `k` passages that best answer the latest of a conversation's visitor messages:
+    /// `user_messages` holds them oldest first, the latest last (assistant replies are left
+    /// out). The latest decides; the one before it adds context for a follow-up such as "and
+    /// for members?". No messages, or only empty ones, find nothing.
+    pub fn search_turns(&self, user_messages: &[&str], k: usize) -> Result<Vec<Hit>, IndexError> {
+        match user_messages {
+            [] => Ok(Vec::new()),
+            [latest] => self.search(latest, k),
+            [.., previous, latest] => self.search_conversation(latest, previous, k),
+        }
+    }
+
     /// Adds the text's analysed terms not already in `terms`, with `weight`, in order, until
     /// there are [`MAX_QUERY_TERMS`].
     fn terms(&self, text: &str, weight: f32, terms: &mut Vec<(String, f32)>) {
