@@ -7,7 +7,8 @@
 //!   [`passages`]. [`ingest`] does all three.
 //! - **Retrieval**: [`SiteIndex`], one site's passages in an in-RAM BM25 index (tantivy), built
 //!   by the relay from the store at start and updated as documents change, searched with a
-//!   visitor's words for the ids of the best passages.
+//!   conversation's visitor messages ([`SiteIndex::search_turns`]) for the ids of the best
+//!   passages. `scripts/eval-knowledge` measures how well, on the set in `tests/knowledge`.
 //!
 //! **Architecture Invariant:** no I/O beyond what callers hand in: no network, no filesystem,
 //! no store, no threads of its own outside an index update. Fetching URLs, reading files,
@@ -30,6 +31,7 @@ mod error;
 mod html;
 mod index;
 mod split;
+mod vocabulary;
 
 pub use document::{Document, Format, Limits, Section, parse};
 pub use error::IngestError;
