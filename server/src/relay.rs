@@ -51,6 +51,9 @@ pub struct RelayedChunk {
     pub finish_reason: Option<String>,
     pub id: Option<String>,
     pub created: Option<u64>,
+    /// An event the relay sends before this chunk: the knowledge sources chunk, ahead of the
+    /// upstream's usage chunk (which stays the last before `[DONE]`, where clients look for it).
+    pub before: Option<String>,
 }
 
 /// What the next read of the upstream gave.
@@ -261,6 +264,12 @@ impl RelayStream {
             None => rewrite_any(data, &self.model)?,
         };
         let ChunkRead { json, content, finish_reason, usage, usage_only, id, created } = read;
+        // The upstream's usage chunk comes after the whole answer: the sources it cited are
+        // known, and named just before it.
+        let before = match usage_only && usage.is_some() {
+            true => self.take_sources_chunk(id.as_deref(), created),
+            false => None,
+        };
         if usage.is_some() {
             self.usage = usage;
             self.usage_chunk_sent |= usage_only;
@@ -275,7 +284,7 @@ impl RelayStream {
             self.id.clone_from(&id);
         }
         self.created = self.created.or(created);
-        Ok(RelayedChunk { json, content, finish_reason, id, created })
+        Ok(RelayedChunk { json, content, finish_reason, id, created, before })
     }
 
     /// The fast path, for a chunk of the usual shape: the fields the relay reads are borrowed
@@ -347,11 +356,13 @@ impl RelayStream {
 
     /// The OpenAI usage chunk (`choices: []`), for streams whose upstream sent none of its own
     /// (it reported no usage, or reported it on a chunk that also had choices).
-    /// The chunk naming the knowledge sources the answer used, if it had any.
-    fn sources_chunk(&self) -> Option<String> {
-        let citations = self.citations.as_ref()?;
-        let created = self.created.unwrap_or_else(unix_now);
-        citations.chunk(self.id.as_deref().unwrap_or_default(), created, &self.model)
+    /// The chunk naming the knowledge sources the answer used, if it had any and it was not
+    /// sent yet (once per stream).
+    fn take_sources_chunk(&mut self, id: Option<&str>, created: Option<u64>) -> Option<String> {
+        let citations = self.citations.take()?;
+        let id = id.or(self.id.as_deref()).unwrap_or_default();
+        let created = created.or(self.created).unwrap_or_else(unix_now);
+        citations.chunk(id, created, &self.model)
     }
 
     fn usage_chunk(&self) -> Option<String> {
@@ -711,6 +722,9 @@ pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Bytes> + Send {
             loop {
                 let end = match step {
                     Step::Chunk(chunk) => {
+                        if let Some(before) = &chunk.before {
+                            sse::write_event(&mut body, FrameKind::Data, 0, before);
+                        }
                         sse::write_event(&mut body, FrameKind::Data, 0, &chunk.json);
                         match span.in_scope(|| relay.step_ready()) {
                             Some(next) => {
@@ -723,7 +737,7 @@ pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Bytes> + Send {
                     Step::Done => None,
                     Step::Failed(error) => Some(error),
                 };
-                for (kind, data) in span.in_scope(|| ending(&relay, end)) {
+                for (kind, data) in span.in_scope(|| ending(&mut relay, end)) {
                     sse::write_event(&mut body, kind, 0, &data);
                 }
                 return Some((body.freeze(), None));
@@ -734,10 +748,10 @@ pub fn sse_events(plan: StreamPlan) -> impl Stream<Item = Bytes> + Send {
 
 /// The events that end a stream: the chunk naming the knowledge sources used (if it had any),
 /// the usage chunk (unless the upstream sent one) and `[DONE]` when it ended cleanly (`failed` is `None`), or an `error` event carrying the envelope.
-fn ending(relay: &RelayStream, failed: Option<UpstreamError>) -> Vec<(FrameKind, String)> {
+fn ending(relay: &mut RelayStream, failed: Option<UpstreamError>) -> Vec<(FrameKind, String)> {
     match failed {
         None => {
-            let sources = relay.sources_chunk().map(|json| (FrameKind::Data, json));
+            let sources = relay.take_sources_chunk(None, None).map(|json| (FrameKind::Data, json));
             let usage = relay.usage_chunk().map(|json| (FrameKind::Data, json));
             let done = (FrameKind::Data, DONE_SENTINEL.to_owned());
             sources.into_iter().chain(usage).chain([done]).collect()
@@ -764,6 +778,9 @@ pub async fn produce(plan: StreamPlan, mut writer: Box<dyn StreamWriter>, mut st
     let ending = loop {
         let failed = match step {
             Step::Chunk(chunk) => {
+                if let Some(before) = chunk.before {
+                    batch.push((FrameKind::Data, before));
+                }
                 batch.push((FrameKind::Data, chunk.json));
                 if let Some(next) = relay.step_ready() {
                     step = next;
@@ -789,7 +806,7 @@ pub async fn produce(plan: StreamPlan, mut writer: Box<dyn StreamWriter>, mut st
             Step::Done => None,
             Step::Failed(error) => Some(error),
         };
-        break ending(&relay, failed);
+        break ending(&mut relay, failed);
     };
     // Gone (and settled) before a follower sees the end.
     drop(relay);

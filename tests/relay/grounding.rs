@@ -108,7 +108,11 @@ async fn the_passage_that_answers_reaches_the_upstream_and_the_stream_names_the_
     // After the whole answer: the client knows which sources it cited once it has it all.
     let at = |f: &dyn Fn(&Value) -> bool| events.iter().rposition(f).unwrap();
     let answered = at(&|e| e["choices"].as_array().is_some_and(|c| !c.is_empty()));
-    assert!(at(&|e| e.get("confab").is_some()) > answered);
+    let named = at(&|e| e.get("confab").is_some());
+    assert!(named > answered);
+    // And before the usage chunk, which stays the last before [DONE], where clients look for it.
+    assert!(events[named + 1].get("usage").is_some_and(|u| !u.is_null()), "{events:?}");
+    assert_eq!(named + 2, events.len());
 }
 
 #[tokio::test]

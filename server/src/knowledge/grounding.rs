@@ -13,8 +13,11 @@
 //!  "confab":{"sources":[{"n":1,"title":"Returns","url":"https://shop.example/returns"}]}}
 //! ```
 //!
-//! The sources listed are those the answer cites, or every source it was given when it cites
-//! none. A source read from a file has no `url`: the file's path on the operator's machine is
+//! It comes once the answer's text is complete: just before the upstream's usage chunk (which
+//! stays the last before `[DONE]`), or at the end when the upstream sends none. The sources
+//! listed are those the answer cites, or every source it was given when it cites none. Only
+//! streamed answers carry it; a whole (non-streamed) answer is passed on as the upstream wrote
+//! it. A source read from a file has no `url`: the file's path on the operator's machine is
 //! never shown to visitors.
 
 use confab_store::knowledge::Passage;

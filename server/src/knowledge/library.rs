@@ -137,7 +137,7 @@ impl Library {
         k: usize,
     ) -> Result<Option<Found>, StoreError> {
         let Some(index) = self.index(site) else { return Ok(None) };
-        let hits = search(&index, user_messages, k).map_err(|error| {
+        let hits = index.search_turns(user_messages, k).map_err(|error| {
             StoreError::Corrupt(format!("knowledge index of site {site}: {error}"))
         })?;
         if hits.is_empty() {
@@ -162,17 +162,6 @@ impl Library {
             }
         }
     }
-}
-
-/// The index searched with the latest message, and the two before it as context.
-fn search(
-    index: &SiteIndex,
-    user_messages: &[&str],
-    k: usize,
-) -> Result<Vec<confab_knowledge::Hit>, confab_knowledge::IndexError> {
-    let Some((latest, earlier)) = user_messages.split_last() else { return Ok(Vec::new()) };
-    let start = earlier.len().saturating_sub(2);
-    index.search_conversation(latest, &earlier[start..].join("\n"), k)
 }
 
 fn indexed(passage: Passage) -> IndexedPassage {
