@@ -650,6 +650,25 @@ async fn what_happens_to_client_instructions_is_set_at_creation_and_changed_by_u
 }
 
 #[tokio::test]
+async fn grounding_is_prefer_by_default_set_at_creation_and_changed_by_update() {
+    let work = Workdir::new();
+    let args = ["--name", "Shop", "--origin", "https://shop.example"];
+    let plain = work.create_site(&args, &[]).await;
+    assert_eq!(plain["grounding"], "prefer");
+    let created = work.create_site(&[&args[..], &["--grounding", "strict"]].concat(), &[]).await;
+    assert_eq!(created["grounding"], "strict");
+    let id = created["id"].as_str().unwrap();
+    work.run(&["sites", "update", id, "--grounding", "prefer"], &[]).await.assert_success();
+    let shown = work.run(&["sites", "show", id, "--json"], &[]).await.assert_success().json();
+    assert_eq!(shown["grounding"], "prefer");
+    let bad =
+        work.run(&["sites", "update", id, "--grounding", "loose"], &[]).await.assert_failure();
+    assert!(bad.stderr.contains("possible values: prefer, strict"), "{}", bad.stderr);
+    let text = work.run(&["sites", "show", id], &[]).await.assert_success();
+    assert!(text.stdout.contains("grounding:    prefer"), "{}", text.stdout);
+}
+
+#[tokio::test]
 async fn conversation_settings_are_changed_by_update_and_conversations_managed_by_the_cli() {
     let work = Workdir::new();
     let created =

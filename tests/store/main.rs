@@ -15,9 +15,9 @@ use std::time::Duration;
 use confab_server::config::DatabaseConfig;
 use confab_server::sitekey::{KeyKind, NewKey};
 use confab_server::store::{
-    CallerLimits, ClientInstructions, Engine, NewApiKey, NewSite, NewWebhookDelivery, Outcome,
-    Scope, SiteSettings, SiteWidget, Store, TokenMode, UsageGroup, UsageRecord, Verification,
-    VisitorLimits, WebhookDelivery, WebhookEvent,
+    CallerLimits, ClientInstructions, Engine, Grounding, NewApiKey, NewSite, NewWebhookDelivery,
+    Outcome, Scope, SiteSettings, SiteWidget, Store, TokenMode, UsageGroup, UsageRecord,
+    Verification, VisitorLimits, WebhookDelivery, WebhookEvent,
 };
 use confab_tests::WAIT;
 
@@ -294,12 +294,15 @@ async fn every_site_setting_reads_back_as_it_was_set(db: Database) {
     let instructions = Some(ClientInstructions::Reject);
     assert!(store.set_site_client_instructions(&site.id, instructions).await.unwrap());
     assert!(store.set_site_verification(&site.id, &verification).await.unwrap());
+    assert_eq!(site.settings.grounding, Grounding::Prefer, "the default");
+    assert!(store.set_site_grounding(&site.id, Grounding::Strict).await.unwrap());
 
     let mut expected = site.clone();
     expected.settings.widget = widget.clone();
     expected.settings.limits = limits;
     expected.settings.visitor_limits = visitor_limits;
     expected.settings.client_instructions = instructions;
+    expected.settings.grounding = Grounding::Strict;
     expected.verification = verification.clone();
     assert_eq!(store.site(&site.id).await.unwrap().as_ref(), Some(&expected));
     assert_eq!(store.list_sites().await.unwrap(), [expected.clone()]);
@@ -315,6 +318,7 @@ async fn every_site_setting_reads_back_as_it_was_set(db: Database) {
     assert!(!store.set_site_limits(missing, &limits, &visitor_limits).await.unwrap());
     assert!(!store.set_site_client_instructions(missing, instructions).await.unwrap());
     assert!(!store.set_site_verification(missing, &verification).await.unwrap());
+    assert!(!store.set_site_grounding(missing, Grounding::Strict).await.unwrap());
     assert!(!store.set_site_origins(missing, &[]).await.unwrap());
     assert!(store.site(missing).await.unwrap().is_none());
     assert_eq!(store.list_sites().await.unwrap().len(), 1);

@@ -174,12 +174,8 @@ async fn main() -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let took = started.elapsed();
     let counts = report.counts();
-    let passages: u64 = store
-        .knowledge_documents(&pages_site.id)
-        .await?
-        .iter()
-        .map(|d| d.passages)
-        .sum();
+    let passages: u64 =
+        store.knowledge_documents(&pages_site.id).await?.iter().map(|d| d.passages).sum();
     println!(
         "ingest {PAGES} local pages (confab knowledge add's pipeline): {:.2} s, {} added, {} \
          failed, {passages} passages",
