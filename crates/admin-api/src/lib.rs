@@ -599,11 +599,12 @@ mod tests {
                 ..Default::default()
             }),
             client_instructions: Some(Some(ClientInstructions::Reject)),
+            grounding: Some(Grounding::Strict),
         };
         let text = serde_json::to_string(&patch).unwrap();
         assert_eq!(
             text,
-            r#"{"widget":{"title":"Ask us","primary_color":null},"client_instructions":"reject"}"#
+            r#"{"widget":{"title":"Ask us","primary_color":null},"client_instructions":"reject","grounding":"strict"}"#
         );
         assert_eq!(serde_json::from_str::<SitePatch>(&text).unwrap(), patch);
     }

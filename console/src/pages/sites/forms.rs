@@ -3,8 +3,8 @@
 //! field it names (`"primary_color: ..."`), or under its section otherwise.
 
 use confab_admin_api::{
-    ClientInstructions, LimitsPatch, NewSite, OriginsPatch, SiteLimits, SitePatch, SiteView,
-    VerificationChange, WidgetPatch, WidgetSettings,
+    ClientInstructions, Grounding, LimitsPatch, NewSite, OriginsPatch, SiteLimits, SitePatch,
+    SiteView, VerificationChange, WidgetPatch, WidgetSettings,
 };
 use leptos::ev;
 use leptos::prelude::*;
@@ -163,6 +163,27 @@ fn instructions_of(value: &str) -> Option<ClientInstructions> {
     serde_json::from_value(serde_json::Value::from(value)).ok()
 }
 
+/// Grounding as the select's value (its name in the API).
+fn grounding_value(g: Grounding) -> String {
+    let name = serde_json::to_value(g).ok();
+    name.and_then(|n| n.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// How a site with knowledge answers: prefer its sources, or only them.
+#[component]
+fn GroundingSelect(id: String, value: RwSignal<String>) -> impl IntoView {
+    let option = move |v: &'static str, text: &'static str| {
+        view! { <option value=v selected=move || value.get() == v>{text}</option> }
+    };
+    view! {
+        <label for=id.clone()>"Answers with knowledge"</label>
+        <select id=id on:change=move |ev| value.set(event_target_value(&ev))>
+            {option("prefer", "Prefer the site's sources, and cite them")}
+            {option("strict", "Only from the site's sources")}
+        </select>
+    }
+}
+
 #[component]
 fn InstructionsSelect(id: String, value: RwSignal<String>) -> impl IntoView {
     let option = move |v: &'static str, text: &'static str| {
@@ -250,6 +271,7 @@ pub fn NewSiteForm(created: Callback<SiteView>) -> impl IntoView {
             temperature_max,
             context_messages,
             client_instructions: instructions_of(&instructions.get_untracked()),
+            grounding: None,
             widget: WidgetSettings {
                 title: input::optional(&title.get_untracked()),
                 ..WidgetSettings::default()
@@ -438,13 +460,14 @@ pub fn OriginsSection(site: RwSignal<SiteView>, changed: Callback<SiteView>) -> 
 
 #[component]
 pub fn WidgetSection(site: RwSignal<SiteView>, changed: Callback<SiteView>) -> impl IntoView {
-    let (id, widget, instructions) =
-        site.with_untracked(|s| (s.id.clone(), s.widget.clone(), s.client_instructions));
+    let (id, widget, instructions, grounding) = site
+        .with_untracked(|s| (s.id.clone(), s.widget.clone(), s.client_instructions, s.grounding));
     let title = RwSignal::new(widget.title.unwrap_or_default());
     let greeting = RwSignal::new(widget.greeting.unwrap_or_default());
     let suggestions = RwSignal::new(widget.suggestions.unwrap_or_default().join("\n"));
     let color = RwSignal::new(widget.primary_color.unwrap_or_default());
     let instructions = RwSignal::new(instructions_value(instructions));
+    let grounding = RwSignal::new(grounding_value(grounding));
     let errors = Errors::new();
     let status: Status = RwSignal::new(None);
 
@@ -472,6 +495,7 @@ pub fn WidgetSection(site: RwSignal<SiteView>, changed: Callback<SiteView>) -> i
                 primary_color: Some(colour),
             }),
             client_instructions: Some(instructions_of(&instructions.get_untracked())),
+            grounding: serde_json::from_value(grounding.get_untracked().into()).ok(),
         };
         let id = site.with_untracked(|s| s.id.clone());
         spawn_local(async move {
@@ -509,6 +533,7 @@ pub fn WidgetSection(site: RwSignal<SiteView>, changed: Callback<SiteView>) -> i
                     {text_field("suggestion", "Suggested questions (one per line)", suggestions, true)}
                     {text_field("primary_color", "Primary colour", color, false)}
                     <InstructionsSelect id=format!("{}-instructions", site.with_untracked(|s| s.id.clone())) value=instructions />
+                    <GroundingSelect id=format!("{}-grounding", site.with_untracked(|s| s.id.clone())) value=grounding />
                     <p class="hint">"Empty fields use the relay's defaults."</p>
                     <div class="actions">
                         <button type="submit" class="primary" aria-describedby=format!("{status_id}-error")>"Save widget"</button>
@@ -666,6 +691,8 @@ mod tests {
         assert_eq!(instructions_value(None), "");
         assert_eq!(instructions_of("drop"), Some(ClientInstructions::Drop));
         assert_eq!(instructions_of(""), None);
+        assert_eq!(grounding_value(Grounding::Strict), "strict");
+        assert_eq!(grounding_value(Grounding::Prefer), "prefer");
     }
 
     #[test]
