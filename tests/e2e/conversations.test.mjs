@@ -7,8 +7,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
-import { WAIT, artifacts, lastAnswer, launchBrowser, openPage, startStack } from "./harness.mjs";
+import { WAIT, until, artifacts, lastAnswer, launchBrowser, openPage, startStack } from "./harness.mjs";
 import { ANSWER_END, answerTo } from "./mock-upstream.mjs";
 
 const ADMIN_TOKEN = "e2e-admin-token-for-the-conversations-test";
@@ -42,16 +41,6 @@ async function admin(method, path, body) {
   return text ? JSON.parse(text) : null;
 }
 
-/** Polls `fn` until it returns something truthy, for at most `ms`. */
-async function until(fn, ms = 10000, what = "condition") {
-  const end = Date.now() + ms;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 /** The plain test page with the panel open; the widget's requests to the relay are recorded. */
 async function visit(t) {

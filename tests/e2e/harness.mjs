@@ -241,6 +241,17 @@ export async function openPage(t, browser, options = {}) {
 
 export const WAIT = { timeout: 15000 };
 
+/** Polls `fn` until it returns something truthy, for at most `ms`. */
+export async function until(fn, ms = 10000, what = "condition") {
+  const end = Date.now() + ms;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** The last answer in the widget (not the greeting). */
 export const lastAnswer = (page) => page.locator("[data-confab] li.assistant:not(.greeting)").last();
 

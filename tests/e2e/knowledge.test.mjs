@@ -11,8 +11,7 @@ import { createServer } from "node:http";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
-import { WAIT, confab, lastAnswer, launchBrowser, openPage, startStack } from "./harness.mjs";
+import { WAIT, until, confab, lastAnswer, launchBrowser, openPage, startStack } from "./harness.mjs";
 import { ANSWER_END } from "./mock-upstream.mjs";
 
 // Facts no model knows: each is in exactly one document.
@@ -94,16 +93,6 @@ async function knowledge(...args) {
 
 const documents = async () => JSON.parse((await knowledge("list", stack.site, "--json")).out);
 
-/** Polls `fn` until it returns something truthy, for at most `ms`. */
-async function until(fn, ms, what) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 /** A chat request to `relay` as the widget sends it; the body the upstream received. */
 async function upstreamBodyFor(relay, question) {

@@ -46,15 +46,9 @@ fn words(rng: &mut StdRng, low: usize, high: usize) -> String {
     (0..count).map(|_| word(rng)).collect::<Vec<_>>().join(" ")
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "an index into a short list"
-    )]
-    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[at]
+/// The `q` quantile of `sorted` (nanoseconds), by nearest rank.
+fn percentile(sorted: &[u64], q: f64) -> Duration {
+    Duration::from_nanos(confab_bench::percentile(sorted, q).unwrap_or_default())
 }
 
 fn ms(d: Duration) -> String {
@@ -115,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         let found = library.retrieve(&site.id, &[earlier, latest], knowledge.top_k).await?;
         let found = found.context("the site has knowledge")?;
         let built = Sources::build(&found.passages, Grounding::Prefer, false, max_bytes);
-        times.push(started.elapsed());
+        times.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         if let Some(built) = built {
             block_bytes += built.block.len();
             sources += built.sources.len();
