@@ -431,6 +431,7 @@ async fn a_created_site_is_listed_shown_and_deleted_without_its_secret_ever_show
         "temperature_max": null,
         "context_messages": null,
         "client_instructions": null,
+        "grounding": "prefer",
         "widget": {"title": null, "greeting": null, "suggestions": null, "primary_color": null},
         "limits": {
             "rpm": null, "rpd": null, "tpm": null,

@@ -14,7 +14,7 @@ use web_sys::AbortController;
 
 use crate::api::{self, ChatError, Live};
 use crate::conversation::{self, Holder, Rating};
-use crate::sources::SourceLink;
+use crate::sources::{self, SourceLink};
 use crate::storage::{self, Entry};
 use crate::{feedback, markdown, text};
 
@@ -922,6 +922,15 @@ where
     let row = NodeRef::<leptos::html::Div>::new();
     let shown = StoredValue::new_local(markdown::Rendered::default());
     let pending = StoredValue::new(false);
+    let sources_node = NodeRef::<leptos::html::Div>::new();
+    // The sources arrive once, after the text: drawn when they change (or the node appears).
+    Effect::new(move |_| {
+        if let Some(holder) = sources_node.get() {
+            message.sources.with(|sources| {
+                let _ = sources::show(&holder, sources);
+            });
+        }
+    });
     Effect::new(move |_| {
         text.track();
         node.track();
@@ -957,33 +966,9 @@ where
             rate(message, rating, comment, line);
         }
     };
-    let sources = message.sources;
     view! {
         <div class="md" node_ref=node></div>
-        <Show when=move || sources.with(|s| !s.is_empty())>
-            <div class="sources">
-                <span class="sources-label" aria-hidden="true">{text::SOURCES}</span>
-                <ul aria-label=text::SOURCES>
-                    {move || {
-                        sources
-                            .get()
-                            .into_iter()
-                            .map(|source| match source.href {
-                                Some(href) => view! {
-                                    <li>
-                                        <a href=href target="_blank" rel="noopener noreferrer">
-                                            {source.title}
-                                        </a>
-                                    </li>
-                                }
-                                .into_any(),
-                                None => view! { <li>{source.title}</li> }.into_any(),
-                            })
-                            .collect_view()
-                    }}
-                </ul>
-            </div>
-        </Show>
+        <div class="sources" node_ref=sources_node></div>
         <div
             class="feedback"
             node_ref=row
