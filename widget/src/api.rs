@@ -713,10 +713,40 @@ mod tests {
     }
 
     async fn read_body(body: &str, last: &mut u64) -> (Result<(), Read>, String) {
-        let response = Response::new_with_opt_str(Some(body)).unwrap();
-        let mut text = String::new();
-        let read = read(response, last, None, &mut |piece| text.push_str(piece)).await;
+        let (read, text, _) = read_deltas(body, last).await;
         (read, text)
+    }
+
+    /// The text and the sources a body's events give.
+    async fn read_deltas(
+        body: &str,
+        last: &mut u64,
+    ) -> (Result<(), Read>, String, Vec<SourceLink>) {
+        let response = Response::new_with_opt_str(Some(body)).unwrap();
+        let (mut text, mut sources) = (String::new(), Vec::new());
+        let read = read(response, last, None, &mut |delta| match delta {
+            Delta::Text(piece) => text.push_str(piece),
+            Delta::Sources(named) => sources = named,
+        })
+        .await;
+        (read, text, sources)
+    }
+
+    #[wasm_bindgen_test]
+    async fn the_sources_chunk_names_the_answers_sources_and_adds_no_text() {
+        let named = r#"{"choices":[],"confab":{"sources":[{"n":1,"title":"Returns","url":"https://e.example/r"}]}}"#;
+        let usage = r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+        let body = format!(
+            "data: {}\n\ndata: {named}\n\ndata: {usage}\n\ndata: [DONE]\n\n",
+            chunk("Within 9 days [1].")
+        );
+        let (read, text, sources) = read_deltas(&body, &mut 0).await;
+        assert!(read.is_ok());
+        assert_eq!(text, "Within 9 days [1].");
+        assert_eq!(
+            sources,
+            vec![SourceLink { title: "Returns".into(), href: Some("https://e.example/r".into()) }]
+        );
     }
 
     #[wasm_bindgen_test]
