@@ -58,15 +58,20 @@ def non_streaming(client):
     return content, completion.usage
 
 
-def streaming(client, expected_text, expected_usage):
-    """The same question, streamed with usage: same text, usage in a last chunk with no choices."""
+def stream_with_usage(client):
+    """Every chunk of the question's answer, streamed with usage."""
     stream = client.chat.completions.create(
         model=MODEL,
         messages=MESSAGES,
         stream=True,
         stream_options={"include_usage": True},
     )
-    chunks = list(stream)
+    return list(stream)
+
+
+def streaming(client, expected_text, expected_usage):
+    """The same question, streamed with usage: same text, usage in a last chunk with no choices."""
+    chunks = stream_with_usage(client)
     check(len(chunks) >= 3, f"only {len(chunks)} chunks")
     for chunk in chunks:
         check(chunk.object == "chat.completion.chunk", f"chunk object is {chunk.object!r}")
@@ -91,13 +96,7 @@ def streaming(client, expected_text, expected_usage):
 def grounded_streaming(client):
     """A site with knowledge: the sources chunk (no choices, an extra `confab` field) passes
     through the client like the usage chunk, and the answer's text is whole."""
-    stream = client.chat.completions.create(
-        model=MODEL,
-        messages=MESSAGES,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
+    chunks = stream_with_usage(client)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     check(QUESTION in text, f"the grounded answer does not repeat the question: {text!r}")
     extras = [c for c in chunks if not c.choices and getattr(c, "confab", None)]

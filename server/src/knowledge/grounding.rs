@@ -61,30 +61,31 @@ impl Sources {
     ) -> Option<Self> {
         let instruction = instruction(grounding, handoff);
         let mut used = instruction.len();
-        // (document id, source, its passages' texts)
-        let mut documents: Vec<(i64, Source, Vec<String>)> = Vec::new();
+        // (document id, source, its header and passages as the block shows them)
+        let mut documents: Vec<(i64, Source, String)> = Vec::new();
         for passage in passages {
             let text = excerpt(&passage.text, MAX_PASSAGE_BYTES);
-            let known = documents.iter().position(|(id, ..)| *id == passage.document_id);
-            let heading = location(passage);
-            let piece = format!("{heading}{text}\n");
-            let header = match known {
-                Some(_) => 0,
-                None => header_len(documents.len() + 1, &passage.title, &passage.source),
+            let piece = format!("{}{text}\n", location(passage));
+            // The document's place in the block, or the source and header it would start.
+            let slot = match documents.iter().position(|(id, ..)| *id == passage.document_id) {
+                Some(i) => Ok(i),
+                None => {
+                    let n = documents.len() as u32 + 1;
+                    let source =
+                        Source { n, title: title_of(passage), url: page_url(&passage.source) };
+                    let header = header(&source);
+                    Err((source, header))
+                }
             };
-            if used + header + piece.len() + 1 > max_bytes {
+            let size = piece.len() + slot.as_ref().err().map_or(0, |(_, header)| header.len());
+            if used + size > max_bytes {
                 continue;
             }
-            used += header + piece.len() + 1;
-            match known {
-                Some(i) => documents[i].2.push(piece),
-                None => {
-                    let source = Source {
-                        n: documents.len() as u32 + 1,
-                        title: title_of(passage),
-                        url: page_url(&passage.source),
-                    };
-                    documents.push((passage.document_id, source, vec![piece]));
+            used += size;
+            match slot {
+                Ok(i) => documents[i].2.push_str(&piece),
+                Err((source, header)) => {
+                    documents.push((passage.document_id, source, header + &piece));
                 }
             }
         }
@@ -96,12 +97,8 @@ impl Sources {
         if documents.is_empty() {
             block.push_str("\n\n(No source matches this question.)");
         }
-        for (_, source, pieces) in &documents {
-            block.push_str("\n\n");
-            push_header(&mut block, source.n as usize, &source.title, source.url.as_deref());
-            for piece in pieces {
-                block.push_str(piece);
-            }
+        for (_, _, shown) in &documents {
+            block.push_str(shown);
         }
         let sources = documents.into_iter().map(|(_, source, _)| source).collect();
         Some(Self { block, sources })
@@ -148,18 +145,13 @@ fn page_url(source: &str) -> Option<String> {
     matches!(url.scheme(), "http" | "https").then(|| url.to_string())
 }
 
-fn header_len(n: usize, title: &str, source: &str) -> usize {
-    let mut header = String::new();
-    push_header(&mut header, n, title, page_url(source).as_deref());
-    header.len() + 2
-}
-
-fn push_header(block: &mut String, n: usize, title: &str, url: Option<&str>) {
-    block.push_str(&format!("[{n}] {}", title.trim()));
-    if let Some(url) = url {
-        block.push_str(&format!(" ({url})"));
+/// A source's header in the block, after the blank line that separates sources:
+/// `[1] Returns (https://shop.example/returns)`.
+fn header(source: &Source) -> String {
+    match &source.url {
+        Some(url) => format!("\n\n[{}] {} ({url})\n", source.n, source.title),
+        None => format!("\n\n[{}] {}\n", source.n, source.title),
     }
-    block.push('\n');
 }
 
 /// Where in its document a passage sits (`Returns > Refunds: `), or nothing at the top.
