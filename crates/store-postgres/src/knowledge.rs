@@ -1,18 +1,18 @@
-//! `knowledge_documents`, `knowledge_passages` and `knowledge_versions` (see
-//! `migrations/0005_knowledge.sql`). Changes to one site's knowledge are serialised by a
-//! transaction-level advisory lock on the site, so that two relays ingesting at once both see
-//! the caps and one source is one document.
+//! `knowledge_documents`, `knowledge_passages`, `knowledge_embeddings` and `knowledge_versions`
+//! (see `migrations/0005_knowledge.sql` and `0007_embeddings.sql`). Changes to one site's
+//! knowledge are serialised by a transaction-level advisory lock on the site, so that two relays
+//! ingesting at once both see the caps and one source is one document.
 
 use sqlx::postgres::{PgPool, Postgres};
 use sqlx::{QueryBuilder, Row, Transaction};
 
-use confab_store::knowledge::{chars_of, heading_path_to_column, rows};
+use confab_store::knowledge::{chars_of, dimensions_of, heading_path_to_column, rows};
 use confab_store::{
-    KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, Passage, PutOutcome,
-    StoreError,
+    KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, Passage, PassageEmbedding,
+    PutOutcome, StoreError,
 };
 
-/// Rows per multi-row insert: five values each, well under PostgreSQL's 65,535 parameters.
+/// Rows per multi-row insert: five values at most each, well under PostgreSQL's 65,535 parameters.
 const INSERT_BATCH: usize = 1_000;
 
 fn int(value: u64) -> i64 {
@@ -209,6 +209,7 @@ pub async fn delete_site(
     site_id: &str,
 ) -> Result<(), StoreError> {
     for statement in [
+        "DELETE FROM knowledge_embeddings WHERE site_id = $1",
         "DELETE FROM knowledge_passages WHERE site_id = $1",
         "DELETE FROM knowledge_documents WHERE site_id = $1",
         "DELETE FROM knowledge_versions WHERE site_id = $1",
@@ -260,4 +261,65 @@ pub async fn versions(pool: &PgPool) -> Result<Vec<KnowledgeVersion>, StoreError
             })
         })
         .collect()
+}
+
+/// In batches of one statement each (see `rows::insert_embeddings`), in one transaction; the
+/// version is bumped only when one stored something, so a put of nothing of the site's leaves
+/// the relays' indexes alone.
+pub async fn put_embeddings(
+    pool: &PgPool,
+    site_id: &str,
+    model: &str,
+    embeddings: &[PassageEmbedding],
+) -> Result<u64, StoreError> {
+    let dimensions = int(dimensions_of(embeddings)? as u64);
+    if embeddings.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = pool.begin().await?;
+    lock_site(&mut tx, site_id).await?;
+    let mut stored = 0;
+    for batch in embeddings.chunks(INSERT_BATCH) {
+        let mut insert = rows::insert_embeddings::<Postgres>(site_id, model, dimensions, batch);
+        stored += insert.build().execute(&mut *tx).await?.rows_affected();
+    }
+    if stored > 0 {
+        bump(&mut tx, site_id).await?;
+    }
+    tx.commit().await?;
+    Ok(stored)
+}
+
+pub async fn site_embeddings(
+    pool: &PgPool,
+    site_id: &str,
+    model: &str,
+) -> Result<Vec<PassageEmbedding>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT passage_id, dimensions, vector FROM knowledge_embeddings \
+         WHERE site_id = $1 AND model = $2 ORDER BY passage_id",
+    )
+    .bind(site_id)
+    .bind(model)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(rows::embedding).collect()
+}
+
+pub async fn passages_without_embedding(
+    pool: &PgPool,
+    site_id: &str,
+    model: &str,
+    limit: usize,
+) -> Result<Vec<Passage>, StoreError> {
+    let rows = sqlx::query(select_passages!(
+        "WHERE p.site_id = $1 AND NOT EXISTS (SELECT 1 FROM knowledge_embeddings e \
+         WHERE e.passage_id = p.id AND e.model = $2) ORDER BY p.document_id, p.ordinal LIMIT $3"
+    ))
+    .bind(site_id)
+    .bind(model)
+    .bind(int(limit as u64))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(rows::passage).collect()
 }

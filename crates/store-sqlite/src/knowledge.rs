@@ -1,16 +1,16 @@
-//! `knowledge_documents`, `knowledge_passages` and `knowledge_versions` (see
-//! `migrations/0016_knowledge.sql`).
+//! `knowledge_documents`, `knowledge_passages`, `knowledge_embeddings` and `knowledge_versions`
+//! (see `migrations/0016_knowledge.sql` and `0018_embeddings.sql`).
 
 use sqlx::sqlite::{Sqlite, SqlitePool};
 use sqlx::{QueryBuilder, Row, Transaction};
 
-use confab_store::knowledge::{chars_of, heading_path_to_column, rows};
+use confab_store::knowledge::{chars_of, dimensions_of, heading_path_to_column, rows};
 use confab_store::{
-    KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, Passage, PutOutcome,
-    StoreError,
+    KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, Passage, PassageEmbedding,
+    PutOutcome, StoreError,
 };
 
-/// Rows per multi-row insert: five values each, well under SQLite's 32,766 bound variables.
+/// Rows per multi-row insert: five values at most each, under SQLite's 32,766 bound variables.
 const INSERT_BATCH: usize = 1_000;
 
 fn int(value: u64) -> i64 {
@@ -202,6 +202,7 @@ pub async fn delete_site(
     site_id: &str,
 ) -> Result<(), StoreError> {
     for statement in [
+        "DELETE FROM knowledge_embeddings WHERE site_id = ?",
         "DELETE FROM knowledge_passages WHERE site_id = ?",
         "DELETE FROM knowledge_documents WHERE site_id = ?",
         "DELETE FROM knowledge_versions WHERE site_id = ?",
@@ -253,4 +254,64 @@ pub async fn versions(pool: &SqlitePool) -> Result<Vec<KnowledgeVersion>, StoreE
             })
         })
         .collect()
+}
+
+/// In batches of one statement each (see `rows::insert_embeddings`), in one transaction; the
+/// version is bumped only when one stored something, so a put of nothing of the site's leaves
+/// the relays' indexes alone.
+pub async fn put_embeddings(
+    pool: &SqlitePool,
+    site_id: &str,
+    model: &str,
+    embeddings: &[PassageEmbedding],
+) -> Result<u64, StoreError> {
+    let dimensions = int(dimensions_of(embeddings)? as u64);
+    if embeddings.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut stored = 0;
+    for batch in embeddings.chunks(INSERT_BATCH) {
+        let mut insert = rows::insert_embeddings::<Sqlite>(site_id, model, dimensions, batch);
+        stored += insert.build().execute(&mut *tx).await?.rows_affected();
+    }
+    if stored > 0 {
+        bump(&mut tx, site_id).await?;
+    }
+    tx.commit().await?;
+    Ok(stored)
+}
+
+pub async fn site_embeddings(
+    pool: &SqlitePool,
+    site_id: &str,
+    model: &str,
+) -> Result<Vec<PassageEmbedding>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT passage_id, dimensions, vector FROM knowledge_embeddings \
+         WHERE site_id = ? AND model = ? ORDER BY passage_id",
+    )
+    .bind(site_id)
+    .bind(model)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(rows::embedding).collect()
+}
+
+pub async fn passages_without_embedding(
+    pool: &SqlitePool,
+    site_id: &str,
+    model: &str,
+    limit: usize,
+) -> Result<Vec<Passage>, StoreError> {
+    let rows = sqlx::query(select_passages!(
+        "WHERE p.site_id = ? AND NOT EXISTS (SELECT 1 FROM knowledge_embeddings e \
+         WHERE e.passage_id = p.id AND e.model = ?) ORDER BY p.document_id, p.ordinal LIMIT ?"
+    ))
+    .bind(site_id)
+    .bind(model)
+    .bind(int(limit as u64))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(rows::passage).collect()
 }

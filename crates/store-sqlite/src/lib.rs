@@ -30,7 +30,8 @@ use confab_store::{
 };
 
 use confab_store::{
-    Knowledge, KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, Passage, PutOutcome,
+    Knowledge, KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, Passage,
+    PassageEmbedding, PutOutcome,
 };
 use confab_store::{NewWebhookDelivery, WebhookDelivery, WebhookEvent};
 
@@ -312,6 +313,32 @@ impl Knowledge for SqliteStore {
 
     async fn knowledge_versions(&self) -> Result<Vec<KnowledgeVersion>, StoreError> {
         knowledge::versions(&self.pool).await
+    }
+
+    async fn put_embeddings(
+        &self,
+        site_id: &str,
+        model: &str,
+        embeddings: &[PassageEmbedding],
+    ) -> Result<u64, StoreError> {
+        knowledge::put_embeddings(&self.pool, site_id, model, embeddings).await
+    }
+
+    async fn site_embeddings(
+        &self,
+        site_id: &str,
+        model: &str,
+    ) -> Result<Vec<PassageEmbedding>, StoreError> {
+        knowledge::site_embeddings(&self.pool, site_id, model).await
+    }
+
+    async fn passages_without_embedding(
+        &self,
+        site_id: &str,
+        model: &str,
+        limit: usize,
+    ) -> Result<Vec<Passage>, StoreError> {
+        knowledge::passages_without_embedding(&self.pool, site_id, model, limit).await
     }
 }
 

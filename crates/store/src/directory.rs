@@ -33,7 +33,8 @@ use super::{
     Verification, VisitorLimits, WebhookDelivery, WebhookEvent,
 };
 use crate::knowledge::{
-    Knowledge, KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, Passage, PutOutcome,
+    Knowledge, KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, Passage,
+    PassageEmbedding, PutOutcome,
 };
 
 /// How often a relay looks for changes made by other processes.
@@ -474,6 +475,32 @@ impl Knowledge for Cached {
 
     async fn knowledge_versions(&self) -> Result<Vec<KnowledgeVersion>, StoreError> {
         self.engine().knowledge_versions().await
+    }
+
+    async fn put_embeddings(
+        &self,
+        site_id: &str,
+        model: &str,
+        embeddings: &[PassageEmbedding],
+    ) -> Result<u64, StoreError> {
+        self.engine().put_embeddings(site_id, model, embeddings).await
+    }
+
+    async fn site_embeddings(
+        &self,
+        site_id: &str,
+        model: &str,
+    ) -> Result<Vec<PassageEmbedding>, StoreError> {
+        self.engine().site_embeddings(site_id, model).await
+    }
+
+    async fn passages_without_embedding(
+        &self,
+        site_id: &str,
+        model: &str,
+        limit: usize,
+    ) -> Result<Vec<Passage>, StoreError> {
+        self.engine().passages_without_embedding(site_id, model, limit).await
     }
 }
 

@@ -23,7 +23,7 @@ pub use conversations::{
 pub use directory::{Cached, Directory, StoredKey, StoredSite};
 pub use knowledge::{
     Knowledge, KnowledgeCaps, KnowledgeDocument, KnowledgeVersion, NewDocument, NewPassage,
-    Passage, PutOutcome,
+    Passage, PassageEmbedding, PutOutcome,
 };
 pub use settings::{ClientInstructions, Grounding, TokenMode, UnknownTokenMode, grounding_column};
 pub use time::rfc3339;
@@ -327,6 +327,10 @@ pub enum StoreError {
     Migration(#[source] DatabaseError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Refused, nothing changed: what was asked to be stored cannot be (an empty embedding, say).
+    /// The caller's mistake, not the database's.
+    #[error("refused by the store: {0}")]
+    Invalid(String),
     /// The in-memory directory could not be checked against the database for longer than
     /// `database.directory_max_stale_ms`: it may still hold a revoked key, so it is not used.
     #[error("sites and keys could not be refreshed since {} (unix ms {since_ms})", rfc3339(since_ms / 1000))]
