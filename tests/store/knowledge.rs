@@ -1,11 +1,13 @@
 //! The knowledge part of the store contract (instantiated per engine by `contract!`): documents
-//! and their passages, replaced whole, refused past the caps, removed with their site, and the
-//! versions relays poll.
+//! and their passages, replaced whole, refused past the caps, removed with their site, the
+//! versions relays poll, and the passages' embeddings, which go with their passages.
 
 use std::collections::HashMap;
 
 use confab_server::sitekey::{KeyKind, NewKey};
-use confab_server::store::{KnowledgeCaps, NewDocument, NewPassage, PutOutcome, Store};
+use confab_server::store::{
+    KnowledgeCaps, NewDocument, NewPassage, PassageEmbedding, PutOutcome, Store, StoreError,
+};
 
 use super::{Database, new_site};
 
@@ -192,4 +194,183 @@ pub async fn two_relays_adding_at_once_both_respect_the_caps(db: Database) {
     );
     assert_eq!(one.knowledge_documents(&other).await.unwrap().len(), 1);
     assert_eq!(one.site_passages(&other).await.unwrap().len(), 1);
+}
+
+const SMALL: &str = "openai:text-embedding-3-small@512";
+const LARGE: &str = "openai:text-embedding-3-large@1024";
+
+fn embedding(passage_id: i64, vector: &[f32]) -> PassageEmbedding {
+    PassageEmbedding { passage_id, vector: vector.to_vec() }
+}
+
+/// The site's passage ids, by document and place.
+async fn passage_ids(store: &dyn Store, site: &str) -> Vec<i64> {
+    store.site_passages(site).await.unwrap().iter().map(|p| p.id).collect()
+}
+
+/// The passage ids of the site's embeddings by `model`.
+async fn embedded(store: &dyn Store, site: &str, model: &str) -> Vec<i64> {
+    store.site_embeddings(site, model).await.unwrap().iter().map(|e| e.passage_id).collect()
+}
+
+/// The bits of every value, so that `-0.0` is told from `0.0` and nothing is compared loosely.
+fn bits(embeddings: &[PassageEmbedding]) -> Vec<(i64, Vec<u32>)> {
+    embeddings
+        .iter()
+        .map(|e| (e.passage_id, e.vector.iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+pub async fn embeddings_read_back_exactly_and_by_their_model_only(db: Database) {
+    let (store, other_relay) = (db.open().await, db.open().await);
+    let shop = site(store.as_ref()).await;
+    store.put_document(&document(&shop, "a.md", "1", &["A", "B", "C"]), ROOMY).await.unwrap();
+    let ids = passage_ids(store.as_ref(), &shop).await;
+    let first = [0.5, -1.25, 1e-30, -3.4e38, f32::MIN_POSITIVE, 1e-45, -0.0, 0.1];
+    let third = [-0.1, 7.0, -1e-42, 0.0, 1.0, -1.0, 123_456.75, -f32::EPSILON];
+    // Given out of order: read back by passage id.
+    let put = [embedding(ids[2], &third), embedding(ids[0], &first)];
+    assert_eq!(store.put_embeddings(&shop, SMALL, &put).await.unwrap(), 2);
+    let read = other_relay.site_embeddings(&shop, SMALL).await.unwrap();
+    assert_eq!(bits(&read), bits(&[embedding(ids[0], &first), embedding(ids[2], &third)]));
+    assert!(store.site_embeddings(&shop, LARGE).await.unwrap().is_empty(), "another model's");
+
+    // A put by another model replaces the passage's embedding: one per passage.
+    let large = [embedding(ids[0], &[2.0; 4]), embedding(ids[1], &[-2.0; 4])];
+    assert_eq!(store.put_embeddings(&shop, LARGE, &large).await.unwrap(), 2);
+    assert_eq!(other_relay.site_embeddings(&shop, LARGE).await.unwrap(), large);
+    assert_eq!(embedded(other_relay.as_ref(), &shop, SMALL).await, [ids[2]]);
+    // And by the same model too, with vectors of another length.
+    assert_eq!(store.put_embeddings(&shop, LARGE, &[embedding(ids[1], &[3.0])]).await.unwrap(), 1);
+    let read = store.site_embeddings(&shop, LARGE).await.unwrap();
+    assert_eq!(read, [large[0].clone(), embedding(ids[1], &[3.0])]);
+}
+
+pub async fn passages_without_an_embedding_are_listed_in_order_up_to_the_limit(db: Database) {
+    let store = db.open().await;
+    let (shop, other) = (site(store.as_ref()).await, site(store.as_ref()).await);
+    store.put_document(&document(&shop, "b.md", "1", &["B0", "B1", "B2"]), ROOMY).await.unwrap();
+    store.put_document(&document(&shop, "a.md", "1", &["A0", "A1"]), ROOMY).await.unwrap();
+    store.put_document(&document(&other, "x.md", "1", &["X0"]), ROOMY).await.unwrap();
+    let ids = passage_ids(store.as_ref(), &shop).await;
+    let missing = async |model: &str, limit: usize| -> Vec<String> {
+        let passages = store.passages_without_embedding(&shop, model, limit).await.unwrap();
+        passages.into_iter().map(|p| p.text).collect()
+    };
+    assert_eq!(missing(SMALL, 100).await, ["B0", "B1", "B2", "A0", "A1"], "by document, place");
+    // B1 and A0 embedded: the others are missing, in the same order.
+    let put = [embedding(ids[1], &[1.0, 2.0]), embedding(ids[3], &[3.0, 4.0])];
+    assert_eq!(store.put_embeddings(&shop, SMALL, &put).await.unwrap(), 2);
+    assert_eq!(missing(SMALL, 100).await, ["B0", "B2", "A1"]);
+    assert_eq!(missing(SMALL, 2).await, ["B0", "B2"]);
+    assert!(missing(SMALL, 0).await.is_empty());
+    assert_eq!(missing(LARGE, 100).await.len(), 5, "none by that model");
+    // B1 embedded by another model now: missing by the first again.
+    assert_eq!(store.put_embeddings(&shop, LARGE, &[embedding(ids[1], &[5.0])]).await.unwrap(), 1);
+    assert_eq!(missing(SMALL, 100).await, ["B0", "B1", "B2", "A1"]);
+    assert_eq!(missing(LARGE, 100).await, ["B0", "B2", "A0", "A1"]);
+    let others = store.passages_without_embedding(&other, SMALL, 100).await.unwrap();
+    assert_eq!(others.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(), ["X0"]);
+    assert!(others.iter().all(|p| p.source == "x.md" && p.site_id == other));
+}
+
+pub async fn embeddings_of_unknown_or_another_sites_passages_are_skipped(db: Database) {
+    let store = db.open().await;
+    let (shop, other) = (site(store.as_ref()).await, site(store.as_ref()).await);
+    store.put_document(&document(&shop, "a.md", "1", &["A"]), ROOMY).await.unwrap();
+    store.put_document(&document(&other, "x.md", "1", &["X"]), ROOMY).await.unwrap();
+    let (own, others) =
+        (passage_ids(store.as_ref(), &shop).await[0], passage_ids(store.as_ref(), &other).await[0]);
+    let (shop_version, other_version) = {
+        let versions = versions(store.as_ref()).await;
+        (versions[&shop], versions[&other])
+    };
+
+    // Nothing of the site's: nothing stored, no version bumped.
+    let theirs = [embedding(others, &[1.0]), embedding(999_999, &[2.0]), embedding(-1, &[3.0])];
+    assert_eq!(store.put_embeddings(&shop, SMALL, &theirs).await.unwrap(), 0);
+    assert!(store.site_embeddings(&shop, SMALL).await.unwrap().is_empty());
+    assert!(store.site_embeddings(&other, SMALL).await.unwrap().is_empty());
+    assert_eq!(store.put_embeddings(&shop, SMALL, &[]).await.unwrap(), 0);
+    let versions_now = versions(store.as_ref()).await;
+    assert_eq!((versions_now[&shop], versions_now[&other]), (shop_version, other_version));
+
+    // One of the site's among them: that one stored, the site's version bumped (only its).
+    let mixed = [embedding(others, &[1.0]), embedding(own, &[4.0]), embedding(999_999, &[2.0])];
+    assert_eq!(store.put_embeddings(&shop, SMALL, &mixed).await.unwrap(), 1);
+    assert_eq!(store.site_embeddings(&shop, SMALL).await.unwrap(), [embedding(own, &[4.0])]);
+    assert!(store.site_embeddings(&other, SMALL).await.unwrap().is_empty());
+    let versions_now = versions(store.as_ref()).await;
+    assert!(versions_now[&shop] > shop_version);
+    assert_eq!(versions_now[&other], other_version);
+}
+
+pub async fn a_put_of_embeddings_that_do_not_fit_together_is_refused_whole(db: Database) {
+    let store = db.open().await;
+    let shop = site(store.as_ref()).await;
+    store.put_document(&document(&shop, "a.md", "1", &["A", "B"]), ROOMY).await.unwrap();
+    let ids = passage_ids(store.as_ref(), &shop).await;
+    let version = versions(store.as_ref()).await[&shop];
+    for refused in [
+        vec![embedding(ids[0], &[1.0, 2.0]), embedding(ids[1], &[1.0, 2.0, 3.0])],
+        vec![embedding(ids[0], &[1.0]), embedding(ids[1], &[])],
+        vec![embedding(ids[0], &[]), embedding(ids[1], &[])],
+        vec![embedding(ids[0], &[1.0]), embedding(ids[1], &[f32::NAN])],
+        vec![embedding(ids[0], &[1.0]), embedding(ids[0], &[2.0])],
+    ] {
+        let outcome = store.put_embeddings(&shop, SMALL, &refused).await;
+        assert!(matches!(outcome, Err(StoreError::Invalid(_))), "{refused:?}: {outcome:?}");
+    }
+    assert!(store.site_embeddings(&shop, SMALL).await.unwrap().is_empty());
+    assert_eq!(versions(store.as_ref()).await[&shop], version);
+}
+
+pub async fn embeddings_go_with_their_passages_document_and_site(db: Database) {
+    let store = db.open().await;
+    let (shop, other) = (site(store.as_ref()).await, site(store.as_ref()).await);
+    store.put_document(&document(&shop, "a.md", "1", &["A0", "A1"]), ROOMY).await.unwrap();
+    store.put_document(&document(&shop, "b.md", "1", &["B0"]), ROOMY).await.unwrap();
+    store.put_document(&document(&other, "x.md", "1", &["X0"]), ROOMY).await.unwrap();
+    let every = async |site: &str| -> Vec<PassageEmbedding> {
+        let ids = passage_ids(store.as_ref(), site).await;
+        ids.iter().map(|&id| embedding(id, &[id as f32, 1.0])).collect()
+    };
+    let (ours, theirs) = (every(&shop).await, every(&other).await);
+    assert_eq!(store.put_embeddings(&shop, SMALL, &ours).await.unwrap(), 3);
+    assert_eq!(store.put_embeddings(&other, SMALL, &theirs).await.unwrap(), 1);
+
+    // The same content again changes nothing; new content drops the old passages' embeddings.
+    store.put_document(&document(&shop, "a.md", "1", &["A0", "A1"]), ROOMY).await.unwrap();
+    assert_eq!(embedded(store.as_ref(), &shop, SMALL).await.len(), 3);
+    store.put_document(&document(&shop, "a.md", "2", &["A0", "A1 new"]), ROOMY).await.unwrap();
+    assert_eq!(embedded(store.as_ref(), &shop, SMALL).await, [ours[2].passage_id]);
+    let missing = store.passages_without_embedding(&shop, SMALL, 10).await.unwrap();
+    assert_eq!(missing.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(), ["A0", "A1 new"]);
+
+    // Removing a document takes its passages' embeddings.
+    let b =
+        store.knowledge_documents(&shop).await.unwrap().into_iter().find(|d| d.source == "b.md");
+    assert!(store.remove_document(&shop, b.unwrap().id).await.unwrap());
+    assert!(store.site_embeddings(&shop, SMALL).await.unwrap().is_empty());
+
+    // Deleting a site takes its embeddings; the other site keeps its own.
+    let again = every(&shop).await;
+    assert_eq!(store.put_embeddings(&shop, SMALL, &again).await.unwrap(), 2);
+    assert!(store.delete_site(&shop).await.unwrap());
+    assert!(store.site_embeddings(&shop, SMALL).await.unwrap().is_empty());
+    assert_eq!(store.site_embeddings(&other, SMALL).await.unwrap(), theirs);
+}
+
+pub async fn a_large_put_of_embeddings_is_stored_whole(db: Database) {
+    let store = db.open().await;
+    let shop = site(store.as_ref()).await;
+    let texts: Vec<String> = (0..2_345).map(|n| format!("Passage {n}")).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    store.put_document(&document(&shop, "big.md", "1", &texts), ROOMY).await.unwrap();
+    let ids = passage_ids(store.as_ref(), &shop).await;
+    let put: Vec<PassageEmbedding> =
+        ids.iter().map(|&id| embedding(id, &[id as f32; 512].map(|v| v / 7.0))).collect();
+    assert_eq!(store.put_embeddings(&shop, SMALL, &put).await.unwrap(), 2_345);
+    assert_eq!(store.site_embeddings(&shop, SMALL).await.unwrap(), put);
+    assert!(store.passages_without_embedding(&shop, SMALL, 10).await.unwrap().is_empty());
 }

@@ -132,6 +132,12 @@ contract!(
     a_document_past_the_caps_is_refused_and_changes_nothing,
     removing_a_document_or_its_site_takes_its_passages,
     two_relays_adding_at_once_both_respect_the_caps,
+    embeddings_read_back_exactly_and_by_their_model_only,
+    passages_without_an_embedding_are_listed_in_order_up_to_the_limit,
+    embeddings_of_unknown_or_another_sites_passages_are_skipped,
+    a_put_of_embeddings_that_do_not_fit_together_is_refused_whole,
+    embeddings_go_with_their_passages_document_and_site,
+    a_large_put_of_embeddings_is_stored_whole,
 );
 
 fn new_site(key: &NewKey) -> NewSite {
