@@ -18,6 +18,11 @@
 //!   one passage and hit@3 and MRR fall to hit@1.
 //! - `--set DIR` reads another set laid out like `tests/knowledge` (`corpus/`,
 //!   `questions.jsonl`).
+//! - `--embeddings URL` (an OpenAI-compatible API root, such as `http://127.0.0.1:8000/v1`)
+//!   also measures hybrid retrieval ([`SiteIndex::search_hybrid`]): every passage and question
+//!   is embedded through `confab-providers`, as the relay embeds them, by `--embedding-model`
+//!   (default `all-MiniLM-L6-v2`), and the table is printed for BM25 alone and for hybrid.
+//!   `scripts/eval-knowledge-embeddings` runs it against a real model on this machine.
 //!
 //! The halves split the questions by the parity of their number (`q001` is odd): retrieval
 //! settings were tuned looking at the odd half only, so the even half shows whether they
@@ -28,7 +33,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use confab_knowledge::{IndexedPassage, Limits, SiteIndex, ingest};
+use confab_knowledge::{Hit, IndexedPassage, Limits, SiteIndex, Vectors, ingest};
+use confab_providers::{Call, EmbeddingRequest, Provider, ProviderKind, Settings};
 use serde::Deserialize;
 
 /// Passages retrieved per question: MRR counts a rank up to 10.
@@ -111,7 +117,12 @@ struct Options {
     min_hit3: Option<f64>,
     set: PathBuf,
     copies: usize,
+    embeddings: Option<url::Url>,
+    embedding_model: String,
 }
+
+/// Texts per embeddings call.
+const EMBEDDING_BATCH: usize = 64;
 
 fn options() -> Result<Options, String> {
     let mut options = Options {
@@ -119,6 +130,8 @@ fn options() -> Result<Options, String> {
         min_hit3: None,
         set: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/knowledge"),
         copies: 1,
+        embeddings: None,
+        embedding_model: "all-MiniLM-L6-v2".to_owned(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -139,9 +152,20 @@ fn options() -> Result<Options, String> {
                     .ok_or(format!("--copies: {value} is not a positive number"))?;
             }
             "--set" => options.set = args.next().ok_or("--set needs a directory")?.into(),
+            "--embeddings" => {
+                let value = args.next().ok_or("--embeddings needs an API root URL")?;
+                options.embeddings = Some(
+                    url::Url::parse(&value)
+                        .map_err(|e| format!("--embeddings: {value} is not a URL: {e}"))?,
+                );
+            }
+            "--embedding-model" => {
+                options.embedding_model = args.next().ok_or("--embedding-model needs a name")?;
+            }
             "-h" | "--help" => {
                 return Err(
-                    "usage: eval-knowledge [--misses] [--min-hit3 F] [--copies N] [--set DIR]"
+                    "usage: eval-knowledge [--misses] [--min-hit3 F] [--copies N] [--set DIR] \
+                     [--embeddings URL [--embedding-model NAME]]"
                         .into(),
                 );
             }
@@ -217,73 +241,57 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
 
-    let mut all = Score::default();
-    let mut kinds: BTreeMap<&str, Score> = BTreeMap::new();
-    let mut halves = [Score::default(); 2];
-    let mut unanswerable = 0;
-    let mut misses = Vec::new();
-    let mut latencies: Vec<Duration> = Vec::with_capacity(questions.len());
-    for question in &questions {
-        let answer = collapse_whitespace(&question.answer);
-        let relevant = |id: u64| {
-            usize::try_from(id)
-                .ok()
-                .and_then(|at| stored.get(at))
-                .is_some_and(|p| p.text.contains(&answer))
-        };
-        if !stored.iter().any(|p| p.text.contains(&answer)) {
-            unanswerable += 1;
-        }
-        let started = Instant::now();
-        let hits = index.search_turns(&question.user_messages(), RETRIEVED)?;
-        latencies.push(started.elapsed());
-        let rank = hits.iter().position(|hit| relevant(hit.id)).map(|at| at + 1);
-        all.add(rank);
-        kinds.entry(question.kind.as_str()).or_default().add(rank);
-        halves[usize::from(!question.is_odd())].add(rank);
-        if rank.is_none_or(|rank| rank > 3) {
-            misses.push((question, rank, hits.first().map(|hit| hit.id)));
-        }
-    }
-    latencies.sort();
-
     println!(
-        "{} pages, {} passages (ingested and indexed in {} ms); {} questions, {unanswerable} whose answer no passage holds",
+        "{} pages, {} passages (ingested and indexed in {} ms); {} questions, {} whose answer no passage holds",
         names.len(),
         stored.len(),
         built.as_millis(),
         questions.len(),
+        questions
+            .iter()
+            .filter(|q| !stored.iter().any(|p| p.text.contains(&collapse_whitespace(&q.answer))))
+            .count(),
     );
-    println!("{:<22} {:>4} {:>7} {:>7} {:>7}", "", "n", "hit@1", "hit@3", "MRR");
-    println!("{}", all.line("all"));
-    for (kind, score) in &kinds {
-        println!("{}", score.line(&format!("  {kind}")));
-    }
-    println!("{}", halves[0].line("odd ids (tuned on)"));
-    println!("{}", halves[1].line("even ids (held out)"));
-    if let (Some(p50), Some(p95)) =
-        (latencies.get(latencies.len() / 2), latencies.get(latencies.len() * 95 / 100))
-    {
-        println!("search: p50 {} µs, p95 {} µs", p50.as_micros(), p95.as_micros());
-    }
+    let words = evaluate(&questions, &stored, |question| {
+        index.search_turns(&question.user_messages(), RETRIEVED)
+    })?;
+    let mut all = words.print(&stored, options.misses);
 
-    if options.misses {
-        println!("\nmisses at rank 3 ({}):", misses.len());
-        for (question, rank, first) in &misses {
-            let rank = rank.map_or_else(|| "-".to_owned(), |rank| rank.to_string());
-            println!(
-                "{} [{}] rank {rank}: {}",
-                question.id,
-                question.kind,
-                question.user_messages().join(" / ")
-            );
-            println!("    wanted {}: {}", question.file, question.answer);
-            if let Some(first) =
-                first.and_then(|id| usize::try_from(id).ok()).and_then(|at| stored.get(at))
-            {
-                println!("    first  {} > {}", first.file, first.heading_path.join(" > "));
-            }
+    if let Some(api) = &options.embeddings {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let embedder = Embedder::new(api, &options.embedding_model)?;
+        let started = Instant::now();
+        let texts: Vec<String> = indexed.iter().map(embedded_passage).collect();
+        let passage_vectors = runtime.block_on(embedder.embed(&texts))?;
+        let mut vectors = Vectors::new();
+        for (passage, vector) in indexed.iter().zip(&passage_vectors) {
+            vectors.push(passage.id, vector)?;
         }
+        let queries: Vec<String> =
+            questions.iter().map(|q| SiteIndex::embedding_text(&q.user_messages())).collect();
+        let query_vectors = runtime.block_on(embedder.embed(&queries))?;
+        println!(
+            "\nhybrid: {} passages and {} questions embedded by {} ({} dimensions) in {} ms",
+            texts.len(),
+            queries.len(),
+            options.embedding_model,
+            vectors.dimensions(),
+            started.elapsed().as_millis(),
+        );
+        let by_id: BTreeMap<&str, &Vec<f32>> =
+            questions.iter().map(|q| q.id.as_str()).zip(&query_vectors).collect();
+        let meaning = evaluate(&questions, &stored, |question| {
+            let query = by_id.get(question.id.as_str()).map(|v| v.as_slice()).unwrap_or_default();
+            Ok(vectors.search(query, RETRIEVED))
+        })?;
+        println!("embeddings alone:");
+        meaning.print(&stored, false);
+        let hybrid = evaluate(&questions, &stored, |question| {
+            let query = by_id.get(question.id.as_str()).map(|v| v.as_slice()).unwrap_or_default();
+            index.search_hybrid(&question.user_messages(), Some((&vectors, query)), RETRIEVED)
+        })?;
+        println!("hybrid (BM25 and embeddings, reciprocal rank fusion):");
+        all = hybrid.print(&stored, options.misses);
     }
 
     if let Some(min) = options.min_hit3
@@ -293,4 +301,124 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the evaluation scored for one way of searching.
+struct Evaluation<'q> {
+    all: Score,
+    kinds: BTreeMap<&'q str, Score>,
+    halves: [Score; 2],
+    misses: Vec<(&'q Question, Option<usize>, Option<u64>)>,
+    latencies: Vec<Duration>,
+}
+
+/// Asks every question through `search` (the top [`RETRIEVED`] passages) and scores the rank
+/// of the first passage that holds its answer.
+fn evaluate<'q>(
+    questions: &'q [Question],
+    stored: &[Stored],
+    mut search: impl FnMut(&Question) -> Result<Vec<Hit>, confab_knowledge::IndexError>,
+) -> Result<Evaluation<'q>, confab_knowledge::IndexError> {
+    let mut evaluation = Evaluation {
+        all: Score::default(),
+        kinds: BTreeMap::new(),
+        halves: [Score::default(); 2],
+        misses: Vec::new(),
+        latencies: Vec::with_capacity(questions.len()),
+    };
+    for question in questions {
+        let answer = collapse_whitespace(&question.answer);
+        let relevant = |id: u64| {
+            usize::try_from(id)
+                .ok()
+                .and_then(|at| stored.get(at))
+                .is_some_and(|p| p.text.contains(&answer))
+        };
+        let started = Instant::now();
+        let hits = search(question)?;
+        evaluation.latencies.push(started.elapsed());
+        let rank = hits.iter().position(|hit| relevant(hit.id)).map(|at| at + 1);
+        evaluation.all.add(rank);
+        evaluation.kinds.entry(question.kind.as_str()).or_default().add(rank);
+        evaluation.halves[usize::from(!question.is_odd())].add(rank);
+        if rank.is_none_or(|rank| rank > 3) {
+            evaluation.misses.push((question, rank, hits.first().map(|hit| hit.id)));
+        }
+    }
+    evaluation.latencies.sort();
+    Ok(evaluation)
+}
+
+impl Evaluation<'_> {
+    /// Prints the table (and the misses when asked); returns the overall score.
+    fn print(&self, stored: &[Stored], misses: bool) -> Score {
+        println!("{:<22} {:>4} {:>7} {:>7} {:>7}", "", "n", "hit@1", "hit@3", "MRR");
+        println!("{}", self.all.line("all"));
+        for (kind, score) in &self.kinds {
+            println!("{}", score.line(&format!("  {kind}")));
+        }
+        println!("{}", self.halves[0].line("odd ids (tuned on)"));
+        println!("{}", self.halves[1].line("even ids (held out)"));
+        let latencies = &self.latencies;
+        if let (Some(p50), Some(p95)) =
+            (latencies.get(latencies.len() / 2), latencies.get(latencies.len() * 95 / 100))
+        {
+            println!("search: p50 {} µs, p95 {} µs", p50.as_micros(), p95.as_micros());
+        }
+        if misses {
+            println!("\nmisses at rank 3 ({}):", self.misses.len());
+            for (question, rank, first) in &self.misses {
+                let rank = rank.map_or_else(|| "-".to_owned(), |rank| rank.to_string());
+                println!(
+                    "{} [{}] rank {rank}: {}",
+                    question.id,
+                    question.kind,
+                    question.user_messages().join(" / ")
+                );
+                println!("    wanted {}: {}", question.file, question.answer);
+                if let Some(first) =
+                    first.and_then(|id| usize::try_from(id).ok()).and_then(|at| stored.get(at))
+                {
+                    println!("    first  {} > {}", first.file, first.heading_path.join(" > "));
+                }
+            }
+        }
+        self.all
+    }
+}
+
+/// What is embedded of a passage: the same text the relay embeds at ingestion.
+fn embedded_passage(passage: &IndexedPassage) -> String {
+    confab_knowledge::embedding_passage_text(&passage.title, &passage.heading_path, &passage.text)
+}
+
+/// The relay's OpenAI provider, used for its embeddings only.
+struct Embedder {
+    provider: std::sync::Arc<dyn Provider>,
+    model: String,
+}
+
+impl Embedder {
+    fn new(api: &url::Url, model: &str) -> Result<Self, Box<dyn std::error::Error>> {
+        let settings = Settings {
+            name: "eval",
+            base_url: Some(api),
+            api_key: std::env::var("CONFAB_EVAL_EMBEDDINGS_KEY")
+                .ok()
+                .map(confab_providers::Secret::new),
+            connect_timeout: Duration::from_secs(5),
+            demo_token_delay: Duration::ZERO,
+        };
+        let provider = confab_providers::build(ProviderKind::Openai, settings)?;
+        Ok(Self { provider, model: model.to_owned() })
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error>> {
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(EMBEDDING_BATCH) {
+            let request = EmbeddingRequest::new(&self.model, batch, None);
+            vectors.extend(self.provider.embed(&request, Call::default()).await?);
+        }
+        Ok(vectors)
+    }
 }

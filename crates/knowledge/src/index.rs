@@ -34,6 +34,7 @@ use tantivy::tokenizer::{
 };
 use tantivy::{Index, IndexReader, ReloadPolicy, TantivyDocument, Term, doc};
 
+use crate::vectors::{Vectors, fuse};
 use crate::vocabulary;
 
 /// The analyser's name in the index's tokenizer manager.
@@ -241,6 +242,34 @@ impl SiteIndex {
         }
     }
 
+    /// Hybrid retrieval: like [`SiteIndex::search_turns`], fused by reciprocal rank ([`fuse`])
+    /// with the passages whose embeddings in `vectors` are closest to `query`, the embedding of
+    /// [`SiteIndex::embedding_text`] by the model that made them. Without them (`None`: no
+    /// embeddings, or the embedding call failed) it is [`SiteIndex::search_turns`].
+    pub fn search_hybrid(
+        &self,
+        user_messages: &[&str],
+        dense: Option<(&Vectors, &[f32])>,
+        k: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let Some((vectors, query)) = dense else { return self.search_turns(user_messages, k) };
+        let candidates = HYBRID_CANDIDATES.max(k);
+        let words = self.search_turns(user_messages, candidates)?;
+        let meaning = vectors.search(query, candidates);
+        Ok(fuse(&[&words, &meaning], k))
+    }
+
+    /// What hybrid retrieval embeds for a conversation's visitor messages (oldest first): the
+    /// latest, after the one before it for a follow-up, at most [`MAX_QUERY_BYTES`] of each.
+    pub fn embedding_text(user_messages: &[&str]) -> String {
+        let start = user_messages.len().saturating_sub(2);
+        user_messages[start..]
+            .iter()
+            .map(|text| prefix(text, MAX_QUERY_BYTES))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Messages, most important first, each with the weight of its words.
     fn search_weighted(&self, messages: &[(&str, f32)], k: usize) -> Result<Vec<Hit>, IndexError> {
         let mut terms = Vec::new();
@@ -285,11 +314,7 @@ impl SiteIndex {
     /// [`vocabulary`]), with [`vocabulary::EXPANSION_WEIGHT`] of `weight`, at most
     /// [`MAX_EXPANSION_TERMS`] of them.
     fn terms(&self, text: &str, weight: f32, terms: &mut Vec<(String, f32)>) {
-        let mut end = text.len().min(MAX_QUERY_BYTES);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let text = &text[..end];
+        let text = prefix(text, MAX_QUERY_BYTES);
         let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(text);
         while terms.len() < MAX_QUERY_TERMS && stream.advance() {
@@ -320,6 +345,19 @@ impl SiteIndex {
         }
     }
 }
+
+/// At most `max` bytes of the start of `text`, cut between characters.
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Passages each ranking of a hybrid search proposes for fusion (when `k` is smaller): a
+/// passage the other ranking puts first should not be lost for ranking 21st in this one.
+const HYBRID_CANDIDATES: usize = 20;
 
 /// Words of a phrase in the expansion table, at most.
 const MAX_PHRASE_WORDS: usize = 3;

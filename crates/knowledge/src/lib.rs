@@ -9,6 +9,9 @@
 //!   by the relay from the store at start and updated as documents change, searched with a
 //!   conversation's visitor messages ([`SiteIndex::search_turns`]) for the ids of the best
 //!   passages. `scripts/eval-knowledge` measures how well, on the set in `tests/knowledge`.
+//!   Optionally hybrid: passage embeddings in [`Vectors`] (made by the caller's embedding
+//!   model), searched by cosine and fused with BM25 by reciprocal rank
+//!   ([`SiteIndex::search_hybrid`]).
 //!
 //! **Architecture Invariant:** no I/O beyond what callers hand in: no network, no filesystem,
 //! no store, no threads of its own outside an index update. Fetching URLs, reading files,
@@ -31,12 +34,14 @@ mod error;
 mod html;
 mod index;
 mod split;
+mod vectors;
 mod vocabulary;
 
 pub use document::{Document, Format, Limits, Section, parse};
 pub use error::IngestError;
 pub use index::{CONTEXT_WEIGHT, Hit, IndexError, IndexedPassage, SiteIndex};
 pub use split::{Passage, passages};
+pub use vectors::{RRF_K, VectorError, Vectors, embedding_passage_text, fuse};
 
 /// A document ingested: its title and its passages.
 #[derive(Debug, Clone, PartialEq, Eq)]

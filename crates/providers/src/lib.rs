@@ -72,6 +72,39 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Bytes, UpstreamError> {
         Err(UpstreamError::Protocol("this provider answers by streaming only".into()))
     }
+
+    /// Whether [`Provider::embed`] is served: an OpenAI-compatible upstream's `/embeddings`.
+    fn embeds(&self) -> bool {
+        false
+    }
+
+    /// One vector per text of `request.input`, in order, as the upstream's embedding model
+    /// makes them (used by hybrid retrieval of a site's knowledge). Only called when
+    /// [`Provider::embeds`].
+    async fn embed(
+        &self,
+        _request: &EmbeddingRequest<'_>,
+        _call: Call<'_>,
+    ) -> Result<Vec<Vec<f32>>, UpstreamError> {
+        Err(UpstreamError::Protocol("this provider has no embeddings API".into()))
+    }
+}
+
+/// What [`Provider::embed`] asks for: OpenAI's `POST /embeddings` body, vectors as floats.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbeddingRequest<'a> {
+    pub model: &'a str,
+    pub input: &'a [String],
+    /// Shorter vectors, for the models that can make them (`text-embedding-3-*`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+    pub encoding_format: &'static str,
+}
+
+impl<'a> EmbeddingRequest<'a> {
+    pub fn new(model: &'a str, input: &'a [String], dimensions: Option<u32>) -> Self {
+        Self { model, input, dimensions, encoding_format: "float" }
+    }
 }
 
 /// The API a provider speaks: `[[upstreams]] kind`.
