@@ -780,6 +780,28 @@ impl Config {
         self.redis.validate()?;
         self.resume.validate()?;
         self.knowledge.validate()?;
+        if let Some(embeddings) = &self.knowledge.embeddings {
+            match self.upstreams.iter().find(|u| u.name == embeddings.upstream) {
+                None => {
+                    return Err(invalid(
+                        "knowledge.embeddings.upstream",
+                        format!("names no `[[upstreams]]` entry: `{}`", embeddings.upstream),
+                    ));
+                }
+                Some(upstream) if upstream.kind != UpstreamKind::Openai => {
+                    return Err(invalid(
+                        "knowledge.embeddings.upstream",
+                        format!(
+                            "`{}` is of kind `{}`, which has no embeddings API here; name an \
+                             upstream of kind `openai` (OpenAI or a server compatible with it)",
+                            upstream.name,
+                            upstream.kind.as_str()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
         }
@@ -1063,6 +1085,38 @@ mod tests {
             "invalid configuration: `database.directory_max_stale_ms` must be at least 1000 (the \
              directory is checked every 250 ms)"
         );
+    }
+
+    #[test]
+    fn embeddings_name_an_upstream_with_an_embeddings_api() {
+        let upstreams = "[[upstreams]]\nname = \"oa\"\nkind = \"openai\"\n\
+                         base_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"m\"]\n\
+                         [[upstreams]]\nname = \"an\"\nkind = \"anthropic\"\n\
+                         base_url = \"http://127.0.0.1:9\"\nmodels = [\"c\"]\n";
+        let with = |section: &str| load_toml(&format!("{upstreams}{section}"));
+        let config =
+            with("[knowledge.embeddings]\nupstream = \"oa\"\nmodel = \"e\"\ndimensions = 256")
+                .unwrap();
+        let embeddings = config.knowledge.embeddings.unwrap();
+        assert_eq!(embeddings.key(), "oa:e@256");
+        assert_eq!((embeddings.batch, embeddings.query_timeout_ms), (64, 1_000));
+        assert!(load_toml("").unwrap().knowledge.embeddings.is_none(), "off by default");
+
+        let err = with("[knowledge.embeddings]\nupstream = \"nope\"\nmodel = \"e\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`knowledge.embeddings.upstream` names no `[[upstreams]]` entry: `nope`"),
+            "{err}"
+        );
+        let err = with("[knowledge.embeddings]\nupstream = \"an\"\nmodel = \"e\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`an` is of kind `anthropic`, which has no embeddings API"), "{err}");
+        let err = with("[knowledge.embeddings]\nupstream = \"oa\"\nmodel = \"e\"\nbatch = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("knowledge.embeddings.batch"), "{err}");
     }
 
     #[test]

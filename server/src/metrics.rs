@@ -55,6 +55,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "confab_upstream_first_byte_microseconds",
     "confab_feedback_total",
     "confab_handoffs_total",
+    "confab_knowledge_embedding_fallbacks_total",
 ];
 
 /// What this relay counted since it started, summed over labels.
@@ -169,6 +170,9 @@ pub struct Metrics {
     webhook_dropped: Counter,
     feedback: Family<RatingLabels, Counter>,
     handoffs: Counter,
+    /// Questions retrieved by BM25 alone because their embedding failed or was late (counted
+    /// by the `Embedder`).
+    pub embedding_fallbacks: Counter,
     /// Sums of some labelled counters, for the console's overview (a `Family` cannot be summed).
     pub since_start: SinceStart,
     degraded: Family<DecisionLabels, Counter>,
@@ -277,6 +281,13 @@ impl Metrics {
             "Conversations whose visitor asked for a person",
             handoffs.clone(),
         );
+        let embedding_fallbacks = Counter::default();
+        registry.register(
+            "confab_knowledge_embedding_fallbacks",
+            "Grounded requests retrieved by BM25 alone because the question's embedding failed \
+             or was later than knowledge.embeddings.query_timeout_ms",
+            embedding_fallbacks.clone(),
+        );
         let degraded = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "confab_metering_degraded",
@@ -350,6 +361,7 @@ impl Metrics {
             webhook_dropped,
             feedback,
             handoffs,
+            embedding_fallbacks,
             since_start: SinceStart::default(),
             degraded,
             pending_settlements,

@@ -389,6 +389,12 @@ impl Upstreams {
         self.models.push(model.to_owned());
     }
 
+    /// The provider of `[[upstreams]] name`, for calls other than a model's answers
+    /// (embeddings).
+    pub fn provider(&self, upstream: &str) -> Option<Arc<dyn Provider>> {
+        self.targets.iter().find(|t| t.upstream == upstream).map(|t| Arc::clone(&t.provider))
+    }
+
     pub fn route(&self, model: &str) -> Option<&Route> {
         self.routes.get(model)
     }

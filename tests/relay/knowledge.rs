@@ -107,7 +107,7 @@ fn canonical(path: &Path) -> String {
 async fn add(relay: &TestRelay, sources: Vec<Source>) -> Result<ingest::Report, KnowledgeError> {
     let config = &relay.config.knowledge;
     let (store, site) = (relay.store.as_ref(), relay.site_id.as_str());
-    ingest::add(store, config, site, sources, OnFailure::StoreTheRest, &mut Quiet).await
+    ingest::add(store, config, None, site, sources, OnFailure::StoreTheRest, &mut Quiet).await
 }
 
 fn statuses(report: &ingest::Report) -> Vec<(String, Status)> {
@@ -168,8 +168,9 @@ async fn a_refresh_replaces_only_the_edited_file_and_keeps_the_document_of_a_del
     let hours = canonical(&root.join("hours.txt"));
     std::fs::remove_file(root.join("hours.txt")).unwrap();
     let config = &relay.config.knowledge;
-    let report =
-        ingest::refresh(relay.store.as_ref(), config, &relay.site_id, &mut Quiet).await.unwrap();
+    let report = ingest::refresh(relay.store.as_ref(), config, None, &relay.site_id, &mut Quiet)
+        .await
+        .unwrap();
     assert_eq!(
         statuses(&report),
         vec![
@@ -350,6 +351,7 @@ async fn a_one_gigabyte_file_is_refused_by_name_from_its_size_and_changes_nothin
     let error = ingest::add(
         relay.store.as_ref(),
         &relay.config.knowledge,
+        None,
         &relay.site_id,
         vec![Source::Path(big.clone().into())],
         OnFailure::StoreNothing,

@@ -14,6 +14,7 @@ mod failures;
 mod faults;
 mod gemini;
 mod grounding;
+mod hybrid;
 mod keys;
 mod knowledge;
 mod metering;

@@ -6,6 +6,12 @@
 //! Each test queues the replies the mock gives, in order; the mock records every request it
 //! receives (headers that matter and the JSON body) and reports when a client hangs up on a
 //! stream before it was finished.
+//!
+//! It also serves OpenAI's `POST /v1/embeddings` with a model of meaning small enough to read:
+//! each dimension is one group of [`EMBEDDING_CONCEPTS`], and a text's vector counts its words
+//! in each group, so words that share no letters ("zorblax", "quimper") can mean the same.
+//! Embedding calls are recorded apart from chat calls ([`MockUpstream::embedding_requests`]),
+//! and can be made to fail or to be slow.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -100,10 +106,44 @@ pub struct RecordedRequest {
     pub headers: HeaderMap,
 }
 
+/// The mock embedding model's dimensions: words of one group mean the same.
+pub const EMBEDDING_CONCEPTS: &[&[&str]] = &[
+    &["zorblax", "quimper", "flonk"],
+    &["vendel", "trask", "morrow"],
+    &["kayak", "kayaks", "canoe", "paddle"],
+    &["refund", "refunds", "money", "cash"],
+    &["ship", "ships", "shipping", "delivery", "parcel"],
+    &["warehouse", "depot", "alderbank"],
+];
+
+/// How the mock answers embeddings calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmbeddingsBehaviour {
+    /// Answer this status (with an OpenAI error body) instead of vectors.
+    pub fail_status: Option<u16>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+/// The mock model's vector of `text` (see [`EMBEDDING_CONCEPTS`]).
+pub fn mock_embedding(text: &str) -> Vec<f32> {
+    let mut vector = vec![0.0; EMBEDDING_CONCEPTS.len()];
+    for word in text.split(|c: char| !c.is_alphanumeric()).map(str::to_lowercase) {
+        for (dimension, group) in EMBEDDING_CONCEPTS.iter().enumerate() {
+            if group.contains(&word.as_str()) {
+                vector[dimension] += 1.0;
+            }
+        }
+    }
+    vector
+}
+
 #[derive(Debug)]
 struct MockState {
     replies: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    embedding_requests: Mutex<Vec<RecordedRequest>>,
+    embeddings: Mutex<EmbeddingsBehaviour>,
     release: Notify,
     gate: tokio::sync::watch::Sender<bool>,
     received: Notify,
@@ -126,6 +166,8 @@ impl MockUpstream {
         let state = Arc::new(MockState {
             replies: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
+            embedding_requests: Mutex::new(Vec::new()),
+            embeddings: Mutex::new(EmbeddingsBehaviour::default()),
             release: Notify::new(),
             gate: tokio::sync::watch::channel(false).0,
             received: Notify::new(),
@@ -135,6 +177,7 @@ impl MockUpstream {
             .route("/v1/chat/completions", post(chat))
             .route("/v1beta/models/{call}", post(chat))
             .route("/v1/messages", post(chat))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(Arc::clone(&state));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -186,6 +229,16 @@ impl MockUpstream {
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.requests.lock().unwrap().clone()
+    }
+
+    /// The embeddings calls received so far (not in [`MockUpstream::requests`]).
+    pub fn embedding_requests(&self) -> Vec<RecordedRequest> {
+        self.state.embedding_requests.lock().unwrap().clone()
+    }
+
+    /// How the next embeddings calls are answered.
+    pub fn set_embeddings(&self, behaviour: EmbeddingsBehaviour) {
+        *self.state.embeddings.lock().unwrap() = behaviour;
     }
 
     /// The body of the only request received so far.
@@ -258,6 +311,45 @@ async fn chat(
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
     }
+}
+
+/// OpenAI's `/v1/embeddings`, by the mock model of meaning (see [`mock_embedding`]).
+async fn embeddings(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let raw_body = body.clone();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let authorization =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    state.embedding_requests.lock().unwrap().push(RecordedRequest {
+        path: "/v1/embeddings".into(),
+        authorization,
+        api_key: None,
+        anthropic_version: None,
+        body: body.clone(),
+        raw_body,
+        headers,
+    });
+    let behaviour = *state.embeddings.lock().unwrap();
+    tokio::time::sleep(behaviour.delay).await;
+    if let Some(status) = behaviour.fail_status {
+        let error = json!({"error": {"message": "the mock model is down", "type": "server_error"}});
+        return (StatusCode::from_u16(status).unwrap(), axum::Json(error)).into_response();
+    }
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(texts) => texts.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect(),
+        _ => return (StatusCode::BAD_REQUEST, "no input").into_response(),
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": mock_embedding(text)}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}))
+        .into_response()
 }
 
 /// Tells the test when the stream is dropped before it ran to its end.

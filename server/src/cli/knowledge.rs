@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::print_flush;
 use crate::config::Config;
+use crate::knowledge::embed::Embedder;
 use crate::knowledge::ingest::{
     self, KnowledgeError, OnFailure, Progress, Report, Source, Status, document_view,
 };
@@ -49,6 +50,8 @@ pub async fn run(
     store: &dyn Store,
 ) -> anyhow::Result<()> {
     let knowledge = &config.knowledge;
+    let embedder = Embedder::standalone(config)?;
+    let embedder = embedder.as_deref();
     match command {
         KnowledgeCommand::Add { site, sources } => {
             let sources = sources
@@ -57,9 +60,9 @@ pub async fn run(
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(anyhow::Error::msg)?;
             let mut bar = Bar::new();
+            let on_failure = OnFailure::StoreTheRest;
             let report =
-                ingest::add(store, knowledge, &site, sources, OnFailure::StoreTheRest, &mut bar)
-                    .await;
+                ingest::add(store, knowledge, embedder, &site, sources, on_failure, &mut bar).await;
             bar.0.finish_and_clear();
             print_report(&site, report)
         }
@@ -114,7 +117,7 @@ pub async fn run(
         }
         KnowledgeCommand::Refresh { site } => {
             let mut bar = Bar::new();
-            let report = ingest::refresh(store, knowledge, &site, &mut bar).await;
+            let report = ingest::refresh(store, knowledge, embedder, &site, &mut bar).await;
             bar.0.finish_and_clear();
             print_report(&site, report)
         }

@@ -72,6 +72,7 @@ async fn add(
     let report = ingest::add(
         state.store.as_ref(),
         config,
+        state.knowledge.embedder(),
         &id,
         sources,
         OnFailure::StoreNothing,
@@ -166,8 +167,9 @@ async fn refresh(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<KnowledgeReport>, ApiError> {
+    let (store, config) = (state.store.as_ref(), &state.config.knowledge);
     let report =
-        ingest::refresh(state.store.as_ref(), &state.config.knowledge, &id, &mut Quiet).await?;
+        ingest::refresh(store, config, state.knowledge.embedder(), &id, &mut Quiet).await?;
     if report.changed() {
         state.knowledge.site_changed(&id).await;
     }

@@ -43,6 +43,7 @@ use crate::conversations::{Live, TurnRecorder};
 use crate::cut::Cut;
 use crate::error::{ApiError, ErrorDetail};
 use crate::keys::KeyActivity;
+use crate::knowledge::embed::Embedder;
 use crate::knowledge::library::Library;
 use crate::meter::{Metering, MeteringOptions};
 use crate::metrics::{ChatLabels, Metrics};
@@ -165,7 +166,9 @@ impl AppState {
                 Duration::from_millis(config.redis.command_timeout_ms),
             )?)),
         };
-        let knowledge = Arc::new(Library::new(Arc::clone(&store)));
+        let embedder =
+            Embedder::from_config(&config, &upstreams, metrics.embedding_fallbacks.clone())?;
+        let knowledge = Arc::new(Library::new(Arc::clone(&store), embedder));
         let sites = knowledge.load().await?;
         if sites > 0 {
             tracing::info!(sites, "knowledge indexes built");

@@ -33,6 +33,67 @@ pub struct KnowledgeConfig {
     pub fetch_timeout_ms: u64,
     /// Pages a sitemap (with the sitemaps it names) may list.
     pub max_sitemap_pages: usize,
+    /// Hybrid retrieval: passages and questions embedded by an upstream's embedding model, and
+    /// its ranking fused with BM25's. Off (BM25 alone) unless this section is given.
+    pub embeddings: Option<EmbeddingsConfig>,
+}
+
+/// `[knowledge.embeddings]`: which model embeds a site's passages (at ingestion) and its
+/// visitors' questions (one call per grounded request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsConfig {
+    /// `[[upstreams]] name` of an upstream with an embeddings API (kind `openai`: OpenAI and
+    /// the servers compatible with it, which serve `POST {base_url}/embeddings`).
+    pub upstream: String,
+    /// The embedding model, e.g. `text-embedding-3-small`.
+    pub model: String,
+    /// Shorter vectors, for models that can make them (`text-embedding-3-*`): less memory per
+    /// passage on every relay (4 bytes a dimension) and faster searches.
+    #[serde(default)]
+    pub dimensions: Option<u32>,
+    /// Passages per embeddings call at ingestion.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// How long a question's embedding is waited for; past it (or when the call fails) the
+    /// request is grounded by BM25 alone.
+    #[serde(default = "default_query_timeout_ms")]
+    pub query_timeout_ms: u64,
+    /// One embeddings call at ingestion, at most.
+    #[serde(default = "default_ingest_timeout_ms")]
+    pub ingest_timeout_ms: u64,
+}
+
+fn default_batch() -> usize {
+    64
+}
+
+fn default_query_timeout_ms() -> u64 {
+    1_000
+}
+
+fn default_ingest_timeout_ms() -> u64 {
+    60_000
+}
+
+impl EmbeddingsConfig {
+    /// What the store files the vectors under: the upstream, the model and the length asked
+    /// for. Changing any of them makes the stored vectors another model's, which are then
+    /// neither used nor kept (the next ingestion or refresh embeds the passages again).
+    pub fn key(&self) -> String {
+        match self.dimensions {
+            Some(dimensions) => format!("{}:{}@{dimensions}", self.upstream, self.model),
+            None => format!("{}:{}", self.upstream, self.model),
+        }
+    }
+
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_millis(self.query_timeout_ms)
+    }
+
+    pub fn ingest_timeout(&self) -> Duration {
+        Duration::from_millis(self.ingest_timeout_ms)
+    }
 }
 
 impl Default for KnowledgeConfig {
@@ -47,6 +108,7 @@ impl Default for KnowledgeConfig {
             fetch_interval_ms: 250,
             fetch_timeout_ms: 20_000,
             max_sitemap_pages: 1_000,
+            embeddings: None,
         }
     }
 }
@@ -103,6 +165,20 @@ impl KnowledgeConfig {
         }
         if self.top_k > 20 {
             return Err(invalid("top_k", "must be at most 20"));
+        }
+        if let Some(embeddings) = &self.embeddings {
+            if embeddings.model.trim().is_empty() {
+                return Err(invalid("embeddings.model", "must not be empty"));
+            }
+            if embeddings.dimensions == Some(0) {
+                return Err(invalid("embeddings.dimensions", "must be greater than 0"));
+            }
+            if !(1..=2_048).contains(&embeddings.batch) {
+                return Err(invalid("embeddings.batch", "must be between 1 and 2048"));
+            }
+            if embeddings.query_timeout_ms == 0 || embeddings.ingest_timeout_ms == 0 {
+                return Err(invalid("embeddings", "timeouts must be greater than 0"));
+            }
         }
         Ok(())
     }

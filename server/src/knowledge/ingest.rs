@@ -32,6 +32,11 @@
 //!   **kept**, not deleted: a page that is down for a minute, or a disk not mounted, must not
 //!   silently empty a site's knowledge. Removing a document is an explicit operation
 //!   ([`remove`]). Refresh does not discover new pages: add the sitemap again for those.
+//! - **Embeddings.** With `[knowledge.embeddings]`, an add and a refresh end by embedding every
+//!   passage of the site that has no vector by the configured model yet (those just stored,
+//!   and those an earlier failure or a model change left without one; `embed::embed_missing`).
+//!   A failing model fails no document: the report notes it and BM25 retrieves those passages
+//!   until the next add or refresh embeds them.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read as _;
@@ -44,6 +49,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::config::KnowledgeConfig;
+use super::embed::{EmbedError, Embedder, embed_missing};
 use super::fetch::{FetchError, Fetcher};
 
 /// File extensions a directory walk reads (the formats `confab_knowledge` parses).
@@ -133,8 +139,11 @@ pub struct DocumentReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     pub documents: Vec<DocumentReport>,
-    /// What was passed over and why (hidden files, unsupported extensions).
+    /// What was passed over and why (hidden files, unsupported extensions), and how the
+    /// passages' embeddings went (with `[knowledge.embeddings]`).
     pub notes: Vec<String>,
+    /// Passages embedded (with `[knowledge.embeddings]`).
+    pub embedded: u64,
 }
 
 /// A [`Report`]'s counts by status.
@@ -162,9 +171,10 @@ impl Report {
         counts
     }
 
-    /// Whether the site's knowledge changed (a document added or replaced).
+    /// Whether the site's knowledge changed (a document added or replaced, passages embedded).
     pub fn changed(&self) -> bool {
-        self.documents.iter().any(|d| matches!(d.status, Status::Added | Status::Replaced))
+        self.embedded > 0
+            || self.documents.iter().any(|d| matches!(d.status, Status::Added | Status::Replaced))
     }
 
     /// The failed documents' messages.
@@ -341,6 +351,7 @@ impl Holding {
 pub async fn add(
     store: &dyn Store,
     config: &KnowledgeConfig,
+    embedder: Option<&Embedder>,
     site_id: &str,
     sources: Vec<Source>,
     on_failure: OnFailure,
@@ -432,7 +443,35 @@ pub async fn add(
         return Err(KnowledgeError::Refused(report.failures().map(str::to_owned).collect()));
     }
     store_ready(store, config, ready, &mut report).await?;
+    embed(store, embedder, site_id, &mut report).await?;
     Ok(report)
+}
+
+/// Embeds the site's passages that have no vector by the configured model yet (the ones just
+/// stored, and any an earlier failure or a model change left without one), noting how it went.
+/// A failing embedding model fails no document: the passages are stored and retrieved by BM25
+/// until an add or a refresh embeds them.
+async fn embed(
+    store: &dyn Store,
+    embedder: Option<&Embedder>,
+    site_id: &str,
+    report: &mut Report,
+) -> Result<(), KnowledgeError> {
+    let Some(embedder) = embedder else { return Ok(()) };
+    match embed_missing(store, embedder, site_id).await {
+        Ok(embedded) => {
+            report.embedded = embedded;
+            if embedded > 0 {
+                report.notes.push(format!("{embedded} passages embedded by {}", embedder.key()));
+            }
+        }
+        Err(EmbedError::Store(error)) => return Err(error.into()),
+        Err(error) => report.notes.push(format!(
+            "{error}: passages without an embedding are retrieved by BM25 alone until \
+             `confab knowledge refresh {site_id}` (or the next add) embeds them"
+        )),
+    }
+    Ok(())
 }
 
 /// Reads every stored document of the site again from its source (see the module's
@@ -440,6 +479,7 @@ pub async fn add(
 pub async fn refresh(
     store: &dyn Store,
     config: &KnowledgeConfig,
+    embedder: Option<&Embedder>,
     site_id: &str,
     progress: &mut dyn Progress,
 ) -> Result<Report, KnowledgeError> {
@@ -504,6 +544,7 @@ pub async fn refresh(
         }
     }
     store_ready(store, config, ready, &mut report).await?;
+    embed(store, embedder, site_id, &mut report).await?;
     Ok(report)
 }
 

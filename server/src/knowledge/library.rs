@@ -6,13 +6,20 @@
 //! from the store by those ids at the moment of the request ([`Library::retrieve`]). A removed
 //! document is therefore never retrieved again, on any relay, even before that relay has
 //! rebuilt its index; and the relay keeps no second copy of every site's text in memory.
+//!
+//! With `[knowledge.embeddings]`, a site's shelf also holds the vectors of its passages by the
+//! configured model ([`Vectors`], read at each rebuild), and a question is embedded by that
+//! model and retrieved by [`SiteIndex::search_hybrid`]; a site whose passages have no vectors
+//! yet, or a question whose embedding failed, is retrieved by BM25 alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use confab_knowledge::{IndexedPassage, SiteIndex};
+use confab_knowledge::{IndexedPassage, SiteIndex, Vectors};
 use confab_store::knowledge::Passage;
+
+use super::embed::Embedder;
 
 use crate::store::{Store, StoreError};
 
@@ -21,12 +28,15 @@ struct SiteShelf {
     /// The knowledge version it was built from.
     version: i64,
     index: Arc<SiteIndex>,
+    /// Its passages' embeddings by the configured model (`None`: no embedder, or none yet).
+    vectors: Option<Arc<Vectors>>,
 }
 
 /// Every site's index on this relay. Sites without knowledge have none, and their requests
 /// are not touched.
 pub struct Library {
     store: Arc<dyn Store>,
+    embedder: Option<Arc<Embedder>>,
     shelves: RwLock<HashMap<String, SiteShelf>>,
     /// One rebuild at a time: a poll and an admin change of the same site never race to
     /// install an older index over a newer one.
@@ -47,10 +57,11 @@ pub struct Found {
 }
 
 impl Library {
-    /// An empty library; [`Library::load`] fills it.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    /// An empty library; [`Library::load`] fills it. With an `embedder`, retrieval is hybrid.
+    pub fn new(store: Arc<dyn Store>, embedder: Option<Arc<Embedder>>) -> Self {
         Self {
             store,
+            embedder,
             shelves: RwLock::new(HashMap::new()),
             rebuilding: tokio::sync::Mutex::new(()),
         }
@@ -108,13 +119,54 @@ impl Library {
             Ok(Err(error)) => return Err(StoreError::Corrupt(format!("knowledge index: {error}"))),
             Err(join) => return Err(StoreError::Corrupt(format!("knowledge index: {join}"))),
         };
-        tracing::info!(%site, passages = count, ms = started.elapsed().as_millis() as u64, "knowledge index built");
-        let shelf = SiteShelf { version, index: Arc::new(index) };
+        let vectors = match &self.embedder {
+            Some(embedder) => self.vectors(site, embedder).await?,
+            None => None,
+        };
+        tracing::info!(
+            %site,
+            passages = count,
+            embedded = vectors.as_ref().map_or(0, |v| v.len()),
+            ms = started.elapsed().as_millis() as u64,
+            "knowledge index built"
+        );
+        let shelf = SiteShelf { version, index: Arc::new(index), vectors };
         self.shelves
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(site.to_owned(), shelf);
         Ok(())
+    }
+
+    /// The site's passage embeddings by the embedder's model, `None` when it has none. A
+    /// vector of another length than the first (a model that changed its length under the same
+    /// name) is left out with a warning; re-embedding the site fixes it.
+    async fn vectors(
+        &self,
+        site: &str,
+        embedder: &Embedder,
+    ) -> Result<Option<Arc<Vectors>>, StoreError> {
+        let embeddings = self.store.site_embeddings(site, embedder.key()).await?;
+        if embeddings.is_empty() {
+            return Ok(None);
+        }
+        let mut vectors = Vectors::new();
+        let mut refused = 0_usize;
+        for embedding in &embeddings {
+            let Ok(id) = u64::try_from(embedding.passage_id) else { continue };
+            if vectors.push(id, &embedding.vector).is_err() {
+                refused += 1;
+            }
+        }
+        if refused > 0 {
+            tracing::warn!(%site, refused, model = embedder.key(), "passage embeddings of another length were left out");
+        }
+        Ok(Some(Arc::new(vectors)))
+    }
+
+    /// The embedder of `[knowledge.embeddings]`, for ingestion.
+    pub fn embedder(&self) -> Option<&Embedder> {
+        self.embedder.as_deref()
     }
 
     /// Whether `site` has knowledge on this relay.
@@ -123,8 +175,12 @@ impl Library {
     }
 
     fn index(&self, site: &str) -> Option<Arc<SiteIndex>> {
+        self.shelf(site).map(|(index, _)| index)
+    }
+
+    fn shelf(&self, site: &str) -> Option<(Arc<SiteIndex>, Option<Arc<Vectors>>)> {
         let shelves = self.shelves.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        shelves.get(site).map(|shelf| Arc::clone(&shelf.index))
+        shelves.get(site).map(|shelf| (Arc::clone(&shelf.index), shelf.vectors.clone()))
     }
 
     /// The `k` passages of `site` that best answer the latest of `user_messages` (oldest first;
@@ -136,8 +192,15 @@ impl Library {
         user_messages: &[&str],
         k: usize,
     ) -> Result<Option<Found>, StoreError> {
-        let Some(index) = self.index(site) else { return Ok(None) };
-        let hits = index.search_turns(user_messages, k).map_err(|error| {
+        let Some((index, vectors)) = self.shelf(site) else { return Ok(None) };
+        let question = match (&self.embedder, &vectors) {
+            (Some(embedder), Some(_)) => {
+                embedder.question(SiteIndex::embedding_text(user_messages)).await
+            }
+            _ => None,
+        };
+        let dense = vectors.as_deref().zip(question.as_deref());
+        let hits = index.search_hybrid(user_messages, dense, k).map_err(|error| {
             StoreError::Corrupt(format!("knowledge index of site {site}: {error}"))
         })?;
         if hits.is_empty() {

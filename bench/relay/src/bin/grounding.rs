@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let stored = started.elapsed();
 
-    let library = Library::new(Arc::clone(&store));
+    let library = Library::new(Arc::clone(&store), None);
     let started = Instant::now();
     library.load().await?;
     let built = started.elapsed();
@@ -159,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
     let report = ingest::add(
         store.as_ref(),
         knowledge,
+        None,
         &pages_site.id,
         vec![Source::Path(pages)],
         OnFailure::StoreTheRest,
