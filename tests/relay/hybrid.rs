@@ -27,6 +27,8 @@ fn embeddings(query_timeout_ms: u64) -> EmbeddingsConfig {
         model: "mock-embed".into(),
         dimensions: None,
         batch: 2,
+        // The default (`confab_knowledge::DEFAULT_MIN_SIMILARITY`).
+        min_similarity: 0.3,
         query_timeout_ms,
         ingest_timeout_ms: 5_000,
     }
@@ -130,7 +132,7 @@ async fn a_question_that_shares_no_word_with_its_answer_is_grounded_by_meaning()
     // The vectors stored are the model's: one passage means dimension 0, the other dimension 1.
     let means = |dimension: usize| embeddings.iter().filter(|e| e.vector[dimension] > 0.0).count();
     assert_eq!((means(0), means(1)), (1, 1), "{embeddings:?}");
-    assert_eq!(embeddings[0].vector.len(), mock_embedding("").len());
+    assert_eq!(embeddings[0].vector.len(), mock_embedding("", 0.0).len());
 
     let (system, cited) = ask(&relay, &mock, BY_MEANING).await;
     assert!(system.contains(CARE_FACT), "the passage of the same meaning is sent: {system}");
@@ -206,4 +208,65 @@ async fn passages_added_while_the_model_is_down_are_embedded_by_the_next_refresh
     let (system, cited) = ask(&relay, &mock, BY_MEANING).await;
     assert!(system.contains(CARE_FACT), "grounded by meaning once embedded: {system}");
     assert!(cited);
+}
+
+#[tokio::test]
+async fn a_greeting_gets_no_sources_though_every_text_is_a_little_alike() {
+    // Every text shares the mock's last dimension: "hi there" is at a cosine of about 0.2 from
+    // each note, as a greeting is from a help page with a real model.
+    let alike = EmbeddingsBehaviour { baseline: 0.6, ..Default::default() };
+    let mock = MockUpstream::start().await;
+    mock.set_embeddings(alike);
+    let (relay, _dir) = relay(&mock, Some(embeddings(2_000))).await;
+    add_notes(&relay).await;
+    let (system, cited) = ask(&relay, &mock, "hi there").await;
+    assert!(!system.contains("Sources from"), "nothing above the floor: {system}");
+    assert!(!cited, "and no sources under the answer");
+    let (system, cited) = ask(&relay, &mock, BY_MEANING).await;
+    assert!(system.contains(CARE_FACT) && !system.contains(STORAGE_FACT), "{system}");
+    assert!(cited);
+
+    // Without the floor, the greeting would be given both notes.
+    let floorless_mock = MockUpstream::start().await;
+    floorless_mock.set_embeddings(alike);
+    let floorless = EmbeddingsConfig { min_similarity: 0.0, ..embeddings(2_000) };
+    let (floorless_relay, _floorless_dir) = self::relay(&floorless_mock, Some(floorless)).await;
+    add_notes(&floorless_relay).await;
+    let (system, _) = ask(&floorless_relay, &floorless_mock, "hi there").await;
+    assert!(system.contains(CARE_FACT) && system.contains(STORAGE_FACT), "{system}");
+}
+
+#[tokio::test]
+async fn what_a_broken_embedding_model_says_never_reaches_reports_or_logs() {
+    let mock = MockUpstream::start().await;
+    let (relay, _dir) = relay(&mock, Some(embeddings(2_000))).await;
+    add_notes(&relay).await;
+    let secret = confab_tests::UPSTREAM_SECRET;
+    let url = relay.url(&format!("/admin/v1/sites/{}/knowledge", relay.site_id));
+    for (round, behaviour) in [
+        EmbeddingsBehaviour { malformed: true, ..Default::default() },
+        EmbeddingsBehaviour { fail_status: Some(401), ..Default::default() },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        mock.set_embeddings(behaviour);
+        // A question: its embedding fails, BM25 grounds it.
+        let (system, _) = ask(&relay, &mock, "How do I rinse the zorblax?").await;
+        assert!(system.contains(CARE_FACT), "{system}");
+        // A new document: stored, its embedding noted as failed.
+        let text = format!("# Trask {round}\n\nThe trask number {round} is kept apart.\n");
+        let body = json!({"documents": [{"name": format!("trask-{round}.md"), "text": text}]});
+        let response =
+            relay.client.post(&url).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
+        let (status, report) = json_body(response).await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["added"], 1, "{report}");
+        assert!(report["notes"].to_string().contains("BM25 alone until"), "{report}");
+        assert!(!report.to_string().contains(secret), "{report}");
+    }
+    assert_eq!(fallbacks(&scrape(&relay).await), 2);
+    let calls = mock.embedding_requests();
+    assert!(calls.iter().all(|r| r.authorization == Some(format!("Bearer {secret}"))));
+    assert!(!confab_tests::captured_logs().contains(secret), "the key is never logged");
 }

@@ -119,15 +119,23 @@ pub const EMBEDDING_CONCEPTS: &[&[&str]] = &[
 /// How the mock answers embeddings calls.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EmbeddingsBehaviour {
-    /// Answer this status (with an OpenAI error body) instead of vectors.
+    /// Answer this status instead of vectors, with an error body that quotes the
+    /// `Authorization` header it received (as some servers quote a wrong key).
     pub fail_status: Option<u16>,
+    /// Answer 200 with a body that is no embeddings list and quotes the `Authorization` header.
+    pub malformed: bool,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// The value of every text's last dimension: above 0, every two texts are a little alike,
+    /// as with a real model (a greeting and a help page at a cosine of about 0.2).
+    pub baseline: f32,
 }
 
-/// The mock model's vector of `text` (see [`EMBEDDING_CONCEPTS`]).
-pub fn mock_embedding(text: &str) -> Vec<f32> {
-    let mut vector = vec![0.0; EMBEDDING_CONCEPTS.len()];
+/// The mock model's vector of `text` (see [`EMBEDDING_CONCEPTS`]), its last dimension
+/// `baseline` (see [`EmbeddingsBehaviour::baseline`]).
+pub fn mock_embedding(text: &str, baseline: f32) -> Vec<f32> {
+    let mut vector = vec![0.0; EMBEDDING_CONCEPTS.len() + 1];
+    vector[EMBEDDING_CONCEPTS.len()] = baseline;
     for word in text.split(|c: char| !c.is_alphanumeric()).map(str::to_lowercase) {
         for (dimension, group) in EMBEDDING_CONCEPTS.iter().enumerate() {
             if group.contains(&word.as_str()) {
@@ -334,9 +342,15 @@ async fn embeddings(
     });
     let behaviour = *state.embeddings.lock().unwrap();
     tokio::time::sleep(behaviour.delay).await;
+    let sent_key =
+        state.embedding_requests.lock().unwrap().last().and_then(|r| r.authorization.clone());
     if let Some(status) = behaviour.fail_status {
-        let error = json!({"error": {"message": "the mock model is down", "type": "server_error"}});
+        let message = format!("the mock model is down; you sent {sent_key:?}");
+        let error = json!({"error": {"message": message, "type": "server_error"}});
         return (StatusCode::from_u16(status).unwrap(), axum::Json(error)).into_response();
+    }
+    if behaviour.malformed {
+        return axum::Json(json!({"data": format!("key {sent_key:?}")})).into_response();
     }
     let inputs: Vec<String> = match &body["input"] {
         Value::String(text) => vec![text.clone()],
@@ -346,7 +360,10 @@ async fn embeddings(
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
-        .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": mock_embedding(text)}))
+        .map(|(index, text)| {
+            let embedding = mock_embedding(text, behaviour.baseline);
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
         .collect();
     axum::Json(json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}))
         .into_response()

@@ -142,7 +142,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut cosine, mut latencies) = (Vec::new(), Vec::new());
         for (question, words) in questions.iter().zip(&queries) {
             let started = Instant::now();
-            let meaning = vectors.search(question, 20);
+            let meaning = vectors.search(question, 20, 0.0);
             cosine.push(started.elapsed());
             let words = index.search(words, 20)?;
             std::hint::black_box(fuse(&[&words, &meaning], 5));

@@ -21,7 +21,9 @@
 //! - `--embeddings URL` (an OpenAI-compatible API root, such as `http://127.0.0.1:8000/v1`)
 //!   also measures hybrid retrieval ([`SiteIndex::search_hybrid`]): every passage and question
 //!   is embedded through `confab-providers`, as the relay embeds them, by `--embedding-model`
-//!   (default `all-MiniLM-L6-v2`), and the table is printed for BM25 alone and for hybrid.
+//!   (default `all-MiniLM-L6-v2`), and the table is printed for BM25 alone, embeddings alone
+//!   and hybrid; `--min-similarity F` sets the cosine floor (as `[knowledge.embeddings]
+//!   min_similarity` does; default 0.3).
 //!   `scripts/eval-knowledge-embeddings` runs it against a real model on this machine.
 //!
 //! The halves split the questions by the parity of their number (`q001` is odd): retrieval
@@ -33,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use confab_knowledge::{Hit, IndexedPassage, Limits, SiteIndex, Vectors, ingest};
+use confab_knowledge::{Dense, Hit, IndexedPassage, Limits, SiteIndex, Vectors, ingest};
 use confab_providers::{Call, EmbeddingRequest, Provider, ProviderKind, Settings};
 use serde::Deserialize;
 
@@ -119,6 +121,7 @@ struct Options {
     copies: usize,
     embeddings: Option<url::Url>,
     embedding_model: String,
+    min_similarity: f32,
 }
 
 /// Texts per embeddings call.
@@ -132,6 +135,7 @@ fn options() -> Result<Options, String> {
         copies: 1,
         embeddings: None,
         embedding_model: "all-MiniLM-L6-v2".to_owned(),
+        min_similarity: confab_knowledge::DEFAULT_MIN_SIMILARITY,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -159,13 +163,19 @@ fn options() -> Result<Options, String> {
                         .map_err(|e| format!("--embeddings: {value} is not a URL: {e}"))?,
                 );
             }
+            "--min-similarity" => {
+                let value = args.next().ok_or("--min-similarity needs a number")?;
+                options.min_similarity = value
+                    .parse()
+                    .map_err(|_| format!("--min-similarity: {value} is not a number"))?;
+            }
             "--embedding-model" => {
                 options.embedding_model = args.next().ok_or("--embedding-model needs a name")?;
             }
             "-h" | "--help" => {
                 return Err(
                     "usage: eval-knowledge [--misses] [--min-hit3 F] [--copies N] [--set DIR] \
-                     [--embeddings URL [--embedding-model NAME]]"
+                     [--embeddings URL [--embedding-model NAME] [--min-similarity F]]"
                         .into(),
                 );
             }
@@ -271,24 +281,26 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
             questions.iter().map(|q| SiteIndex::embedding_text(&q.user_messages())).collect();
         let query_vectors = runtime.block_on(embedder.embed(&queries))?;
         println!(
-            "\nhybrid: {} passages and {} questions embedded by {} ({} dimensions) in {} ms",
+            "\nhybrid: {} passages and {} questions embedded by {} ({} dimensions) in {} ms; cosine floor {}",
             texts.len(),
             queries.len(),
             options.embedding_model,
             vectors.dimensions(),
             started.elapsed().as_millis(),
+            options.min_similarity,
         );
         let by_id: BTreeMap<&str, &Vec<f32>> =
             questions.iter().map(|q| q.id.as_str()).zip(&query_vectors).collect();
         let meaning = evaluate(&questions, &stored, |question| {
             let query = by_id.get(question.id.as_str()).map(|v| v.as_slice()).unwrap_or_default();
-            Ok(vectors.search(query, RETRIEVED))
+            Ok(vectors.search(query, RETRIEVED, options.min_similarity))
         })?;
         println!("embeddings alone:");
         meaning.print(&stored, false);
         let hybrid = evaluate(&questions, &stored, |question| {
             let query = by_id.get(question.id.as_str()).map(|v| v.as_slice()).unwrap_or_default();
-            index.search_hybrid(&question.user_messages(), Some((&vectors, query)), RETRIEVED)
+            let dense = Dense { vectors: &vectors, query, min_similarity: options.min_similarity };
+            index.search_hybrid(&question.user_messages(), Some(dense), RETRIEVED)
         })?;
         println!("hybrid (BM25 and embeddings, reciprocal rank fusion):");
         all = hybrid.print(&stored, options.misses);

@@ -67,6 +67,16 @@ pub const CONTEXT_WEIGHT: f32 = 0.7;
 const TITLE_BOOST: f32 = 0.5;
 const HEADINGS_BOOST: f32 = 0.5;
 
+/// The second ranking of [`SiteIndex::search_hybrid`]: the site's passage embeddings, the
+/// question's (of [`SiteIndex::embedding_text`], by the model that made them), and the cosine
+/// below which a passage is not proposed (see [`Vectors::search`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Dense<'a> {
+    pub vectors: &'a Vectors,
+    pub query: &'a [f32],
+    pub min_similarity: f32,
+}
+
 /// A passage to index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedPassage {
@@ -243,19 +253,19 @@ impl SiteIndex {
     }
 
     /// Hybrid retrieval: like [`SiteIndex::search_turns`], fused by reciprocal rank ([`fuse`])
-    /// with the passages whose embeddings in `vectors` are closest to `query`, the embedding of
-    /// [`SiteIndex::embedding_text`] by the model that made them. Without them (`None`: no
-    /// embeddings, or the embedding call failed) it is [`SiteIndex::search_turns`].
+    /// with the passages whose embeddings are closest to the question's (see [`Dense`]).
+    /// Without them (`None`: no embeddings, or the embedding call failed) it is
+    /// [`SiteIndex::search_turns`].
     pub fn search_hybrid(
         &self,
         user_messages: &[&str],
-        dense: Option<(&Vectors, &[f32])>,
+        dense: Option<Dense<'_>>,
         k: usize,
     ) -> Result<Vec<Hit>, IndexError> {
-        let Some((vectors, query)) = dense else { return self.search_turns(user_messages, k) };
+        let Some(dense) = dense else { return self.search_turns(user_messages, k) };
         let candidates = HYBRID_CANDIDATES.max(k);
         let words = self.search_turns(user_messages, candidates)?;
-        let meaning = vectors.search(query, candidates);
+        let meaning = dense.vectors.search(dense.query, candidates, dense.min_similarity);
         Ok(fuse(&[&words, &meaning], k))
     }
 
@@ -347,7 +357,7 @@ impl SiteIndex {
 }
 
 /// At most `max` bytes of the start of `text`, cut between characters.
-fn prefix(text: &str, max: usize) -> &str {
+pub(crate) fn prefix(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;

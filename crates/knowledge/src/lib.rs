@@ -39,9 +39,12 @@ mod vocabulary;
 
 pub use document::{Document, Format, Limits, Section, parse};
 pub use error::IngestError;
-pub use index::{CONTEXT_WEIGHT, Hit, IndexError, IndexedPassage, SiteIndex};
+pub use index::{CONTEXT_WEIGHT, Dense, Hit, IndexError, IndexedPassage, SiteIndex};
 pub use split::{Passage, passages};
-pub use vectors::{RRF_K, VectorError, Vectors, embedding_passage_text, fuse};
+pub use vectors::{
+    DEFAULT_MIN_SIMILARITY, MAX_DIMENSIONS, RRF_K, VectorError, Vectors, embedding_passage_text,
+    fuse,
+};
 
 /// A document ingested: its title and its passages.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,9 +25,22 @@ pub const RRF_K: f32 = 60.0;
 pub enum VectorError {
     #[error("an embedding of {got} dimensions where the site's have {expected}")]
     Dimensions { expected: usize, got: usize },
-    #[error("an embedding with no length or a value that is not a finite number")]
+    #[error(
+        "an embedding with no length, more than {MAX_DIMENSIONS} dimensions, or a value that is not a finite number"
+    )]
     Invalid,
 }
+
+/// The default floor of [`Vectors::search`] for hybrid retrieval
+/// (`[knowledge.embeddings] min_similarity`): above every greeting and off-topic question
+/// measured with all-MiniLM-L6-v2 but two (0.32 and 0.33), below 97 % of the evaluation set's
+/// best passages (whose cosines start at 0.33). Other models spread cosines otherwise: measure
+/// yours (`scripts/eval-knowledge --embeddings URL --min-similarity F`).
+pub const DEFAULT_MIN_SIMILARITY: f32 = 0.3;
+
+/// The longest embedding taken (the largest models make 4,096 dimensions); a longer one is
+/// refused, which also keeps a dot product of bytes far from overflowing its 32-bit lanes.
+pub const MAX_DIMENSIONS: usize = 16_384;
 
 /// Passage embeddings of one model, all of one length.
 #[derive(Clone, Default)]
@@ -57,7 +70,10 @@ impl Vectors {
 
     /// Adds the embedding of passage `id`. A zero vector is kept (it matches nothing).
     pub fn push(&mut self, id: u64, vector: &[f32]) -> Result<(), VectorError> {
-        if vector.is_empty() || vector.iter().any(|x| !x.is_finite()) {
+        if vector.is_empty()
+            || vector.len() > MAX_DIMENSIONS
+            || vector.iter().any(|x| !x.is_finite())
+        {
             return Err(VectorError::Invalid);
         }
         if self.ids.is_empty() {
@@ -86,10 +102,15 @@ impl Vectors {
     }
 
     /// The `k` passages whose vectors are closest to `query` by cosine, best first, of those
-    /// with a cosine above 0 (a vector at a right angle to the question's, or further, shares
-    /// nothing with it). A query of another length (a model changed under the site) or with
-    /// nothing in it finds nothing.
-    pub fn search(&self, query: &[f32], k: usize) -> Vec<Hit> {
+    /// with a cosine of at least `min_similarity` and above 0 (a vector at a right angle to the
+    /// question's, or further, shares nothing with it). A query of another length (a model
+    /// changed under the site) or with nothing in it finds nothing.
+    ///
+    /// Real models put unrelated texts at a small positive cosine (all-MiniLM-L6-v2: 0.14 to
+    /// 0.33 between "hi" or "tell me a joke" and a shop's help pages, against 0.33 to 0.8 for
+    /// the passages that answer its questions), so without a floor every question, a greeting
+    /// too, would find `k` passages.
+    pub fn search(&self, query: &[f32], k: usize, min_similarity: f32) -> Vec<Hit> {
         if k == 0 || query.len() != self.dimensions || query.iter().any(|x| !x.is_finite()) {
             return Vec::new();
         }
@@ -107,7 +128,7 @@ impl Vectors {
                 let dot = dot(vector, &quantised) as f32;
                 Hit { id, score: dot * scale * query_scale }
             })
-            .filter(|hit| hit.score > 0.0)
+            .filter(|hit| hit.score > 0.0 && hit.score >= min_similarity)
             .collect();
         let best_first = |a: &Hit, b: &Hit| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id));
         if scored.len() > k {
@@ -162,17 +183,29 @@ pub fn fuse(rankings: &[&[Hit]], k: usize) -> Vec<Hit> {
 /// What is embedded of a passage, at ingestion: its document's title and its heading path,
 /// a line each, above its text, so that a passage whose own words never name its subject
 /// ("Orders placed before noon...") is still near a question about it ("next-day delivery").
+/// Each line of title and headings keeps at most [`MAX_LABEL_BYTES`], and the whole at most
+/// [`MAX_EMBEDDED_BYTES`], so that no passage is too long for an embedding model (whose
+/// refusal would stop every passage after it from being embedded).
 pub fn embedding_passage_text(title: &str, heading_path: &[String], text: &str) -> String {
     let mut embedded = String::with_capacity(title.len() + text.len() + 64);
     for line in std::iter::once(title).chain(heading_path.iter().map(String::as_str)) {
-        if !line.trim().is_empty() {
-            embedded.push_str(line.trim());
+        let line = crate::index::prefix(line.trim(), MAX_LABEL_BYTES);
+        if !line.is_empty() {
+            embedded.push_str(line);
             embedded.push('\n');
         }
     }
     embedded.push_str(text);
-    embedded
+    crate::index::prefix(&embedded, MAX_EMBEDDED_BYTES).to_owned()
 }
+
+/// A title's or heading's bytes embedded with a passage, at most.
+const MAX_LABEL_BYTES: usize = 200;
+
+/// The bytes embedded for a passage, at most (passages are at most 1,200 characters): well
+/// under any embedding model's input limit (8,191 tokens for OpenAI's, 256 word pieces read by
+/// all-MiniLM-L6-v2, which cuts the rest itself).
+const MAX_EMBEDDED_BYTES: usize = 8_192;
 
 /// A dot product of bytes in 32 lanes of 32-bit sums, which the compiler turns into SIMD
 /// multiply-adds. Measured with `bench_retrieval` (10,000 vectors of 384 bytes): 0.8 ms, against
@@ -212,12 +245,17 @@ mod tests {
         vectors.push(2, &[0.0, 10.0, 0.0]).unwrap();
         vectors.push(3, &[3.0, 3.0, 0.0]).unwrap();
         vectors.push(4, &[0.0, 0.0, 0.0]).unwrap();
-        assert_eq!(ids(&vectors.search(&[0.0, 1.0, 0.0], 2)), vec![2, 3]);
-        assert_eq!(ids(&vectors.search(&[5.0, 0.1, 0.0], 4)), vec![1, 3, 2], "not the zero one");
-        assert_eq!(ids(&vectors.search(&[-1.0, 0.0, 0.0], 4)), Vec::<u64>::new(), "none near");
-        let best = vectors.search(&[0.0, 2.0, 0.0], 1);
+        assert_eq!(ids(&vectors.search(&[0.0, 1.0, 0.0], 2, 0.0)), vec![2, 3]);
+        assert_eq!(
+            ids(&vectors.search(&[5.0, 0.1, 0.0], 4, 0.0)),
+            vec![1, 3, 2],
+            "not the zero one"
+        );
+        assert_eq!(ids(&vectors.search(&[-1.0, 0.0, 0.0], 4, 0.0)), Vec::<u64>::new(), "none near");
+        assert_eq!(ids(&vectors.search(&[5.0, 0.1, 0.0], 4, 0.5)), vec![1, 3], "above the floor");
+        let best = vectors.search(&[0.0, 2.0, 0.0], 1, 0.0);
         assert!((best[0].score - 1.0).abs() < 1e-3, "a cosine: {best:?}");
-        let between = vectors.search(&[1.0, 1.0, 0.0], 1);
+        let between = vectors.search(&[1.0, 1.0, 0.0], 1, 0.0);
         assert_eq!(between[0].id, 3);
         assert!((between[0].score - 1.0).abs() < 1e-3, "{between:?}");
     }
@@ -233,9 +271,9 @@ mod tests {
         assert_eq!(vectors.push(3, &[]), Err(VectorError::Invalid));
         assert_eq!(vectors.push(4, &[f32::NAN; 9]), Err(VectorError::Invalid));
         assert_eq!(vectors.len(), 1);
-        assert!(vectors.search(&[1.0; 8], 3).is_empty());
-        assert!(vectors.search(&[0.0; 9], 3).is_empty());
-        assert_eq!(ids(&vectors.search(&[1.0; 9], 3)), vec![1]);
+        assert!(vectors.search(&[1.0; 8], 3, 0.0).is_empty());
+        assert!(vectors.search(&[0.0; 9], 3, 0.0).is_empty());
+        assert_eq!(ids(&vectors.search(&[1.0; 9], 3, 0.0)), vec![1]);
     }
 
     #[test]
@@ -265,7 +303,7 @@ mod tests {
             let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
             dot / norm(a) / norm(b)
         };
-        for hit in vectors.search(&query, 50) {
+        for hit in vectors.search(&query, 50, 0.0) {
             let exact = cosine(&stored[hit.id as usize], &query);
             assert!((hit.score - exact).abs() < 0.01, "{} against {exact}", hit.score);
         }

@@ -107,8 +107,16 @@ struct EmbeddingItem {
 /// length, every value finite; anything else is an unreadable answer.
 fn vectors(answer: &[u8], inputs: usize) -> Result<Vec<Vec<f32>>, UpstreamError> {
     let bad = |problem: String| UpstreamError::Protocol(format!("embeddings answer: {problem}"));
-    let answer: EmbeddingAnswer =
-        serde_json::from_slice(answer).map_err(|e| bad(format!("not an embeddings list: {e}")))?;
+    // Only where and how the JSON failed, never its text: an upstream's own words stay out of
+    // the relay's errors (they could echo a key).
+    let answer: EmbeddingAnswer = serde_json::from_slice(answer).map_err(|e| {
+        bad(format!(
+            "not an embeddings list ({:?} error at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
     if answer.data.len() != inputs {
         return Err(bad(format!("{} vectors for {inputs} inputs", answer.data.len())));
     }

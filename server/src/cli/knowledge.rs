@@ -50,7 +50,13 @@ pub async fn run(
     store: &dyn Store,
 ) -> anyhow::Result<()> {
     let knowledge = &config.knowledge;
-    let embedder = Embedder::standalone(config)?;
+    // Only what writes knowledge embeds it (and reads the upstreams' keys).
+    let embedder = match &command {
+        KnowledgeCommand::Add { .. } | KnowledgeCommand::Refresh { .. } => {
+            Embedder::standalone(config)?
+        }
+        KnowledgeCommand::List { .. } | KnowledgeCommand::Remove { .. } => None,
+    };
     let embedder = embedder.as_deref();
     match command {
         KnowledgeCommand::Add { site, sources } => {

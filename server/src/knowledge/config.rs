@@ -40,7 +40,7 @@ pub struct KnowledgeConfig {
 
 /// `[knowledge.embeddings]`: which model embeds a site's passages (at ingestion) and its
 /// visitors' questions (one call per grounded request).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingsConfig {
     /// `[[upstreams]] name` of an upstream with an embeddings API (kind `openai`: OpenAI and
@@ -49,12 +49,19 @@ pub struct EmbeddingsConfig {
     /// The embedding model, e.g. `text-embedding-3-small`.
     pub model: String,
     /// Shorter vectors, for models that can make them (`text-embedding-3-*`): less memory per
-    /// passage on every relay (4 bytes a dimension) and faster searches.
+    /// passage (4 bytes a dimension in the database, 1 on every relay) and faster searches.
     #[serde(default)]
     pub dimensions: Option<u32>,
-    /// Passages per embeddings call at ingestion.
+    /// Passages per embeddings call at ingestion (at most 256: an answer of floats as JSON is
+    /// some 30 bytes a value, and the relay reads at most 8 MB of one).
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// The cosine below which a passage is not proposed by its embedding (it may still be by
+    /// its words): unrelated texts are never at 0 with a real model, and without a floor a
+    /// greeting would be given sources. Model-dependent: 0.3 suits all-MiniLM-L6-v2 (see
+    /// BENCHMARKS.md); measure yours with `scripts/eval-knowledge --embeddings URL`.
+    #[serde(default = "default_min_similarity")]
+    pub min_similarity: f32,
     /// How long a question's embedding is waited for; past it (or when the call fails) the
     /// request is grounded by BM25 alone.
     #[serde(default = "default_query_timeout_ms")]
@@ -66,6 +73,10 @@ pub struct EmbeddingsConfig {
 
 fn default_batch() -> usize {
     64
+}
+
+fn default_min_similarity() -> f32 {
+    confab_knowledge::DEFAULT_MIN_SIMILARITY
 }
 
 fn default_query_timeout_ms() -> u64 {
@@ -173,8 +184,14 @@ impl KnowledgeConfig {
             if embeddings.dimensions == Some(0) {
                 return Err(invalid("embeddings.dimensions", "must be greater than 0"));
             }
-            if !(1..=2_048).contains(&embeddings.batch) {
-                return Err(invalid("embeddings.batch", "must be between 1 and 2048"));
+            if !(1..=256).contains(&embeddings.batch) {
+                return Err(invalid("embeddings.batch", "must be between 1 and 256"));
+            }
+            if !(0.0..1.0).contains(&embeddings.min_similarity) {
+                return Err(invalid(
+                    "embeddings.min_similarity",
+                    "must be at least 0 and less than 1 (a cosine)",
+                ));
             }
             if embeddings.query_timeout_ms == 0 || embeddings.ingest_timeout_ms == 0 {
                 return Err(invalid("embeddings", "timeouts must be greater than 0"));

@@ -45,6 +45,10 @@ pub enum EmbedError {
     Upstream { model: String, error: UpstreamError },
     #[error("the embedding model `{model}` did not answer within {} ms", after.as_millis())]
     Timeout { model: String, after: Duration },
+    /// Vectors that do not fit together (a length that changed between calls, or past
+    /// `confab_knowledge::MAX_DIMENSIONS`), or that the store refused as such.
+    #[error("the embedding model `{model}` made unusable vectors: {problem}")]
+    Unusable { model: String, problem: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -91,13 +95,36 @@ impl Embedder {
     }
 
     /// The vectors of `texts`, in order, in calls of `batch` texts, each within
-    /// `ingest_timeout_ms`.
+    /// `ingest_timeout_ms`; all of one length (the provider checks each call, this the calls
+    /// together), and at most `confab_knowledge::MAX_DIMENSIONS`.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut vectors = Vec::with_capacity(texts.len());
+        let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
         for batch in texts.chunks(self.config.batch) {
             vectors.extend(self.call(batch, self.config.ingest_timeout()).await?);
         }
+        let length = vectors.first().map_or(0, Vec::len);
+        if length > confab_knowledge::MAX_DIMENSIONS || vectors.iter().any(|v| v.len() != length) {
+            return Err(self.unusable(format!(
+                "lengths of {length} and {} in one ingestion",
+                vectors.iter().map(Vec::len).find(|l| *l != length).unwrap_or(length)
+            )));
+        }
         Ok(vectors)
+    }
+
+    fn unusable(&self, problem: String) -> EmbedError {
+        EmbedError::Unusable { model: self.config.model.clone(), problem }
+    }
+
+    /// The cosine below which a passage is not proposed by its embedding.
+    pub fn min_similarity(&self) -> f32 {
+        self.config.min_similarity
+    }
+
+    /// A question retrieved by BM25 alone although its site has embeddings: logged and counted.
+    pub fn fell_back(&self, why: &dyn std::fmt::Display) {
+        self.fallbacks.inc();
+        tracing::warn!(model = %self.key, %why, "a question was retrieved by BM25 alone");
     }
 
     /// The embedding of a question (see `SiteIndex::embedding_text`), or `None` when the model
@@ -107,8 +134,7 @@ impl Embedder {
         match self.call(&[text], self.config.query_timeout()).await {
             Ok(mut vectors) => vectors.pop(),
             Err(error) => {
-                self.fallbacks.inc();
-                tracing::warn!(%error, "a question was retrieved by BM25 alone");
+                self.fell_back(&error);
                 None
             }
         }
@@ -126,18 +152,22 @@ impl Embedder {
 }
 
 /// Embeds every passage of the site that has no vector by the embedder's model yet (all of
-/// them after a model change), [`ROUND`] at a time; how many were embedded. A failure stops
-/// it: what was stored stays, and the next ingestion or `knowledge refresh` goes on from there.
+/// them after a model change), [`ROUND`] at a time, adding how many were stored to `embedded`
+/// (also when it fails part way). A failure stops it: what was stored stays, and the next
+/// ingestion or `knowledge refresh` goes on from there. It reads each passage at most once: a
+/// passage found without a vector again (another relay or CLI embedding the site by another
+/// model meanwhile, since a passage keeps one vector) ends it rather than taking turns forever.
 pub async fn embed_missing(
     store: &dyn Store,
     embedder: &Embedder,
     site_id: &str,
-) -> Result<u64, EmbedError> {
-    let mut embedded = 0;
+    embedded: &mut u64,
+) -> Result<(), EmbedError> {
+    let mut seen = std::collections::HashSet::new();
     loop {
         let passages = store.passages_without_embedding(site_id, embedder.key(), ROUND).await?;
-        if passages.is_empty() {
-            return Ok(embedded);
+        if passages.is_empty() || !passages.iter().all(|p| seen.insert(p.id)) {
+            return Ok(());
         }
         let texts: Vec<String> = passages
             .iter()
@@ -149,12 +179,15 @@ pub async fn embed_missing(
             .zip(vectors)
             .map(|(passage, vector)| PassageEmbedding { passage_id: passage.id, vector })
             .collect();
-        let stored = store.put_embeddings(site_id, embedder.key(), &embeddings).await?;
-        embedded += stored;
-        // Every passage read was just embedded, unless it was removed meanwhile: a round
-        // that stored nothing would read the same passages again.
+        let stored = match store.put_embeddings(site_id, embedder.key(), &embeddings).await {
+            Ok(stored) => stored,
+            Err(StoreError::Invalid(problem)) => return Err(embedder.unusable(problem)),
+            Err(error) => return Err(error.into()),
+        };
+        *embedded += stored;
+        // Every passage read was just embedded, unless it was removed meanwhile.
         if stored == 0 {
-            return Ok(embedded);
+            return Ok(());
         }
     }
 }

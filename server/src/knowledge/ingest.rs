@@ -458,13 +458,12 @@ async fn embed(
     report: &mut Report,
 ) -> Result<(), KnowledgeError> {
     let Some(embedder) = embedder else { return Ok(()) };
-    match embed_missing(store, embedder, site_id).await {
-        Ok(embedded) => {
-            report.embedded = embedded;
-            if embedded > 0 {
-                report.notes.push(format!("{embedded} passages embedded by {}", embedder.key()));
-            }
-        }
+    let result = embed_missing(store, embedder, site_id, &mut report.embedded).await;
+    if report.embedded > 0 {
+        report.notes.push(format!("{} passages embedded by {}", report.embedded, embedder.key()));
+    }
+    match result {
+        Ok(()) => {}
         Err(EmbedError::Store(error)) => return Err(error.into()),
         Err(error) => report.notes.push(format!(
             "{error}: passages without an embedding are retrieved by BM25 alone until \

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use confab_knowledge::{IndexedPassage, SiteIndex, Vectors};
+use confab_knowledge::{Dense, IndexedPassage, SiteIndex, Vectors};
 use confab_store::knowledge::Passage;
 
 use super::embed::Embedder;
@@ -68,7 +68,9 @@ impl Library {
     }
 
     /// Builds the index of every site whose knowledge changed since it was last built, and
-    /// drops those of sites that have none any more; how many sites were (re)built.
+    /// drops those of sites that have none any more; how many sites were (re)built. A site
+    /// whose rebuild fails keeps the index it had (none at start) and is tried again at the next
+    /// poll: one site's unreadable knowledge never keeps the others' from being built.
     pub async fn load(&self) -> Result<usize, StoreError> {
         let _one = self.rebuilding.lock().await;
         let versions = self.store.knowledge_versions().await?;
@@ -79,8 +81,14 @@ impl Library {
         let mut rebuilt = 0;
         for version in &versions {
             if known.get(&version.site_id) != Some(&version.version) {
-                self.rebuild(&version.site_id, version.version).await?;
-                rebuilt += 1;
+                match self.rebuild(&version.site_id, version.version).await {
+                    Ok(()) => rebuilt += 1,
+                    Err(error) => tracing::warn!(
+                        site = %version.site_id,
+                        %error,
+                        "cannot build the site's knowledge index; the next poll retries"
+                    ),
+                }
             }
         }
         let mut shelves = self.shelves.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -119,8 +127,12 @@ impl Library {
             Ok(Err(error)) => return Err(StoreError::Corrupt(format!("knowledge index: {error}"))),
             Err(join) => return Err(StoreError::Corrupt(format!("knowledge index: {join}"))),
         };
+        // Vectors are optional: unreadable ones leave the site to BM25, never without an index.
         let vectors = match &self.embedder {
-            Some(embedder) => self.vectors(site, embedder).await?,
+            Some(embedder) => self.vectors(site, embedder).await.unwrap_or_else(|error| {
+                tracing::warn!(%site, %error, "cannot read the site's passage embeddings; BM25 alone");
+                None
+            }),
             None => None,
         };
         tracing::info!(
@@ -140,7 +152,8 @@ impl Library {
 
     /// The site's passage embeddings by the embedder's model, `None` when it has none. A
     /// vector of another length than the first (a model that changed its length under the same
-    /// name) is left out with a warning; re-embedding the site fixes it.
+    /// name) is left out with a warning; setting `dimensions` (which changes the model's key)
+    /// makes the next add or refresh embed the site again.
     async fn vectors(
         &self,
         site: &str,
@@ -161,7 +174,7 @@ impl Library {
         if refused > 0 {
             tracing::warn!(%site, refused, model = embedder.key(), "passage embeddings of another length were left out");
         }
-        Ok(Some(Arc::new(vectors)))
+        Ok((!vectors.is_empty()).then(|| Arc::new(vectors)))
     }
 
     /// The embedder of `[knowledge.embeddings]`, for ingestion.
@@ -194,12 +207,28 @@ impl Library {
     ) -> Result<Option<Found>, StoreError> {
         let Some((index, vectors)) = self.shelf(site) else { return Ok(None) };
         let question = match (&self.embedder, &vectors) {
-            (Some(embedder), Some(_)) => {
-                embedder.question(SiteIndex::embedding_text(user_messages)).await
+            (Some(embedder), Some(vectors)) => {
+                match embedder.question(SiteIndex::embedding_text(user_messages)).await {
+                    Some(question) if question.len() != vectors.dimensions() => {
+                        let why = format!(
+                            "the question's embedding has {} dimensions, the site's {}",
+                            question.len(),
+                            vectors.dimensions()
+                        );
+                        embedder.fell_back(&why);
+                        None
+                    }
+                    question => question,
+                }
             }
             _ => None,
         };
-        let dense = vectors.as_deref().zip(question.as_deref());
+        let dense = match (&self.embedder, vectors.as_deref(), question.as_deref()) {
+            (Some(embedder), Some(vectors), Some(query)) => {
+                Some(Dense { vectors, query, min_similarity: embedder.min_similarity() })
+            }
+            _ => None,
+        };
         let hits = index.search_hybrid(user_messages, dense, k).map_err(|error| {
             StoreError::Corrupt(format!("knowledge index of site {site}: {error}"))
         })?;
