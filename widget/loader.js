@@ -10,8 +10,40 @@
   const assets = new URL("widget/", script.src).href;
   const relay = new URL(".", script.src).href.replace(/\/$/, "");
   const listeners = {};
-  // The same chat-bubble icon the widget draws (no emoji: not every system has an emoji font).
-  const ICON = '<svg viewBox="0 0 24 24" aria-hidden="true" fill="currentColor"><path d="M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"/></svg>';
+  // The same chat-bubble icon the widget draws (no emoji: not every system has an emoji font),
+  // built with DOM calls: no string ever reaches an HTML sink (pages may enforce Trusted Types).
+  const icon = () => {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    const path = document.createElementNS(ns, "path");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("fill", "currentColor");
+    path.setAttribute("d", "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z");
+    svg.appendChild(path);
+    return svg;
+  };
+  // The glue's URL is the one string the loader hands to a script sink. On a page that enforces
+  // Trusted Types (`require-trusted-types-for 'script'`) it goes through a policy named `confab`
+  // that lets that URL through and nothing else; the page's CSP must allow the name
+  // (`trusted-types confab`). Elsewhere it is the plain string.
+  const glueUrl = assets + "__GLUE__";
+  let glueScriptUrl = glueUrl;
+  if (window.trustedTypes && trustedTypes.createPolicy) {
+    try {
+      glueScriptUrl = trustedTypes
+        .createPolicy("confab", {
+          createScriptURL: (url) => {
+            if (url !== glueUrl) throw new TypeError("Confab: not the widget's script");
+            return url;
+          },
+        })
+        .createScriptURL(glueUrl);
+    } catch {
+      // The page allows no policy of that name: fine unless it also enforces Trusted Types,
+      // which `start` then explains.
+    }
+  }
   let root, placeholder, widget, loading, opened;
   let openOnLoad = "open" in data && data.open !== "false";
   // Right-to-left from data-locale, else from the page itself; the launcher then sits on the
@@ -97,7 +129,13 @@
     if (!loading) {
       loading = new Promise((resolve, reject) => {
         const glue = document.createElement("script");
-        glue.src = assets + "__GLUE__";
+        try {
+          glue.src = glueScriptUrl;
+        } catch (error) {
+          console.error("Confab: this page enforces Trusted Types; allow the policy named " +
+            "`confab` in its Content-Security-Policy (`trusted-types confab`) to load the chat.");
+          throw error;
+        }
         glue.integrity = "__GLUE_SRI__";
         glue.crossOrigin = "anonymous";
         glue.async = true;
@@ -137,7 +175,7 @@
     placeholder.className = "launcher";
     placeholder.setAttribute("aria-label", "Open chat");
     placeholder.setAttribute("aria-expanded", "false");
-    placeholder.innerHTML = ICON;
+    placeholder.appendChild(icon());
     placeholder.onclick = () => start(true);
     root.appendChild(placeholder);
     document.body.appendChild(host);

@@ -15,6 +15,13 @@ const TYPES = {
   ".png": "image/png",
 };
 
+/**
+ * What tt.html adds to csp.html's policy: Trusted Types enforced for every script sink, with one
+ * policy allowed, the widget's (`confab`); tt-none.html allows none.
+ */
+export const trustedTypesFor = (relay, policies = "confab") =>
+  `${cspFor(relay)}; require-trusted-types-for 'script'; trusted-types ${policies}`;
+
 /** The policy csp.html is served with: nothing inline, nothing eval'd, only the relay. */
 export const cspFor = (relay) => {
   const origin = new URL(relay).origin;
@@ -47,7 +54,9 @@ export async function startHosts(vars = {}) {
     if (req.method !== "GET" && req.method !== "HEAD") return res.writeHead(405).end();
     if (path === "/favicon.ico") return res.writeHead(204).end();
     // The SPA's own routes all serve its page, as a single-page app's server does.
-    const file = path.startsWith("/spa/") ? "spa.html" : basename(path) || "plain.html";
+    const asked = path.startsWith("/spa/") ? "spa.html" : basename(path) || "plain.html";
+    // tt-none.html is tt.html under a policy that allows no Trusted Types policy at all.
+    const file = asked === "tt-none.html" ? "tt.html" : asked;
     let body;
     try {
       body = await readFile(join(pages, file));
@@ -60,6 +69,10 @@ export async function startHosts(vars = {}) {
       body = body.toString("utf8").replace(/\{\{(\w+)\}\}/g, (m, name) => vars[name] ?? m);
     }
     if (file === "csp.html") headers["Content-Security-Policy"] = cspFor(vars.RELAY);
+    if (asked === "tt.html") headers["Content-Security-Policy"] = trustedTypesFor(vars.RELAY);
+    if (asked === "tt-none.html") {
+      headers["Content-Security-Policy"] = trustedTypesFor(vars.RELAY, "'none'");
+    }
     res.writeHead(200, headers).end(req.method === "HEAD" ? undefined : body);
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { SITE, WAIT, artifacts, holdModule, lastAnswer, launchBrowser, openPage, recordAnswerLengths, startStack, visitorHash } from "./harness.mjs";
 import { ANSWER_END, XSS_PAYLOADS, answerTo } from "./mock-upstream.mjs";
-import { cspFor } from "./hosts.mjs";
+import { cspFor, trustedTypesFor } from "./hosts.mjs";
 
 let stack, browser;
 before(async () => {
@@ -415,22 +415,54 @@ test("hostile CSS changes nothing measurable in the widget", BOUND, async (t) =>
 
 // ---------------------------------------------------------------------------------------------
 
-test("strict CSP: a full round trip without a single violation", BOUND, async (t) => {
-  const reportsBefore = stack.hosts.cspReports.length;
-  const { page, errors, response } = await visitAndAsk(t, "csp", "Does this work under a strict policy?");
-  assert.equal(response.headers()["content-security-policy"], cspFor(stack.relay.url));
+/** Closes the panel, then checks that neither the page nor the report endpoint saw a violation. */
+async function closeWithoutViolations(page, errors, reportsBefore) {
   await page.locator(W("button.close")).click();
   await page.locator(W("[role=dialog]")).waitFor({ state: "hidden", ...WAIT });
   await sleep(1000); // reports are sent asynchronously
   assert.deepEqual(await violations(page), []);
   assert.deepEqual(stack.hosts.cspReports.slice(reportsBefore), []);
   assert.deepEqual(errors, []);
+}
+
+test("strict CSP: a full round trip without a single violation", BOUND, async (t) => {
+  const reportsBefore = stack.hosts.cspReports.length;
+  const { page, errors, response } = await visitAndAsk(t, "csp", "Does this work under a strict policy?");
+  assert.equal(response.headers()["content-security-policy"], cspFor(stack.relay.url));
+  await closeWithoutViolations(page, errors, reportsBefore);
 
   // The two channels do catch a violation: an inline style is refused and reported.
   await page.evaluate(() => document.head.append(Object.assign(document.createElement("style"), { textContent: "p { color: red }" })));
   await until(async () => (await violations(page)).length > 0, 5000, "the violation event");
   await until(() => stack.hosts.cspReports.length > reportsBefore, 5000, "the violation report");
   assert.match(JSON.stringify(stack.hosts.cspReports.at(-1)), /style-src/);
+});
+
+test("Trusted Types: the widget loads through the `confab` policy and chats without a violation", BOUND, async (t) => {
+  const reportsBefore = stack.hosts.cspReports.length;
+  const { page, errors, response } = await visitAndAsk(t, "tt", "Does this work with Trusted Types?");
+  assert.equal(response.headers()["content-security-policy"], trustedTypesFor(stack.relay.url));
+  await ask(page, "And a second answer, rendered the same way?");
+  await answered(page, "And a second answer, rendered the same way?");
+  await closeWithoutViolations(page, errors, reportsBefore);
+  // The page does enforce Trusted Types: a string given to an HTML sink throws.
+  const refused = await page.evaluate(() => {
+    try {
+      document.createElement("div").innerHTML = "<b>bold</b>";
+      return false;
+    } catch (error) {
+      return error instanceof TypeError;
+    }
+  });
+  assert.equal(refused, true, "the page enforces Trusted Types");
+});
+
+test("Trusted Types allowing no policy: the launcher is drawn and the console says what to allow", BOUND, async (t) => {
+  const { page, errors } = await visit(t, "tt-none");
+  await page.locator(W("button.launcher svg")).waitFor(WAIT);
+  await page.locator(W("button.launcher")).click();
+  await until(() => errors.some((e) => e.includes("trusted-types confab")), 5000, "the explanation");
+  assert.equal(await page.locator(W("[role=dialog]")).count(), 0, "no panel without its script");
 });
 
 test("single-page app: the widget survives client-side navigations", BOUND, async (t) => {

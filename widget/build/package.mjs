@@ -51,6 +51,21 @@ const loaderSource = readFileSync(join(root, "widget", "loader.js"), "utf8")
   .replace("__WASM_SRI__", sri(wasm));
 const loader = (await esbuild.transform(loaderSource, { minify: true, target: "es2020" })).code;
 
+// 4. Pages may enforce Trusted Types (`require-trusted-types-for 'script'`), where any string
+//    given to an HTML or script sink throws. The glue and the loader must reach none: the
+//    loader's one script URL goes through its `confab` policy, and every view is built with DOM
+//    calls (a Leptos view whose attributes and children are all literals is "inert", built from
+//    HTML through `innerHTML`; give one attribute as an expression, `fill={"currentColor"}`).
+//    wasm-bindgen only imports the setters the module uses, so a sink in the glue means one in
+//    the module.
+const SINKS = /\b(innerHTML|outerHTML|insertAdjacentHTML|createContextualFragment|DOMParser|document\.write|srcdoc)\b|\beval\(|new Function\b/;
+for (const [name, code] of [["glue", glue], ["loader", loader]]) {
+  const found = code.match(SINKS);
+  if (found) {
+    throw new Error(`the widget's ${name} reaches ${found[0]}, which pages enforcing Trusted Types refuse`);
+  }
+}
+
 for (const f of files) rmSync(join(staging, f), { recursive: true, force: true });
 
 const manifest = {};

@@ -895,8 +895,12 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                 aria-expanded=move || open.get().to_string()
                 on:click=move |_| open.update(|o| *o = !*o)
             >
-                <svg viewBox="0 0 24 24" aria-hidden="true" fill="currentColor">
-                    <path d="M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"></path>
+                // Attributes as expressions, not literals: an element whose every attribute and
+                // child is a literal is "inert", and Leptos builds inert elements by parsing
+                // their HTML (`innerHTML` on a template), which a page enforcing Trusted Types
+                // refuses.
+                <svg viewBox="0 0 24 24" aria-hidden="true" fill={"currentColor"}>
+                    <path d={"M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"}></path>
                 </svg>
                 <Show when=move || unread.get() != 0 && !open.get()>
                     <span class="unread" aria-hidden="true">{move || unread.get().min(99).to_string()}</span>
