@@ -502,7 +502,7 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
     };
     if let Some(base) = &admin_base {
         out.push_str(&format!("Admin API: {base}/admin/v1/ (token from the configuration)\n"));
-        if state.config.admin.console_dir.join("index.html").exists() {
+        if crate::http::assets::Files::console(&state.config).has("index.html") {
             out.push_str(&format!("Console: {base}/console/ (log in with the admin token)\n"));
         }
     }
@@ -518,15 +518,15 @@ async fn run_serve(config: Config, store: Arc<dyn Store>) -> anyhow::Result<()> 
         }
         (None, None, None) => {}
     }
-    let loader = state.config.widget.assets_dir.join("confab.js");
-    if loader.exists() {
+    let widget = crate::http::assets::Files::widget(&state.config);
+    if widget.has("confab.js") {
         out.push_str(&format!(
             "Embed the widget with:\n  <script src=\"{public_url}/confab.js\" data-site=\"SITE_KEY\" async></script>\n"
         ));
     } else {
         out.push_str(&format!(
-            "Widget not built ({} is missing): run scripts/build-widget to serve /confab.js.\n",
-            loader.display()
+            "Widget not built (no confab.js in {}): run scripts/build-widget to serve /confab.js.\n",
+            widget.describe()
         ));
     }
     print_flush(&out);

@@ -144,7 +144,9 @@ pub struct AdminConfig {
     /// `server.listen`.
     pub listen: Option<SocketAddr>,
     /// The console's files (the output of `scripts/build-console`), served at `/console/`.
-    pub console_dir: PathBuf,
+    /// Unset: the console built into the binary (`--features embed-assets`), or else
+    /// `dist/console`.
+    pub console_dir: Option<PathBuf>,
     /// How long a console login lasts.
     pub session_hours: u32,
     /// The URL operators reach the admin listener (and the console) at, for the links that
@@ -158,7 +160,7 @@ impl Default for AdminConfig {
             token_env: "CONFAB_ADMIN_TOKEN".into(),
             token_file: None,
             listen: None,
-            console_dir: PathBuf::from("dist/console"),
+            console_dir: None,
             session_hours: 12,
             public_url: None,
         }
@@ -617,8 +619,9 @@ pub struct WidgetDefaults {
     /// `#rgb` or `#rrggbb`; unset: the widget's own colour.
     pub primary_color: Option<String>,
     /// Where the built widget is (`scripts/build-widget` writes it to `dist/widget`); the relay
-    /// serves `/confab.js` and `/widget/...` from here.
-    pub assets_dir: PathBuf,
+    /// serves `/confab.js` and `/widget/...` from here. Unset: the widget built into the binary
+    /// (`--features embed-assets`), or else `dist/widget`.
+    pub assets_dir: Option<PathBuf>,
 }
 
 impl Default for WidgetDefaults {
@@ -628,7 +631,7 @@ impl Default for WidgetDefaults {
             greeting: "Hi! How can I help you today?".into(),
             suggestions: Vec::new(),
             primary_color: None,
-            assets_dir: PathBuf::from("dist/widget"),
+            assets_dir: None,
         }
     }
 }

@@ -55,15 +55,9 @@ export async function startRelay(env = {}, dir = mkdtempSync(join(tmpdir(), "con
     });
     child.on("exit", (code) => reject(new Error(`relay exited with ${code}:\n${output}`)));
   }).finally(() => clearTimeout(timer));
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  // SIGTERM, then SIGKILL if the relay is still draining streams after 5 s.
+  const stop = stopper(child);
   const close = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await stop();
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -76,6 +70,22 @@ export async function startRelay(env = {}, dir = mkdtempSync(join(tmpdir(), "con
     await close();
     throw error;
   }
+}
+
+/**
+ * What stops a relay process: SIGTERM, then SIGKILL if it is still draining streams after 5 s;
+ * resolves once it has exited. Call it at once, so the exit is never missed.
+ */
+export function stopper(child) {
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  return async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+  };
 }
 
 /** A free TCP port of 127.0.0.1 (free when asked). */

@@ -30,7 +30,7 @@ async fn console(
     let relay = TestRelay::builder(mock)
         .config(|c| {
             c.admin.token_file = Some(token_file);
-            c.admin.console_dir = files;
+            c.admin.console_dir = Some(files);
             change(c);
         })
         .start()

@@ -114,7 +114,7 @@ async fn the_loader_and_the_widget_files_are_served_from_the_assets_directory() 
     std::fs::write(assets.path().join("confab.js"), "/* loader */").unwrap();
     std::fs::write(assets.path().join("confab-widget.0123456789abcdef.js"), "/* glue */").unwrap();
     let dir = assets.path().to_owned();
-    let relay = TestRelay::builder(&mock).config(|c| c.widget.assets_dir = dir).start().await;
+    let relay = TestRelay::builder(&mock).config(|c| c.widget.assets_dir = Some(dir)).start().await;
     for (path, body) in [
         ("/confab.js", "/* loader */"),
         ("/widget/confab-widget.0123456789abcdef.js", "/* glue */"),

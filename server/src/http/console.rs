@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::services::ServeDir;
 
+use super::assets::{Files, serve_bundle};
 use super::chat::Peer;
 use super::{ApiJson, AppState};
 use crate::error::ApiError;
@@ -43,14 +44,24 @@ pub const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval';
 
 /// The console's files.
 pub fn router(state: &AppState) -> Router<AppState> {
-    let files = ServeDir::new(&state.config.admin.console_dir)
-        .precompressed_br()
-        .precompressed_gzip()
-        .append_index_html_on_directories(true);
-    Router::new()
-        .route("/console", get(|| async { axum::response::Redirect::permanent("/console/") }))
-        .nest_service("/console/", files)
-        .layer(middleware::from_fn(console_headers))
+    let router = Router::new()
+        .route("/console", get(|| async { axum::response::Redirect::permanent("/console/") }));
+    let router = match Files::console(&state.config) {
+        Files::Dir(dir) => {
+            let files = ServeDir::new(dir)
+                .precompressed_br()
+                .precompressed_gzip()
+                .append_index_html_on_directories(true);
+            router.nest_service("/console/", files)
+        }
+        Files::Embedded(bundle) => router.nest_service(
+            "/console/",
+            axum::routing::any(move |method, uri, headers| {
+                serve_bundle(bundle, method, uri, headers)
+            }),
+        ),
+    };
+    router.layer(middleware::from_fn(console_headers))
 }
 
 async fn console_headers(request: Request, next: Next) -> Response {

@@ -5,7 +5,7 @@
 //! modules (`policy`, `relay`, `sites`).
 
 mod admin;
-mod assets;
+pub mod assets;
 mod auth;
 mod chat;
 mod console;
