@@ -103,11 +103,14 @@ impl Embedder {
             vectors.extend(self.call(batch, self.config.ingest_timeout()).await?);
         }
         let length = vectors.first().map_or(0, Vec::len);
-        if length > confab_knowledge::MAX_DIMENSIONS || vectors.iter().any(|v| v.len() != length) {
+        if length > confab_knowledge::MAX_DIMENSIONS {
             return Err(self.unusable(format!(
-                "lengths of {length} and {} in one ingestion",
-                vectors.iter().map(Vec::len).find(|l| *l != length).unwrap_or(length)
+                "{length} dimensions, more than {}",
+                confab_knowledge::MAX_DIMENSIONS
             )));
+        }
+        if let Some(other) = vectors.iter().map(Vec::len).find(|l| *l != length) {
+            return Err(self.unusable(format!("lengths of {length} and {other} in one ingestion")));
         }
         Ok(vectors)
     }
@@ -122,17 +125,27 @@ impl Embedder {
     }
 
     /// A question retrieved by BM25 alone although its site has embeddings: logged and counted.
-    pub fn fell_back(&self, why: &dyn std::fmt::Display) {
+    fn fell_back(&self, why: &dyn std::fmt::Display) {
         self.fallbacks.inc();
         tracing::warn!(model = %self.key, %why, "a question was retrieved by BM25 alone");
     }
 
     /// The embedding of a question (see `SiteIndex::embedding_text`), or `None` when the model
-    /// failed or was later than `query_timeout_ms`: logged and counted, and the request goes
-    /// on with BM25 alone.
-    pub async fn question(&self, text: String) -> Option<Vec<f32>> {
+    /// failed, was later than `query_timeout_ms`, or made a vector of another length than the
+    /// site's `dimensions`: logged and counted, and the request goes on with BM25 alone.
+    pub async fn question(&self, text: String, dimensions: usize) -> Option<Vec<f32>> {
         match self.call(&[text], self.config.query_timeout()).await {
-            Ok(mut vectors) => vectors.pop(),
+            Ok(mut vectors) => match vectors.pop() {
+                Some(question) if question.len() == dimensions => Some(question),
+                other => {
+                    let length = other.map_or(0, |v| v.len());
+                    let why = format!(
+                        "the question's embedding has {length} dimensions, the site's {dimensions}"
+                    );
+                    self.fell_back(&why);
+                    None
+                }
+            },
             Err(error) => {
                 self.fell_back(&error);
                 None

@@ -206,29 +206,18 @@ impl Library {
         k: usize,
     ) -> Result<Option<Found>, StoreError> {
         let Some((index, vectors)) = self.shelf(site) else { return Ok(None) };
-        let question = match (&self.embedder, &vectors) {
-            (Some(embedder), Some(vectors)) => {
-                match embedder.question(SiteIndex::embedding_text(user_messages)).await {
-                    Some(question) if question.len() != vectors.dimensions() => {
-                        let why = format!(
-                            "the question's embedding has {} dimensions, the site's {}",
-                            question.len(),
-                            vectors.dimensions()
-                        );
-                        embedder.fell_back(&why);
-                        None
-                    }
-                    question => question,
-                }
-            }
+        let question = match (&self.embedder, vectors.as_deref()) {
+            (Some(embedder), Some(vectors)) => embedder
+                .question(SiteIndex::embedding_text(user_messages), vectors.dimensions())
+                .await
+                .map(|query| (embedder, vectors, query)),
             _ => None,
         };
-        let dense = match (&self.embedder, vectors.as_deref(), question.as_deref()) {
-            (Some(embedder), Some(vectors), Some(query)) => {
-                Some(Dense { vectors, query, min_similarity: embedder.min_similarity() })
-            }
-            _ => None,
-        };
+        let dense = question.as_ref().map(|(embedder, vectors, query)| Dense {
+            vectors,
+            query,
+            min_similarity: embedder.min_similarity(),
+        });
         let hits = index.search_hybrid(user_messages, dense, k).map_err(|error| {
             StoreError::Corrupt(format!("knowledge index of site {site}: {error}"))
         })?;
