@@ -2,7 +2,15 @@
 //   <script src="https://RELAY/confab.js" data-site="SITE_KEY" async></script>
 // It draws the launcher at once inside a Shadow DOM root, then loads the widget (wasm) when the
 // page is idle or on the first click, whichever comes first. It adds one global: window.Confab
-// (open, close, send, identify, reset, on).
+// (open, close, send, identify, reset, on), and registers the <confab-chat> element, which
+// shows the chat inline in the page (widget/js/embed.js).
+//
+// widget/build/package.mjs bundles it (with esbuild) with the modules it imports, and fills in
+// __GLUE__, __GLUE_SRI__, __WASM__ and __WASM_SRI__: the hashed names of the glue and the module,
+// and their SRI hashes.
+import { defineElement, rightToLeft } from "./js/embed.js";
+import { forget, identity, token } from "./js/identity.js";
+
 (() => {
   const script = document.currentScript;
   if (!script || window.Confab) return;
@@ -27,7 +35,7 @@
   // Trusted Types (`require-trusted-types-for 'script'`) it goes through a policy named `confab`
   // that lets that URL through and nothing else; the page's CSP must allow the name
   // (`trusted-types confab`). Elsewhere it is the plain string.
-  const glueUrl = assets + "__GLUE__";
+  const glueUrl = assets + __GLUE__;
   let glueScriptUrl = glueUrl;
   if (window.trustedTypes && trustedTypes.createPolicy) {
     try {
@@ -48,51 +56,10 @@
   let openOnLoad = "open" in data && data.open !== "false";
   // Right-to-left from data-locale, else from the page itself; the launcher then sits on the
   // left unless data-position says otherwise.
-  const rtl = data.locale
-    ? /^(ar|ckb|dv|fa|he|ks|ku|ps|sd|ug|ur|yi)\b/i.test(data.locale)
-    : document.documentElement.dir === "rtl";
+  const rtl = rightToLeft(data.locale);
   const left = data.position ? data.position === "left" : rtl;
-  const color = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(data.color || "") ? data.color : undefined;
-
-  // A visitor token from the site's backend (verified visitors): a signed JWT or an
-  // `hmac.<base64url user id>.<hex hash>` token, or { userId, userHash } to build the latter.
   let visitorToken = data.visitorToken;
-  const token = (t) =>
-    t && typeof t === "object"
-      ? "hmac." + btoa(String.fromCharCode(...new TextEncoder().encode(String(t.userId))))
-          .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "") + "." + t.userHash
-      : t;
-
-  // Whose conversation is shown and stored: the token's user id (the `hmac.` form's, or a JWT's
-  // `sub`, both as UTF-8 bytes), so that a refreshed JWT keeps the history; the whole token for
-  // any other shape. Hashed (cyrb53, 53 bits): the key of a stored conversation never holds a
-  // token, which is a credential. "" is an anonymous visitor.
-  const identity = (t) => {
-    if (!t) return "";
-    const [kind, id, sig] = t.split(".");
-    const b64 = (s) => atob(s.replace(/-/g, "+").replace(/_/g, "/"));
-    let user = "t" + t;
-    try {
-      if (kind === "hmac") user = "u" + b64(id);
-      else if (sig !== undefined) {
-        const sub = JSON.parse(b64(id)).sub;
-        if (typeof sub === "string") user = "u" + sub;
-      }
-    } catch {
-      // Not base64 or not JSON: the whole token stands for its holder.
-    }
-    let h1 = 0xdeadbeef, h2 = 0x41c6ce57;
-    for (let i = 0; i < user.length; i++) {
-      const c = user.charCodeAt(i);
-      h1 = Math.imul(h1 ^ c, 2654435761);
-      h2 = Math.imul(h2 ^ c, 1597334677);
-    }
-    h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
-    h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
-    return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36);
-  };
-  // storage::key in the widget: where the conversation of `id` on this site is kept.
-  const slot = (id) => "confab:v2:" + data.site + (id ? ":" + id : "");
+  const color = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(data.color || "") ? data.color : undefined;
 
   const api = (window.Confab = {
     identify: (t) => {
@@ -103,17 +70,7 @@
     // identity, and abort the answer in flight. Synchronous, so a page may navigate right after.
     reset: () => {
       if (widget) widget.reset();
-      else {
-        try {
-          // The conversation, and its id on the relay (a new one is made for the next visitor).
-          for (const id of [slot(identity(visitorToken)), slot("")]) {
-            localStorage.removeItem(id);
-            localStorage.removeItem(id + "#conversation");
-          }
-        } catch {
-          // Storage disabled: there is nothing stored to forget.
-        }
-      }
+      else forget(data.site, visitorToken);
       visitorToken = undefined;
     },
     open: () => start(true).then(() => widget.open()),
@@ -123,33 +80,41 @@
     emit: (name, detail) => (listeners[name] || []).forEach((fn) => fn(detail)),
   });
 
+  // The module's bindings, loaded once for every chat on the page: the glue by a script element
+  // (with its SRI hash), which fetches the module (with its own).
+  let bindings;
+  const load = () =>
+    (bindings = bindings || new Promise((resolve, reject) => {
+      const glue = document.createElement("script");
+      try {
+        glue.src = glueScriptUrl;
+      } catch (error) {
+        console.error("Confab: this page enforces Trusted Types; allow the policy named " +
+          "`confab` in its Content-Security-Policy (`trusted-types confab`) to load the chat.");
+        throw error;
+      }
+      glue.integrity = __GLUE_SRI__;
+      glue.crossOrigin = "anonymous";
+      glue.async = true;
+      glue.onload = () => api.__start(assets + __WASM__, __WASM_SRI__).then(resolve, reject);
+      glue.onerror = reject;
+      document.head.appendChild(glue);
+    }));
+  // <confab-chat> talks to this relay about this site unless it names others.
+  defineElement(load, { relay, site: data.site });
+
   // `open`: the visitor (or the page's script) asked for the panel, so it takes the focus.
   function start(open) {
     opened = opened || open;
     if (!loading) {
-      loading = new Promise((resolve, reject) => {
-        const glue = document.createElement("script");
-        try {
-          glue.src = glueScriptUrl;
-        } catch (error) {
-          console.error("Confab: this page enforces Trusted Types; allow the policy named " +
-            "`confab` in its Content-Security-Policy (`trusted-types confab`) to load the chat.");
-          throw error;
-        }
-        glue.integrity = "__GLUE_SRI__";
-        glue.crossOrigin = "anonymous";
-        glue.async = true;
-        glue.onload = () => api.__start(assets + "__WASM__", "__WASM_SRI__").then(resolve, reject);
-        glue.onerror = reject;
-        document.head.appendChild(glue);
-      }).then((bindings) => {
+      loading = load().then((bindings) => {
         const hadFocus = root.activeElement === placeholder;
         placeholder.remove();
         widget = bindings.mount(root, {
           relay, site: data.site, open: openOnLoad || opened, focus: !!opened, title: data.title,
           greeting: data.greeting, color, position: left ? "left" : "right",
           dir: rtl ? "rtl" : "ltr", lang: data.locale, visitor_token: visitorToken,
-          identity: identity(visitorToken),
+          identity: identity(visitorToken), emit: api.emit,
         });
         if (hadFocus && !opened) root.querySelector(".launcher").focus();
       });

@@ -13,6 +13,7 @@ const TYPES = {
   ".css": "text/css; charset=utf-8",
   ".svg": "image/svg+xml",
   ".png": "image/png",
+  ".wasm": "application/wasm",
 };
 
 /**
@@ -35,6 +36,8 @@ export const cspFor = (relay) => {
  */
 export async function startHosts(vars = {}) {
   const cspReports = [];
+  // Directories served under a path prefix (`serve`): an app a test built.
+  const served = new Map();
   const server = createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url, "http://host").pathname);
     if (req.method === "POST" && path === "/csp-report") {
@@ -56,10 +59,17 @@ export async function startHosts(vars = {}) {
     // The SPA's own routes all serve its page, as a single-page app's server does.
     const asked = path.startsWith("/spa/") ? "spa.html" : basename(path) || "plain.html";
     // tt-none.html is tt.html under a policy that allows no Trusted Types policy at all.
-    const file = asked === "tt-none.html" ? "tt.html" : asked;
+    let file = asked === "tt-none.html" ? "tt.html" : asked;
+    let from = join(pages, file);
+    for (const [prefix, dir] of served) {
+      if (path.startsWith(prefix) && !path.includes("..")) {
+        file = path.slice(prefix.length) || "index.html";
+        from = join(dir, file);
+      }
+    }
     let body;
     try {
-      body = await readFile(join(pages, file));
+      body = await readFile(from);
     } catch {
       return res.writeHead(404, { "Content-Type": "text/plain" }).end("not found");
     }
@@ -81,6 +91,10 @@ export async function startHosts(vars = {}) {
     url,
     vars,
     cspReports,
+    /** Serves the files of `dir` under `prefix` (`/app/`), {{VARS}} filled in as for the pages. */
+    serve(prefix, dir) {
+      served.set(prefix, dir);
+    },
     close() {
       server.closeAllConnections?.();
       return new Promise((resolve) => server.close(() => resolve()));

@@ -4,11 +4,13 @@
 //   confab-widget.<hash>.js   the wasm-bindgen glue wrapped in one IIFE (immutable)
 //   confab-widget.<hash>.wasm the module, optimised by wasm-opt -Oz (immutable)
 //
-// plus .br and .gz next to each, and manifest.json with sizes and SRI hashes.
+// plus .br and .gz next to each, and manifest.json with sizes and SRI hashes; and the npm
+// package `confab-widget` in dist/npm/confab-widget (`npm pack` there makes its tarball): the
+// same glue and module behind mount(), <confab-chat> and createClient() (widget/js/package.js).
 // Runs with TRUNK_STAGING_DIR set; tools come from the repo's node_modules (scripts/setup).
 import { createHash } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { brotliCompressSync, gzipSync, constants } from "node:zlib";
@@ -41,15 +43,37 @@ window.Confab.__start=async(url,integrity)=>{await wasm_bindgen({module_or_path:
 const glue = (await esbuild.transform(wrapped, { minify: true, target: "es2020" })).code;
 const glueOut = `confab-widget.${hash(glue)}.js`;
 
-// 3. The loader, pointing at the hashed names and carrying their SRI hashes: the glue is loaded
-//    with `integrity` and the module fetched with it, so pinning confab.js pins everything.
+// 3. The loader, bundled with the modules it shares with the package (widget/js), pointing at
+//    the hashed names and carrying their SRI hashes: the glue is loaded with `integrity` and the
+//    module fetched with it, so pinning confab.js pins everything.
 const sri = (bytes) => "sha384-" + createHash("sha384").update(bytes).digest("base64");
-const loaderSource = readFileSync(join(root, "widget", "loader.js"), "utf8")
-  .replace("__GLUE__", glueOut)
-  .replace("__GLUE_SRI__", sri(glue))
-  .replace("__WASM__", wasmOut)
-  .replace("__WASM_SRI__", sri(wasm));
-const loader = (await esbuild.transform(loaderSource, { minify: true, target: "es2020" })).code;
+const defines = {
+  __GLUE__: JSON.stringify(glueOut),
+  __GLUE_SRI__: JSON.stringify(sri(glue)),
+  __WASM__: JSON.stringify(wasmOut),
+  __WASM_NAME__: JSON.stringify(wasmOut),
+  __WASM_URL__: JSON.stringify("./" + wasmOut),
+  __WASM_SRI__: JSON.stringify(sri(wasm)),
+};
+const bundle = async (entry, options) =>
+  (await esbuild.build({
+    entryPoints: [join(root, "widget", entry)], bundle: true, write: false, target: "es2020",
+    define: defines, logLevel: "warning", ...options,
+  })).outputFiles[0].text;
+const loader = await bundle("loader.js", { format: "iife", minify: true });
+
+// The npm package: the same glue as an ES module (`confab:glue`), not minified (the app's
+// bundler minifies), with the module next to it under its hashed name.
+const glueModule = {
+  name: "confab-glue",
+  setup(build) {
+    build.onResolve({ filter: /^confab:glue$/ }, () => ({ path: "glue", namespace: "confab" }));
+    build.onLoad({ filter: /.*/, namespace: "confab" }, () => ({
+      contents: `${glueSource}\nexport default wasm_bindgen;\n`, loader: "js",
+    }));
+  },
+};
+const npmModule = await bundle("js/package.js", { format: "esm", plugins: [glueModule] });
 
 // 4. Pages may enforce Trusted Types (`require-trusted-types-for 'script'`), where any string
 //    given to an HTML or script sink throws. The glue and the loader must reach none: the
@@ -59,7 +83,7 @@ const loader = (await esbuild.transform(loaderSource, { minify: true, target: "e
 //    wasm-bindgen only imports the setters the module uses, so a sink in the glue means one in
 //    the module.
 const SINKS = /\b(innerHTML|outerHTML|insertAdjacentHTML|createContextualFragment|DOMParser|document\.write|srcdoc)\b|\beval\(|new Function\b/;
-for (const [name, code] of [["glue", glue], ["loader", loader]]) {
+for (const [name, code] of [["glue", glue], ["loader", loader], ["npm package", npmModule]]) {
   const found = code.match(SINKS);
   if (found) {
     throw new Error(`the widget's ${name} reaches ${found[0]}, which pages enforcing Trusted Types refuse`);
@@ -81,3 +105,31 @@ for (const [name, bytes] of [["confab.js", loader], [glueOut, glue], [wasmOut, w
   console.log(`${name.padEnd(40)} ${String(raw.length).padStart(7)} raw ${String(gz.length).padStart(7)} gzip ${String(br.length).padStart(7)} br  ${integrity}`);
 }
 writeFileSync(join(staging, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
+
+// The npm package, in dist/npm/confab-widget (replaced whole).
+const version = readFileSync(join(root, "Cargo.toml"), "utf8").match(/^version = "([^"]+)"/m)[1];
+const npm = join(root, "dist", "npm", "confab-widget");
+rmSync(npm, { recursive: true, force: true });
+mkdirSync(npm, { recursive: true });
+writeFileSync(join(npm, "index.js"), npmModule);
+copyFileSync(join(root, "widget", "js", "index.d.ts"), join(npm, "index.d.ts"));
+copyFileSync(join(root, "widget", "js", "README.md"), join(npm, "README.md"));
+writeFileSync(join(npm, wasmOut), wasm);
+writeFileSync(join(npm, "package.json"), JSON.stringify({
+  name: "confab-widget",
+  version,
+  description: "The Confab chat: mount(), <confab-chat> and a headless client for a Confab relay.",
+  license: "Apache-2.0",
+  type: "module",
+  main: "./index.js",
+  module: "./index.js",
+  types: "./index.d.ts",
+  exports: {
+    ".": { types: "./index.d.ts", import: "./index.js", default: "./index.js" },
+    "./confab-widget.wasm": `./${wasmOut}`,
+    "./package.json": "./package.json",
+  },
+  files: ["index.js", "index.d.ts", wasmOut, "README.md"],
+  sideEffects: ["./index.js"],
+}, null, 2) + "\n");
+console.log(`npm package confab-widget@${version} in ${npm}`);

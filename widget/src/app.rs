@@ -8,7 +8,6 @@ use confab_protocol::{ChatMessage, Role, WidgetConfig};
 use leptos::prelude::*;
 use leptos::reactive::owner::LocalStorage;
 use leptos::task::spawn_local;
-use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::AbortController;
 
@@ -24,6 +23,11 @@ use crate::{feedback, markdown, text};
 pub struct Embed {
     pub relay: String,
     pub site_key: String,
+    /// Where its conversations are stored (`storage::key`): the site key, and the chat's name
+    /// if it has one.
+    pub storage_key: String,
+    /// The panel alone, filling the host element, always open; no launcher.
+    pub inline: bool,
     pub open: bool,
     /// The visitor opened it (rather than `data-open`): the input takes the focus.
     pub focus: bool,
@@ -42,6 +46,8 @@ pub struct Embed {
 #[derive(Debug, Clone, Copy)]
 pub struct Controls {
     pub open: RwSignal<bool>,
+    /// An inline chat: always open.
+    pub inline: bool,
     /// A message to send, set by `Confab.send(text)`.
     pub outbox: RwSignal<Option<String>>,
     /// The visitor token (`data-visitor-token`, `Confab.identify`), sent with every message.
@@ -56,6 +62,11 @@ pub struct Controls {
     switched: Trigger,
     /// The answer in flight.
     request: StoredValue<Option<Flight>, LocalStorage>,
+    /// Called with each event's name and detail, for the page (`Confab.on`, the package's
+    /// handle).
+    emitter: StoredValue<Option<js_sys::Function>, LocalStorage>,
+    /// Set by [`Controls::shut`]: the chat is gone from the page.
+    shut: StoredValue<bool>,
 }
 
 /// An answer in flight, and what stopping it takes: aborting its request and, once the relay
@@ -94,15 +105,46 @@ enum Ask {
 }
 
 impl Controls {
-    pub fn new(open: bool, visitor_token: Option<String>, identity: String) -> Self {
+    pub fn new(
+        open: bool,
+        inline: bool,
+        visitor_token: Option<String>,
+        identity: String,
+        emitter: Option<js_sys::Function>,
+    ) -> Self {
         Self {
             open: RwSignal::new(open),
+            inline,
             outbox: RwSignal::new(None),
             visitor_token: RwSignal::new(visitor_token),
             identity: RwSignal::new(identity),
             generation: StoredValue::new(0),
             switched: Trigger::new(),
             request: StoredValue::new_local(None),
+            emitter: StoredValue::new_local(emitter),
+            shut: StoredValue::new(false),
+        }
+    }
+
+    /// The chat is being removed from the page (`Widget::destroy`): the answer in flight is
+    /// stopped, and every task still waiting on the network finds, when it wakes, that its
+    /// conversation is no longer shown (the generation moved on) and touches nothing.
+    pub fn shut(&self) {
+        self.abort();
+        self.shut.set_value(true);
+        self.generation.update_value(|g| *g += 1);
+        self.emitter.set_value(None);
+    }
+
+    /// Whether the chat is still on the page.
+    fn live(&self) -> bool {
+        !self.shut.get_value()
+    }
+
+    /// Tells the page's listeners what happened.
+    fn emit(&self, name: &str, detail: &str) {
+        if let Some(emit) = self.emitter.get_value() {
+            let _ = emit.call2(&wasm_bindgen::JsValue::NULL, &name.into(), &detail.into());
         }
     }
 
@@ -122,17 +164,6 @@ impl Controls {
                 request.stop();
             }
         });
-    }
-}
-
-/// Tells the page's listeners (`Confab.on(name, fn)`) what happened.
-fn emit(name: &str, detail: &str) {
-    let Some(window) = web_sys::window() else { return };
-    let Ok(confab) = js_sys::Reflect::get(&window, &"Confab".into()) else { return };
-    if let Ok(emit) = js_sys::Reflect::get(&confab, &"emit".into())
-        && let Ok(emit) = emit.dyn_into::<js_sys::Function>()
-    {
-        let _ = emit.call2(&confab, &name.into(), &detail.into());
     }
 }
 
@@ -210,11 +241,10 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     // Follow the answer down unless the visitor scrolled up to read.
     let stick_to_bottom = StoredValue::new(true);
     let embed = StoredValue::new(embed);
-    let site_key = embed.with_value(|e| e.site_key.clone());
-    let site_key = StoredValue::new(site_key);
+    let storage_key = StoredValue::new(embed.with_value(|e| e.storage_key.clone()));
     let identity = controls.identity;
     // Where the conversation shown is stored: the site key and the identity.
-    let slot = move || (site_key.get_value(), identity.get_untracked());
+    let slot = move || (storage_key.get_value(), identity.get_untracked());
 
     // The conversation on the relay (a site that keeps transcripts): its id, made when it is
     // first needed; who answers it; the latest message by a person shown; whether the visitor's
@@ -274,7 +304,11 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     let config_ready = StoredValue::new_local(config_ready);
     spawn_local(async move {
         let (relay, key) = embed.with_value(|e| (e.relay.clone(), e.site_key.clone()));
-        match api::widget_config(&relay, &key).await {
+        let answer = api::widget_config(&relay, &key).await;
+        if !controls.live() {
+            return;
+        }
+        match answer {
             Ok(site) => {
                 let keeps = site.conversations.is_some();
                 config.set(Some(site));
@@ -474,11 +508,15 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         controller.set_value(Some(Flight { abort, caller, stream: Rc::clone(&stream) }));
         let generation = controls.generation.get_value();
         let asker = identity.get_untracked();
+        let slot_key = storage_key.get_value();
         let ready = config_ready.get_value();
         spawn_local(async move {
             let caller = api::Caller { relay: &relay, key: &key, visitor: visitor.as_deref() };
             let on_text = |delta: api::Delta<'_>| match delta {
-                api::Delta::Text(piece) => answer.text.update(|t| t.push_str(piece)),
+                api::Delta::Text(piece) => {
+                    answer.text.update(|t| t.push_str(piece));
+                    controls.emit("message.delta", piece);
+                }
                 api::Delta::Sources(sources) => answer.sources.set(sources),
             };
             let request = Rc::new(RefCell::new(None::<String>));
@@ -502,7 +540,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         *request.borrow_mut() = id.map(str::to_owned);
                         if let Some(name) = name {
                             *stream.borrow_mut() = Some(name.to_owned());
-                            storage::save_stream(&key, &asker, Some((name, id)));
+                            storage::save_stream(&slot_key, &asker, Some((name, id)));
                         }
                     };
                     api::stream_chat(caller, conversation, named, &signal, head, on_text).await
@@ -513,7 +551,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                     api::resume_chat(caller, &id, &signal, on_text).await
                 }
             };
-            storage::save_stream(&key, &asker, None);
+            storage::save_stream(&slot_key, &asker, None);
             if controls.generation.get_value() != generation {
                 // The conversation it belonged to is gone (and so is its message).
                 return;
@@ -525,7 +563,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                     answer.request.set(request.take());
                     let text = answer.text.get_untracked();
                     announce.set(text.clone());
-                    emit("message", &text);
+                    controls.emit("message", &text);
                 }
                 Err(ChatError::WithPerson) => {
                     // A person holds the conversation: the question goes to them instead.
@@ -668,7 +706,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     Effect::new(move |previous: Option<bool>| {
         let now = open.get();
         if previous.map_or(opened_by_request, |was| was != now) {
-            emit(if now { "open" } else { "close" }, "");
+            controls.emit(if now { "open" } else { "close" }, "");
         }
         now
     });
@@ -684,7 +722,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             return;
         }
         request_animation_frame(move || {
-            if let Some(input) = input_ref.get_untracked() {
+            if let Some(input) = input_ref.try_get_untracked().flatten() {
                 let _ = input.focus();
             }
         });
@@ -697,8 +735,8 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         rendered.track();
         error.track();
         request_animation_frame(move || {
-            if let Some(list) = list_ref.get_untracked()
-                && stick_to_bottom.get_value()
+            if let Some(list) = list_ref.try_get_untracked().flatten()
+                && stick_to_bottom.try_get_value() == Some(true)
             {
                 list.set_scroll_top(list.scroll_height());
             }
@@ -723,7 +761,21 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         }
     });
 
+    // `error` events for the page: why an answer did not come (not the visitor's own stop).
+    Effect::new(move |_| {
+        let said = error.with(|e| {
+            e.as_ref().filter(|e| !matches!(e, ChatError::Aborted)).map(ChatError::message)
+        });
+        if let Some(said) = said {
+            controls.emit("error", &said);
+        }
+    });
+
+    let inline = embed.with_value(|e| e.inline);
     let close = move || {
+        if inline {
+            return;
+        }
         open.set(false);
         if let Some(launcher) = launcher_ref.get_untracked() {
             let _ = launcher.focus();
@@ -762,6 +814,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             node_ref=root_ref
             class:open=move || open.get()
             class:left=embed.with_value(|e| e.left)
+            class:inline=inline
             dir=embed.with_value(|e| e.dir.clone())
             lang=embed.with_value(|e| e.lang.clone())
         >
@@ -769,7 +822,8 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             // while closed it is `visibility: hidden`: not focusable, not in the a11y tree.
             <section
                     class="panel"
-                    role="dialog"
+                    part="panel"
+                    role=if inline { "region" } else { "dialog" }
                     aria-label=title
                     on:keydown=move |ev| {
                         if ev.key() == "Escape" {
@@ -778,23 +832,27 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         }
                     }
                 >
-                    <header>
-                        <h2>{title}</h2>
-                        <button class="clear" type="button" on:click=clear>{text::CLEAR}</button>
-                        <button
-                            class="close"
-                            type="button"
-                            aria-label=text::CLOSE_CHAT
-                            on:click=move |_| close()
-                        >
-                            "×"
-                        </button>
+                    <header part="header">
+                        <h2 part="title">{title}</h2>
+                        <button class="clear" part="clear" type="button" on:click=clear>{text::CLEAR}</button>
+                        {(!inline).then(|| view! {
+                            <button
+                                class="close"
+                                part="close"
+                                type="button"
+                                aria-label=text::CLOSE_CHAT
+                                on:click=move |_| close()
+                            >
+                                "×"
+                            </button>
+                        })}
                     </header>
                     <p class="notice" class:hidden=move || kept().is_none() dir="auto">
                         {move || kept().map(|kept| kept.notice).unwrap_or_default()}
                     </p>
                     <ol
                         class="messages"
+                        part="messages"
                         node_ref=list_ref
                         on:scroll=move |_| {
                             if let Some(list) = list_ref.get_untracked() {
@@ -803,14 +861,14 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                             }
                         }
                     >
-                        <li class="assistant greeting" dir="auto">{greeting}</li>
+                        <li class="assistant greeting" part="message assistant" dir="auto">{greeting}</li>
                         <For each=move || messages.get() key=|m| m.id let:message>
                             {match message.role {
-                                Role::User => view! { <li class="user" dir="auto">{move || message.text.get()}</li> }.into_any(),
+                                Role::User => view! { <li class="user" part="message user" dir="auto">{move || message.text.get()}</li> }.into_any(),
                                 // A person's message is shown like an answer (through the same safe
                                 // renderer), under their label.
                                 _ => view! {
-                                    <li class="assistant" class:person=message.person dir="auto">
+                                    <li class="assistant" part="message assistant" class:person=message.person dir="auto">
                                         {message.person.then(|| view! { <span class="from">{text::FROM_PERSON}</span> })}
                                         <Answer message rendered rate/>
                                     </li>
@@ -819,7 +877,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         </For>
                     </ol>
                     <Show when=move || messages.with(Vec::is_empty)>
-                        <div class="suggestions">
+                        <div class="suggestions" part="suggestions">
                             {move || {
                                 config
                                     .with(|c| c.as_ref().map(|c| c.suggestions.clone()))
@@ -838,7 +896,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         </div>
                     </Show>
                     <Show when=move || error.with(Option::is_some)>
-                        <p class="error" role="alert">
+                        <p class="error" part="error" role="alert">
                             {move || error.with(|e| e.as_ref().map(ChatError::message))}
                             <button class="retry" type="button" on:click=retry>{text::RETRY}</button>
                         </p>
@@ -855,12 +913,13 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                             {text::TALK_TO_PERSON}
                         </button>
                     </div>
-                    <form on:submit=move |ev| {
+                    <form part="form" on:submit=move |ev| {
                         ev.prevent_default();
                         send(draft.get_untracked());
                     }>
                         <textarea
                             aria-label=text::YOUR_MESSAGE
+                            part="input"
                             dir="auto"
                             placeholder=text::PLACEHOLDER
                             rows="1"
@@ -876,36 +935,39 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         ></textarea>
                         <Show
                             when=move || busy.get()
-                            fallback=|| view! { <button class="send" type="submit">{text::SEND}</button> }
+                            fallback=|| view! { <button class="send" part="send" type="submit">{text::SEND}</button> }
                         >
-                            <button class="stop" type="button" on:click=move |_| stop(())>{text::STOP}</button>
+                            <button class="stop" part="send stop" type="button" on:click=move |_| stop(())>{text::STOP}</button>
                         </Show>
                     </form>
                 </section>
             <div class="sr-only" role="status" aria-live="polite">{move || announce.get()}</div>
-            <button
-                class="launcher"
-                type="button"
-                node_ref=launcher_ref
-                aria-label=move || match (open.get(), unread.get()) {
-                    (true, _) => text::CLOSE_CHAT.to_owned(),
-                    (false, 0) => text::OPEN_CHAT.to_owned(),
-                    (false, n) => text::open_chat_unread(n),
-                }
-                aria-expanded=move || open.get().to_string()
-                on:click=move |_| open.update(|o| *o = !*o)
-            >
-                // Attributes as expressions, not literals: an element whose every attribute and
-                // child is a literal is "inert", and Leptos builds inert elements by parsing
-                // their HTML (`innerHTML` on a template), which a page enforcing Trusted Types
-                // refuses.
-                <svg viewBox="0 0 24 24" aria-hidden="true" fill={"currentColor"}>
-                    <path d={"M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"}></path>
-                </svg>
-                <Show when=move || unread.get() != 0 && !open.get()>
-                    <span class="unread" aria-hidden="true">{move || unread.get().min(99).to_string()}</span>
-                </Show>
-            </button>
+            {(!inline).then(|| view! {
+                <button
+                    class="launcher"
+                part="launcher"
+                    type="button"
+                    node_ref=launcher_ref
+                    aria-label=move || match (open.get(), unread.get()) {
+                        (true, _) => text::CLOSE_CHAT.to_owned(),
+                        (false, 0) => text::OPEN_CHAT.to_owned(),
+                        (false, n) => text::open_chat_unread(n),
+                    }
+                    aria-expanded=move || open.get().to_string()
+                    on:click=move |_| open.update(|o| *o = !*o)
+                >
+                    // Attributes as expressions, not literals: an element whose every attribute and
+                    // child is a literal is "inert", and Leptos builds inert elements by parsing
+                    // their HTML (`innerHTML` on a template), which a page enforcing Trusted Types
+                    // refuses.
+                    <svg viewBox="0 0 24 24" aria-hidden="true" fill={"currentColor"}>
+                        <path d={"M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"}></path>
+                    </svg>
+                    <Show when=move || unread.get() != 0 && !open.get()>
+                        <span class="unread" aria-hidden="true">{move || unread.get().min(99).to_string()}</span>
+                    </Show>
+                </button>
+            })}
         </div>
     }
 }
