@@ -485,7 +485,8 @@ async function main({ runs, renderOnly }, stack) {
   console.log("");
 
   // --- Sizes: the build's manifest, each checked against what the relay serves.
-  const files = Object.keys(manifest);
+  // The languages' files count when the visit fetched one (the chosen language's).
+  const files = Object.keys(manifest).filter((f) => !f.startsWith("locales/") || byName(f));
   const loaderName = files.find((f) => f === "confab.js");
   const rows = [];
   const totals = { raw: 0, gzip: 0, brotli: 0 };

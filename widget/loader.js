@@ -10,6 +10,7 @@
 // and their SRI hashes.
 import { defineElement, rightToLeft } from "./js/embed.js";
 import { forget, identity, token } from "./js/identity.js";
+import { chosen, textsFrom } from "./js/locale.js";
 
 (() => {
   const script = document.currentScript;
@@ -100,20 +101,30 @@ import { forget, identity, token } from "./js/identity.js";
       glue.onerror = reject;
       document.head.appendChild(glue);
     }));
+  // The texts of a language, from its file next to the module (with its SRI hash).
+  const texts = textsFrom((language) => {
+    const [file, integrity] = __LOCALES__[language];
+    return fetch(assets + file, { integrity }).then((response) => {
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      return response.json();
+    });
+  });
   // <confab-chat> talks to this relay about this site unless it names others.
-  defineElement(load, { relay, site: data.site });
+  defineElement(load, texts, { relay, site: data.site });
 
   // `open`: the visitor (or the page's script) asked for the panel, so it takes the focus.
   function start(open) {
     opened = opened || open;
     if (!loading) {
-      loading = load().then((bindings) => {
+      const { language, lang } = chosen(data.locale || document.documentElement.lang);
+      loading = Promise.all([load(), texts(language, data.strings)]).then(([bindings, strings]) => {
         const hadFocus = root.activeElement === placeholder;
         placeholder.remove();
         widget = bindings.mount(root, {
           relay, site: data.site, open: openOnLoad || opened, focus: !!opened, title: data.title,
           greeting: data.greeting, color, position: left ? "left" : "right",
-          dir: rtl ? "rtl" : "ltr", lang: data.locale, visitor_token: visitorToken,
+          dir: rtl ? "rtl" : "ltr", lang,
+          strings, visitor_token: visitorToken,
           identity: identity(visitorToken), emit: api.emit,
         });
         if (hadFocus && !opened) root.querySelector(".launcher").focus();

@@ -1,11 +1,12 @@
 // The chat for front-end developers, in headless Chromium against a real relay: the npm package
 // (packed with `npm pack`, installed from the tarball, type-checked and bundled by esbuild into
 // a test app), the <confab-chat> element next to the script tag's floating widget, the
-// headless client, and destroy() leaving nothing behind.
+// ConfabChat component in a Leptos app, the headless client, and destroy() leaving nothing
+// behind.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { WAIT, launchBrowser, openPage, root, startStack, until } from "./harness.mjs";
@@ -16,6 +17,8 @@ before(async () => {
   appDir = buildApp();
   stack = await startStack();
   stack.hosts.serve("/npm-app/", join(appDir, "out"));
+  // The Leptos example (examples/leptos-chat), built by scripts/test with Trunk.
+  stack.hosts.serve("/leptos-chat/", join(root, "dist", "leptos-chat"));
   browser = await launchBrowser();
 }, { timeout: 180000 });
 after(async () => {
@@ -37,7 +40,8 @@ function buildApp() {
   const packed = JSON.parse(run("npm", ["pack", "--json", "--pack-destination", dir], join(root, "dist", "npm", "confab-widget")));
   const tarball = join(dir, packed[0].filename);
   const files = packed[0].files.map((f) => f.path).sort();
-  assert.deepEqual(files.filter((f) => !f.endsWith(".wasm")), ["README.md", "index.d.ts", "index.js", "package.json"]);
+  assert.deepEqual(files.filter((f) => !f.endsWith(".wasm") && !f.startsWith("locales/")), ["README.md", "index.d.ts", "index.js", "package.json"]);
+  assert.equal(files.filter((f) => /^locales\/[a-z]{2}\.js$/.test(f)).length, 15, files.join(", "));
   assert.equal(files.filter((f) => /^confab-widget\.[0-9a-f]{16}\.wasm$/.test(f)).length, 1, files.join(", "));
   const app = join(dir, "app");
   cpSync(join(root, "tests", "e2e", "npm-app"), app, { recursive: true });
@@ -46,7 +50,8 @@ function buildApp() {
   run(join(root, "node_modules", ".bin", "tsc"), ["-p", "tsconfig.json"], app);
   const out = join(dir, "out");
   mkdirSync(out);
-  run(join(root, "node_modules", ".bin", "esbuild"), ["app.ts", "--bundle", "--format=esm", "--minify", `--outfile=${join(out, "app.js")}`], app);
+  // Code splitting: each language the package can speak becomes a chunk of its own.
+  run(join(root, "node_modules", ".bin", "esbuild"), ["app.ts", "--bundle", "--format=esm", "--splitting", "--minify", `--outdir=${out}`], app);
   const installed = join(app, "node_modules", "confab-widget");
   for (const f of readdirSync(installed).filter((f) => f.endsWith(".wasm"))) copyFileSync(join(installed, f), join(out, f));
   copyFileSync(join(app, "index.html"), join(out, "index.html"));
@@ -56,6 +61,8 @@ function buildApp() {
 /** Opens the test app and waits for its inline chat. */
 async function openApp(t) {
   const opened = await openPage(t, browser);
+  opened.chunks = [];
+  opened.page.on("request", (r) => /\/npm-app\/(?!app\.js)[\w-]+\.js$/.test(r.url()) && opened.chunks.push(r.url()));
   await opened.page.goto(stack.hosts.url + "/npm-app/");
   await opened.page.locator("#help textarea").waitFor(WAIT);
   return opened;
@@ -71,7 +78,7 @@ async function askIn(page, scope, question) {
 }
 
 test("an app bundled with esbuild from the packed npm tarball mounts the chat inline and streams an answer", BOUND, async (t) => {
-  const { page, errors } = await openApp(t);
+  const { page, errors, chunks } = await openApp(t);
   // Inline: no launcher, no close button, the panel fills the column the page gave it.
   assert.equal(await page.locator("#help button.launcher").count(), 0);
   assert.equal(await page.locator("#help button.close").count(), 0);
@@ -90,6 +97,19 @@ test("an app bundled with esbuild from the packed npm tarball mounts the chat in
   // send() from the page, through the handle.
   await page.evaluate(() => window.app.chat.send("And my invoice?"));
   await page.locator("#help li.assistant", { hasText: "You asked: And my invoice?" }).filter({ hasText: ANSWER_END }).waitFor(WAIT);
+  // Another chat in French: its language is the one chunk the app downloads.
+  assert.deepEqual(chunks, [], "an English chat needs no language chunk");
+  const french = JSON.parse(readFileSync(join(root, "widget", "locales", "fr.json"), "utf8"));
+  await page.evaluate(() => {
+    const host = document.createElement("div");
+    host.id = "fr";
+    host.style.height = "400px";
+    document.body.append(host);
+    window.app.mount(host, { relay: window.app.relay, site: window.app.site, locale: "fr" });
+  });
+  await page.locator("#fr button.send", { hasText: french.send }).waitFor(WAIT);
+  assert.equal(chunks.length, 1, chunks.join(", "));
+  assert.match(chunks[0], /\/fr-\w+\.js$/);
   assert.deepEqual(errors, []);
 });
 
@@ -140,6 +160,35 @@ test("<confab-chat> inline and the script tag's floating widget share a page wit
   // Closing the floating panel leaves the inline chat alone.
   await page.evaluate(() => window.Confab.close());
   assert.equal(await page.locator(`${inline} section.panel`).isVisible(), true);
+  assert.deepEqual(errors, []);
+});
+
+test("the ConfabChat component renders and chats inside a Leptos app, and cleans up when the app removes it", BOUND, async (t) => {
+  const { page, errors } = await openPage(t, browser);
+  const response = await page.goto(stack.hosts.url + "/leptos-chat/");
+  assert.equal(response.status(), 200, "dist/leptos-chat is built (scripts/test: trunk build in examples/leptos-chat)");
+  await page.locator("#help textarea").waitFor(WAIT);
+  assert.equal(await page.locator("#help h2").textContent(), "Leptos help");
+  // In the language it was given (built into the app).
+  const german = JSON.parse(readFileSync(join(root, "widget", "locales", "de.json"), "utf8"));
+  assert.equal(await page.locator("#help button.send").textContent(), german.send);
+  assert.equal(await page.locator("#help .confab").getAttribute("lang"), "de");
+  await askIn(page, "#help", "From Leptos?");
+  // The component's on_event reached the app's signals.
+  await page.locator("#answers", { hasText: "1" }).waitFor(WAIT);
+  assert.equal(await page.locator("#last").textContent(), answerTo("From Leptos?"));
+  // The app removes the component (<Show>) in the middle of an answer: the chat goes with it
+  // and its answer is cancelled on the relay; back, it shows the same conversation (stored
+  // under its name).
+  const before = stack.mock.cancellations.length;
+  await page.locator("#help textarea").fill("SLOW in Leptos");
+  await page.locator("#help textarea").press("Enter");
+  await page.locator("#help li.assistant", { hasText: "tick2" }).waitFor(WAIT);
+  await page.locator("#toggle").click();
+  await until(() => stack.mock.cancellations.length > before, 10000, "the upstream's generation to stop");
+  await until(() => page.evaluate(() => !document.querySelector("#help .confab-chat")), 5000, "the chat to go");
+  await page.locator("#toggle").click();
+  await page.locator("#help li.user", { hasText: "From Leptos?" }).waitFor(WAIT);
   assert.deepEqual(errors, []);
 });
 

@@ -76,7 +76,9 @@ export async function startHosts(vars = {}) {
     const type = TYPES[extname(file)] ?? "application/octet-stream";
     const headers = { "Content-Type": type, "Cache-Control": "no-store" };
     if (type.startsWith("text/")) {
-      body = body.toString("utf8").replace(/\{\{(\w+)\}\}/g, (m, name) => vars[name] ?? m);
+      // The page's query parameters fill {{name}} too (locale.html?lang=fr): one page, many cases.
+      const query = Object.fromEntries(new URL(req.url, "http://host").searchParams);
+      body = body.toString("utf8").replace(/\{\{(\w+)\}\}/g, (m, name) => query[name] ?? vars[name] ?? m);
     }
     if (file === "csp.html") headers["Content-Security-Policy"] = cspFor(vars.RELAY);
     if (asked === "tt.html") headers["Content-Security-Policy"] = trustedTypesFor(vars.RELAY);

@@ -47,6 +47,35 @@ const glueOut = `confab-widget.${hash(glue)}.js`;
 //    the hashed names and carrying their SRI hashes: the glue is loaded with `integrity` and the
 //    module fetched with it, so pinning confab.js pins everything.
 const sri = (bytes) => "sha384-" + createHash("sha384").update(bytes).digest("base64");
+
+// The languages besides English (widget/locales/<language>.json): each checked against the
+// keys of widget/src/text.rs, minified, and named by content hash; the loader carries their
+// names and SRI hashes and fetches the chosen one only.
+const keys = [...readFileSync(join(root, "widget", "src", "text.rs"), "utf8").matchAll(/text\(\s*"(\w+)",/g)].map((m) => m[1]);
+const declarations = readFileSync(join(root, "widget", "js", "index.d.ts"), "utf8");
+const undeclared = keys.filter((k) => !k.startsWith("open_chat_unread_") && !declarations.includes(`"${k}"`));
+if (undeclared.length) throw new Error(`widget/js/index.d.ts's TextKey lacks ${undeclared.join(", ")}`);
+const counted = new Set(["rate_limited_wait", "too_long", "http_error"]);
+const localeDir = join(root, "widget", "locales");
+const locales = {};
+for (const file of readdirSync(localeDir).filter((f) => f.endsWith(".json")).sort()) {
+  const language = file.slice(0, -".json".length);
+  const table = JSON.parse(readFileSync(join(localeDir, file), "utf8"));
+  const plurals = new Intl.PluralRules(language).resolvedOptions().pluralCategories.map((c) => `open_chat_unread_${c}`);
+  const wanted = [...keys.filter((k) => !k.startsWith("open_chat_unread_")), ...plurals];
+  const missing = wanted.filter((k) => typeof table[k] !== "string" || !table[k]);
+  const unknown = Object.keys(table).filter((k) => !wanted.includes(k));
+  const misplaced = Object.keys(table).filter((k) =>
+    (table[k].split("{n}").length - 1) !== (counted.has(k) || k.startsWith("open_chat_unread_") ? 1 : 0));
+  if (missing.length || unknown.length || misplaced.length) {
+    throw new Error(`widget/locales/${file}: missing ${missing.join(", ") || "-"}; unknown ${unknown.join(", ") || "-"}; wrong {n} in ${misplaced.join(", ") || "-"}`);
+  }
+  if (!readFileSync(join(root, "widget", "src", "component.rs"), "utf8").includes(`include_str!("../locales/${file}")`)) {
+    throw new Error(`widget/locales/${file} is not in LANGUAGES in widget/src/component.rs (the Leptos component's languages)`);
+  }
+  const json = JSON.stringify(table);
+  locales[language] = { json, file: `locales/${language}.${hash(json)}.json`, integrity: sri(json) };
+}
 const defines = {
   __GLUE__: JSON.stringify(glueOut),
   __GLUE_SRI__: JSON.stringify(sri(glue)),
@@ -54,6 +83,8 @@ const defines = {
   __WASM_NAME__: JSON.stringify(wasmOut),
   __WASM_URL__: JSON.stringify("./" + wasmOut),
   __WASM_SRI__: JSON.stringify(sri(wasm)),
+  __LANGUAGES__: JSON.stringify(Object.keys(locales)),
+  __LOCALES__: JSON.stringify(Object.fromEntries(Object.entries(locales).map(([l, { file, integrity }]) => [l, [file, integrity]]))),
 };
 const bundle = async (entry, options) =>
   (await esbuild.build({
@@ -73,7 +104,19 @@ const glueModule = {
     }));
   },
 };
-const npmModule = await bundle("js/package.js", { format: "esm", plugins: [glueModule] });
+// The languages, one module each, imported when chosen (left as imports for the app's bundler).
+const localeModules = {
+  name: "confab-locales",
+  setup(build) {
+    build.onResolve({ filter: /^confab:locales$/ }, () => ({ path: "locales", namespace: "confab-locales" }));
+    build.onResolve({ filter: /^\.\/locales\// }, (args) => ({ path: args.path, external: true }));
+    build.onLoad({ filter: /.*/, namespace: "confab-locales" }, () => ({
+      contents: `export default {${Object.keys(locales).map((l) => `${JSON.stringify(l)}: () => import("./locales/${l}.js")`).join(", ")}};\n`,
+      loader: "js",
+    }));
+  },
+};
+const npmModule = await bundle("js/package.js", { format: "esm", plugins: [glueModule, localeModules] });
 
 // 4. Pages may enforce Trusted Types (`require-trusted-types-for 'script'`), where any string
 //    given to an HTML or script sink throws. The glue and the loader must reach none: the
@@ -93,7 +136,10 @@ for (const [name, code] of [["glue", glue], ["loader", loader], ["npm package", 
 for (const f of files) rmSync(join(staging, f), { recursive: true, force: true });
 
 const manifest = {};
-for (const [name, bytes] of [["confab.js", loader], [glueOut, glue], [wasmOut, wasm]]) {
+mkdirSync(join(staging, "locales"));
+const served = [["confab.js", loader], [glueOut, glue], [wasmOut, wasm],
+  ...Object.values(locales).map(({ file, json }) => [file, json])];
+for (const [name, bytes] of served) {
   const raw = Buffer.from(bytes);
   const br = brotliCompressSync(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } });
   const gz = gzipSync(raw, { level: 9 });
@@ -115,6 +161,10 @@ writeFileSync(join(npm, "index.js"), npmModule);
 copyFileSync(join(root, "widget", "js", "index.d.ts"), join(npm, "index.d.ts"));
 copyFileSync(join(root, "widget", "js", "README.md"), join(npm, "README.md"));
 writeFileSync(join(npm, wasmOut), wasm);
+mkdirSync(join(npm, "locales"));
+for (const [language, { json }] of Object.entries(locales)) {
+  writeFileSync(join(npm, "locales", `${language}.js`), `export default ${json};\n`);
+}
 writeFileSync(join(npm, "package.json"), JSON.stringify({
   name: "confab-widget",
   version,
@@ -129,7 +179,7 @@ writeFileSync(join(npm, "package.json"), JSON.stringify({
     "./confab-widget.wasm": `./${wasmOut}`,
     "./package.json": "./package.json",
   },
-  files: ["index.js", "index.d.ts", wasmOut, "README.md"],
+  files: ["index.js", "index.d.ts", wasmOut, "locales/", "README.md"],
   sideEffects: ["./index.js"],
 }, null, 2) + "\n");
 console.log(`npm package confab-widget@${version} in ${npm}`);

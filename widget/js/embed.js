@@ -1,6 +1,7 @@
 // A chat mounted into an element of the page: what the package's mount() and the <confab-chat>
 // element return. Shared by the loader (confab.js) and the package.
 import { forget, identity, token } from "./identity.js";
+import { chosen } from "./locale.js";
 
 // Whether the chat reads right to left: from its locale if it has one, else from the page.
 export const rightToLeft = (locale) =>
@@ -9,8 +10,9 @@ export const rightToLeft = (locale) =>
 const EVENTS = ["open", "close", "message", "message.delta", "error"];
 
 // Mounts a chat into `host` (in its shadow root, made if it has none) once `load()` resolves
-// to the module's bindings. Calls made before then wait for it.
-export function embed(host, options, load) {
+// to the module's bindings and `texts(language, overrides)` to its texts (locale.js). Calls made
+// before then wait for it.
+export function embed(host, options, load, texts) {
   const listeners = {};
   const emit = (name, detail) => {
     for (const fn of (listeners[name] || []).slice()) {
@@ -27,15 +29,16 @@ export function embed(host, options, load) {
   let visitorToken = token(options.visitorToken);
   let widget, destroyed;
   const root = host.shadowRoot || host.attachShadow({ mode: "open" });
-  const ready = load().then((bindings) => {
+  const { language, lang } = chosen(options.locale || document.documentElement.lang);
+  const ready = Promise.all([load(), texts(language, options.strings)]).then(([bindings, strings]) => {
     if (destroyed) return undefined;
     const rtl = rightToLeft(options.locale);
     widget = bindings.mount(root, {
       relay: String(options.relay || "").replace(/\/$/, ""), site: options.site, mode,
       name: options.name, open: !!options.open, title: options.title, greeting: options.greeting,
       color: options.color, position: options.position || (rtl ? "left" : "right"),
-      dir: rtl ? "rtl" : "ltr", lang: options.locale, visitor_token: visitorToken,
-      identity: identity(visitorToken), emit,
+      dir: rtl ? "rtl" : "ltr", lang,
+      strings, visitor_token: visitorToken, identity: identity(visitorToken), emit,
     });
     return widget;
   });
@@ -77,12 +80,12 @@ export function embed(host, options, load) {
   return handle;
 }
 
-const ATTRIBUTES = ["relay", "site", "mode", "name", "title", "greeting", "color", "locale", "visitor-token", "open", "position"];
+const ATTRIBUTES = ["relay", "site", "mode", "name", "title", "greeting", "color", "locale", "strings", "visitor-token", "open", "position"];
 
 // Registers <confab-chat>, unless the page already has it (the script tag and the package both
 // register it, whichever comes first). `defaults` fills what the element does not say (the
 // script tag's relay and site).
-export function defineElement(load, defaults = {}) {
+export function defineElement(load, texts, defaults = {}) {
   if (typeof customElements === "undefined" || customElements.get("confab-chat")) return;
   customElements.define("confab-chat", class extends HTMLElement {
     static get observedAttributes() {
@@ -97,7 +100,7 @@ export function defineElement(load, defaults = {}) {
         }
       }
       options.open = "open" in options && options.open !== "false";
-      const chat = (this.chat = embed(this, options, load));
+      const chat = (this.chat = embed(this, options, load, texts));
       // The handle's events, as DOM events on the element (`detail` holds the event's detail).
       for (const name of EVENTS) {
         chat.on(name, (detail) => this.dispatchEvent(new CustomEvent(name, { detail })));

@@ -14,7 +14,12 @@ export interface ChatOptions {
    * the script tag's floating chat has no name.
    */
   name?: string;
-  /** A BCP 47 language tag for the panel (`lang`, and right-to-left for Arabic, Hebrew, ...). */
+  /**
+   * A BCP 47 language tag: the chat's language (the page's `<html lang>` without it). English,
+   * Spanish, French, German, Portuguese, Italian, Dutch, Polish, Turkish, Russian, Arabic,
+   * Hebrew, Hindi, Japanese, Korean and Chinese; English for any other. Right-to-left for Arabic
+   * and Hebrew. Only the chosen language is downloaded.
+   */
   locale?: string;
   /** The panel's title; the site's title on the relay otherwise. */
   title?: string;
@@ -26,6 +31,11 @@ export interface ChatOptions {
   position?: "left" | "right";
   /** Floating only: open the panel at once. */
   open?: boolean;
+  /**
+   * The site's own texts, on top of the language's: key to text (the keys of
+   * `widget/locales/*.json`, e.g. `{ send: "Ask" }`), or that object as JSON.
+   */
+  strings?: Partial<Record<TextKey, string>> | string;
   /** A verified visitor: a signed JWT, an `hmac.` token, or the user id and its hash. */
   visitorToken?: VisitorToken;
   /**
@@ -35,6 +45,16 @@ export interface ChatOptions {
    */
   wasm?: "package" | "relay" | string;
 }
+
+/** The widget's texts (see the README's "Every visitor's language"). */
+export type TextKey =
+  | "default_title" | "open_chat" | "close_chat" | "clear" | "your_message" | "placeholder"
+  | "send" | "stop" | "retry" | "sources" | "stopped" | "budget_exhausted" | "upstream_down"
+  | "offline" | "session_expired" | "sign_in" | "unexpected" | "with_person_now"
+  | "rate_limited_wait" | "rate_limited" | "too_long" | "http_error" | "good_answer"
+  | "bad_answer" | "comment_label" | "send_comment" | "thanks" | "talk_to_person"
+  | "waiting_for_person" | "chatting_with_person" | "from_person" | "person_words"
+  | "person_phrases" | `open_chat_unread_${"zero" | "one" | "two" | "few" | "many" | "other"}`;
 
 export type VisitorToken = string | { userId: string; userHash: string };
 

@@ -1,9 +1,13 @@
 // The npm package `confab-widget`: mount(), <confab-chat> and createClient(), for front-end
 // developers who bundle their app. widget/build/package.mjs builds it into dist/npm with the
-// module's glue (`confab:glue`, the same glue the script tag loads) and fills in __WASM_URL__,
-// __WASM_NAME__ and __WASM_SRI__.
+// module's glue (`confab:glue`, the same glue the script tag loads) and the languages
+// (`confab:locales`: a dynamic import of `./locales/<language>.js` each, so that a bundler that
+// splits code downloads the chosen one only), and fills in __WASM_URL__, __WASM_NAME__ and
+// __WASM_SRI__.
 import bindings from "confab:glue";
+import languages from "confab:locales";
 import { defineElement, embed } from "./embed.js";
+import { textsFrom } from "./locale.js";
 
 export { ConfabError, createClient } from "./client.js";
 
@@ -29,6 +33,8 @@ const loader = (options) => () =>
     throw error;
   }));
 
+const texts = textsFrom((language) => languages[language]().then((module) => module.default));
+
 // Mounts the chat in `element`: `mode: "inline"` (the default) fills it; `"floating"` draws the
 // launcher and its panel over the page. Returns the chat's handle.
 export function mount(element, options) {
@@ -38,8 +44,8 @@ export function mount(element, options) {
   if (!options || !options.relay || !options.site) {
     throw new TypeError("Confab: mount needs { relay, site }: the relay's URL and the site key");
   }
-  return embed(element, options, loader(options));
+  return embed(element, options, loader(options), texts);
 }
 
 // <confab-chat relay="..." site="..."> (unless the page's confab.js registered it first).
-defineElement(loader({}));
+defineElement(loader({}), texts);

@@ -20,8 +20,9 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, ReadableStreamDefaultReader, RequestInit, Response};
 
 use crate::conversation::{self, Holder, Rating};
+use crate::json;
 use crate::sources::{self, SourceLink};
-use crate::{json, text};
+use crate::text::{self, Strings};
 use confab_protocol::sse::SseParser;
 
 /// Why an answer did not arrive, in the words a visitor sees.
@@ -46,21 +47,32 @@ pub enum ChatError {
     /// A person holds the conversation: the model does not answer it (`409
     /// conversation_with_person`).
     WithPerson,
+    /// The relay answered something the widget cannot read.
+    Unexpected,
+    /// A failure the relay did not explain: its HTTP status.
+    Http(u16),
+    /// The relay's own message (in English).
     Other(String),
 }
 
 impl ChatError {
-    pub fn message(&self) -> String {
+    /// What the visitor is told, in the chat's language.
+    pub fn message(&self, strings: &Strings) -> String {
         match self {
-            Self::Aborted => text::STOPPED.into(),
-            Self::RateLimited { retry_after } => text::rate_limited(*retry_after),
-            Self::BudgetExhausted => text::BUDGET_EXHAUSTED.into(),
-            Self::UpstreamDown => text::UPSTREAM_DOWN.into(),
-            Self::Offline => text::OFFLINE.into(),
-            Self::NotVerified { expired: true } => text::SESSION_EXPIRED.into(),
-            Self::NotVerified { expired: false } => text::SIGN_IN.into(),
-            Self::TooLong { limit } => text::too_long(*limit),
-            Self::WithPerson => text::WITH_PERSON_NOW.into(),
+            Self::Aborted => strings.get(text::STOPPED),
+            Self::RateLimited { retry_after: Some(wait) } => {
+                strings.with(text::RATE_LIMITED_WAIT, &wait.to_string())
+            }
+            Self::RateLimited { retry_after: None } => strings.get(text::RATE_LIMITED),
+            Self::BudgetExhausted => strings.get(text::BUDGET_EXHAUSTED),
+            Self::UpstreamDown => strings.get(text::UPSTREAM_DOWN),
+            Self::Offline => strings.get(text::OFFLINE),
+            Self::NotVerified { expired: true } => strings.get(text::SESSION_EXPIRED),
+            Self::NotVerified { expired: false } => strings.get(text::SIGN_IN),
+            Self::TooLong { limit } => strings.with(text::TOO_LONG, &limit.to_string()),
+            Self::WithPerson => strings.get(text::WITH_PERSON_NOW),
+            Self::Unexpected => strings.get(text::UNEXPECTED),
+            Self::Http(status) => strings.with(text::HTTP_ERROR, &status.to_string()),
             Self::Other(message) => message.clone(),
         }
     }
@@ -81,9 +93,7 @@ impl ChatError {
             (409, Some("conversation_with_person")) => Self::WithPerson,
             // A lost answer that can no longer be followed.
             (502..=504, _) | (_, Some("stream_not_found")) => Self::UpstreamDown,
-            _ => Self::Other(
-                json::string(&error, "message").unwrap_or_else(|| text::http_error(status)),
-            ),
+            _ => json::string(&error, "message").map_or(Self::Http(status), Self::Other),
         }
     }
 }
@@ -129,7 +139,7 @@ async fn text_of(response: Response) -> Result<String, ChatError> {
 }
 
 fn unexpected() -> ChatError {
-    ChatError::Other(text::UNEXPECTED.into())
+    ChatError::Unexpected
 }
 
 /// `GET /v1/widget/config`.
@@ -702,9 +712,10 @@ mod tests {
             ChatError::from_envelope(401, None, &envelope("visitor_token_required")),
             ChatError::NotVerified { expired: false }
         );
+        assert_eq!(ChatError::from_envelope(500, None, "not json"), ChatError::Http(500));
         assert_eq!(
-            ChatError::from_envelope(500, None, "not json"),
-            ChatError::Other("Something went wrong (HTTP 500).".into())
+            ChatError::Http(500).message(&Strings::default()),
+            "Something went wrong (HTTP 500)."
         );
     }
 

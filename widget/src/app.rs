@@ -15,7 +15,8 @@ use crate::api::{self, ChatError, Live};
 use crate::conversation::{self, Holder, Rating};
 use crate::sources::{self, SourceLink};
 use crate::storage::{self, Entry};
-use crate::{feedback, markdown, text};
+use crate::text::{self, Strings, Text};
+use crate::{feedback, markdown};
 
 /// How the page embedded the widget (`data-*` attributes of the script tag, resolved by the
 /// loader). Visual settings here override the site's config from the relay.
@@ -221,7 +222,11 @@ fn on_color(primary: [u8; 3]) -> &'static str {
 }
 
 #[component]
-pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
+pub fn Chat(embed: Embed, controls: Controls, strings: Strings) -> impl IntoView {
+    // The chat's texts (see `text`), and one of them by its name.
+    let strings = StoredValue::new_local(strings);
+    let t = move |text: Text| strings.try_with_value(|s| s.get(text)).unwrap_or_default();
+    let said = move |e: &ChatError| strings.try_with_value(|s| e.message(s)).unwrap_or_default();
     let open = controls.open;
     let config = RwSignal::new(None::<WidgetConfig>);
     let messages = RwSignal::new(Vec::<Message>::new());
@@ -261,11 +266,11 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     let handoff = move || kept().is_some_and(|c| c.handoff);
     // What the hand-off bar says: who answers, and what went wrong asking for a person.
     let holder_line = move || {
-        let mut line = String::from(match holder.get() {
-            Holder::Bot => "",
-            Holder::Waiting => text::WAITING_FOR_PERSON,
-            Holder::Person => text::CHATTING_WITH_PERSON,
-        });
+        let mut line = match holder.get() {
+            Holder::Bot => String::new(),
+            Holder::Waiting => t(text::WAITING_FOR_PERSON),
+            Holder::Person => t(text::CHATTING_WITH_PERSON),
+        };
         if let Some(error) = person_error.get() {
             line.push(' ');
             line.push_str(&error);
@@ -341,7 +346,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
         embed
             .with_value(|e| e.title.clone())
             .or_else(|| config.with(|c| c.as_ref().map(|c| c.title.clone())))
-            .unwrap_or_else(|| text::DEFAULT_TITLE.into())
+            .unwrap_or_else(|| t(text::DEFAULT_TITLE))
     };
     let greeting = move || {
         embed
@@ -447,7 +452,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             // Ended by itself (back to the bot, or refused): nothing follows it any more.
             live.try_set_value(None);
             if let Err(e) = result {
-                person_error.set(Some(e.message()));
+                person_error.set(Some(said(&e)));
             }
         });
     };
@@ -619,7 +624,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             tell_person(text);
             return;
         }
-        if conversation::wants_person(&text) {
+        if strings.with_value(|s| conversation::wants_person(&text, s)) {
             suggest_person.set(true);
         }
         let mut conversation = history();
@@ -654,7 +659,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                     holder.set(now);
                     save_conversation();
                 }
-                Err(e) => person_error.set(Some(e.message())),
+                Err(e) => person_error.set(Some(said(&e))),
             }
         });
     };
@@ -662,7 +667,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
     // A verdict on `message` (with a comment, after a thumbs-down), told to the relay.
     // `said` (the row's quiet line) gets what the relay answered, in words: thanks, or its error.
     let rate =
-        move |message: Message, rating: Rating, comment: Option<String>, said: web_sys::Element| {
+        move |message: Message, rating: Rating, comment: Option<String>, line: web_sys::Element| {
             let (Some(id), Some(request)) =
                 (conversation.get_untracked(), message.request.get_untracked())
             else {
@@ -670,7 +675,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
             };
             let before = message.rating.get_untracked();
             message.rating.set(Some(rating));
-            said.set_text_content(None);
+            line.set_text_content(None);
             let (relay, key, visitor) = caller_parts();
             let generation = controls.generation.get_value();
             spawn_local(async move {
@@ -681,12 +686,12 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                 }
                 match result {
                     Ok(()) => {
-                        said.set_text_content(Some(text::THANKS));
+                        line.set_text_content(Some(&t(text::THANKS)));
                         remember();
                     }
                     Err(e) => {
                         message.rating.try_set(before);
-                        said.set_text_content(Some(&e.message()));
+                        line.set_text_content(Some(&said(&e)));
                     }
                 }
             });
@@ -763,9 +768,8 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
 
     // `error` events for the page: why an answer did not come (not the visitor's own stop).
     Effect::new(move |_| {
-        let said = error.with(|e| {
-            e.as_ref().filter(|e| !matches!(e, ChatError::Aborted)).map(ChatError::message)
-        });
+        let said =
+            error.with(|e| e.as_ref().filter(|e| !matches!(e, ChatError::Aborted)).map(said));
         if let Some(said) = said {
             controls.emit("error", &said);
         }
@@ -834,13 +838,13 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                 >
                     <header part="header">
                         <h2 part="title">{title}</h2>
-                        <button class="clear" part="clear" type="button" on:click=clear>{text::CLEAR}</button>
+                        <button class="clear" part="clear" type="button" on:click=clear>{t(text::CLEAR)}</button>
                         {(!inline).then(|| view! {
                             <button
                                 class="close"
                                 part="close"
                                 type="button"
-                                aria-label=text::CLOSE_CHAT
+                                aria-label=t(text::CLOSE_CHAT)
                                 on:click=move |_| close()
                             >
                                 "×"
@@ -869,8 +873,8 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                                 // renderer), under their label.
                                 _ => view! {
                                     <li class="assistant" part="message assistant" class:person=message.person dir="auto">
-                                        {message.person.then(|| view! { <span class="from">{text::FROM_PERSON}</span> })}
-                                        <Answer message rendered rate/>
+                                        {message.person.then(|| view! { <span class="from">{t(text::FROM_PERSON)}</span> })}
+                                        <Answer message rendered rate strings/>
                                     </li>
                                 }.into_any(),
                             }}
@@ -897,8 +901,8 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                     </Show>
                     <Show when=move || error.with(Option::is_some)>
                         <p class="error" part="error" role="alert">
-                            {move || error.with(|e| e.as_ref().map(ChatError::message))}
-                            <button class="retry" type="button" on:click=retry>{text::RETRY}</button>
+                            {move || error.with(|e| e.as_ref().map(said))}
+                            <button class="retry" type="button" on:click=retry>{t(text::RETRY)}</button>
                         </p>
                     </Show>
                     <div class="handoff" class:hidden=move || !handoff()>
@@ -910,7 +914,7 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                             type="button"
                             on:click=ask_person
                         >
-                            {text::TALK_TO_PERSON}
+                            {t(text::TALK_TO_PERSON)}
                         </button>
                     </div>
                     <form part="form" on:submit=move |ev| {
@@ -918,10 +922,10 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         send(draft.get_untracked());
                     }>
                         <textarea
-                            aria-label=text::YOUR_MESSAGE
+                            aria-label=t(text::YOUR_MESSAGE)
                             part="input"
                             dir="auto"
-                            placeholder=text::PLACEHOLDER
+                            placeholder=t(text::PLACEHOLDER)
                             rows="1"
                             node_ref=input_ref
                             prop:value=move || draft.get()
@@ -935,9 +939,9 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                         ></textarea>
                         <Show
                             when=move || busy.get()
-                            fallback=|| view! { <button class="send" part="send" type="submit">{text::SEND}</button> }
+                            fallback=move || view! { <button class="send" part="send" type="submit">{t(text::SEND)}</button> }
                         >
-                            <button class="stop" part="send stop" type="button" on:click=move |_| stop(())>{text::STOP}</button>
+                            <button class="stop" part="send stop" type="button" on:click=move |_| stop(())>{t(text::STOP)}</button>
                         </Show>
                     </form>
                 </section>
@@ -949,9 +953,9 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
                     type="button"
                     node_ref=launcher_ref
                     aria-label=move || match (open.get(), unread.get()) {
-                        (true, _) => text::CLOSE_CHAT.to_owned(),
-                        (false, 0) => text::OPEN_CHAT.to_owned(),
-                        (false, n) => text::open_chat_unread(n),
+                        (true, _) => t(text::CLOSE_CHAT),
+                        (false, 0) => t(text::OPEN_CHAT),
+                        (false, n) => strings.try_with_value(|s| s.open_chat_unread(n)).unwrap_or_default(),
                     }
                     aria-expanded=move || open.get().to_string()
                     on:click=move |_| open.update(|o| *o = !*o)
@@ -979,7 +983,12 @@ pub fn Chat(embed: Embed, controls: Controls) -> impl IntoView {
 /// empty, hidden by CSS, otherwise); `rate` tells the relay the visitor's verdict and says what
 /// it answered on the row's quiet line.
 #[component]
-fn Answer<F>(message: Message, rendered: Trigger, rate: F) -> impl IntoView
+fn Answer<F>(
+    message: Message,
+    rendered: Trigger,
+    rate: F,
+    strings: StoredValue<Strings, LocalStorage>,
+) -> impl IntoView
 where
     F: Fn(Message, Rating, Option<String>, web_sys::Element) + Copy + Send + Sync + 'static,
 {
@@ -993,7 +1002,9 @@ where
     Effect::new(move |_| {
         if let Some(holder) = sources_node.get() {
             message.sources.with(|sources| {
-                let _ = sources::show(&holder, sources);
+                strings.with_value(|strings| {
+                    let _ = sources::show(&holder, sources, strings);
+                });
             });
         }
     });
@@ -1017,7 +1028,7 @@ where
             if let Some(row) = row.try_get_untracked().flatten() {
                 let complete = message.request.try_get_untracked().flatten().is_some();
                 if complete && row.child_element_count() == 0 {
-                    let _ = feedback::build(&row);
+                    strings.try_with_value(|strings| feedback::build(&row, strings));
                 }
                 feedback::show_rating(&row, message.rating.try_get_untracked().flatten());
             }

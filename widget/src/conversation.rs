@@ -2,7 +2,7 @@
 //! conversation's id, who answers it, the visitor's verdict on an answer, and whether a message
 //! asks for a person. The wire contract is `confab_protocol`'s `conversation` module.
 
-use crate::text;
+use crate::text::Strings;
 
 /// Who answers the conversation, as the relay names it (`HolderEvent`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,16 +98,31 @@ pub fn comment(comment: &str) -> &str {
 }
 
 /// Whether `message` looks like a request for a person ("can I talk to a human?"): one of
-/// [`text::PERSON_WORDS`], or the words of one of [`text::PERSON_PHRASES`] in a row, in any
-/// case.
-pub fn wants_person(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
-    let words: Vec<&str> =
-        message.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
-    words.iter().any(|word| text::PERSON_WORDS.contains(word))
-        || text::PERSON_PHRASES
-            .iter()
-            .any(|phrase| words.windows(phrase.len()).any(|w| w == *phrase))
+/// [`PERSON_WORDS`](crate::text::PERSON_WORDS), or the words of one of [`PERSON_PHRASES`](crate::text::PERSON_PHRASES) in a row, in any
+/// case, in English or the chat's language. In scripts written without spaces (Chinese,
+/// Japanese) a word counts wherever it appears.
+pub fn wants_person(message: &str, strings: &Strings) -> bool {
+    // Lower case and words in any script, by the browser: Rust's Unicode tables for the same
+    // would add about 10 KB to the module.
+    let message: String = js_sys::JsString::from(message).to_lower_case().into();
+    let letters = js_sys::RegExp::new(r"[\p{L}\p{N}]+", "gu");
+    let found = js_sys::JsString::from(message.as_str()).match_(&letters);
+    let found: Vec<String> = found
+        .map(|words| js_sys::Array::from(&words).iter().filter_map(|w| w.as_string()).collect())
+        .unwrap_or_default();
+    let words: Vec<&str> = found.iter().map(String::as_str).collect();
+    let unspaced = |word: &str| word.chars().next().is_some_and(|c| c >= '\u{3040}');
+    let (person_words, phrases) = strings.person_words();
+    let said = |word: &String| {
+        words.contains(&word.as_str()) || (unspaced(word) && message.contains(word.as_str()))
+    };
+    person_words.iter().any(said)
+        || phrases.iter().any(|phrase| match phrase.as_slice() {
+            [one] => said(one),
+            _ => words
+                .windows(phrase.len())
+                .any(|w| w.iter().zip(phrase).all(|(a, b)| *a == b.as_str())),
+        })
 }
 
 #[cfg(test)]
@@ -140,7 +155,27 @@ mod tests {
         assert!(page_url().starts_with("http"), "{}", page_url());
     }
 
-    #[wasm_bindgen_test(unsupported = test)]
+    // The locale's words count too (with English's), in any case and script.
+    #[cfg(target_family = "wasm")]
+    #[wasm_bindgen_test]
+    fn requests_for_a_person_are_recognised_in_the_chats_language() {
+        let table = js_sys::Object::new();
+        let set = |key: &str, value: &str| js_sys::Reflect::set(&table, &key.into(), &value.into());
+        let _ = set("person_words", "humano agente человек 人工");
+        let _ = set("person_phrases", "hablar con alguien|una persona real");
+        let strings = Strings::new(table.into(), Some("es".into()));
+        for yes in ["¿Puedo hablar con ALGUIEN?", "Agente", "Человек!", "转人工", "human"]
+        {
+            assert!(wants_person(yes, &strings), "{yes}");
+        }
+        for no in ["¿Cuál es la política de devoluciones?", "humanos", "personal", "人"] {
+            assert!(!wants_person(no, &strings), "{no}");
+        }
+    }
+
+    // The browser lowers the case and finds the words: in Chromium only.
+    #[cfg(target_family = "wasm")]
+    #[wasm_bindgen_test]
     fn requests_for_a_person_are_recognised_in_any_case() {
         for yes in [
             "Can I talk to a HUMAN?",
@@ -150,10 +185,10 @@ mod tests {
             "Let me talk to someone",
             "operator!!",
         ] {
-            assert!(wants_person(yes), "{yes}");
+            assert!(wants_person(yes, &Strings::default()), "{yes}");
         }
         for no in ["What is your refund policy?", "personal data", "user agents", "humanity", ""] {
-            assert!(!wants_person(no), "{no}");
+            assert!(!wants_person(no, &Strings::default()), "{no}");
         }
     }
 

@@ -9,7 +9,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{Document, Element};
 
 use crate::conversation::{MAX_COMMENT_CHARS, Rating};
-use crate::text;
+use crate::text::{self, Strings};
 
 const SVG: &str = "http://www.w3.org/2000/svg";
 /// A thumbs-up (turned over by CSS for thumbs-down).
@@ -29,10 +29,12 @@ fn element(
 
 /// Fills the empty `row`: the two thumbs, the quiet line (a status region) and the hidden
 /// comment form. Its text is all from [`text`]; nothing in it comes from the relay.
-pub fn build(row: &Element) -> Result<(), JsValue> {
+pub fn build(row: &Element, strings: &Strings) -> Result<(), JsValue> {
     let document = row.owner_document().ok_or(JsValue::NULL)?;
-    let thumbs =
-        [(Rating::Up, "thumb", text::GOOD_ANSWER), (Rating::Down, "thumb down", text::BAD_ANSWER)];
+    let thumbs = [
+        (Rating::Up, "thumb", strings.get(text::GOOD_ANSWER)),
+        (Rating::Down, "thumb down", strings.get(text::BAD_ANSWER)),
+    ];
     for (rating, class, label) in thumbs {
         let button = element(
             &document,
@@ -41,7 +43,7 @@ pub fn build(row: &Element) -> Result<(), JsValue> {
                 ("type", "button"),
                 ("class", class),
                 ("data-rating", rating.as_str()),
-                ("aria-label", label),
+                ("aria-label", &label),
                 ("aria-pressed", "false"),
             ],
         )?;
@@ -61,6 +63,7 @@ pub fn build(row: &Element) -> Result<(), JsValue> {
     row.append_child(&line)?;
     let form = element(&document, "form", &[("class", "comment hidden")])?;
     let limit = MAX_COMMENT_CHARS.to_string();
+    let comment_label = strings.get(text::COMMENT_LABEL);
     let input = element(
         &document,
         "input",
@@ -69,12 +72,12 @@ pub fn build(row: &Element) -> Result<(), JsValue> {
             ("name", "comment"),
             ("dir", "auto"),
             ("maxlength", &limit),
-            ("aria-label", text::COMMENT_LABEL),
-            ("placeholder", text::COMMENT_LABEL),
+            ("aria-label", &comment_label),
+            ("placeholder", &comment_label),
         ],
     )?;
     let send = element(&document, "button", &[("type", "submit")])?;
-    send.set_text_content(Some(text::SEND_COMMENT));
+    send.set_text_content(Some(&strings.get(text::SEND_COMMENT)));
     form.append_child(&input)?;
     form.append_child(&send)?;
     row.append_child(&form)?;
@@ -140,7 +143,7 @@ mod tests {
     fn the_row_has_two_labelled_thumbs_a_status_line_and_a_hidden_comment_form() {
         let document = web_sys::window().unwrap().document().unwrap();
         let row = document.create_element("div").unwrap();
-        build(&row).unwrap();
+        build(&row, &Strings::default()).unwrap();
         assert_eq!(row.child_element_count(), 4);
         let up = row.query_selector("[aria-label='Good answer']").unwrap().unwrap();
         let down = row.query_selector("[aria-label='Bad answer']").unwrap().unwrap();

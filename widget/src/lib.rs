@@ -4,6 +4,7 @@
 
 pub mod api;
 mod app;
+pub mod component;
 pub mod conversation;
 mod feedback;
 mod json;
@@ -21,12 +22,20 @@ use wasm_bindgen::prelude::*;
 use web_sys::ShadowRoot;
 
 use app::{Chat, Controls, Embed};
+pub use component::{ChatEvent, ConfabChat, Mode};
 
 // Unit tests of this crate also run in headless Chromium (wasm-bindgen-test-runner).
 #[cfg(all(test, target_family = "wasm"))]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 const STYLES: &str = include_str!("widget.css");
+
+thread_local! {
+    /// The root owner of every chat's `Controls` and views, never cleaned up as a whole: a chat
+    /// mounted from inside another Leptos app (`ConfabChat`) does not belong to the app's owners,
+    /// and is cleaned up by its own `destroy`.
+    static DETACHED: Owner = Owner::new_root(None);
+}
 /// The host element of the floating widget: nothing of the page's CSS reaches it (see the top
 /// of `widget.css`).
 const FLOATING_HOST: &str = ":host{all:initial!important}";
@@ -135,7 +144,9 @@ impl Widget {
 /// event's name and detail: `open`, `close`, `message`, `message.delta`, `error`), `open`,
 /// `focus` (opened by the visitor: move the focus into the panel), `title`, `greeting`,
 /// `color`, `position` (`left` or `right`, resolved by the loader), `dir` (`rtl` or `ltr`),
-/// `lang`, `visitor_token` and `identity` (whose conversation to show, see `storage::key`).
+/// `lang`, `strings` (the texts in the chat's language, with the site's overrides: an object of
+/// key to text, see `text`), `visitor_token` and `identity` (whose conversation to show, see
+/// `storage::key`).
 #[wasm_bindgen]
 pub fn mount(root: ShadowRoot, options: JsValue) -> Result<Widget, JsValue> {
     let text = |name: &str| Reflect::get(&options, &name.into()).ok().and_then(|v| v.as_string());
@@ -164,23 +175,30 @@ pub fn mount(root: ShadowRoot, options: JsValue) -> Result<Widget, JsValue> {
     };
     let emitter: Option<Function> =
         Reflect::get(&options, &"emit".into()).ok().and_then(|f| f.dyn_into().ok());
-    // Outside the chat's owner: what a call from the page or a late network answer touches
-    // must outlive `destroy`, which they then find in `Controls::shut`'s state.
-    let controls = Controls::new(
-        embed.open,
-        inline,
-        text("visitor_token").filter(|t| !t.is_empty()),
-        text("identity").unwrap_or_default(),
-        emitter,
-    );
+    // Outside the chat's owner, and outside any owner of the caller's (the `ConfabChat`
+    // component's): what a call from the page or a late network answer touches must outlive
+    // `destroy`, which they then find in `Controls::shut`'s state.
+    let controls = DETACHED.with(|detached| {
+        detached.with(|| {
+            Controls::new(
+                embed.open,
+                inline,
+                text("visitor_token").filter(|t| !t.is_empty()),
+                text("identity").unwrap_or_default(),
+                emitter,
+            )
+        })
+    });
+    let table = Reflect::get(&options, &"strings".into()).unwrap_or_default();
+    let strings = text::Strings::new(table, embed.lang.clone());
     adopt_styles(&root, inline)?;
     let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
     let container: web_sys::HtmlElement = document.create_element("div")?.unchecked_into();
     root.append_child(&container)?;
-    let owner = Owner::new();
+    let owner = DETACHED.with(|detached| detached.with(Owner::new));
     let view = owner.with(|| {
         leptos::mount::mount_to(container.clone(), move || {
-            leptos::view! { <Chat embed=embed.clone() controls=controls/> }
+            leptos::view! { <Chat embed=embed.clone() controls=controls strings/> }
         })
     });
     let mounted = Mounted { owner, view: Box::new(view), container, root };

@@ -11,7 +11,8 @@
 use wasm_bindgen::JsValue;
 use web_sys::Element;
 
-use crate::{json, markdown, text};
+use crate::text::{self, Strings};
+use crate::{json, markdown};
 
 /// Sources shown under one answer, at most.
 const MAX_SOURCES: usize = 8;
@@ -59,7 +60,7 @@ fn web_href(url: &str) -> Option<String> {
 
 /// Fills `holder` (emptied first) with `sources`: a "Sources" label and a list of links (or plain
 /// titles). Nothing for no sources, so the holder stays empty (and hidden by CSS).
-pub fn show(holder: &Element, sources: &[SourceLink]) -> Result<(), JsValue> {
+pub fn show(holder: &Element, sources: &[SourceLink], strings: &Strings) -> Result<(), JsValue> {
     holder.set_text_content(None);
     if sources.is_empty() {
         return Ok(());
@@ -68,10 +69,11 @@ pub fn show(holder: &Element, sources: &[SourceLink]) -> Result<(), JsValue> {
     let label = document.create_element("span")?;
     label.set_class_name("sources-label");
     label.set_attribute("aria-hidden", "true")?;
-    label.set_text_content(Some(text::SOURCES));
+    let said = strings.get(text::SOURCES);
+    label.set_text_content(Some(&said));
     holder.append_child(&label)?;
     let list = document.create_element("ul")?;
-    list.set_attribute("aria-label", text::SOURCES)?;
+    list.set_attribute("aria-label", &said)?;
     for source in sources {
         let item = document.create_element("li")?;
         match &source.href {
