@@ -13,6 +13,11 @@
 //   fresh browser context (empty HTTP cache): "cold" clicks as soon as the loader's placeholder
 //   launcher exists (nothing of the widget fetched yet); "warm" clicks once the widget has
 //   loaded on idle (module mounted, site config fetched).
+// - The same on the throttled profile: Chromium's CPU slowed 4x and the network held to
+//   Lighthouse's mobile figures (150 ms round trip, 1.6 Mbit/s down, 750 kbit/s up), through
+//   CDP. And on both profiles, the longest task on the host page from the loader's arrival until
+//   the widget is loaded (PerformanceObserver "longtask", buffered: tasks over 50 ms; the host
+//   page's own earlier tasks are not the widget's).
 // - Render cost: answers that were costly to render (4,000 `[`, 2,000 escaped backtick runs,
 //   2,000 code spans; mock-upstream.mjs PATHOLOGICAL) streamed a piece per chunk, a millisecond
 //   apart, through the real widget on a test host page, against a relay in front of the e2e
@@ -21,7 +26,9 @@
 //   reported), the longest gap between animation frames, and the wall time to the `message`
 //   event. `--render-only` runs only this part.
 //
-// Targets (issue): loader <= 5 KB brotli, everything together <= 60 KB brotli; KB = 1024 bytes.
+// Targets (issue 16): loader <= 5 KB brotli, everything on open <= 75 KB brotli (60 KB the aim),
+// click to interactive <= 300 ms on the throttled profile, no task over 50 ms on the host page
+// while the widget loads; KB = 1024 bytes.
 // A missed target prints MISS but exits 0: this is a benchmark, not a test. Exits non-zero
 // when it cannot measure (relay or browser failing, or the overall timeout).
 // Everything runs on 127.0.0.1: the real `confab` binary in demo mode (target/debug/confab)
@@ -36,7 +43,22 @@ import { launchBrowser, root, startRelay, startStack } from "../tests/e2e/harnes
 import { PATHOLOGICAL } from "../tests/e2e/mock-upstream.mjs";
 
 const KB = 1024;
-const TARGETS = { loader: 5 * KB, everything: 60 * KB };
+const TARGETS = { loader: 5 * KB, everything: 75 * KB, aim: 60 * KB, interactiveMs: 300, longTaskMs: 50 };
+
+/** The throttled profile (see the top of this file), applied to `page` through CDP. */
+async function throttle(page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Emulation.setCPUThrottlingRate", { rate: 4 });
+  await cdp.send("Network.enable");
+  await cdp.send("Network.emulateNetworkConditions", {
+    offline: false, latency: 150, downloadThroughput: (1.6 * 1024 * 1024) / 8, uploadThroughput: (750 * 1024) / 8,
+  });
+}
+
+/** Init script: every long task of the page, from its start (the entries are buffered). */
+const longTaskScript = `window.__longTasks = [];
+new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__longTasks.push([e.startTime, e.duration]); })
+  .observe({ type: "longtask", buffered: true });`;
 const STEP_TIMEOUT = 20000;
 /** How long one streamed pathological answer may take (the quadratic renderer took minutes). */
 const RENDER_TIMEOUT = 300000;
@@ -50,7 +72,7 @@ function parseArgs(argv) {
     else if (name === "--render-only") options.renderOnly = true;
     else if (name === "--timeout") options.timeout = value();
     else if (name === "-h" || name === "--help") {
-      console.log("usage: node bench/widget.mjs [--runs N (default 10)] [--timeout SECONDS (default 120, or 12 per run above 10, plus 900 for the render part)] [--render-only]");
+      console.log("usage: node bench/widget.mjs [--runs N (default 10)] [--timeout SECONDS (default 240, or 30 per run above 8, plus 900 for the render part)] [--render-only]");
       process.exit(0);
     } else {
       console.error(`unknown argument: ${argv[i]} (see --help)`);
@@ -61,7 +83,7 @@ function parseArgs(argv) {
     console.error("--runs takes a whole number from 1 to 1000");
     process.exit(2);
   }
-  options.timeout ??= (options.renderOnly ? 0 : Math.max(120, 12 * options.runs)) + 900;
+  options.timeout ??= (options.renderOnly ? 0 : Math.max(240, 30 * options.runs)) + 900;
   if (!(options.timeout > 0)) {
     console.error("--timeout takes a positive number of seconds");
     process.exit(2);
@@ -256,13 +278,14 @@ function watch(page) {
 // ---------------------------------------------------------------------------------------------
 // Timing.
 
-async function coldRun(browser, url) {
+async function coldRun(browser, url, throttled) {
   const context = await browser.newContext();
   context.setDefaultTimeout(STEP_TIMEOUT);
   try {
     await context.addInitScript({ content: measureScript });
     await context.addInitScript({ content: coldScript });
     const page = await context.newPage();
+    if (throttled) await throttle(page);
     const errors = watch(page);
     await page.goto(url, { waitUntil: "commit" });
     const result = await page.evaluate(() => window.__confabBench);
@@ -272,23 +295,34 @@ async function coldRun(browser, url) {
   }
 }
 
-async function warmRun(browser, url) {
+async function warmRun(browser, url, throttled) {
   const context = await browser.newContext();
   context.setDefaultTimeout(STEP_TIMEOUT);
   try {
     await context.addInitScript({ content: measureScript });
+    await context.addInitScript({ content: longTaskScript });
     const page = await context.newPage();
+    if (throttled) await throttle(page);
     const errors = watch(page);
     await page.goto(url, { waitUntil: "load" });
     // Loaded on idle: the widget replaced the placeholder and has the site's config.
     await page.waitForFunction(() =>
       !!document.querySelector("[data-confab]")?.shadowRoot?.querySelector(".confab > button.launcher")
       && performance.getEntriesByType("resource").some((e) => e.name.includes("/v1/widget/config")));
+    // The longest task while the page and the widget loaded (a frame later: a task that ends
+    // with the mount is reported after it).
+    const longest = await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 50))))
+      .then(() => page.evaluate(() => {
+        // The widget's, not the host page's own: tasks that end after confab.js arrived.
+        const loader = performance.getEntriesByType("resource").find((e) => e.name.endsWith("/confab.js"));
+        const from = loader ? loader.responseEnd : 0;
+        return Math.max(0, ...window.__longTasks.filter(([start, duration]) => start + duration > from).map(([, d]) => d));
+      }));
     const result = await page.evaluate((limit) => {
       const shadow = document.querySelector("[data-confab]").shadowRoot;
       return window.__confabMeasure(shadow, () => shadow.querySelector(".confab > button.launcher").click(), limit);
     }, STEP_TIMEOUT);
-    return { ...result, errors };
+    return { ...result, longest, errors };
   } finally {
     await context.close();
   }
@@ -530,40 +564,54 @@ async function main({ runs, renderOnly }, stack) {
   console.log("");
   const verdict = (bytes, limit) => (bytes <= limit ? "PASS" : "MISS");
   console.log(`Target  loader <= ${kb(TARGETS.loader)} brotli:              ${kb(loader.brotli).padStart(9)}  ${verdict(loader.brotli, TARGETS.loader)}`);
-  console.log(`Target  everything on open <= ${kb(TARGETS.everything)} brotli:  ${kb(totals.brotli).padStart(9)}  ${verdict(totals.brotli, TARGETS.everything)}${totals.brotli > TARGETS.everything ? ` (over by ${kb(totals.brotli - TARGETS.everything)})` : ""}`);
+  console.log(`Target  everything on open <= ${kb(TARGETS.everything)} brotli:  ${kb(totals.brotli).padStart(9)}  ${verdict(totals.brotli, TARGETS.everything)}${totals.brotli > TARGETS.everything ? ` (over by ${kb(totals.brotli - TARGETS.everything)})` : ""}; the aim, ${kb(TARGETS.aim)}: ${verdict(totals.brotli, TARGETS.aim)}`);
   const wireEncodings = [...new Set(fetched.map((e) => e.encoding))].join(", ");
   console.log(`On the wire Chromium downloaded ${n(wireTotal)} bytes (${kb(wireTotal)}), content-encoding: ${wireEncodings}.`);
   console.log("");
 
-  // --- Timing, cold and warm runs interleaved (the visit above warmed the browser up).
-  const results = { cold: [], warm: [] };
-  const clickedAt = [];
-  const early = [];
-  for (let i = 0; i < runs; i++) {
-    const cold = await coldRun(browser, url);
-    results.cold.push(cold.ms);
-    clickedAt.push(cold.clickedAt);
-    if (cold.widgetFilesFetchedBefore > 0 || !cold.placeholder) early.push(i + 1);
-    for (const e of cold.errors) console.log(`page error (cold run ${i + 1}): ${e}`);
-    const warm = await warmRun(browser, url);
-    results.warm.push(warm.ms);
-    for (const e of warm.errors) console.log(`page error (warm run ${i + 1}): ${e}`);
-  }
-  console.log(`Click to interactive panel (textarea rendered and focused), ms, ${runs} runs each,`);
-  console.log("fresh browser context per run, measured in the page with performance.now():");
+  // --- Timing, cold and warm runs interleaved (the visit above warmed the browser up), on the
+  //     unthrottled and the throttled profile.
   const ms = (v) => v.toFixed(1);
-  const timingRows = [
-    ["cold: click as soon as the placeholder launcher exists", results.cold],
-    ["warm: click once the widget loaded on idle", results.warm],
-  ].map(([label, values]) => {
-    const s = stats(values);
-    return [label, ms(s.min), ms(s.median), ms(s.p90), ms(s.max)];
-  });
-  console.log(table(["variant", "min", "median", "p90", "max"], timingRows, ["l", "r", "r", "r", "r"]));
-  console.log(`cold clicks happened ${ms(stats(clickedAt).median)} ms (median) after navigation start; `
-    + (early.length ? `runs ${early.join(", ")} had widget files requested before the click` : "no widget file was requested before any cold click"));
-  console.log(`all (ms) cold: ${results.cold.map(ms).join(" ")}`);
-  console.log(`all (ms) warm: ${results.warm.map(ms).join(" ")}`);
+  const summary = {};
+  for (const throttled of [false, true]) {
+    const profile = throttled ? "throttled (CPU 4x, 150 ms RTT, 1.6 Mbit/s)" : "unthrottled";
+    const results = { cold: [], warm: [], longest: [] };
+    const clickedAt = [];
+    const early = [];
+    for (let i = 0; i < runs; i++) {
+      const cold = await coldRun(browser, url, throttled);
+      results.cold.push(cold.ms);
+      clickedAt.push(cold.clickedAt);
+      if (cold.widgetFilesFetchedBefore > 0 || !cold.placeholder) early.push(i + 1);
+      for (const e of cold.errors) console.log(`page error (cold run ${i + 1}): ${e}`);
+      const warm = await warmRun(browser, url, throttled);
+      results.warm.push(warm.ms);
+      results.longest.push(warm.longest);
+      for (const e of warm.errors) console.log(`page error (warm run ${i + 1}): ${e}`);
+    }
+    console.log(`Click to interactive panel (textarea rendered and focused), ms, ${profile}, ${runs} runs each,`);
+    console.log("fresh browser context per run, measured in the page with performance.now():");
+    const timingRows = [
+      ["cold: click as soon as the placeholder launcher exists", results.cold],
+      ["warm: click once the widget loaded on idle", results.warm],
+      ["longest task from confab.js's arrival until the widget loaded (0: none over 50 ms)", results.longest],
+    ].map(([label, values]) => {
+      const s = stats(values);
+      return [label, ms(s.min), ms(s.median), ms(s.p90), ms(s.max)];
+    });
+    console.log(table(["variant", "min", "median", "p90", "max"], timingRows, ["l", "r", "r", "r", "r"]));
+    console.log(`cold clicks happened ${ms(stats(clickedAt).median)} ms (median) after navigation start; `
+      + (early.length ? `runs ${early.join(", ")} had widget files requested before the click` : "no widget file was requested before any cold click"));
+    console.log(`all (ms) cold: ${results.cold.map(ms).join(" ")}`);
+    console.log(`all (ms) warm: ${results.warm.map(ms).join(" ")}`);
+    console.log(`all (ms) longest task while loading: ${results.longest.map(ms).join(" ")}`);
+    console.log("");
+    summary[throttled ? "throttled" : "unthrottled"] = { warm: stats(results.warm).median, cold: stats(results.cold).median, longest: Math.max(...results.longest) };
+  }
+  const t = summary.throttled;
+  console.log(`Target  click to interactive <= ${TARGETS.interactiveMs} ms, throttled, median: warm ${ms(t.warm)} ms ${t.warm <= TARGETS.interactiveMs ? "PASS" : "MISS"}; cold (the module not yet loaded) ${ms(t.cold)} ms ${t.cold <= TARGETS.interactiveMs ? "PASS" : "MISS"}`);
+  const longest = Math.max(summary.unthrottled.longest, t.longest);
+  console.log(`Target  no task over ${TARGETS.longTaskMs} ms on the page while loading: longest ${ms(summary.unthrottled.longest)} ms unthrottled, ${ms(t.longest)} ms throttled ${longest <= TARGETS.longTaskMs ? "PASS" : "MISS"}`);
   console.log("");
 
   // --- Render cost.

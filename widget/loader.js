@@ -8,7 +8,7 @@
 // widget/build/package.mjs bundles it (with esbuild) with the modules it imports, and fills in
 // __GLUE__, __GLUE_SRI__, __WASM__ and __WASM_SRI__: the hashed names of the glue and the module,
 // and their SRI hashes.
-import { defineElement, rightToLeft } from "./js/embed.js";
+import { defineElement, nextTask, rightToLeft } from "./js/embed.js";
 import { forget, identity, token } from "./js/identity.js";
 import { chosen, textsFrom } from "./js/locale.js";
 
@@ -117,18 +117,20 @@ import { chosen, textsFrom } from "./js/locale.js";
     opened = opened || open;
     if (!loading) {
       const { language, lang } = chosen(data.locale || document.documentElement.lang);
-      loading = Promise.all([load(), texts(language, data.strings)]).then(([bindings, strings]) => {
-        const hadFocus = root.activeElement === placeholder;
-        placeholder.remove();
-        widget = bindings.mount(root, {
-          relay, site: data.site, open: openOnLoad || opened, focus: !!opened, title: data.title,
-          greeting: data.greeting, color, position: left ? "left" : "right",
-          dir: rtl ? "rtl" : "ltr", lang,
-          strings, visitor_token: visitorToken,
-          identity: identity(visitorToken), emit: api.emit,
+      loading = Promise.all([load(), texts(language, data.strings)])
+        .then(nextTask)
+        .then(([bindings, strings]) => {
+          const hadFocus = root.activeElement === placeholder;
+          placeholder.remove();
+          widget = bindings.mount(root, {
+            relay, site: data.site, open: openOnLoad || opened, focus: !!opened, title: data.title,
+            greeting: data.greeting, color, position: left ? "left" : "right",
+            dir: rtl ? "rtl" : "ltr", lang,
+            strings, visitor_token: visitorToken,
+            identity: identity(visitorToken), emit: api.emit,
+          });
+          if (hadFocus && !opened) root.querySelector(".launcher").focus();
         });
-        if (hadFocus && !opened) root.querySelector(".launcher").focus();
-      });
     }
     return loading;
   }

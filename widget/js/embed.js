@@ -7,6 +7,10 @@ import { chosen } from "./locale.js";
 export const rightToLeft = (locale) =>
   locale ? /^(ar|ckb|dv|fa|he|ks|ku|ps|sd|ug|ur|yi)\b/i.test(locale) : document.documentElement.dir === "rtl";
 
+// Resolves to `value` in a task of its own: the module's instantiation and the chat's first
+// render run in two tasks rather than one long one.
+export const nextTask = (value) => new Promise((resolve) => setTimeout(() => resolve(value)));
+
 const EVENTS = ["open", "close", "message", "message.delta", "error"];
 
 // Mounts a chat into `host` (in its shadow root, made if it has none) once `load()` resolves
@@ -30,7 +34,7 @@ export function embed(host, options, load, texts) {
   let widget, destroyed;
   const root = host.shadowRoot || host.attachShadow({ mode: "open" });
   const { language, lang } = chosen(options.locale || document.documentElement.lang);
-  const ready = Promise.all([load(), texts(language, options.strings)]).then(([bindings, strings]) => {
+  const ready = Promise.all([load(), texts(language, options.strings)]).then(nextTask).then(([bindings, strings]) => {
     if (destroyed) return undefined;
     const rtl = rightToLeft(options.locale);
     widget = bindings.mount(root, {

@@ -22,7 +22,7 @@ use web_sys::{AbortSignal, ReadableStreamDefaultReader, RequestInit, Response};
 use crate::conversation::{self, Holder, Rating};
 use crate::json;
 use crate::sources::{self, SourceLink};
-use crate::text::{self, Strings};
+use crate::text::{self, Strings, decimal};
 use confab_protocol::sse::SseParser;
 
 /// Why an answer did not arrive, in the words a visitor sees.
@@ -61,7 +61,7 @@ impl ChatError {
         match self {
             Self::Aborted => strings.get(text::STOPPED),
             Self::RateLimited { retry_after: Some(wait) } => {
-                strings.with(text::RATE_LIMITED_WAIT, &wait.to_string())
+                strings.with(text::RATE_LIMITED_WAIT, &decimal(u64::from(*wait)))
             }
             Self::RateLimited { retry_after: None } => strings.get(text::RATE_LIMITED),
             Self::BudgetExhausted => strings.get(text::BUDGET_EXHAUSTED),
@@ -69,10 +69,10 @@ impl ChatError {
             Self::Offline => strings.get(text::OFFLINE),
             Self::NotVerified { expired: true } => strings.get(text::SESSION_EXPIRED),
             Self::NotVerified { expired: false } => strings.get(text::SIGN_IN),
-            Self::TooLong { limit } => strings.with(text::TOO_LONG, &limit.to_string()),
+            Self::TooLong { limit } => strings.with(text::TOO_LONG, &decimal(*limit as u64)),
             Self::WithPerson => strings.get(text::WITH_PERSON_NOW),
             Self::Unexpected => strings.get(text::UNEXPECTED),
-            Self::Http(status) => strings.with(text::HTTP_ERROR, &status.to_string()),
+            Self::Http(status) => strings.with(text::HTTP_ERROR, &decimal(u64::from(*status))),
             Self::Other(message) => message.clone(),
         }
     }
@@ -227,7 +227,7 @@ impl Caller<'_> {
         signal: Option<&AbortSignal>,
     ) -> Result<RequestInit, ChatError> {
         let headers = web_sys::Headers::new().map_err(|_| ChatError::Offline)?;
-        let _ = headers.set("Authorization", &format!("Bearer {}", self.key));
+        let _ = headers.set("Authorization", &["Bearer ", self.key].concat());
         for (name, value) in
             self.visitor.map(|token| ("X-Confab-Visitor", token)).iter().chain(more)
         {
@@ -292,7 +292,8 @@ pub async fn resume_chat(
 /// Stops the answer `stream` on the relay, so that its generation ends too (the stop button).
 pub async fn cancel(caller: Caller<'_>, stream: &str) {
     if let Ok(init) = caller.request("POST", &[], None) {
-        let _ = fetch(&format!("{}/v1/chat/streams/{stream}/cancel", caller.relay), &init).await;
+        let _ =
+            fetch(&[caller.relay, "/v1/chat/streams/", stream, "/cancel"].concat(), &init).await;
     }
 }
 
@@ -415,7 +416,7 @@ pub async fn follow_conversation(
             return Err(ChatError::Aborted);
         }
         let init = caller.request("GET", &[], Some(signal))?;
-        let after = seq.get().to_string();
+        let after = decimal(seq.get() as u64);
         let url =
             [caller.relay, "/v1/conversations/", conversation, "/events?after=", &after].concat();
         match fetch(&url, &init).await {
@@ -511,8 +512,8 @@ async fn follow(
         if signal.aborted() {
             return Err(ChatError::Aborted);
         }
-        let init = caller.request("GET", &[("Last-Event-ID", &last.to_string())], Some(signal))?;
-        match fetch(&format!("{}/v1/chat/streams/{stream}", caller.relay), &init).await {
+        let init = caller.request("GET", &[("Last-Event-ID", &decimal(last))], Some(signal))?;
+        match fetch(&[caller.relay, "/v1/chat/streams/", stream].concat(), &init).await {
             Ok(answer) if answer.ok() => response = Some(answer),
             // Gone (no longer kept, or never this visitor's): nothing more will come.
             Ok(answer) => return Err(error_of(&answer).await),

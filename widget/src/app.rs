@@ -757,11 +757,11 @@ pub fn Chat(embed: Embed, controls: Controls, strings: Strings) -> impl IntoView
             let style = web_sys::HtmlElement::style(&root);
             let _ = style.set_property(
                 "--primary",
-                &format!("var(--confab-primary, {})", color.as_deref().unwrap_or_default()),
+                &["var(--confab-primary, ", color.as_deref().unwrap_or_default(), ")"].concat(),
             );
             let _ = style.set_property(
                 "--on-primary",
-                &format!("var(--confab-on-primary, {})", on_color(rgb)),
+                &["var(--confab-on-primary, ", on_color(rgb), ")"].concat(),
             );
         }
     });
@@ -957,7 +957,7 @@ pub fn Chat(embed: Embed, controls: Controls, strings: Strings) -> impl IntoView
                         (false, 0) => t(text::OPEN_CHAT),
                         (false, n) => strings.try_with_value(|s| s.open_chat_unread(n)).unwrap_or_default(),
                     }
-                    aria-expanded=move || open.get().to_string()
+                    aria-expanded=move || if open.get() { "true" } else { "false" }
                     on:click=move |_| open.update(|o| *o = !*o)
                 >
                     // Attributes as expressions, not literals: an element whose every attribute and
@@ -968,7 +968,7 @@ pub fn Chat(embed: Embed, controls: Controls, strings: Strings) -> impl IntoView
                         <path d={"M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"}></path>
                     </svg>
                     <Show when=move || unread.get() != 0 && !open.get()>
-                        <span class="unread" aria-hidden="true">{move || unread.get().min(99).to_string()}</span>
+                        <span class="unread" aria-hidden="true">{move || text::decimal(u64::from(unread.get().min(99)))}</span>
                     </Show>
                 </button>
             })}

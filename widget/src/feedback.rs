@@ -62,7 +62,7 @@ pub fn build(row: &Element, strings: &Strings) -> Result<(), JsValue> {
     let line = element(&document, "span", &[("class", "quiet"), ("role", "status")])?;
     row.append_child(&line)?;
     let form = element(&document, "form", &[("class", "comment hidden")])?;
-    let limit = MAX_COMMENT_CHARS.to_string();
+    let limit = text::decimal(MAX_COMMENT_CHARS as u64);
     let comment_label = strings.get(text::COMMENT_LABEL);
     let input = element(
         &document,

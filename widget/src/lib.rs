@@ -28,7 +28,8 @@ pub use component::{ChatEvent, ConfabChat, Mode};
 #[cfg(all(test, target_family = "wasm"))]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-const STYLES: &str = include_str!("widget.css");
+/// `widget.css`, minified by `build.rs`.
+const STYLES: &str = include_str!(concat!(env!("OUT_DIR"), "/widget.min.css"));
 
 thread_local! {
     /// The root owner of every chat's `Controls` and views, never cleaned up as a whole: a chat

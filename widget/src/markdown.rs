@@ -609,7 +609,7 @@ fn render_block(doc: &Document, parent: &Element, block: &Block) -> Result<(), J
         Block::Code { lang, text } => {
             let code = child(doc, &child(doc, parent, "pre")?, "code")?;
             if let Some(lang) = lang {
-                code.set_attribute("class", &format!("language-{lang}"))?;
+                code.set_attribute("class", &["language-", lang].concat())?;
             }
             code.set_text_content(Some(text));
             Ok(())
@@ -624,7 +624,7 @@ fn render_block(doc: &Document, parent: &Element, block: &Block) -> Result<(), J
 fn render_list(doc: &Document, parent: &Element, list: &List) -> Result<(), JsValue> {
     let el = child(doc, parent, if list.start.is_some() { "ol" } else { "ul" })?;
     if let Some(start) = list.start.filter(|s| *s != 1) {
-        el.set_attribute("start", &start.to_string())?;
+        el.set_attribute("start", &crate::text::decimal(u64::from(start)))?;
     }
     for item in &list.items {
         let li = child(doc, &el, "li")?;

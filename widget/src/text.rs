@@ -123,6 +123,21 @@ pub const ALL: &[Text] = &[
     PERSON_PHRASES,
 ];
 
+/// `n` in decimal. Not `to_string`, which brings `core::fmt`'s machinery into the module.
+pub fn decimal(mut n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[at..].iter().map(|&d| char::from(d)).collect()
+}
+
 /// The texts of one chat (see the module's documentation).
 #[derive(Debug, Clone, Default)]
 pub struct Strings {
@@ -156,7 +171,7 @@ impl Strings {
 
     /// The launcher's name with `count` unread replies from a person.
     pub fn open_chat_unread(&self, count: u32) -> String {
-        let n = count.to_string();
+        let n = decimal(u64::from(count));
         let category = self.plural_category(count);
         let key = [OPEN_CHAT_UNREAD, "_", &category].concat();
         match self.lookup(&key).or_else(|| self.lookup(OPEN_CHAT_UNREAD_OTHER.key)) {
@@ -202,6 +217,13 @@ impl Strings {
 mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn decimals_as_to_string_writes_them() {
+        for n in [0, 7, 10, 99, 1_234_567, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
+        }
+    }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn english_needs_no_table() {
