@@ -111,6 +111,12 @@ test("an app bundled with esbuild from the packed npm tarball mounts the chat in
   assert.equal(chunks.length, 1, chunks.join(", "));
   assert.match(chunks[0], /\/fr-\w+\.js$/);
   assert.deepEqual(errors, []);
+  // An element that names no relay (there is no script tag here to default to) says so and
+  // draws nothing.
+  await page.evaluate(() => document.body.append(document.createElement("confab-chat")));
+  await until(() => errors.length, 5000, "the console error");
+  assert.match(errors[0], /needs relay and site attributes/);
+  assert.equal(await page.evaluate(() => document.querySelector("confab-chat").shadowRoot), null);
 });
 
 test("the module is fetched with its SRI hash: a module that does not match is refused and the handle says so", BOUND, async (t) => {

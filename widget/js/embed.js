@@ -104,6 +104,10 @@ export function defineElement(load, texts, defaults = {}) {
         }
       }
       options.open = "open" in options && options.open !== "false";
+      if (!options.relay || !options.site) {
+        console.error("Confab: <confab-chat> needs relay and site attributes (the relay's URL and the site key)");
+        return;
+      }
       const chat = (this.chat = embed(this, options, load, texts));
       // The handle's events, as DOM events on the element (`detail` holds the event's detail).
       for (const name of EVENTS) {
