@@ -119,6 +119,37 @@ test("an app bundled with esbuild from the packed npm tarball mounts the chat in
   assert.equal(await page.evaluate(() => document.querySelector("confab-chat").shadowRoot), null);
 });
 
+test("the package's floating mode draws the launcher and its panel; the handle opens, closes, identifies and resets", BOUND, async (t) => {
+  const { page, errors } = await openApp(t);
+  await page.evaluate(() => {
+    const host = document.createElement("div");
+    host.id = "floating";
+    document.body.append(host);
+    window.floating = window.app.mount(host, { relay: window.app.relay, site: window.app.site, mode: "floating", name: "bubble" });
+    window.seen = [];
+    for (const name of ["open", "close"]) window.floating.on(name, () => window.seen.push(name));
+  });
+  const launcher = page.locator("#floating button.launcher");
+  await launcher.waitFor(WAIT);
+  assert.equal(await page.locator("#floating section.panel").isVisible(), false);
+  await page.evaluate(() => window.floating.open());
+  await page.locator("#floating section.panel[role=dialog] textarea").waitFor(WAIT);
+  await askIn(page, "#floating", "From the bubble");
+  await page.evaluate(() => window.floating.close());
+  await page.locator("#floating section.panel").waitFor({ state: "hidden", ...WAIT });
+  assert.deepEqual(await page.evaluate(() => window.seen), ["open", "close"]);
+  // Its conversation is its own (named "bubble"): the inline chat does not show it.
+  assert.equal(await page.locator("#help li.user").count(), 0);
+  const kept = () => page.evaluate(() => Object.keys(localStorage).filter((k) => k.includes("/bubble")));
+  assert.ok((await kept()).length > 0, "the anonymous conversation is stored under the chat's name");
+  // Another visitor signs in: the panel empties; reset() forgets what is stored.
+  await page.evaluate(() => window.floating.identify("opaque-token-of-bob"));
+  await until(async () => (await page.locator("#floating li.user").count()) === 0, 5000, "the panel to empty");
+  await page.evaluate(() => window.floating.reset());
+  assert.deepEqual(await kept(), []);
+  assert.deepEqual(errors, []);
+});
+
 test("the module is fetched with its SRI hash: a module that does not match is refused and the handle says so", BOUND, async (t) => {
   const { page } = await openPage(t, browser);
   await page.route("**/*.wasm", async (route) => {
