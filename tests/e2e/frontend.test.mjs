@@ -268,6 +268,14 @@ test("the headless client streams an answer, and cancels one on the relay when i
   assert.deepEqual(aborted, { outcome: "AbortError", pieces: 3, afterAbort: 0 });
   await until(() => stack.mock.cancellations.length > before, 10000, "the upstream's generation to stop");
 
+  // What the app's onDelta throws ends the chat with that very error.
+  const thrown = await page.evaluate(async () => {
+    const client = window.app.createClient({ relay: window.app.relay, site: window.app.site });
+    return client.chat([{ role: "user", content: "Throw" }], { onDelta: () => { throw new TypeError("mine"); } })
+      .then(() => "resolved", (e) => `${e.name}: ${e.message}`);
+  });
+  assert.equal(thrown, "TypeError: mine");
+
   // Errors come in the relay's envelope, typed.
   const failure = await page.evaluate(async () => {
     const client = window.app.createClient({ relay: window.app.relay, site: "pk_not_a_key" });
@@ -426,6 +434,35 @@ test("destroy() leaves no listener, timer or open request behind, over 100 mount
     host.remove();
   });
   await until(() => stack.mock.cancellations.length > before, 10000, "the upstream's generation to stop");
+  // Destroyed by the page's own `message` listener, and an element given its relay after it
+  // was placed: the module carries on (a panic in it would stop every chat on the page).
+  const late = await page.evaluate(async () => {
+    const { mount, relay, site } = window.app;
+    const host = document.createElement("div");
+    document.body.append(host);
+    const chat = mount(host, { relay, site, name: "listener" });
+    await chat.ready;
+    const heard = new Promise((resolve) => chat.on("message", (text) => {
+      chat.destroy();
+      host.remove();
+      resolve(text);
+    }));
+    chat.send("Destroy me when you answer");
+    await heard;
+    const element = document.createElement("confab-chat");
+    element.setAttribute("name", "late");
+    document.body.append(element);
+    element.setAttribute("relay", relay);
+    element.setAttribute("site", site);
+    await element.chat.ready;
+    const drawn = !!element.shadowRoot.querySelector("textarea");
+    element.remove();
+    return drawn;
+  });
+  assert.equal(late, true, "the element mounts once it has its relay and site");
+  // Placed without them, it said so (twice: placed, then given its relay alone).
+  const said = errors.splice(0).filter((e) => !/needs relay and site attributes/.test(e));
+  assert.deepEqual(said, []);
   const afterStream = await settle();
   assert.deepEqual(afterStream, baseline);
   // The app's own chat still works after all that.

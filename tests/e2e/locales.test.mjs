@@ -96,6 +96,14 @@ test("a site overrides any text on top of the language; a language the widget do
   assert.deepEqual(errors, []);
 });
 
+test("a tag written with an underscore (pt_BR) still picks its language, and says it the browser's way", BOUND, async (t) => {
+  const { page, errors, fetched } = await visit(t, { lang: "en", element: "pt_BR" });
+  assert.equal(await page.locator(`${INLINE} button.send`).textContent(), texts("pt").send);
+  assert.equal(await attribute(page, `${INLINE} .confab`, "lang"), "pt-BR");
+  assert.deepEqual(fetched, ["pt"]);
+  assert.deepEqual(errors, []);
+});
+
 test("errors are told in the language, with their numbers", BOUND, async (t) => {
   const { page, errors } = await visit(t, { lang: "pl" });
   await page.locator(`${INLINE} textarea`).fill("LIMIT me");

@@ -32,13 +32,30 @@ const failure = async (response) => {
 };
 
 const aborted = (signal) => signal && signal.aborted;
+
+// An error thrown by the app's `onDelta`, carried out of the reading as it is.
+class ListenerError extends Error {
+  constructor(cause) {
+    super("onDelta threw");
+    this.cause = cause;
+  }
+}
 const abortError = (signal) =>
   (signal && signal.reason) || new DOMException("The chat was aborted.", "AbortError");
 
 // Calls `onEvent({ id, event, data })` for each event of an SSE body until it returns true
-// (the answer is complete): resolves true then, false if the body ended first.
+// (the answer is complete): resolves true then, false if the body ended first; rejects with
+// what `onEvent` throws. The connection is closed whichever way reading ends.
 async function readEvents(response, onEvent) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    return await readBody(reader, onEvent);
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+async function readBody(reader, onEvent) {
   let buffer = "";
   for (;;) {
     const { value, done } = await reader.read();
@@ -58,10 +75,7 @@ async function readEvents(response, onEvent) {
         else if (field === "id") event.id = value;
         else if (field === "event") event.event = value;
       }
-      if (event.data.length && onEvent({ ...event, data: event.data.join("\n") })) {
-        reader.cancel().catch(() => {});
-        return true;
-      }
+      if (event.data.length && onEvent({ ...event, data: event.data.join("\n") })) return true;
     }
   }
 }
@@ -69,6 +83,7 @@ async function readEvents(response, onEvent) {
 // Waits `ms`, or rejects when `signal` aborts.
 const pause = (ms, signal) =>
   new Promise((resolve, reject) => {
+    if (aborted(signal)) return reject(abortError(signal));
     const done = () => {
       clearTimeout(timer);
       reject(abortError(signal));
@@ -121,9 +136,19 @@ export function createClient(options = {}) {
       const text = (chunk.choices || []).map((c) => (c.delta && c.delta.content) || "").join("");
       if (text) {
         answer.text += text;
-        if (onDelta) onDelta(text, answer);
+        if (onDelta) {
+          try {
+            onDelta(text, answer);
+          } catch (error) {
+            // The app's own failure: reading stops, and the chat rejects with it.
+            throw new ListenerError(error);
+          }
+        }
       } else if (chunk.confab && Array.isArray(chunk.confab.sources)) {
-        answer.sources = chunk.confab.sources;
+        // Links only to web pages, as the widget shows them.
+        answer.sources = chunk.confab.sources
+          .filter((s) => s && typeof s.title === "string")
+          .map((s) => ({ title: s.title, ...(/^https?:\/\//i.test(s.url || "") ? { url: s.url } : {}) }));
       }
       return false;
     };
@@ -133,7 +158,9 @@ export function createClient(options = {}) {
         try {
           if (await readEvents(response, onEvent)) return answer;
         } catch (error) {
-          if (error instanceof ConfabError || aborted(signal)) throw aborted(signal) ? abortError(signal) : error;
+          if (aborted(signal)) throw abortError(signal);
+          if (error instanceof ListenerError) throw error.cause;
+          if (error instanceof ConfabError) throw error;
         }
         failures = last === before ? failures + 1 : 0;
         response = undefined;
@@ -152,7 +179,10 @@ export function createClient(options = {}) {
         continue;
       }
       // Gone (no longer kept, or not this visitor's): nothing more will come.
-      if (!next.ok) throw await failure(next);
+      if (!next.ok) {
+        const error = await failure(next);
+        throw aborted(signal) ? abortError(signal) : error;
+      }
       response = next;
     }
   }
@@ -164,7 +194,12 @@ export function createClient(options = {}) {
     const stop = () => stream && cancel(stream);
     if (signal) signal.addEventListener("abort", stop, { once: true });
     try {
-      return await work((name) => (stream = name));
+      return await work((name) => {
+        stream = name;
+        // Aborted before the answer had a name: it is cancelled now that it has one.
+        if (name && aborted(signal)) stop();
+        return name;
+      });
     } finally {
       if (signal) signal.removeEventListener("abort", stop);
     }
@@ -190,7 +225,10 @@ export function createClient(options = {}) {
         }).catch(() => {
           throw aborted(signal) ? abortError(signal) : new ConfabError("The relay could not be reached.", { code: "offline" });
         });
-        if (!response.ok) throw await failure(response);
+        if (!response.ok) {
+          const error = await failure(response);
+          throw aborted(signal) ? abortError(signal) : error;
+        }
         const stream = named(response.headers.get("X-Confab-Stream"));
         const answer = { text: "", sources: [], requestId: response.headers.get("X-Request-Id"), stream };
         return follow(stream, response, signal, onDelta, answer);

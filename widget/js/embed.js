@@ -5,7 +5,9 @@ import { chosen } from "./locale.js";
 
 // Whether the chat reads right to left: from its locale if it has one, else from the page.
 export const rightToLeft = (locale) =>
-  locale ? /^(ar|ckb|dv|fa|he|ks|ku|ps|sd|ug|ur|yi)\b/i.test(locale) : document.documentElement.dir === "rtl";
+  locale
+    ? ["ar", "ckb", "dv", "fa", "he", "iw", "ks", "ku", "ps", "sd", "ug", "ur", "yi"].includes(String(locale).toLowerCase().split(/[-_]/)[0])
+    : document.documentElement.dir === "rtl";
 
 // Resolves to `value` in a task of its own: the module's instantiation and the chat's first
 // render run in two tasks rather than one long one.
@@ -96,6 +98,7 @@ export function defineElement(load, texts, defaults = {}) {
       return ATTRIBUTES;
     }
     connectedCallback() {
+      this.placed = true;
       if (this.chat) return;
       const options = { ...defaults };
       for (const name of ATTRIBUTES) {
@@ -116,15 +119,17 @@ export function defineElement(load, texts, defaults = {}) {
     }
     // Removed from the page: nothing of it stays running.
     disconnectedCallback() {
+      this.placed = false;
       if (this.chat) this.chat.destroy();
       this.chat = undefined;
     }
     // Another setting: mounted again with it (the conversation is kept in storage).
+    // (Before the element is placed, its first attributes are just read when it is.)
     attributeChangedCallback(_name, before, after) {
-      if (before !== after && this.chat) {
-        this.disconnectedCallback();
-        this.connectedCallback();
-      }
+      if (before === after || !this.placed) return;
+      if (this.chat) this.chat.destroy();
+      this.chat = undefined;
+      this.connectedCallback();
     }
     send(text) { return this.chat && this.chat.send(text); }
     open() { return this.chat && this.chat.open(); }

@@ -60,8 +60,10 @@ export type VisitorToken = string | { userId: string; userHash: string };
 
 /** The events of a mounted chat, and their details. */
 export interface ChatEvents {
-  open: undefined;
-  close: undefined;
+  /** The floating panel opened (an empty detail). */
+  open: "";
+  /** The floating panel closed (an empty detail). */
+  close: "";
   /** An answer is complete: its text. */
   message: string;
   /** A piece of the answer streaming in. */
@@ -79,8 +81,8 @@ export interface ChatHandle {
   close(): Promise<void>;
   /** Sends `text` as the visitor. */
   send(text: string): Promise<void>;
-  /** The visitor signed in (or their token was refreshed): shows their conversation. */
-  identify(token: VisitorToken): Promise<void>;
+  /** The visitor signed in (or their token was refreshed): shows their conversation; none forgets the token. */
+  identify(token?: VisitorToken): Promise<void>;
   /** The visitor signed out: forgets the conversation, shown and stored. Synchronous. */
   reset(): void;
   /** Listens to an event; returns the function that stops listening. */
@@ -90,8 +92,11 @@ export interface ChatHandle {
   destroy(): void;
 }
 
-/** Mounts the chat in `element` (in its shadow root). */
-export function mount(element: Element, options: ChatOptions): ChatHandle;
+/**
+ * Mounts the chat in `element`, in its shadow root (made if it has none: `element` must be one
+ * that can have one, such as a `div`, `section`, `aside` or a custom element).
+ */
+export function mount(element: HTMLElement, options: ChatOptions): ChatHandle;
 
 /** A message of the conversation sent to `chat`. */
 export interface ChatMessage {
@@ -102,6 +107,7 @@ export interface ChatMessage {
 /** A document of the site an answer is grounded in. */
 export interface Source {
   title: string;
+  /** An `http:` or `https:` link (other links are left out). */
   url?: string;
 }
 
@@ -154,7 +160,7 @@ export interface ConfabChatElement extends HTMLElement {
   send(text: string): Promise<void> | undefined;
   open(): Promise<void> | undefined;
   close(): Promise<void> | undefined;
-  identify(token: VisitorToken): Promise<void> | undefined;
+  identify(token?: VisitorToken): Promise<void> | undefined;
   reset(): void;
 }
 

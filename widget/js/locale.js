@@ -17,7 +17,14 @@ export const languageOf = (tag) => {
 // English when the widget does not speak the tag's language.
 export const chosen = (tag) => {
   const language = languageOf(tag);
-  return { language, lang: language !== "en" || /^en\b/i.test(tag || "") ? tag : "en" };
+  let lang = "en";
+  try {
+    // `pt_BR` is written `pt-BR`; a tag the browser refuses is no tag.
+    [lang = "en"] = Intl.getCanonicalLocales(String(tag || "").replace(/_/g, "-"));
+  } catch {
+    lang = language;
+  }
+  return { language, lang: language !== "en" || /^en\b/i.test(lang) ? lang : "en" };
 };
 
 // The texts of a chat: `fetchLanguage(language)` resolves to a language's table (key to

@@ -38,7 +38,7 @@ const texts = textsFrom((language) => languages[language]().then((module) => mod
 // Mounts the chat in `element`: `mode: "inline"` (the default) fills it; `"floating"` draws the
 // launcher and its panel over the page. Returns the chat's handle.
 export function mount(element, options) {
-  if (typeof Element === "undefined" || !(element instanceof Element)) {
+  if (typeof HTMLElement === "undefined" || !(element instanceof HTMLElement)) {
     throw new TypeError("Confab: mount(element, options) needs an element to mount into");
   }
   if (!options || !options.relay || !options.site) {

@@ -132,6 +132,8 @@ impl Controls {
     /// conversation is no longer shown (the generation moved on) and touches nothing.
     pub fn shut(&self) {
         self.abort();
+        // The last answer's request (its abort controller and the visitor's token) goes too.
+        self.request.set_value(None);
         self.shut.set_value(true);
         self.generation.update_value(|g| *g += 1);
         self.emitter.set_value(None);
@@ -249,7 +251,7 @@ pub fn Chat(embed: Embed, controls: Controls, strings: Strings) -> impl IntoView
     let storage_key = StoredValue::new(embed.with_value(|e| e.storage_key.clone()));
     let identity = controls.identity;
     // Where the conversation shown is stored: the site key and the identity.
-    let slot = move || (storage_key.get_value(), identity.get_untracked());
+    let slot = move || (storage_key.try_get_value().unwrap_or_default(), identity.get_untracked());
 
     // The conversation on the relay (a site that keeps transcripts): its id, made when it is
     // first needed; who answers it; the latest message by a person shown; whether the visitor's
@@ -563,12 +565,12 @@ pub fn Chat(embed: Embed, controls: Controls, strings: Strings) -> impl IntoView
             }
             busy.set(false);
             controller.set_value(None);
-            match result {
+            let complete = match result {
                 Ok(()) => {
                     answer.request.set(request.take());
                     let text = answer.text.get_untracked();
                     announce.set(text.clone());
-                    controls.emit("message", &text);
+                    Some(text)
                 }
                 Err(ChatError::WithPerson) => {
                     // A person holds the conversation: the question goes to them instead.
@@ -580,15 +582,21 @@ pub fn Chat(embed: Embed, controls: Controls, strings: Strings) -> impl IntoView
                     if let Some(question) = question {
                         tell_person(question);
                     }
+                    None
                 }
                 Err(e) => {
                     if answer.text.with_untracked(String::is_empty) {
                         messages.update(|list| list.retain(|m| m.id != answer.id));
                     }
                     error.set(Some(e));
+                    None
                 }
-            }
+            };
             remember();
+            // Last: the page's listener may destroy the chat, or switch its visitor.
+            if let Some(text) = complete {
+                controls.emit("message", &text);
+            }
         });
     };
     // An answer that was streaming when the page was left is followed again from its start,

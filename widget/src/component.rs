@@ -68,7 +68,8 @@ pub fn ConfabChat(
     #[prop(optional)] on_event: Option<Callback<ChatEvent>>,
 ) -> impl IntoView {
     let host = NodeRef::<leptos::html::Div>::new();
-    let widget = StoredValue::new_local(None::<Widget>);
+    // The chat, and the function that hands its events to `on_event` (dropped after it).
+    let widget = StoredValue::new_local(None::<(Widget, Option<Closure<dyn Fn(String, String)>>)>);
     let rtl = locale.as_deref().is_some_and(right_to_left);
     let texts = locale.as_deref().and_then(texts_of);
     // The panel says the language it speaks.
@@ -106,16 +107,15 @@ pub fn ConfabChat(
                 let _ = js_sys::Reflect::set(&object, &(*key).into(), &value.into());
             }
         }
-        if let Some(on_event) = on_event {
+        let emit = on_event.map(|on_event| {
             let emit = Closure::<dyn Fn(String, String)>::new(move |name: String, detail| {
                 if let Some(event) = ChatEvent::from_js(&name, detail) {
-                    on_event.run(event);
+                    on_event.try_run(event);
                 }
             });
             let _ = js_sys::Reflect::set(&object, &"emit".into(), emit.as_ref());
-            // Lives as long as the page: the widget drops its reference on destroy.
-            emit.forget();
-        }
+            emit
+        });
         let table = texts
             .and_then(|json| js_sys::JSON::parse(json).ok())
             .unwrap_or_else(|| js_sys::Object::new().into());
@@ -124,15 +124,17 @@ pub fn ConfabChat(
         }
         let _ = js_sys::Reflect::set(&object, &"strings".into(), &table);
         match mount(root, object.into()) {
-            Ok(mounted) => widget.set_value(Some(mounted)),
+            Ok(mounted) => widget.set_value(Some((mounted, emit))),
             Err(error) => {
                 web_sys::console::error_2(&"Confab: the chat could not be mounted".into(), &error)
             }
         }
     });
     on_cleanup(move || {
-        if let Some(widget) = widget.try_update_value(Option::take).flatten() {
+        if let Some((widget, emit)) = widget.try_update_value(Option::take).flatten() {
+            // The chat calls `emit` no more once destroyed.
             widget.destroy();
+            drop(emit);
         }
     });
     view! { <div class="confab-chat" node_ref=host style:display="block" style:height="100%"></div> }

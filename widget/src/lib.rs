@@ -57,6 +57,14 @@ pub struct Widget {
     mounted: RefCell<Option<Mounted>>,
 }
 
+/// Freed by the page (`free()`, or the glue's finalizer) without `destroy()`: destroyed first,
+/// so that no task still waiting on the network finds the views gone but the chat not shut.
+impl Drop for Widget {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
 /// What a mounted widget holds on the page.
 struct Mounted {
     /// Owns every signal, effect and cleanup of the chat's views.
@@ -155,8 +163,8 @@ pub fn mount(root: ShadowRoot, options: JsValue) -> Result<Widget, JsValue> {
     let flag = |name: &str| flag(name) == Some(true);
     let inline = text("mode").as_deref() == Some("inline");
     let site_key = text("site").unwrap_or_default();
-    let name = text("name").or_else(|| inline.then(|| "inline".into()));
-    let storage_key = match name.filter(|name| !name.is_empty()) {
+    let name = text("name").filter(|n| !n.is_empty()).or_else(|| inline.then(|| "inline".into()));
+    let storage_key = match name {
         Some(name) => [site_key.as_str(), "/", &name].concat(),
         None => site_key.clone(),
     };

@@ -181,14 +181,24 @@ impl Strings {
         }
     }
 
-    /// `Intl.PluralRules`' category of `count` in this chat's language (`one`, `few`, ...).
+    /// `Intl.PluralRules`' category of `count` in this chat's language (`one`, `few`, ...);
+    /// `other` if the browser refuses the language's tag (it throws on a malformed one, which
+    /// must not unwind through the module).
     fn plural_category(&self, count: u32) -> String {
         let locales = Array::new();
         if let Some(locale) = &self.locale {
             locales.push(&locale.into());
         }
-        let rules = js_sys::Intl::PluralRules::new(&locales, &Object::new());
-        rules.select(f64::from(count)).as_string().unwrap_or_else(|| "other".into())
+        let category = || -> Option<String> {
+            let intl = Reflect::get(&js_sys::global(), &"Intl".into()).ok()?;
+            let constructor: js_sys::Function =
+                Reflect::get(&intl, &"PluralRules".into()).ok()?.dyn_into().ok()?;
+            let rules = Reflect::construct(&constructor, &Array::of1(&locales)).ok()?;
+            let select: js_sys::Function =
+                Reflect::get(&rules, &"select".into()).ok()?.dyn_into().ok()?;
+            select.call1(&rules, &f64::from(count).into()).ok()?.as_string()
+        };
+        category().unwrap_or_else(|| "other".into())
     }
 
     /// The words and phrases (each as its words) that suggest a visitor wants a person:
@@ -284,5 +294,14 @@ mod tests {
             Strings::default().open_chat_unread(1),
             "Open chat (1 new message from a person)"
         );
+        // A tag the browser refuses gives the `other` form, not an exception.
+        let table = Object::new();
+        for (key, value) in
+            [("open_chat_unread_one", "ONE {n}"), ("open_chat_unread_other", "OTHER {n}")]
+        {
+            let _ = Reflect::set(&table, &key.into(), &value.into());
+        }
+        let refused = Strings::new(table.into(), Some("pt_BR".into()));
+        assert_eq!(refused.open_chat_unread(1), "OTHER 1");
     }
 }
